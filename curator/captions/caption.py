@@ -1,0 +1,198 @@
+"""The ``Caption`` model: a caption file parsed the way kohya reads it, written back with its own conventions.
+
+kohya sd-scripts reads only the first line of a caption file. kiln parses the tags of that first line, keeps
+everything after it byte for byte (and flags it), and when the tags change it rebuilds only the first line using
+the file's own conventions: separator spacing, underscores or spaces, escaped parentheses, line ending, trailing
+newline, BOM. An untouched caption is written back byte-identical.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from curator.captions.tagtext import (
+    escape_parens,
+    is_kaomoji,
+    spaces_to_underscores,
+    tag_key,
+    underscores_to_spaces,
+    unescape_parens,
+)
+
+BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True)
+class CaptionStyle:
+    """How a caption file writes its tags."""
+
+    joiner: str = ", "  # separator with its usual spacing
+    underscores: bool = False  # multi-word tags written with underscores (``long_hair``)
+    spaces: bool = False  # multi-word tags written with spaces (``long hair``); neither: no evidence
+    escaped_parens: bool = False  # parentheses written ``\\(`` ``\\)`` (A1111 prompt style)
+    trailing_separator: bool = False  # first line ends with the separator (``a, b,``)
+
+
+@dataclass(frozen=True)
+class Caption:
+    """A parsed caption. ``tags`` are the first line's tags exactly as written (stripped of padding)."""
+
+    tags: list[str]
+    separator: str = ","
+    style: CaptionStyle = field(default_factory=CaptionStyle)
+    lead: str = ""  # whitespace before the first tag
+    trail: str = ""  # whitespace after the last tag (before the line ending)
+    eol: str = ""  # line ending after the first line ('' when the file has a single unterminated line)
+    rest: str = ""  # everything after the first line, untouched
+    bom: bool = False
+    decode_error: bool = False  # not valid UTF-8; undecodable bytes are kept as they are
+    raw: bytes | None = None  # the original bytes when unchanged, for byte-identical writes
+    original_line: str | None = None  # the first line as read
+
+    # ---- reading -------------------------------------------------------------------------------------
+    @classmethod
+    def parse(cls, raw: bytes, separator: str = ",") -> Caption:
+        """Parse caption file bytes. Never fails: undecodable bytes are preserved and flagged."""
+        body = raw
+        bom = body.startswith(BOM)
+        if bom:
+            body = body[len(BOM):]
+        try:
+            text = body.decode("utf-8")
+            decode_error = False
+        except UnicodeDecodeError:
+            text = body.decode("utf-8", errors="surrogateescape")
+            decode_error = True
+        nl = text.find("\n")
+        if nl < 0:
+            first, eol, rest = text, "", ""
+            if first.endswith("\r"):
+                first, eol = first[:-1], "\r"
+        else:
+            first, rest = text[:nl], text[nl + 1:]
+            eol = "\n"
+            if first.endswith("\r"):
+                first, eol = first[:-1], "\r\n"
+        stripped = first.strip()
+        lead = first[: len(first) - len(first.lstrip())]
+        trail = first[len(first.rstrip()):]
+        tags, joiners, trailing = _split(stripped, separator)
+        style = _detect_style(tags, joiners, separator, trailing)
+        return cls(
+            tags=tags, separator=separator, style=style, lead=lead, trail=trail, eol=eol, rest=rest,
+            bom=bom, decode_error=decode_error, raw=raw, original_line=first,
+        )
+
+    @property
+    def first_line(self) -> str:
+        """The text kohya trains on (the first line, stripped)."""
+        if self.raw is not None and self.original_line is not None:
+            return self.original_line.strip()
+        return self._format_line(self.tags).strip()
+
+    @property
+    def extra_lines(self) -> bool:
+        """True when the file has text after the first line (kohya ignores it; kiln keeps it)."""
+        return bool(self.rest.strip())
+
+    @property
+    def keys(self) -> list[str]:
+        return [tag_key(t) for t in self.tags]
+
+    # ---- writing -------------------------------------------------------------------------------------
+    def conform(self, tag: str) -> str:
+        """Write a new tag the way this file writes tags (underscores, escaped parentheses)."""
+        tag = " ".join(tag.split())
+        if self.style.underscores:
+            tag = spaces_to_underscores(tag)
+        elif self.style.spaces:
+            tag = " ".join(underscores_to_spaces(tag).split())
+        tag = escape_parens(tag) if self.style.escaped_parens else unescape_parens(tag)
+        return tag
+
+    def with_tags(self, tags: list[str], conform: bool = True) -> Caption:
+        """A copy with a new tag list. Tags the file already had keep their exact text; new tags are
+        written in the file's conventions unless ``conform`` is False (for style-changing operations)."""
+        tags = [t.strip() for t in tags if t.strip()]
+        if conform:
+            existing = set(self.tags)
+            tags = [t if t in existing else self.conform(t) for t in tags]
+        if tags == self.tags and self.raw is not None:
+            return self
+        return Caption(
+            tags=tags, separator=self.separator, style=self.style, lead=self.lead, trail=self.trail,
+            eol=self.eol, rest=self.rest, bom=self.bom, decode_error=self.decode_error, raw=None,
+        )
+
+    def with_style(self, **changes) -> Caption:
+        """A copy written with a different style (e.g. ``joiner=", "``)."""
+        style = CaptionStyle(**{**self.style.__dict__, **changes})
+        return Caption(
+            tags=list(self.tags), separator=self.separator, style=style, lead=self.lead, trail=self.trail,
+            eol=self.eol, rest=self.rest, bom=self.bom, decode_error=self.decode_error, raw=None,
+        )
+
+    def _format_line(self, tags: list[str]) -> str:
+        line = self.style.joiner.join(tags)
+        if self.style.trailing_separator and tags:
+            line += self.style.joiner.rstrip() or self.separator
+        return line
+
+    def to_bytes(self) -> bytes:
+        """The file content. Byte-identical to the input when nothing changed."""
+        if self.raw is not None:
+            return self.raw
+        line = self._format_line(self.tags)
+        text = (self.lead + line + self.trail) if line else ""
+        text += self.eol + self.rest
+        data = text.encode("utf-8", errors="surrogateescape")
+        return BOM + data if self.bom else data
+
+    @classmethod
+    def new(cls, tags: list[str], separator: str = ",", newline: str = "\n") -> Caption:
+        """A caption for a file that does not exist yet (``, `` joined, spaces, trailing newline)."""
+        return cls(tags=[], separator=separator, style=CaptionStyle(joiner=separator + " "), eol=newline,
+                   raw=None).with_tags(tags, conform=False)
+
+
+def _split(line: str, separator: str) -> tuple[list[str], list[str], bool]:
+    """Split a line into tags, the exact separator strings (with spacing) between them, and whether the
+    line ends with a separator."""
+    if not line:
+        return [], [], False
+    parts = re.split("(" + r"\s*" + re.escape(separator) + r"\s*" + ")", line)
+    tags: list[str] = []
+    joiners: list[str] = []
+    for i in range(0, len(parts), 2):
+        piece = parts[i].strip()
+        if not piece:
+            continue
+        if tags and i >= 1:
+            joiners.append(parts[i - 1])
+        tags.append(piece)
+    trailing = len(parts) > 1 and not parts[-1].strip() and bool(tags)
+    return tags, joiners, trailing
+
+
+def _detect_style(tags: list[str], joiners: list[str], separator: str, trailing: bool) -> CaptionStyle:
+    joiner = Counter(joiners).most_common(1)[0][0] if joiners else separator + " "
+    if separator.strip() and not joiner.strip():
+        joiner = separator + " "
+    multi_underscore = sum(1 for t in tags if "_" in t and not is_kaomoji(t) and " " not in t)
+    multi_space = sum(1 for t in tags if " " in t)
+    escaped = any("\\(" in t or "\\)" in t for t in tags)
+    return CaptionStyle(
+        joiner=joiner,
+        underscores=multi_underscore > multi_space,
+        spaces=multi_space > multi_underscore,
+        escaped_parens=escaped,
+        trailing_separator=trailing,
+    )
+
+
+def load_caption(path: Path | str, separator: str = ",") -> Caption:
+    """Read and parse a caption file (raises ``OSError`` when it cannot be read)."""
+    return Caption.parse(Path(path).read_bytes(), separator=separator)

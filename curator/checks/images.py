@@ -1,0 +1,128 @@
+"""Image findings: the probe's file flags (stored in the index) plus the size rules of the training setup."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from curator.records import Flag, ImageRecord
+from curator.scan.config import ScanConfig
+
+
+@dataclass(frozen=True, slots=True)
+class SizeRules:
+    """The size limits derived from a ``ScanConfig`` and kohya's buckets."""
+
+    resolution: int
+    tiny_side: int
+    pixel_limit: int
+    widest_aspect: float
+    widest_bucket: tuple[int, int] | None
+    bucket_settings: object | None  # curator.buckets.BucketSettings when available
+
+    @classmethod
+    def from_config(cls, config: ScanConfig) -> SizeRules:
+        settings = _bucket_settings(config)
+        widest, bucket = _widest(config, settings)
+        return cls(config.resolution, config.tiny_side, config.pixel_limit, widest, bucket, settings)
+
+
+def _bucket_settings(config: ScanConfig) -> object | None:
+    try:
+        from curator.buckets import BucketSettings
+    except ImportError:
+        return None
+    res = config.resolution
+    try:
+        return BucketSettings(
+            resolution=(res, res),
+            min_bucket=min(config.min_bucket, res),
+            max_bucket=max(config.max_bucket, res),
+            step=config.bucket_step,
+        )
+    except ValueError:
+        return None
+
+
+def _widest(config: ScanConfig, settings: object | None) -> tuple[float, tuple[int, int] | None]:
+    """The widest bucket's ratio (long/short) and that bucket."""
+    buckets: list[tuple[int, int]] = []
+    if settings is not None:
+        from curator.buckets import bucket_resolutions
+
+        buckets = bucket_resolutions(settings)  # type: ignore[arg-type]
+    else:  # kohya's make_bucket_resolutions, for when curator.buckets is not available
+        area, step = config.resolution**2, config.bucket_step
+        width = config.min_bucket
+        while width <= config.max_bucket:
+            height = min(config.max_bucket, (area // width) // step * step)
+            if height >= config.min_bucket:
+                buckets.append((width, height))
+            width += step
+    if not buckets:
+        return math.inf, None
+    best = max(buckets, key=lambda b: max(b) / min(b))
+    return max(best) / min(best), (max(best), min(best))
+
+
+def _ratio_text(ratio: float) -> str:
+    return f"{ratio:.2f}:1"
+
+
+def size_flags(record: ImageRecord, rules: SizeRules) -> list[Flag]:
+    """low-res, tiny, extreme-aspect and too-large (under the current limit) for a decoded-size record."""
+    w, h = record.width, record.height
+    flags: list[Flag] = []
+    if w <= 0 or h <= 0:
+        return flags
+    if w * h > rules.pixel_limit and not any(f.kind == "too-large" for f in record.flags):
+        flags.append(
+            Flag(record.path, "too-large", f"{w}x{h} = {w * h / 1e6:.1f} MP is over the {rules.pixel_limit / 1e6:.1f} MP limit")
+        )
+    target = rules.resolution**2
+    area = w * h
+    if area < target:
+        shortfall = 1 - area / target
+        scale = math.sqrt(target / area)
+        flags.append(
+            Flag(
+                record.path,
+                "low-res",
+                f"{w}x{h} = {area:,} px is {shortfall:.0%} below {rules.resolution}² = {target:,} px; "
+                f"training upscales it ×{scale:.2f}",
+            )
+        )
+    elif rules.bucket_settings is not None:
+        from curator.buckets import assign_bucket
+
+        assignment = assign_bucket(w, h, rules.bucket_settings)  # type: ignore[arg-type]
+        if assignment.upscaled:
+            rw, rh = assignment.resized
+            flags.append(
+                Flag(
+                    record.path,
+                    "low-res",
+                    f"{w}x{h} is smaller than its bucket {assignment.bucket[0]}x{assignment.bucket[1]} needs; "
+                    f"upscaled ×{max(rw / w, rh / h):.2f} to {rw}x{rh}",
+                )
+            )
+    if min(w, h) < rules.tiny_side:
+        flags.append(Flag(record.path, "tiny", f"shorter side {min(w, h)} px is under {rules.tiny_side} px ({w}x{h})"))
+    ratio = max(w, h) / min(w, h)
+    if ratio > rules.widest_aspect + 1e-9 and rules.widest_bucket is not None:
+        bw, bh = rules.widest_bucket
+        lost = 1 - rules.widest_aspect / ratio
+        flags.append(
+            Flag(
+                record.path,
+                "extreme-aspect",
+                f"aspect {_ratio_text(ratio)} ({w}x{h}) is beyond the widest bucket {bw}x{bh} "
+                f"({_ratio_text(rules.widest_aspect)}); about {lost:.0%} of the long side is cropped away",
+            )
+        )
+    return flags
+
+
+def image_flags(record: ImageRecord, rules: SizeRules) -> list[Flag]:
+    """Everything wrong with one image file: stored probe findings + size rules."""
+    return list(record.flags) + (size_flags(record, rules) if record.readable else [])

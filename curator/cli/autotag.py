@@ -1,0 +1,165 @@
+"""`kiln autotag DATASET --model PATH_OR_REPO`: tag images with a WD14-family ONNX tagger.
+
+Registration is light: onnxruntime, numpy and PIL are imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EPILOG = """\
+examples:
+  kiln autotag ./dataset --model ~/models/wd-swinv2-tagger-v3
+  kiln autotag ./dataset --model SmilingWolf/wd-swinv2-tagger-v3 --mode append --prefix ohwx
+  kiln autotag ./dataset --model ./tagger --mcut --character-first --exclude "solo, simple background"
+  kiln autotag ./dataset --model ./tagger --mode replace --dry-run --json
+
+A model is a folder holding model.onnx and selected_tags.csv (SmilingWolf's layout), or a Hugging Face
+repository id already in the local cache (kiln never downloads). Every caption write is one journal entry:
+`kiln tags undo` reverts the whole run. Exit codes: 0 done, 1 nothing could be done, 2 conflicts left
+some captions untouched.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `autotag` subcommand."""
+    p = subparsers.add_parser(
+        "autotag",
+        help="tag images with a WD14 ONNX tagger (undoable)",
+        description="Tag a dataset's images with a WD14-family ONNX tagger and write kohya captions.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dataset", type=Path, help="dataset folder (kohya layout or flat) or kohya dataset TOML")
+    p.add_argument("--model", required=True, help="folder with model.onnx + selected_tags.csv, or a cached HF repo id")
+    p.add_argument("--general", type=float, default=0.35, metavar="P", help="general tag threshold (default 0.35)")
+    p.add_argument("--character", type=float, default=0.85, metavar="P", help="character tag threshold (default 0.85)")
+    p.add_argument("--mcut", action="store_true",
+                   help="MCut thresholds instead of fixed ones for general and character tags (character floor 0.15)")
+    p.add_argument("--general-mcut", action="store_true", help="MCut for general tags only")
+    p.add_argument("--character-mcut", action="store_true", help="MCut for character tags only (floored at 0.15)")
+    p.add_argument("--ratings", action="store_true", help="add the most probable rating tag first")
+    p.add_argument("--exclude", action="append", default=[], metavar="TAG", help="never write TAG (repeat or comma-separate)")
+    p.add_argument("--keep-underscores", action="store_true", help="keep Danbooru underscores (long_hair)")
+    p.add_argument("--character-first", action="store_true", help="character tags before general tags")
+    p.add_argument("--max-tags", type=int, default=None, metavar="N", help="at most N general tags (most confident)")
+    p.add_argument("--prefix", action="append", default=[], metavar="TAG", help="tag(s) kept first, e.g. a trigger word")
+    p.add_argument(
+        "--prefix-from-folder",
+        action="store_true",
+        help="keep each kohya folder's class tokens (10_ohwx woman -> 'ohwx woman') first",
+    )
+    p.add_argument("--include-reg", action="store_true",
+                   help="also tag regularization images (left out by default: kohya captions them by folder name)")
+    p.add_argument("--mode", choices=["missing", "append", "replace"], default="missing",
+                   help="missing: only uncaptioned images (default); append: add new tags; replace: overwrite tags")
+    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per model call (default 16)")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="decode threads (default: CPU cores, max 8)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "rocm"], default="auto",
+                   help="execution provider (auto: CUDA or ROCm when onnxruntime offers it, else CPU)")
+    p.add_argument("--caption-extension", default=None, metavar="EXT",
+                   help="caption file extension (default: the dataset's, .txt for folders)")
+    p.add_argument("--where", default=None, metavar="QUERY", help="only images matching a `kiln tags` query")
+    p.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
+    p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    p.set_defaults(func=run)
+
+
+def _config_from_args(args: argparse.Namespace):
+    from curator.autotag.config import AutotagConfig
+
+    values = {
+        "model": args.model,
+        "general_threshold": args.general,
+        "character_threshold": args.character,
+        "general_mcut": args.mcut or args.general_mcut,
+        "character_mcut": args.mcut or args.character_mcut,
+        "ratings": args.ratings,
+        "exclude": args.exclude,
+        "keep_underscores": args.keep_underscores,
+        "character_first": args.character_first,
+        "max_tags": args.max_tags,
+        "prefix": args.prefix,
+        "prefix_from_folder": args.prefix_from_folder,
+        "include_reg": args.include_reg,
+        "mode": args.mode,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "where": args.where,
+        "dry_run": args.dry_run,
+    }
+    if args.workers is not None:
+        values["workers"] = args.workers
+    return AutotagConfig(**values)
+
+
+def _fail(message: str, as_json: bool) -> int:
+    from curator.textsafe import printable
+
+    print(f"kiln autotag: {printable(message, keep_newlines=True)}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"exit_code": 1, "reason": message}))
+    return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command; returns the exit code."""
+    from pydantic import ValidationError
+
+    from curator.autotag.config import describe_validation_error
+
+    try:
+        config = _config_from_args(args)
+    except ValidationError as exc:
+        return _fail(describe_validation_error(exc), args.json)
+    if not args.dataset.exists():
+        return _fail(f"{args.dataset}: no such dataset folder or TOML file", args.json)
+
+    from curator.autotag.model import ModelError, TaggerModel, resolve_model
+    from curator.autotag.progress import progress_factory
+    from curator.autotag.runner import AutotagError, run_autotag
+    from curator.dataset import Dataset
+
+    interactive = sys.stderr.isatty() and not args.json
+    try:
+        files = resolve_model(config.model)  # cheap checks first: a typo fails before any scanning
+    except ModelError as exc:
+        return _fail(str(exc), args.json)
+    ext = args.caption_extension
+    if ext and not ext.startswith("."):
+        ext = "." + ext
+    try:
+        dataset = Dataset.open(args.dataset, caption_extension=ext, quiet=args.json)
+    except (OSError, ValueError) as exc:  # LayoutError, IndexOpenError: the dataset cannot be read
+        return _fail(f"{args.dataset}: {exc}", args.json)
+    with dataset:
+        try:
+            model = TaggerModel.load(files, device=config.device)
+        except ModelError as exc:
+            return _fail(str(exc), args.json)
+        try:
+            dataset.scan(progress=interactive)
+        except (OSError, ValueError) as exc:
+            return _fail(f"{args.dataset}: cannot scan: {exc}", args.json)
+        with progress_factory(enabled=interactive) as progress:
+            try:
+                report = run_autotag(dataset, config, model=model, progress=progress)
+            except (AutotagError, ModelError) as exc:
+                return _fail(str(exc), args.json)
+
+    if args.json:
+        print(json.dumps(report.to_dict()))  # ASCII: odd file names (surrogates) stay valid JSON
+    else:
+        from curator.autotag.report import print_report
+
+        print_report(report, verbose=config.dry_run)
+    if report.reason and report.exit_code == 1:
+        print(f"kiln autotag: nothing to do: {report.reason}", file=sys.stderr)
+    elif report.exit_code == 1:
+        print("kiln autotag: no image could be tagged (see the bad images above)", file=sys.stderr)
+    if report.interrupted:
+        return 130
+    return report.exit_code

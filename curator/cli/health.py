@@ -1,0 +1,301 @@
+"""``kiln scan``, ``kiln check``, ``kiln dupes``: the dataset's index and health, for people and scripts.
+
+Human output is rich tables on stdout; ``--json`` prints one JSON document. Exit status: 0 when the dataset
+was read (even with findings), 1 when it cannot be read at all (the reason goes to stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", type=Path, help="dataset folder (kohya <repeats>_<name>/ or flat) or kohya TOML")
+    parser.add_argument(
+        "--caption-extension", default=None, metavar="EXT", help="caption file extension (default .txt; a TOML's own)"
+    )
+    parser.add_argument("--workers", type=int, default=None, metavar="N", help="scan processes (default: CPU cores)")
+    parser.add_argument("--pixel-limit", type=int, default=None, metavar="PX", help="refuse images above this many pixels")
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``scan``, ``check`` and ``dupes``."""
+    scan = subparsers.add_parser(
+        "scan",
+        help="build or refresh the dataset's index and print a summary",
+        description="Index the dataset (.kiln/index.sqlite): only new and changed files are read. "
+        "Writes nothing in the dataset except .kiln/.",
+    )
+    _common(scan)
+    scan.set_defaults(func=run_scan)
+
+    check = subparsers.add_parser(
+        "check",
+        help="list every health flag: broken, low-res, caption problems, duplicates",
+        description="Refresh the index, then report every finding (see docs/DATASET.md for the kinds).",
+    )
+    _common(check)
+    check.add_argument(
+        "--resolution", type=int, default=None, metavar="PX", help="training resolution for low-res (default 512)"
+    )
+    check.add_argument("--threshold", type=int, default=None, metavar="BITS", help="near-duplicate pHash distance")
+    check.add_argument("--kind", action="append", default=None, metavar="KIND", help="only these kinds (repeatable)")
+    check.set_defaults(func=run_check)
+
+    dupes = subparsers.add_parser(
+        "dupes",
+        help="exact and near-duplicate clusters, with the image to keep",
+        description="Cluster exact duplicates (same bytes or pixels) and near duplicates (perceptual hash).",
+    )
+    _common(dupes)
+    dupes.add_argument(
+        "--threshold", type=int, default=None, metavar="BITS", help="near-duplicate pHash distance (default 10)"
+    )
+    dupes.set_defaults(func=run_dupes)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _error(message: str) -> int:
+    from curator.textsafe import printable
+
+    print(f"kiln: {printable(message)}", file=sys.stderr)
+    return 1
+
+
+def _open(args: argparse.Namespace, **overrides: Any) -> Any:
+    """Open the dataset or return an exit code after printing why it cannot be opened."""
+    from pydantic import ValidationError
+
+    from curator.dataset import Dataset
+    from curator.index import IndexOpenError
+    from curator.layout import LayoutError
+    from curator.scan.config import ScanConfig, config_error_message
+
+    values = {
+        "caption_extension": args.caption_extension,
+        "workers": args.workers,
+        "pixel_limit": args.pixel_limit,
+        **overrides,
+    }
+    try:
+        config = ScanConfig(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        return _error(config_error_message(exc))
+    try:
+        return Dataset.open(args.dataset, config=config)
+    except (LayoutError, IndexOpenError) as exc:
+        return _error(str(exc))
+    except OSError as exc:
+        return _error(f"{args.dataset}: cannot read the dataset ({exc.strerror or exc})")
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _scan(dataset: Any, args: argparse.Namespace) -> Any:
+    progress = False if (args.no_progress or args.json) else None
+    summary = dataset.scan(progress=progress)
+    if summary.images == 0 and summary.unreadable_dirs:
+        return None
+    return summary
+
+
+def _text(value: object) -> Any:
+    from rich.text import Text
+
+    from curator.textsafe import printable
+
+    return Text(printable(value))
+
+
+def _print_warnings(dataset: Any) -> None:
+    from curator.textsafe import printable
+
+    for warning in dataset.layout.warnings:
+        print(f"kiln: {printable(warning)}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------------ scan
+
+
+def run_scan(args: argparse.Namespace) -> int:
+    dataset = _open(args)
+    if isinstance(dataset, int):
+        return dataset
+    with dataset:
+        _print_warnings(dataset)
+        summary = _scan(dataset, args)
+        if summary is None:
+            return _error(f"{dataset.root}: no subset folder could be read")
+        records = dataset.images()
+        if args.json:
+            out = summary.to_dict()
+            out["root"] = str(dataset.root)
+            out["layout"] = dataset.layout.source
+            out["index"] = str(dataset.index.path)
+            out["subsets"] = _subset_rows(dataset, records)
+            print(json.dumps(out, ensure_ascii=False, indent=2))
+            return 0
+        _print_scan(dataset, summary, records)
+    return 0
+
+
+def _subset_rows(dataset: Any, records: list[Any]) -> list[dict[str, Any]]:
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record.subset.rel_dir] = counts.get(record.subset.rel_dir, 0) + 1
+    return [
+        {
+            "folder": s.rel_dir or ".",
+            "repeats": s.repeats,
+            "class_tokens": s.class_tokens,
+            "is_reg": s.is_reg,
+            "caption_extension": s.caption_extension,
+            "images": counts.get(s.rel_dir, 0),
+        }
+        for s in dataset.layout.subsets
+    ]
+
+
+def _print_scan(dataset: Any, summary: Any, records: list[Any]) -> None:
+    from rich.table import Table
+
+    console = _console()
+    table = Table(title=_text(f"{dataset.root} ({dataset.layout.source} layout)"), title_justify="left")
+    for column in ("folder", "repeats", "class tokens", "reg", "captions", "images"):
+        table.add_column(column, justify="right" if column in ("repeats", "images") else "left")
+    for row in _subset_rows(dataset, records):
+        table.add_row(
+            _text(row["folder"]),
+            str(row["repeats"]),
+            _text(row["class_tokens"]),
+            "reg" if row["is_reg"] else "",
+            _text(row["caption_extension"]),
+            f"{row['images']:,}",
+        )
+    console.print(table)
+    rate = f", {summary.images_per_second:,.0f} images/s" if summary.probed else ""
+    console.print(
+        _text(
+            f"{summary.images:,} images: {summary.new:,} new, {summary.changed:,} changed, {summary.removed:,} removed, "
+            f"{summary.unchanged:,} unchanged ({summary.seconds:.2f} s{rate})"
+        )
+    )
+    if summary.flags_by_kind:
+        parts = ", ".join(f"{kind} {n:,}" for kind, n in sorted(summary.flags_by_kind.items()))
+        console.print(_text(f"file findings: {parts}; run `kiln check` for all checks"))
+    where = "user cache (dataset is read-only)" if dataset.index.in_cache else "dataset"
+    console.print(_text(f"index: {dataset.index.path} ({where})"), style="dim")
+
+
+# ------------------------------------------------------------------------------------------------ check
+
+
+def run_check(args: argparse.Namespace) -> int:
+    overrides = {"resolution": args.resolution, "near_threshold": args.threshold}
+    dataset = _open(args, **overrides)
+    if isinstance(dataset, int):
+        return dataset
+    with dataset:
+        from curator.records import FLAG_KINDS
+
+        unknown = [k for k in args.kind or [] if k not in FLAG_KINDS]
+        if unknown:
+            return _error(f"unknown kind {unknown[0]!r}; kinds are: {', '.join(FLAG_KINDS)}")
+        _print_warnings(dataset)
+        if _scan(dataset, args) is None:
+            return _error(f"{dataset.root}: no subset folder could be read")
+        flags = dataset.flags()
+        if args.kind:
+            flags = [f for f in flags if f.kind in set(args.kind)]
+        images = len(dataset.images())
+        if args.json:
+            print(json.dumps({"images": images, "flags": [f.to_dict() for f in flags]}, ensure_ascii=False, indent=2))
+            return 0
+        _print_check(dataset, images, flags)
+    return 0
+
+
+def _print_check(dataset: Any, images: int, flags: list[Any]) -> None:
+    from collections import Counter
+
+    from rich.table import Table
+
+    from curator.records import FLAG_KINDS
+
+    console = _console()
+    if not flags:
+        console.print(_text(f"{images:,} images, no findings"))
+        return
+    table = Table(title=_text(f"{dataset.root}: {len(flags):,} findings in {images:,} images"), title_justify="left")
+    table.add_column("path", overflow="fold")
+    table.add_column("kind", no_wrap=True)
+    table.add_column("detail", overflow="fold")
+    for flag in flags:
+        table.add_row(_text(flag.path), _text(flag.kind), _text(flag.detail))
+    console.print(table)
+    counts = Counter(f.kind for f in flags)
+    summary = Table(title="by kind", title_justify="left")
+    summary.add_column("kind")
+    summary.add_column("count", justify="right")
+    for kind in FLAG_KINDS:
+        if counts.get(kind):
+            summary.add_row(kind, f"{counts[kind]:,}")
+    console.print(summary)
+
+
+# ------------------------------------------------------------------------------------------------ dupes
+
+
+def run_dupes(args: argparse.Namespace) -> int:
+    dataset = _open(args, near_threshold=args.threshold)
+    if isinstance(dataset, int):
+        return dataset
+    with dataset:
+        _print_warnings(dataset)
+        if _scan(dataset, args) is None:
+            return _error(f"{dataset.root}: no subset folder could be read")
+        clusters = dataset.duplicates()
+        if args.json:
+            print(json.dumps({"clusters": [c.to_dict() for c in clusters]}, ensure_ascii=False, indent=2))
+            return 0
+        _print_dupes(dataset, clusters)
+    return 0
+
+
+def _print_dupes(dataset: Any, clusters: list[Any]) -> None:
+    from rich.table import Table
+
+    console = _console()
+    if not clusters:
+        console.print(_text(f"no duplicates (near threshold {dataset.config.near_threshold} bits)"))
+        return
+    records = {r.path: r for r in dataset.images()}
+    table = Table(
+        title=_text(f"{len(clusters)} duplicate clusters (near threshold {dataset.config.near_threshold} bits)"),
+        title_justify="left",
+    )
+    for column in ("cluster", "kind", "", "path", "size", "bytes"):
+        table.add_column(column, justify="right" if column in ("cluster", "bytes") else "left")
+    for cluster in clusters:
+        for number, path in enumerate(cluster.members):
+            record = records.get(path)
+            size = f"{record.width}x{record.height}" if record else ""
+            nbytes = f"{record.size:,}" if record else ""
+            mark = "keep" if path == cluster.keep else "remove?"
+            table.add_row(
+                str(cluster.id) if number == 0 else "", cluster.kind if number == 0 else "", mark, _text(path), size, nbytes
+            )
+        table.add_section()
+    console.print(table)

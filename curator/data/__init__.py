@@ -1,0 +1,1 @@
+"""Packaged data: rule tables and the CLIP tokenizer vocabulary."""

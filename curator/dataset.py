@@ -1,0 +1,207 @@
+"""``Dataset``: a dataset folder (or kohya TOML) with its layout, its index and its health.
+
+    ds = Dataset.open("/data/my_lora")        # reads the layout, opens .kiln/index.sqlite
+    ds.scan()                                  # incremental: only new/changed files are probed
+    records = ds.images()                      # ImageRecord list from the index (refreshes once if needed)
+    flags = ds.flags()                         # every finding: files, sizes, captions, duplicates
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from curator.index import Index, to_unsigned64
+from curator.layout import DatasetLayout, LayoutError, load_layout
+from curator.records import FLAG_KINDS, Flag, ImageRecord
+from curator.scan.config import ScanConfig
+from curator.scan.scanner import ScanSummary, WalkResult, abs_path_of, scan_dataset
+
+__all__ = ["Dataset", "DatasetError", "ScanConfig", "ScanSummary"]
+
+_KIND_ORDER = {kind: n for n, kind in enumerate(FLAG_KINDS)}
+
+
+class DatasetError(LayoutError):
+    """The dataset cannot be read at all (missing, not a folder, no permission)."""
+
+
+def config_with_toml(config: ScanConfig, layout: DatasetLayout) -> ScanConfig:
+    """Fill resolution/bucket settings from a dataset TOML where the config kept its defaults."""
+    settings = layout.toml_settings
+    updates: dict[str, object] = {}
+    fields_set = config.model_fields_set
+    resolution = settings.get("resolution")
+    if "resolution" not in fields_set and resolution is not None:
+        if isinstance(resolution, list | tuple) and resolution:
+            side = int((int(resolution[0]) * int(resolution[-1])) ** 0.5)
+        else:
+            side = int(resolution)
+        updates["resolution"] = side
+    for key, field in (("min_bucket_reso", "min_bucket"), ("max_bucket_reso", "max_bucket"), ("bucket_reso_steps", "bucket_step")):
+        if field not in fields_set and key in settings:
+            updates[field] = int(settings[key])
+    if not updates:
+        return config
+    return ScanConfig.model_validate({**config.model_dump(exclude_unset=True), **updates})
+
+
+class Dataset:
+    """An open dataset. Use :meth:`open`; call :meth:`close` (or use ``with``) when done."""
+
+    def __init__(self, layout: DatasetLayout, index: Index, config: ScanConfig) -> None:
+        self.layout = layout
+        self.index = index
+        self.config = config
+        self._walk: WalkResult | None = None
+        self._records: list[ImageRecord] | None = None
+        self.last_summary: ScanSummary | None = None
+
+    @classmethod
+    def open(
+        cls,
+        path: Path | str,
+        caption_extension: str | None = None,
+        config: ScanConfig | None = None,
+        *,
+        quiet: bool = False,
+    ) -> Dataset:
+        """Open a dataset folder or kohya TOML; raises ``LayoutError`` with the reason when it cannot."""
+        config = config or ScanConfig()
+        if caption_extension is not None:
+            config = config.model_copy(update={"caption_extension": caption_extension})
+        layout = load_layout(path, config.caption_extension)
+        config = config_with_toml(config, layout)
+        index = Index.open(layout.root, quiet=quiet)
+        return cls(layout, index, config)
+
+    @property
+    def root(self) -> Path:
+        return self.layout.root
+
+    # ------------------------------------------------------------------------------------------- scanning
+
+    def scan(self, progress: bool | None = None) -> ScanSummary:
+        """Bring the index up to date (only new/changed files are read); ``progress`` None: on a terminal."""
+        summary, walk = scan_dataset(self.layout, self.index, self.config, progress=progress)
+        self._walk = walk
+        self._records = None
+        self.last_summary = summary
+        return summary
+
+    def refresh(self, progress: bool | None = False) -> ScanSummary:
+        """Alias of :meth:`scan`, quiet by default (for callers that just want current data)."""
+        return self.scan(progress=progress)
+
+    def invalidate(self) -> None:
+        """Forget cached records and walk: the next :meth:`images` re-checks the files."""
+        self._walk = None
+        self._records = None
+
+    @property
+    def walk(self) -> WalkResult:
+        if self._walk is None:
+            self.scan(progress=False)
+        assert self._walk is not None
+        return self._walk
+
+    # -------------------------------------------------------------------------------------------- records
+
+    def images(self) -> list[ImageRecord]:
+        """Every image from the index, sorted by path. The first call per ``Dataset`` stats the files and
+        probes what changed; later calls return the cached list until :meth:`scan` or :meth:`invalidate`."""
+        if self._walk is None:
+            self.scan(progress=False)
+        if self._records is None:
+            self._records = self._load_records()
+        return self._records
+
+    def _load_records(self) -> list[ImageRecord]:
+        subsets = {s.rel_dir: s for s in self.layout.subsets}
+        root = self.root
+        records = []
+        rows = self.index.conn.execute(
+            "SELECT path, subset, size, mtime_ns, sha256, width, height, format, mode, frames, exif_rotated, "
+            "phash, flags FROM images ORDER BY path"
+        )
+        for path, subset, size, mtime, sha, width, height, fmt, mode, frames, rotated, phash, flags in rows:
+            owner = subsets.get(subset)
+            if owner is None:
+                continue
+            records.append(
+                ImageRecord(
+                    path=path,
+                    abs_path=abs_path_of(root, path),
+                    subset=owner,
+                    size=size,
+                    mtime_ns=mtime,
+                    sha256=sha,
+                    width=width,
+                    height=height,
+                    format=fmt,
+                    mode=mode,
+                    frames=frames,
+                    exif_rotated=bool(rotated),
+                    phash=to_unsigned64(phash),
+                    flags=[Flag(path, kind, detail) for kind, detail in json.loads(flags)] if flags != "[]" else [],
+                )
+            )
+        return records
+
+    def record(self, path: str) -> ImageRecord | None:
+        """The record of one image by its posix path relative to the root."""
+        for record in self.images():
+            if record.path == path:
+                return record
+        return None
+
+    # --------------------------------------------------------------------------------------------- health
+
+    def duplicates(self, threshold: int | None = None) -> list:
+        """Exact and near duplicate clusters (``curator.dupes.Cluster``)."""
+        from curator.dupes import find_clusters
+
+        limit = self.config.near_threshold if threshold is None else threshold
+        return find_clusters(self.images(), limit, pixel_digest=self._pixel_digest)
+
+    def _pixel_digest(self, record: ImageRecord) -> str | None:
+        from curator.scan.probe import pixel_digest
+
+        row = self.index.conn.execute(
+            "SELECT pixel_sha FROM images WHERE path = ? AND sha256 = ?", (record.path, record.sha256)
+        ).fetchone()
+        if row and row[0]:
+            return row[0]
+        digest = pixel_digest(str(record.abs_path), self.config.pixel_limit)
+        if digest is not None:
+            self.index.conn.execute(
+                "UPDATE images SET pixel_sha = ? WHERE path = ? AND sha256 = ?", (digest, record.path, record.sha256)
+            )
+        return digest
+
+    def flags(self, threshold: int | None = None) -> list[Flag]:
+        """Every finding, sorted by path then kind; also stored in the index's ``flags`` table."""
+        from curator.checks import SizeRules, caption_flags, image_flags
+        from curator.dupes import duplicate_flags
+
+        records = self.images()
+        rules = SizeRules.from_config(self.config)
+        found: list[Flag] = []
+        for record in records:
+            found += image_flags(record, rules)
+        found += caption_flags(self.layout, records, self.walk.other_files)
+        found += duplicate_flags(self.duplicates(threshold))
+        found.sort(key=lambda f: (f.path, _KIND_ORDER.get(f.kind, 99), f.detail))
+        with self.index.transaction() as tx:
+            tx.execute("DELETE FROM flags")
+            tx.executemany("INSERT INTO flags (path, kind, detail) VALUES (?, ?, ?)", [(f.path, f.kind, f.detail) for f in found])
+        return found
+
+    def close(self) -> None:
+        self.index.close()
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,170 @@
+"""The persistent index: ``<dataset>/.kiln/index.sqlite`` (WAL), or the user cache when the folder is read-only.
+
+Tables owned here: ``meta`` (key/value), ``images`` (one row per image file: stat, hashes, probe results)
+and ``flags`` (the last full check). Other modules add their own tables through :meth:`Index.ensure_schema`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import sys
+from pathlib import Path
+
+KILN_DIR = ".kiln"
+INDEX_NAME = "index.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS images (
+    path TEXT PRIMARY KEY,         -- posix, relative to the dataset root
+    subset TEXT NOT NULL,          -- the subset's rel_dir
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    width INTEGER NOT NULL,        -- after EXIF rotation
+    height INTEGER NOT NULL,
+    format TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    frames INTEGER NOT NULL,
+    exif_rotated INTEGER NOT NULL,
+    phash INTEGER,                 -- 64-bit perceptual hash stored as signed int64
+    pixel_sha TEXT,                -- hash of the decoded pixels, computed only when needed
+    flags TEXT NOT NULL            -- JSON [[kind, detail], ...] found by the probe
+);
+CREATE INDEX IF NOT EXISTS images_sha ON images(sha256);
+CREATE TABLE IF NOT EXISTS flags (path TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS flags_path ON flags(path);
+"""
+
+_announced: set[str] = set()
+
+
+class IndexOpenError(OSError):
+    """The index could be opened neither in the dataset nor in the user cache."""
+
+
+def cache_index_dir(root: Path) -> Path:
+    """Where the index of a read-only dataset lives: the user cache, one folder per dataset path."""
+    from platformdirs import user_cache_dir
+
+    digest = hashlib.sha256(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    safe_name = "".join(c if c.isalnum() or c in "-_." else "_" for c in root.name)[:40] or "root"
+    return Path(user_cache_dir("kiln")) / "indexes" / f"{safe_name}-{digest}"
+
+
+def _make_kiln_dir(root: Path) -> Path:
+    """Create ``<root>/.kiln``; raises OSError when the dataset folder is read-only."""
+    kiln_dir = root / KILN_DIR
+    kiln_dir.mkdir(exist_ok=True)
+    if not os.access(kiln_dir, os.W_OK):
+        raise PermissionError(13, "not writable", str(kiln_dir))
+    return kiln_dir
+
+
+def _connect(db_path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(db_path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    conn.executescript(_SCHEMA)  # fails here when the file system is read-only
+    return conn
+
+
+class Index:
+    """An open index. ``conn`` is an autocommit sqlite3 connection (use ``with index.transaction():``)."""
+
+    def __init__(self, root: Path, kiln_dir: Path, conn: sqlite3.Connection, in_cache: bool) -> None:
+        self.root = root
+        self.kiln_dir = kiln_dir
+        self.conn = conn
+        self.in_cache = in_cache
+
+    @property
+    def path(self) -> Path:
+        return self.kiln_dir / INDEX_NAME
+
+    @classmethod
+    def open(cls, root: Path | str, *, quiet: bool = False) -> Index:
+        """Open (creating if needed) the index of the dataset at ``root``."""
+        root = Path(root).resolve()
+        try:
+            kiln_dir = _make_kiln_dir(root)
+            conn = _connect(kiln_dir / INDEX_NAME)
+            index = cls(root, kiln_dir, conn, in_cache=False)
+        except (OSError, sqlite3.OperationalError) as first:
+            kiln_dir = cache_index_dir(root)
+            try:
+                kiln_dir.mkdir(parents=True, exist_ok=True)
+                conn = _connect(kiln_dir / INDEX_NAME)
+            except (OSError, sqlite3.OperationalError) as exc:
+                raise IndexOpenError(f"cannot create an index in {root / KILN_DIR} ({first}) nor in {kiln_dir} ({exc})") from exc
+            if not quiet and str(root) not in _announced:
+                _announced.add(str(root))
+                print(f"kiln: {root} is read-only; its index lives in {kiln_dir}", file=sys.stderr)
+            index = cls(root, kiln_dir, conn, in_cache=True)
+        index._migrate()
+        return index
+
+    def _migrate(self) -> None:
+        version = self.get_meta("schema_version")
+        if version is None:
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+        elif int(version) != SCHEMA_VERSION:
+            # An index is a cache of the files: an unknown version is rebuilt, never trusted.
+            with self.transaction():
+                self.conn.execute("DELETE FROM images")
+                self.conn.execute("DELETE FROM flags")
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+
+    def ensure_schema(self, sql: str) -> None:
+        """Run ``CREATE TABLE IF NOT EXISTS ...`` statements for a module's own tables."""
+        self.conn.executescript(sql)
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self.conn)
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def to_signed64(value: int | None) -> int | None:
+    """An unsigned 64-bit hash as sqlite's signed INTEGER."""
+    if value is None:
+        return None
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def to_unsigned64(value: int | None) -> int | None:
+    if value is None:
+        return None
+    return value + (1 << 64) if value < 0 else value

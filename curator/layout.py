@@ -1,0 +1,256 @@
+"""Dataset layouts kiln understands: kohya folders, a flat folder, or a kohya dataset TOML.
+
+* kohya folders: ``ROOT/<repeats>_<class tokens>/`` subfolders (``10_sks dog``), images directly inside
+  (kohya does not recurse). ``ROOT/reg/<repeats>_<name>/`` are regularization subsets, and so are the
+  ``reg/`` folders of bmaltais' GUI layout ``ROOT/img/`` + ``ROOT/reg/``.
+* flat: images directly in ROOT, repeats 1.
+* TOML: kohya's ``--dataset_config`` file (``[general]``, ``[[datasets]]``, ``[[datasets.subsets]]``); subset keys
+  inherit from the dataset and from ``[general]`` as in kohya's ``config_util``.
+
+Loading a layout reads directory names only (no image is opened).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".avif"})
+CAPTION_EXTENSIONS = (".txt", ".caption")
+KOHYA_FOLDER = re.compile(r"^(\d+)_(.*)$")
+REG_FOLDER_NAMES = ("reg", "reg_data", "regularization")
+TOML_CAPTION_DEFAULT = ".caption"  # kohya's DreamBooth subset default when the TOML names none
+FOLDER_CAPTION_DEFAULT = ".txt"
+
+# Keys of [general]/[[datasets]] that matter for curation (bucketing, captions); kept in toml_settings.
+_DATASET_KEYS = (
+    "resolution",
+    "enable_bucket",
+    "min_bucket_reso",
+    "max_bucket_reso",
+    "bucket_reso_steps",
+    "bucket_no_upscale",
+    "batch_size",
+)
+_SUBSET_KEYS = ("num_repeats", "caption_extension", "is_reg", "class_tokens", "keep_tokens", "shuffle_caption")
+
+
+class LayoutError(ValueError):
+    """The path is not a dataset kiln can read; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Subset:
+    """One folder of images with its kohya settings. ``rel_dir`` is posix, relative to the root ('' = root)."""
+
+    image_dir: Path
+    rel_dir: str
+    repeats: int = 1
+    class_tokens: str = ""
+    is_reg: bool = False
+    caption_extension: str = FOLDER_CAPTION_DEFAULT
+    keep_tokens: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.rel_dir or "."
+
+
+@dataclass(slots=True)
+class DatasetLayout:
+    """Where a dataset's images are. ``toml_settings`` holds the dataset-level keys from a TOML
+    (resolution, bucket options); ``warnings`` lists what was skipped and why."""
+
+    root: Path
+    subsets: list[Subset]
+    source: Literal["kohya", "flat", "toml"]
+    toml_settings: dict[str, Any] = field(default_factory=dict)
+    toml_path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def subset_for(self, rel_dir: str) -> Subset | None:
+        for subset in self.subsets:
+            if subset.rel_dir == rel_dir:
+                return subset
+        return None
+
+
+def normalize_caption_extension(extension: str) -> str:
+    """``txt`` → ``.txt``; rejects empty and path-like values."""
+    ext = extension.strip()
+    if not ext or "/" in ext or "\\" in ext or ext in (".", ".."):
+        raise LayoutError(f"caption extension {extension!r} is not a file extension; use .txt or .caption")
+    return ext if ext.startswith(".") else "." + ext
+
+
+def is_image_name(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _has_images(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return any(is_image_name(e.name) and e.is_file() for e in entries)
+    except OSError:
+        return False
+
+
+def _subdirs(folder: Path) -> list[os.DirEntry]:
+    with os.scandir(folder) as entries:
+        return sorted((e for e in entries if not e.name.startswith(".") and e.is_dir()), key=lambda e: e.name)
+
+
+def _kohya_subsets(folder: Path, root: Path, is_reg: bool, ext: str, warnings: list[str]) -> list[Subset]:
+    subsets = []
+    for entry in _subdirs(folder):
+        match = KOHYA_FOLDER.match(entry.name)
+        rel = Path(entry.path).relative_to(root).as_posix()
+        if not match:
+            continue
+        repeats = int(match.group(1))
+        if repeats < 1:
+            warnings.append(f"{rel}: {repeats} repeats, kohya skips this folder")
+        subsets.append(
+            Subset(
+                image_dir=Path(entry.path),
+                rel_dir=rel,
+                repeats=repeats,
+                class_tokens=match.group(2),
+                is_reg=is_reg,
+                caption_extension=ext,
+            )
+        )
+    return subsets
+
+
+def _load_folder(root: Path, caption_extension: str | None) -> DatasetLayout:
+    ext = normalize_caption_extension(caption_extension or FOLDER_CAPTION_DEFAULT)
+    warnings: list[str] = []
+    try:
+        subdirs = _subdirs(root)
+    except PermissionError as exc:
+        raise LayoutError(f"{root}: cannot list the folder ({exc.strerror}); check its permissions") from exc
+    names = {e.name: e for e in subdirs}
+    train_dir = root
+    # bmaltais' GUI: ROOT/img/<n>_name + ROOT/reg/<n>_name (+ log/, model/)
+    if "img" in names and not any(KOHYA_FOLDER.match(n) for n in names):
+        img_subsets = _kohya_subsets(root / "img", root, False, ext, warnings)
+        if img_subsets:
+            train_dir = root / "img"
+    subsets = _kohya_subsets(train_dir, root, False, ext, warnings)
+    for reg_name in REG_FOLDER_NAMES:
+        if reg_name in names:
+            subsets += _kohya_subsets(root / reg_name, root, True, ext, warnings)
+    if subsets:
+        ignored = [e.name for e in _subdirs(train_dir) if not KOHYA_FOLDER.match(e.name)]
+        ignored = [n for n in ignored if n not in REG_FOLDER_NAMES and n not in ("img", "log", "model")]
+        for name in ignored:
+            if _has_images(train_dir / name):
+                warnings.append(f"{name}/: no <repeats>_ prefix, kohya ignores this folder")
+        if _has_images(root):
+            warnings.append("images directly in the dataset folder are ignored: kohya reads only <repeats>_<name>/")
+        return DatasetLayout(root=root, subsets=subsets, source="kohya", warnings=warnings)
+    return DatasetLayout(
+        root=root,
+        subsets=[Subset(image_dir=root, rel_dir="", repeats=1, caption_extension=ext)],
+        source="flat",
+        warnings=warnings,
+    )
+
+
+def _resolve_dir(value: Any, toml_path: Path, where: str) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise LayoutError(f"{toml_path}: {where}.image_dir must be a folder path, got {value!r}")
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        beside = (toml_path.parent / path).resolve()
+        path = beside if beside.is_dir() or not Path(value).resolve().is_dir() else Path(value).resolve()
+    if not path.is_dir():
+        raise LayoutError(f"{toml_path}: {where}.image_dir {value!r} is not a folder ({path})")
+    return path.resolve()
+
+
+def _load_toml(toml_path: Path, caption_extension: str | None) -> DatasetLayout:
+    try:
+        data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise LayoutError(f"{toml_path}: not a readable kohya dataset TOML ({exc})") from exc
+    general = data.get("general", {}) or {}
+    datasets = data.get("datasets")
+    if not isinstance(datasets, list) or not datasets:
+        raise LayoutError(f"{toml_path}: no [[datasets]] table; a kohya dataset config needs [[datasets.subsets]]")
+    warnings: list[str] = []
+    raw: list[tuple[Path, dict[str, Any]]] = []
+    settings: dict[str, Any] = {k: general[k] for k in _DATASET_KEYS if k in general}
+    for d_index, dataset in enumerate(datasets):
+        if d_index == 0:
+            settings.update({k: dataset[k] for k in _DATASET_KEYS if k in dataset})
+        elif any(k in dataset and dataset[k] != settings.get(k) for k in _DATASET_KEYS):
+            warnings.append(f"datasets[{d_index}] has its own bucket/resolution settings; checks use the first")
+        for s_index, subset in enumerate(dataset.get("subsets", []) or []):
+            where = f"datasets[{d_index}].subsets[{s_index}]"
+            if "image_dir" not in subset:
+                warnings.append(f"{where}: no image_dir (metadata_file subsets are not curated), skipped")
+                continue
+            merged = {k: v for k, v in general.items() if k in _SUBSET_KEYS}
+            merged.update({k: v for k, v in dataset.items() if k in _SUBSET_KEYS})
+            merged.update(subset)
+            raw.append((_resolve_dir(subset["image_dir"], toml_path, where), merged))
+    if not raw:
+        raise LayoutError(f"{toml_path}: no subset with an image_dir")
+    root = Path(os.path.commonpath([str(p) for p, _ in raw]))
+    subsets: list[Subset] = []
+    seen: set[Path] = set()
+    for path, opts in raw:
+        if path in seen:
+            warnings.append(f"{path}: listed twice, the first subset's settings are used")
+            continue
+        seen.add(path)
+        ext = opts.get("caption_extension") or caption_extension or TOML_CAPTION_DEFAULT
+        try:
+            repeats = int(opts.get("num_repeats", 1))
+            keep_tokens = int(opts.get("keep_tokens", 0))
+        except (TypeError, ValueError) as exc:
+            raise LayoutError(f"{toml_path}: {path}: num_repeats/keep_tokens must be integers ({exc})") from exc
+        subsets.append(
+            Subset(
+                image_dir=path,
+                rel_dir=path.relative_to(root).as_posix() if path != root else "",
+                repeats=repeats,
+                class_tokens=str(opts.get("class_tokens") or ""),
+                is_reg=bool(opts.get("is_reg", False)),
+                caption_extension=normalize_caption_extension(str(ext)),
+                keep_tokens=keep_tokens,
+            )
+        )
+    rel_dirs = [s.rel_dir for s in subsets]
+    if "" in rel_dirs and len(rel_dirs) > 1:
+        warnings.append("one subset folder contains the others; kohya reads each folder without recursing")
+    return DatasetLayout(
+        root=root, subsets=subsets, source="toml", toml_settings=settings, toml_path=toml_path, warnings=warnings
+    )
+
+
+def load_layout(path: Path | str, caption_extension: str | None = None) -> DatasetLayout:
+    """Read the layout of a dataset folder or kohya dataset TOML; raises ``LayoutError`` with the reason.
+
+    ``caption_extension``: None means the tool's default (``.txt`` for folders; for a TOML, what it says or
+    kohya's default ``.caption``).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise LayoutError(f"{path}: no such dataset folder or TOML file")
+    path = path.resolve()
+    if path.is_file():
+        if path.suffix.lower() != ".toml":
+            raise LayoutError(f"{path}: a dataset is a folder of images or a kohya dataset .toml file")
+        return _load_toml(path, caption_extension)
+    if not path.is_dir():
+        raise LayoutError(f"{path}: not a folder or TOML file")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise LayoutError(f"{path}: the folder is not readable; check its permissions")
+    return _load_folder(path, caption_extension)

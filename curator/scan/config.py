@@ -1,0 +1,91 @@
+"""``ScanConfig``: every setting of scanning and health checks, validated up front."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_PIXEL_LIMIT = 100_000_000
+DEFAULT_NEAR_THRESHOLD = 10  # pHash bits; chosen by bench/bench_scan.py (see docs/DATASET.md)
+MAX_NEAR_THRESHOLD = 24
+
+
+class ScanConfig(BaseModel):
+    """Settings of ``kiln scan`` / ``kiln check`` / ``kiln dupes``."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    caption_extension: str | None = Field(
+        None, description="caption file extension (.txt or .caption); None: .txt, or what a dataset TOML says"
+    )
+    resolution: int = Field(512, description="training resolution (square side in px) for the low-res check")
+    min_bucket: int = Field(256, description="kohya --min_bucket_reso, for the aspect-ratio check")
+    max_bucket: int = Field(1024, description="kohya --max_bucket_reso, for the aspect-ratio check")
+    bucket_step: int = Field(64, description="kohya --bucket_reso_steps")
+    tiny_side: int = Field(256, description="shorter sides under this many px are flagged tiny")
+    pixel_limit: int = Field(DEFAULT_PIXEL_LIMIT, description="images with more pixels are refused (not decoded)")
+    near_threshold: int = Field(DEFAULT_NEAR_THRESHOLD, description="max pHash distance (bits) of near-duplicates")
+    workers: int | None = Field(None, description="scan processes; None: one per CPU core")
+
+    @field_validator("caption_extension")
+    @classmethod
+    def _extension(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        ext = value.strip()
+        if not ext or "/" in ext or "\\" in ext or ext in (".", ".."):
+            raise ValueError(f"caption_extension {value!r} is not a file extension; use .txt or .caption")
+        return ext if ext.startswith(".") else "." + ext
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution(cls, value: int) -> int:
+        if not 64 <= value <= 8192:
+            raise ValueError(f"resolution {value} is out of range; use the training side, e.g. 512, 768 or 1024")
+        return value
+
+    @field_validator("min_bucket", "max_bucket", "bucket_step", "tiny_side")
+    @classmethod
+    def _positive(cls, value: int, info: object) -> int:
+        if value <= 0:
+            raise ValueError(f"{getattr(info, 'field_name', 'value')} must be a positive number of pixels, got {value}")
+        return value
+
+    @field_validator("pixel_limit")
+    @classmethod
+    def _pixel_limit(cls, value: int) -> int:
+        if value < 1_000_000:
+            raise ValueError(f"pixel_limit {value} is below 1 MP; use e.g. {DEFAULT_PIXEL_LIMIT} (100 MP)")
+        return value
+
+    @field_validator("near_threshold")
+    @classmethod
+    def _threshold(cls, value: int) -> int:
+        if not 0 <= value <= MAX_NEAR_THRESHOLD:
+            raise ValueError(
+                f"near_threshold {value} is out of range 0..{MAX_NEAR_THRESHOLD} pHash bits; "
+                f"the default {DEFAULT_NEAR_THRESHOLD} finds resized/re-encoded copies"
+            )
+        return value
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError(f"workers must be at least 1, got {value}; leave it unset for one per CPU core")
+        return value
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+def config_error_message(exc: ValidationError) -> str:
+    """One line per problem: ``field: message (got value)``."""
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"]) or "config"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{field}: {message} (got {error.get('input')!r})")
+    return "\n".join(lines)

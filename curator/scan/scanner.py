@@ -1,0 +1,299 @@
+"""The incremental, parallel scan.
+
+1. Walk every subset folder with ``os.scandir`` (no recursion, like kohya): images and their size/mtime, plus
+   the names of every other file (captions) for the checks.
+2. Compare with the index: new files and files whose size or mtime changed are probed; files gone from disk
+   leave the index.
+3. Probe in worker processes (``ProcessPoolExecutor.map`` with chunks); the parent writes results to sqlite in
+   batches, so memory stays flat whatever the dataset size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from curator.index import Index, to_signed64
+from curator.layout import DatasetLayout, is_image_name
+from curator.scan.config import ScanConfig
+from curator.scan.probe import ProbeResult, probe_file
+
+PARALLEL_MIN_FILES = 24  # below this, probing in-process beats starting workers
+BATCH = 256
+CHUNKSIZE = 8
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """An image found on disk."""
+
+    path: str  # posix, relative to the root
+    abs_path: str
+    subset: str  # the subset's rel_dir
+    size: int
+    mtime_ns: int
+
+
+@dataclass(slots=True)
+class WalkResult:
+    """Everything one walk of the dataset saw: images, and per subset folder the other file names."""
+
+    images: dict[str, FileEntry] = field(default_factory=dict)
+    other_files: dict[str, set[str]] = field(default_factory=dict)  # subset rel_dir -> names (captions...)
+    unreadable_dirs: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ScanSummary:
+    """What a scan did."""
+
+    images: int = 0
+    new: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    seconds: float = 0.0
+    probe_seconds: float = 0.0
+    flags_by_kind: dict[str, int] = field(default_factory=dict)
+    unreadable_dirs: list[str] = field(default_factory=list)
+
+    @property
+    def probed(self) -> int:
+        return self.new + self.changed
+
+    @property
+    def images_per_second(self) -> float:
+        return self.probed / self.probe_seconds if self.probe_seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "images": self.images,
+            "new": self.new,
+            "changed": self.changed,
+            "removed": self.removed,
+            "unchanged": self.unchanged,
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 1),
+            "flags_by_kind": dict(sorted(self.flags_by_kind.items())),
+            "unreadable_dirs": self.unreadable_dirs,
+        }
+
+
+def walk_layout(layout: DatasetLayout) -> WalkResult:
+    """Stat every file directly inside each subset folder (kohya does not recurse)."""
+    result = WalkResult()
+    root = layout.root
+    for subset in layout.subsets:
+        others: set[str] = set()
+        result.other_files[subset.rel_dir] = others
+        prefix = f"{subset.rel_dir}/" if subset.rel_dir else ""
+        try:
+            entries = os.scandir(subset.image_dir)
+        except OSError:
+            result.unreadable_dirs.append(subset.rel_dir or ".")
+            continue
+        with entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith("."):
+                    continue
+                try:
+                    if not entry.is_file():
+                        continue
+                    if is_image_name(name):
+                        stat = entry.stat()
+                        rel = prefix + name
+                        result.images[rel] = FileEntry(rel, entry.path, subset.rel_dir, stat.st_size, stat.st_mtime_ns)
+                    else:
+                        others.add(name)
+                except OSError:
+                    continue
+    del root
+    return result
+
+
+def _probe_args(entry: FileEntry, pixel_limit: int) -> tuple[str, str, int, int, int]:
+    return (entry.abs_path, entry.path, entry.size, entry.mtime_ns, pixel_limit)
+
+
+def _probe_star(args: tuple[str, str, int, int, int]) -> ProbeResult:
+    return probe_file(*args)
+
+
+def _mp_context():  # noqa: ANN202
+    import multiprocessing
+
+    # fork is fastest, but unsafe once the process runs threads (e.g. inside the TUI).
+    method = "fork" if threading.active_count() == 1 and sys.platform == "linux" else "forkserver"
+    if method not in multiprocessing.get_all_start_methods():
+        method = "spawn"
+    return multiprocessing.get_context(method)
+
+
+def probe_entries(entries: list[FileEntry], config: ScanConfig) -> Iterator[ProbeResult]:
+    """Probe files, in worker processes when there are enough of them; yields in input order."""
+    args = [_probe_args(e, config.pixel_limit) for e in entries]
+    workers = min(config.worker_count, max(1, len(entries) // CHUNKSIZE))
+    if workers <= 1 or len(entries) < PARALLEL_MIN_FILES:
+        for item in args:
+            yield probe_file(*item)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) as pool:
+        yield from pool.map(_probe_star, args, chunksize=CHUNKSIZE)
+
+
+_INSERT = (
+    "INSERT OR REPLACE INTO images (path, subset, size, mtime_ns, sha256, width, height, format, mode, frames, "
+    "exif_rotated, phash, pixel_sha, flags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)"
+)
+
+
+def _row(result: ProbeResult, subset: str) -> tuple:
+    return (
+        result.path,
+        subset,
+        result.size,
+        result.mtime_ns,
+        result.sha256,
+        result.width,
+        result.height,
+        result.format,
+        result.mode,
+        result.frames,
+        int(result.exif_rotated),
+        to_signed64(result.phash),
+        json.dumps(result.flags, ensure_ascii=False) if result.flags else "[]",
+    )
+
+
+class _Progress:
+    """A rich progress bar on stderr (files/s, ETA), or nothing."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.progress = None
+        if not enabled or total == 0:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("scanning"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self.task = self.progress.add_task("scan", total=total, rate="")
+        self.started = time.perf_counter()
+        self.progress.start()
+
+    def advance(self, count: int, done: int) -> None:
+        if self.progress is not None:
+            rate = done / max(1e-6, time.perf_counter() - self.started)
+            self.progress.update(self.task, advance=count, rate=f"{rate:,.0f} files/s")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def scan_dataset(
+    layout: DatasetLayout,
+    index: Index,
+    config: ScanConfig,
+    progress: bool | None = None,
+    walk: WalkResult | None = None,
+) -> tuple[ScanSummary, WalkResult]:
+    """Bring the index up to date with the files; returns the summary and the walk it used."""
+    started = time.perf_counter()
+    walk = walk or walk_layout(layout)
+    conn = index.conn
+    known: dict[str, tuple[int, int, str]] = {
+        path: (size, mtime, subset)
+        for path, size, mtime, subset in conn.execute("SELECT path, size, mtime_ns, subset FROM images")
+    }
+    summary = ScanSummary(unreadable_dirs=walk.unreadable_dirs)
+    to_probe: list[FileEntry] = []
+    moved: list[tuple[str, str]] = []
+    for path, entry in walk.images.items():
+        old = known.get(path)
+        if old is None:
+            summary.new += 1
+            to_probe.append(entry)
+        elif old[0] != entry.size or old[1] != entry.mtime_ns:
+            summary.changed += 1
+            to_probe.append(entry)
+        else:
+            summary.unchanged += 1
+            if old[2] != entry.subset:
+                moved.append((entry.subset, path))
+    removed = [path for path in known if path not in walk.images]
+    summary.removed = len(removed)
+    # Images refused under a lower pixel limit are probed again when the limit allows them now.
+    stored_limit = index.get_meta("pixel_limit")
+    if stored_limit is not None and int(stored_limit) < config.pixel_limit:
+        queued = {e.path for e in to_probe}
+        for (path,) in conn.execute(
+            "SELECT path FROM images WHERE flags LIKE '%\"too-large\"%' AND width * height <= ?", (config.pixel_limit,)
+        ):
+            if path in walk.images and path not in queued:
+                summary.changed += 1
+                summary.unchanged -= 1
+                to_probe.append(walk.images[path])
+    if removed or moved:
+        with index.transaction() as tx:
+            tx.executemany("DELETE FROM images WHERE path = ?", [(p,) for p in removed])
+            tx.executemany("UPDATE images SET subset = ? WHERE path = ?", moved)
+    if to_probe:
+        show = sys.stderr.isatty() if progress is None else progress
+        bar = _Progress(show, len(to_probe))
+        probe_started = time.perf_counter()
+        batch: list[tuple] = []
+        done = 0
+        try:
+            for result in probe_entries(to_probe, config):
+                batch.append(_row(result, walk.images[result.path].subset))
+                done += 1
+                if len(batch) >= BATCH:
+                    with index.transaction() as tx:
+                        tx.executemany(_INSERT, batch)
+                    bar.advance(len(batch), done)
+                    batch = []
+            if batch:
+                with index.transaction() as tx:
+                    tx.executemany(_INSERT, batch)
+                bar.advance(len(batch), done)
+        finally:
+            bar.close()
+        summary.probe_seconds = time.perf_counter() - probe_started
+    index.set_meta("pixel_limit", str(config.pixel_limit))
+    index.set_meta("last_scan", str(time.time()))
+    summary.images = len(walk.images)
+    counts: Counter[str] = Counter()
+    for (flags,) in conn.execute("SELECT flags FROM images WHERE flags != '[]'"):
+        counts.update(kind for kind, _detail in json.loads(flags))
+    summary.flags_by_kind = dict(counts)
+    summary.seconds = time.perf_counter() - started
+    return summary, walk
+
+
+def abs_path_of(root: Path, rel: str) -> Path:
+    return root.joinpath(*rel.split("/"))

@@ -1,0 +1,1 @@
+"""Caption tag engine: journal (undo/redo), bulk operations, query language, statistics."""

@@ -1,0 +1,378 @@
+"""The implementation of ``kiln tags ...`` (argument parsing lives in ``curator/cli/tags.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from curator.textsafe import printable
+
+EXIT_OK, EXIT_FAIL, EXIT_CONFLICT = 0, 1, 2
+
+
+def _err(message: str) -> int:
+    print(f"kiln tags: {printable(message, keep_newlines=True)}", file=sys.stderr)
+    return EXIT_FAIL
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _open(args: argparse.Namespace) -> Any:
+    from curator.dataset import Dataset
+
+    path: Path = args.dataset
+    if not path.exists():
+        raise _Fail(f"{path}: no such dataset folder or TOML file")
+    try:
+        return Dataset.open(path, caption_extension=args.caption_extension, quiet=args.json)
+    except (OSError, ValueError) as exc:
+        raise _Fail(f"{path}: cannot open the dataset: {exc}") from None
+
+
+class _Fail(Exception):
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch one ``kiln tags`` subcommand; returns the exit code."""
+    from curator.tags.items import ScopeError
+    from curator.tags.ops import OperationError
+    from curator.tags.query import QueryError
+
+    try:
+        dataset = _open(args)
+    except _Fail as exc:
+        return _err(str(exc))
+    try:
+        handler = _HANDLERS[args.op]
+        return handler(dataset, args)
+    except QueryError as exc:
+        return _err(f"bad query: {exc.message}\n  {exc.text}\n  {' ' * exc.position}^")
+    except (OperationError, ScopeError) as exc:
+        return _err(str(exc))
+    except _Fail as exc:
+        return _err(str(exc))
+    except OSError as exc:
+        return _err(f"{exc.filename or ''}: {exc.strerror or exc}")
+    finally:
+        dataset.close()
+
+
+def _items(dataset: Any, args: argparse.Namespace, cached: bool = False) -> list:
+    from curator.tags.items import load_items
+
+    return load_items(dataset, where=args.where, files=args.files, separator=args.separator, cached=cached)
+
+
+# ---- writing ----------------------------------------------------------------------------------------------
+
+def _apply(dataset: Any, args: argparse.Namespace, changes: list, op: str, description: str,
+           extra: dict[str, Any] | None = None) -> int:
+    """Preview (``--dry-run``) or apply through the journal; report conflicts."""
+    from curator.tags.journal import apply_changes
+    from curator.tags.ops import plan_to_diff
+    from curator.tags.preview import render_diffs
+
+    extra = extra or {}
+    diffs = plan_to_diff(changes, args.separator)
+    if args.dry_run:
+        if args.json:
+            _emit_json({"op": op, "description": description, "dry_run": True, "files": len(diffs),
+                        "diff": [d.to_dict() for d in diffs], **extra})
+        else:
+            con = _console()
+            con.print(render_diffs(diffs, dataset.root, limit=args.limit or None), end="")
+            con.print(f"{len(diffs)} caption file(s) would change; nothing written (--dry-run).")
+        return EXIT_OK
+    if not changes:
+        if args.json:
+            _emit_json({"op": op, "description": description, "entry_id": None, "applied": [], "conflicts": [],
+                        "errors": [], **extra})
+        else:
+            print("no caption needs changing.")
+        return EXIT_OK
+    result = apply_changes(dataset, changes, op, description)
+    return _report(dataset, args, result, extra)
+
+
+def _report(dataset: Any, args: argparse.Namespace, result: Any, extra: dict[str, Any] | None = None,
+            hint: bool = True) -> int:
+    if args.json:
+        _emit_json({**result.to_dict(), **(extra or {})})
+    else:
+        from rich.text import Text
+
+        con = _console()
+        con.print(Text(f"#{result.entry_id} {printable(result.description)}: {len(result.applied)} caption file(s) "
+                       "changed"))
+        for path in result.conflicts:
+            con.print(Text(f"conflict (changed on disk since read, left as is): {printable(_rel(dataset, path))}",
+                           style="yellow"))
+        for path, reason in result.errors:
+            con.print(Text(f"not written: {printable(_rel(dataset, path))}: {printable(reason)}", style="red"))
+        if result.applied and hint:
+            con.print("undo with: kiln tags undo " + printable(str(args.dataset)))
+    return EXIT_OK if result.ok else EXIT_CONFLICT
+
+
+def _rel(dataset: Any, path: Path) -> str:
+    try:
+        return Path(path).relative_to(dataset.root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+# ---- handlers -----------------------------------------------------------------------------------------------
+
+def _add(dataset: Any, args: argparse.Namespace) -> int:
+    from curator.tags.ops import add_tags
+
+    position: Any = "front" if args.front else (args.at if args.at is not None else "end")
+    changes = add_tags(_items(dataset, args), args.tag, position=position, create=not args.no_create)
+    where = "front" if position == "front" else ("end" if position == "end" else f"position {position}")
+    return _apply(dataset, args, changes, "add", f"add {args.tag!r} at {where}")
+
+
+def _remove(dataset: Any, args: argparse.Namespace) -> int:
+    from curator.tags.ops import remove_tags
+
+    changes = remove_tags(_items(dataset, args), args.tags)
+    return _apply(dataset, args, changes, "remove", "remove " + ", ".join(repr(t) for t in args.tags))
+
+
+def _replace(dataset: Any, args: argparse.Namespace) -> int:
+    from curator.tags.ops import replace_tag
+
+    changes = replace_tag(_items(dataset, args), args.old, args.new, regex=args.regex)
+    kind = "regex " if args.regex else ""
+    return _apply(dataset, args, changes, "replace", f"replace {kind}{args.old!r} -> {args.new!r}")
+
+
+def _trigger(dataset: Any, args: argparse.Namespace) -> int:
+    from curator.tags.ops import set_trigger
+
+    plan = set_trigger(_items(dataset, args), args.word, separator=args.separator)
+    if not plan.words:
+        return _err("no trigger word: give one (kiln tags trigger DATASET WORD) or use kohya folders "
+                    "named <repeats>_<class tokens>")
+    extra = {"keep_tokens": plan.keep_tokens, "trigger": plan.words, "folders_without_class_tokens": plan.skipped_folders}
+    words = sorted({", ".join(w) for w in plan.words.values()})
+    code = _apply(dataset, args, plan.changes, "trigger", "trigger first: " + " / ".join(words), extra)
+    if not args.json:
+        print(f"train with keep_tokens = {plan.keep_tokens} (kohya --keep_tokens / TOML keep_tokens) so "
+              "caption shuffling keeps the trigger first.")
+        for folder in plan.skipped_folders:
+            print(f"skipped {printable(folder or '.')}: no class tokens in the folder name; pass WORD")
+    return code
+
+
+def _consolidate(dataset: Any, args: argparse.Namespace) -> int:
+    from curator.tags.consolidate import RulesError, consolidate, load_rules
+
+    try:
+        rules = load_rules(args.rules, builtin=not args.no_builtin)
+    except RulesError as exc:
+        return _err(str(exc))
+    plan = consolidate(_items(dataset, args), rules, suffix_heuristic=args.suffix_heuristic)
+    extra = {"rules": [{"kind": h.kind, "rule": h.rule, "files": h.files} for h in plan.hits]}
+    if args.dry_run and not args.json:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(title="what each rule changes", title_justify="left")
+        table.add_column("kind")
+        table.add_column("rule")
+        table.add_column("files", justify="right")
+        for h in plan.hits[: args.limit or None]:
+            table.add_row(h.kind, Text(printable(h.rule)), str(h.files))
+        _console().print(table)
+    desc = "consolidate (" + ", ".join(rules.sources) + (", suffix heuristic" if args.suffix_heuristic else "") + ")"
+    return _apply(dataset, args, plan.changes, "consolidate", desc, extra)
+
+
+def _absorb(dataset: Any, args: argparse.Namespace) -> int:
+    from curator.tags.ops import absorb, absorb_candidates
+
+    items = _items(dataset, args)
+    if args.apply:
+        changes = absorb(items, args.apply)
+        return _apply(dataset, args, changes, "absorb",
+                      "absorb into the trigger: remove " + ", ".join(repr(t) for t in args.apply))
+    cands = absorb_candidates(items, args.min_share)
+    if args.json:
+        _emit_json({"min_share": args.min_share, "candidates": [
+            {"folder": c.folder, "tag": c.tag, "count": c.count, "images": c.total, "share": round(c.share, 4)}
+            for c in cands]})
+        return EXIT_OK
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"tags in >= {args.min_share:.0%} of a concept's images", title_justify="left")
+    for col in ("folder", "tag", "images", "share"):
+        table.add_column(col, justify="right" if col in ("images", "share") else "left")
+    for c in cands:
+        table.add_row(Text(printable(c.folder or ".")), Text(printable(c.tag)), f"{c.count}/{c.total}", f"{c.share:.0%}")
+    con = _console()
+    con.print(table)
+    con.print("remove the constant traits the trigger should absorb with: kiln tags absorb DATASET --apply TAG ...")
+    return EXIT_OK
+
+
+def _sort(dataset: Any, args: argparse.Namespace) -> int:
+    from curator.tags.ops import sort_tags
+
+    freq = None
+    if args.by == "freq":
+        from curator.tags.stats import tag_frequencies
+
+        freq = tag_frequencies(dataset).counts  # type: ignore[union-attr]
+    changes = sort_tags(_items(dataset, args), by=args.by, keep=args.keep, frequencies=freq)
+    return _apply(dataset, args, changes, "sort", f"sort by {args.by}, first {args.keep} kept")
+
+
+def _dedupe(dataset: Any, args: argparse.Namespace) -> int:
+    from curator.tags.ops import dedupe
+
+    return _apply(dataset, args, dedupe(_items(dataset, args)), "dedupe", "remove repeated tags")
+
+
+def _normalize(dataset: Any, args: argparse.Namespace) -> int:
+    from curator.tags.ops import normalize
+
+    changes = normalize(_items(dataset, args), spaces=args.spaces, lower=args.lower, escape=args.escape,
+                        unescape=args.unescape)
+    what = [n for n in ("spaces", "lower", "escape", "unescape") if getattr(args, n)]
+    return _apply(dataset, args, changes, "normalize", "normalize: " + ", ".join(what))
+
+
+def _undo_redo(dataset: Any, args: argparse.Namespace) -> int:
+    from curator.tags import journal
+
+    result = journal.undo(dataset) if args.op == "undo" else journal.redo(dataset)
+    if result is None:
+        if args.json:
+            _emit_json({"entry_id": None, "applied": [], "conflicts": [], "errors": []})
+        return _err(f"nothing to {args.op}")
+    if not args.json:
+        print(f"{args.op}:", end=" ")
+    return _report(dataset, args, result, hint=False)
+
+
+def _history(dataset: Any, args: argparse.Namespace) -> int:
+    from curator.tags.journal import journal_for
+
+    journal = journal_for(dataset)
+    if args.show is not None:
+        from curator.tags.journal import CaptionChange
+        from curator.tags.ops import plan_to_diff
+        from curator.tags.preview import render_diffs
+
+        rows = journal.changes(args.show)
+        if not rows:
+            return _err(f"no journal entry #{args.show}")
+        diffs = plan_to_diff([CaptionChange(p, b, a) for p, b, a, _s in rows], args.separator)
+        if args.json:
+            _emit_json({"entry_id": args.show, "diff": [
+                {**d.to_dict(), "status": s} for d, (_p, _b, _a, s) in zip(diffs, rows, strict=True)]})
+        else:
+            _console().print(render_diffs(diffs, dataset.root), end="")
+        return EXIT_OK
+    entries = journal.history(args.limit)
+    if args.json:
+        _emit_json([e.to_dict() for e in entries])
+        return EXIT_OK
+    import time
+
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="caption journal (newest first)", title_justify="left")
+    for col in ("#", "when", "operation", "files", "state"):
+        table.add_column(col, justify="right" if col in ("#", "files") else "left")
+    for e in entries:
+        state = e.state + (f" ({e.note})" if e.note else "")
+        table.add_row(str(e.id), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.created)),
+                      Text(printable(e.description)), str(e.n_changes), state)
+    _console().print(table)
+    if not entries:
+        print("no tag operations recorded yet.")
+    return EXIT_OK
+
+
+def _stats(dataset: Any, args: argparse.Namespace) -> int:
+    from rich.table import Table
+    from rich.text import Text
+
+    from curator.tags import stats
+
+    items = _items(dataset, args, cached=True)
+    top = args.top or None
+    con = None if args.json else _console()
+    out: dict[str, Any] = {}
+    if args.tag:
+        co = stats.cooccurrence(dataset, args.tag, scope=items)
+        if args.json:
+            out["cooccurrence"] = co.to_dict()
+        else:
+            n = len(co.with_tag)
+            table = Table(title=f"with {co.tag!r}: {n} image(s); without: {len(co.without_tag)}",
+                          title_justify="left")
+            table.add_column("co-occurring tag")
+            table.add_column("images", justify="right")
+            table.add_column("share", justify="right")
+            for tag, c in co.together.most_common(top):
+                table.add_row(Text(printable(tag)), str(c), f"{c / n:.0%}" if n else "-")
+            con.print(table)
+    if args.tokens:
+        counts = stats.token_counts(dataset, scope=items)
+        summary = stats.token_summary(counts)
+        if args.json:
+            out["tokens"] = {"summary": summary, "captions": [c.to_dict() for c in counts]}
+        else:
+            counts.sort(key=lambda c: -c.tokens)
+            table = Table(title=(f"CLIP tokens: {summary['captions']} captions, max {summary['max']}; over 75: "
+                                 f"{summary['over_75']}, over 150: {summary['over_150']}, over 225: {summary['over_225']}"),
+                          title_justify="left")
+            table.add_column("image")
+            table.add_column("tokens", justify="right")
+            table.add_column("warning")
+            for c in counts[:top]:
+                table.add_row(Text(printable(c.path)), str(c.tokens), Text(c.warning or "", style="yellow"))
+            con.print(table)
+    if not args.tag and not args.tokens or args.by_folder:
+        freqs = stats.tag_frequencies(dataset, scope=items, by_folder=args.by_folder)
+        groups = freqs if isinstance(freqs, dict) else {None: freqs}
+        if args.json:
+            out["frequencies"] = {("." if k == "" else k) if k is not None else "*": v.to_dict() for k, v in groups.items()}
+        else:
+            for folder, f in groups.items():
+                title = (f"{'folder ' + (folder or '.') + ': ' if folder is not None else ''}{f.images} image(s), "
+                         f"{f.captioned} captioned, {len(f.counts)} distinct tags")
+                table = Table(title=printable(title), title_justify="left")
+                table.add_column("tag")
+                table.add_column("images", justify="right")
+                table.add_column("share", justify="right")
+                for tag, c in f.counts.most_common(top):
+                    table.add_row(Text(printable(tag)), str(c), f"{c / f.images:.0%}" if f.images else "-")
+                con.print(table)
+    if args.json:
+        _emit_json(out)
+    return EXIT_OK
+
+
+_HANDLERS = {
+    "stats": _stats, "add": _add, "remove": _remove, "replace": _replace, "trigger": _trigger,
+    "consolidate": _consolidate, "absorb": _absorb, "sort": _sort, "dedupe": _dedupe, "normalize": _normalize,
+    "undo": _undo_redo, "redo": _undo_redo, "history": _history,
+}

@@ -1,0 +1,179 @@
+"""The images an operation works on, with their caption bytes: scoping by query or by an explicit file list.
+
+``load_items(dataset, where=..., files=...)`` returns :class:`CaptionItem` (image record + caption file path +
+current bytes). Operations in :mod:`curator.tags.ops` turn items into ``CaptionChange`` lists.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from curator.captions.caption import Caption
+from curator.tags.query import Query, QueryItem, parse_query
+
+
+class ScopeError(ValueError):
+    """An explicit ``--files`` entry that is not an image (or caption) of the dataset."""
+
+
+def caption_target(record: Any) -> Path:
+    """Where the record's caption is or would be written (the subset's caption extension)."""
+    try:
+        from curator.captions.files import caption_target as target
+
+        return target(record)
+    except ImportError:  # pragma: no cover - the dataset helper's module is missing
+        stem, _ext = os.path.splitext(str(record.abs_path))
+        return Path(stem + record.subset.caption_extension)
+
+
+@dataclass
+class CaptionItem:
+    """One image and its caption file (``raw`` None: no caption file yet)."""
+
+    record: Any
+    caption_path: Path
+    raw: bytes | None
+    separator: str = ","
+    flags: frozenset[str] = field(default_factory=frozenset)
+
+    @cached_property
+    def caption(self) -> Caption:
+        if self.raw is None:
+            return Caption.new([], separator=self.separator)
+        return Caption.parse(self.raw, separator=self.separator)
+
+    @property
+    def exists(self) -> bool:
+        return self.raw is not None
+
+    @property
+    def folder(self) -> str:
+        return self.record.subset.rel_dir
+
+    @property
+    def path(self) -> str:
+        return self.record.path
+
+
+def _bucket_settings(dataset: Any) -> Any:
+    from curator.buckets import BucketSettings
+
+    settings = dict(getattr(dataset.layout, "toml_settings", {}) or {})
+    kwargs: dict[str, Any] = {}
+    reso = settings.get("resolution")
+    if isinstance(reso, int):
+        kwargs["resolution"] = (reso, reso)
+    elif isinstance(reso, list | tuple) and len(reso) == 2:
+        kwargs["resolution"] = (int(reso[0]), int(reso[1]))
+    for src, dst in (("min_bucket_reso", "min_bucket"), ("max_bucket_reso", "max_bucket"),
+                     ("bucket_reso_steps", "step"), ("bucket_no_upscale", "no_upscale")):
+        if src in settings:
+            kwargs[dst] = settings[src]
+    return BucketSettings(**kwargs)
+
+
+def query_item(item: CaptionItem, bucket_settings: Any = None) -> QueryItem:
+    """The :class:`QueryItem` view of a caption item (token count computed lazily)."""
+    from curator.captions.tagtext import tag_key
+    from curator.tags.tokens import count_tokens
+
+    rec = item.record
+    caption = item.caption
+    bucket = None
+    if bucket_settings is not None and rec.width and rec.height:
+        from curator.buckets import assign_bucket
+
+        bucket = tuple(assign_bucket(rec.width, rec.height, bucket_settings).bucket)
+    return QueryItem(
+        path=rec.path, name=Path(rec.path).name, folder=rec.subset.rel_dir,
+        tags=frozenset(tag_key(t) for t in caption.tags), n_tags=len(caption.tags),
+        flags=item.flags | frozenset(f.kind for f in getattr(rec, "flags", []) or []),
+        width=rec.width, height=rec.height, bucket=bucket,  # type: ignore[arg-type]
+        token_count=lambda: count_tokens(caption.first_line),
+    )
+
+
+def _flags_by_image(dataset: Any, records: list[Any]) -> dict[str, frozenset[str]]:
+    """Flag kinds per image path; flags raised on a caption file count for its image."""
+    by_path: dict[str, set[str]] = {}
+    for flag in dataset.flags():
+        by_path.setdefault(flag.path, set()).add(flag.kind)
+    out: dict[str, frozenset[str]] = {}
+    for rec in records:
+        kinds = set(by_path.get(rec.path, ()))
+        stem = os.path.splitext(rec.path)[0]
+        for ext in (".txt", ".caption", rec.subset.caption_extension):
+            kinds |= by_path.get(stem + ext, set())
+        out[rec.path] = frozenset(kinds)
+    return out
+
+
+def _select_files(records: list[Any], files: Iterable[Path | str], root: Path) -> list[Any]:
+    by_abs: dict[str, Any] = {}
+    for rec in records:
+        by_abs[os.path.abspath(rec.abs_path)] = rec
+        by_abs[os.path.abspath(caption_target(rec))] = rec
+    chosen, missing, seen = [], [], set()
+    for f in files:
+        p = Path(f)
+        cand = os.path.abspath(p if p.is_absolute() or p.exists() else root / p)
+        rec = by_abs.get(cand) or by_abs.get(os.path.abspath(root / p))
+        if rec is None:
+            missing.append(str(f))
+        elif rec.path not in seen:
+            seen.add(rec.path)
+            chosen.append(rec)
+    if missing:
+        raise ScopeError("not an image or caption of this dataset: " + ", ".join(missing[:10])
+                         + (f" (and {len(missing) - 10} more)" if len(missing) > 10 else ""))
+    return chosen
+
+
+def load_items(
+    dataset: Any,
+    where: Query | str | None = None,
+    files: Iterable[Path | str] | None = None,
+    separator: str = ",",
+    cached: bool = False,
+    bucket_settings: Any = None,
+    include_reg: bool = True,
+) -> list[CaptionItem]:
+    """The dataset's images with caption bytes, restricted to ``files`` and/or the ``where`` query.
+
+    ``cached`` reads caption bytes through the index cache (stats); operations read the files themselves.
+    Raises ``QueryError`` for a bad query and :class:`ScopeError` for unknown ``files``.
+    """
+    query = where if isinstance(where, Query) else parse_query(where)
+    records = list(dataset.images())
+    if not include_reg:
+        records = [r for r in records if not r.subset.is_reg]
+    if files is not None:
+        records = _select_files(records, files, Path(dataset.root))
+    paths = [caption_target(r) for r in records]
+    if cached:
+        from curator.tags.cache import CaptionCache
+
+        data = CaptionCache(dataset.index, dataset.root).read_many(paths)
+    else:
+        data = {}
+        for p in paths:
+            try:
+                with open(p, "rb") as fh:
+                    data[p] = fh.read()
+            except FileNotFoundError:
+                data[p] = None
+    fields = query.fields
+    flags = _flags_by_image(dataset, records) if "flag" in fields else {}
+    items = [CaptionItem(r, p, data.get(p), separator, flags.get(r.path, frozenset()))
+             for r, p in zip(records, paths, strict=True)]
+    if not fields:
+        return items
+    if "bucket" in fields and bucket_settings is None:
+        bucket_settings = _bucket_settings(dataset)
+    return [it for it in items if query.matches(query_item(it, bucket_settings if "bucket" in fields else None))]

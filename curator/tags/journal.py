@@ -1,0 +1,460 @@
+"""The caption journal: every caption write in kiln, recorded so it can be undone and redone across restarts.
+
+Each operation is one entry in the dataset's index database holding every changed caption's bytes before and
+after. The protocol makes a bulk operation safe against being killed at any moment:
+
+1. the entry (all befores and afters, state ``pending``) is committed durably *before* any file is touched;
+2. each file is checked against its ``before`` (a file changed on disk since kiln read it is a *conflict* and
+   is left alone), then written atomically (temp file, sync, rename) or moved to ``.kiln/trash/``;
+3. the per-file outcome and the state ``applied`` are committed.
+
+If the process dies between 1 and 3, the next journal call finds the entry still ``pending`` and recovers it by
+looking at each file: holding ``after`` means applied, holding ``before`` means not applied, anything else is a
+conflict. Undo and redo follow the same pattern (states ``undoing``/``redoing``). Every file is at every moment
+either its before or its after, because each write is an atomic rename.
+
+Per-change status: ``pending`` (not yet known), ``applied`` (file holds after), ``reverted`` (undone: holds
+before), ``skipped`` (never applied), ``conflict`` (someone else's content is there; kiln left it).
+Entry state: ``pending``, ``applied``, ``undoing``, ``undone``, ``redoing``, ``discarded`` (undone, then a new
+operation was applied, so it can no longer be redone), ``failed`` (nothing could be applied).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curator.fsutil import atomic_write_many, fsync_dir, remove_stale_temps
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tag_journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    op TEXT NOT NULL,
+    description TEXT NOT NULL,
+    state TEXT NOT NULL,
+    n_changes INTEGER NOT NULL,
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS tag_journal_changes (
+    entry_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    path TEXT NOT NULL,           -- posix relative to the dataset root, or absolute outside it
+    before BLOB,                  -- NULL: the file did not exist
+    after BLOB,                   -- NULL: the file is removed (moved to the trash)
+    status TEXT NOT NULL,
+    PRIMARY KEY (entry_id, seq)
+);
+CREATE INDEX IF NOT EXISTS tag_journal_state ON tag_journal(state);
+"""
+
+TRANSITIONAL = ("pending", "undoing", "redoing")
+_VERB = {"pending": "apply", "undoing": "undo", "redoing": "redo"}
+
+
+@dataclass(frozen=True, slots=True)
+class CaptionChange:
+    """One caption file's content before and after an operation (``None``: the file does not exist)."""
+
+    caption_path: Path
+    before: bytes | None
+    after: bytes | None
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    """What an apply/undo/redo did. ``conflicts``: files changed on disk since they were read, left alone;
+    ``errors``: files that could not be written (path, reason)."""
+
+    entry_id: int | None
+    applied: list[Path] = field(default_factory=list)
+    conflicts: list[Path] = field(default_factory=list)
+    errors: list[tuple[Path, str]] = field(default_factory=list)
+    op: str = ""
+    description: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.conflicts and not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "entry_id": self.entry_id, "op": self.op, "description": self.description,
+            "applied": [str(p) for p in self.applied], "conflicts": [str(p) for p in self.conflicts],
+            "errors": [{"path": str(p), "reason": r} for p, r in self.errors],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    id: int
+    created: float
+    op: str
+    description: str
+    state: str
+    n_changes: int
+    note: str = ""
+
+    @property
+    def undoable(self) -> bool:
+        return self.state == "applied"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "created": self.created, "op": self.op, "description": self.description,
+                "state": self.state, "files": self.n_changes, "note": self.note}
+
+
+class JournalError(RuntimeError):
+    """The journal cannot do what was asked (e.g. the dataset index is unavailable)."""
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
+class Journal:
+    """The journal of one dataset (its index database + the dataset root for resolving paths)."""
+
+    def __init__(self, index: Any, root: Path | None = None) -> None:
+        self.index = index
+        self.conn = index.conn
+        self.root = Path(root if root is not None else index.root).resolve()
+        self.kiln_dir = Path(index.kiln_dir)
+        index.ensure_schema(SCHEMA)
+
+    # ---- paths -----------------------------------------------------------------------------------------
+    def _key(self, path: Path) -> str:
+        path = Path(os.path.abspath(path))
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    def _abs(self, key: str) -> Path:
+        p = Path(key)
+        return p if p.is_absolute() else self.root / p
+
+    # ---- locking / transactions --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """One journal writer at a time (the TUI and a CLI command on the same dataset)."""
+        self.kiln_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.kiln_dir / "journal.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                import fcntl
+
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except ImportError:  # pragma: no cover - Windows
+                pass
+            yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _durable_tx(self) -> Iterator[Any]:
+        """A transaction committed with ``synchronous=FULL`` (survives a power cut, not just a kill)."""
+        self.conn.execute("PRAGMA synchronous=FULL")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        finally:
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+
+    # ---- public operations -------------------------------------------------------------------------------
+    def apply(self, changes: list[CaptionChange], op: str, description: str) -> ApplyResult:
+        """Record then apply ``changes`` as one entry. Changes whose before equals after are dropped."""
+        changes = [c for c in changes if c.before != c.after]
+        seen: set[str] = set()
+        for c in changes:
+            key = self._key(c.caption_path)
+            if key in seen:
+                raise JournalError(f"{key} appears twice in one operation")
+            seen.add(key)
+        result = ApplyResult(entry_id=None, op=op, description=description)
+        if not changes:
+            return result
+        with self._lock():
+            self._recover_locked()
+            with self._durable_tx() as conn:
+                conn.execute("UPDATE tag_journal SET state = 'discarded' WHERE state = 'undone'")
+                cur = conn.execute(
+                    "INSERT INTO tag_journal (created, op, description, state, n_changes) VALUES (?, ?, ?, ?, ?)",
+                    (time.time(), op, description, "pending", len(changes)),
+                )
+                entry_id = int(cur.lastrowid)
+                conn.executemany(
+                    "INSERT INTO tag_journal_changes (entry_id, seq, path, before, after, status) "
+                    "VALUES (?, ?, ?, ?, ?, 'pending')",
+                    [(entry_id, i, self._key(c.caption_path), c.before, c.after) for i, c in enumerate(changes)],
+                )
+            result.entry_id = entry_id
+            rows = [(i, self._key(c.caption_path), c.before, c.after) for i, c in enumerate(changes)]
+            statuses = self._transition(rows, result=result)
+            ok = any(s == "applied" for s in statuses.values())
+            with self._durable_tx() as conn:
+                conn.executemany(
+                    "UPDATE tag_journal_changes SET status = ? WHERE entry_id = ? AND seq = ?",
+                    [(s, entry_id, seq) for seq, s in statuses.items()],
+                )
+                conn.execute("UPDATE tag_journal SET state = ? WHERE id = ?", ("applied" if ok else "failed", entry_id))
+        self._refresh_cache(result.applied)
+        return result
+
+    def undo(self) -> ApplyResult | None:
+        """Undo the newest applied entry; None when there is nothing to undo."""
+        with self._lock():
+            self._recover_locked()
+            row = self.conn.execute(
+                "SELECT id, op, description FROM tag_journal WHERE state = 'applied' ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            entry_id, op, description = row
+            result = self._move(entry_id, "applied", "undoing", "undone", expect="after", op=op,
+                                description=description)
+        self._refresh_cache(result.applied)
+        return result
+
+    def redo(self) -> ApplyResult | None:
+        """Redo the most recently undone entry; None when there is nothing to redo."""
+        with self._lock():
+            self._recover_locked()
+            row = self.conn.execute(
+                "SELECT id, op, description FROM tag_journal WHERE state = 'undone' ORDER BY id ASC LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            entry_id, op, description = row
+            result = self._move(entry_id, "reverted", "redoing", "applied", expect="before", op=op,
+                                description=description)
+        self._refresh_cache(result.applied)
+        return result
+
+    def history(self, limit: int = 50) -> list[JournalEntry]:
+        """Entries newest first."""
+        self.recover()
+        rows = self.conn.execute(
+            "SELECT id, created, op, description, state, n_changes, note FROM tag_journal ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [JournalEntry(*r) for r in rows]
+
+    def changes(self, entry_id: int) -> list[tuple[Path, bytes | None, bytes | None, str]]:
+        """(path, before, after, status) of an entry's files."""
+        rows = self.conn.execute(
+            "SELECT path, before, after, status FROM tag_journal_changes WHERE entry_id = ? ORDER BY seq",
+            (entry_id,),
+        ).fetchall()
+        return [(self._abs(p), b, a, s) for p, b, a, s in rows]
+
+    def recover(self) -> list[int]:
+        """Settle entries left mid-way by a killed process. Returns the ids recovered."""
+        if not self.conn.execute(
+            "SELECT 1 FROM tag_journal WHERE state IN ('pending', 'undoing', 'redoing') LIMIT 1"
+        ).fetchone():
+            return []
+        with self._lock():
+            return self._recover_locked()
+
+    # ---- internals ---------------------------------------------------------------------------------------
+    def _move(self, entry_id: int, from_status: str, mid_state: str, end_state: str, expect: str,
+              op: str, description: str) -> ApplyResult:
+        result = ApplyResult(entry_id=entry_id, op=op, description=description)
+        with self._durable_tx() as conn:
+            conn.execute("UPDATE tag_journal SET state = ? WHERE id = ?", (mid_state, entry_id))
+        rows = self.conn.execute(
+            "SELECT seq, path, before, after FROM tag_journal_changes WHERE entry_id = ? AND status = ? ORDER BY seq",
+            (entry_id, from_status),
+        ).fetchall()
+        if expect == "after":  # undo: write the befores over the afters
+            rows = [(seq, path, after, before) for seq, path, before, after in rows]
+        statuses = self._transition(rows, result=result)
+        done_status = "reverted" if end_state == "undone" else "applied"
+        with self._durable_tx() as conn:
+            conn.executemany(
+                "UPDATE tag_journal_changes SET status = ? WHERE entry_id = ? AND seq = ?",
+                [(done_status if s == "applied" else ("conflict" if s == "conflict" else from_status), entry_id, seq)
+                 for seq, s in statuses.items()],
+            )
+            conn.execute("UPDATE tag_journal SET state = ? WHERE id = ?", (end_state, entry_id))
+        return result
+
+    def _transition(self, rows: list[tuple[int, str, bytes | None, bytes | None]], result: ApplyResult) -> dict[int, str]:
+        """Move files from ``old`` to ``new`` content (rows: seq, key, old, new). Files not holding ``old`` are
+        conflicts. Returns seq -> 'applied' | 'conflict' | 'skipped'."""
+        statuses: dict[int, str] = {}
+        writes: list[tuple[int, Path, bytes]] = []
+        removals: list[tuple[int, Path]] = []
+        for seq, key, old, new in rows:
+            path = self._abs(key)
+            try:
+                current = _read(path)
+            except OSError as exc:
+                statuses[seq] = "skipped"
+                result.errors.append((path, exc.strerror or str(exc)))
+                continue
+            if current == new:  # already there (e.g. an earlier interrupted run)
+                statuses[seq] = "applied"
+                result.applied.append(path)
+            elif current != old:
+                statuses[seq] = "conflict"
+                result.conflicts.append(path)
+            elif new is None:
+                removals.append((seq, path))
+            else:
+                writes.append((seq, path, new))
+        if writes:
+            done = self._write_batch(writes, result)
+            for seq, path, _data in writes:
+                statuses[seq] = "applied" if path in done else "skipped"
+                if path in done:
+                    result.applied.append(path)
+        for seq, path in removals:
+            try:
+                self._trash(path)
+                statuses[seq] = "applied"
+                result.applied.append(path)
+            except OSError as exc:
+                statuses[seq] = "skipped"
+                result.errors.append((path, exc.strerror or str(exc)))
+        return statuses
+
+    def _write_batch(self, writes: list[tuple[int, Path, bytes]], result: ApplyResult) -> set[Path]:
+        items = [(path, data) for _seq, path, data in writes]
+        try:
+            return set(atomic_write_many(items))
+        except OSError:
+            done: set[Path] = set()
+            for path, data in items:  # find the ones that fail, write the others
+                try:
+                    done.update(atomic_write_many([(path, data)]))
+                except OSError as exc:
+                    result.errors.append((path, exc.strerror or str(exc)))
+            return done
+
+    def _trash(self, path: Path) -> Path:
+        """Move a caption file to ``.kiln/trash/caption-journal/<time>/<its path>`` (never delete user data).
+        The trash batches of ``curator.trash`` (folders with a manifest) are not affected."""
+        key = self._key(path)
+        rel = key if not Path(key).is_absolute() else Path(key).name
+        base = self.kiln_dir / "trash" / "caption-journal" / time.strftime("%Y%m%d-%H%M%S")
+        dest = base / rel
+        n = 1
+        while dest.exists():
+            dest = base.with_name(f"{base.name}-{n}") / rel
+            n += 1
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(path, dest)
+        except OSError:
+            shutil.copy2(path, dest)
+            os.unlink(path)
+        fsync_dir(path.parent)
+        fsync_dir(dest.parent)
+        return dest
+
+    def _recover_locked(self) -> list[int]:
+        recovered = []
+        rows = self.conn.execute(
+            "SELECT id, state FROM tag_journal WHERE state IN ('pending', 'undoing', 'redoing') ORDER BY id"
+        ).fetchall()
+        for entry_id, state in rows:
+            changes = self.conn.execute(
+                "SELECT seq, path, before, after, status FROM tag_journal_changes WHERE entry_id = ?", (entry_id,)
+            ).fetchall()
+            updates = []
+            folders = set()
+            for seq, key, before, after, status in changes:
+                path = self._abs(key)
+                folders.add(path.parent)
+                if status in ("skipped", "conflict"):
+                    continue
+                try:
+                    current = _read(path)
+                except OSError:
+                    current = b"\0unreadable"
+                if current == after:
+                    new = "applied"
+                elif current == before:
+                    new = "skipped" if state == "pending" else "reverted"
+                else:
+                    new = "conflict"
+                if new != status:
+                    updates.append((new, entry_id, seq))
+            for folder in folders:
+                remove_stale_temps(folder)
+            statuses = {seq: status for seq, _k, _b, _a, status in changes}
+            for new, _e, seq in updates:
+                statuses[seq] = new
+            any_applied = any(s == "applied" for s in statuses.values())
+            if state == "pending":
+                end = "applied" if any_applied else "failed"
+            elif state == "undoing":
+                end = "applied" if any_applied else "undone"
+            else:
+                end = "applied" if any_applied else "undone"
+            with self._durable_tx() as conn:
+                conn.executemany(
+                    "UPDATE tag_journal_changes SET status = ? WHERE entry_id = ? AND seq = ?", updates
+                )
+                conn.execute(
+                    "UPDATE tag_journal SET state = ?, note = ? WHERE id = ?",
+                    (end, f"recovered after an interrupted {_VERB[state]}", entry_id),
+                )
+            recovered.append(entry_id)
+        return recovered
+
+    def _refresh_cache(self, paths: list[Path]) -> None:
+        if not paths:
+            return
+        try:
+            from curator.tags.cache import CaptionCache
+
+            CaptionCache(self.index, self.root).refresh(paths)
+        except Exception:  # the cache is an optimisation; a failure only costs a re-read later
+            pass
+
+
+# ---- module-level API (what the TUI, the CLI and the autotagger call) ------------------------------------------
+
+def journal_for(dataset: Any) -> Journal:
+    """The journal of a ``curator.dataset.Dataset`` (anything with ``.index`` and ``.root``)."""
+    journal = getattr(dataset, "_kiln_tag_journal", None)
+    if journal is None:
+        journal = Journal(dataset.index, dataset.root)
+        with contextlib.suppress(AttributeError):
+            dataset._kiln_tag_journal = journal
+    return journal
+
+
+def apply_changes(dataset: Any, changes: list[CaptionChange], op: str, description: str) -> ApplyResult:
+    """Record ``changes`` as one journal entry and write them (atomic, conflict-checked)."""
+    return journal_for(dataset).apply(changes, op, description)
+
+
+def undo(dataset: Any) -> ApplyResult | None:
+    return journal_for(dataset).undo()
+
+
+def redo(dataset: Any) -> ApplyResult | None:
+    return journal_for(dataset).redo()
+
+
+def history(dataset: Any, limit: int = 50) -> list[JournalEntry]:
+    return journal_for(dataset).history(limit)

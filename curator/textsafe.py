@@ -1,0 +1,35 @@
+"""Make file-derived text safe to show: no control characters, no terminal escape sequences.
+
+Names, captions and tags come from files. They are data: before they reach a terminal, control characters
+(ESC, BEL, C1 codes, bidi overrides that reorder what is shown) are replaced so a file name cannot move the
+cursor, recolour the screen or hide text. Rich markup is a separate concern: wrap the result in
+``rich.text.Text`` or ``rich.markup.escape`` it.
+"""
+
+from __future__ import annotations
+
+import re
+
+REPLACEMENT = "\ufffd"
+
+# C0 controls except tab/newline/carriage return, DEL, C1 controls, bidi embedding/override/isolate marks.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_LINE_BREAKS = re.compile("[\t\r\n]")
+
+
+def printable(text: object, *, keep_newlines: bool = False) -> str:
+    """``text`` as a string with control characters replaced by U+FFFD.
+
+    Tabs, carriage returns and newlines become spaces unless ``keep_newlines`` (then only newlines are kept).
+    """
+    value = str(text)
+    if keep_newlines:
+        value = value.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ")
+    else:
+        value = _LINE_BREAKS.sub(" ", value)
+    return _CONTROL.sub(REPLACEMENT, value)
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis, for table cells."""
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "\u2026"

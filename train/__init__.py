@@ -1,0 +1,1 @@
+"""kiln's headless LoRA trainer and run management."""

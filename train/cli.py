@@ -1,0 +1,244 @@
+"""`kiln train`: train a LoRA from a TOML config or a preset, check a config, print a commented config,
+resume a run, launch several processes, or detach into the background.
+
+Only argparse at import time; the config, torch and the trainer are imported when the command runs.
+Also runnable as ``python -m train.cli ...`` (what --detach and --num-processes launch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+EPILOG = """\
+examples:
+  kiln train --print-config easy > my.toml      a complete, commented config to start from
+  kiln train my.toml --check                    validate it (and scan the dataset) without training
+  kiln train my.toml --set train.max_steps=200  train, overriding any key
+  kiln train --preset easy --set model.path=sd15.safetensors --set dataset.path=./data
+  kiln train --resume runs/mylora               continue a stopped run exactly where it stopped
+  kiln train my.toml --detach                   train in the background; `kiln watch` attaches
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a LoRA from a config file or preset",
+        description="Train a LoRA (kohya-compatible) from a TOML config or a shipped preset.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run_train)
+    if importlib.util.find_spec("train.runs.cli") is not None:  # runs / watch / stop, from train/runs/
+        from train.runs.cli import register as register_runs
+
+        register_runs(subparsers)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", type=Path, help="training config (.toml)")
+    parser.add_argument("--preset", metavar="NAME", help="start from a shipped preset (see --print-config)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config key; the value is a TOML literal (repeatable)")
+    parser.add_argument("--print-config", metavar="NAME", nargs="?", const="default",
+                        help="print a preset (or 'default') as a complete, commented config file and exit")
+    parser.add_argument("--list-presets", action="store_true", help="list the shipped presets and exit")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the config and scan the dataset without loading the model or training")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run from its state/")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="allow loading pickled .ckpt/.pt checkpoints (they can run code: trusted files only)")
+    parser.add_argument("--num-processes", type=int, default=1, metavar="N",
+                        help="train on N processes (GPUs) through accelerate")
+    parser.add_argument("--detach", action="store_true",
+                        help="train in the background (own session), logging to <run>/train.log")
+    parser.add_argument("--force", action="store_true",
+                        help="start a new run in an existing run directory (its events and state are replaced)")
+    parser.add_argument("--quiet", action="store_true", help="plain log lines instead of a progress bar")
+
+
+def _err(message: str) -> int:
+    from curator.textsafe import printable
+
+    for line in str(message).splitlines():
+        print(f"kiln train: {printable(line)}", file=sys.stderr)
+    return 1
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from train import config as tc
+
+    if args.list_presets:
+        for name in tc.list_presets():
+            first = (tc.PRESET_DIR / f"{name}.toml").read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
+            print(f"{name:24} {first}")
+        return 0
+    if args.print_config:
+        try:
+            raw = {} if args.print_config == "default" else tc.load_preset_raw(args.print_config)
+            if args.overrides:
+                tc.apply_overrides(raw, args.overrides)
+        except tc.ConfigError as exc:
+            return _err(str(exc))
+        sys.stdout.write(tc.commented_config(raw, title=f"preset {args.print_config}"))
+        return 0
+    if args.num_processes < 1:
+        return _err(f"--num-processes: {args.num_processes} is not allowed: must be >= 1")
+
+    overrides = list(args.overrides)
+    if args.allow_pickle:
+        overrides.append("model.allow_pickle=true")
+    try:
+        if args.resume is not None:
+            run_dir = args.resume
+            config_file = run_dir / "config.toml"
+            if not config_file.is_file():
+                return _err(f"--resume: {run_dir} is not a run directory (no config.toml)")
+            cfg = tc.load_config(config_file, overrides=overrides)
+        elif args.config is None and not args.preset and not args.overrides:
+            return _err("give a config file or --preset NAME (start with: kiln train --print-config easy > my.toml)")
+        else:
+            cfg = tc.load_config(args.config, preset=args.preset, overrides=overrides)
+            run_dir = cfg.run_dir
+    except tc.ConfigError as exc:
+        return _err(str(exc))
+
+    if args.check:
+        return check(cfg)
+
+    if args.resume is None and (run_dir / "events.jsonl").exists() and not args.force:
+        return _err(f"{run_dir} already holds a run. Continue it with --resume {run_dir}, pick another name "
+                    f"(--set output.name=NEW), or start over in it with --force")
+    if args.resume is None and args.force:
+        for name in ("events.jsonl", "status.json"):
+            (run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "state", ignore_errors=True)
+
+    if args.detach:
+        return detach(args, run_dir)
+    if args.num_processes > 1 and "LOCAL_RANK" not in os.environ and "RANK" not in os.environ:
+        return launch_processes(args)
+    return train_here(cfg, args.resume, quiet=args.quiet)
+
+
+def train_here(cfg: object, resume: Path | None, quiet: bool = False) -> int:
+    from train.display import make_display
+    from train.loop import train
+
+    rank = int(os.environ.get("RANK", "0"))
+    display = make_display(quiet=quiet) if rank == 0 else None
+    try:
+        result = train(cfg, resume=resume, listeners=[display] if display else [])  # type: ignore[arg-type]
+    finally:
+        if display is not None:
+            display.close()
+    if result.reason == "error":
+        return _err(result.message) if rank == 0 else 1
+    if result.reason == "stopped" and rank == 0:
+        print(result.message, file=sys.stderr)
+    return 0
+
+
+def _child_argv(args: argparse.Namespace, *, drop: tuple[str, ...]) -> list[str]:
+    """The command line again, for a child process, without the options in ``drop``."""
+    argv: list[str] = []
+    if args.config is not None:
+        argv.append(str(Path(args.config).resolve()))
+    if args.preset:
+        argv += ["--preset", args.preset]
+    for item in args.overrides:
+        argv += ["--set", item]
+    if args.resume is not None:
+        argv += ["--resume", str(Path(args.resume).resolve())]
+    if args.allow_pickle:
+        argv.append("--allow-pickle")
+    if args.force and "--force" not in drop:
+        argv.append("--force")
+    if args.num_processes > 1 and "--num-processes" not in drop:
+        argv += ["--num-processes", str(args.num_processes)]
+    return argv
+
+
+def launch_processes(args: argparse.Namespace) -> int:
+    """Relaunch through ``accelerate launch`` with N processes (CPU/gloo when there is no GPU)."""
+    import torch
+
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(args.num_processes),
+           "--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision", "no"]
+    if not torch.cuda.is_available():
+        cmd.append("--cpu")
+    elif args.num_processes > 1:
+        cmd.append("--multi_gpu")
+    cmd += ["-m", "train.cli", *_child_argv(args, drop=("--num-processes", "--force"))]
+    if args.quiet:
+        cmd.append("--quiet")
+    return subprocess.call(cmd)
+
+
+def detach(args: argparse.Namespace, run_dir: Path) -> int:
+    """Start training in its own process session, output to <run>/train.log; print how to follow it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "train.log"
+    cmd = [sys.executable, "-m", "train.cli", *_child_argv(args, drop=()), "--quiet"]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=os.getcwd())
+    print(f"training in the background (pid {proc.pid})")
+    print(f"run directory: {run_dir}")
+    print(f"watch it:      kiln watch {run_dir}    (or: tail -f {log_path})")
+    print(f"stop it:       kiln stop {run_dir}     (or: touch {run_dir / 'stop.request'})")
+    return 0
+
+
+def check(cfg: object) -> int:
+    """Validate beyond the schema: the dataset scans and buckets, the model file is a known architecture."""
+    import math
+
+    from train.data.dataset import DatasetError, batches_per_epoch, build_items
+
+    warnings: list[str] = []
+    try:
+        items, _ = build_items(cfg.dataset, lambda msg, path: warnings.append(msg), progress=False)  # type: ignore[attr-defined]
+    except (DatasetError, ValueError, OSError) as exc:
+        return _err(str(exc))
+    try:
+        from train.models.probe import inspect_base_model
+
+        info = inspect_base_model(cfg.model, allow_pickle=cfg.model.allow_pickle)  # type: ignore[attr-defined]
+        model_line = f"{info.arch_name} ({info.kind}{', v-prediction' if info.v_prediction else ''})"
+    except ValueError as exc:
+        return _err(str(exc))
+    t = cfg.train  # type: ignore[attr-defined]
+    n_batches = batches_per_epoch(items, t.batch_size)
+    per_epoch = math.ceil(n_batches / t.gradient_accumulation_steps)
+    total = t.max_epochs * per_epoch if t.max_epochs else t.max_steps
+    epochs = t.max_epochs or math.ceil(total / per_epoch)
+    buckets: dict[tuple[int, int], int] = {}
+    for item in items:
+        buckets[item.bucket] = buckets.get(item.bucket, 0) + item.repeats
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print("config OK")
+    print(f"  model:    {model_line}")
+    print(f"  images:   {sum(1 for i in items if not i.is_reg)} training, {sum(1 for i in items if i.is_reg)} "
+          f"regularization ({sum(i.repeats for i in items)} with repeats), {len(warnings)} skipped")
+    print(f"  buckets:  " + ", ".join(f"{w}x{h}:{n}" for (w, h), n in sorted(buckets.items())))
+    print(f"  steps:    {total} ({per_epoch} per epoch, {epochs} epochs, batch {t.batch_size})")
+    print(f"  run dir:  {cfg.run_dir}")  # type: ignore[attr-defined]
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kiln train", epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run_train(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

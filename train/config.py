@@ -1,0 +1,541 @@
+"""The training configuration: one typed TOML file, validated before anything heavy is loaded.
+
+Sections: ``[model]`` (train.models.ModelConfig), ``[dataset]``, ``[network]`` (train.network.NetworkConfig),
+``[train]``, ``[output]``, ``[sample]``. ``--set section.key=value`` overrides any key (values are TOML
+literals, falling back to plain strings). Presets are partial configs shipped in ``train/presets/*.toml``.
+
+Errors come back as :class:`ConfigError` whose lines read like
+``train.learning_rate: -1 is not allowed: must be > 0`` or
+``train.lerning_rate: unknown key; did you mean 'learning_rate'?``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from train.models.config import ModelConfig
+from train.network.config import NetworkConfig
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+BUILTIN_OPTIMIZERS = (
+    "AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion", "Lion8bit", "Prodigy", "DAdaptAdam", "Adafactor", "SGD",
+)
+
+
+class ConfigError(Exception):
+    """A config that cannot be used. ``lines`` holds one ``field: problem`` line per problem."""
+
+    def __init__(self, lines: list[str], source: str = ""):
+        self.lines = lines
+        self.source = source
+        head = f"invalid training config{f' ({source})' if source else ''}:"
+        super().__init__("\n".join([head, *("  " + line for line in lines)]))
+
+
+def _problem(field: str, value: Any, fix: str) -> ValueError:
+    """A cross-field problem, already phrased with its dotted field name (kept verbatim by the formatter)."""
+    return ValueError(f"@{field}: {_show(value)} is not allowed: {fix}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DatasetConfig(_Section):
+    """Where the images are and how they become batches."""
+
+    path: Path = Field(description="kiln/kohya dataset folder, flat image folder, or kohya dataset .toml")
+    caption_extension: str = Field(".txt", description="caption file extension next to each image")
+    resolution: int | tuple[int, int] = Field(512, description="training resolution: 512 or [width, height]")
+    enable_bucket: bool = Field(True, description="aspect-ratio buckets (kohya); off = center-crop to resolution")
+    min_bucket_reso: int = Field(256, ge=64, description="smallest bucket side in pixels")
+    max_bucket_reso: int = Field(1024, ge=64, description="largest bucket side in pixels")
+    bucket_reso_steps: int = Field(64, ge=8, description="bucket side granularity in pixels (multiple of 8)")
+    bucket_no_upscale: bool = Field(False, description="never upscale small images; buckets fit the image")
+    shuffle_caption: bool = Field(False, description="shuffle comma-separated tags each time a caption is used")
+    keep_tokens: int | None = Field(
+        None, ge=0, description="tags kept in front when shuffling (unset: the dataset's own keep_tokens)"
+    )
+    keep_tokens_separator: str = Field("", description="tags before this separator are kept in place (e.g. '|||')")
+    caption_prefix: str = Field("", description="text put before every caption")
+    caption_suffix: str = Field("", description="text put after every caption")
+    caption_dropout_rate: float = Field(0.0, ge=0, le=1, description="chance of training with an empty caption")
+    caption_dropout_every_n_epochs: int = Field(0, ge=0, description="drop all captions every N-th epoch (0=off)")
+    caption_tag_dropout_rate: float = Field(0.0, ge=0, le=1, description="chance of dropping each (unkept) tag")
+    max_token_length: Literal[75, 150, 225] = Field(
+        75, description="caption length in tokens: 75, 150 or 225 (kohya's 75-token chunks)"
+    )
+    flip_aug: bool = Field(False, description="random horizontal flip")
+    random_crop: bool = Field(False, description="random crop instead of center crop inside the bucket")
+    cache_latents: bool = Field(False, description="encode every image with the VAE once, before training")
+    cache_latents_to_disk: bool = Field(
+        False, description="keep cached latents in <dataset>/.kiln/latents/ between runs (implies cache_latents)"
+    )
+    cache_text_encoder_outputs: bool = Field(
+        False, description="encode every caption once (needs frozen text encoders and static captions)"
+    )
+    vae_batch_size: int = Field(1, ge=1, description="images per VAE call while caching latents")
+    num_workers: int = Field(0, ge=0, description="data loader worker processes (0 = load in the main process)")
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution(cls, v: int | tuple[int, int]) -> int | tuple[int, int]:
+        sides = (v, v) if isinstance(v, int) else v
+        for side in sides:
+            if side < 64 or side % 8:
+                raise ValueError(f"{_show(v)} is not allowed: each side must be >= 64 and a multiple of 8")
+        return v
+
+    @field_validator("caption_extension")
+    @classmethod
+    def _ext(cls, v: str) -> str:
+        if not v:
+            raise ValueError("'' is not allowed: give an extension such as '.txt' or '.caption'")
+        return v if v.startswith(".") else "." + v
+
+    @model_validator(mode="after")
+    def _buckets(self) -> DatasetConfig:
+        from train.data.dataset import bucket_settings
+
+        try:
+            bucket_settings(self)
+        except ValidationError as exc:
+            text = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+            raise _problem("dataset.min_bucket_reso / max_bucket_reso / bucket_reso_steps",
+                           [self.min_bucket_reso, self.max_bucket_reso, self.bucket_reso_steps], text) from None
+        return self
+
+    @property
+    def resolution_wh(self) -> tuple[int, int]:
+        return (self.resolution, self.resolution) if isinstance(self.resolution, int) else tuple(self.resolution)
+
+    @property
+    def static_captions(self) -> bool:
+        """True when a caption is the same every epoch (no shuffling or dropout)."""
+        return not (
+            self.shuffle_caption
+            or self.caption_dropout_rate
+            or self.caption_dropout_every_n_epochs
+            or self.caption_tag_dropout_rate
+        )
+
+
+class TrainSection(_Section):
+    """Optimiser, schedule, loss and precision."""
+
+    optimizer: str = Field(
+        "AdamW",
+        description="AdamW, AdamW8bit, PagedAdamW8bit, Lion, Lion8bit, Prodigy, DAdaptAdam, Adafactor, or module.Class",
+    )
+    optimizer_args: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments for the optimizer, e.g. { weight_decay = 0.01 }"
+    )
+    learning_rate: float = Field(1e-4, gt=0, description="base learning rate")
+    unet_lr: float | None = Field(None, gt=0, description="UNet learning rate (unset: learning_rate)")
+    text_encoder_lr: float | None = Field(
+        None, ge=0, description="text encoder learning rate (unset: learning_rate; 0 = UNet only)"
+    )
+    lr_scheduler: Literal[SCHEDULERS] = Field("constant", description=" | ".join(SCHEDULERS))  # type: ignore[valid-type]
+    lr_warmup: float = Field(0, ge=0, description="warmup: steps (>= 1) or a ratio of the total steps (< 1)")
+    lr_scheduler_num_cycles: int = Field(1, ge=1, description="restarts for cosine_with_restarts")
+    lr_scheduler_power: float = Field(1.0, gt=0, description="power for the polynomial scheduler")
+    max_steps: int | None = Field(1600, ge=1, description="optimizer steps to train (ignored if max_epochs is set)")
+    max_epochs: int | None = Field(None, ge=1, description="epochs to train (overrides max_steps)")
+    batch_size: int = Field(1, ge=1, description="images per batch per process (one bucket per batch)")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="batches summed into one optimizer step")
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
+        "auto", description="auto (bf16 on GPUs that have it, else fp16; no on CPU) | no | fp16 | bf16"
+    )
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, slower")
+    attention: Literal["sdpa", "eager"] = Field("sdpa", description="sdpa (PyTorch scaled-dot-product) | eager")
+    max_grad_norm: float = Field(1.0, ge=0, description="clip gradients to this norm (0 = off)")
+    clip_skip: int = Field(1, ge=1, le=12, description="SD1/SD2 text encoder layer from the end (2 = penultimate)")
+    seed: int = Field(42, ge=0, description="random seed (data order, noise, timesteps, augmentation)")
+    loss_type: Literal["l2", "huber"] = Field("l2", description="l2 | huber (pseudo-Huber, see huber_c)")
+    huber_c: float = Field(0.1, gt=0, description="pseudo-Huber loss parameter")
+    min_snr_gamma: float | None = Field(None, gt=0, description="Min-SNR weighting gamma (5 is common; unset = off)")
+    noise_offset: float = Field(0.0, ge=0, description="noise offset (0.05-0.1 helps very dark/bright images)")
+    prior_loss_weight: float = Field(1.0, ge=0, description="loss weight of regularisation images")
+    min_timestep: int = Field(0, ge=0, le=1000, description="smallest noise timestep sampled")
+    max_timestep: int = Field(1000, ge=1, le=1000, description="largest noise timestep sampled (exclusive)")
+
+    @field_validator("optimizer")
+    @classmethod
+    def _optimizer(cls, v: str) -> str:
+        for name in BUILTIN_OPTIMIZERS:
+            if v.lower() == name.lower():
+                return name
+        if re.fullmatch(r"[A-Za-z_][\w.]*\.[A-Za-z_]\w*", v):
+            return v
+        close = difflib.get_close_matches(v, BUILTIN_OPTIMIZERS, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ValueError(f"{_show(v)} is not allowed: {hint}use one of {', '.join(BUILTIN_OPTIMIZERS)} or module.Class")
+
+    @model_validator(mode="after")
+    def _timesteps(self) -> TrainSection:
+        if self.min_timestep >= self.max_timestep:
+            raise _problem("train.min_timestep", self.min_timestep, f"must be < max_timestep ({self.max_timestep})")
+        return self
+
+
+
+class OutputSection(_Section):
+    """Where the run directory goes and what is saved."""
+
+    dir: Path = Field(Path("runs"), description="parent folder of run directories")
+    name: str = Field("lora", description="run and file name: <dir>/<name>/<name>.safetensors")
+    save_precision: Literal["fp16", "bf16", "float"] = Field("fp16", description="dtype of saved LoRA files")
+    save_every_n_epochs: int | None = Field(None, ge=1, description="save <name>-000001.safetensors every N epochs")
+    save_every_n_steps: int | None = Field(None, ge=1, description="save <name>-step00000100.safetensors every N steps")
+    save_last_n: int | None = Field(None, ge=1, description="keep only the last N intermediate saves (unset: all)")
+    save_state: bool = Field(False, description="also write a resumable state/ with every intermediate save")
+    comment: str = Field("", description="free text stored as ss_training_comment in the LoRA metadata")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[\w][\w.\- ]*", v) or v in (".", ".."):
+            raise ValueError(f"{_show(v)} is not allowed: use letters, digits, '_', '-', '.' or spaces")
+        return v
+
+
+class SampleSection(_Section):
+    """Preview images rendered while training."""
+
+    prompts: list[str] = Field(default_factory=list, description="prompts to render (empty = no samples)")
+    negative_prompt: str = Field("", description="negative prompt for every sample")
+    every_n_steps: int | None = Field(None, ge=1, description="render samples every N steps")
+    every_n_epochs: int | None = Field(None, ge=1, description="render samples every N epochs")
+    steps: int = Field(20, ge=1, le=150, description="inference steps per sample")
+    sampler: Literal["euler_a", "euler", "ddim", "dpmsolver++"] = Field("euler_a", description="sampler")
+    cfg_scale: float = Field(7.0, ge=1, description="classifier-free guidance scale")
+    width: int | None = Field(None, ge=64, description="sample width (unset: training resolution)")
+    height: int | None = Field(None, ge=64, description="sample height (unset: training resolution)")
+    seed: int = Field(1234, ge=0, description="seed of the first prompt (each next prompt +1)")
+    enabled: bool = Field(True, description="false skips sampling (e.g. CPU test runs)")
+
+
+class TrainConfig(_Section):
+    """The whole training configuration."""
+
+    model: ModelConfig
+    dataset: DatasetConfig
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    train: TrainSection = Field(default_factory=TrainSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+    sample: SampleSection = Field(default_factory=SampleSection)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> TrainConfig:
+        d, t = self.dataset, self.train
+        caching = d.cache_latents or d.cache_latents_to_disk
+        if caching and d.random_crop:
+            raise _problem(
+                "dataset.cache_latents", True,
+                "cached latents cannot be randomly cropped; set dataset.random_crop = false or turn caching off",
+            )
+        if d.cache_text_encoder_outputs:
+            if self.trains_text_encoder:
+                raise _problem(
+                    "dataset.cache_text_encoder_outputs", True,
+                    "the text encoders are being trained; set network.train_text_encoder = false "
+                    "(or train.text_encoder_lr = 0) or turn this cache off",
+                )
+            if not d.static_captions:
+                raise _problem(
+                    "dataset.cache_text_encoder_outputs", True,
+                    "captions change every epoch (shuffle_caption / caption dropout / tag dropout); "
+                    "turn those off or turn this cache off",
+                )
+        if t.optimizer in ("Prodigy", "DAdaptAdam") and t.learning_rate < 0.1:
+            raise _problem(
+                "train.learning_rate", t.learning_rate,
+                f"{t.optimizer} adapts the step size itself and expects learning_rate around 1.0",
+            )
+        return self
+
+    # -- derived values the loop needs ---------------------------------------------------------------------
+    @property
+    def trains_text_encoder(self) -> bool:
+        return self.network.train_text_encoder and self.train.text_encoder_lr != 0
+
+    @property
+    def unet_lr(self) -> float:
+        return self.train.unet_lr if self.train.unet_lr is not None else self.train.learning_rate
+
+    @property
+    def text_encoder_lr(self) -> float:
+        if not self.trains_text_encoder:
+            return 0.0
+        te = self.train.text_encoder_lr
+        return te if te is not None else self.train.learning_rate
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output.dir) / self.output.name
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading, --set overrides, presets
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: a TOML literal (``200``, ``true``, ``[1, 2]``, ``"x"``), else the plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings to a raw config dict (in place; also returned)."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError([f"--set {item!r}: expected section.key=value, e.g. train.max_steps=200"])
+        *parents, leaf = key.split(".")
+        node = raw
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError([f"--set {item!r}: {part} is a value, not a section"])
+            node = child
+        node[leaf] = parse_value(value.strip())
+    return raw
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, merging nested tables (a new dict)."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "optimizer_args":
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def load_preset_raw(name: str) -> dict[str, Any]:
+    path = PRESET_DIR / f"{name}.toml"
+    if not path.is_file():
+        close = difflib.get_close_matches(name, list_presets(), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError([f"preset {name!r} does not exist.{hint} Presets: {', '.join(list_presets())}"])
+    return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+
+
+def load_config(
+    path: Path | None = None, *, preset: str | None = None, overrides: list[str] | None = None
+) -> TrainConfig:
+    """Build a validated TrainConfig from a preset and/or a TOML file plus ``--set`` overrides.
+
+    A config file may name a preset itself with a top-level ``preset = "easy"``; its own keys win over the
+    preset's. Relative paths in a file are resolved against the file's folder.
+    """
+    raw: dict[str, Any] = {}
+    source = str(path) if path else f"preset {preset}" if preset else "--set"
+    if path is not None:
+        raw = read_toml(Path(path))
+        _resolve_relative_paths(raw, Path(path).resolve().parent)
+        preset = raw.pop("preset", None) or preset
+    if preset:
+        raw = deep_merge(load_preset_raw(preset), raw)
+    apply_overrides(raw, list(overrides or []))
+    return validate_raw(raw, source)
+
+
+def validate_raw(raw: dict[str, Any], source: str = "") -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc), source) from None
+
+
+def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
+    """Relative paths written in a config file are relative to that file's folder."""
+    for section, key in (("model", "path"), ("model", "vae"), ("model", "config_dir"), ("dataset", "path"),
+                         ("output", "dir"), ("network", "init_from")):
+        table = raw.get(section)
+        value = table.get(key) if isinstance(table, dict) else None
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            table[key] = str((base / Path(value).expanduser()).resolve())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Error formatting
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | Path):
+        return repr(str(value))
+    if isinstance(value, float) and value.is_integer() and math.isfinite(value):
+        return str(int(value)) if abs(value) < 1e15 else repr(value)
+    if isinstance(value, dict | list | tuple):
+        try:
+            return json.dumps(value, default=str)
+        except (TypeError, ValueError):
+            return repr(value)
+    return repr(value)
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """Valid keys of the section that ``loc`` points into (for 'did you mean')."""
+    model: Any = TrainConfig
+    for part in loc[:-1]:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return []
+        model = model.model_fields[part].annotation
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+_RULES = {
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+}
+
+
+def format_validation_error(exc: ValidationError) -> list[str]:
+    """One readable line per pydantic error: ``field: value is not allowed: what would be right``."""
+    lines: list[str] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if not isinstance(p, str) or not p.startswith(("function-", "tagged")))
+        # Union members show up as extra loc parts ('int', 'tuple[int, int]'); keep the field path only.
+        loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in ("int", "float", "str", "bool"))))
+        field = ".".join(str(p) for p in loc) or "config"
+        kind, msg, ctx = err["type"], err["msg"], err.get("ctx") or {}
+        value = err.get("input")
+        if kind == "extra_forbidden":
+            close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc), n=1, cutoff=0.5)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(_fields_at(loc))}"
+            lines.append(f"{field}: unknown key; {hint}")
+        elif kind == "missing":
+            section = TrainConfig.model_fields.get(field)
+            required = [k for k, f in section.annotation.model_fields.items() if f.is_required()] if section else []
+            for key in [f"{field}.{r}" for r in required] or [field]:
+                lines.append(f"{key}: required but missing; set it in the file or with --set {key}=...")
+        elif kind in _RULES:
+            lines.append(f"{field}: {_show(value)} is not allowed: {_RULES[kind].format(**{k: _show(v) for k, v in ctx.items()})}")
+        elif kind == "literal_error":
+            lines.append(f"{field}: {_show(value)} is not allowed: must be one of {ctx.get('expected', '')}")
+        elif kind == "value_error":
+            text = str(ctx.get("error", msg)).removeprefix("Value error, ")
+            if text.startswith("@"):
+                lines.append(text[1:])
+            elif " is not allowed" in text:
+                lines.append(f"{field}: {text}")
+            else:
+                lines.append(f"{field}: {_show(value)} is not allowed: {text}")
+        elif kind in ("model_type", "dict_type") and isinstance(value, str | int | float | bool):
+            lines.append(f"{field}: {_show(value)} is not allowed: must be a [{field}] table")
+        else:
+            lines.append(f"{field}: {_show(value)} is not allowed: {msg[0].lower() + msg[1:]}")
+    # A union error is reported once per member; keep the first of identical field lines.
+    seen: dict[str, str] = {}
+    for line in lines:
+        seen.setdefault(line.split(":", 1)[0], line)
+    return list(seen.values())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Commented config output (--print-config)
+# ---------------------------------------------------------------------------------------------------------------
+
+_PLACEHOLDERS = {("model", "path"): "/path/to/base-model.safetensors", ("dataset", "path"): "/path/to/dataset"}
+
+
+def toml_value(value: Any) -> str:
+    """A value as a one-line TOML literal (inline tables for dicts)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {toml_value(v)}" for k, v in value.items()) + " }" if value else "{}"
+    if hasattr(value, "value"):  # enums
+        return toml_value(value.value)
+    return json.dumps(str(value))
+
+
+def _key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+
+
+def commented_config(raw: dict[str, Any] | None = None, title: str = "") -> str:
+    """A complete config file: every field with its value (preset or default) and a one-line comment."""
+    raw = raw or {}
+    out = [
+        f"# kiln training config{f' — {title}' if title else ''}",
+        "# Every key is listed with its default (or the preset's value). Unset optional keys are commented out.",
+        "# Validate with `kiln train --check FILE`; train with `kiln train FILE [--set section.key=value]`.",
+    ]
+    for section, field in TrainConfig.model_fields.items():
+        model = field.annotation
+        doc = (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else ""
+        out += ["", f"[{section}]" + (f"  # {doc}" if doc else "")]
+        given = raw.get(section, {}) if isinstance(raw.get(section), dict) else {}
+        for name, info in model.model_fields.items():
+            if info.description:
+                out.append(f"# {info.description}")
+            if name in given:
+                value = given[name]
+            elif (section, name) in _PLACEHOLDERS:
+                value = _PLACEHOLDERS[(section, name)]
+            elif info.is_required():
+                out.append(f"# {name} =   (required)")
+                continue
+            else:
+                value = info.get_default(call_default_factory=True)
+            if value is None:
+                out.append(f"# {name} =")
+            else:
+                out.append(f"{name} = {toml_value(value)}")
+    return "\n".join(out) + "\n"
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    """The resolved config as TOML (what a run directory stores as config.toml)."""
+    raw = cfg.model_dump(mode="json", exclude_none=True)
+    for section, key in (("model", "path"), ("model", "vae"), ("model", "config_dir"), ("dataset", "path"),
+                         ("output", "dir"), ("network", "init_from")):
+        if raw.get(section, {}).get(key):
+            raw[section][key] = str(Path(raw[section][key]).expanduser().resolve())
+    return commented_config(raw, title="resolved")

@@ -1,0 +1,6 @@
+"""The trainer's data pipeline: curator dataset -> items -> per-epoch bucket batches -> tensors.
+
+Modules: ``captions`` (kohya caption processing), ``tokens`` (75-token chunking and text encoding),
+``images`` (decode, resize, crop, flip), ``dataset`` (items and epoch plans), ``cache`` (latent and
+text-encoder caches), ``loader`` (batch tensors). Heavy libraries are imported inside functions.
+"""

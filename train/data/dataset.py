@@ -1,0 +1,196 @@
+"""From a curator dataset to training items and per-epoch batch plans.
+
+Every image gets the curator's kohya bucket assignment and kohya's repeats (regularization images re-counted
+the kohya way). Images with a blocking flag (unreadable, truncated, not an image, too large, empty file) are
+skipped with a warning. An epoch is planned up front: each bucket's samples are shuffled and cut into batches,
+then the batches are shuffled, all from ``(seed, epoch)``, so any step can be re-planned exactly on resume.
+Each sample has a position in its epoch, and its own random stream (noise, timestep, caption shuffle, flip)
+is seeded from ``(seed, epoch, position)``: the same sample sees the same randomness however batches are
+split over processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from curator.buckets import BucketAssignment, BucketSettings, assign_bucket, kohya_reg_repeats
+from train.data.captions import first_line
+
+BLOCKING_FLAGS = ("unreadable", "truncated", "empty-file", "not-image", "too-large")
+
+
+class DatasetError(ValueError):
+    """The dataset cannot be trained on; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrainItem:
+    """One usable image with everything training needs to know about it."""
+
+    index: int
+    path: str
+    abs_path: Path
+    size: tuple[int, int]
+    sha256: str
+    assignment: BucketAssignment
+    repeats: int
+    is_reg: bool
+    caption: str
+    keep_tokens: int
+
+    @property
+    def bucket(self) -> tuple[int, int]:
+        return self.assignment.bucket
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One draw of an item in an epoch: ``position`` is its place in the epoch's order."""
+
+    item: int
+    position: int
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers, stable across processes and Python versions."""
+    digest = hashlib.blake2b(",".join(str(int(p)) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def bucket_settings(cfg: Any) -> BucketSettings:
+    """The curator's BucketSettings from ``[dataset]``. Without buckets, every image is cropped to resolution."""
+    res = cfg.resolution_wh
+    if not cfg.enable_bucket:
+        side = max(res)
+        return BucketSettings(resolution=res, min_bucket=min(res), max_bucket=side, step=8, no_upscale=False)
+    return BucketSettings(
+        resolution=res, min_bucket=cfg.min_bucket_reso, max_bucket=cfg.max_bucket_reso,
+        step=cfg.bucket_reso_steps, no_upscale=cfg.bucket_no_upscale,
+    )
+
+
+def _fixed_assignment(width: int, height: int, res: tuple[int, int]) -> BucketAssignment:
+    """No bucketing: scale to cover the resolution, centre crop (kohya without --enable_bucket)."""
+    scale = max(res[0] / width, res[1] / height)
+    resized = (max(res[0], round(width * scale)), max(res[1], round(height * scale)))
+    crop = ((resized[0] - res[0]) // 2, (resized[1] - res[1]) // 2)
+    return BucketAssignment(bucket=res, resized=resized, crop=crop, ar_error=0.0, upscaled=scale > 1)
+
+
+def _caption_file(record: Any, extension: str) -> Path | None:
+    try:
+        from curator.captions.files import caption_path  # the curator's resolution (.txt/.caption rules)
+
+        found = caption_path(record)
+        if found is not None:
+            return Path(found)
+    except ImportError:
+        pass
+    candidate = Path(record.abs_path).with_suffix(extension)
+    return candidate if candidate.is_file() else None
+
+
+def build_items(
+    cfg: Any,
+    warn: Callable[[str, str | None], None],
+    progress: bool | None = None,
+) -> tuple[list[TrainItem], Any]:
+    """Scan the dataset (incrementally, through the curator's index) and return the usable items and the
+    curator Dataset. ``warn(message, path)`` is called once per skipped image."""
+    from curator.dataset import Dataset
+
+    path = Path(cfg.path).expanduser()
+    if not path.exists():
+        raise DatasetError(f"dataset.path: {str(path)!r} does not exist; point it at a dataset folder or TOML")
+    dataset = Dataset.open(path, caption_extension=cfg.caption_extension)
+    dataset.scan(progress=progress)
+    settings = bucket_settings(cfg)
+    records = sorted(dataset.images(), key=lambda r: r.path)
+
+    usable = []
+    for record in records:
+        blocking = [f for f in record.flags if f.kind in BLOCKING_FLAGS]
+        if blocking:
+            warn(f"skipped {record.path}: {blocking[0].kind} ({blocking[0].detail})", record.path)
+            continue
+        if cfg.enable_bucket:
+            assignment = assign_bucket(record.width, record.height, settings)
+        else:
+            assignment = _fixed_assignment(record.width, record.height, cfg.resolution_wh)
+        if not assignment.usable:
+            warn(f"skipped {record.path}: {record.width}x{record.height} fits no bucket with bucket_no_upscale; "
+                 "turn bucket_no_upscale off or remove the image", record.path)
+            continue
+        usable.append((record, assignment))
+
+    train = [(r, a) for r, a in usable if not r.subset.is_reg]
+    if not train:
+        raise DatasetError(
+            f"dataset.path: {str(path)!r} has no usable training images "
+            f"({len(records)} found, {len(records) - len(usable)} skipped); "
+            "check the folder layout (<repeats>_<name>/ for kohya) and `kiln check`"
+        )
+    # kohya: reg images are repeated (in folder order, files sorted) until they match the train images x repeats.
+    reg = sorted(((r, a) for r, a in usable if r.subset.is_reg), key=lambda ra: (ra[0].subset.rel_dir, ra[0].path))
+    train_total = sum(r.subset.repeats for r, _ in train)
+    reg_repeats = kohya_reg_repeats([r.subset.repeats for r, _ in reg], train_total)
+
+    items: list[TrainItem] = []
+    weighted = [(ra, ra[0].subset.repeats) for ra in train] + list(zip(reg, reg_repeats, strict=True))
+    for (record, assignment), repeats in weighted:
+        if repeats <= 0:
+            continue
+        caption_file = _caption_file(record, cfg.caption_extension)
+        caption = ""
+        if caption_file is not None:
+            try:
+                caption = first_line(caption_file.read_bytes())
+            except OSError as exc:
+                warn(f"cannot read caption {caption_file.name}: {exc.strerror}; using the class tokens", record.path)
+        if not caption:
+            caption = record.subset.class_tokens
+        items.append(TrainItem(
+            index=len(items), path=record.path, abs_path=Path(record.abs_path), size=(record.width, record.height),
+            sha256=record.sha256, assignment=assignment, repeats=repeats, is_reg=record.subset.is_reg,
+            caption=caption, keep_tokens=record.subset.keep_tokens,
+        ))
+    return items, dataset
+
+
+def plan_epoch(items: list[TrainItem], global_batch: int, seed: int, epoch: int, pad: bool = False) -> list[list[Sample]]:
+    """The batches of one epoch (1-based): every batch from one bucket; kohya's shuffle of buckets and batches.
+
+    ``pad`` fills a bucket's last batch up to ``global_batch`` by cycling that bucket (several processes).
+    """
+    rng = random.Random(mix_seed(seed, epoch, 0x5EED))
+    by_bucket: dict[tuple[int, int], list[int]] = {}
+    for item in items:
+        by_bucket.setdefault(item.bucket, []).extend([item.index] * item.repeats)
+    batches: list[list[int]] = []
+    for bucket in sorted(by_bucket):
+        members = by_bucket[bucket]
+        rng.shuffle(members)
+        for start in range(0, len(members), global_batch):
+            batch = members[start:start + global_batch]
+            if pad and len(batch) < global_batch:
+                batch = batch + [members[i % len(members)] for i in range(global_batch - len(batch))]
+            batches.append(batch)
+    rng.shuffle(batches)
+    plan: list[list[Sample]] = []
+    position = 0
+    for batch in batches:
+        plan.append([Sample(item=i, position=position + k) for k, i in enumerate(batch)])
+        position += len(batch)
+    return plan
+
+
+def batches_per_epoch(items: list[TrainItem], global_batch: int) -> int:
+    counts: dict[tuple[int, int], int] = {}
+    for item in items:
+        counts[item.bucket] = counts.get(item.bucket, 0) + item.repeats
+    return sum(-(-c // global_batch) for c in counts.values())

@@ -1,0 +1,91 @@
+"""Turning a planned batch (a list of Samples) into tensors: pixels or cached latents, captions, loss weights,
+SDXL size conditioning and each sample's seed. Usable inside DataLoader workers (no CUDA here)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from train.data.cache import LatentCache, latent_key
+from train.data.captions import CaptionSettings, process_caption
+from train.data.dataset import Sample, TrainItem, mix_seed
+from train.data.images import load_rgb, place, render, to_tensor
+
+
+@dataclass
+class BatchBuilder:
+    """Builds the tensors of one batch. ``latents`` is set when latents are cached."""
+
+    items: list[TrainItem]
+    captions: CaptionSettings
+    seed: int
+    flip_aug: bool = False
+    random_crop: bool = False
+    prior_loss_weight: float = 1.0
+    latents: LatentCache | None = None
+    vae_id: str = ""
+
+    def sample_seed(self, epoch: int, sample: Sample) -> int:
+        return mix_seed(self.seed, epoch, sample.position)
+
+    def placement(self, item: TrainItem, rng: random.Random, flip: bool) -> Any:
+        a = item.assignment
+        return place(item.size, a.resized, a.crop, a.bucket, random_crop=self.random_crop, flip=flip, rng=rng)
+
+    def build(self, samples: list[Sample], epoch: int) -> dict[str, Any]:
+        import torch
+
+        pixels, latents, captions, weights, seeds = [], [], [], [], []
+        original, crops, targets = [], [], []
+        for sample in samples:
+            item = self.items[sample.item]
+            seed = self.sample_seed(epoch, sample)
+            rng = random.Random(seed)
+            flip = self.flip_aug and rng.random() < 0.5
+            placement = self.placement(item, rng, flip)
+            if self.latents is not None:
+                key = latent_key(item.sha256, placement.bucket, placement.resized, placement.crop, flip, self.vae_id)
+                latent = self.latents.get(key)
+                if latent is None:
+                    raise RuntimeError(f"latent cache entry missing for {item.path}; delete the cache and retry")
+                latents.append(latent)
+            else:
+                pixels.append(to_tensor(render(load_rgb(item.abs_path), placement)))
+            captions.append(process_caption(item.caption, self.captions, epoch=epoch, rng=rng,
+                                            subset_keep_tokens=item.keep_tokens))
+            weights.append(self.prior_loss_weight if item.is_reg else 1.0)
+            seeds.append(seed)
+            original.append((item.size[1], item.size[0]))
+            crops.append(placement.crop_top_left)
+            targets.append((placement.bucket[1], placement.bucket[0]))
+        batch: dict[str, Any] = {
+            "captions": captions,
+            "loss_weights": torch.tensor(weights, dtype=torch.float32),
+            "seeds": seeds,
+            "original_sizes": torch.tensor(original, dtype=torch.float32),
+            "crop_top_lefts": torch.tensor(crops, dtype=torch.float32),
+            "target_sizes": torch.tensor(targets, dtype=torch.float32),
+        }
+        if latents:
+            batch["latents"] = torch.stack(latents)
+        else:
+            batch["pixels"] = torch.stack(pixels)
+        return batch
+
+
+class EpochBatches:
+    """A map-style dataset over one process's share of an epoch plan (for torch's DataLoader, batch_size=None)."""
+
+    def __init__(self, builder: BatchBuilder, plan: list[list[Sample]], epoch: int, rank: int, per_process: int):
+        self.builder, self.plan, self.epoch = builder, plan, epoch
+        self.rank, self.per_process = rank, per_process
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def local(self, index: int) -> list[Sample]:
+        return self.plan[index][self.rank * self.per_process:(self.rank + 1) * self.per_process]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.builder.build(self.local(index), self.epoch)

@@ -1,0 +1,131 @@
+"""The foreground display: consumes the same events that go to events.jsonl.
+
+``RichDisplay`` draws a progress bar (loss, LR, it/s, ETA) on a terminal; ``PlainDisplay`` prints one line per
+phase/save/warning and a step line every few seconds when output is piped or logged. A richer live view can
+replace either: anything with ``__call__(event)`` and ``close()`` works.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Protocol
+
+from rich.console import Console
+from rich.text import Text
+
+from curator.textsafe import printable
+
+
+class Display(Protocol):
+    def __call__(self, event: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def describe(event: dict[str, Any]) -> str | None:
+    """A one-line human description of an event (None for events shown only as progress)."""
+    kind = event["type"]
+    if kind == "start":
+        return (f"training {event.get('name', '')}: {event['total_steps']} steps, {event['epochs']} epochs, "
+                f"{event.get('images', '?')} images, batch {event.get('batch_size', '?')} -> {event.get('run_dir', '')}")
+    if kind == "phase":
+        done, total = event.get("done"), event.get("total")
+        return f"{event['phase']}" + (f" {done}/{total}" if total else "")
+    if kind == "step":
+        lr = ", ".join(f"{v:.2e}" for v in event.get("lr", []))
+        return (f"step {event['step']}/{event.get('total_steps', '?')} epoch {event['epoch']} loss {event['loss']:.4f} "
+                f"avg {event['avg_loss']:.4f} lr {lr} {event['it_s']:.2f} it/s eta {_fmt_eta(event.get('eta_s'))}")
+    if kind == "epoch":
+        return f"epoch {event['epoch']} done (avg loss {event.get('avg_loss', float('nan')):.4f})"
+    if kind == "save":
+        return f"saved {event['path']} (step {event['step']})"
+    if kind == "sample":
+        return f"sample {event['path']}"
+    if kind == "warning":
+        return f"warning: {event['message']}"
+    if kind == "error":
+        return f"error: {event['message']}"
+    if kind == "end":
+        outputs = ", ".join(event.get("outputs", [])) or "nothing"
+        return f"{event['reason']} at step {event.get('step', '?')}: {outputs}"
+    return None
+
+
+class PlainDisplay:
+    """Line output for pipes and logs; step lines at most every ``interval`` seconds."""
+
+    def __init__(self, stream: Any = None, interval: float = 10.0):
+        self.stream = stream or sys.stdout
+        self.interval = interval
+        self._last = 0.0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event["type"] == "step":
+            now = time.monotonic()
+            if now - self._last < self.interval and event["step"] != event.get("total_steps"):
+                return
+            self._last = now
+        if event["type"] == "phase" and event.get("total") and event.get("done") not in (0, event.get("total")):
+            return
+        line = describe(event)
+        if line:
+            print(printable(line), file=self.stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class RichDisplay:
+    """A progress bar for the foreground on a terminal."""
+
+    def __init__(self, console: Console | None = None):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = console or Console(stderr=False)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console, transient=False,
+        )
+        self.task: Any = None
+        self.phase_task: Any = None
+        self.progress.start()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "start":
+            self.progress.console.print(Text(printable(describe(event) or "")))
+            self.task = self.progress.add_task("train", total=event["total_steps"],
+                                               completed=event.get("resumed_step", 0), info="")
+        elif kind == "phase":
+            if self.phase_task is None or self.progress.tasks[self.phase_task].description != event["phase"]:
+                self.phase_task = self.progress.add_task(event["phase"], total=event.get("total") or None, info="")
+            self.progress.update(self.phase_task, completed=event.get("done") or 0, total=event.get("total") or None)
+        elif kind == "step" and self.task is not None:
+            lr = event.get("lr") or [0.0]
+            info = f"loss {event['loss']:.4f} avg {event['avg_loss']:.4f} lr {lr[0]:.2e} {event['it_s']:.2f} it/s"
+            self.progress.update(self.task, completed=event["step"], info=info)
+        else:
+            line = describe(event)
+            if line:
+                style = "red" if kind == "error" else "yellow" if kind == "warning" else None
+                self.progress.console.print(Text(printable(line), style=style))
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def make_display(quiet: bool | None = None) -> Display:
+    """Rich on a terminal, plain lines when piped (``quiet`` forces plain)."""
+    if quiet or (quiet is None and not sys.stdout.isatty()):
+        return PlainDisplay()
+    return RichDisplay()

@@ -1,0 +1,172 @@
+"""Assemble a complete diffusers-style config folder (JSON configs + CLIP tokenizer files) for offline loading.
+
+The JSON configs ship in `train/models/configs/<name>/`. The CLIP BPE tokenizer files (vocab.json, merges.txt,
+about 2 MB) are not duplicated per architecture: they are built once from open_clip's
+`bpe_simple_vocab_16e6.txt.gz` (shipped in `curator/data/clip/`) or taken from `curator/data/clip_tokenizer/`,
+and linked (or copied) into an assembled folder under the kiln cache dir.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+SHIPPED_CONFIGS = ("sd15", "sd2", "sd2-base", "sdxl")
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+CLIP_TOKENIZER_DIR = _REPO_ROOT / "curator" / "data" / "clip_tokenizer"
+CLIP_BPE_GZ = _REPO_ROOT / "curator" / "data" / "clip" / "bpe_simple_vocab_16e6.txt.gz"
+TOKENIZER_FILES = ("vocab.json", "merges.txt")
+CLIP_VOCAB_SIZE = 49408
+
+
+class ConfigAssemblyError(RuntimeError):
+    """The shipped configs or tokenizer files are missing or unreadable."""
+
+
+def cache_root() -> Path:
+    """kiln's cache dir: $KILN_CACHE_DIR, else the platform user cache dir."""
+    env = os.environ.get("KILN_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("kiln"))
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP reversible byte -> printable unicode mapping (the order defines the first 256 ids)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
+        range(ord("®"), ord("ÿ") + 1)
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs), strict=True))
+
+
+def clip_vocab_and_merges(bpe_gz: Path) -> tuple[dict[str, int], list[str]]:
+    """CLIP's tokenizer vocab (49408 entries) and merge list, built from open_clip's BPE merges file.
+
+    Same construction as OpenAI CLIP's SimpleTokenizer, which is what HF's CLIPTokenizer vocab.json holds:
+    256 byte symbols, the same with `</w>`, one token per merge, then the two special tokens.
+    """
+    lines = gzip.decompress(bpe_gz.read_bytes()).decode("utf-8").split("\n")
+    merges = lines[1 : CLIP_VOCAB_SIZE - 2 * 256 - 2 + 1]  # 48894 merges
+    byte_symbols = list(_bytes_to_unicode().values())
+    tokens = byte_symbols + [s + "</w>" for s in byte_symbols]
+    tokens += ["".join(m.split()) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    if len(tokens) != CLIP_VOCAB_SIZE:
+        raise ConfigAssemblyError(f"{bpe_gz}: built {len(tokens)} tokens, expected {CLIP_VOCAB_SIZE}.")
+    return {t: i for i, t in enumerate(tokens)}, merges
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def clip_tokenizer_files() -> Path:
+    """Folder holding CLIP `vocab.json` + `merges.txt` (built into the cache on first use)."""
+    if all((CLIP_TOKENIZER_DIR / f).is_file() for f in TOKENIZER_FILES):
+        return CLIP_TOKENIZER_DIR
+    if not CLIP_BPE_GZ.is_file():
+        raise ConfigAssemblyError(
+            f"CLIP tokenizer files are missing: neither {CLIP_TOKENIZER_DIR}/vocab.json+merges.txt nor "
+            f"{CLIP_BPE_GZ} exists. Reinstall kiln."
+        )
+    digest = hashlib.sha256(CLIP_BPE_GZ.read_bytes()).hexdigest()[:12]
+    out = cache_root() / "tokenizers" / f"clip-bpe-{digest}"
+    if all((out / f).is_file() for f in TOKENIZER_FILES):
+        return out
+    vocab, merges = clip_vocab_and_merges(CLIP_BPE_GZ)
+    _atomic_write_text(out / "merges.txt", "#version: 0.2\n" + "\n".join(merges) + "\n")
+    _atomic_write_text(out / "vocab.json", json.dumps(vocab, ensure_ascii=False))
+    return out
+
+
+def _tree_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(path.relative_to(folder).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _tokenizer_subdirs(folder: Path) -> list[Path]:
+    return [p for p in sorted(folder.iterdir()) if p.is_dir() and p.name.startswith("tokenizer")]
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        dst.symlink_to(src)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def assemble_config_dir(source: str | Path) -> Path:
+    """A complete diffusers config folder (no weights) for `source`: a shipped name or any config folder.
+
+    Tokenizer subfolders that lack vocab.json/merges.txt get the CLIP BPE files. Result is cached by content.
+    """
+    src = CONFIGS_DIR / source if isinstance(source, str) and source in SHIPPED_CONFIGS else Path(source)
+    if not (src / "model_index.json").is_file():
+        raise ConfigAssemblyError(f"{src}: not a diffusers config folder (no model_index.json).")
+    needs_tokenizer = [d for d in _tokenizer_subdirs(src) if not all((d / f).is_file() for f in TOKENIZER_FILES)]
+    if not needs_tokenizer:
+        return src
+    tok_dir = clip_tokenizer_files()
+    digest = hashlib.sha256(f"{_tree_digest(src)}:{tok_dir.resolve()}".encode()).hexdigest()[:12]
+    return _assemble_cached(src.resolve(), digest, tok_dir, cache_root())
+
+
+@lru_cache(maxsize=32)
+def _assemble_cached(src: Path, digest: str, tok_dir: Path, cache: Path) -> Path:
+    out = cache / "model-configs" / f"{src.name}-{digest}"
+    if (out / ".complete").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        for sub in _tokenizer_subdirs(tmp):
+            for name in TOKENIZER_FILES:
+                if not (sub / name).exists():
+                    _link_or_copy(tok_dir / name, sub / name)
+        (tmp / ".complete").write_text("ok\n")
+        try:
+            os.replace(tmp, out)
+        except OSError:  # another process won the race
+            if not (out / ".complete").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def shipped_config_name(arch: str, v_prediction: bool) -> str:
+    """Which shipped config folder fits an architecture ('sd1', 'sd2', 'sdxl')."""
+    if arch == "sd1":
+        return "sd15"
+    if arch == "sd2":
+        return "sd2" if v_prediction else "sd2-base"
+    if arch == "sdxl":
+        return "sdxl"
+    raise ValueError(f"unknown architecture {arch!r}")

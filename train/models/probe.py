@@ -1,0 +1,209 @@
+"""Cheap, torch-free checks of a base model before loading: file kind, safetensors header, architecture.
+
+`inspect_base_model(cfg)` is what `load_base_model` runs first; the training CLI can call it up front to fail
+fast (missing file, pickle without --allow-pickle, truncated download, LoRA passed as base model, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .arch import (
+    Arch,
+    ArchitectureError,
+    ModelLoadError,
+    detect_architecture,
+    detect_diffusers_folder,
+    has_v_prediction_marker,
+)
+from .config import ModelConfig
+
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass
+class SafetensorsHeader:
+    """Tensor names -> shape, plus the file's `__metadata__`."""
+
+    shapes: dict[str, tuple[int, ...]]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def read_safetensors_header(path: Path, *, field_name: str = "model.path") -> SafetensorsHeader:
+    """Parse a .safetensors header without torch; raise ModelLoadError if it is not a complete safetensors file."""
+    bad = (f"{field_name}: {path} is not a valid .safetensors file (truncated or corrupted download?)"
+           " Re-download it, or check that it is really a safetensors checkpoint.")
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            raw = fh.read(8)
+            if len(raw) < 8:
+                raise ModelLoadError(f"{bad} [file is {size} bytes]")
+            (n,) = struct.unpack("<Q", raw)
+            if n <= 1 or n > _MAX_HEADER or n + 8 > size:
+                raise ModelLoadError(f"{bad} [header length {n} does not fit the file size {size}]")
+            header = json.loads(fh.read(n).decode("utf-8"))
+    except ModelLoadError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, struct.error) as exc:
+        raise ModelLoadError(f"{bad} [{exc}]") from exc
+    if not isinstance(header, dict):
+        raise ModelLoadError(f"{bad} [header is not a JSON object]")
+    metadata = header.pop("__metadata__", None) or {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    end = 0
+    for name, info in header.items():
+        try:
+            shapes[name] = tuple(int(d) for d in info["shape"])
+            end = max(end, int(info["data_offsets"][1]))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ModelLoadError(f"{bad} [bad entry for {name!r}]") from exc
+    if 8 + n + end > size:
+        raise ModelLoadError(f"{bad} [the file is {size} bytes but its tensors need {8 + n + end}]")
+    return SafetensorsHeader(shapes=shapes, metadata={str(k): str(v) for k, v in metadata.items()})
+
+
+def pickle_refusal(path: Path, field_name: str = "model.path") -> ModelLoadError:
+    return ModelLoadError(
+        f"{field_name}: {path.name} is a pickled checkpoint ({path.suffix}), which can run arbitrary code when "
+        "loaded. kiln loads it only if you allow it: pass --allow-pickle (or set model.allow_pickle = true) for "
+        "a file you trust, or better convert it once to .safetensors (e.g. with kohya's "
+        "tools/convert_diffusers20_original_sd.py or A1111's checkpoint merger)."
+    )
+
+
+def load_pickle_state_dict(path: Path) -> dict:
+    """Load a .ckpt/.pt state dict (only call after the user allowed pickle). Unwraps `state_dict`."""
+    import torch
+
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"{path}: cannot read this pickled checkpoint safely ({type(exc).__name__}: {exc}). Convert it to "
+                ".safetensors with a tool you trust."
+            ) from exc
+    while isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise ModelLoadError(f"{path}: does not hold a state dict (found {type(sd).__name__}).")
+    return sd
+
+
+@dataclass
+class Inspection:
+    """What `inspect_base_model` found."""
+
+    kind: str  # "single_file" | "diffusers"
+    path: Path
+    arch: Arch
+    v_prediction: bool
+    pickled: bool = False
+    ztsnr: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def arch_name(self) -> str:
+        return "sd2-v" if self.arch is Arch.SD2 and self.v_prediction else str(self.arch)
+
+
+def _check_override(cfg: ModelConfig, arch: Arch, where: str) -> None:
+    wanted = cfg.architecture
+    if wanted == "auto":
+        return
+    family = "sd2" if wanted == "sd2-v" else wanted
+    if family != arch:
+        raise ArchitectureError(
+            f"model.architecture = {wanted!r} but {where} is an {arch.value.upper()} checkpoint. Set "
+            f"model.architecture = 'auto' (or {arch.value!r}), or point model.path at a {family.upper()} model."
+        )
+
+
+def _resolve_v_prediction(
+    cfg: ModelConfig, arch: Arch, from_file: bool | None, where: str, marker: bool
+) -> bool:
+    if cfg.v_prediction is not None:
+        return cfg.v_prediction
+    if cfg.architecture == "sd2-v":
+        return True
+    if cfg.architecture == "sd2":
+        if marker:
+            raise ArchitectureError(
+                f"{where} carries a 'v_pred' marker (v-prediction) but model.architecture = 'sd2' means epsilon. "
+                "Use 'sd2-v', or set model.v_prediction explicitly."
+            )
+        return False
+    if from_file is not None:
+        return from_file
+    if arch is Arch.SD2:
+        raise ArchitectureError(
+            f"{where} is an SD2.x checkpoint and the file does not say whether it predicts v (SD 2.0-v / 2.1 768 "
+            "and their fine-tunes) or noise (SD 2.x-base 512). Set model.architecture = 'sd2-v' or 'sd2' "
+            "(or model.v_prediction = true/false)."
+        )
+    return False
+
+
+def _config_dir_v_prediction(config_dir: Path | None) -> bool | None:
+    """prediction_type from a user-given config folder's scheduler config (None when it does not say)."""
+    if config_dir is None:
+        return None
+    sched = config_dir / "scheduler" / "scheduler_config.json"
+    try:
+        pred = json.loads(sched.read_text(encoding="utf-8")).get("prediction_type")
+    except (OSError, json.JSONDecodeError):
+        return None
+    return None if pred is None else pred == "v_prediction"
+
+
+def inspect_base_model(cfg: ModelConfig, *, allow_pickle: bool = False) -> Inspection:
+    """Validate `cfg.path` and detect its architecture without loading weights (pickled files excepted)."""
+    path = cfg.path
+    where = str(path)
+    if not path.exists():
+        raise ModelLoadError(f"model.path: {path} does not exist. Set it to a .safetensors checkpoint or a "
+                             "diffusers model folder.")
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            hint = ""
+            files = sorted(p.name for p in path.glob("*.safetensors"))[:3]
+            if files:
+                hint = f" It holds {', '.join(files)}: point model.path at one of those files."
+            raise ModelLoadError(f"model.path: {path} is a folder but not a diffusers model folder (no "
+                                 f"model_index.json).{hint}")
+        arch, v_file = detect_diffusers_folder(path)
+        _check_override(cfg, arch, where)
+        v = _resolve_v_prediction(cfg, arch, v_file, where, marker=False)
+        return Inspection(kind="diffusers", path=path, arch=arch, v_prediction=v)
+    suffix = path.suffix.lower()
+    pickled = suffix in PICKLE_SUFFIXES
+    if suffix in SAFETENSORS_SUFFIXES:
+        header = read_safetensors_header(path)
+        shapes, metadata = header.shapes, header.metadata
+    elif pickled:
+        if not (allow_pickle or cfg.allow_pickle):
+            raise pickle_refusal(path)
+        sd = load_pickle_state_dict(path)
+        shapes = {k: tuple(getattr(v, "shape", ())) for k, v in sd.items()}
+        metadata = {}
+        del sd
+    else:
+        raise ModelLoadError(
+            f"model.path: {path.name} has an unsupported extension {suffix!r}. Use a .safetensors checkpoint, a "
+            "diffusers folder, or a .ckpt with --allow-pickle."
+        )
+    arch = detect_architecture(shapes.keys(), shapes, where=where)
+    _check_override(cfg, arch, where)
+    marker = has_v_prediction_marker(shapes.keys())
+    from_file = True if marker else _config_dir_v_prediction(cfg.config_dir)
+    v = _resolve_v_prediction(cfg, arch, from_file, where, marker)
+    return Inspection(kind="single_file", path=path, arch=arch, v_prediction=v, pickled=pickled,
+                      ztsnr="ztsnr" in shapes, metadata=metadata)

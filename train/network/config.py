@@ -1,0 +1,118 @@
+"""``[network]`` section of the training config: what adapter to train and how (pure pydantic, no torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NetworkType = Literal["lora", "locon", "loha", "lokr", "ia3", "dora"]
+BLOCK_LR_PRESETS = ("cosine", "sine", "linear", "reverse_linear", "zeros")
+
+
+class NetworkConfig(BaseModel):
+    """The adapter: kohya LoRA / LoCon, or a LyCORIS algorithm (LoHa, LoKr, IA3, DoRA) from ``lycoris-lora``."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    type: NetworkType = Field(
+        "lora",
+        description="lora = attention/MLP linears (kohya LierLa); locon = + ResNet/up/down convs (C3Lier); "
+        "loha, lokr, ia3, dora = LyCORIS algorithms",
+    )
+    dim: int = Field(16, ge=1, le=4096, description="rank of linear and 1x1-conv modules (network_dim)")
+    alpha: float = Field(8.0, gt=0, description="network_alpha: the update is scaled by alpha / dim")
+    conv_dim: int | None = Field(
+        None, ge=1, le=4096, description="rank of 3x3 convs (locon: defaults to dim; LyCORIS types train convs only when set)"
+    )
+    conv_alpha: float | None = Field(None, gt=0, description="alpha of 3x3 convs (unset: 1 as in kohya, or alpha when conv_dim is unset too)")
+    dropout: float | None = Field(None, ge=0, lt=1, description="neuron dropout on the LoRA down output")
+    rank_dropout: float | None = Field(None, ge=0, lt=1, description="drop whole ranks during training")
+    module_dropout: float | None = Field(None, ge=0, lt=1, description="skip whole modules during training")
+    train_unet: bool = Field(True, description="train the UNet modules")
+    train_text_encoder: bool = Field(True, description="train the text encoder(s) too")
+    init_from: Path | None = Field(None, description="start from this kohya LoRA .safetensors (names must match)")
+    down_lr_weight: list[float] | str | None = Field(
+        None, description="kohya block lr weights for the down blocks (12 for SD1/2, 9 for SDXL) or a preset: "
+        "cosine, sine, linear, reverse_linear, zeros, optionally '+base' (e.g. 'sine+.5')",
+    )
+    mid_lr_weight: list[float] | None = Field(None, description="block lr weight(s) for the mid block (SDXL: 3)")
+    up_lr_weight: list[float] | str | None = Field(None, description="block lr weights for the up blocks")
+    block_lr_zero_threshold: float = Field(
+        0.0, ge=0, description="block lr weights at or below this are 0 (those blocks get no modules)"
+    )
+    scale_weight_norms: float | None = Field(
+        None, gt=0, description="kohya max-norm regularisation: cap each module's update norm (1.0 is typical)"
+    )
+    lokr_factor: int = Field(-1, description="LoKr factorisation factor (-1 = automatic)")
+
+    @field_validator("down_lr_weight", "up_lr_weight")
+    @classmethod
+    def _check_preset(cls, value: list[float] | str | None) -> list[float] | str | None:
+        if isinstance(value, str):
+            name, _, base = value.partition("+")
+            if name not in BLOCK_LR_PRESETS:
+                raise ValueError(
+                    f"{value!r} is not a block lr preset; use a list of numbers or one of "
+                    f"{', '.join(BLOCK_LR_PRESETS)} (optionally '+base', e.g. 'cosine+0.5')"
+                )
+            if base:
+                try:
+                    float(base)
+                except ValueError:
+                    raise ValueError(f"{value!r}: the part after '+' must be a number") from None
+        elif isinstance(value, list) and any(w < 0 for w in value):
+            raise ValueError(f"{value!r}: block lr weights must be >= 0")
+        return value
+
+    @field_validator("mid_lr_weight")
+    @classmethod
+    def _check_mid(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and any(w < 0 for w in value):
+            raise ValueError(f"{value!r}: block lr weights must be >= 0")
+        return value
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> NetworkConfig:
+        if not self.train_unet and not self.train_text_encoder:
+            raise ValueError(
+                "train_unet: false together with train_text_encoder: false trains nothing; enable one of them"
+            )
+        if self.type == "lora" and self.conv_dim is not None:
+            raise ValueError(
+                f"conv_dim: {self.conv_dim} is not used by type 'lora' (linear layers only); "
+                "set type = 'locon' to train the 3x3 convs too"
+            )
+        if self.conv_alpha is not None and self.conv_dim is None and self.type != "locon":
+            raise ValueError(f"conv_alpha: {self.conv_alpha} needs conv_dim (set conv_dim, or remove conv_alpha)")
+        return self
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def is_lycoris(self) -> bool:
+        return self.type in ("loha", "lokr", "ia3", "dora")
+
+    @property
+    def trains_convs(self) -> bool:
+        """True when ResNet / up- / down-sampling convs are targeted."""
+        return self.type == "locon" or (self.is_lycoris and self.conv_dim is not None)
+
+    @property
+    def effective_conv_dim(self) -> int | None:
+        if not self.trains_convs:
+            return None
+        return self.conv_dim if self.conv_dim is not None else self.dim
+
+    @property
+    def effective_conv_alpha(self) -> float | None:
+        if not self.trains_convs:
+            return None
+        if self.conv_alpha is not None:
+            return self.conv_alpha
+        # kohya: conv_alpha defaults to 1 when conv_dim is given; with conv_dim unset (= dim) follow alpha.
+        return 1.0 if self.conv_dim is not None else self.alpha
+
+    @property
+    def has_block_lr(self) -> bool:
+        return any(w is not None for w in (self.down_lr_weight, self.mid_lr_weight, self.up_lr_weight))

@@ -1,0 +1,103 @@
+"""Read kohya-format LoRA files and load them into a :class:`~train.network.network.Network` (``init_from``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from train.network.network import Network
+
+_SHOW = 12
+
+
+class NetworkLoadError(ValueError):
+    """A LoRA file that does not fit the network: lists what did not match."""
+
+
+def read_kohya_file(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a ``.safetensors`` LoRA. Pickled ``.pt``/``.ckpt`` files are refused."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise NetworkLoadError(f"network.init_from: {str(path)!r} does not exist (give the path of a .safetensors LoRA)")
+    if path.suffix.lower() != ".safetensors":
+        raise NetworkLoadError(
+            f"network.init_from: {str(path)!r} is not a .safetensors file; kiln does not load pickled "
+            "LoRAs (.pt/.ckpt): convert it to .safetensors first"
+        )
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise NetworkLoadError(f"network.init_from: {str(path)!r} is not a readable safetensors file: {exc}") from None
+    return tensors, metadata
+
+
+def _listing(title: str, items: list[str]) -> str:
+    shown = items[:_SHOW]
+    more = f"\n    ... and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
+    return f"  {title} ({len(items)}):\n" + "\n".join(f"    {i}" for i in shown) + more
+
+
+def match_report(expected: dict[str, Any], given: dict[str, Any]) -> list[str]:
+    """Human-readable lines for every key that is missing, unexpected, or has the wrong shape."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    wrong_shape = [
+        f"{k}: file {tuple(given[k].shape)}, network {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(given))
+        if tuple(given[k].shape) != tuple(expected[k].shape)
+    ]
+    lines = []
+    if missing:
+        lines.append(_listing("in the network but not in the file", missing))
+    if unexpected:
+        lines.append(_listing("in the file but not in the network", unexpected))
+    if wrong_shape:
+        lines.append(_listing("shape differs (dim / conv_dim / base model?)", wrong_shape))
+    return lines
+
+
+def load_into_network(network: Network, tensors: dict[str, torch.Tensor], source: str = "state dict") -> None:
+    """Copy ``tensors`` (kohya keys) into ``network``; every key must match by name and shape."""
+    import torch
+
+    expected = network.state_dict_kohya()
+    problems = match_report(expected, tensors)
+    if problems:
+        raise NetworkLoadError(
+            f"{source} does not fit this network ({network.cfg.type}, dim {network.cfg.dim}, {network.arch}):\n"
+            + "\n".join(problems)
+            + "\n  fix: use a LoRA trained for the same base model family with the same network type, dim and "
+            "conv_dim, and the same train_unet / train_text_encoder choice"
+        )
+    with torch.no_grad():
+        for module in network.modules_list:
+            prefix = module.lora_name + "."
+            sub = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            own = module.state_dict()
+            for key, value in sub.items():
+                if key in own:
+                    own[key].copy_(value.to(own[key].dtype))
+            module.load_state_dict(own, strict=False)
+            _refresh_scale(module)
+
+
+def _refresh_scale(module: Any) -> None:
+    """alpha may come from the file: keep ``scale = alpha / dim`` in step (kohya computes it at creation)."""
+    alpha = getattr(module, "alpha", None)
+    dim = getattr(module, "lora_dim", None)
+    if alpha is not None and dim and hasattr(module, "scale") and not getattr(module, "rs_lora", False):
+        module.scale = float(alpha) / dim
+
+
+def load_file_into_network(network: Network, path: Path | str) -> dict[str, str]:
+    """Load a kohya LoRA file into ``network``; returns the file's metadata."""
+    tensors, metadata = read_kohya_file(path)
+    load_into_network(network, tensors, source=f"{str(path)!r}")
+    return metadata

@@ -1,0 +1,71 @@
+"""Optimizers by name: AdamW, the bitsandbytes 8-bit family, Lion, Prodigy, DAdaptAdam, Adafactor, SGD, or any
+``module.Class`` with ``optimizer_args``. Missing packages and CPU-only machines get an error naming a fix."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+
+class OptimizerError(RuntimeError):
+    pass
+
+
+_BNB = {"AdamW8bit": "AdamW8bit", "PagedAdamW8bit": "PagedAdamW8bit", "Lion8bit": "Lion8bit"}
+
+
+def _import(module: str, package: str, name: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise OptimizerError(
+            f"train.optimizer: {name!r} needs the '{package}' package: pip install {package}"
+        ) from None
+
+
+def create_optimizer(name: str, param_groups: list[dict[str, Any]], lr: float, args: dict[str, Any]) -> Any:
+    """Build the optimizer for ``param_groups`` (each may carry its own ``lr``)."""
+    import torch
+
+    kwargs = dict(args)
+    if "betas" in kwargs and isinstance(kwargs["betas"], list):
+        kwargs["betas"] = tuple(kwargs["betas"])
+    if name == "AdamW":
+        return torch.optim.AdamW(param_groups, lr=lr, **kwargs)
+    if name == "SGD":
+        return torch.optim.SGD(param_groups, lr=lr, **kwargs)
+    if name in _BNB:
+        if not torch.cuda.is_available():
+            alt = "Lion" if "Lion" in name else "AdamW (or Adafactor to save memory)"
+            raise OptimizerError(
+                f"train.optimizer: {name!r} runs on CUDA GPUs only (bitsandbytes) and this machine has none; "
+                f"use optimizer = \"{alt.split(' ')[0]}\" instead ({alt})"
+            )
+        bnb = _import("bitsandbytes.optim", "bitsandbytes", name)
+        return getattr(bnb, _BNB[name])(param_groups, lr=lr, **kwargs)
+    if name == "Lion":
+        lion = _import("lion_pytorch", "lion-pytorch", name)
+        return lion.Lion(param_groups, lr=lr, **kwargs)
+    if name == "Prodigy":
+        prodigy = _import("prodigyopt", "prodigyopt", name)
+        return prodigy.Prodigy(param_groups, lr=lr, **kwargs)
+    if name == "DAdaptAdam":
+        dadapt = _import("dadaptation", "dadaptation", name)
+        return dadapt.DAdaptAdam(param_groups, lr=lr, **kwargs)
+    if name == "Adafactor":
+        transformers_opt = _import("transformers.optimization", "transformers", name)
+        kwargs.setdefault("relative_step", False)
+        kwargs.setdefault("scale_parameter", False)
+        kwargs.setdefault("warmup_init", False)
+        return transformers_opt.Adafactor(param_groups, lr=None if kwargs["relative_step"] else lr, **kwargs)
+    module_name, _, class_name = name.rpartition(".")
+    module = _import(module_name, module_name.split(".")[0], name)
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise OptimizerError(f"train.optimizer: {module_name} has no {class_name!r}")
+    return cls(param_groups, lr=lr, **kwargs)
+
+
+def is_adaptive(name: str) -> bool:
+    """Optimizers that choose their own step size (learning rate ~1.0)."""
+    return name in ("Prodigy", "DAdaptAdam")

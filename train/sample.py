@@ -1,0 +1,52 @@
+"""Preview images during training, rendered with a diffusers pipeline built from the loaded components (the
+LoRA is hooked into them, so the samples show it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+_SAMPLERS = {
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "ddim": "DDIMScheduler",
+    "dpmsolver++": "DPMSolverMultistepScheduler",
+}
+
+
+def render_samples(base: Any, sample_cfg: Any, *, resolution: tuple[int, int], out_dir: Path, stem: str,
+                   device: Any, dtype: Any) -> list[Path]:
+    """Render every prompt once; returns the PNG paths ``<out_dir>/<stem>-NN.png``."""
+    import diffusers
+    import torch
+
+    scheduler_cls = getattr(diffusers, _SAMPLERS[sample_cfg.sampler])
+    scheduler = scheduler_cls.from_config(base.noise_scheduler.config)
+    common = {"vae": base.vae, "unet": base.unet, "scheduler": scheduler}
+    if base.arch.value == "sdxl":
+        pipe = diffusers.StableDiffusionXLPipeline(
+            text_encoder=base.text_encoders[0], text_encoder_2=base.text_encoders[1],
+            tokenizer=base.tokenizers[0], tokenizer_2=base.tokenizers[1], add_watermarker=False, **common,
+        )
+    else:
+        pipe = diffusers.StableDiffusionPipeline(
+            text_encoder=base.text_encoders[0], tokenizer=base.tokenizers[0], safety_checker=None,
+            feature_extractor=None, requires_safety_checker=False, **common,
+        )
+    pipe.set_progress_bar_config(disable=True)
+    width = sample_cfg.width or resolution[0]
+    height = sample_cfg.height or resolution[1]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    autocast = torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
+    for index, prompt in enumerate(sample_cfg.prompts):
+        generator = torch.Generator(device="cpu").manual_seed(sample_cfg.seed + index)
+        with torch.no_grad(), autocast:
+            image = pipe(
+                prompt=prompt, negative_prompt=sample_cfg.negative_prompt or None, width=width, height=height,
+                num_inference_steps=sample_cfg.steps, guidance_scale=sample_cfg.cfg_scale, generator=generator,
+            ).images[0]
+        path = out_dir / f"{stem}-{index:02d}.png"
+        image.save(path)
+        paths.append(path)
+    return paths

@@ -1,0 +1,470 @@
+"""The kiln curator: a Textual app over the headless curator. Entry point: :func:`run_curator`.
+
+The app owns the ``DatasetModel`` (the one door to the curator), the view switcher, the status line and the
+global actions (help, palette, undo/redo, theme, rescan, autotag). Each view lives in ``tui/views/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+from pathlib import Path
+
+from rich.text import Text
+from textual import events, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import ContentSwitcher, Footer, Static
+
+from tui.config import TuiPrefs, load_prefs, save_prefs
+from tui.imaging import detect_protocol
+from tui.model import DatasetModel, ModelError
+from tui.rows import Row
+from tui.textsafe import safe_text
+from tui.themes import DEFAULT_THEME, load_themes, resolve_theme_name
+from tui.views.base import KilnView
+from tui.views.registry import ViewSpec, all_views
+
+CAPTION_POLL_SECONDS = 1.0
+
+
+class ViewBar(Widget):
+    """One line: the app name, the dataset and the views (click one, or press its number)."""
+
+    DEFAULT_CSS = """
+    ViewBar { height: 1; background: $panel; }
+    """
+
+    def __init__(self, specs: list[ViewSpec], dataset_name: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.specs = specs
+        self.dataset_name = dataset_name
+        self.active = specs[0].view_id if specs else ""
+        self._spans: list[tuple[int, int, str]] = []
+
+    def render(self) -> Text:
+        theme = self.app.current_theme
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(" kiln ", style=f"bold {theme.background} on {theme.primary}")
+        text.append(" ")
+        self._spans = []
+        for spec in self.specs:
+            label = f" {spec.key} {spec.title} "
+            start = text.cell_len
+            if spec.view_id == self.active:
+                text.append(label, style=f"bold reverse {theme.accent or theme.primary}")
+            else:
+                text.append(label)
+            self._spans.append((start, text.cell_len, spec.view_id))
+        text.append("  ")
+        text.append_text(safe_text(self.dataset_name, style="italic"))
+        return text
+
+    def set_active(self, view_id: str) -> None:
+        self.active = view_id
+        self.refresh()
+
+    def on_click(self, event: events.Click) -> None:
+        for start, end, view_id in self._spans:
+            if start <= event.x < end:
+                self.app.show_view(view_id)  # type: ignore[attr-defined]
+                return
+
+
+class StatusBar(Static):
+    """Counts, selection, filter and background work (scan, autotag)."""
+
+    DEFAULT_CSS = """
+    StatusBar { height: 1; background: $panel; color: $text-muted; padding: 0 1; }
+    """
+
+
+class KilnApp(App):
+    """The curator app."""
+
+    TITLE = "kiln"
+    ENABLE_COMMAND_PALETTE = True
+    CSS = """
+    #views { height: 1fr; }
+    #statusrow { height: 1; }
+    """
+    BINDINGS: list[BindingType] = [
+        Binding("question_mark", "help", "Help"),
+        Binding("slash", "filter", "Filter"),
+        Binding("u,ctrl+z", "undo", "Undo"),
+        Binding("ctrl+r,ctrl+y", "redo", "Redo"),
+        Binding("f5", "rescan", "Rescan", show=False),
+        Binding("ctrl+t", "cycle_theme", "Theme", show=False),
+        Binding("q", "quit", "Quit"),
+        Binding("escape", "leave_input", "Leave field", show=False),
+        *[Binding(str(n), f"show_view_key('{n}')", "View", show=False) for n in range(1, 10)],
+    ]
+
+    def __init__(self, dataset_path: Path, *, image_protocol: str | None = None, theme: str | None = None,
+                 prefs: TuiPrefs | None = None, persist_prefs: bool = True) -> None:
+        super().__init__()
+        self.dataset_path = Path(dataset_path)
+        self.model = DatasetModel(self.dataset_path)
+        self.prefs = prefs or load_prefs()
+        self.persist_prefs = persist_prefs
+        self.image_protocol = detect_protocol(override=image_protocol or self.prefs.image_protocol)
+        self.specs = all_views()
+        self.loaded = False
+        self.scanning = False
+        self.status_note = ""
+        self.filter_text = ""
+        self._themes = load_themes()
+        for t in self._themes.values():
+            self.register_theme(t)
+        wanted = resolve_theme_name(theme, set(self.available_themes)) or resolve_theme_name(
+            self.prefs.theme, set(self.available_themes)
+        )
+        self.theme = wanted or DEFAULT_THEME
+        self._theme_ready = False
+
+    # ----- layout -----------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield ViewBar(self.specs, self.dataset_path.name, id="viewbar")
+        with ContentSwitcher(initial=self.specs[0].view_id, id="views"):
+            for spec in self.specs:
+                view = spec.factory()
+                view.id = spec.view_id
+                yield view
+        with Horizontal(id="statusrow", classes="status"):
+            yield StatusBar(id="status")
+        yield Footer(compact=True, show_command_palette=True)
+
+    def on_mount(self) -> None:
+        self._theme_ready = True
+        self.update_status()
+        self.load_dataset()
+        self.set_interval(CAPTION_POLL_SECONDS, self.poll_captions)
+
+    # ----- views ------------------------------------------------------------------------------
+    def views(self) -> list[KilnView]:
+        return list(self.query(KilnView))
+
+    def view(self, view_id: str) -> KilnView:
+        return self.query_one(f"#{view_id}", KilnView)
+
+    @property
+    def active_view(self) -> KilnView:
+        return self.view(self.query_one(ContentSwitcher).current or self.specs[0].view_id)
+
+    def show_view(self, view_id: str) -> KilnView:
+        switcher = self.query_one(ContentSwitcher)
+        if switcher.current != view_id:
+            switcher.current = view_id
+            self.query_one(ViewBar).set_active(view_id)
+        view = self.view(view_id)
+        view.activated()
+        return view
+
+    def action_leave_input(self) -> None:
+        """esc in a text field hands the keys back to the view (so 1…9, u, q work again)."""
+        from textual.widgets import Input
+
+        if isinstance(self.focused, Input):
+            self.active_view.activated()
+
+    def action_show_view_key(self, key: str) -> None:
+        for spec in self.specs:
+            if spec.key == key:
+                self.show_view(spec.view_id)
+                return
+
+    # ----- loading ----------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="load")
+    def load_dataset(self) -> None:
+        """Show what the index knows at once, scan (showing progress), then add the health flags."""
+        import threading
+
+        model = self.model
+        try:
+            if model.dataset is None:
+                model.open()
+        except (ModelError, ImportError) as exc:
+            self.call_from_thread(self._fatal, str(exc))
+            return
+        if model.index_note:
+            self.call_from_thread(self.notify, safe_text(model.index_note), timeout=6)
+        if not model.rows:
+            quick = model.indexed_records()
+            if quick:
+                self.call_from_thread(self._rows_loaded, model.load_rows(quick), False)
+        self.scanning = True
+        self.call_from_thread(self.update_status, "scanning…")
+        done = threading.Event()
+
+        def report_progress() -> None:
+            while not done.wait(0.5):
+                count = model.indexed_count()
+                if count >= 0:
+                    self.call_from_thread(self.update_status, f"scanning… {count} indexed")
+
+        threading.Thread(target=report_progress, daemon=True, name="kiln-scan-progress").start()
+        try:
+            model.scan()
+            records = model.scanned_records()
+        except Exception as exc:  # noqa: BLE001 - a failed scan still leaves the indexed rows usable
+            done.set()
+            self.scanning = False
+            self.call_from_thread(self._fatal, f"scan failed: {exc}")
+            return
+        done.set()
+        self.scanning = False
+        self.call_from_thread(self._rows_loaded, model.load_rows(records), False)
+        self.call_from_thread(self.update_status, "checking health…")
+        try:
+            flags = model.all_flags()
+        except Exception as exc:  # noqa: BLE001 - flags are advisory
+            self.call_from_thread(self.notify, safe_text(f"health checks failed: {exc}"), severity="warning")
+            flags = None
+        if flags is not None:
+            model.set_flags(flags)
+        self.call_from_thread(self._rows_loaded, model.rows, True)
+
+    def _fatal(self, message: str) -> None:
+        self.status_note = message
+        self.update_status()
+        self.notify(message, severity="error", timeout=30)
+
+    def _rows_loaded(self, rows: list[Row], final: bool) -> None:
+        self.loaded = final or self.loaded
+        for view in self.views():
+            view.dataset_loaded()
+        self.update_status("" if final else None)
+
+    def action_rescan(self) -> None:
+        self.load_dataset()
+
+    # ----- captions ---------------------------------------------------------------------------
+    def poll_captions(self) -> None:
+        """Notice captions edited outside kiln (focused and visible images)."""
+        if not self.loaded:
+            return
+        rows: list[Row] = []
+        try:
+            browser = self.view("browser")
+            rows = browser.watched_rows()  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - no browser view: nothing to watch
+            return
+        if rows:
+            self._check_captions(rows)
+
+    @work(thread=True, exclusive=True, group="caption-poll")
+    def _check_captions(self, rows: list[Row]) -> None:
+        changed = self.model.changed_on_disk(rows)
+        if changed:
+            self.call_from_thread(self._external_change, changed)
+
+    def _external_change(self, rows: list[Row]) -> None:
+        names = ", ".join(r.name for r in rows[:3]) + (" …" if len(rows) > 3 else "")
+        self.notify(safe_text(f"Caption changed outside kiln, reloaded: {names}"), severity="warning")
+        self.captions_changed()
+
+    def captions_changed(self) -> None:
+        for view in self.views():
+            view.captions_changed()
+        self.update_status()
+
+    # ----- journal ----------------------------------------------------------------------------
+    def report_apply(self, result, what: str) -> None:
+        """Tell the user how an apply went (conflicts are shown, nothing is overwritten)."""
+        if result is None:
+            self.notify("No change.", timeout=2)
+            return
+        conflicts = list(getattr(result, "conflicts", []) or [])
+        applied = getattr(result, "applied", None)
+        count = len(applied) if isinstance(applied, list | tuple | set) else applied
+        if conflicts:
+            names = ", ".join(Path(str(getattr(c, "caption_path", c))).name for c in conflicts[:3])
+            self.notify(
+                safe_text(f"{what}: {len(conflicts)} caption(s) changed on disk and were NOT overwritten: {names}. "
+                          "They were reloaded; review and retry."),
+                severity="warning", timeout=10,
+            )
+        else:
+            self.notify(safe_text(f"{what}: {count} caption(s) written. u undoes."), timeout=3)
+        self.captions_changed()
+
+    def action_undo(self) -> None:
+        self._journal_step("undo")
+
+    def action_redo(self) -> None:
+        self._journal_step("redo")
+
+    @work(thread=True, exclusive=True, group="journal")
+    def _journal_step(self, which: str) -> None:
+        try:
+            result = self.model.undo() if which == "undo" else self.model.redo()
+        except Exception as exc:  # noqa: BLE001 - show the journal's message
+            self.call_from_thread(self.notify, safe_text(f"{which} failed: {exc}"), severity="error")
+            return
+        self.call_from_thread(self._journal_done, which, result)
+
+    def _journal_done(self, which: str, result) -> None:
+        if result is None:
+            self.notify(f"Nothing to {which}.", timeout=2)
+        else:
+            desc = getattr(result, "description", "") or ""
+            conflicts = list(getattr(result, "conflicts", []) or [])
+            msg = f"{which.capitalize()} done: {desc}" if desc else f"{which.capitalize()} done."
+            if conflicts:
+                msg += f" {len(conflicts)} caption(s) changed on disk were left as they are."
+            self.notify(safe_text(msg), severity="warning" if conflicts else "information", timeout=4)
+        self.captions_changed()
+
+    # ----- filter -----------------------------------------------------------------------------
+    def action_filter(self) -> None:
+        browser = self.show_view("browser")
+        browser.open_filter()  # type: ignore[attr-defined]
+
+    def set_filter_query(self, text: str) -> None:
+        """Filter the browser by a query (used by the Tags view) and show it."""
+        browser = self.show_view("browser")
+        browser.apply_filter(text)  # type: ignore[attr-defined]
+
+    # ----- status -----------------------------------------------------------------------------
+    def update_status(self, note: str | None = None) -> None:
+        if note is not None:
+            self.status_note = note
+        try:
+            bar = self.query_one("#status", StatusBar)
+        except Exception:  # noqa: BLE001 - not mounted yet
+            return
+        text = Text(no_wrap=True, overflow="ellipsis")
+        rows = self.model.rows
+        try:
+            lst = self.view("browser").image_list  # type: ignore[attr-defined]
+            shown, selected = len(lst.view), len(lst.selected)
+        except Exception:  # noqa: BLE001
+            shown, selected = len(rows), 0
+        text.append(f"{shown}/{len(rows)} images")
+        if selected:
+            text.append(f"  {selected} selected", style="bold")
+        if self.filter_text:
+            text.append("  filter: ")
+            text.append_text(safe_text(self.filter_text, style="italic"))
+        if self.status_note:
+            text.append("  ")
+            text.append_text(safe_text(self.status_note, style="bold"))
+        bar.update(text)
+
+    # ----- theme ------------------------------------------------------------------------------
+    def watch_theme(self, theme: str) -> None:
+        if not getattr(self, "_theme_ready", False):
+            return
+        self.prefs.theme = theme
+        if self.persist_prefs:
+            save_prefs(self.prefs)
+        try:
+            self.query_one(ViewBar).refresh()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def action_cycle_theme(self) -> None:
+        names = sorted(self._themes) or [DEFAULT_THEME]
+        current = names.index(self.theme) if self.theme in names else -1
+        self.theme = names[(current + 1) % len(names)]
+        self.notify(f"Theme: {self.theme}", timeout=1.5)
+
+    # ----- help and palette -------------------------------------------------------------------
+    def binding_sources(self) -> list[tuple[str, Widget, list[Binding]]]:
+        """(section, widget, bindings) for the app and every widget class in every view (deduplicated)."""
+        sources: list[tuple[str, Widget, list[Binding]]] = [("Everywhere", self, _bindings(self.BINDINGS))]
+        for spec in self.specs:
+            seen: set[type] = set()
+            try:
+                view = self.view(spec.view_id)
+            except Exception:  # noqa: BLE001
+                continue
+            for widget in [view, *view.walk_children(with_self=False)]:
+                cls = type(widget)
+                if cls in seen or not isinstance(widget, Widget):
+                    continue
+                seen.add(cls)
+                own = [b for b in _bindings(getattr(cls, "BINDINGS", [])) if b.action]
+                if own and cls.__module__.startswith("tui."):
+                    sources.append((f"{spec.title} view", widget, own))
+        return sources
+
+    def action_help(self) -> None:
+        from tui.widgets.dialogs import HelpScreen
+
+        sections: list[tuple[str, list[tuple[str, str]]]] = []
+        for section, widget, bindings in self.binding_sources():
+            rows = []
+            for b in bindings:
+                if b.action.startswith("show_view_key"):
+                    continue
+                rows.append((_key_label(b.key), b.description or b.action))
+            title = section if widget is self else f"{section} · {type(widget).__name__}"
+            sections.append((title, rows))
+        sections[0][1].append(("1…9", "Views: " + ", ".join(f"{s.key} {s.title}" for s in self.specs)))
+        sections[0][1].append(("ctrl+p", "Command palette (every action)"))
+        sections[0][1].append(("tab / shift+tab", "Move focus between panes"))
+        self.push_screen(HelpScreen(sections))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for spec in self.specs:
+            yield SystemCommand(f"View: {spec.title}", f"key {spec.key}", partial(self.show_view, spec.view_id))
+        for section, widget, bindings in self.binding_sources():
+            for b in bindings:
+                if b.action.startswith("show_view_key"):
+                    continue
+                yield SystemCommand(
+                    f"{b.description or b.action}",
+                    f"{section} · key {_key_label(b.key)}",
+                    partial(self._run_from_palette, widget, b.action),
+                )
+
+    def _run_from_palette(self, widget: Widget, action: str) -> None:
+        view = next((a for a in widget.ancestors_with_self if isinstance(a, KilnView)), None)
+        if view is not None and view.id:
+            self.show_view(view.id)
+        if widget.focusable:
+            widget.focus()
+        self.call_later(self.run_action, action, widget)
+
+
+def _bindings(items: Iterable[BindingType]) -> list[Binding]:
+    out = []
+    for item in items:
+        if isinstance(item, Binding):
+            out.append(item)
+        elif isinstance(item, tuple):
+            out.append(Binding(*item))
+    return out
+
+
+def _key_label(keys: str) -> str:
+    names = {"question_mark": "?", "slash": "/", "space": "space", "escape": "esc"}
+    return " / ".join(names.get(k.strip(), k.strip()) for k in keys.split(","))
+
+
+def run_curator(path: Path, *, image_protocol: str | None = None, theme: str | None = None) -> int:
+    """Run the curator on ``path`` (the entry point ``kiln DATASET`` calls). Returns the exit code."""
+    import sys
+
+    path = Path(path)
+    if not path.exists():
+        print(f"kiln: {path} does not exist (give the dataset folder or its kohya TOML)", file=sys.stderr)
+        return 1
+    try:
+        protocol = detect_protocol(override=image_protocol)
+    except ValueError as exc:
+        print(f"kiln: {exc}", file=sys.stderr)
+        return 1
+    if protocol in ("sixel", "kitty"):
+        try:  # textual-image must query the terminal before Textual takes it over
+            import textual_image.widget  # noqa: F401
+        except Exception:  # noqa: BLE001
+            protocol = "halfblock"
+    app = KilnApp(path, image_protocol=protocol, theme=theme)
+    app.run()
+    return app.return_code or 0

@@ -1,0 +1,54 @@
+"""The curator TUI's remembered preferences (theme, image protocol), in the user config dir."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+CONFIG_NAME = "tui.toml"
+
+
+class TuiPrefs(BaseModel):
+    """What the TUI remembers between runs."""
+
+    theme: str = "kiln-dark"
+    image_protocol: str | None = None
+    autotag_model: str | None = None
+
+
+def prefs_path() -> Path:
+    """``<user config dir>/kiln/tui.toml`` (``KILN_CONFIG_DIR`` overrides the folder, e.g. for tests)."""
+    import os
+
+    override = os.environ.get("KILN_CONFIG_DIR")
+    if override:
+        return Path(override) / CONFIG_NAME
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("kiln")) / CONFIG_NAME
+
+
+def load_prefs() -> TuiPrefs:
+    """Read the preferences; a missing or broken file gives the defaults (never an error at start-up)."""
+    path = prefs_path()
+    try:
+        return TuiPrefs.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+    except (OSError, tomllib.TOMLDecodeError, ValidationError, UnicodeDecodeError):
+        return TuiPrefs()
+
+
+def save_prefs(prefs: TuiPrefs) -> None:
+    """Write the preferences atomically; failures (read-only home) are silently ignored."""
+    import tomli_w
+
+    path = prefs_path()
+    data = {k: v for k, v in prefs.model_dump().items() if v is not None}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(tomli_w.dumps(data).encode("utf-8"))
+        tmp.replace(path)
+    except OSError:
+        pass

@@ -1,0 +1,408 @@
+"""The TUI's one door to the headless curator: opens the dataset, builds browser rows, forwards edits.
+
+Thin by design: every decision (layout, scanning, flags, buckets, caption format, journal, queries,
+duplicates, trash) is the curator's; this module only adapts its records into ``Row`` view-models and keeps
+the TUI's copy of caption text fresh. Methods here may block (disk): call them from worker threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from tui.rows import Row
+
+
+class ModelError(Exception):
+    """Something the UI should show as a message (the text says what and how to fix it)."""
+
+
+def caption_path_for(record: Any) -> Path | None:
+    """The existing caption file of ``record`` or None (``curator.captions.files``)."""
+    from curator.captions.files import caption_path
+
+    return caption_path(record)
+
+
+def caption_target_for(record: Any) -> Path:
+    """Where a caption for ``record`` is (or would be written)."""
+    from curator.captions.files import caption_target
+
+    return caption_target(record)
+
+
+class DatasetModel:
+    """The open dataset as the TUI sees it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.dataset: Any = None
+        self.rows: list[Row] = []
+        self.by_path: dict[str, Row] = {}
+        self.bucket_settings: Any = None
+        self._lock = threading.RLock()
+        self.flag_list: list[Any] = []
+
+    # ----- opening and scanning ---------------------------------------------------------------
+    def open(self) -> None:
+        from curator.dataset import Dataset
+
+        try:
+            self.dataset = Dataset.open(self.root, quiet=True)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot open {self.root}: {exc}") from exc
+        self.bucket_settings = self._default_bucket_settings()
+
+    @property
+    def index_note(self) -> str:
+        """A line to show when the index had to live outside the dataset (read-only folder)."""
+        index = self.dataset.index if self.dataset is not None else None
+        if index is not None and getattr(index, "in_cache", False):
+            return f"read-only dataset: index in {index.kiln_dir}"
+        return ""
+
+    def _default_bucket_settings(self) -> Any:
+        """The dataset TOML's bucket options when it has them, else kohya's defaults.
+
+        Adapter: uses ``curator.tags.items._bucket_settings`` (no public equivalent yet).
+        """
+        from curator.buckets import BucketSettings
+
+        try:
+            from curator.tags.items import _bucket_settings
+
+            return _bucket_settings(self.dataset)
+        except (ImportError, ValueError, TypeError):
+            return BucketSettings()
+
+    def indexed_records(self) -> list[Any]:
+        """What the index already knows, without touching the files (instant on a warm index).
+
+        Adapter: uses ``Dataset._load_records`` because ``Dataset.images()`` scans first.
+        """
+        loader = getattr(self.dataset, "_load_records", None)
+        if loader is None:
+            return []
+        with self._lock:
+            return list(loader())
+
+    def indexed_count(self) -> int:
+        """Rows in the index right now, read on a separate connection (safe during a scan)."""
+        import sqlite3
+
+        try:
+            conn = sqlite3.connect(f"file:{self.dataset.index.path}?mode=ro", uri=True, timeout=1)
+            try:
+                return int(conn.execute("SELECT count(*) FROM images").fetchone()[0])
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return -1
+
+    def scan(self) -> Any:
+        """Incremental scan (new/changed files only)."""
+        with self._lock:
+            return self.dataset.scan(progress=False)
+
+    def scanned_records(self) -> list[Any]:
+        with self._lock:
+            return list(self.dataset.images())
+
+    def all_flags(self) -> dict[str, list[Any]]:
+        """Every health flag by image path; flags on a caption file count for its image."""
+        import os
+
+        with self._lock:
+            flags = self.dataset.flags()
+        by_path: dict[str, list[Any]] = {}
+        for flag in flags:
+            by_path.setdefault(flag.path, []).append(flag)
+        self.flag_list = flags
+        out: dict[str, list[Any]] = {}
+        for row in self.rows:
+            found = list(by_path.get(row.path, ()))
+            stem = os.path.splitext(row.path)[0]
+            for ext in (".txt", ".caption"):
+                found += by_path.get(stem + ext, [])
+            out[row.path] = found
+        return out
+
+    def load_rows(self, records: list[Any], flags: dict[str, list[Any]] | None = None) -> list[Row]:
+        """Rows for ``records`` (captions read). Replaces ``self.rows``."""
+        rows = [self._row(rec, (flags or {}).get(rec.path, list(rec.flags))) for rec in records]
+        with self._lock:
+            self.rows = rows
+            self.by_path = {r.path: r for r in rows}
+        return rows
+
+    def set_flags(self, flags: dict[str, list[Any]]) -> None:
+        for row in self.rows:
+            row.flags = flags.get(row.path, row.flags)
+
+    def _row(self, rec: Any, flags: list[Any]) -> Row:
+        from curator.buckets import assign_bucket
+
+        folder = rec.subset.rel_dir if rec.subset is not None else str(Path(rec.path).parent)
+        bucket = None
+        if rec.width and rec.height:
+            try:
+                a = assign_bucket(rec.width, rec.height, self.bucket_settings)
+                bucket = a.bucket if getattr(a, "usable", True) else None
+            except ValueError:
+                bucket = None
+        row = Row(
+            record=rec, path=rec.path, name=Path(rec.path).name, folder=folder or ".",
+            size=rec.size, width=rec.width, height=rec.height, bucket=bucket, flags=flags,
+        )
+        self.read_caption(row)
+        return row
+
+    def rebucket(self, settings: Any) -> None:
+        """Use new bucket settings for the bucket column."""
+        from curator.buckets import assign_bucket
+
+        self.bucket_settings = settings
+        for row in self.rows:
+            if row.width and row.height:
+                a = assign_bucket(row.width, row.height, settings)
+                row.bucket = a.bucket if getattr(a, "usable", True) else None
+
+    # ----- captions ---------------------------------------------------------------------------
+    def read_caption(self, row: Row) -> None:
+        """(Re)read ``row``'s caption file into the row."""
+        from curator.captions import Caption
+
+        path = caption_path_for(row.record)
+        row.caption_path = path
+        row.caption_error = None
+        if path is None:
+            row.caption_raw, row.caption_mtime_ns, row.tags = None, None, []
+            return
+        try:
+            st = path.stat()
+            raw = path.read_bytes()
+        except OSError as exc:
+            row.caption_raw, row.caption_mtime_ns, row.tags = None, None, []
+            row.caption_error = f"cannot read caption: {exc.strerror or exc}"
+            return
+        row.caption_raw, row.caption_mtime_ns = raw, st.st_mtime_ns
+        row.tags = list(Caption.parse(raw).tags)
+
+    def changed_on_disk(self, rows: Iterable[Row]) -> list[Row]:
+        """Rows whose caption file changed (mtime, appeared, vanished) since kiln read it; re-read them."""
+        changed = []
+        for row in rows:
+            path = row.caption_path or caption_target_for(row.record)
+            try:
+                mtime = path.stat().st_mtime_ns
+            except OSError:
+                mtime = None
+            if mtime != row.caption_mtime_ns:
+                self.read_caption(row)
+                changed.append(row)
+        return changed
+
+    def caption(self, row: Row) -> Any:
+        from curator.captions import Caption
+
+        return Caption.parse(row.caption_raw) if row.caption_raw is not None else None
+
+    def vocabulary(self) -> Counter[str]:
+        """Tag → number of images carrying it (the completion list and the Tags view)."""
+        counts: Counter[str] = Counter()
+        for row in self.rows:
+            counts.update(set(row.tags))
+        return counts
+
+    # ----- writes (all through the journal) ---------------------------------------------------
+    def set_tags(self, row: Row, tags: list[str], description: str) -> Any:
+        """Write ``row``'s caption with ``tags`` (its conventions kept) through the journal."""
+        from curator.captions import Caption
+
+        current = self.caption(row)
+        new = current.with_tags(list(tags)) if current is not None else Caption.new(list(tags))
+        after = new.to_bytes()
+        if after == row.caption_raw:
+            return None
+        change = self._change(caption_target_for(row.record), row.caption_raw, after)
+        return self.apply([change], "edit", description)
+
+    @staticmethod
+    def _change(path: Path, before: bytes | None, after: bytes | None) -> Any:
+        from curator.tags.journal import CaptionChange
+
+        return CaptionChange(caption_path=path, before=before, after=after)
+
+    def apply(self, changes: list[Any], op: str, description: str) -> Any:
+        from curator.tags.journal import apply_changes
+
+        with self._lock:
+            result = apply_changes(self.dataset, changes, op, description)
+        self._refresh_caption_paths(c.caption_path for c in changes)
+        return result
+
+    def _refresh_caption_paths(self, paths: Iterable[Path]) -> None:
+        wanted = {Path(p) for p in paths}
+        for row in self.rows:
+            target = row.caption_path or caption_target_for(row.record)
+            if target in wanted or caption_target_for(row.record) in wanted:
+                self.read_caption(row)
+
+    def undo(self) -> Any:
+        from curator.tags.journal import undo
+
+        with self._lock:
+            result = undo(self.dataset)
+        self._refresh_all_captions()
+        return result
+
+    def redo(self) -> Any:
+        from curator.tags.journal import redo
+
+        with self._lock:
+            result = redo(self.dataset)
+        self._refresh_all_captions()
+        return result
+
+    def history(self) -> list[Any]:
+        from curator.tags.journal import history
+
+        with self._lock:
+            return list(history(self.dataset))
+
+    def _refresh_all_captions(self) -> None:
+        self.changed_on_disk(self.rows)
+
+    # ----- queries ----------------------------------------------------------------------------
+    def compile_filter(self, text: str) -> Callable[[Row], bool] | None:
+        """The browser's filter for query ``text`` ('' = none). Raises ``curator.tags.query.QueryError``."""
+        text = text.strip()
+        if not text:
+            return None
+        from curator.tags.query import parse_query
+
+        query = parse_query(text)
+        return lambda row: bool(query.matches(self.query_context(row)))
+
+    def query_context(self, row: Row) -> Any:
+        """The curator's ``QueryItem`` for a row (cached until its caption or flags change)."""
+        key = (id(row.caption_raw), row.caption_mtime_ns, len(row.flags), self.bucket_settings)
+        cached = row.query_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        from curator.tags.items import CaptionItem, query_item
+
+        item = CaptionItem(record=row.record, caption_path=row.caption_path or caption_target_for(row.record),
+                           raw=row.caption_raw, flags=frozenset(row.flag_kinds))
+        qitem = query_item(item, self.bucket_settings)
+        row.query_cache = (key, qitem)
+        return qitem
+
+    # ----- health -----------------------------------------------------------------------------
+    def flags(self) -> list[Any]:
+        return [f for row in self.rows for f in row.flags]
+
+    def duplicate_clusters(self) -> list[Any]:
+        """Exact/near duplicate clusters (``curator.dupes.Cluster``: kind, keep, members)."""
+        with self._lock:
+            return list(self.dataset.duplicates())
+
+    def trash_images(self, paths: list[str], reason: str) -> Any:
+        from curator.trash import move_to_trash
+
+        return move_to_trash(self.root, self.dataset.index.kiln_dir, paths, reason)
+
+    def restore_last_trash(self) -> Any:
+        from curator.trash import restore_last
+
+        return restore_last(self.root, self.dataset.index.kiln_dir)
+
+    def trash_batches(self) -> list[Any]:
+        from curator.trash import list_batches
+
+        return list_batches(self.dataset.index.kiln_dir)
+
+    # ----- bulk operations (curator.tags.ops) -------------------------------------------------
+    def caption_items(self, rows: Iterable[Row]) -> list[Any]:
+        """The curator's ``CaptionItem`` for rows, from the caption bytes kiln last read
+        (the journal refuses to overwrite a file that changed since)."""
+        from curator.tags.items import CaptionItem
+
+        return [
+            CaptionItem(record=r.record, caption_path=r.caption_path or caption_target_for(r.record),
+                        raw=r.caption_raw, flags=frozenset(r.flag_kinds))
+            for r in rows
+        ]
+
+    def plan(self, op: str, rows: Iterable[Row], params: dict[str, Any]) -> list[Any]:
+        """Run one ``curator.tags.ops`` operation on ``rows``; returns its ``CaptionChange`` list (nothing written).
+
+        Raises ``curator.tags.ops.OperationError`` (bad arguments) with the curator's message.
+        """
+        from curator.tags import ops
+
+        items = self.caption_items(rows)
+        if op == "add":
+            return ops.add_tags(items, params["tags"], position=params.get("position", "end"))
+        if op in ("remove", "delete"):
+            return ops.remove_tags(items, params["tags"])
+        if op in ("replace", "rename"):
+            return ops.replace_tag(items, params["old"], params["new"], regex=bool(params.get("regex")))
+        if op == "dedupe":
+            return ops.dedupe(items)
+        if op == "sort":
+            return ops.sort_tags(items, by=params.get("by", "alpha"), keep=int(params.get("keep", 0) or 0))
+        if op == "trigger":
+            return ops.set_trigger(items, params.get("word") or None).changes
+        if op == "normalize":
+            return ops.normalize(items, spaces=bool(params.get("spaces")), lower=bool(params.get("lower")),
+                                 escape=bool(params.get("escape")), unescape=bool(params.get("unescape")))
+        if op == "absorb":
+            return ops.absorb(items, params["tags"])
+        raise ModelError(f"unknown operation {op!r}")
+
+    def absorb_suggestions(self, rows: Iterable[Row], min_share: float = 0.8) -> list[Any]:
+        from curator.tags import ops
+
+        return ops.absorb_candidates(self.caption_items(rows), min_share=min_share)
+
+    def diff_text(self, changes: list[Any], limit: int = 300) -> Any:
+        """The preview of planned changes as Rich Text: per file, removed tags in red, added in green."""
+        from rich.text import Text
+
+        from curator.tags.ops import plan_to_diff
+        from tui.textsafe import safe_text
+
+        text = Text()
+        diffs = plan_to_diff(changes[:limit])
+        for d in diffs:
+            try:
+                name = Path(d.path).relative_to(self.root).as_posix()
+            except ValueError:
+                name = str(d.path)
+            text.append_text(safe_text(name, style="bold"))
+            if d.created:
+                text.append("  (new file)", style="cyan")
+            if d.deleted:
+                text.append("  (file removed)", style="red")
+            if d.reordered and not d.added and not d.removed:
+                text.append("  reordered", style="cyan")
+            text.append("\n")
+            for tag in d.removed:
+                text.append("  - ", style="red")
+                text.append_text(safe_text(tag, style="red"))
+                text.append("\n")
+            for tag in d.added:
+                text.append("  + ", style="green")
+                text.append_text(safe_text(tag, style="green"))
+                text.append("\n")
+            if d.reordered:
+                text.append("  → ", style="dim")
+                text.append_text(safe_text(d.after_text, style="dim"))
+                text.append("\n")
+        if len(changes) > limit:
+            text.append(f"… and {len(changes) - limit} more file(s)\n", style="dim")
+        return text

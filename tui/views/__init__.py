@@ -1,0 +1,1 @@
+"""The curator's views (one module each) and the registry that puts them in the app."""

@@ -1,0 +1,240 @@
+"""Browser view: the virtualised image list, the filter bar, and beside it the focused image's preview,
+facts (size, bucket, resize and crop, flags) and tag editor."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Input, Static
+
+from tui.rows import Row, human_size
+from tui.textsafe import printable, safe_text
+from tui.views.base import KilnView
+from tui.widgets.image_list import ImageList, ListHeader
+from tui.widgets.preview import ImagePreview
+from tui.widgets.tag_editor import TagEditor, TagList
+
+PREVIEW_DELAY = 0.06  # seconds the cursor must rest before decoding starts (fast scrolling stays smooth)
+
+
+class FilterInput(Input):
+    """The `/` query box (the tag engine's query language). Enter applies, esc closes."""
+
+    BINDINGS = [Binding("escape", "close", "Close filter", show=False)]
+
+    def action_close(self) -> None:
+        self.display = False
+        self.screen.query_one(ImageList).focus()
+
+
+class FactsPanel(Static):
+    """Facts of the focused image."""
+
+    DEFAULT_CSS = "FactsPanel { height: auto; max-height: 9; padding: 0 1; background: $panel; }"
+
+
+def describe(row: Row, settings) -> Text:
+    """Facts text for ``row`` (all file-derived strings as literal Text)."""
+    from curator.buckets import assign_bucket
+
+    rec = row.record
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append_text(safe_text(row.name, style="bold"))
+    subset = rec.subset
+    text.append("\n")
+    text.append_text(safe_text(row.folder, style="dim"))
+    if subset is not None:
+        extra = f"  ×{subset.repeats}" + ("  reg" if subset.is_reg else "")
+        text.append(extra, style="dim")
+    text.append(f"\n{row.width}×{row.height} {printable(rec.format)} {human_size(row.size)}")
+    if row.width and row.height and settings is not None:
+        try:
+            a = assign_bucket(row.width, row.height, settings)
+            text.append(f"\nbucket {a.bucket[0]}×{a.bucket[1]}  resize {a.resized[0]}×{a.resized[1]}")
+            text.append(f"\ncrop {a.crop[0]},{a.crop[1]}")
+            if a.upscaled:
+                text.append("  upscaled", style="bold yellow")
+        except ValueError as exc:
+            text.append(f"\nbucket: {exc}", style="red")
+    if row.caption_error:
+        text.append("\n")
+        text.append_text(safe_text(row.caption_error, style="red"))
+    elif row.caption_path is None:
+        text.append("\nno caption file", style="yellow")
+    for flag in row.flags:
+        text.append("\n⚑ ", style="yellow")
+        text.append_text(safe_text(f"{flag.kind}: {flag.detail}", style="yellow"))
+    return text
+
+
+class BrowserView(KilnView):
+    """The dataset as a list, with the focused image beside it."""
+
+    VIEW_ID = "browser"
+    TITLE = "Browse"
+
+    BINDINGS = [
+        Binding("e", "edit_tags", "Edit tags"),
+        Binding("p", "toggle_side", "Preview pane", show=False),
+        Binding("b", "bulk", "Bulk edit"),
+    ]
+
+    DEFAULT_CSS = """
+    BrowserView > Horizontal { height: 1fr; }
+    BrowserView #list-pane { width: 1fr; min-width: 30; }
+    BrowserView #side { width: 38%; min-width: 28; max-width: 90; border-left: tall $panel; }
+    BrowserView #side.hidden { display: none; }
+    BrowserView FilterInput { height: 1; border: none; padding: 0 1; background: $boost; display: none; }
+    BrowserView FilterInput.-error { background: $error 30%; }
+    BrowserView #filter-error { height: auto; display: none; color: $error; padding: 0 1; }
+    BrowserView ImagePreview { height: 1fr; min-height: 6; }
+    BrowserView TagEditor { height: 1fr; }
+    """
+
+    def compose(self) -> ComposeResult:
+        self.image_list = ImageList(id="image-list")
+        with Horizontal():
+            with Vertical(id="list-pane"):
+                header = ListHeader(self.image_list, id="list-header")
+                self.image_list.header = header
+                yield header
+                yield self.image_list
+                yield FilterInput(placeholder="filter: tag query, e.g. 1girl AND NOT solo  (enter applies, esc closes)",
+                                  id="filter")
+                yield Static(id="filter-error")
+            with Vertical(id="side"):
+                yield ImagePreview(protocol=self.kiln.image_protocol, id="preview")
+                yield FactsPanel(id="facts")
+                yield TagEditor(id="tag-editor")
+
+    def on_mount(self) -> None:
+        self.image_list.focus()
+        self._preview_timer = None
+
+    # ----- data hooks -------------------------------------------------------------------------
+    def dataset_loaded(self) -> None:
+        self.image_list.set_rows(self.kiln.model.rows)
+        if self.kiln.filter_text:
+            self.apply_filter(self.kiln.filter_text, quiet=True)
+        self._show_focused(immediate=True)
+
+    def captions_changed(self) -> None:
+        self.image_list.refresh_rows()
+        self._show_details(self.image_list.cursor_row, keep_highlight=True)
+
+    def activated(self) -> None:
+        self.image_list.focus()
+
+    def watched_rows(self) -> list[Row]:
+        """Rows whose captions the app polls for outside edits: the focused one and the visible ones."""
+        rows = self.image_list.visible_rows()
+        focused = self.image_list.cursor_row
+        if focused is not None and focused not in rows:
+            rows.append(focused)
+        return rows
+
+    # ----- focus follows the cursor -----------------------------------------------------------
+    def on_image_list_cursor_moved(self, event: ImageList.CursorMoved) -> None:
+        self._show_focused()
+
+    def on_image_list_selection_changed(self, event: ImageList.SelectionChanged) -> None:
+        self.kiln.update_status()
+
+    def _show_focused(self, immediate: bool = False) -> None:
+        row = self.image_list.cursor_row
+        self._show_details(row)
+        if self._preview_timer is not None:
+            self._preview_timer.stop()
+        path = row.abs_path if row is not None else None
+        if immediate:
+            self.query_one(ImagePreview).show(path)
+        else:
+            self._preview_timer = self.set_timer(PREVIEW_DELAY, lambda: self.query_one(ImagePreview).show(path))
+
+    def _show_details(self, row: Row | None, keep_highlight: bool = False) -> None:
+        facts = self.query_one(FactsPanel)
+        editor = self.query_one(TagEditor)
+        if row is None:
+            facts.update(Text("no image" if not self.kiln.model.rows else "no image matches the filter",
+                              style="dim"))
+            editor.show([], self.kiln.model.vocabulary())
+            return
+        facts.update(describe(row, self.kiln.model.bucket_settings))
+        editor.show(row.tags, self.kiln.model.vocabulary(), keep_highlight=keep_highlight)
+
+    # ----- tag edits --------------------------------------------------------------------------
+    def on_tag_editor_edit(self, event: TagEditor.Edit) -> None:
+        row = self.image_list.cursor_row
+        if row is None:
+            return
+        self._write_tags(row, event.tags, f"{event.description} in {printable(row.name)}")
+
+    @work(thread=True, group="tag-write")
+    def _write_tags(self, row: Row, tags: list[str], description: str) -> None:
+        try:
+            result = self.kiln.model.set_tags(row, tags, description)
+        except Exception as exc:  # noqa: BLE001 - show the curator's message, keep the UI alive
+            self.app.call_from_thread(self.notify, safe_text(f"Could not save tags: {exc}"), severity="error")
+            self.app.call_from_thread(self.kiln.captions_changed)
+            return
+        self.app.call_from_thread(self.kiln.report_apply, result, "Tags saved")
+
+    def action_edit_tags(self) -> None:
+        self.query_one(TagList).focus()
+
+    def action_toggle_side(self) -> None:
+        self.query_one("#side").toggle_class("hidden")
+
+    def action_bulk(self) -> None:
+        self.kiln.show_view("bulk")
+
+    # ----- filter -----------------------------------------------------------------------------
+    def open_filter(self) -> None:
+        box = self.query_one(FilterInput)
+        box.display = True
+        box.value = self.kiln.filter_text
+        box.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":
+            event.stop()
+            if self.apply_filter(event.value):
+                event.input.display = not not event.value.strip()
+                self.image_list.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter":
+            event.input.remove_class("-error")
+            self.query_one("#filter-error").display = False
+
+    def apply_filter(self, text: str, quiet: bool = False) -> bool:
+        """Filter the list by a query; on a bad query show where it is wrong and keep the old filter."""
+        error = self.query_one("#filter-error", Static)
+        box = self.query_one(FilterInput)
+        try:
+            predicate = self.kiln.model.compile_filter(text)
+        except Exception as exc:  # noqa: BLE001 - QueryError (or any parse error) is shown to the user
+            position = getattr(exc, "position", None)
+            message = Text()
+            if position is not None:
+                message.append_text(safe_text(text))
+                message.append("\n" + " " * int(position) + "^ ")
+            message.append_text(safe_text(getattr(exc, "message", None) or str(exc)))
+            error.update(message)
+            error.display = True
+            box.add_class("-error")
+            box.display = True
+            if not quiet:
+                box.focus()
+            return False
+        error.display = False
+        self.kiln.filter_text = text.strip()
+        box.value = self.kiln.filter_text
+        box.display = bool(self.kiln.filter_text)
+        self.image_list.set_filter(predicate)
+        self.kiln.update_status()
+        self._show_focused()
+        return True

@@ -1,0 +1,366 @@
+"""Bulk panel: every tag-engine operation on the selection, the filter or everything, with the diff shown
+before applying; undo/redo with the journal's history list; autotagging in the background."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Button, Checkbox, Input, Label, OptionList, ProgressBar, RadioButton, RadioSet, Static
+from textual.widgets.option_list import Option
+
+from tui.textsafe import safe_text
+from tui.views.base import KilnView
+from tui.widgets.dialogs import ConfirmScreen
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """An operation in the bulk panel: its id (``DatasetModel.plan``), label and which inputs it uses."""
+
+    op: str
+    label: str
+    fields: tuple[str, ...]
+    help: str
+
+
+OPERATIONS: tuple[OpSpec, ...] = (
+    OpSpec("add", "Add tags", ("tags", "front"), "Add tags (comma list) where missing; 'at front' puts them first."),
+    OpSpec("remove", "Remove tags", ("tags",), "Remove tags; globs allowed (e.g. *_background)."),
+    OpSpec("replace", "Replace / rename", ("old", "new", "regex"),
+           "Replace a tag everywhere (empty 'new' removes it; regex: re.sub on each tag)."),
+    OpSpec("trigger", "Trigger word first", ("word",),
+           "Put the trigger word first (empty: each folder's class tokens); train with keep_tokens."),
+    OpSpec("sort", "Sort tags", ("freq", "keep"), "Sort tags alphabetically or by frequency, keeping the first N."),
+    OpSpec("dedupe", "Remove duplicate tags", (), "Drop repeated tags inside each caption."),
+    OpSpec("normalize", "Normalise", ("spaces", "lower", "escape", "unescape"),
+           "Underscores→spaces, lower case, escape/unescape parentheses."),
+    OpSpec("absorb", "Absorb into trigger", ("tags",),
+           "Remove constant traits the trigger should absorb (leave tags empty and preview for suggestions)."),
+)
+FIELD_IDS = ("tags", "front", "old", "new", "regex", "word", "freq", "keep", "spaces", "lower", "escape", "unescape")
+
+
+class BulkView(KilnView):
+    VIEW_ID = "bulk"
+    TITLE = "Bulk"
+
+    BINDINGS = [
+        Binding("ctrl+e", "preview", "Preview diff"),
+        Binding("ctrl+s", "apply", "Apply"),
+        Binding("ctrl+g", "autotag", "Autotag"),
+        Binding("ctrl+x", "cancel_autotag", "Cancel autotag", show=False),
+    ]
+
+    DEFAULT_CSS = """
+    BulkView > Horizontal { height: 1fr; }
+    BulkView #bulk-left { width: 40%; min-width: 32; max-width: 56; }
+    BulkView #bulk-right { width: 1fr; border-left: tall $panel; }
+    BulkView #op-list { height: auto; max-height: 9; border: none; padding: 0; }
+    BulkView #op-help { height: auto; color: $text-muted; padding: 0 1; }
+    BulkView #params { height: auto; padding: 0 0; }
+    BulkView #params Input { height: 1; border: none; padding: 0 1; margin-bottom: 0; background: $boost; }
+    BulkView #params Checkbox { height: 1; border: none; padding: 0 1; background: $surface; }
+    BulkView #scope { height: auto; border: none; padding: 0; layout: horizontal; background: $surface; }
+    BulkView #scope RadioButton { width: auto; padding: 0 1 0 0; }
+    BulkView .buttons { height: 1; }
+    BulkView .buttons Button { margin-right: 2; }
+    BulkView #diff-scroll { height: 2fr; }
+    BulkView #history-title, BulkView #diff-title { height: 1; text-style: bold; background: $panel; padding: 0 1; }
+    BulkView #history { height: 1fr; border: none; padding: 0; }
+    BulkView #autotag-row { height: 1; display: none; }
+    BulkView #autotag-row ProgressBar { width: 1fr; }
+    """
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            with VerticalScroll(id="bulk-left"):
+                yield OptionList(*[Option(Text(s.label), id=s.op) for s in OPERATIONS], id="op-list")
+                yield Static(id="op-help")
+                with Vertical(id="params"):
+                    yield Input(placeholder="tags, comma separated", id="tags")
+                    yield Checkbox("at front", id="front")
+                    yield Input(placeholder="old tag (or regex)", id="old")
+                    yield Input(placeholder="new tag(s); empty removes", id="new")
+                    yield Checkbox("regex", id="regex")
+                    yield Input(placeholder="trigger word (empty: folder class tokens)", id="word")
+                    yield Checkbox("by frequency", id="freq")
+                    yield Input(placeholder="keep first N tags in place", id="keep", type="integer")
+                    yield Checkbox("underscores → spaces", id="spaces")
+                    yield Checkbox("lower case", id="lower")
+                    yield Checkbox("escape ( )", id="escape")
+                    yield Checkbox("unescape \\( \\)", id="unescape")
+                yield Label("scope", classes="dim")
+                with RadioSet(id="scope"):
+                    yield RadioButton("selection", id="scope-selection", value=True)
+                    yield RadioButton("filter", id="scope-filter")
+                    yield RadioButton("all", id="scope-all")
+                with Horizontal(classes="buttons"):
+                    yield Button("Preview", id="preview-btn", compact=True)
+                    yield Button("Apply", id="apply-btn", variant="warning", compact=True)
+                with Horizontal(id="autotag-row"):
+                    yield ProgressBar(id="autotag-progress", show_eta=False)
+            with Vertical(id="bulk-right"):
+                yield Static("preview (ctrl+e)", id="diff-title")
+                with VerticalScroll(id="diff-scroll"):
+                    yield Static(id="diff")
+                yield Static("history (u undo · ctrl+r redo)", id="history-title")
+                yield OptionList(id="history")
+
+    def on_mount(self) -> None:
+        self.planned: list | None = None
+        self.planned_key: tuple | None = None
+        self._cancel = threading.Event()
+        self.query_one("#op-list", OptionList).highlighted = 0
+        self._show_fields(OPERATIONS[0])
+
+    # ----- hooks ------------------------------------------------------------------------------
+    def activated(self) -> None:
+        self.query_one("#op-list", OptionList).focus()
+        self._default_scope()
+        self.refresh_history()
+
+    def dataset_loaded(self) -> None:
+        self.refresh_history()
+
+    def captions_changed(self) -> None:
+        self.planned = None
+        self.refresh_history()
+
+    def _default_scope(self) -> None:
+        lst = self.kiln.view("browser").image_list  # type: ignore[attr-defined]
+        target = "scope-selection" if lst.selected else ("scope-filter" if self.kiln.filter_text else "scope-all")
+        self.query_one(f"#{target}", RadioButton).value = True
+        self._label_scopes()
+
+    def _label_scopes(self) -> None:
+        lst = self.kiln.view("browser").image_list  # type: ignore[attr-defined]
+        self.query_one("#scope-selection", RadioButton).label = f"selection ({len(lst.selected)})"
+        self.query_one("#scope-filter", RadioButton).label = f"filter ({len(lst.view)})"
+        self.query_one("#scope-all", RadioButton).label = f"all ({len(lst.rows)})"
+
+    # ----- form -------------------------------------------------------------------------------
+    @property
+    def spec(self) -> OpSpec:
+        idx = self.query_one("#op-list", OptionList).highlighted or 0
+        return OPERATIONS[idx]
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option_list.id == "op-list":
+            event.stop()
+            self._show_fields(OPERATIONS[event.option_index])
+            self._invalidate()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        if event.option_list.id == "op-list":
+            event.stop()
+            first = next((f for f in self.spec.fields), None)
+            if first:
+                self.query_one(f"#{first}").focus()
+            else:
+                self.action_preview()
+
+    def _show_fields(self, spec: OpSpec) -> None:
+        for fid in FIELD_IDS:
+            self.query_one(f"#{fid}").display = fid in spec.fields
+        self.query_one("#op-help", Static).update(Text(spec.help))
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self._invalidate()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_preview()
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        self._invalidate()
+
+    def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        self.planned = None
+
+    def params(self) -> dict:
+        spec = self.spec
+        p: dict = {}
+        for fid in spec.fields:
+            widget = self.query_one(f"#{fid}")
+            p[fid] = widget.value
+        if spec.op == "add":
+            p["position"] = "front" if p.pop("front", False) else "end"
+        if spec.op == "sort":
+            p["by"] = "freq" if p.pop("freq", False) else "alpha"
+        return p
+
+    def scope_rows(self) -> tuple[str, list]:
+        lst = self.kiln.view("browser").image_list  # type: ignore[attr-defined]
+        pressed = self.query_one("#scope", RadioSet).pressed_button
+        scope = (pressed.id or "scope-all").removeprefix("scope-") if pressed else "all"
+        if scope == "selection":
+            return scope, lst.selected_rows()
+        if scope == "filter":
+            return scope, lst.view_rows()
+        return scope, list(lst.rows)
+
+    # ----- preview and apply ------------------------------------------------------------------
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "preview-btn":
+            self.action_preview()
+        elif event.button.id == "apply-btn":
+            self.action_apply()
+
+    def action_preview(self) -> None:
+        self._label_scopes()
+        scope, rows = self.scope_rows()
+        if not rows:
+            self._show_diff(Text(f"The {scope} scope is empty: select images (space, v) in the browser, "
+                                 "filter them (/), or choose 'all'.", style="yellow"))
+            return
+        self._plan(self.spec, self.params(), scope, rows, confirm=False)
+
+    def action_apply(self) -> None:
+        scope, rows = self.scope_rows()
+        if not rows:
+            self.action_preview()
+            return
+        self._plan(self.spec, self.params(), scope, rows, confirm=True)
+
+    @work(thread=True, exclusive=True, group="bulk-plan")
+    def _plan(self, spec: OpSpec, params: dict, scope: str, rows: list, confirm: bool) -> None:
+        model = self.kiln.model
+        try:
+            if spec.op == "absorb" and not str(params.get("tags", "")).strip():
+                self.app.call_from_thread(self._show_diff, self._absorb_text(model.absorb_suggestions(rows)))
+                return
+            changes = model.plan(spec.op, rows, params)
+        except Exception as exc:  # noqa: BLE001 - OperationError and friends: show the message
+            self.app.call_from_thread(self._show_diff, safe_text(str(exc), style="red"))
+            return
+        description = f"{spec.label.lower()} on {scope} ({len(rows)} images)"
+        summary = Text(f"{len(changes)} of {len(rows)} caption(s) would change — {description}\n\n", style="bold")
+        summary.append_text(model.diff_text(changes))
+        self.app.call_from_thread(self._planned, changes, description, summary, confirm)
+
+    @staticmethod
+    def _absorb_text(candidates: list) -> Text:
+        text = Text("Constant traits per folder (put the ones the trigger should absorb in 'tags'):\n\n",
+                    style="bold")
+        for c in candidates:
+            text.append_text(safe_text(c.folder, style="dim"))
+            text.append("  ")
+            text.append_text(safe_text(c.tag, style="bold"))
+            text.append(f"  {c.count}/{c.total} ({c.share:.0%})\n")
+        if not candidates:
+            text.append("none found (no tag is in ≥80% of a folder's captions)", style="dim")
+        return text
+
+    def _planned(self, changes: list, description: str, summary: Text, confirm: bool) -> None:
+        self.planned = changes
+        self._show_diff(summary)
+        if not confirm:
+            return
+        if not changes:
+            self.notify("Nothing would change.", timeout=2)
+            return
+        body = Text(f"Write {len(changes)} caption file(s)? Every change is journaled: u undoes it.\n\n")
+        body.append_text(summary)
+
+        def answer(ok: bool | None) -> None:
+            if ok:
+                self._apply(changes, self.spec.op, description)
+
+        self.app.push_screen(ConfirmScreen(f"Apply: {description}?", body, "Apply"), answer)
+
+    def _show_diff(self, text: Text) -> None:
+        self.query_one("#diff", Static).update(text)
+        self.query_one("#diff-scroll", VerticalScroll).scroll_home(animate=False)
+
+    @work(thread=True, exclusive=True, group="bulk-apply")
+    def _apply(self, changes: list, op: str, description: str) -> None:
+        try:
+            result = self.kiln.model.apply(changes, op, description)
+        except Exception as exc:  # noqa: BLE001
+            self.app.call_from_thread(self.notify, safe_text(f"Apply failed: {exc}"), severity="error")
+            return
+        self.app.call_from_thread(self.kiln.report_apply, result, description.capitalize())
+
+    # ----- history ----------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="history")
+    def refresh_history(self) -> None:
+        if self.kiln.model.dataset is None:
+            return
+        try:
+            entries = self.kiln.model.history()
+        except Exception as exc:  # noqa: BLE001
+            entries = []
+            self.app.call_from_thread(self.notify, safe_text(f"history: {exc}"), severity="warning")
+        self.app.call_from_thread(self._fill_history, entries)
+
+    def _fill_history(self, entries: list) -> None:
+        history = self.query_one("#history", OptionList)
+        history.clear_options()
+        for e in entries:
+            state = getattr(e, "state", "")
+            label = Text(f"#{e.id} ", style="dim")
+            label.append(f"[{state}] ", style="yellow" if state != "applied" else "green")
+            label.append_text(safe_text(e.description or e.op))
+            label.append(f"  {e.n_changes} file(s)", style="dim")
+            history.add_option(Option(label))
+        if not entries:
+            history.add_option(Option(Text("no changes yet", style="dim"), disabled=True))
+
+    # ----- autotag ----------------------------------------------------------------------------
+    def action_autotag(self) -> None:
+        from tui.autotag import autotag_available
+
+        ok, why = autotag_available()
+        if not ok:
+            self.notify(safe_text(why), severity="warning", timeout=8)
+            return
+        scope, rows = self.scope_rows()
+        if not rows:
+            self.notify("Nothing in scope to autotag.", severity="warning")
+            return
+        self._cancel.clear()
+        self.query_one("#autotag-row").display = True
+        bar = self.query_one("#autotag-progress", ProgressBar)
+        bar.update(total=len(rows), progress=0)
+        self._run_autotag(rows, scope)
+
+    def action_cancel_autotag(self) -> None:
+        self._cancel.set()
+        self.notify("Cancelling autotag…", timeout=2)
+
+    @work(thread=True, exclusive=True, group="autotag")
+    def _run_autotag(self, rows: list, scope: str) -> None:
+        from tui.autotag import run_autotag
+
+        def progress(done: int, total: int) -> None:
+            self.app.call_from_thread(self.query_one("#autotag-progress", ProgressBar).update,
+                                      total=total, progress=done)
+
+        try:
+            changes = run_autotag(self.kiln.model, rows, progress, self._cancel)
+        except Exception as exc:  # noqa: BLE001
+            self.app.call_from_thread(self.notify, safe_text(f"Autotag failed: {exc}"), severity="error")
+            changes = None
+        self.app.call_from_thread(self._autotag_done, changes, scope, len(rows))
+
+    def _autotag_done(self, changes: list | None, scope: str, n: int) -> None:
+        self.query_one("#autotag-row").display = False
+        if changes is None:
+            return
+        if self._cancel.is_set():
+            self.notify("Autotag cancelled; nothing written.", timeout=3)
+            return
+        description = f"autotag on {scope} ({n} images)"
+        summary = Text(f"{len(changes)} caption(s) would change — {description}\n\n", style="bold")
+        summary.append_text(self.kiln.model.diff_text(changes))
+        self._planned(changes, description, summary, confirm=True)

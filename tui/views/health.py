@@ -1,0 +1,290 @@
+"""Health view: every flag from the checks grouped by kind, and duplicate clusters side by side with
+previews: "keep this one, move the others to .kiln/trash/" (restorable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import ContentSwitcher, Static, Tree
+
+from tui.rows import human_size
+from tui.textsafe import printable, safe_text
+from tui.views.base import KilnView
+from tui.widgets.dialogs import ConfirmScreen
+from tui.widgets.preview import HalfBlockImage, ImagePreview
+
+
+class HealthTree(Tree):
+    BINDINGS = [
+        Binding("enter", "open", "Open", show=False),
+        Binding("o", "show_in_browser", "Show in browser"),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("R", "restore_trash", "Restore trash"),
+    ]
+
+    def action_open(self) -> None:
+        node = self.cursor_node
+        if node is None:
+            return
+        if node.children:
+            node.toggle()
+        elif isinstance(node.data, dict) and node.data.get("cluster") is not None:
+            self.screen.query_one(ClusterPane).focus()
+
+    def action_show_in_browser(self) -> None:
+        node = self.cursor_node
+        path = node.data.get("path") if node is not None and isinstance(node.data, dict) else None
+        if path:
+            browser = self.app.show_view("browser")  # type: ignore[attr-defined]
+            if not browser.image_list.move_to_path(path):
+                browser.apply_filter("")
+                browser.image_list.move_to_path(path)
+
+    def action_restore_trash(self) -> None:
+        self.parent.parent.restore_trash()  # type: ignore[union-attr]
+
+
+class MemberCard(Vertical):
+    """One image of a duplicate cluster: preview and facts."""
+
+    DEFAULT_CSS = """
+    MemberCard { width: 1fr; border: round $panel; padding: 0; }
+    MemberCard.-current { border: round $accent; }
+    MemberCard HalfBlockImage { height: 1fr; }
+    MemberCard Static { height: auto; max-height: 4; }
+    """
+
+    def __init__(self, path: str, facts: Text, abs_path: Path, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.rel_path = path
+        self.facts = facts
+        self.abs_path = abs_path
+
+    def compose(self) -> ComposeResult:
+        yield HalfBlockImage()
+        yield Static(self.facts)
+
+    def on_mount(self) -> None:
+        self.query_one(HalfBlockImage).show(self.abs_path if self.abs_path.exists() else None)
+
+    def on_click(self) -> None:
+        pane = self.parent.parent  # type: ignore[union-attr]
+        if isinstance(pane, ClusterPane):
+            pane.current = list(pane.cards).index(self)
+            pane.focus()
+
+
+class ClusterPane(Vertical, can_focus=True):
+    """The members of one duplicate cluster side by side; pick the one to keep."""
+
+    BINDINGS = [
+        Binding("left,h", "move(-1)", "Previous image", show=False),
+        Binding("right,l", "move(1)", "Next image", show=False),
+        Binding("K", "keep", "Keep this, trash others"),
+        Binding("escape", "back", "Back to list", show=False),
+    ]
+    DEFAULT_CSS = """
+    ClusterPane { height: 1fr; }
+    ClusterPane:focus { background: $boost; }
+    ClusterPane #cluster-title { height: auto; padding: 0 1; }
+    ClusterPane #cards { height: 1fr; }
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.cluster = None
+        self._current = 0
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="cluster-title")
+        yield Horizontal(id="cards")
+
+    @property
+    def cards(self) -> list[MemberCard]:
+        return list(self.query(MemberCard))
+
+    @property
+    def current(self) -> int:
+        return self._current
+
+    @current.setter
+    def current(self, value: int) -> None:
+        cards = self.cards
+        if not cards:
+            return
+        self._current = max(0, min(value, len(cards) - 1))
+        for i, card in enumerate(cards):
+            card.set_class(i == self._current, "-current")
+
+    def show_cluster(self, cluster, model) -> None:
+        self.cluster = cluster
+        title = Text(f"{cluster.kind} duplicates, {len(cluster.members)} images", style="bold")
+        title.append("   ←/→ choose, K keeps the chosen one and moves the others to .kiln/trash/", style="dim")
+        self.query_one("#cluster-title", Static).update(title)
+        cards = self.query_one("#cards", Horizontal)
+        cards.remove_children()
+        new_cards = []
+        for path in cluster.members:
+            row = model.by_path.get(path)
+            facts = safe_text(Path(path).name, style="bold")
+            if path == cluster.keep:
+                facts.append("  suggested", style="green")
+            if row is not None:
+                facts.append(f"\n{row.width}×{row.height} {human_size(row.size)} {len(row.tags)} tags")
+                facts.append("\n")
+                facts.append_text(safe_text(row.folder, style="dim"))
+            abs_path = row.abs_path if row is not None else model.root / path
+            new_cards.append(MemberCard(path, facts, abs_path))
+        cards.mount_all(new_cards)
+        self._current = cluster.members.index(cluster.keep) if cluster.keep in cluster.members else 0
+        self.call_after_refresh(lambda: setattr(self, "current", self._current))
+
+    def action_move(self, delta: int) -> None:
+        self.current = self.current + delta
+
+    def action_back(self) -> None:
+        self.screen.query_one(HealthTree).focus()
+
+    def action_keep(self) -> None:
+        if self.cluster is None or not self.cards:
+            return
+        keep = self.cards[self.current].rel_path
+        others = [p for p in self.cluster.members if p != keep]
+        body = Text("Keep ")
+        body.append_text(safe_text(keep, style="bold"))
+        body.append("\nand move these to .kiln/trash/ (with their caption files; R restores):\n")
+        for p in others:
+            body.append("  ")
+            body.append_text(safe_text(p))
+            body.append("\n")
+
+        def answer(ok: bool | None) -> None:
+            if ok:
+                self.parent.parent.parent.trash(others, keep)  # type: ignore[union-attr]
+
+        self.app.push_screen(ConfirmScreen("Resolve duplicates?", body, "Move to trash"), answer)
+
+
+class HealthView(KilnView):
+    VIEW_ID = "health"
+    TITLE = "Health"
+
+    DEFAULT_CSS = """
+    HealthView > Horizontal { height: 1fr; }
+    HealthView HealthTree { width: 45%; min-width: 30; }
+    HealthView #health-detail { width: 1fr; border-left: tall $panel; }
+    HealthView #flag-detail ImagePreview { height: 1fr; }
+    HealthView #flag-facts { height: auto; padding: 0 1; }
+    """
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            yield HealthTree("health", id="health-tree")
+            with ContentSwitcher(initial="flag-detail", id="health-detail"):
+                with Vertical(id="flag-detail"):
+                    yield ImagePreview(protocol="halfblock", id="flag-preview")
+                    yield Static(id="flag-facts")
+                yield ClusterPane(id="cluster-pane")
+
+    def on_mount(self) -> None:
+        self.clusters: list = []
+        self.query_one(HealthTree).show_root = False
+
+    def dataset_loaded(self) -> None:
+        if self.kiln.loaded:
+            self._load_clusters()
+        else:
+            self._fill()
+
+    def activated(self) -> None:
+        tree = self.query_one(HealthTree)
+        tree.focus()
+        if tree.cursor_line < 0 and tree.last_line >= 0:
+            tree.cursor_line = 1 if self.clusters else 0
+
+    @work(thread=True, exclusive=True, group="dupes")
+    def _load_clusters(self) -> None:
+        try:
+            clusters = self.kiln.model.duplicate_clusters()
+        except Exception as exc:  # noqa: BLE001
+            self.app.call_from_thread(self.notify, safe_text(f"duplicate search failed: {exc}"), severity="warning")
+            clusters = []
+        self.app.call_from_thread(self._set_clusters, clusters)
+
+    def _set_clusters(self, clusters: list) -> None:
+        self.clusters = clusters
+        self._fill()
+
+    def _fill(self) -> None:
+        tree = self.query_one(HealthTree)
+        tree.clear()
+        model = self.kiln.model
+        dup = tree.root.add(Text(f"duplicates ({len(self.clusters)} clusters)", style="bold"), expand=True)
+        for cluster in self.clusters:
+            label = Text(f"{cluster.kind}: ")
+            label.append_text(safe_text(Path(cluster.keep).name))
+            label.append(f" +{len(cluster.members) - 1}", style="dim")
+            dup.add_leaf(label, data={"cluster": cluster, "path": cluster.keep})
+        by_kind: dict[str, list] = {}
+        for row in model.rows:
+            for flag in row.flags:
+                if flag.kind in ("exact-duplicate", "near-duplicate"):
+                    continue
+                by_kind.setdefault(flag.kind, []).append((row, flag))
+        for kind in sorted(by_kind, key=lambda k: (-len(by_kind[k]), k)):
+            items = by_kind[kind]
+            node = tree.root.add(Text(f"{kind} ({len(items)})", style="bold yellow"), expand=False)
+            for row, flag in items:
+                label = safe_text(row.path)
+                label.append("  ")
+                label.append_text(safe_text(flag.detail, style="dim"))
+                node.add_leaf(label, data={"row": row, "flag": flag, "path": row.path})
+        if not by_kind and not self.clusters:
+            tree.root.add_leaf(Text("no findings" if self.kiln.loaded else "checking…", style="green"))
+
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
+        data = event.node.data
+        switcher = self.query_one(ContentSwitcher)
+        if isinstance(data, dict) and data.get("cluster") is not None:
+            switcher.current = "cluster-pane"
+            self.query_one(ClusterPane).show_cluster(data["cluster"], self.kiln.model)
+        elif isinstance(data, dict) and data.get("row") is not None:
+            switcher.current = "flag-detail"
+            row, flag = data["row"], data["flag"]
+            self.query_one("#flag-preview", ImagePreview).show(row.abs_path)
+            facts = safe_text(row.path, style="bold")
+            facts.append(f"\n{row.width}×{row.height} {human_size(row.size)}\n")
+            facts.append_text(safe_text(f"{flag.kind}: {flag.detail}", style="yellow"))
+            facts.append("\no shows it in the browser", style="dim")
+            self.query_one("#flag-facts", Static).update(facts)
+
+    @work(thread=True, exclusive=True, group="trash")
+    def trash(self, paths: list[str], keep: str) -> None:
+        try:
+            batch = self.kiln.model.trash_images(paths, f"duplicates of {keep}")
+        except Exception as exc:  # noqa: BLE001
+            self.app.call_from_thread(self.notify, safe_text(f"Nothing moved: {exc}"), severity="error")
+            return
+        self.app.call_from_thread(
+            self.notify, safe_text(f"Moved {len(batch.images)} image(s) to .kiln/trash/{batch.batch_id}; R restores."),
+        )
+        self.app.call_from_thread(self.kiln.action_rescan)
+
+    @work(thread=True, exclusive=True, group="trash")
+    def restore_trash(self) -> None:
+        try:
+            batch = self.kiln.model.restore_last_trash()
+        except Exception as exc:  # noqa: BLE001
+            self.app.call_from_thread(self.notify, safe_text(f"Restore failed: {exc}"), severity="error")
+            return
+        if batch is None:
+            self.app.call_from_thread(self.notify, "The trash is empty.", timeout=2)
+            return
+        self.app.call_from_thread(self.notify, safe_text(f"Restored {printable(', '.join(batch.images))}"))
+        self.app.call_from_thread(self.kiln.action_rescan)

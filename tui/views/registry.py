@@ -1,0 +1,54 @@
+"""The list of views the curator app shows, in order. Add a view by registering it here (see docs/TUI.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tui.views.base import KilnView
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """A view: ``view_id`` (unique), ``title`` (tab text), ``key`` (number key that opens it), ``factory``."""
+
+    view_id: str
+    title: str
+    key: str
+    factory: Callable[[], KilnView]
+    order: int = 100
+
+
+_EXTRA: list[ViewSpec] = []
+
+
+def register_view(spec: ViewSpec) -> None:
+    """Add a view (e.g. the training panel) before the app starts; replaces one with the same id."""
+    _EXTRA[:] = [s for s in _EXTRA if s.view_id != spec.view_id]
+    _EXTRA.append(spec)
+
+
+def builtin_views() -> list[ViewSpec]:
+    from tui.views.browser import BrowserView
+    from tui.views.buckets import BucketsView
+    from tui.views.bulk import BulkView
+    from tui.views.health import HealthView
+    from tui.views.tags import TagsView
+
+    return [
+        ViewSpec("browser", "Browse", "1", BrowserView, 10),
+        ViewSpec("tags", "Tags", "2", TagsView, 20),
+        ViewSpec("bulk", "Bulk", "3", BulkView, 30),
+        ViewSpec("buckets", "Buckets", "4", BucketsView, 40),
+        ViewSpec("health", "Health", "5", HealthView, 50),
+    ]
+
+
+def all_views() -> list[ViewSpec]:
+    """Built-in views plus registered ones, by ``order``; later registrations win on a shared key."""
+    specs = {s.view_id: s for s in builtin_views()}
+    for spec in _EXTRA:
+        specs[spec.view_id] = spec
+    return sorted(specs.values(), key=lambda s: (s.order, s.view_id))

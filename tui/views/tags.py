@@ -1,0 +1,174 @@
+"""Tags view: every tag with its count; pick one to filter the images by it; rename or delete it everywhere."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Input
+
+from tui.textsafe import printable, safe_text
+from tui.views.base import KilnView
+from tui.widgets.dialogs import ConfirmScreen, PromptScreen
+
+
+def quote_tag(tag: str) -> str:
+    """``tag:"…"`` for the query language (quotes and backslashes escaped)."""
+    return 'tag:"' + tag.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class TagTable(DataTable):
+    BINDINGS = [
+        Binding("enter", "show_images", "Show images"),
+        Binding("r", "rename", "Rename everywhere"),
+        Binding("d,delete", "delete", "Delete everywhere"),
+        Binding("s", "toggle_sort", "Sort count/name"),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("g", "scroll_top", "First", show=False),
+        Binding("G", "scroll_bottom", "Last", show=False),
+    ]
+
+    def action_show_images(self) -> None:
+        self.parent.show_images()  # type: ignore[union-attr]
+
+    def action_rename(self) -> None:
+        self.parent.rename()  # type: ignore[union-attr]
+
+    def action_delete(self) -> None:
+        self.parent.delete()  # type: ignore[union-attr]
+
+    def action_toggle_sort(self) -> None:
+        self.parent.toggle_sort()  # type: ignore[union-attr]
+
+
+class TagsView(KilnView):
+    VIEW_ID = "tags"
+    TITLE = "Tags"
+
+    DEFAULT_CSS = """
+    TagsView #tag-search { height: 1; border: none; padding: 0 1; background: $boost; }
+    TagsView TagTable { height: 1fr; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="narrow tags… (type, then ↓ to the list)", id="tag-search")
+        table = TagTable(id="tag-table", cursor_type="row", zebra_stripes=True)
+        table.add_column("count", key="count", width=7)
+        table.add_column("tag", key="tag")
+        yield table
+
+    def on_mount(self) -> None:
+        self.sort_by_count = True
+        self._tags: list[tuple[str, int]] = []
+
+    def dataset_loaded(self) -> None:
+        self._reload()
+
+    def captions_changed(self) -> None:
+        self._reload()
+
+    def activated(self) -> None:
+        self.query_one(TagTable).focus()
+
+    def _reload(self) -> None:
+        vocab = self.kiln.model.vocabulary()
+        if self.sort_by_count:
+            self._tags = sorted(vocab.items(), key=lambda kv: (-kv[1], kv[0].lower()))
+        else:
+            self._tags = sorted(vocab.items(), key=lambda kv: kv[0].lower())
+        self._fill()
+
+    def _fill(self) -> None:
+        table = self.query_one(TagTable)
+        needle = self.query_one("#tag-search", Input).value.strip().lower().replace("_", " ")
+        keep = self.current_tag()
+        table.clear()
+        for tag, count in self._tags:
+            if needle and needle not in tag.lower().replace("_", " "):
+                continue
+            table.add_row(Text(str(count), justify="right"), safe_text(tag), key=tag)
+        if keep is not None and keep in table.rows:
+            table.move_cursor(row=table.get_row_index(keep))
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self._fill()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.query_one(TagTable).focus()
+
+    def current_tag(self) -> str | None:
+        table = self.query_one(TagTable)
+        if not table.row_count:
+            return None
+        try:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        except Exception:  # noqa: BLE001 - empty table
+            return None
+        return key.value
+
+    def toggle_sort(self) -> None:
+        self.sort_by_count = not self.sort_by_count
+        self._reload()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.show_images()
+
+    def show_images(self) -> None:
+        tag = self.current_tag()
+        if tag is not None:
+            self.kiln.set_filter_query(quote_tag(tag))
+
+    def rename(self) -> None:
+        tag = self.current_tag()
+        if tag is None:
+            return
+
+        def done(new: str | None) -> None:
+            if new and new.strip() and new.strip() != tag:
+                self._plan_and_confirm("rename", {"old": tag, "new": new.strip()},
+                                       f"rename tag '{printable(tag)}' to '{printable(new.strip())}'")
+
+        self.app.push_screen(PromptScreen(f"Rename tag '{printable(tag)}' in every caption to:", tag), done)
+
+    def delete(self) -> None:
+        tag = self.current_tag()
+        if tag is not None:
+            self._plan_and_confirm("delete", {"tags": [tag]}, f"delete tag '{printable(tag)}'")
+
+    @work(thread=True, exclusive=True, group="tags-plan")
+    def _plan_and_confirm(self, op: str, params: dict, description: str) -> None:
+        model = self.kiln.model
+        try:
+            changes = model.plan(op, model.rows, params)
+        except Exception as exc:  # noqa: BLE001
+            self.app.call_from_thread(self.notify, safe_text(f"{description}: {exc}"), severity="error")
+            return
+        if not changes:
+            self.app.call_from_thread(self.notify, "No caption would change.", timeout=2)
+            return
+        diff = model.diff_text(changes)
+        self.app.call_from_thread(self._confirm, op, changes, description, diff)
+
+    def _confirm(self, op: str, changes: list, description: str, diff: Text) -> None:
+        body = Text(f"{len(changes)} caption file(s) will change (u undoes):\n\n")
+        body.append_text(diff)
+
+        def answer(ok: bool | None) -> None:
+            if ok:
+                self._apply(op, changes, description)
+
+        self.app.push_screen(ConfirmScreen(description.capitalize() + "?", body, "Apply"), answer)
+
+    @work(thread=True, exclusive=True, group="tags-apply")
+    def _apply(self, op: str, changes: list, description: str) -> None:
+        try:
+            result = self.kiln.model.apply(changes, op, description)
+        except Exception as exc:  # noqa: BLE001
+            self.app.call_from_thread(self.notify, safe_text(f"{description} failed: {exc}"), severity="error")
+            return
+        self.app.call_from_thread(self.kiln.report_apply, result, description.capitalize())

@@ -1,0 +1,386 @@
+"""A virtualised image list: a Line-API ScrollView that renders only the visible rows.
+
+Holds ``rows`` (every image), ``view`` (indices of the rows that pass the filter, in sort order), a cursor
+into ``view`` and a selection (a set of row paths). Scrolling 100,000 rows costs the same as 20.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widget import Widget
+
+from tui.rows import Row, human_size
+from tui.textsafe import printable
+
+
+@dataclass(frozen=True)
+class Column:
+    """One list column: how to show a row and how to sort by it."""
+
+    key: str
+    title: str
+    width: int  # 0 = flexible (takes what is left)
+    priority: int  # lower numbers are dropped first when the list is narrow
+    cell: Callable[[Row], str]
+    sort_key: Callable[[Row], object]
+    align: str = "left"
+
+
+def _bucket(row: Row) -> str:
+    return f"{row.bucket[0]}x{row.bucket[1]}" if row.bucket else ""
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("name", "name", 0, 100, lambda r: r.name, lambda r: r.name.lower()),
+    Column("folder", "folder", 14, 40, lambda r: r.folder, lambda r: (r.folder.lower(), r.name.lower())),
+    Column("size", "size", 6, 20, lambda r: human_size(r.size), lambda r: r.size, "right"),
+    Column("bucket", "bucket", 9, 50, _bucket, lambda r: (r.bucket or (0, 0))),
+    Column("tags", "tags", 4, 60, lambda r: str(len(r.tags)), lambda r: len(r.tags), "right"),
+    Column("flags", "flags", 12, 70, lambda r: ",".join(r.flag_kinds), lambda r: (-len(r.flags), r.flag_kinds)),
+)
+COLUMN_KEYS = tuple(c.key for c in COLUMNS)
+MARK_WIDTH = 2
+MIN_NAME = 12
+
+
+def layout_columns(width: int) -> list[tuple[Column, int]]:
+    """The columns that fit in ``width`` cells with their widths (the name column absorbs the rest)."""
+    chosen = list(COLUMNS)
+    while True:
+        fixed = sum(c.width + 1 for c in chosen if c.width) + MARK_WIDTH
+        if width - fixed >= MIN_NAME or len(chosen) == 1:
+            break
+        droppable = [c for c in chosen if c.width]
+        chosen.remove(min(droppable, key=lambda c: c.priority))
+    name_width = max(MIN_NAME, width - fixed)
+    return [(c, c.width or name_width) for c in chosen]
+
+
+def _fit(text: str, width: int, align: str) -> str:
+    if len(text) > width:
+        return text[: max(0, width - 1)] + "…" if width > 1 else text[:width]
+    return text.rjust(width) if align == "right" else text.ljust(width)
+
+
+class ListHeader(Widget):
+    """The column titles above an ImageList; clicking a title sorts by it."""
+
+    DEFAULT_CSS = """
+    ListHeader { height: 1; background: $panel; color: $text-muted; text-style: bold; }
+    """
+
+    def __init__(self, image_list: ImageList, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.image_list = image_list
+
+    def render(self) -> Text:
+        lst = self.image_list
+        out = Text(" " * MARK_WIDTH, no_wrap=True)
+        for col, width in layout_columns(self.size.width):
+            title = col.title
+            if col.key == lst.sort_column:
+                title += " ▼" if lst.sort_reverse else " ▲"
+            out.append(_fit(title, width, col.align), style="bold" if col.key == lst.sort_column else "")
+            out.append(" ")
+        return out
+
+    def on_click(self, event: events.Click) -> None:
+        x = MARK_WIDTH
+        for col, width in layout_columns(self.size.width):
+            if x <= event.x < x + width + 1:
+                self.image_list.sort_by(col.key, toggle=True)
+                return
+            x += width + 1
+
+
+class ImageList(ScrollView, can_focus=True):
+    """The dataset as a list; vim keys, `space` to select, `v` for a range."""
+
+    BINDINGS = [
+        Binding("up,k", "cursor_up", "Up", show=False),
+        Binding("down,j", "cursor_down", "Down", show=False),
+        Binding("pageup,ctrl+b", "page_up", "Page up", show=False),
+        Binding("pagedown,ctrl+f", "page_down", "Page down", show=False),
+        Binding("ctrl+u", "half_page(-1)", "Half page up", show=False),
+        Binding("ctrl+d", "half_page(1)", "Half page down", show=False),
+        Binding("home,g", "first", "First", show=False),
+        Binding("end,G", "last", "Last", show=False),
+        Binding("space", "toggle_select", "Select"),
+        Binding("v", "visual", "Range"),
+        Binding("ctrl+a", "select_all", "Select all", show=False),
+        Binding("escape", "clear_selection", "Clear selection", show=False),
+        Binding("n", "next_flagged(1)", "Next flagged"),
+        Binding("N", "next_flagged(-1)", "Prev flagged", show=False),
+        Binding("s", "cycle_sort", "Sort"),
+        Binding("S", "reverse_sort", "Reverse sort", show=False),
+    ]
+
+    COMPONENT_CLASSES = {
+        "image-list--cursor",
+        "image-list--selected",
+        "image-list--flagged",
+        "image-list--dim",
+    }
+
+    DEFAULT_CSS = """
+    ImageList { background: $surface; scrollbar-size-vertical: 1; overflow-x: hidden; }
+    ImageList > .image-list--cursor { background: $block-cursor-blurred-background; }
+    ImageList:focus > .image-list--cursor {
+        background: $block-cursor-background; color: $block-cursor-foreground; text-style: bold;
+    }
+    ImageList > .image-list--selected { background: $accent 30%; }
+    ImageList > .image-list--flagged { color: $warning; }
+    ImageList > .image-list--dim { color: $text-muted; }
+    """
+
+    cursor: reactive[int] = reactive(0, always_update=True, repaint=False)
+
+    class CursorMoved(Message):
+        """The focused image changed (``row`` is None when the view is empty)."""
+
+        def __init__(self, image_list: ImageList, row: Row | None) -> None:
+            super().__init__()
+            self.image_list = image_list
+            self.row = row
+
+    class SelectionChanged(Message):
+        def __init__(self, image_list: ImageList, count: int) -> None:
+            super().__init__()
+            self.image_list = image_list
+            self.count = count
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.rows: list[Row] = []
+        self.view: list[int] = []
+        self.selected: set[str] = set()
+        self.sort_column = "folder"
+        self.sort_reverse = False
+        self._filter: Callable[[Row], bool] | None = None
+        self._visual_anchor: int | None = None
+        self._visual_base: set[str] = set()
+        self.header: ListHeader | None = None
+
+    # ----- data -------------------------------------------------------------------------------
+    def set_rows(self, rows: Sequence[Row], keep_cursor: bool = True) -> None:
+        """Replace every row (after a scan); the cursor stays on the same image when it still exists."""
+        current = self.cursor_row.path if keep_cursor and self.cursor_row else None
+        self.rows = list(rows)
+        paths = {r.path for r in self.rows}
+        self.selected &= paths
+        self._rebuild(current)
+
+    def set_filter(self, predicate: Callable[[Row], bool] | None) -> None:
+        current = self.cursor_row.path if self.cursor_row else None
+        self._filter = predicate
+        self._rebuild(current)
+
+    def refresh_rows(self) -> None:
+        """Rows changed in place (tags edited): re-sort/re-filter, keep the cursor on its image."""
+        current = self.cursor_row.path if self.cursor_row else None
+        self._rebuild(current)
+
+    def _rebuild(self, keep_path: str | None) -> None:
+        idx = range(len(self.rows))
+        if self._filter is not None:
+            pred = self._filter
+            idx = [i for i in idx if pred(self.rows[i])]
+        col = next(c for c in COLUMNS if c.key == self.sort_column)
+        rows = self.rows
+        self.view = sorted(idx, key=lambda i: col.sort_key(rows[i]), reverse=self.sort_reverse)
+        self.virtual_size = Size(self.size.width, len(self.view))
+        new_cursor = 0
+        if keep_path is not None:
+            for pos, i in enumerate(self.view):
+                if rows[i].path == keep_path:
+                    new_cursor = pos
+                    break
+        self._visual_anchor = None
+        self.cursor = min(new_cursor, max(0, len(self.view) - 1))
+        self.refresh()
+        if self.header is not None:
+            self.header.refresh()
+
+    @property
+    def cursor_row(self) -> Row | None:
+        if 0 <= self.cursor < len(self.view):
+            return self.rows[self.view[self.cursor]]
+        return None
+
+    def visible_rows(self) -> list[Row]:
+        top = self.scroll_offset.y
+        return [self.rows[i] for i in self.view[top : top + self.size.height]]
+
+    def view_rows(self) -> list[Row]:
+        return [self.rows[i] for i in self.view]
+
+    def selected_rows(self) -> list[Row]:
+        return [r for r in self.rows if r.path in self.selected]
+
+    def move_to_path(self, path: str) -> bool:
+        for pos, i in enumerate(self.view):
+            if self.rows[i].path == path:
+                self.cursor = pos
+                return True
+        return False
+
+    def sort_by(self, key: str, toggle: bool = False) -> None:
+        if toggle and key == self.sort_column:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            self.sort_column, self.sort_reverse = key, False
+        self.refresh_rows()
+
+    # ----- cursor -----------------------------------------------------------------------------
+    def validate_cursor(self, value: int) -> int:
+        return max(0, min(value, len(self.view) - 1)) if self.view else 0
+
+    def watch_cursor(self, old: int, new: int) -> None:
+        if self._visual_anchor is not None:
+            lo, hi = sorted((self._visual_anchor, new))
+            self.selected = self._visual_base | {self.rows[i].path for i in self.view[lo : hi + 1]}
+            self.post_message(self.SelectionChanged(self, len(self.selected)))
+        self.scroll_to_cursor()
+        self.refresh()
+        self.post_message(self.CursorMoved(self, self.cursor_row))
+
+    def scroll_to_cursor(self) -> None:
+        height = self.scrollable_content_region.height or self.size.height
+        top = self.scroll_offset.y
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+        elif height and self.cursor >= top + height:
+            self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True)
+
+    def on_resize(self) -> None:
+        self.virtual_size = Size(self.size.width, len(self.view))
+        if self.header is not None:
+            self.header.refresh()
+
+    def action_cursor_up(self) -> None:
+        self.cursor -= 1
+
+    def action_cursor_down(self) -> None:
+        self.cursor += 1
+
+    def action_page_up(self) -> None:
+        self.cursor -= max(1, self.size.height - 1)
+
+    def action_page_down(self) -> None:
+        self.cursor += max(1, self.size.height - 1)
+
+    def action_half_page(self, direction: int) -> None:
+        self.cursor += direction * max(1, self.size.height // 2)
+
+    def action_first(self) -> None:
+        self.cursor = 0
+
+    def action_last(self) -> None:
+        self.cursor = len(self.view) - 1
+
+    def action_next_flagged(self, direction: int) -> None:
+        n = len(self.view)
+        for step in range(1, n + 1):
+            pos = (self.cursor + direction * step) % n
+            if self.rows[self.view[pos]].flags:
+                self.cursor = pos
+                return
+        self.notify("No flagged image in this view.", severity="information")
+
+    def action_cycle_sort(self) -> None:
+        keys = list(COLUMN_KEYS)
+        self.sort_by(keys[(keys.index(self.sort_column) + 1) % len(keys)])
+        self.notify(f"Sorted by {self.sort_column}", timeout=1.5)
+
+    def action_reverse_sort(self) -> None:
+        self.sort_by(self.sort_column, toggle=True)
+
+    # ----- selection --------------------------------------------------------------------------
+    def action_toggle_select(self) -> None:
+        row = self.cursor_row
+        if row is None:
+            return
+        self.selected ^= {row.path}
+        self.post_message(self.SelectionChanged(self, len(self.selected)))
+        self.cursor += 1
+
+    def action_visual(self) -> None:
+        if self._visual_anchor is None:
+            self._visual_anchor = self.cursor
+            self._visual_base = set(self.selected)
+            self.cursor = self.cursor  # apply the one-row range now
+            self.notify("Range select: move, then v again to finish (esc cancels).", timeout=2)
+        else:
+            self._visual_anchor = None
+            self.refresh()
+
+    def action_select_all(self) -> None:
+        self.selected |= {self.rows[i].path for i in self.view}
+        self.post_message(self.SelectionChanged(self, len(self.selected)))
+        self.refresh()
+
+    def action_clear_selection(self) -> None:
+        if self._visual_anchor is not None:
+            self.selected = self._visual_base
+            self._visual_anchor = None
+        else:
+            self.selected = set()
+        self.post_message(self.SelectionChanged(self, len(self.selected)))
+        self.refresh()
+
+    @property
+    def in_visual_mode(self) -> bool:
+        return self._visual_anchor is not None
+
+    # ----- mouse ------------------------------------------------------------------------------
+    def on_click(self, event: events.Click) -> None:
+        pos = self.scroll_offset.y + event.y
+        if 0 <= pos < len(self.view):
+            if event.shift and self.cursor_row is not None:
+                lo, hi = sorted((self.cursor, pos))
+                self.selected |= {self.rows[i].path for i in self.view[lo : hi + 1]}
+                self.post_message(self.SelectionChanged(self, len(self.selected)))
+            elif event.ctrl:
+                self.selected ^= {self.rows[self.view[pos]].path}
+                self.post_message(self.SelectionChanged(self, len(self.selected)))
+            self.cursor = pos
+            self.focus()
+
+    # ----- rendering --------------------------------------------------------------------------
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width or self.size.width
+        pos = self.scroll_offset.y + y
+        base = self.rich_style
+        if not (0 <= pos < len(self.view)):
+            return Strip.blank(width, base)
+        row = self.rows[self.view[pos]]
+        selected = row.path in self.selected
+        style = base
+        if selected:
+            style += self.get_component_rich_style("image-list--selected")
+        if pos == self.cursor:
+            style += self.get_component_rich_style("image-list--cursor")
+        flag_style = self.get_component_rich_style("image-list--flagged", partial=True)
+        dim_style = self.get_component_rich_style("image-list--dim", partial=True)
+        segments: list[Segment] = [Segment("● " if selected else "  ", style + flag_style if selected else style)]
+        for col, col_width in layout_columns(width):
+            cell = _fit(printable(col.cell(row)), col_width, col.align)
+            cell_style = style
+            if col.key == "flags" and row.flags:
+                cell_style = style + flag_style
+            elif col.key in ("folder", "size"):
+                cell_style = style + dim_style
+            segments.append(Segment(cell + " ", cell_style))
+        return Strip(segments).adjust_cell_length(width, style)

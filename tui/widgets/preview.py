@@ -1,0 +1,144 @@
+"""The focused image, drawn in the terminal: half-block by default, sixel/kitty when available.
+
+Decoding runs in a thread worker and goes through a shared LRU of thumbnails, so moving the cursor
+fast never blocks the UI; only the latest request is drawn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.segment import Segment
+from textual import work
+from textual.app import ComposeResult
+from textual.strip import Strip
+from textual.widget import Widget
+from textual.widgets import Static
+
+from tui.imaging import ThumbnailCache, halfblock_lines
+from tui.textsafe import safe_text
+
+SHARED_CACHE = ThumbnailCache()
+
+
+class HalfBlockImage(Widget):
+    """Renders an image with `▀` cells (fg = upper pixel, bg = lower pixel); works over SSH and in tmux."""
+
+    DEFAULT_CSS = """
+    HalfBlockImage { width: 1fr; height: 1fr; }
+    """
+
+    def __init__(self, cache: ThumbnailCache | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.cache = cache or SHARED_CACHE
+        self.path: Path | None = None
+        self._thumb = None
+        self._lines: list[list[Segment]] = []
+        self._lines_size: tuple[int, int] = (0, 0)
+        self._message: str = ""
+        self._request = 0
+
+    def show(self, path: Path | None) -> None:
+        """Start drawing ``path`` (None clears)."""
+        self.path = path
+        self._request += 1
+        self._thumb = None
+        self._lines = []
+        self._message = ""
+        if path is None:
+            self.refresh()
+            return
+        self._load(path, self._request)
+
+    @work(thread=True, exclusive=True, group="halfblock-decode")
+    def _load(self, path: Path, request: int) -> None:
+        try:
+            thumb = self.cache.get(path)
+            error = ""
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is shown, never raised
+            thumb, error = None, f"cannot decode: {type(exc).__name__}: {exc}"
+        self.app.call_from_thread(self._loaded, request, thumb, error)
+
+    def _loaded(self, request: int, thumb, error: str) -> None:
+        if request != self._request:
+            return
+        self._thumb = thumb
+        self._message = error
+        self._lines = []
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        width, height = self.size
+        if self._thumb is None:
+            if y == height // 2 and self._message:
+                text = safe_text(self._message, style="italic")
+                return Strip(list(text.render(self.app.console))).crop_extend(0, width, self.rich_style)
+            return Strip.blank(width, self.rich_style)
+        if self._lines_size != (width, height) or not self._lines:
+            self._lines = halfblock_lines(self._thumb, width, height)
+            self._lines_size = (width, height)
+        top_pad = (height - len(self._lines)) // 2
+        idx = y - top_pad
+        if 0 <= idx < len(self._lines):
+            return Strip(self._lines[idx]).adjust_cell_length(width, self.rich_style)
+        return Strip.blank(width, self.rich_style)
+
+
+class ImagePreview(Widget):
+    """A preview pane that picks its renderer from the protocol (``halfblock``, ``sixel``, ``kitty``)."""
+
+    DEFAULT_CSS = """
+    ImagePreview { height: 1fr; min-height: 4; }
+    ImagePreview > * { width: 1fr; height: 1fr; }
+    """
+
+    def __init__(self, protocol: str = "halfblock", cache: ThumbnailCache | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.protocol = protocol
+        self.cache = cache or SHARED_CACHE
+        self.path: Path | None = None
+
+    def compose(self) -> ComposeResult:
+        if self.protocol in ("sixel", "kitty"):
+            try:
+                yield self._graphics_widget()
+                return
+            except Exception:  # noqa: BLE001 - fall back to half-block on any textual-image problem
+                self.protocol = "halfblock"
+        yield HalfBlockImage(self.cache)
+
+    def _graphics_widget(self) -> Widget:
+        from textual_image.widget import SixelImage, TGPImage
+
+        return SixelImage() if self.protocol == "sixel" else TGPImage()
+
+    def show(self, path: Path | None) -> None:
+        self.path = path
+        if not self.children:
+            return
+        child = self.children[0]
+        if isinstance(child, HalfBlockImage):
+            child.show(path)
+        else:
+            self._load_graphics(path)
+
+    @work(thread=True, exclusive=True, group="graphics-decode")
+    def _load_graphics(self, path: Path | None) -> None:
+        thumb = None
+        if path is not None:
+            try:
+                thumb = self.cache.get(path)
+            except Exception:  # noqa: BLE001
+                thumb = None
+        self.app.call_from_thread(self._set_graphics, path, thumb)
+
+    def _set_graphics(self, path: Path | None, thumb) -> None:
+        if path != self.path or not self.children:
+            return
+        self.children[0].image = thumb
+
+
+class Placeholder(Static):
+    """A quiet one-line message in place of content (e.g. 'no image')."""
+
+    DEFAULT_CSS = "Placeholder { color: $text-muted; content-align: center middle; height: 1fr; }"

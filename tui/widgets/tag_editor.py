@@ -1,0 +1,243 @@
+"""The focused image's tags: in order; add with completion (dataset vocabulary with counts), delete,
+reorder, move to front. The editor only proposes the new tag list; the owner writes it via the journal."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from rich.text import Text
+from textual import events
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import Input, Label, OptionList
+from textual.widgets.option_list import Option
+
+from tui.textsafe import printable, safe_text
+
+MAX_SUGGESTIONS = 8
+
+
+def complete(prefix: str, vocabulary: Counter[str], exclude: set[str], limit: int = MAX_SUGGESTIONS) -> list[str]:
+    """Vocabulary tags containing ``prefix`` (prefix matches first, then by count), minus ``exclude``."""
+    needle = prefix.strip().lower().replace("_", " ")
+    if not needle:
+        return []
+    starts, contains = [], []
+    for tag, count in vocabulary.items():
+        if tag in exclude:
+            continue
+        norm = tag.lower().replace("_", " ")
+        if norm.startswith(needle):
+            starts.append((-count, tag))
+        elif needle in norm:
+            contains.append((-count, tag))
+    return [t for _, t in sorted(starts)[:limit] + sorted(contains)[: max(0, limit - len(starts))]][:limit]
+
+
+class TagList(OptionList):
+    """The tags of one caption, in file order."""
+
+    BINDINGS = [
+        Binding("d,delete", "delete_tag", "Delete tag"),
+        Binding("K,shift+up", "move(-1)", "Move up"),
+        Binding("J,shift+down", "move(1)", "Move down"),
+        Binding("t", "to_front", "To front"),
+        Binding("a,i", "add", "Add tag"),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("j", "cursor_down", "Down", show=False),
+    ]
+
+    class Changed(Message):
+        """The user asked for a new tag order/content."""
+
+        def __init__(self, tags: list[str], description: str) -> None:
+            super().__init__()
+            self.tags = tags
+            self.description = description
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.tags: list[str] = []
+
+    def set_tags(self, tags: list[str], keep: int | None = None) -> None:
+        self.tags = list(tags)
+        highlighted = self.highlighted if keep is None else keep
+        self.clear_options()
+        self.add_options([Option(safe_text(t)) for t in self.tags])
+        if self.tags:
+            self.highlighted = min(highlighted or 0, len(self.tags) - 1)
+
+    def _propose(self, tags: list[str], description: str, highlight: int | None) -> None:
+        self.post_message(self.Changed(tags, description))
+        self.set_tags(tags, keep=highlight)
+
+    def action_delete_tag(self) -> None:
+        i = self.highlighted
+        if i is None or not self.tags:
+            return
+        tags = self.tags[:i] + self.tags[i + 1 :]
+        self._propose(tags, f"delete tag '{printable(self.tags[i])}'", min(i, len(tags) - 1))
+
+    def action_move(self, delta: int) -> None:
+        i = self.highlighted
+        if i is None:
+            return
+        j = i + delta
+        if not 0 <= j < len(self.tags):
+            return
+        tags = list(self.tags)
+        tags[i], tags[j] = tags[j], tags[i]
+        self._propose(tags, f"move tag '{printable(tags[j])}'", j)
+
+    def action_to_front(self) -> None:
+        i = self.highlighted
+        if not i:
+            return
+        tags = [self.tags[i], *self.tags[:i], *self.tags[i + 1 :]]
+        self._propose(tags, f"move tag '{printable(self.tags[i])}' to front", 0)
+
+    def action_add(self) -> None:
+        self.screen.query_one(TagInput).focus()
+
+
+class TagInput(Input):
+    """Type a tag; suggestions from the dataset vocabulary appear below (tab/↓ to pick, enter to add)."""
+
+    BINDINGS = [
+        Binding("down", "suggest(1)", "Next suggestion", show=False),
+        Binding("up", "suggest(-1)", "Previous suggestion", show=False),
+        Binding("tab", "accept_suggestion", "Complete", show=False),
+        Binding("escape", "leave", "Back to tags", show=False),
+    ]
+
+    class Add(Message):
+        def __init__(self, tag: str) -> None:
+            super().__init__()
+            self.tag = tag
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(placeholder="add tag… (tab completes)", **kwargs)
+        self.vocabulary: Counter[str] = Counter()
+        self.exclude: set[str] = set()
+
+    @property
+    def dropdown(self) -> OptionList:
+        return self.parent.query_one("#tag-suggestions", OptionList)  # type: ignore[union-attr]
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        matches = complete(event.value, self.vocabulary, self.exclude)
+        dropdown = self.dropdown
+        dropdown.clear_options()
+        for tag in matches:
+            label = safe_text(tag)
+            label.append(f"  {self.vocabulary[tag]}", style="dim")
+            dropdown.add_option(Option(label, id=None))
+        dropdown._kiln_values = matches  # type: ignore[attr-defined]
+        dropdown.display = bool(matches)
+        dropdown.highlighted = None
+
+    def action_suggest(self, delta: int) -> None:
+        dropdown = self.dropdown
+        if not dropdown.display or not dropdown.option_count:
+            return
+        current = dropdown.highlighted
+        dropdown.highlighted = 0 if current is None else max(0, min(dropdown.option_count - 1, current + delta))
+
+    def _pick_suggestion(self, default_first: bool) -> str | None:
+        dropdown = self.dropdown
+        values = getattr(dropdown, "_kiln_values", [])
+        if not dropdown.display or not values:
+            return None
+        idx = dropdown.highlighted
+        if idx is None:
+            idx = 0 if default_first else None
+        return values[idx] if idx is not None else None
+
+    def action_accept_suggestion(self) -> None:
+        choice = self._pick_suggestion(default_first=True)
+        if choice is not None:
+            self.value = choice
+            self.cursor_position = len(choice)
+
+    async def action_submit(self) -> None:
+        choice = self._pick_suggestion(default_first=False)
+        tag = (choice or self.value).strip()
+        if tag:
+            self.post_message(self.Add(tag))
+        self.value = ""
+
+    def action_leave(self) -> None:
+        self.value = ""
+        self.screen.query_one(TagList).focus()
+
+    def on_blur(self, event: events.Blur) -> None:
+        self.dropdown.display = False
+
+
+class TagEditor(Vertical):
+    """Tags of the focused image plus the add box."""
+
+    DEFAULT_CSS = """
+    TagEditor { height: 1fr; min-height: 5; }
+    TagEditor > #tag-title { height: 1; color: $text-muted; }
+    TagEditor > TagList { height: 1fr; border: none; padding: 0; background: $surface; }
+    TagEditor > TagInput { height: 1; border: none; padding: 0 1; background: $boost; }
+    TagEditor > TagInput:focus { border: none; background: $primary 20%; }
+    TagEditor > #tag-suggestions {
+        display: none; height: auto; max-height: 8; border: none; padding: 0; background: $panel;
+    }
+    """
+
+    class Edit(Message):
+        """Write these tags for the current image (through the journal)."""
+
+        def __init__(self, tags: list[str], description: str) -> None:
+            super().__init__()
+            self.tags = tags
+            self.description = description
+
+    def compose(self) -> ComposeResult:
+        yield Label("tags", id="tag-title")
+        yield TagList(id="tag-list")
+        yield TagInput(id="tag-input")
+        yield OptionList(id="tag-suggestions")
+
+    def show(self, tags: list[str], vocabulary: Counter[str], title: Text | None = None,
+             keep_highlight: bool = False) -> None:
+        lst = self.query_one(TagList)
+        lst.set_tags(tags, keep=lst.highlighted if keep_highlight else 0)
+        tag_input = self.query_one(TagInput)
+        tag_input.vocabulary = vocabulary
+        tag_input.exclude = set(tags)
+        label = Text(f"tags ({len(tags)})  ", style="bold")
+        if title is not None:
+            label.append_text(title)
+        self.query_one("#tag-title", Label).update(label)
+
+    def on_tag_list_changed(self, event: TagList.Changed) -> None:
+        event.stop()
+        self.post_message(self.Edit(event.tags, event.description))
+
+    def on_tag_input_add(self, event: TagInput.Add) -> None:
+        event.stop()
+        lst = self.query_one(TagList)
+        if event.tag in lst.tags:
+            self.notify(safe_text(f"'{event.tag}' is already there"), timeout=2)
+            return
+        tags = [*lst.tags, event.tag]
+        self.post_message(self.Edit(tags, f"add tag '{printable(event.tag)}'"))
+        lst.set_tags(tags, keep=len(tags) - 1)
+        self.query_one(TagInput).exclude = set(tags)
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        if event.option_list.id == "tag-suggestions":
+            event.stop()
+            values = getattr(event.option_list, "_kiln_values", [])
+            if 0 <= event.option_index < len(values):
+                tag_input = self.query_one(TagInput)
+                tag_input.value = ""
+                self.on_tag_input_add(TagInput.Add(values[event.option_index]))
+                tag_input.focus()
