@@ -55,7 +55,9 @@ class BucketSettings(BaseModel):
     @classmethod
     def _step_positive(cls, value: int) -> int:
         if value <= 0:
-            raise ValueError(f"step must be a positive number of pixels, got {value}; use 64 (kohya's default)")
+            raise ValueError(
+                f"step must be a positive number of pixels, got {value}; use 64 (kohya's default)"
+            )
         return value
 
     @field_validator("resolution")
@@ -86,14 +88,20 @@ class BucketSettings(BaseModel):
         min_bucket, max_bucket = self.min_bucket, self.max_bucket
         if min_bucket % step:
             adjusted = min_bucket - min_bucket % step
-            notes.append(f"min_bucket {min_bucket} is not a multiple of step {step}: kohya rounds it down to {adjusted}")
+            notes.append(
+                f"min_bucket {min_bucket} is not a multiple of step {step}: kohya rounds it down to {adjusted}"
+            )
             min_bucket = adjusted
         if max_bucket % step:
             adjusted = max_bucket + step - max_bucket % step
-            notes.append(f"max_bucket {max_bucket} is not a multiple of step {step}: kohya rounds it up to {adjusted}")
+            notes.append(
+                f"max_bucket {max_bucket} is not a multiple of step {step}: kohya rounds it up to {adjusted}"
+            )
             max_bucket = adjusted
         if min_bucket <= 0:
-            raise ValueError(f"min_bucket {self.min_bucket} rounds down to 0 with step {step}; use min_bucket >= {step}")
+            raise ValueError(
+                f"min_bucket {self.min_bucket} rounds down to 0 with step {step}; use min_bucket >= {step}"
+            )
         if min_bucket > max_bucket:
             raise ValueError(
                 f"min_bucket {_shown(self.min_bucket, min_bucket)} is larger than max_bucket "
@@ -110,7 +118,9 @@ class BucketSettings(BaseModel):
                 f"(kohya refuses this); use max_bucket >= {max(width, height)}"
             )
         if step % 8:
-            notes.append(f"step {step} is not divisible by 8: kohya recommends a multiple of 8 (SDXL needs 32)")
+            notes.append(
+                f"step {step} is not divisible by 8: kohya recommends a multiple of 8 (SDXL needs 32)"
+            )
         object.__setattr__(self, "min_bucket", min_bucket)
         object.__setattr__(self, "max_bucket", max_bucket)
         object.__setattr__(self, "notes", tuple(dict.fromkeys(notes)))
@@ -153,7 +163,9 @@ def bucket_resolutions(settings: BucketSettings) -> list[tuple[int, int]]:
     ``step`` increments, the largest height within the area (floored to ``step``, capped at max), mirrored.
     With ``no_upscale`` kohya does not use this list (buckets follow the images); it is still returned here.
     """
-    return list(_bucket_resolutions(settings.resolution, settings.min_bucket, settings.max_bucket, settings.step))
+    return list(
+        _bucket_resolutions(settings.resolution, settings.min_bucket, settings.max_bucket, settings.step)
+    )
 
 
 @lru_cache(maxsize=64)
@@ -227,7 +239,9 @@ def _assign(width: int, height: int, settings: BucketSettings, table: _Predefine
         bucket, resized = _select_no_upscale(width, height, settings)
     else:
         bucket, resized = _select_predefined(width, height, table)
-    crop = ((resized[0] - bucket[0]) // 2, (resized[1] - bucket[1]) // 2) if bucket[0] and bucket[1] else (0, 0)
+    crop = (
+        ((resized[0] - bucket[0]) // 2, (resized[1] - bucket[1]) // 2) if bucket[0] and bucket[1] else (0, 0)
+    )
     aspect = width / height
     ar_error = (bucket[0] / bucket[1]) - aspect if bucket[1] else math.inf
     upscaled = resized[0] > width or resized[1] > height
@@ -272,7 +286,9 @@ def _closest_aspect(table: _Predefined, aspect: float) -> int:
     return best
 
 
-def _select_predefined(width: int, height: int, table: _Predefined) -> tuple[tuple[int, int], tuple[int, int]]:
+def _select_predefined(
+    width: int, height: int, table: _Predefined
+) -> tuple[tuple[int, int], tuple[int, int]]:
     """kohya ``select_bucket`` without no_upscale: an exact-size bucket wins, else the smallest |AR error|
     (first in sorted order on ties); scale so the bucket is covered, rounding half up."""
     aspect = width / height
@@ -293,7 +309,9 @@ def _round_to_steps(value: float, step: int) -> int:
     return rounded - rounded % step
 
 
-def _select_no_upscale(width: int, height: int, settings: BucketSettings) -> tuple[tuple[int, int], tuple[int, int]]:
+def _select_no_upscale(
+    width: int, height: int, settings: BucketSettings
+) -> tuple[tuple[int, int], tuple[int, int]]:
     """kohya ``select_bucket`` with no_upscale: shrink (keeping aspect) only if over the area, choosing whichever
     of width-first / height-first rounding to ``step`` keeps the aspect better; the bucket is the resized size
     floored to ``step`` (cropping, never padding). min/max bucket are ignored, as in kohya."""
@@ -491,7 +509,9 @@ def bucket_report(items: Iterable[Any], settings: BucketSettings) -> BucketRepor
         assignment = cache.get(size)
         if assignment is None:
             if item.width <= 0 or item.height <= 0:
-                raise ValueError(f"{item.path}: image size {item.width}x{item.height} is not a real image size")
+                raise ValueError(
+                    f"{item.path}: image size {item.width}x{item.height} is not a real image size"
+                )
             assignment = cache[size] = _assign(item.width, item.height, settings, table)
         image = ImageBucket(item.path, item.width, item.height, repeats, item.is_reg, assignment)
         images.append(image)

@@ -14,10 +14,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import itertools
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -54,20 +54,36 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+_counter = itertools.count()
+
+
 def _write_temp(path: Path, data: bytes, sync: bool) -> Path:
-    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", dir=path.parent)
-    tmp = Path(tmp_name)
+    """Write ``data`` to a new temporary file next to ``path`` with ``path``'s permission bits."""
+    mode = _target_mode(path)
+    while True:
+        tmp = path.parent / f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{next(_counter)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+            break
+        except FileExistsError:
+            continue
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            if sync:
-                os.fsync(fh.fileno())
-        os.chmod(tmp, _target_mode(path))
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
+        if sync:
+            os.fsync(fd)
     except BaseException:
+        os.close(fd)
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    os.close(fd)
+    if not hasattr(os, "fchmod"):  # pragma: no cover - Windows
+        os.chmod(tmp, mode)
     return tmp
 
 
@@ -101,39 +117,80 @@ def _syncfs(folder: Path) -> bool:
         os.close(fd)
 
 
+_PARALLEL_MIN = 32  # below this many files, threads cost more than they save
+_WORKERS = 16  # file creation and rename latency (directory updates) overlaps well across threads
+
+
+def _parallel_map(fn, args: list) -> list:
+    """``[fn(a) for a in args]`` on a thread pool for big batches; exceptions are returned, not raised."""
+
+    def safe(a):
+        try:
+            return fn(a)
+        except OSError as exc:
+            return exc
+
+    if len(args) < _PARALLEL_MIN:
+        return [safe(a) for a in args]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(_WORKERS, len(args) // 8 + 1)) as pool:
+        return list(pool.map(safe, args))
+
+
 def atomic_write_many(items: Iterable[tuple[Path, bytes]]) -> list[Path]:
     """Atomically replace many files; each file individually is old-or-new at any moment.
 
-    All temporary files are written first, made durable with one filesystem sync (or one fsync each where
-    ``syncfs`` is unavailable), then renamed one by one; finally each touched folder is fsynced.
-    Returns the targets in the order they were renamed. On error, unrenamed temporaries are removed.
+    All temporary files are written first (in parallel for big batches), made durable with one filesystem sync
+    (or one fsync each where ``syncfs`` is unavailable), then renamed over their targets; finally each touched
+    folder is fsynced. Returns the targets renamed. If any temporary file cannot be written nothing is renamed;
+    if a rename fails the others still happen. Either way the first ``OSError`` is raised after cleaning up.
     """
-    pending: list[tuple[Path, Path]] = []
-    done: list[Path] = []
+    items = [(Path(p), d) for p, d in items]
+    if not items:
+        return []
+    fast = sys.platform.startswith("linux")
+    temps = _parallel_map(lambda it: _write_temp(it[0], it[1], sync=not fast), items)
+    errors = [t for t in temps if isinstance(t, OSError)]
+    if errors:
+        for t in temps:
+            if not isinstance(t, OSError):
+                with contextlib.suppress(OSError):
+                    t.unlink()
+        raise errors[0]
+    pairs = list(zip([p for p, _d in items], temps, strict=True))
     try:
-        items = [(Path(p), d) for p, d in items]
-        if not items:
-            return []
-        fast = sys.platform.startswith("linux")
-        for path, data in items:
-            pending.append((path, _write_temp(path, data, sync=not fast)))
         if fast and not _syncfs(items[0][0].parent):
-            for _path, tmp in pending:
+            for _path, tmp in pairs:
                 fd = os.open(tmp, os.O_RDONLY)
                 try:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-        for path, tmp in pending:
-            os.replace(tmp, path)
-            done.append(path)
-        for folder in {p.parent for p in done}:
-            fsync_dir(folder)
-        return done
-    finally:
-        for _path, tmp in pending[len(done):]:
+    except BaseException:
+        for _path, tmp in pairs:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+        raise
+    outcomes = _parallel_map(lambda pt: os.replace(pt[1], pt[0]), pairs)
+    done = [path for (path, _tmp), out in zip(pairs, outcomes, strict=True) if not isinstance(out, OSError)]
+    for folder in {p.parent for p in done}:
+        fsync_dir(folder)
+    failed = [(tmp, out) for (_path, tmp), out in zip(pairs, outcomes, strict=True) if isinstance(out, OSError)]
+    for tmp, _out in failed:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    if failed:
+        raise PartialWriteError(done, failed[0][1])
+    return done
+
+
+class PartialWriteError(OSError):
+    """Some renames of :func:`atomic_write_many` failed; ``done`` lists the files that were replaced."""
+
+    def __init__(self, done: list[Path], cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror, cause.filename)
+        self.done = done
 
 
 def remove_stale_temps(folder: Path) -> int:

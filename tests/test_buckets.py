@@ -38,9 +38,23 @@ def test_bucket_list_512_by_hand():
     #   576: 455 -> 448   640: 409 -> 384   704: 372 -> 320   768: 341 -> 320
     #   832: 315 -> 256   896: 292 -> 256   960: 273 -> 256   1024: 256 -> 256
     expected = [
-        (256, 832), (256, 896), (256, 960), (256, 1024), (320, 704), (320, 768), (384, 640), (448, 576),
+        (256, 832),
+        (256, 896),
+        (256, 960),
+        (256, 1024),
+        (320, 704),
+        (320, 768),
+        (384, 640),
+        (448, 576),
         (512, 512),
-        (576, 448), (640, 384), (704, 320), (768, 320), (832, 256), (896, 256), (960, 256), (1024, 256),
+        (576, 448),
+        (640, 384),
+        (704, 320),
+        (768, 320),
+        (832, 256),
+        (896, 256),
+        (960, 256),
+        (1024, 256),
     ]
     assert bucket_resolutions(SD15) == expected
 
@@ -78,7 +92,9 @@ def test_widest_aspect():
 
 def test_square_exact_size():
     a = assign_bucket(512, 512, SD15)
-    assert a == BucketAssignment(bucket=(512, 512), resized=(512, 512), crop=(0, 0), ar_error=0.0, upscaled=False)
+    assert a == BucketAssignment(
+        bucket=(512, 512), resized=(512, 512), crop=(0, 0), ar_error=0.0, upscaled=False
+    )
 
 
 def test_landscape_3_2():
@@ -163,7 +179,7 @@ def test_assignment_is_cached_and_rejects_nonsense():
         assign_bucket(0, 480, SD15)
 
 
-def test_sample_photographs(tmp_path):
+def test_sample_photographs():
     # the real files in examples/: their sizes come from the image headers
     with Image.open(SAMPLE / "10_kilnsample photo" / "deep_field.jpg") as im:
         size = im.size
@@ -182,11 +198,17 @@ def test_settings_validation_names_the_field_and_fix():
         BucketSettings(resolution=(512, 512), min_bucket=1024, max_bucket=512)
     with pytest.raises(ValidationError, match="step must be a positive"):
         BucketSettings(step=0)
-    with pytest.raises(ValidationError, match=r"resolution 1000x1000 is not a multiple of step 64.*use 960,960"):
+    with pytest.raises(
+        ValidationError, match=r"resolution 1000x1000 is not a multiple of step 64.*use 960,960"
+    ):
         BucketSettings(resolution=(1000, 1000), max_bucket=1024)
-    with pytest.raises(ValidationError, match="max_bucket 1024 is smaller than the resolution's long side 2048"):
+    with pytest.raises(
+        ValidationError, match="max_bucket 1024 is smaller than the resolution's long side 2048"
+    ):
         BucketSettings(resolution=(2048, 2048))
-    with pytest.raises(ValidationError, match="min_bucket 768 is larger than the resolution's short side 512"):
+    with pytest.raises(
+        ValidationError, match="min_bucket 768 is larger than the resolution's short side 512"
+    ):
         BucketSettings(resolution=(512, 512), min_bucket=768)
 
 
@@ -284,3 +306,11 @@ def test_step_math_from_report_and_bad_input():
         step_math(report, batch_size=0)
     with pytest.raises(ValueError, match="epochs must be"):
         step_math(report, batch_size=1, epochs=0)
+
+
+def test_halfway_aspect_follows_kohyas_float_arithmetic():
+    # 800x700 = 8:7 lies halfway between 1:1 and 576x448 = 9:7. In float64 |1 - 8/7| = 0.1428571428571428 is a
+    # hair smaller than |9/7 - 8/7| = 0.14285714285714302, so kohya's argmin (and kiln) pick 512x512.
+    # ar 1.143 > 1 -> match heights: scale 512/700, width int(800*512/700 + .5) = int(585.6) = 585, crop 36.
+    a = assign_bucket(800, 700, SD15)
+    assert (a.bucket, a.resized, a.crop) == ((512, 512), (585, 512), (36, 0))

@@ -75,7 +75,13 @@ def test_json_on_the_sample_dataset(sample: Path, capsys: pytest.CaptureFixture[
     assert steps["with_repeats"] == 200 and steps["partial_batches"] == 7
     # the planted low-res clock is upscaled; 13 of the 23 sample images are smaller than their bucket
     assert f"{PHOTO}/clock.png" in data["upscaled"] and len(data["upscaled"]) == 13
-    assert sorted(map(tuple, data["thin_buckets"])) == [(320, 704), (448, 576), (576, 448), (704, 320), (832, 256)]
+    assert sorted(map(tuple, data["thin_buckets"])) == [
+        (320, 704),
+        (448, 576),
+        (576, 448),
+        (704, 320),
+        (832, 256),
+    ]
     assert snapshot(sample) == before  # nothing outside .kiln/ was touched
 
 
@@ -124,7 +130,11 @@ def test_regularization_images_are_matched_to_train(tmp_path: Path, capsys: pyte
         "reg/1_photo/gravel.png": 7,
     }
     steps = data["steps"]
-    assert (steps["train_with_repeats"], steps["reg_with_repeats"], steps["reg_used_with_repeats"]) == (30, 4, 30)
+    assert (steps["train_with_repeats"], steps["reg_with_repeats"], steps["reg_used_with_repeats"]) == (
+        30,
+        4,
+        30,
+    )
     # buckets: 512x512 = astronaut 10 + brick 8 + grass 7 + gravel 7 = 32 -> 8 batches;
     # 640x384 = cat + coffee = 20 -> 5; 704x320 = brick_wide 8 -> 2. Total 15.
     assert steps["batches_per_epoch"] == 15

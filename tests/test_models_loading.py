@@ -122,8 +122,9 @@ def test_sd2_folder_takes_prediction_type_from_its_scheduler(tiny_sd2) -> None: 
     tiny, paths = tiny_sd2
     bm = load_base_model(ModelConfig(path=paths.diffusers_dir))
     assert bm.arch is Arch.SD2 and bm.v_prediction is True and bm.arch_name == "sd2-v"
-    bm = load_base_model(ModelConfig(path=paths.diffusers_dir, v_prediction=False))
-    assert bm.v_prediction is False
+    from train.models.probe import inspect_base_model
+
+    assert inspect_base_model(ModelConfig(path=paths.diffusers_dir, v_prediction=False)).v_prediction is False
 
 
 def test_dtype_and_device(tiny_sd1) -> None:  # noqa: F811
@@ -257,3 +258,25 @@ def test_shipped_configs_are_used_for_full_size_names(tiny_sd1, tmp_path: Path) 
     tiny, paths = tiny_sd1
     with pytest.raises(ModelLoadError, match="could not load .* as an SD1 model"):
         load_base_model(ModelConfig(path=paths.single_file))
+
+
+def test_diffusers_folder_with_pickled_weights_needs_allow_pickle(tiny_sd1, tmp_path: Path) -> None:  # noqa: F811
+    from safetensors.torch import load_file
+
+    tiny, paths = tiny_sd1
+    folder = tmp_path / "old-diffusers"
+    shutil.copytree(paths.diffusers_dir, folder)
+    te = folder / "text_encoder"
+    for f in te.glob("*.safetensors"):
+        torch.save(load_file(f), te / "pytorch_model.bin")
+        f.unlink()
+    with pytest.raises(ModelLoadError, match="pytorch_model.bin is a pickled checkpoint.*--allow-pickle"):
+        load_base_model(ModelConfig(path=folder))
+    bm = load_base_model(ModelConfig(path=folder, allow_pickle=True))
+    _same(bm.text_encoders[0], tiny.text_encoders[0])
+
+
+def test_bad_config_dir(tiny_sd1, tmp_path: Path) -> None:  # noqa: F811
+    tiny, paths = tiny_sd1
+    with pytest.raises(ModelLoadError, match="model.config_dir: .*no model_index.json"):
+        load_base_model(ModelConfig(path=paths.single_file, config_dir=tmp_path))

@@ -143,6 +143,31 @@ class KilnApp(App):
         self.load_dataset()
         self.set_interval(CAPTION_POLL_SECONDS, self.poll_captions)
 
+    # ----- messages ---------------------------------------------------------------------------
+    def notify(self, message, *, title: str = "", severity="information", timeout: float | None = None,
+               markup: bool = True) -> None:
+        """Every toast is literal text: messages carry file names, tags and curator errors (data, not markup)."""
+        from tui.textsafe import printable
+
+        text = message.plain if isinstance(message, Text) else str(message)
+        super().notify(printable(text), title=printable(title), severity=severity, timeout=timeout, markup=False)
+
+    # ----- threads ----------------------------------------------------------------------------
+    def ui(self, callback, *args, **kwargs):
+        """Run ``callback`` on the UI thread from a worker thread; a no-op once the app is shutting down."""
+        from textual.css.query import NoMatches
+
+        if not self.is_running:
+            return None
+        try:
+            return self.call_from_thread(callback, *args, **kwargs)
+        except NoMatches:
+            return None
+        except RuntimeError:
+            if not self.is_running:
+                return None
+            raise
+
     # ----- views ------------------------------------------------------------------------------
     def views(self) -> list[KilnView]:
         return list(self.query(KilnView))
@@ -187,23 +212,23 @@ class KilnApp(App):
             if model.dataset is None:
                 model.open()
         except (ModelError, ImportError) as exc:
-            self.call_from_thread(self._fatal, str(exc))
+            self.ui(self._fatal, str(exc))
             return
         if model.index_note:
-            self.call_from_thread(self.notify, safe_text(model.index_note), timeout=6)
+            self.ui(self.notify, safe_text(model.index_note), timeout=6)
         if not model.rows:
             quick = model.indexed_records()
             if quick:
-                self.call_from_thread(self._rows_loaded, model.load_rows(quick), False)
+                self.ui(self._rows_loaded, model.load_rows(quick), False)
         self.scanning = True
-        self.call_from_thread(self.update_status, "scanning…")
+        self.ui(self.update_status, "scanning…")
         done = threading.Event()
 
         def report_progress() -> None:
             while not done.wait(0.5):
                 count = model.indexed_count()
                 if count >= 0:
-                    self.call_from_thread(self.update_status, f"scanning… {count} indexed")
+                    self.ui(self.update_status, f"scanning… {count} indexed")
 
         threading.Thread(target=report_progress, daemon=True, name="kiln-scan-progress").start()
         try:
@@ -212,30 +237,38 @@ class KilnApp(App):
         except Exception as exc:  # noqa: BLE001 - a failed scan still leaves the indexed rows usable
             done.set()
             self.scanning = False
-            self.call_from_thread(self._fatal, f"scan failed: {exc}")
+            self.ui(self._fatal, f"scan failed: {exc}")
             return
         done.set()
         self.scanning = False
-        self.call_from_thread(self._rows_loaded, model.load_rows(records), False)
-        self.call_from_thread(self.update_status, "checking health…")
+        self.ui(self._rows_loaded, model.load_rows(records), False)
+        self.ui(self.update_status, "checking health…")
         try:
             flags = model.all_flags()
         except Exception as exc:  # noqa: BLE001 - flags are advisory
-            self.call_from_thread(self.notify, safe_text(f"health checks failed: {exc}"), severity="warning")
+            self.ui(self.notify, safe_text(f"health checks failed: {exc}"), severity="warning")
             flags = None
         if flags is not None:
             model.set_flags(flags)
-        self.call_from_thread(self._rows_loaded, model.rows, True)
+        self.ui(self._rows_loaded, model.rows, True)
 
     def _fatal(self, message: str) -> None:
         self.status_note = message
         self.update_status()
         self.notify(message, severity="error", timeout=30)
 
+    def _each_view(self, hook: str) -> None:
+        from textual.css.query import NoMatches
+
+        for view in self.views():
+            try:
+                getattr(view, hook)()
+            except NoMatches:  # the view is being torn down (app exiting)
+                continue
+
     def _rows_loaded(self, rows: list[Row], final: bool) -> None:
         self.loaded = final or self.loaded
-        for view in self.views():
-            view.dataset_loaded()
+        self._each_view("dataset_loaded")
         self.update_status("" if final else None)
 
     def action_rescan(self) -> None:
@@ -259,7 +292,7 @@ class KilnApp(App):
     def _check_captions(self, rows: list[Row]) -> None:
         changed = self.model.changed_on_disk(rows)
         if changed:
-            self.call_from_thread(self._external_change, changed)
+            self.ui(self._external_change, changed)
 
     def _external_change(self, rows: list[Row]) -> None:
         names = ", ".join(r.name for r in rows[:3]) + (" …" if len(rows) > 3 else "")
@@ -267,8 +300,7 @@ class KilnApp(App):
         self.captions_changed()
 
     def captions_changed(self) -> None:
-        for view in self.views():
-            view.captions_changed()
+        self._each_view("captions_changed")
         self.update_status()
 
     # ----- journal ----------------------------------------------------------------------------
@@ -302,9 +334,9 @@ class KilnApp(App):
         try:
             result = self.model.undo() if which == "undo" else self.model.redo()
         except Exception as exc:  # noqa: BLE001 - show the journal's message
-            self.call_from_thread(self.notify, safe_text(f"{which} failed: {exc}"), severity="error")
+            self.ui(self.notify, safe_text(f"{which} failed: {exc}"), severity="error")
             return
-        self.call_from_thread(self._journal_done, which, result)
+        self.ui(self._journal_done, which, result)
 
     def _journal_done(self, which: str, result) -> None:
         if result is None:

@@ -41,7 +41,6 @@ def run_autotag(model: Any, rows: list[Any], progress: Callable[[int, int], None
     from curator.autotag.model import TaggerModel, resolve_model
     from curator.autotag.pipeline import tag_images
     from curator.tags.journal import CaptionChange
-
     from tui.model import caption_target_for
 
     config = AutotagConfig(model=autotag_model_spec() or "", mode=mode)

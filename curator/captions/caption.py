@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from curator.captions.tagtext import (
@@ -36,21 +36,39 @@ class CaptionStyle:
     trailing_separator: bool = False  # first line ends with the separator (``a, b,``)
 
 
-@dataclass(frozen=True)
 class Caption:
-    """A parsed caption. ``tags`` are the first line's tags exactly as written (stripped of padding)."""
+    """A parsed caption. ``tags`` are the first line's tags exactly as written (stripped of padding).
 
-    tags: list[str]
-    separator: str = ","
-    style: CaptionStyle = field(default_factory=CaptionStyle)
-    lead: str = ""  # whitespace before the first tag
-    trail: str = ""  # whitespace after the last tag (before the line ending)
-    eol: str = ""  # line ending after the first line ('' when the file has a single unterminated line)
-    rest: str = ""  # everything after the first line, untouched
-    bom: bool = False
-    decode_error: bool = False  # not valid UTF-8; undecodable bytes are kept as they are
-    raw: bytes | None = None  # the original bytes when unchanged, for byte-identical writes
-    original_line: str | None = None  # the first line as read
+    Immutable by convention: edits return a new ``Caption`` (:meth:`with_tags`). The style (separator spacing,
+    underscores, escaping) is detected lazily, only when a changed caption is written.
+    """
+
+    __slots__ = ("tags", "separator", "lead", "trail", "eol", "rest", "bom", "decode_error", "raw",
+                 "original_line", "_style", "_keys")
+
+    def __init__(self, tags: list[str], separator: str = ",", style: CaptionStyle | None = None, lead: str = "",
+                 trail: str = "", eol: str = "", rest: str = "", bom: bool = False, decode_error: bool = False,
+                 raw: bytes | None = None, original_line: str | None = None) -> None:
+        self.tags = tags
+        self.separator = separator
+        self.lead = lead  # whitespace before the first tag
+        self.trail = trail  # whitespace after the last tag (before the line ending)
+        self.eol = eol  # line ending after the first line ('' when the file is one unterminated line)
+        self.rest = rest  # everything after the first line, untouched
+        self.bom = bom
+        self.decode_error = decode_error  # not valid UTF-8; undecodable bytes are kept as they are
+        self.raw = raw  # the original bytes while unchanged, for byte-identical writes
+        self.original_line = original_line  # the first line as read
+        self._style = style
+        self._keys: list[str] | None = None
+
+    def __repr__(self) -> str:
+        return f"Caption(tags={self.tags!r}, eol={self.eol!r}, extra_lines={self.extra_lines})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Caption) and self.to_bytes() == other.to_bytes()
+
+    __hash__ = None  # type: ignore[assignment]
 
     # ---- reading -------------------------------------------------------------------------------------
     @classmethod
@@ -77,14 +95,22 @@ class Caption:
             if first.endswith("\r"):
                 first, eol = first[:-1], "\r\n"
         stripped = first.strip()
-        lead = first[: len(first) - len(first.lstrip())]
-        trail = first[len(first.rstrip()):]
-        tags, joiners, trailing = _split(stripped, separator)
-        style = _detect_style(tags, joiners, separator, trailing)
-        return cls(
-            tags=tags, separator=separator, style=style, lead=lead, trail=trail, eol=eol, rest=rest,
-            bom=bom, decode_error=decode_error, raw=raw, original_line=first,
-        )
+        if stripped is first or stripped == first:
+            lead = trail = ""
+        else:
+            lead = first[: len(first) - len(first.lstrip())]
+            trail = first[len(first.rstrip()):]
+        tags = [t for t in (p.strip() for p in stripped.split(separator)) if t] if stripped else []
+        return cls(tags=tags, separator=separator, style=None, lead=lead, trail=trail, eol=eol, rest=rest,
+                   bom=bom, decode_error=decode_error, raw=raw, original_line=first)
+
+    @property
+    def style(self) -> CaptionStyle:
+        if self._style is None:
+            line = (self.original_line or "").strip()
+            tags, joiners, trailing = _split(line, self.separator)
+            self._style = _detect_style(tags, joiners, self.separator, trailing)
+        return self._style
 
     @property
     def first_line(self) -> str:
@@ -100,18 +126,27 @@ class Caption:
 
     @property
     def keys(self) -> list[str]:
-        return [tag_key(t) for t in self.tags]
+        """The tags' comparison keys (see :func:`curator.captions.tagtext.tag_key`)."""
+        if self._keys is None:
+            self._keys = [tag_key(t) for t in self.tags]
+        return self._keys
 
     # ---- writing -------------------------------------------------------------------------------------
     def conform(self, tag: str) -> str:
         """Write a new tag the way this file writes tags (underscores, escaped parentheses)."""
         tag = " ".join(tag.split())
-        if self.style.underscores:
+        style = self.style
+        if style.underscores:
             tag = spaces_to_underscores(tag)
-        elif self.style.spaces:
+        elif style.spaces:
             tag = " ".join(underscores_to_spaces(tag).split())
-        tag = escape_parens(tag) if self.style.escaped_parens else unescape_parens(tag)
+        tag = escape_parens(tag) if style.escaped_parens else unescape_parens(tag)
         return tag
+
+    def _copy(self, tags: list[str], style: CaptionStyle | None = None) -> Caption:
+        return Caption(tags=tags, separator=self.separator, style=style or self.style, lead=self.lead,
+                       trail=self.trail, eol=self.eol, rest=self.rest, bom=self.bom,
+                       decode_error=self.decode_error, raw=None, original_line=None)
 
     def with_tags(self, tags: list[str], conform: bool = True) -> Caption:
         """A copy with a new tag list. Tags the file already had keep their exact text; new tags are
@@ -122,23 +157,17 @@ class Caption:
             tags = [t if t in existing else self.conform(t) for t in tags]
         if tags == self.tags and self.raw is not None:
             return self
-        return Caption(
-            tags=tags, separator=self.separator, style=self.style, lead=self.lead, trail=self.trail,
-            eol=self.eol, rest=self.rest, bom=self.bom, decode_error=self.decode_error, raw=None,
-        )
+        return self._copy(tags)
 
     def with_style(self, **changes) -> Caption:
         """A copy written with a different style (e.g. ``joiner=", "``)."""
-        style = CaptionStyle(**{**self.style.__dict__, **changes})
-        return Caption(
-            tags=list(self.tags), separator=self.separator, style=style, lead=self.lead, trail=self.trail,
-            eol=self.eol, rest=self.rest, bom=self.bom, decode_error=self.decode_error, raw=None,
-        )
+        return self._copy(list(self.tags), CaptionStyle(**{**self.style.__dict__, **changes}))
 
     def _format_line(self, tags: list[str]) -> str:
-        line = self.style.joiner.join(tags)
-        if self.style.trailing_separator and tags:
-            line += self.style.joiner.rstrip() or self.separator
+        style = self.style
+        line = style.joiner.join(tags)
+        if style.trailing_separator and tags:
+            line += style.joiner.rstrip() or self.separator
         return line
 
     def to_bytes(self) -> bytes:
@@ -153,7 +182,7 @@ class Caption:
 
     @classmethod
     def new(cls, tags: list[str], separator: str = ",", newline: str = "\n") -> Caption:
-        """A caption for a file that does not exist yet (``, `` joined, spaces, trailing newline)."""
+        """A caption for a file that does not exist yet (``, `` joined, tags as given, trailing newline)."""
         return cls(tags=[], separator=separator, style=CaptionStyle(joiner=separator + " "), eol=newline,
                    raw=None).with_tags(tags, conform=False)
 

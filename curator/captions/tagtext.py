@@ -8,6 +8,7 @@ unescaped, underscores turned into spaces (except in kaomoji such as ``^_^``), w
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 # Danbooru kaomoji tags whose underscores are part of the face (from the tag lists WD14 taggers use).
 KAOMOJI = frozenset(
@@ -56,6 +57,7 @@ def plain(tag: str) -> str:
     return _WS.sub(" ", underscores_to_spaces(unescape_parens(tag.strip())))
 
 
+@lru_cache(maxsize=1 << 17)
 def tag_key(tag: str) -> str:
     """The comparison key: ``Long_Hair`` and ``long hair`` are the same tag."""
     return plain(tag).lower()

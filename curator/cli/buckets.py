@@ -35,33 +35,63 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("dataset", type=Path, help="dataset folder or kohya dataset TOML")
     parser.add_argument(
-        "--resolution", default=None, metavar="R", help=f"training resolution: N or W,H (default {DEFAULT_RESOLUTION})"
+        "--resolution",
+        default=None,
+        metavar="R",
+        help=f"training resolution: N or W,H (default {DEFAULT_RESOLUTION})",
     )
     parser.add_argument(
-        "--min-bucket", type=int, default=None, metavar="PX", help=f"kohya --min_bucket_reso (default {DEFAULT_MIN_BUCKET})"
+        "--min-bucket",
+        type=int,
+        default=None,
+        metavar="PX",
+        help=f"kohya --min_bucket_reso (default {DEFAULT_MIN_BUCKET})",
     )
     parser.add_argument(
-        "--max-bucket", type=int, default=None, metavar="PX", help=f"kohya --max_bucket_reso (default {DEFAULT_MAX_BUCKET})"
+        "--max-bucket",
+        type=int,
+        default=None,
+        metavar="PX",
+        help=f"kohya --max_bucket_reso (default {DEFAULT_MAX_BUCKET})",
     )
     parser.add_argument(
-        "--step", type=int, default=None, metavar="PX", help=f"kohya --bucket_reso_steps (default {DEFAULT_STEP})"
+        "--step",
+        type=int,
+        default=None,
+        metavar="PX",
+        help=f"kohya --bucket_reso_steps (default {DEFAULT_STEP})",
     )
     parser.add_argument(
-        "--no-upscale", action="store_true", default=None, help="kohya --bucket_no_upscale: buckets follow the images"
+        "--no-upscale",
+        action="store_true",
+        default=None,
+        help="kohya --bucket_no_upscale: buckets follow the images",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=None, metavar="N", help=f"train batch size (default {DEFAULT_BATCH_SIZE})"
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"train batch size (default {DEFAULT_BATCH_SIZE})",
     )
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--epochs", type=int, default=None, metavar="N", help=f"epochs (default {DEFAULT_EPOCHS})")
-    group.add_argument("--max-steps", type=int, default=None, metavar="N", help="target steps: prints the epochs it takes")
+    group.add_argument(
+        "--epochs", type=int, default=None, metavar="N", help=f"epochs (default {DEFAULT_EPOCHS})"
+    )
+    group.add_argument(
+        "--max-steps", type=int, default=None, metavar="N", help="target steps: prints the epochs it takes"
+    )
     parser.add_argument(
         "--grad-accum", type=int, default=1, metavar="N", help="gradient accumulation steps (default 1)"
     )
     parser.add_argument("--caption-extension", default=None, help="caption extension (default: the layout's)")
-    parser.add_argument("--images", action="store_true", help="also list every image with its bucket, resize and crop")
     parser.add_argument(
-        "--all", action="store_true", help=f"list every upscaled image and thin bucket (default: first {LIST_LIMIT})"
+        "--images", action="store_true", help="also list every image with its bucket, resize and crop"
+    )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help=f"list every upscaled image and thin bucket (default: first {LIST_LIMIT})",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.set_defaults(func=run)
@@ -107,14 +137,21 @@ def run(args: argparse.Namespace) -> int:
     batch_size = _pick(args.batch_size, toml.get("batch_size"), DEFAULT_BATCH_SIZE)
     epochs = args.epochs if args.epochs is not None or args.max_steps is not None else DEFAULT_EPOCHS
     try:  # check the numbers before the (possibly long) scan
-        step_math([], batch_size=batch_size, epochs=epochs, max_steps=args.max_steps,
-                  gradient_accumulation=args.grad_accum)
+        step_math(
+            [],
+            batch_size=batch_size,
+            epochs=epochs,
+            max_steps=args.max_steps,
+            gradient_accumulation=args.grad_accum,
+        )
     except ValueError as exc:
         print(f"kiln buckets: {_option_names(str(exc))}", file=sys.stderr)
         return 1
     notes = list(settings.notes)
     if toml.get("enable_bucket") is False:
-        notes.append("the dataset TOML sets enable_bucket = false: kohya will not bucket; shown is what it would do")
+        notes.append(
+            "the dataset TOML sets enable_bucket = false: kohya will not bucket; shown is what it would do"
+        )
 
     try:
         dataset = _open_dataset(path, args.caption_extension)
@@ -139,7 +176,11 @@ def run(args: argparse.Namespace) -> int:
     report = bucket_report(usable, settings)
     try:
         steps = step_math(
-            report, batch_size=batch_size, epochs=epochs, max_steps=args.max_steps, gradient_accumulation=args.grad_accum
+            report,
+            batch_size=batch_size,
+            epochs=epochs,
+            max_steps=args.max_steps,
+            gradient_accumulation=args.grad_accum,
         )
     except ValueError as exc:
         print(f"kiln buckets: {_option_names(str(exc))}", file=sys.stderr)
@@ -150,8 +191,15 @@ def run(args: argparse.Namespace) -> int:
         json.dump(payload, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
     else:
-        print_report(report, steps, root=dataset.root, skipped=skipped, notes=notes, show_images=args.images,
-                     show_all=args.all)
+        print_report(
+            report,
+            steps,
+            root=dataset.root,
+            skipped=skipped,
+            notes=notes,
+            show_images=args.images,
+            show_all=args.all,
+        )
     return 0
 
 
@@ -207,7 +255,9 @@ def _validation_message(exc: Any) -> str:
 # --------------------------------------------------------------------------------------------------- JSON
 
 
-def report_to_json(report: Any, steps: Any, *, skipped: list[str] | None = None, notes: list[str] | None = None) -> dict:
+def report_to_json(
+    report: Any, steps: Any, *, skipped: list[str] | None = None, notes: list[str] | None = None
+) -> dict:
     """The ``--json`` document: buckets, per-image assignment, step math, and the problem lists."""
     s = report.settings
     return {
@@ -278,7 +328,9 @@ def _aspect_label(width: int, height: int) -> str:
     if not width or not height:
         return "-"
     g = gcd(width, height)
-    return f"{width // g}:{height // g}" if width // g <= 32 and height // g <= 32 else f"{width / height:.2f}"
+    return (
+        f"{width // g}:{height // g}" if width // g <= 32 and height // g <= 32 else f"{width / height:.2f}"
+    )
 
 
 def print_report(
@@ -302,7 +354,11 @@ def print_report(
 
     console = console or Console()
     s = report.settings
-    mode = "no upscale (buckets follow the images)" if s.no_upscale else f"buckets {s.min_bucket}-{s.max_bucket} px"
+    mode = (
+        "no upscale (buckets follow the images)"
+        if s.no_upscale
+        else f"buckets {s.min_bucket}-{s.max_bucket} px"
+    )
     head = Text()
     head.append("Buckets for ", style="bold")
     head.append(printable(str(root)), style="bold cyan")
@@ -329,8 +385,11 @@ def print_report(
         batches = -(-b.with_repeats // steps.batch_size)
         share = Text(share_bar(b.share / top_share, bar_width), style="green")
         share.append(f" {b.share * 100:5.1f}%")
-        cells: list[Any] = [f"{b.width}x{b.height}", _aspect_label(b.width, b.height),
-                            Text(str(b.images), style="yellow" if b.bucket in thin else "")]
+        cells: list[Any] = [
+            f"{b.width}x{b.height}",
+            _aspect_label(b.width, b.height),
+            Text(str(b.images), style="yellow" if b.bucket in thin else ""),
+        ]
         if has_reg:
             cells.append(str(b.reg_images))
         table.add_row(*cells, str(b.with_repeats), str(batches), share)
@@ -338,8 +397,12 @@ def print_report(
 
     if report.upscaled:
         limit = None if show_all else LIST_LIMIT
-        up = Table(title=f"{len(report.upscaled)} image(s) will be upscaled", title_justify="left",
-                   box=box.SIMPLE_HEAD, pad_edge=False)
+        up = Table(
+            title=f"{len(report.upscaled)} image(s) will be upscaled",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+        )
         up.add_column("Image")
         up.add_column("Size", justify="right")
         up.add_column("Resized", justify="right")
@@ -347,15 +410,23 @@ def print_report(
         ordered = sorted(report.upscaled, key=lambda i: i.assignment.resized[0] / i.width, reverse=True)
         for image in ordered[:limit]:
             a = image.assignment
-            up.add_row(Text(printable(image.path)), f"{image.width}x{image.height}", f"{a.resized[0]}x{a.resized[1]}",
-                       Text(f"x{a.resized[0] / image.width:.2f}", style="yellow"))
+            up.add_row(
+                Text(printable(image.path)),
+                f"{image.width}x{image.height}",
+                f"{a.resized[0]}x{a.resized[1]}",
+                Text(f"x{a.resized[0] / image.width:.2f}", style="yellow"),
+            )
         console.print(up)
         if limit is not None and len(ordered) > limit:
             console.print(Text(f"  ... and {len(ordered) - limit} more (--all lists them)", style="dim"))
 
     if report.thin:
-        console.print(Text(f"{len(report.thin)} thin bucket(s): one or two images, every batch repeats them",
-                           style="bold yellow"))
+        console.print(
+            Text(
+                f"{len(report.thin)} thin bucket(s): one or two images, every batch repeats them",
+                style="bold yellow",
+            )
+        )
         members: dict[tuple[int, int], list[str]] = {}
         for image in report.images:
             if image.assignment.bucket in thin:
@@ -365,15 +436,24 @@ def print_report(
             line.append(printable(", ".join(members.get(b.bucket, []))))
             console.print(line)
         if not show_all and len(report.thin) > LIST_LIMIT:
-            console.print(Text(f"  ... and {len(report.thin) - LIST_LIMIT} more (--all lists them)", style="dim"))
+            console.print(
+                Text(f"  ... and {len(report.thin) - LIST_LIMIT} more (--all lists them)", style="dim")
+            )
 
     if report.unusable:
-        console.print(Text(f"{len(report.unusable)} image(s) too small or too thin for --no-upscale (kohya fails "
-                           f"on them): ", style="bold red"))
+        console.print(
+            Text(
+                f"{len(report.unusable)} image(s) too small or too thin for --no-upscale (kohya fails "
+                f"on them): ",
+                style="bold red",
+            )
+        )
         for image in report.unusable:
             console.print(Text(f"  {printable(image.path)} ({image.width}x{image.height})"))
     if skipped:
-        console.print(Text(f"{len(skipped)} unreadable image(s) skipped; `kiln check` lists them", style="red"))
+        console.print(
+            Text(f"{len(skipped)} unreadable image(s) skipped; `kiln check` lists them", style="red")
+        )
 
     if show_images:
         detail = Table(title="Images", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
@@ -382,8 +462,15 @@ def print_report(
         for image in sorted(report.images, key=lambda i: i.path):
             a = image.assignment
             err = f"{a.ar_error:+.3f}" if a.usable else "-"
-            detail.add_row(Text(printable(image.path)), f"{image.width}x{image.height}", f"{a.bucket[0]}x{a.bucket[1]}",
-                           f"{a.resized[0]}x{a.resized[1]}", f"{a.crop[0]},{a.crop[1]}", err, str(image.repeats))
+            detail.add_row(
+                Text(printable(image.path)),
+                f"{image.width}x{image.height}",
+                f"{a.bucket[0]}x{a.bucket[1]}",
+                f"{a.resized[0]}x{a.resized[1]}",
+                f"{a.crop[0]},{a.crop[1]}",
+                err,
+                str(image.repeats),
+            )
         console.print(detail)
 
     console.print(_steps_table(report, steps))
@@ -394,7 +481,9 @@ def _steps_table(report: Any, steps: Any) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="Step math (kohya)", title_justify="left", box=box.SIMPLE, show_header=False, pad_edge=False)
+    table = Table(
+        title="Step math (kohya)", title_justify="left", box=box.SIMPLE, show_header=False, pad_edge=False
+    )
     table.add_column(style="dim")
     table.add_column(justify="right")
     table.add_column(style="dim")
@@ -408,7 +497,11 @@ def _steps_table(report: Any, steps: Any) -> Any:
             detail += f"; {len(report.reg_unused)} unused"
         table.add_row("", str(report.reg_used_with_repeats), detail)
     table.add_row("batch size", str(steps.batch_size), "")
-    partial = f"per bucket; {steps.partial_batches} bucket(s) end in a short batch" if steps.partial_batches else "per bucket"
+    partial = (
+        f"per bucket; {steps.partial_batches} bucket(s) end in a short batch"
+        if steps.partial_batches
+        else "per bucket"
+    )
     table.add_row("batches per epoch", str(steps.batches_per_epoch), partial)
     if steps.gradient_accumulation > 1:
         table.add_row("gradient accumulation", str(steps.gradient_accumulation), "")

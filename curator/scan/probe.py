@@ -107,6 +107,8 @@ def _png_bit_depth(head: bytes) -> int:
 
 
 def _orientation(image: Image.Image) -> int:
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1  # Pillow would decode the whole PNG to look for an eXIf chunk after the pixels
     try:
         value = image.getexif().get(ORIENTATION_TAG, 1)
         return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
@@ -139,6 +141,12 @@ def _shrink_to_hash(image: Image.Image) -> np.ndarray:
     return np.asarray(image.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX), dtype=np.float64)
 
 
+def _reduce(image: Image.Image) -> Image.Image:
+    """Cheap box reduction to about 4x the hash side (the resize to the hash side follows)."""
+    factor = max(1, min(image.width, image.height) // (HASH_SIDE * 4))
+    return image.reduce(factor) if factor > 1 else image
+
+
 def _alpha_flag(low: int, result: ProbeResult) -> None:
     if low < 255:
         transparent = "fully transparent pixels" if low == 0 else "semi-transparent pixels"
@@ -153,8 +161,7 @@ def _fast_grey(image: Image.Image, data: bytes | None, result: ProbeResult) -> n
         luma = webp_luma(data)
         if luma is None or luma.shape != (image.height, image.width):
             return None
-        step = max(1, min(luma.shape) // (HASH_SIDE * 4))
-        return _shrink_to_hash(Image.fromarray(np.ascontiguousarray(luma[::step, ::step])))
+        return _shrink_to_hash(_reduce(Image.fromarray(luma)))
     if (
         image.format == "PNG"
         and image.mode in ("L", "LA", "RGB", "RGBA")
@@ -164,15 +171,13 @@ def _fast_grey(image: Image.Image, data: bytes | None, result: ProbeResult) -> n
         pixels = png_pixels(data)
         if pixels is None or pixels.dtype != np.uint8 or pixels.shape[:2] != (image.height, image.width):
             return None
-        step = max(1, min(pixels.shape[:2]) // (HASH_SIDE * 4))
-        small = np.ascontiguousarray(pixels[::step, ::step])
         if image.mode in ("LA", "RGBA"):
             _alpha_flag(int(pixels[..., -1].min()), result)
-            rgba = Image.fromarray(small).convert("RGBA")
+            rgba = _reduce(Image.fromarray(pixels).convert("RGBA"))
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             return _shrink_to_hash(Image.alpha_composite(white, rgba).convert("L"))
-        small_image = Image.fromarray(small)
-        return _shrink_to_hash(small_image if small_image.mode == "L" else small_image.convert("L"))
+        small = _reduce(Image.fromarray(pixels))
+        return _shrink_to_hash(small if small.mode == "L" else small.convert("L"))
     return None
 
 
@@ -196,7 +201,6 @@ def _grey_thumbnail(image: Image.Image, result: ProbeResult, data: bytes | None 
         small = Image.fromarray(np.clip(array * (255.0 / top), 0, 255).astype(np.uint8), "L")
         return np.asarray(small.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX), dtype=np.float64)
     # Shrink first (cheap box reduction), then handle transparency and colour on the small image.
-    factor = max(1, min(image.width, image.height) // (HASH_SIDE * 4))
     if mode == "P" or (mode in ("L", "RGB") and "transparency" in image.info):
         image = image.convert("RGBA")
         mode = "RGBA"
@@ -204,12 +208,11 @@ def _grey_thumbnail(image: Image.Image, result: ProbeResult, data: bytes | None 
         if mode != "RGBA":
             image = image.convert("RGBA")
         _alpha_flag(image.getchannel("A").getextrema()[0], result)
-        if factor > 1:
-            image = image.reduce(factor)
+        image = _reduce(image)
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, image)
-    elif factor > 1:
-        image = image.reduce(factor)
+    else:
+        image = _reduce(image)
     return _shrink_to_hash(image.convert("L") if image.mode != "L" else image)
 
 

@@ -12,36 +12,46 @@ import time
 from pathlib import Path
 from typing import Any
 
+from curator.captions.caption import Caption
+
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS caption_cache (
+CREATE TABLE IF NOT EXISTS caption_cache_v2 (
     path TEXT PRIMARY KEY,      -- posix relative to the dataset root (absolute outside it)
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     cached_ns INTEGER NOT NULL,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    sep TEXT NOT NULL,          -- the separator the keys were split with
+    keys TEXT NOT NULL          -- the first line's tag keys joined by U+001F (so stats skip parsing)
 );
 """
 _RACY_NS = 1_000_000_000
+_KEY_SEP = "\x1f"
 
 
 class CaptionCache:
     def __init__(self, index: Any, root: Path | str) -> None:
         self.conn = index.conn
         self.root = Path(root).resolve()
+        self._prefix = str(self.root) + os.sep
         index.ensure_schema(SCHEMA)
 
-    def _key(self, path: Path) -> str:
-        try:
-            return path.relative_to(self.root).as_posix()
-        except ValueError:
-            return str(path)
+    def _key(self, path: Path | str) -> str:
+        text = os.fspath(path)
+        if text.startswith(self._prefix):
+            text = text[len(self._prefix):]
+            return text.replace(os.sep, "/") if os.sep != "/" else text
+        return text
 
-    def read_many(self, paths: list[Path]) -> dict[Path, bytes | None]:
-        """Current bytes of each caption file (``None`` when it does not exist), from the cache when fresh."""
-        rows = {p: (s, m, c, d) for p, s, m, c, d in self.conn.execute(
-            "SELECT path, size, mtime_ns, cached_ns, data FROM caption_cache")}
-        out: dict[Path, bytes | None] = {}
-        upserts: list[tuple[str, int, int, int, bytes]] = []
+    def read_many(self, paths: list[Path] | list[str], separator: str = ",") -> dict[Any, bytes | None]:
+        """Current bytes of each caption file (``None`` when it does not exist), from the cache when fresh.
+        ``self.keys`` then maps each existing file to its tag keys (split with ``separator``)."""
+        rows = {p: (s, m, c, d, sep, k) for p, s, m, c, d, sep, k in self.conn.execute(
+            "SELECT path, size, mtime_ns, cached_ns, data, sep, keys FROM caption_cache_v2")}
+        out: dict[Any, bytes | None] = {}
+        keys: dict[Any, list[str]] = {}
+        self.keys = keys
+        upserts: list[tuple[str, int, int, int, bytes, str, str]] = []
         deletes: list[tuple[str]] = []
         now = time.time_ns()
         for path in paths:
@@ -59,6 +69,12 @@ class CaptionCache:
             row = rows.get(key)
             if row is not None and row[0] == st.st_size and row[1] == st.st_mtime_ns and row[2] - row[1] > _RACY_NS:
                 out[path] = row[3]
+                if row[4] == separator:
+                    keys[path] = row[5].split(_KEY_SEP) if row[5] else []
+                    continue
+                cap = Caption.parse(row[3], separator)
+                keys[path] = cap.keys
+                upserts.append((key, row[0], row[1], row[2], row[3], separator, _KEY_SEP.join(cap.keys)))
                 continue
             try:
                 with open(path, "rb") as fh:
@@ -67,7 +83,9 @@ class CaptionCache:
                 out[path] = None
                 continue
             out[path] = data
-            upserts.append((key, st.st_size, st.st_mtime_ns, now, data))
+            cap = Caption.parse(data, separator)
+            keys[path] = cap.keys
+            upserts.append((key, st.st_size, st.st_mtime_ns, now, data, separator, _KEY_SEP.join(cap.keys)))
         if upserts or deletes:
             self._store(upserts, deletes)
         return out
@@ -76,14 +94,15 @@ class CaptionCache:
         """Re-cache these files (called after the journal wrote them)."""
         self.read_many(list(paths))
 
-    def _store(self, upserts: list[tuple[str, int, int, int, bytes]], deletes: list[tuple[str]]) -> None:
+    def _store(self, upserts: list[tuple], deletes: list[tuple[str]]) -> None:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.executemany(
-                "INSERT OR REPLACE INTO caption_cache (path, size, mtime_ns, cached_ns, data) VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO caption_cache_v2 (path, size, mtime_ns, cached_ns, data, sep, keys) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 upserts,
             )
-            self.conn.executemany("DELETE FROM caption_cache WHERE path = ?", deletes)
+            self.conn.executemany("DELETE FROM caption_cache_v2 WHERE path = ?", deletes)
             self.conn.execute("COMMIT")
         except Exception:
             if self.conn.in_transaction:

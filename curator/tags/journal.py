@@ -122,6 +122,13 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
+def _read_many(paths: list[Path]) -> list[bytes | None | OSError]:
+    """Current content of many files (None: missing; an OSError: unreadable), read in parallel."""
+    from curator.fsutil import _parallel_map
+
+    return _parallel_map(_read, paths)
+
+
 class Journal:
     """The journal of one dataset (its index database + the dataset root for resolving paths)."""
 
@@ -129,16 +136,18 @@ class Journal:
         self.index = index
         self.conn = index.conn
         self.root = Path(root if root is not None else index.root).resolve()
+        self._prefix = str(self.root) + os.sep
         self.kiln_dir = Path(index.kiln_dir)
         index.ensure_schema(SCHEMA)
 
     # ---- paths -----------------------------------------------------------------------------------------
     def _key(self, path: Path) -> str:
-        path = Path(os.path.abspath(path))
-        try:
-            return path.relative_to(self.root).as_posix()
-        except ValueError:
-            return str(path)
+        text = os.path.abspath(path)
+        prefix = self._prefix
+        if text.startswith(prefix):
+            rel = text[len(prefix):]
+            return rel.replace(os.sep, "/") if os.sep != "/" else rel
+        return text
 
     def _abs(self, key: str) -> Path:
         p = Path(key)
@@ -210,8 +219,10 @@ class Journal:
             with self._durable_tx() as conn:
                 conn.executemany(
                     "UPDATE tag_journal_changes SET status = ? WHERE entry_id = ? AND seq = ?",
-                    [(s, entry_id, seq) for seq, s in statuses.items()],
+                    [(s, entry_id, seq) for seq, s in statuses.items() if s != "applied"],
                 )
+                conn.execute("UPDATE tag_journal_changes SET status = 'applied' WHERE entry_id = ? AND status = 'pending'",
+                             (entry_id,))
                 conn.execute("UPDATE tag_journal SET state = ? WHERE id = ?", ("applied" if ok else "failed", entry_id))
         self._refresh_cache(result.applied)
         return result
@@ -289,8 +300,13 @@ class Journal:
         with self._durable_tx() as conn:
             conn.executemany(
                 "UPDATE tag_journal_changes SET status = ? WHERE entry_id = ? AND seq = ?",
-                [(done_status if s == "applied" else ("conflict" if s == "conflict" else from_status), entry_id, seq)
-                 for seq, s in statuses.items()],
+                [("conflict" if s == "conflict" else from_status, entry_id, seq)
+                 for seq, s in statuses.items() if s != "applied"],
+            )
+            applied_seqs = [seq for seq, s in statuses.items() if s == "applied"]
+            conn.executemany(
+                "UPDATE tag_journal_changes SET status = ? WHERE entry_id = ? AND seq = ?",
+                [(done_status, entry_id, seq) for seq in applied_seqs],
             )
             conn.execute("UPDATE tag_journal SET state = ? WHERE id = ?", (end_state, entry_id))
         return result
@@ -301,13 +317,12 @@ class Journal:
         statuses: dict[int, str] = {}
         writes: list[tuple[int, Path, bytes]] = []
         removals: list[tuple[int, Path]] = []
-        for seq, key, old, new in rows:
-            path = self._abs(key)
-            try:
-                current = _read(path)
-            except OSError as exc:
+        paths = [self._abs(key) for _seq, key, _old, _new in rows]
+        currents = _read_many(paths)
+        for (seq, _key, old, new), path, current in zip(rows, paths, currents, strict=True):
+            if isinstance(current, OSError):
                 statuses[seq] = "skipped"
-                result.errors.append((path, exc.strerror or str(exc)))
+                result.errors.append((path, current.strerror or str(current)))
                 continue
             if current == new:  # already there (e.g. an earlier interrupted run)
                 statuses[seq] = "applied"
@@ -339,9 +354,11 @@ class Journal:
         items = [(path, data) for _seq, path, data in writes]
         try:
             return set(atomic_write_many(items))
-        except OSError:
-            done: set[Path] = set()
+        except OSError as exc:
+            done: set[Path] = set(getattr(exc, "done", ()))
             for path, data in items:  # find the ones that fail, write the others
+                if path in done:
+                    continue
                 try:
                     done.update(atomic_write_many([(path, data)]))
                 except OSError as exc:

@@ -163,7 +163,7 @@ def sort_tags(items: Iterable[CaptionItem], by: Literal["alpha", "freq"] = "alph
     if by not in ("alpha", "freq"):
         raise OperationError(f"sort by {by!r}: use alpha or freq")
     if by == "freq" and frequencies is None:
-        frequencies = Counter(k for it in items if it.exists for k in set(it.caption.keys))
+        frequencies = Counter(k for it in items if it.exists for k in set(it.keys))
     freq = frequencies or Counter()
 
     def sort_key(tag: str) -> tuple:
@@ -261,7 +261,7 @@ def absorb_candidates(items: Iterable[CaptionItem], min_share: float = 0.8,
         if not it.exists:
             continue
         totals[it.folder] += 1
-        per_folder.setdefault(it.folder, Counter()).update(set(it.caption.keys))
+        per_folder.setdefault(it.folder, Counter()).update(set(it.keys))
         triggers.setdefault(it.folder, {tag_key(t) for t in split_tags(it.record.subset.class_tokens or "")})
     out = []
     for folder, counter in per_folder.items():

@@ -49,7 +49,7 @@ def _frequencies(items: list[CaptionItem]) -> TagFrequencies:
         if it.raw is None:
             continue
         captioned += 1
-        counts.update(set(it.caption.keys))
+        counts.update(set(it.keys))
     return TagFrequencies(counts=counts, images=len(items), captioned=captioned)
 
 
@@ -85,7 +85,7 @@ def cooccurrence(dataset: Any, tag: str, scope: Scope = None) -> Cooccurrence:
     key = tag_key(tag)
     with_tag, without, together = [], [], Counter()
     for it in _items(dataset, scope):
-        keys = set(it.caption.keys) if it.raw is not None else set()
+        keys = set(it.keys)
         if key in keys:
             with_tag.append(it.path)
             together.update(keys - {key})

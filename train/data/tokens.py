@@ -60,7 +60,8 @@ def encode_sd(text_encoder: Any, ids: Any, max_token_length: int, clip_skip: int
         states = text_encoder(flat)[0]
     else:
         out = text_encoder(flat, output_hidden_states=True, return_dict=True)
-        states = text_encoder.text_model.final_layer_norm(out.hidden_states[-clip_skip])
+        final_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm  # transformers 4 / 5
+        states = final_norm(out.hidden_states[-clip_skip])
     return _stitch(states, batch, max_token_length)
 
 

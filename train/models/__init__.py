@@ -13,7 +13,15 @@ from train.models.arch import (
 )
 from train.models.assemble import assemble_config_dir, shipped_config_name
 from train.models.config import ModelConfig
-from train.models.loading import BaseModel, ModelHash, load_base_model, load_vae, make_noise_scheduler, offline
+from train.models.loading import (
+    BaseModel,
+    ModelHash,
+    check_vae,
+    load_base_model,
+    load_vae,
+    make_noise_scheduler,
+    offline,
+)
 from train.models.probe import Inspection, inspect_base_model, read_safetensors_header
 
 __all__ = [
@@ -25,6 +33,7 @@ __all__ = [
     "ModelHash",
     "ModelLoadError",
     "assemble_config_dir",
+    "check_vae",
     "detect_architecture",
     "detect_diffusers_folder",
     "has_v_prediction_marker",

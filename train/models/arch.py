@@ -53,7 +53,9 @@ def _reject_non_base(keys: set[str], shapes: Mapping[str, tuple[int, ...]] | Non
     if not keys:
         raise ArchitectureError(f"{where}: the checkpoint holds no tensors.")
     if any(k.startswith(("lora_unet_", "lora_te", "lora_te1_", "lora_te2_")) for k in keys) or any(
-        ".lora_down." in k or ".lora_A." in k or k.endswith(".hada_w1_a") or ".lokr_w1" in k for k in keys
+        ".lora_down." in k or ".lora_A." in k or ".lora.down." in k or "lora_linear_layer" in k
+        or k.endswith(".hada_w1_a") or ".lokr_w1" in k or k.endswith(".oft_blocks")
+        for k in keys
     ):
         raise ArchitectureError(
             f"{where}: this is a LoRA/LyCORIS file, not a base model. Set model.path to the base checkpoint "
@@ -71,8 +73,8 @@ def _reject_non_base(keys: set[str], shapes: Mapping[str, tuple[int, ...]] | Non
         raise ArchitectureError(f"{where}: this is a Playground v2.5 (EDM) checkpoint, which kiln does not train.")
     has_unet = _any_prefix(keys, UNET_PREFIX)
     if not has_unet:
-        if any(k.startswith(("encoder.down.", "decoder.up.", "encoder.down_blocks.", "decoder.up_blocks."))
-               for k in keys):
+        vae_starts = ("encoder.down.", "decoder.up.", "encoder.down_blocks.", "decoder.up_blocks.")
+        if any(k.removeprefix(VAE_PREFIX).startswith(vae_starts) for k in keys):
             raise ArchitectureError(
                 f"{where}: this is a VAE file, not a base model. Pass it as model.vae and set model.path to the "
                 "base checkpoint."

@@ -17,6 +17,8 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+from .arch import ModelLoadError
+
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 SHIPPED_CONFIGS = ("sd15", "sd2", "sd2-base", "sdxl")
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +28,7 @@ TOKENIZER_FILES = ("vocab.json", "merges.txt")
 CLIP_VOCAB_SIZE = 49408
 
 
-class ConfigAssemblyError(RuntimeError):
+class ConfigAssemblyError(ModelLoadError):
     """The shipped configs or tokenizer files are missing or unreadable."""
 
 
@@ -127,7 +129,7 @@ def assemble_config_dir(source: str | Path) -> Path:
     """
     src = CONFIGS_DIR / source if isinstance(source, str) and source in SHIPPED_CONFIGS else Path(source)
     if not (src / "model_index.json").is_file():
-        raise ConfigAssemblyError(f"{src}: not a diffusers config folder (no model_index.json).")
+        raise ConfigAssemblyError(f"model.config_dir: {src} is not a diffusers config folder (no model_index.json).")
     needs_tokenizer = [d for d in _tokenizer_subdirs(src) if not all((d / f).is_file() for f in TOKENIZER_FILES)]
     if not needs_tokenizer:
         return src

@@ -169,24 +169,30 @@ def _load_diffusers_folder(folder: Path, arch: Arch, dtype: Any, allow_pickle: b
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    has_safetensors = any(folder.glob("unet/*.safetensors"))
-    if not has_safetensors and not allow_pickle:
-        raise pickle_refusal(folder / "unet" / "diffusion_pytorch_model.bin")
-    common = {"local_files_only": True, "torch_dtype": dtype, "use_safetensors": has_safetensors}
+    subs = ["unet", "vae", "text_encoder"] + (["text_encoder_2"] if arch is Arch.SDXL else [])
+    safe = {sub: any((folder / sub).glob("*.safetensors")) for sub in subs}
+    for sub in subs:
+        if not safe[sub] and not allow_pickle:
+            pickled = sorted((folder / sub).glob("*.bin")) or [folder / sub / "(no weights)"]
+            raise pickle_refusal(pickled[0])
     variant = _weights_variant(folder)
-    if variant:
-        common["variant"] = variant
+    extra = {"variant": variant} if variant else {}
+
+    def dkw(sub: str) -> dict[str, Any]:
+        return {"subfolder": sub, "local_files_only": True, "torch_dtype": dtype, "use_safetensors": safe[sub],
+                **extra}
+
+    def tkw(sub: str) -> dict[str, Any]:
+        return {"subfolder": sub, "local_files_only": True, "dtype": dtype, "use_safetensors": safe[sub], **extra}
+
     parts: dict[str, Any] = {
-        "unet": UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **common),
-        "vae": AutoencoderKL.from_pretrained(folder, subfolder="vae", **common),
+        "unet": UNet2DConditionModel.from_pretrained(folder, **dkw("unet")),
+        "vae": AutoencoderKL.from_pretrained(folder, **dkw("vae")),
     }
-    te_kwargs = {"local_files_only": True, "dtype": dtype, "use_safetensors": has_safetensors}
-    if variant:
-        te_kwargs["variant"] = variant
-    tes = [CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", **te_kwargs)]
+    tes = [CLIPTextModel.from_pretrained(folder, **tkw("text_encoder"))]
     toks = [CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)]
     if arch is Arch.SDXL:
-        tes.append(CLIPTextModelWithProjection.from_pretrained(folder, subfolder="text_encoder_2", **te_kwargs))
+        tes.append(CLIPTextModelWithProjection.from_pretrained(folder, **tkw("text_encoder_2")))
         toks.append(CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer_2", local_files_only=True))
     parts["text_encoders"], parts["tokenizers"] = tes, toks
     return parts

@@ -75,9 +75,9 @@ def materialize(module: Any, device: Any = "cpu", dtype: Any = None, seed: int =
     """Allocate a meta module's tensors on `device` and fill them with N(0, std) (norm weights with 1)."""
     import torch
 
-    module = module.to_empty(device=device)
     if dtype is not None:
-        module = module.to(dtype)
+        module = module.to(dtype)  # free on the meta device; avoids allocating float32 first
+    module = module.to_empty(device=device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     with torch.no_grad():
         for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):

@@ -68,8 +68,14 @@ def load_into_network(network: Network, tensors: dict[str, torch.Tensor], source
     import torch
 
     expected = network.state_dict_kohya()
+    tensors = with_default_alphas(tensors)
     problems = match_report(expected, tensors)
     if problems:
+        extra = set(tensors) - set(expected)
+        if extra and all(k.startswith("lora_te") for k in extra) and not network.text_encoder_modules:
+            problems.append("  the file has text-encoder modules but this run does not train the text encoder: "
+                            "set network.train_text_encoder = true with a text_encoder_lr > 0, or start from a "
+                            "UNet-only LoRA")
         raise NetworkLoadError(
             f"{source} does not fit this network ({network.cfg.type}, dim {network.cfg.dim}, {network.arch}):\n"
             + "\n".join(problems)
@@ -86,6 +92,19 @@ def load_into_network(network: Network, tensors: dict[str, torch.Tensor], source
                     own[key].copy_(value.to(own[key].dtype))
             module.load_state_dict(own, strict=False)
             _refresh_scale(module)
+
+
+def with_default_alphas(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Old kohya LoRAs have no ``.alpha``: like kohya, such a module's alpha is its dim (scale 1)."""
+    import torch
+
+    out = dict(tensors)
+    for key, value in tensors.items():
+        if key.endswith(".lora_down.weight"):
+            alpha_key = key[: -len("lora_down.weight")] + "alpha"
+            if alpha_key not in out:
+                out[alpha_key] = torch.tensor(float(value.shape[0]))
+    return out
 
 
 def _refresh_scale(module: Any) -> None:

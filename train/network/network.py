@@ -208,7 +208,7 @@ def create_network(arch: str, unet: Any, text_encoders: list[Any] | None, cfg: N
         include_conv=cfg.trains_convs,
     )
     if cfg.train_text_encoder and not text_encoders:
-        raise ValueError("network.train_text_encoder is true but no text encoder was given")
+        log.info("no text encoder given: training the UNet only")
     modules: list[nn.Module] = []
     skipped: list[str] = []
     for t in found:

@@ -68,8 +68,6 @@ def network_args(cfg: NetworkConfig) -> dict[str, str]:
         value = getattr(cfg, key)
         if value is not None:
             args[key] = _num(value)
-    if cfg.type != "lora" and cfg.dropout is not None and cfg.is_lycoris:
-        args["dropout"] = _num(cfg.dropout)
     for key in ("down_lr_weight", "mid_lr_weight", "up_lr_weight"):
         value = getattr(cfg, key)
         if value is not None:
@@ -80,10 +78,7 @@ def network_args(cfg: NetworkConfig) -> dict[str, str]:
 
 
 def _num(value: float | int | None) -> str:
-    if value is None:
-        return "None"
-    if isinstance(value, float) and value.is_integer():
-        return str(value)
+    """Numbers as kohya writes them (``str(value)``: 1.0, 0.1, None)."""
     return str(value)
 
 

@@ -177,10 +177,10 @@ class BrowserView(KilnView):
         try:
             result = self.kiln.model.set_tags(row, tags, description)
         except Exception as exc:  # noqa: BLE001 - show the curator's message, keep the UI alive
-            self.app.call_from_thread(self.notify, safe_text(f"Could not save tags: {exc}"), severity="error")
-            self.app.call_from_thread(self.kiln.captions_changed)
+            self.kiln.ui(self.notify, safe_text(f"Could not save tags: {exc}"), severity="error")
+            self.kiln.ui(self.kiln.captions_changed)
             return
-        self.app.call_from_thread(self.kiln.report_apply, result, "Tags saved")
+        self.kiln.ui(self.kiln.report_apply, result, "Tags saved")
 
     def action_edit_tags(self) -> None:
         self.query_one(TagList).focus()
@@ -202,7 +202,7 @@ class BrowserView(KilnView):
         if event.input.id == "filter":
             event.stop()
             if self.apply_filter(event.value):
-                event.input.display = not not event.value.strip()
+                event.input.display = bool(event.value.strip())
                 self.image_list.focus()
 
     def on_input_changed(self, event: Input.Changed) -> None:

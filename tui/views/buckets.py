@@ -162,10 +162,10 @@ class BucketsView(KilnView):
             report = bucket_report(records, settings)
             step = step_math(report, batch, epochs=epochs) if report.buckets else None
         except ValueError as exc:
-            self.app.call_from_thread(self._show_error, _first_error(exc))
+            self.kiln.ui(self._show_error, _first_error(exc))
             return
         text = chart_text(report, step, width)
-        self.app.call_from_thread(self._show, text, settings, apply_to_browser)
+        self.kiln.ui(self._show, text, settings, apply_to_browser)
 
     def _show_error(self, message: str) -> None:
         error = self.query_one("#bucket-error", Static)

@@ -11,7 +11,17 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Checkbox, Input, Label, OptionList, ProgressBar, RadioButton, RadioSet, Static
+from textual.widgets import (
+    Button,
+    Checkbox,
+    Input,
+    Label,
+    OptionList,
+    ProgressBar,
+    RadioButton,
+    RadioSet,
+    Static,
+)
 from textual.widgets.option_list import Option
 
 from tui.textsafe import safe_text
@@ -66,8 +76,7 @@ class BulkView(KilnView):
     BulkView #params { height: auto; padding: 0 0; }
     BulkView #params Input { height: 1; border: none; padding: 0 1; margin-bottom: 0; background: $boost; }
     BulkView #params Checkbox { height: 1; border: none; padding: 0 1; background: $surface; }
-    BulkView #scope { height: auto; border: none; padding: 0; layout: horizontal; background: $surface; }
-    BulkView #scope RadioButton { width: auto; padding: 0 1 0 0; }
+    BulkView #scope { height: auto; width: 1fr; border: none; padding: 0; background: $surface; }
     BulkView .buttons { height: 1; }
     BulkView .buttons Button { margin-right: 2; }
     BulkView #diff-scroll { height: 2fr; }
@@ -83,18 +92,18 @@ class BulkView(KilnView):
                 yield OptionList(*[Option(Text(s.label), id=s.op) for s in OPERATIONS], id="op-list")
                 yield Static(id="op-help")
                 with Vertical(id="params"):
-                    yield Input(placeholder="tags, comma separated", id="tags")
-                    yield Checkbox("at front", id="front")
-                    yield Input(placeholder="old tag (or regex)", id="old")
-                    yield Input(placeholder="new tag(s); empty removes", id="new")
-                    yield Checkbox("regex", id="regex")
-                    yield Input(placeholder="trigger word (empty: folder class tokens)", id="word")
-                    yield Checkbox("by frequency", id="freq")
-                    yield Input(placeholder="keep first N tags in place", id="keep", type="integer")
-                    yield Checkbox("underscores → spaces", id="spaces")
-                    yield Checkbox("lower case", id="lower")
-                    yield Checkbox("escape ( )", id="escape")
-                    yield Checkbox("unescape \\( \\)", id="unescape")
+                    yield Input(placeholder="tags, comma separated", id="f-tags")
+                    yield Checkbox("at front", id="f-front")
+                    yield Input(placeholder="old tag (or regex)", id="f-old")
+                    yield Input(placeholder="new tag(s); empty removes", id="f-new")
+                    yield Checkbox("regex", id="f-regex")
+                    yield Input(placeholder="trigger word (empty: folder class tokens)", id="f-word")
+                    yield Checkbox("by frequency", id="f-freq")
+                    yield Input(placeholder="keep first N tags in place", id="f-keep", type="integer")
+                    yield Checkbox("underscores → spaces", id="f-spaces")
+                    yield Checkbox("lower case", id="f-lower")
+                    yield Checkbox("escape ( )", id="f-escape")
+                    yield Checkbox("unescape \\( \\)", id="f-unescape")
                 yield Label("scope", classes="dim")
                 with RadioSet(id="scope"):
                     yield RadioButton("selection", id="scope-selection", value=True)
@@ -161,13 +170,13 @@ class BulkView(KilnView):
             event.stop()
             first = next((f for f in self.spec.fields), None)
             if first:
-                self.query_one(f"#{first}").focus()
+                self.query_one(f"#f-{first}").focus()
             else:
                 self.action_preview()
 
     def _show_fields(self, spec: OpSpec) -> None:
         for fid in FIELD_IDS:
-            self.query_one(f"#{fid}").display = fid in spec.fields
+            self.query_one(f"#f-{fid}").display = fid in spec.fields
         self.query_one("#op-help", Static).update(Text(spec.help))
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -190,7 +199,7 @@ class BulkView(KilnView):
         spec = self.spec
         p: dict = {}
         for fid in spec.fields:
-            widget = self.query_one(f"#{fid}")
+            widget = self.query_one(f"#f-{fid}")
             p[fid] = widget.value
         if spec.op == "add":
             p["position"] = "front" if p.pop("front", False) else "end"
@@ -237,16 +246,16 @@ class BulkView(KilnView):
         model = self.kiln.model
         try:
             if spec.op == "absorb" and not str(params.get("tags", "")).strip():
-                self.app.call_from_thread(self._show_diff, self._absorb_text(model.absorb_suggestions(rows)))
+                self.kiln.ui(self._show_diff, self._absorb_text(model.absorb_suggestions(rows)))
                 return
             changes = model.plan(spec.op, rows, params)
         except Exception as exc:  # noqa: BLE001 - OperationError and friends: show the message
-            self.app.call_from_thread(self._show_diff, safe_text(str(exc), style="red"))
+            self.kiln.ui(self._show_diff, safe_text(str(exc), style="red"))
             return
         description = f"{spec.label.lower()} on {scope} ({len(rows)} images)"
         summary = Text(f"{len(changes)} of {len(rows)} caption(s) would change — {description}\n\n", style="bold")
         summary.append_text(model.diff_text(changes))
-        self.app.call_from_thread(self._planned, changes, description, summary, confirm)
+        self.kiln.ui(self._planned, changes, description, summary, confirm)
 
     @staticmethod
     def _absorb_text(candidates: list) -> Text:
@@ -287,9 +296,9 @@ class BulkView(KilnView):
         try:
             result = self.kiln.model.apply(changes, op, description)
         except Exception as exc:  # noqa: BLE001
-            self.app.call_from_thread(self.notify, safe_text(f"Apply failed: {exc}"), severity="error")
+            self.kiln.ui(self.notify, safe_text(f"Apply failed: {exc}"), severity="error")
             return
-        self.app.call_from_thread(self.kiln.report_apply, result, description.capitalize())
+        self.kiln.ui(self.kiln.report_apply, result, description.capitalize())
 
     # ----- history ----------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="history")
@@ -300,8 +309,8 @@ class BulkView(KilnView):
             entries = self.kiln.model.history()
         except Exception as exc:  # noqa: BLE001
             entries = []
-            self.app.call_from_thread(self.notify, safe_text(f"history: {exc}"), severity="warning")
-        self.app.call_from_thread(self._fill_history, entries)
+            self.kiln.ui(self.notify, safe_text(f"history: {exc}"), severity="warning")
+        self.kiln.ui(self._fill_history, entries)
 
     def _fill_history(self, entries: list) -> None:
         history = self.query_one("#history", OptionList)
@@ -343,15 +352,15 @@ class BulkView(KilnView):
         from tui.autotag import run_autotag
 
         def progress(done: int, total: int) -> None:
-            self.app.call_from_thread(self.query_one("#autotag-progress", ProgressBar).update,
+            self.kiln.ui(self.query_one("#autotag-progress", ProgressBar).update,
                                       total=total, progress=done)
 
         try:
             changes = run_autotag(self.kiln.model, rows, progress, self._cancel)
         except Exception as exc:  # noqa: BLE001
-            self.app.call_from_thread(self.notify, safe_text(f"Autotag failed: {exc}"), severity="error")
+            self.kiln.ui(self.notify, safe_text(f"Autotag failed: {exc}"), severity="error")
             changes = None
-        self.app.call_from_thread(self._autotag_done, changes, scope, len(rows))
+        self.kiln.ui(self._autotag_done, changes, scope, len(rows))
 
     def _autotag_done(self, changes: list | None, scope: str, n: int) -> None:
         self.query_one("#autotag-row").display = False

@@ -213,9 +213,9 @@ class HealthView(KilnView):
         try:
             clusters = self.kiln.model.duplicate_clusters()
         except Exception as exc:  # noqa: BLE001
-            self.app.call_from_thread(self.notify, safe_text(f"duplicate search failed: {exc}"), severity="warning")
+            self.kiln.ui(self.notify, safe_text(f"duplicate search failed: {exc}"), severity="warning")
             clusters = []
-        self.app.call_from_thread(self._set_clusters, clusters)
+        self.kiln.ui(self._set_clusters, clusters)
 
     def _set_clusters(self, clusters: list) -> None:
         self.clusters = clusters
@@ -269,22 +269,22 @@ class HealthView(KilnView):
         try:
             batch = self.kiln.model.trash_images(paths, f"duplicates of {keep}")
         except Exception as exc:  # noqa: BLE001
-            self.app.call_from_thread(self.notify, safe_text(f"Nothing moved: {exc}"), severity="error")
+            self.kiln.ui(self.notify, safe_text(f"Nothing moved: {exc}"), severity="error")
             return
-        self.app.call_from_thread(
+        self.kiln.ui(
             self.notify, safe_text(f"Moved {len(batch.images)} image(s) to .kiln/trash/{batch.batch_id}; R restores."),
         )
-        self.app.call_from_thread(self.kiln.action_rescan)
+        self.kiln.ui(self.kiln.action_rescan)
 
     @work(thread=True, exclusive=True, group="trash")
     def restore_trash(self) -> None:
         try:
             batch = self.kiln.model.restore_last_trash()
         except Exception as exc:  # noqa: BLE001
-            self.app.call_from_thread(self.notify, safe_text(f"Restore failed: {exc}"), severity="error")
+            self.kiln.ui(self.notify, safe_text(f"Restore failed: {exc}"), severity="error")
             return
         if batch is None:
-            self.app.call_from_thread(self.notify, "The trash is empty.", timeout=2)
+            self.kiln.ui(self.notify, "The trash is empty.", timeout=2)
             return
-        self.app.call_from_thread(self.notify, safe_text(f"Restored {printable(', '.join(batch.images))}"))
-        self.app.call_from_thread(self.kiln.action_rescan)
+        self.kiln.ui(self.notify, safe_text(f"Restored {printable(', '.join(batch.images))}"))
+        self.kiln.ui(self.kiln.action_rescan)

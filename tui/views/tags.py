@@ -146,13 +146,13 @@ class TagsView(KilnView):
         try:
             changes = model.plan(op, model.rows, params)
         except Exception as exc:  # noqa: BLE001
-            self.app.call_from_thread(self.notify, safe_text(f"{description}: {exc}"), severity="error")
+            self.kiln.ui(self.notify, safe_text(f"{description}: {exc}"), severity="error")
             return
         if not changes:
-            self.app.call_from_thread(self.notify, "No caption would change.", timeout=2)
+            self.kiln.ui(self.notify, "No caption would change.", timeout=2)
             return
         diff = model.diff_text(changes)
-        self.app.call_from_thread(self._confirm, op, changes, description, diff)
+        self.kiln.ui(self._confirm, op, changes, description, diff)
 
     def _confirm(self, op: str, changes: list, description: str, diff: Text) -> None:
         body = Text(f"{len(changes)} caption file(s) will change (u undoes):\n\n")
@@ -169,6 +169,6 @@ class TagsView(KilnView):
         try:
             result = self.kiln.model.apply(changes, op, description)
         except Exception as exc:  # noqa: BLE001
-            self.app.call_from_thread(self.notify, safe_text(f"{description} failed: {exc}"), severity="error")
+            self.kiln.ui(self.notify, safe_text(f"{description} failed: {exc}"), severity="error")
             return
-        self.app.call_from_thread(self.kiln.report_apply, result, description.capitalize())
+        self.kiln.ui(self.kiln.report_apply, result, description.capitalize())

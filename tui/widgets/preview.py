@@ -21,6 +21,18 @@ from tui.textsafe import safe_text
 SHARED_CACHE = ThumbnailCache()
 
 
+def _to_ui(widget: Widget, callback, *args) -> None:
+    """Hand a decoded result to the UI thread, unless the app is already gone."""
+    app = widget.app
+    if not app.is_running or not widget.is_attached:
+        return
+    try:
+        app.call_from_thread(callback, *args)
+    except RuntimeError:
+        if app.is_running:
+            raise
+
+
 class HalfBlockImage(Widget):
     """Renders an image with `▀` cells (fg = upper pixel, bg = lower pixel); works over SSH and in tmux."""
 
@@ -57,7 +69,7 @@ class HalfBlockImage(Widget):
             error = ""
         except Exception as exc:  # noqa: BLE001 - any decoder failure is shown, never raised
             thumb, error = None, f"cannot decode: {type(exc).__name__}: {exc}"
-        self.app.call_from_thread(self._loaded, request, thumb, error)
+        _to_ui(self, self._loaded, request, thumb, error)
 
     def _loaded(self, request: int, thumb, error: str) -> None:
         if request != self._request:
@@ -130,7 +142,7 @@ class ImagePreview(Widget):
                 thumb = self.cache.get(path)
             except Exception:  # noqa: BLE001
                 thumb = None
-        self.app.call_from_thread(self._set_graphics, path, thumb)
+        _to_ui(self, self._set_graphics, path, thumb)
 
     def _set_graphics(self, path: Path | None, thumb) -> None:
         if path != self.path or not self.children:

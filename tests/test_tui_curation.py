@@ -1,0 +1,235 @@
+"""Pilot-driven tests of the curation workflows: bulk edits, the Tags view, duplicates, text safety, help, themes.
+
+Same real sample dataset and helpers as tests/test_tui_workflows.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("textual")
+
+from tests.test_tui_workflows import (  # noqa: E402
+    PHOTO_DIR,  # noqa: F401
+    browser,
+    caption_of,
+    copy_example,
+    make_app,
+    wait_for,
+    wait_loaded,
+)
+from tui.app import KilnApp  # noqa: E402
+from tui.config import TuiPrefs  # noqa: E402
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    return copy_example(tmp_path / "dataset")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KILN_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.delenv("KILN_IMAGE_PROTOCOL", raising=False)
+
+
+# ------------------------------------------------------------------------------------------------ bulk
+
+
+def test_bulk_add_with_preview_confirm_and_undo(dataset: Path) -> None:
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_loaded(pilot)
+            lst = browser(app).image_list
+            await pilot.press("space", "space")  # select the first two images
+            chosen = sorted(lst.selected)
+            caps = {p: caption_of(dataset, p) for p in chosen}
+            before = {p: c.read_bytes() for p, c in caps.items()}
+            untouched = caption_of(dataset, lst.view_rows()[2].path)
+            untouched_bytes = untouched.read_bytes()
+
+            await pilot.press("3")  # bulk view, scope defaults to the selection
+            bulk = app.view("bulk")
+            app.query_one("#f-tags").value = "watermark, signature"
+            await pilot.press("ctrl+e")
+            await wait_for(pilot, lambda: "+ watermark" in str(app.query_one("#diff").render()))
+            assert all(c.read_bytes() == before[p] for p, c in caps.items())  # preview writes nothing
+
+            await pilot.press("ctrl+s")
+            from tui.widgets.dialogs import ConfirmScreen
+
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await wait_for(pilot, lambda: all(b"watermark" in c.read_bytes() for c in caps.values()))
+            assert untouched.read_bytes() == untouched_bytes
+            for c in caps.values():
+                assert c.read_text().rstrip("\n").endswith("watermark, signature")
+            await wait_for(pilot, lambda: "add tags" in str(
+                app.query_one("#history").get_option_at_index(0).prompt).lower())
+
+            await pilot.press("escape")
+            await pilot.press("u")
+            await wait_for(pilot, lambda: all(c.read_bytes() == before[p] for p, c in caps.items()))
+            assert bulk is app.active_view
+
+    asyncio.run(run())
+
+
+def test_tags_view_filters_by_a_tag_and_renames_it_everywhere(dataset: Path) -> None:
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("2")
+            tags_view = app.view("tags")
+            app.query_one("#tag-search").focus()
+            await pilot.press(*"monochrome", "enter")  # narrows the list, then back to it
+            assert tags_view.current_tag() == "monochrome"
+            await pilot.press("enter")
+            lst = browser(app).image_list
+            assert app.active_view.id == "browser"
+            assert lst.view and all("monochrome" in r.tags for r in lst.view_rows())
+            n = len(lst.view)
+
+            await pilot.press("2")
+            app.query_one("#tag-table").focus()
+            await pilot.press("r")
+            await pilot.press("ctrl+u", *"black and white", "enter")
+            from tui.widgets.dialogs import ConfirmScreen
+
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await wait_for(pilot, lambda: "monochrome" not in app.model.vocabulary())
+            assert app.model.vocabulary()["black and white"] == n
+            on_disk = [p.read_text() for p in dataset.rglob("*.txt")]
+            assert not any("monochrome" in t for t in on_disk)
+
+    asyncio.run(run())
+
+
+# ---------------------------------------------------------------------------------------------- health
+
+
+def test_resolve_duplicates_moves_to_trash_and_restores(dataset: Path) -> None:
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("5")
+            health = app.view("health")
+            await wait_for(pilot, lambda: bool(health.clusters))
+            cluster = health.clusters[0]
+            await pilot.press("5")  # activation puts the cursor on the first cluster
+            await wait_for(pilot, lambda: app.query_one("#cluster-pane").cluster is cluster)
+            await pilot.press("enter")  # into the cluster's cards
+            pane = app.query_one("#cluster-pane")
+            keep = pane.cards[pane.current].rel_path
+            others = [p for p in cluster.members if p != keep]
+            await pilot.press("K")
+            from tui.widgets.dialogs import ConfirmScreen
+
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await wait_for(pilot, lambda: not any((dataset / p).exists() for p in others))
+            assert (dataset / keep).exists()
+            trash = dataset / ".kiln" / "trash"
+            assert any(trash.rglob(Path(others[0]).name))
+            await wait_loaded(pilot)
+            assert all(p not in app.model.by_path for p in others)
+
+            app.query_one("#health-tree").focus()
+            await pilot.press("R")
+            await wait_for(pilot, lambda: all((dataset / p).exists() for p in others))
+
+    asyncio.run(run())
+
+
+# ----------------------------------------------------------------------------------- safety and chrome
+
+
+def test_file_names_and_captions_are_shown_literally(tmp_path: Path) -> None:
+    from tests.conftest import photo, save_photo
+
+    root = tmp_path / "dataset"
+    folder = root / "3_[red]weird"
+    save_photo(photo("coffee.png", (256, 256)), folder / "[bold]x[reverse].png")
+    (folder / "[bold]x[reverse].txt").write_bytes(b"[red]tag[/], \x1b[31mevil\x07, plain\n")
+
+    async def run() -> None:
+        app = make_app(root)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_loaded(pilot)
+            lst = browser(app).image_list
+            line = lst.render_line(0).text
+            assert "[bold]x[reverse]" in line and "3_[red]weird" in line
+            from tui.widgets.tag_editor import TagList
+
+            shown = [str(opt.prompt) for opt in app.query_one(TagList)._options]
+            assert "[red]tag[/]" in shown
+            assert all("\x1b" not in s and "\x07" not in s for s in shown)
+            assert any("\ufffd[31mevil" in s for s in shown)
+            facts = app.query_one("#facts").render()
+            assert "[bold]x[reverse].png" in str(facts)
+
+    asyncio.run(run())
+
+
+def test_help_lists_bindings_and_palette_holds_every_action(dataset: Path) -> None:
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("question_mark")
+            from tui.widgets.dialogs import HelpScreen
+
+            assert isinstance(app.screen, HelpScreen)
+            text = "\n".join(f"{k} {d}" for _, rows in app.screen.sections for k, d in rows)
+            for needle in ("Range", "Select", "Undo", "Redo", "Filter", "Keep this, trash others", "Apply",
+                           "Delete tag", "To front", "Rename everywhere"):
+                assert needle in text, needle
+            await pilot.press("escape")
+            titles = [c.title for c in app.get_system_commands(app.screen)]
+            for needle in ("Range", "Apply", "Autotag", "View: Health", "Keep this, trash others"):
+                assert needle in titles, needle
+
+    asyncio.run(run())
+
+
+def test_theme_switch_is_remembered(dataset: Path, tmp_path: Path) -> None:
+    from tui.config import load_prefs
+
+    async def run() -> None:
+        app = KilnApp(dataset, image_protocol="halfblock", prefs=TuiPrefs())
+        async with app.run_test(size=(80, 24)) as pilot:
+            assert app.theme == "kiln-dark"
+            await pilot.press("ctrl+t")
+            assert app.theme == "kiln-high-contrast"
+        assert load_prefs().theme == "kiln-high-contrast"
+        again = KilnApp(dataset, image_protocol="halfblock")
+        async with again.run_test(size=(80, 24)):
+            assert again.theme == "kiln-high-contrast"
+
+    asyncio.run(run())
+
+
+def test_notifications_show_file_text_literally(dataset: Path) -> None:
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_loaded(pilot)
+            from tui.textsafe import safe_text
+
+            app.notify(safe_text("Caption changed: [bold]x[/].txt \\x1b"))
+            app.notify("bad [/] markup from a curator error \x1b[31m")
+            await pilot.pause(0.3)
+            notes = list(app._notifications)
+            assert all(isinstance(n.message, str) and n.markup is False for n in notes)
+            assert any("[bold]x[/].txt" in n.message for n in notes)
+            assert any("bad [/] markup" in n.message and "\x1b" not in n.message for n in notes)
+            await pilot.pause(0.3)  # the toasts render without a markup error
+
+    asyncio.run(run())

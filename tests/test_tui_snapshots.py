@@ -1,0 +1,42 @@
+"""Snapshot tests (pytest-textual-snapshot) of every view at 80×24 and at 120×40, on the sample dataset.
+
+Deterministic: a fixed dataset copied to ``<tmp>/dataset``, half-block previews, no clock, every background
+job finished before the picture is taken. Update after an intended change with
+``.venv/bin/pytest tests/test_tui_snapshots.py --snapshot-update`` and review ``snapshot_report.html``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytest_textual_snapshot")
+
+from tests.test_tui_workflows import copy_example, make_app, wait_loaded  # noqa: E402
+
+VIEWS = {"browser": "1", "tags": "2", "bulk": "3", "buckets": "4", "health": "5"}
+SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KILN_CONFIG_DIR", str(tmp_path / "config"))
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("view", list(VIEWS))
+def test_view_snapshot(view: str, size: str, tmp_path: Path, snap_compare) -> None:
+    root = copy_example(tmp_path / "dataset")
+    app = make_app(root)
+
+    async def settle(pilot) -> None:
+        await wait_loaded(pilot)
+        await pilot.press(VIEWS[view])
+        if view == "health":
+            await pilot.press("down")  # the first flag group, so the picture shows the duplicate and a group
+        await pilot.pause(0.3)
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZES[size], run_before=settle)
