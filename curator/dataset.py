@@ -15,7 +15,7 @@ from curator.index import Index, to_unsigned64
 from curator.layout import DatasetLayout, LayoutError, load_layout
 from curator.records import FLAG_KINDS, Flag, ImageRecord
 from curator.scan.config import ScanConfig
-from curator.scan.scanner import ScanSummary, WalkResult, abs_path_of, scan_dataset
+from curator.scan.scanner import ScanSummary, WalkResult, scan_dataset
 
 __all__ = ["Dataset", "DatasetError", "ScanConfig", "ScanSummary"]
 
@@ -55,6 +55,7 @@ class Dataset:
         self.config = config
         self._walk: WalkResult | None = None
         self._records: list[ImageRecord] | None = None
+        self._by_path: dict[str, ImageRecord] | None = None
         self.last_summary: ScanSummary | None = None
 
     @classmethod
@@ -86,6 +87,7 @@ class Dataset:
         summary, walk = scan_dataset(self.layout, self.index, self.config, progress=progress)
         self._walk = walk
         self._records = None
+        self._by_path = None
         self.last_summary = summary
         return summary
 
@@ -97,6 +99,7 @@ class Dataset:
         """Forget cached records and walk: the next :meth:`images` re-checks the files."""
         self._walk = None
         self._records = None
+        self._by_path = None
 
     @property
     def walk(self) -> WalkResult:
@@ -116,9 +119,12 @@ class Dataset:
             self._records = self._load_records()
         return self._records
 
+    def indexed_records(self) -> list[ImageRecord]:
+        """What the index holds right now, without looking at the files (instant; may be stale)."""
+        return self._load_records()
+
     def _load_records(self) -> list[ImageRecord]:
         subsets = {s.rel_dir: s for s in self.layout.subsets}
-        root = self.root
         records = []
         rows = self.index.conn.execute(
             "SELECT path, subset, size, mtime_ns, sha256, width, height, format, mode, frames, exif_rotated, "
@@ -131,7 +137,6 @@ class Dataset:
             records.append(
                 ImageRecord(
                     path=path,
-                    abs_path=abs_path_of(root, path),
                     subset=owner,
                     size=size,
                     mtime_ns=mtime,
@@ -150,10 +155,10 @@ class Dataset:
 
     def record(self, path: str) -> ImageRecord | None:
         """The record of one image by its posix path relative to the root."""
-        for record in self.images():
-            if record.path == path:
-                return record
-        return None
+        records = self.images()
+        if self._by_path is None or len(self._by_path) != len(records):
+            self._by_path = {r.path: r for r in records}
+        return self._by_path.get(path)
 
     # --------------------------------------------------------------------------------------------- health
 
@@ -179,11 +184,17 @@ class Dataset:
             )
         return digest
 
-    def flags(self, threshold: int | None = None) -> list[Flag]:
-        """Every finding, sorted by path then kind; also stored in the index's ``flags`` table."""
+    def flags(self, threshold: int | None = None, *, refresh: bool = True) -> list[Flag]:
+        """Every finding, sorted by path then kind; also stored in the index's ``flags`` table.
+
+        ``refresh``: first bring the index up to date with the files (a stat walk; captions are always
+        read fresh). Pass False right after :meth:`scan`.
+        """
         from curator.checks import SizeRules, caption_flags, image_flags
         from curator.dupes import duplicate_flags
 
+        if refresh:
+            self.scan(progress=False)
         records = self.images()
         rules = SizeRules.from_config(self.config)
         found: list[Flag] = []

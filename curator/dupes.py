@@ -108,6 +108,8 @@ def near_pairs(hashes: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarr
             query = keys ^ mask
             hit = counts[query]
             rows = np.flatnonzero(hit)
+            if mask:  # bucket pairs (k, k^mask) are symmetric: expand each from its smaller key only
+                rows = rows[keys[rows] < query[rows]]
             if rows.size == 0:
                 continue
             # bound memory: a degenerate set (thousands of equal hashes) is expanded in row blocks
@@ -116,8 +118,11 @@ def near_pairs(hashes: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarr
                 r = rows[begin : begin + block]
                 q = query[r]
                 left, right = _bucket_partners(positions[r], starts[q], counts[q], order)
-                keep = left < right
-                left, right = left[keep], right[keep]
+                if mask:
+                    left, right = np.minimum(left, right), np.maximum(left, right)
+                else:
+                    keep = left < right
+                    left, right = left[keep], right[keep]
                 distance = np.bitwise_count(hashes[left] ^ hashes[right])
                 close = distance <= threshold
                 if close.any():

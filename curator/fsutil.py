@@ -1,9 +1,9 @@
 """Crash-safe file writes: every user file kiln writes goes through here.
 
-A write never changes a file in place. The new content goes to a temporary file in the same folder, is flushed
-to disk (fsync), then renamed over the target (atomic on POSIX), and the folder is fsynced so the rename itself
-survives a power cut. A reader (or a crash) therefore sees either the old bytes or the new bytes, never a mix.
-The target keeps its permission bits; a new file gets the usual ``0o666 & ~umask``.
+A write never changes a file in place. The new content goes to a temporary file in the same folder, is
+flushed to disk (fsync), then renamed over the target (atomic on POSIX), and the folder is fsynced so the
+rename itself survives a power cut. A reader (or a crash) therefore sees either the old bytes or the new
+bytes, never a mix. The target keeps its permission bits; a new file gets the usual ``0o666 & ~umask``.
 
 ``atomic_write_many`` does the same for thousands of files at once with a single filesystem sync instead of
 one fsync per file (the data of every temporary file is durable before any rename happens).
@@ -87,9 +87,15 @@ def _write_temp(path: Path, data: bytes, sync: bool) -> Path:
     return tmp
 
 
+def _resolve_link(path: Path) -> Path:
+    """Write through a symlink to its target (renaming over the link would replace the link itself)."""
+    return Path(os.path.realpath(path)) if os.path.islink(path) else path
+
+
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (temp file in the same folder, fsync, rename, fsync dir)."""
-    path = Path(path)
+    """Replace ``path`` with ``data`` atomically (temp file in the same folder, fsync, rename, fsync dir).
+    A symlink is written through (its target is replaced)."""
+    path = _resolve_link(Path(path))
     tmp = _write_temp(path, data, sync=True)
     try:
         os.replace(tmp, path)
@@ -118,10 +124,25 @@ def _syncfs(folder: Path) -> bool:
 
 
 _PARALLEL_MIN = 32  # below this many files, threads cost more than they save
-_WORKERS = 16  # file creation and rename latency (directory updates) overlaps well across threads
 
 
-def _parallel_map(fn, args: list) -> list:
+def _workers() -> int:
+    """Threads for bulk renames (``KILN_IO_WORKERS``, default 16); ``1`` makes bulk writes strictly one file
+    after another. ``KILN_IO_CREATE_WORKERS`` (default 1) does the same for creating the temporary files."""
+    try:
+        return max(1, int(os.environ.get("KILN_IO_WORKERS", "16")))
+    except ValueError:
+        return 16
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(name, str(default))))
+    except ValueError:
+        return default
+
+
+def _parallel_map(fn, args: list, workers: int | None = None) -> list:
     """``[fn(a) for a in args]`` on a thread pool for big batches; exceptions are returned, not raised."""
 
     def safe(a):
@@ -130,27 +151,35 @@ def _parallel_map(fn, args: list) -> list:
         except OSError as exc:
             return exc
 
-    if len(args) < _PARALLEL_MIN:
+    workers = min(workers or _workers(), _workers())
+    if len(args) < _PARALLEL_MIN or workers == 1:
         return [safe(a) for a in args]
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=min(_WORKERS, len(args) // 8 + 1)) as pool:
+    with ThreadPoolExecutor(max_workers=min(workers, len(args) // 8 + 1)) as pool:
         return list(pool.map(safe, args))
 
 
 def atomic_write_many(items: Iterable[tuple[Path, bytes]]) -> list[Path]:
     """Atomically replace many files; each file individually is old-or-new at any moment.
 
-    All temporary files are written first (in parallel for big batches), made durable with one filesystem sync
-    (or one fsync each where ``syncfs`` is unavailable), then renamed over their targets; finally each touched
-    folder is fsynced. Returns the targets renamed. If any temporary file cannot be written nothing is renamed;
-    if a rename fails the others still happen. Either way the first ``OSError`` is raised after cleaning up.
+    All temporary files are written first (one after another: creations in one folder serialise on its lock
+    anyway), made durable with one filesystem sync (or one fsync each where ``syncfs`` is unavailable), then
+    renamed over their targets on a thread pool (renames over existing files wait on the disk and overlap
+    well); finally each touched folder is fsynced. Returns the targets renamed. If any temporary file cannot
+    be
+    written nothing is renamed; if a rename fails the others still happen. Either way the first ``OSError``
+    is raised after cleaning up.
     """
-    items = [(Path(p), d) for p, d in items]
+    items = list(items)
+    originals = [Path(p) for p, _d in items]
+    items = [(_resolve_link(p), d) for p, (_p, d) in zip(originals, items, strict=True)]
     if not items:
         return []
+    resolved_to_original = {r: o for o, (r, _d) in zip(originals, items, strict=True)}
     fast = sys.platform.startswith("linux")
-    temps = _parallel_map(lambda it: _write_temp(it[0], it[1], sync=not fast), items)
+    create_workers = _env_int("KILN_IO_CREATE_WORKERS", 1)
+    temps = _parallel_map(lambda it: _write_temp(it[0], it[1], sync=not fast), items, workers=create_workers)
     errors = [t for t in temps if isinstance(t, OSError)]
     if errors:
         for t in temps:
@@ -176,7 +205,8 @@ def atomic_write_many(items: Iterable[tuple[Path, bytes]]) -> list[Path]:
     done = [path for (path, _tmp), out in zip(pairs, outcomes, strict=True) if not isinstance(out, OSError)]
     for folder in {p.parent for p in done}:
         fsync_dir(folder)
-    failed = [(tmp, out) for (_path, tmp), out in zip(pairs, outcomes, strict=True) if isinstance(out, OSError)]
+    done = [resolved_to_original.get(p, p) for p in done]
+    failed = [(tmp, out) for (_p, tmp), out in zip(pairs, outcomes, strict=True) if isinstance(out, OSError)]
     for tmp, _out in failed:
         with contextlib.suppress(OSError):
             tmp.unlink()

@@ -66,10 +66,14 @@ def _make_kiln_dir(root: Path) -> Path:
 
 def _connect(db_path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(db_path, timeout=30, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA temp_store=MEMORY")
-    conn.executescript(_SCHEMA)  # fails here when the file system is read-only
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        conn.executescript(_SCHEMA)  # fails here when the file system is read-only
+    except sqlite3.Error:
+        conn.close()
+        raise
     return conn
 
 

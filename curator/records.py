@@ -41,7 +41,7 @@ class Flag:
 
 @dataclass(slots=True)
 class ImageRecord:
-    """One image as the index knows it. ``width``/``height`` are after EXIF rotation.
+    """One image as the index knows it. ``width``/``height`` are after EXIF rotation; ``abs_path`` is the file.
 
     ``phash`` is the 64-bit perceptual hash (unsigned), ``None`` when the image could not be decoded.
     ``flags`` holds the findings about the file itself (unreadable, animated, alpha, ...); the full set
@@ -49,7 +49,6 @@ class ImageRecord:
     """
 
     path: str
-    abs_path: Path
     subset: Subset
     size: int
     mtime_ns: int
@@ -62,6 +61,11 @@ class ImageRecord:
     exif_rotated: bool
     phash: int | None
     flags: list[Flag] = field(default_factory=list)
+
+    @property
+    def abs_path(self) -> Path:
+        """The file on disk (images sit directly in their subset folder)."""
+        return self.subset.image_dir / self.path.rpartition("/")[2]
 
     @property
     def pixels(self) -> int:

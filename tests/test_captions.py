@@ -70,7 +70,10 @@ def test_conventions_kept_when_tags_change() -> None:
     cap = Caption.parse(b"long_hair,blue_eyes,ganyu_\\(genshin_impact\\)\r\n")
     assert cap.style.underscores and cap.style.escaped_parens and cap.style.joiner == ","
     out = cap.with_tags(cap.tags + ["white shirt", "keqing (genshin impact)", "^_^"]).to_bytes()
-    assert out == b"long_hair,blue_eyes,ganyu_\\(genshin_impact\\),white_shirt,keqing_\\(genshin_impact\\),^_^\r\n"
+    assert (
+        out
+        == b"long_hair,blue_eyes,ganyu_\\(genshin_impact\\),white_shirt,keqing_\\(genshin_impact\\),^_^\r\n"
+    )
 
     spaced = Caption.parse(b"long hair, blue eyes")
     out = spaced.with_tags(spaced.tags + ["white_shirt", "x \\(y\\)"]).to_bytes()

@@ -140,3 +140,27 @@ def test_bom_and_bad_config_are_reported(tmp_path: Path) -> None:
         ScanConfig(near_threshold=99)
     message = config_error_message(info.value)
     assert message.startswith("near_threshold:") and "99" in message
+
+
+def test_toml_dataset_end_to_end(tmp_path: Path) -> None:
+    """A kohya dataset TOML: subsets, its caption extension default (.caption) and its resolution drive the checks."""
+    save_photo(photo("chelsea.png", (640, 512)), tmp_path / "train" / "cat.png")
+    write_caption(tmp_path / "train" / "cat.caption", "cat, sitting\n")
+    save_photo(photo("coffee.png", (1100, 825)), tmp_path / "reg" / "cup.jpg", quality=90)
+    write_caption(tmp_path / "reg" / "cup.txt", "cup\n")
+    config = tmp_path / "dataset.toml"
+    config.write_text(
+        '[general]\nresolution = 1024\n\n[[datasets]]\n\n  [[datasets.subsets]]\n  image_dir = "train"\n'
+        '  num_repeats = 4\n\n  [[datasets.subsets]]\n  image_dir = "reg"\n  is_reg = true\n'
+        '  caption_extension = ".txt"\n',
+        encoding="utf-8",
+    )
+    with Dataset.open(config) as ds:
+        assert ds.config.resolution == 1024 and ds.root == tmp_path.resolve()
+        records = {r.path: r for r in ds.images()}
+        flags = {(f.path, f.kind) for f in ds.flags()}
+    assert records["train/cat.png"].subset.repeats == 4 and records["reg/cup.jpg"].subset.is_reg
+    assert ("train/cat.png", "low-res") in flags  # 640x512 is far below 1024²
+    assert ("reg/cup.jpg", "low-res") in flags  # 1100x825 is 13% below 1024²
+    assert not {kind for _path, kind in flags} & {"missing-caption", "orphan-caption"}
+    assert (tmp_path / ".kiln" / "index.sqlite").is_file()

@@ -46,8 +46,11 @@ def ds_path(tmp_path: Path) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.txt"))
-            if ".kiln" not in p.parts}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*.txt"))
+        if ".kiln" not in p.parts
+    }
 
 
 def test_apply_undo_redo_across_restarts(ds_path: Path) -> None:
@@ -147,8 +150,9 @@ def test_permissions_kept(ds_path: Path) -> None:
 def test_duplicate_paths_rejected(ds_path: Path) -> None:
     p = ds_path / "5_sks dog/d.txt"
     with Dataset.open(ds_path) as ds, pytest.raises(JournalError):
-        journal.apply_changes(ds, [CaptionChange(p, p.read_bytes(), b"a"), CaptionChange(p, p.read_bytes(), b"b")],
-                              "x", "x")
+        journal.apply_changes(
+            ds, [CaptionChange(p, p.read_bytes(), b"a"), CaptionChange(p, p.read_bytes(), b"b")], "x", "x"
+        )
     assert p.read_bytes() == b"dog, grass\n"
 
 
@@ -159,12 +163,19 @@ def test_pending_entry_is_recovered(ds_path: Path) -> None:
         changes = replace_tag(load_items(ds), "1girl", "woman")
         j = Journal(ds.index, ds.root)
         with j._durable_tx() as conn:
-            cur = conn.execute("INSERT INTO tag_journal (created, op, description, state, n_changes) "
-                               "VALUES (0, 'replace', 'killed', 'pending', ?)", (len(changes),))
+            cur = conn.execute(
+                "INSERT INTO tag_journal (created, op, description, state, n_changes) "
+                "VALUES (0, 'replace', 'killed', 'pending', ?)",
+                (len(changes),),
+            )
             conn.executemany(
                 "INSERT INTO tag_journal_changes (entry_id, seq, path, before, after, status) "
                 "VALUES (?, ?, ?, ?, ?, 'pending')",
-                [(cur.lastrowid, i, j._key(c.caption_path), c.before, c.after) for i, c in enumerate(changes)])
+                [
+                    (cur.lastrowid, i, j._key(c.caption_path), c.before, c.after)
+                    for i, c in enumerate(changes)
+                ],
+            )
         atomic_write_bytes(changes[0].caption_path, changes[0].after)  # the first file made it
         (changes[1].caption_path.parent / (TEMP_PREFIX + "b.txt.xyz")).write_bytes(b"half")  # a leftover temp
     with Dataset.open(ds_path) as ds:
@@ -189,3 +200,37 @@ def test_atomic_write_many_and_single(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p, _ in files)
     with pytest.raises(OSError):
         atomic_write_bytes(tmp_path / "missing-dir" / "x.txt", b"x")
+
+
+def test_symlinked_caption_is_written_through(ds_path: Path, tmp_path: Path) -> None:
+    real = tmp_path / "elsewhere.txt"
+    real.write_bytes(b"dog, grass\n")
+    link = ds_path / "5_sks dog/d.txt"
+    link.unlink()
+    link.symlink_to(real)
+    with Dataset.open(ds_path) as ds:
+        result = journal.apply_changes(ds, replace_tag(load_items(ds), "grass", "sand"), "replace", "x")
+        assert result.applied == [link]
+        assert link.is_symlink() and real.read_bytes() == b"dog, sand\n"
+        journal.undo(ds)
+    assert link.is_symlink() and real.read_bytes() == b"dog, grass\n"
+
+
+def test_read_only_caption_is_not_touched(ds_path: Path) -> None:
+    target = ds_path / "5_sks dog/d.txt"
+    os.chmod(target, 0o444)
+    with Dataset.open(ds_path) as ds:
+        result = journal.apply_changes(ds, add_tags(load_items(ds), "solo", create=False), "add", "x")
+    assert [p for p, _r in result.errors] == [target] and "read-only" in result.errors[0][1]
+    assert target.read_bytes() == b"dog, grass\n"
+    assert len(result.applied) == 2  # a and b (c already has solo)
+
+
+def test_prune_keeps_newest(ds_path: Path) -> None:
+    with Dataset.open(ds_path) as ds:
+        for tag in ("one", "two", "three"):
+            journal.apply_changes(ds, add_tags(load_items(ds), tag, create=False), "add", tag)
+        j = journal.journal_for(ds)
+        assert j.prune(1) == 2
+        assert [e.description for e in journal.history(ds)] == ["three"]
+        assert journal.undo(ds) is not None and journal.undo(ds) is None

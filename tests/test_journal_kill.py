@@ -1,5 +1,7 @@
-"""Kill a real bulk operation (``kiln tags replace`` / ``undo`` in a subprocess) with SIGKILL at random moments:
-every caption must be exactly its before or its after, never empty or half-written, and undo must restore all."""
+"""Kill a real bulk operation (``kiln tags replace`` / ``undo`` in a subprocess) with SIGKILL at random
+moments:
+every caption must be exactly its before or its after, never empty or half-written, and undo must restore
+all."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -21,14 +24,17 @@ from curator.fsutil import TEMP_PREFIX
 from curator.tags import journal
 
 REPO = Path(__file__).resolve().parents[1]
-N_IMAGES = 400
-ITERATIONS = 24
+N_IMAGES = 200
+ITERATIONS = 20
 
+# The real `kiln` entry point; imports are done before "ready" so kills land inside the operation itself.
 DRIVER = (
-    "import argparse, sys\n"
-    "from curator.cli import tags\n"
-    "p = argparse.ArgumentParser(prog='kiln'); sub = p.add_subparsers(); tags.register(sub)\n"
-    "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))\n"
+    "import sys\n"
+    "from tui.cli import main\n"
+    "import curator.dataset, curator.tags.commands, curator.tags.journal\n"
+    "import curator.tags.ops, curator.tags.items\n"
+    "sys.stdout.write('ready\\n'); sys.stdout.flush()\n"
+    "sys.exit(main(sys.argv[1:]))\n"
 )
 
 
@@ -65,9 +71,32 @@ def _captions(root: Path) -> dict[Path, bytes]:
 
 
 def _spawn(root: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # one file at a time, so that kills also land between two renames (partially applied operations)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "KILN_IO_WORKERS": "1"}
     argv = [sys.executable, "-c", DRIVER, "tags", args[0], str(root), *args[1:], "--json"]
-    return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n", proc.stderr.read().decode() if proc.stderr else ""
+    return proc
+
+
+def _wait_for_pending(root: Path, proc: subprocess.Popen, timeout: float = 60) -> float:
+    """Block until the subprocess has committed its journal entry (state pending/undoing): files are about to
+    be written. Returns when that was seen (perf_counter)."""
+    conn = sqlite3.connect(root / ".kiln" / "index.sqlite", timeout=30)
+    try:
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline and proc.poll() is None:
+            try:
+                row = conn.execute("SELECT state FROM tag_journal ORDER BY id DESC LIMIT 1").fetchone()
+            except sqlite3.OperationalError:
+                row = None
+            if row and row[0] in ("pending", "undoing"):
+                break
+            time.sleep(0.002)
+        return time.perf_counter()
+    finally:
+        conn.close()
 
 
 def _check_before_or_after(root: Path, before: dict[Path, bytes]) -> tuple[int, int]:
@@ -80,16 +109,19 @@ def _check_before_or_after(root: Path, before: dict[Path, bytes]) -> tuple[int, 
     return n_before, n_after
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments(dataset: Path) -> None:
     root = dataset
     before = _captions(root)
     assert len(before) == N_IMAGES
 
-    # How long does an uninterrupted run take? (kill delays are drawn across that span)
-    start = time.perf_counter()
+    # How long does an uninterrupted operation take, and its write phase? (kill delays are drawn across them)
     proc = _spawn(root, "replace", "long hair", "short hair")
+    start = time.perf_counter()
+    pending_at = _wait_for_pending(root, proc)
     assert proc.wait(timeout=120) == 0, proc.stderr.read().decode() if proc.stderr else ""
     span = time.perf_counter() - start
+    write_span = max(0.01, time.perf_counter() - pending_at)
     with Dataset.open(root, quiet=True) as ds:
         assert journal.undo(ds) is not None
     assert _captions(root) == before
@@ -99,12 +131,21 @@ def test_sigkill_at_random_moments(dataset: Path) -> None:
     for iteration in range(ITERATIONS):
         kill_undo = iteration % 3 == 2
         if kill_undo:  # apply fully, then kill an undo midway
-            proc = _spawn(root, "replace", "long hair", "short hair")
-            assert proc.wait(timeout=120) == 0
+            with Dataset.open(root, quiet=True) as ds:
+                from curator.tags.items import load_items
+                from curator.tags.ops import replace_tag
+
+                assert journal.apply_changes(
+                    ds, replace_tag(load_items(ds), "long hair", "short hair"), "r", "r"
+                ).ok
             proc = _spawn(root, "undo")
         else:
             proc = _spawn(root, "replace", "long hair", "short hair")
-        time.sleep(rng.uniform(0.2 * span, 1.05 * span))
+        if iteration % 2:  # anywhere in the run
+            time.sleep(rng.uniform(0.0, 1.1 * span))
+        else:  # inside the write phase: after the journal entry is committed
+            _wait_for_pending(root, proc)
+            time.sleep(rng.uniform(0.0, write_span))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)

@@ -87,6 +87,7 @@ def test_metadata_is_kohyas(tmp_path, sd1):
     assert md["ss_learning_rate"] == "0.0001"
     assert md["modelspec.architecture"] == "stable-diffusion-v1/lora"
     assert md["modelspec.title"] == "my_lora"
+    assert md["modelspec.resolution"] == "512x512" and md["modelspec.implementation"] == "diffusers"
     assert all(isinstance(v, str) for v in md.values())
 
 
@@ -118,6 +119,8 @@ def test_sdxl_and_sd2_versions(tmp_path):
     tensors, md = read_kohya_file(path)
     assert md["ss_base_model_version"] == "sdxl_base_v1-0"
     assert md["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
+    assert md["modelspec.resolution"] == "1024x1024" and md["modelspec.title"] == "LoRA"
+    assert md["modelspec.implementation"] == "https://github.com/Stability-AI/generative-models"
     assert {k.split("_text_model")[0] for k in tensors if k.startswith("lora_te")} == {"lora_te1", "lora_te2"}
     from train.network.save import base_model_version
 

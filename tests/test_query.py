@@ -8,9 +8,18 @@ from curator.tags.query import QueryError, QueryItem, parse_query
 
 
 def item(**kw) -> QueryItem:
-    base = dict(path="10_ohwx woman/img_001.png", name="img_001.png", folder="10_ohwx woman",
-                tags=frozenset({"1girl", "long hair", "ganyu (genshin impact)", "^_^"}), n_tags=4,
-                flags=frozenset({"low-res"}), width=512, height=768, bucket=(512, 768), token_count=80)
+    base = dict(
+        path="10_ohwx woman/img_001.png",
+        name="img_001.png",
+        folder="10_ohwx woman",
+        tags=frozenset({"1girl", "long hair", "ganyu (genshin impact)", "^_^"}),
+        n_tags=4,
+        flags=frozenset({"low-res"}),
+        width=512,
+        height=768,
+        bucket=(512, 768),
+        token_count=80,
+    )
     base.update(kw)
     return QueryItem(**base)
 

@@ -39,8 +39,8 @@ def write_run(folder: Path, name: str, *, state: str = "finished", steps: int = 
     events: list[dict] = []
     t = t0
 
-    def emit(kind: str, **fields) -> None:
-        events.append({"t": round(t, 3), "type": kind, **fields})
+    def emit(event_type: str, /, **fields) -> None:
+        events.append({"t": round(t, 3), "type": event_type, **fields})
 
     real_pid = pid if pid is not None else (_free_pid() if state == "dead" else 12345)
     emit("phase", phase="scanning dataset")

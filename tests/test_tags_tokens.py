@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from curator.tags.tokens import count_tokens, get_tokenizer, token_warning, vocabulary, write_hf_tokenizer_files
+from curator.tags.tokens import (
+    count_tokens,
+    get_tokenizer,
+    token_warning,
+    vocabulary,
+    write_hf_tokenizer_files,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "curator" / "data" / "clip_tokenizer"
 

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from train.config import (
-    ConfigError, TrainConfig, apply_overrides, commented_config, list_presets, load_config, load_preset_raw,
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    commented_config,
+    list_presets,
+    load_config,
+    load_preset_raw,
     parse_value,
 )
 
@@ -124,9 +130,14 @@ def test_every_preset_validates_and_prints_a_complete_config(name: str, tmp_path
     raw = tomllib.loads(text)  # the printed config is valid TOML ...
     again = TrainConfig.model_validate(raw)  # ... and a valid config on its own (placeholder paths)
     assert again.train == cfg.train and again.network == cfg.network and again.dataset.resolution == cfg.dataset.resolution
+    lines = text.splitlines()
     for section, model in TrainConfig.model_fields.items():
         for key in model.annotation.model_fields:
-            assert f"\n{key} =" in text or f"\n# {key} =" in text, f"{section}.{key} missing from printed config"
+            at = [i for i, line in enumerate(lines) if line.startswith((f"{key} =", f"# {key} ="))]
+            assert at, f"{section}.{key} missing from printed config"
+            prev = lines[at[0] - 1]
+            unset = {f"# {k} =" for k in model.annotation.model_fields}
+            assert prev.startswith("# ") and prev not in unset, f"{section}.{key} has no comment"
 
 
 def test_shipped_presets_follow_the_brief() -> None:

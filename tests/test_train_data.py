@@ -232,3 +232,93 @@ def test_run_dir_events_status_and_requests(tmp_path: Path) -> None:
     assert run.stop_requested() and run.take_save_request() and not run.take_save_request()
     run.clear_requests()
     assert not run.stop_requested()
+
+
+def test_loss_weighting_min_snr_huber_and_per_sample_noise() -> None:
+    import torch
+    from diffusers import DDPMScheduler
+
+    from train.loss import diffusion_loss, min_snr_weight, sample_noise, snr_table
+
+    sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+    snr = snr_table(sched)
+    t = torch.tensor([10, 500, 990])
+    eps_w = min_snr_weight(snr, t, 5.0, v_prediction=False)
+    v_w = min_snr_weight(snr, t, 5.0, v_prediction=True)
+    s = snr[t]
+    assert torch.allclose(eps_w, torch.minimum(s, torch.tensor(5.0)) / s)
+    assert torch.allclose(v_w, torch.minimum(s, torch.tensor(5.0)) / (s + 1))
+    assert eps_w[0] < 1 and eps_w[2] == pytest.approx(1.0)  # low-noise steps are down-weighted
+    pred, target = torch.zeros(2, 4, 8, 8), torch.ones(2, 4, 8, 8)
+    l2 = diffusion_loss(pred, target, t[:2], loss_weights=torch.tensor([1.0, 0.5]))
+    assert l2.item() == pytest.approx(0.75)  # reg sample weighted by prior_loss_weight 0.5
+    huber = diffusion_loss(pred, target, t[:2], loss_weights=torch.ones(2), loss_type="huber", huber_c=0.1)
+    assert huber.item() == pytest.approx(2 * 0.1 * ((1 + 0.01) ** 0.5 - 0.1))
+    both, steps = sample_noise((4, 8, 8), [11, 22], 0.1, (0, 1000), "cpu")
+    one, step_one = sample_noise((4, 8, 8), [22], 0.1, (0, 1000), "cpu")
+    assert torch.equal(both[1], one[0]) and steps[1] == step_one[0]  # a sample's noise ignores its batch
+
+
+def test_failure_messages_and_rich_display() -> None:
+    import io
+
+    import torch
+    from rich.console import Console
+
+    from train.display import RichDisplay
+    from train.loop import OOM_HELP, explain_failure
+
+    oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert explain_failure(oom) == OOM_HELP
+    for option in ("batch_size", "gradient_checkpointing", "cache_latents", "AdamW8bit", "resolution",
+                   "train_text_encoder = false"):
+        assert option in OOM_HELP
+    assert explain_failure(ValueError("bad")) == "ValueError: bad"
+    out = io.StringIO()
+    display = RichDisplay(Console(file=out, force_terminal=True, width=120))
+    display({"t": 0, "type": "phase", "phase": "caching latents", "done": 1, "total": 4})
+    display({"t": 0, "type": "start", "name": "x[bold]", "run_dir": "/r", "total_steps": 10, "epochs": 1})
+    display({"t": 0, "type": "step", "step": 3, "total_steps": 10, "epoch": 1, "loss": 0.1, "avg_loss": 0.2,
+             "lr": [1e-4], "it_s": 2.0, "eta_s": 3.5, "mem_mb": None})
+    display({"t": 0, "type": "warning", "message": "skipped \x1b[31mevil.png"})
+    display({"t": 0, "type": "end", "reason": "finished", "outputs": ["/r/x.safetensors"], "step": 10})
+    display.close()
+    text = out.getvalue()
+    assert "x[bold]" in text and "skipped" in text and "\x1b[31mevil" not in text and "finished at step 10" in text
+
+
+def test_build_items_repeats_reg_images_kohya_style_and_weights_them(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from train.config import load_config
+    from train.data.dataset import build_items
+    from train.data.loader import BatchBuilder
+
+    rng = np.random.default_rng(0)
+    for folder, count in (("2_alice woman", 2), ("reg/1_woman", 3)):
+        (tmp_path / folder).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(tmp_path / folder / f"{i}.png")
+    (tmp_path / "2_alice woman" / "0.txt").write_text("alice woman, smiling\nsecond line ignored\n")
+    (tmp_path / "2_alice woman" / "bad.jpg").write_bytes(b"")
+    cfg = load_config(overrides=["model.path=/m", f"dataset.path={tmp_path}", "dataset.resolution=64",
+                                 "dataset.min_bucket_reso=64", "dataset.max_bucket_reso=128",
+                                 "dataset.bucket_reso_steps=32"]).dataset
+    warnings: list[tuple[str, str | None]] = []
+    items, _ = build_items(cfg, lambda m, p: warnings.append((m, p)))
+    assert any(p == "2_alice woman/bad.jpg" for _, p in warnings)
+    train = [i for i in items if not i.is_reg]
+    reg = [i for i in items if i.is_reg]
+    assert [i.repeats for i in train] == [2, 2] and sum(i.repeats for i in reg) == 4  # matches 2 x 2
+    assert sorted(i.repeats for i in reg) == [1, 1, 2]
+    by_name = {i.path: i for i in items}
+    assert by_name["2_alice woman/0.png"].caption == "alice woman, smiling"
+    assert by_name["2_alice woman/1.png"].caption == "alice woman"  # no caption file: the class tokens
+    assert by_name["reg/1_woman/0.png"].caption == "woman"
+    assert all(i.bucket == (64, 64) or i.bucket[0] > i.bucket[1] for i in items)
+    builder = BatchBuilder(items=items, captions=CaptionSettings(), seed=0, prior_loss_weight=0.25)
+    batch = builder.build([Sample(item=train[0].index, position=0), Sample(item=reg[0].index, position=1)], epoch=1)
+    assert batch["loss_weights"].tolist() == [1.0, 0.25]
+    assert batch["pixels"].shape[0] == 2 and batch["target_sizes"][0].tolist() == [train[0].bucket[1], train[0].bucket[0]]
+    assert batch["original_sizes"][0].tolist() == [48, 64]

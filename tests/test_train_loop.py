@@ -15,13 +15,13 @@ from train.rundir import read_events, read_status, request_stop
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tiny_models(cache_root: Path) -> dict[str, object]:
-    """Tiny SD1 and SDXL models as diffusers folders and single files, built once per tiny.py version."""
+def tiny_models(cache_root: Path, archs: tuple[str, ...] = ("sd1", "sdxl")) -> dict[str, Path]:
+    """Tiny models as diffusers folders and single files, built once per tiny.py version."""
     from train.models.tiny import save_tiny
 
     digest = hashlib.sha256((ROOT / "train/models/tiny.py").read_bytes()).hexdigest()[:12]
     out = {}
-    for arch in ("sd1", "sdxl"):
+    for arch in archs:
         folder = cache_root / f"{arch}-{digest}"
         done = folder / "ok"
         if not done.exists():
@@ -29,6 +29,17 @@ def tiny_models(cache_root: Path) -> dict[str, object]:
             done.write_text("ok")
         out[arch] = folder
     return out
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a shared CPU: one thread is several times faster than oversubscribed threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +125,12 @@ def test_tiny_sdxl_trains_low_memory_style(models, dataset, tmp_path, fmt) -> No
     cfg = tiny_config(model, dataset, tmp_path, "xl", "network.train_text_encoder=false",
                       "dataset.cache_text_encoder_outputs=true", "dataset.cache_latents_to_disk=true",
                       "dataset.flip_aug=true", "train.gradient_checkpointing=true", "train.min_snr_gamma=5",
-                      "train.max_steps=2")
+                      "train.max_steps=2", "train.gradient_accumulation_steps=2")
     result = train(cfg)
     assert result.reason == "finished", result.message
+    start = next(e for e in read_events(tmp_path / "xl") if e["type"] == "start")
+    assert start["steps_per_epoch"] == 3  # 6 batches of 1, two per optimizer step
+    assert [e["step"] for e in read_events(tmp_path / "xl") if e["type"] == "step"] == [1, 2]
     cached = list((dataset / ".kiln" / "latents").rglob("*.safetensors"))
     assert len(cached) >= 6  # 3 images x 2 flips (a previous test may have added more)
     phases = [e for e in read_events(tmp_path / "xl") if e["type"] == "phase"]
@@ -181,3 +195,66 @@ def test_non_finite_loss_stops_with_the_likely_causes(models, dataset, tmp_path)
     events = list(read_events(tmp_path / "nan"))
     assert events[-1]["type"] == "end" and events[-1]["reason"] == "error"
     assert read_status(tmp_path / "nan")["state"] == "failed"
+
+
+def test_epoch_saves_samples_and_plain_display(models, dataset, tmp_path, capsys) -> None:
+    import io
+
+    from train.display import PlainDisplay
+    from train.loop import train
+
+    stream = io.StringIO()
+    display = PlainDisplay(stream=stream, interval=0)
+    cfg = tiny_config(models["sd1"] / "diffusers", dataset, tmp_path, "ep", "train.max_epochs=2",
+                      "train.batch_size=3", "output.save_every_n_epochs=1", "sample.enabled=true",
+                      'sample.prompts=["alice woman, photo"]', "sample.every_n_epochs=1", "sample.steps=2",
+                      "sample.sampler=ddim")
+    result = train(cfg, listeners=[display])
+    assert result.reason == "finished", result.message
+    run = tmp_path / "ep"
+    # 3 images x 2 repeats / batch 3 = 2 steps per epoch; the last epoch is the final file, not an epoch save
+    assert result.step == 4
+    assert (run / "ep-000001.safetensors").is_file() and not (run / "ep-000002.safetensors").exists()
+    assert (run / "ep.safetensors").is_file()
+    samples = sorted(p.name for p in (run / "samples").glob("*.png"))
+    assert samples == ["ep-000001-00.png"]
+    events = list(read_events(run))
+    assert [e["epoch"] for e in events if e["type"] == "epoch"] == [1, 2]
+    assert any(e["type"] == "sample" for e in events)
+    text = stream.getvalue()
+    assert "training ep: 4 steps, 2 epochs" in text and "step 4/4" in text and "finished at step 4" in text
+
+
+def test_tiny_sd2_v_prediction_with_min_snr(request, dataset, tmp_path) -> None:
+    from train.loop import train
+
+    sd2 = tiny_models(Path(request.config.cache.mkdir("kiln-tiny-models")), ("sd2",))["sd2"]
+    cfg = tiny_config(sd2 / "diffusers", dataset, tmp_path, "v", "train.min_snr_gamma=5", "train.max_steps=2",
+                      "train.clip_skip=2", "dataset.max_token_length=150")
+    result = train(cfg)
+    assert result.reason == "finished", result.message
+    start = next(e for e in read_events(tmp_path / "v") if e["type"] == "start")
+    assert start["config"]["arch"] == "sd2"
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "v" / "v.safetensors"), "pt") as fh:
+        meta = fh.metadata()
+    assert meta["ss_base_model_version"] == "sd_v2_v"  # trained as v-prediction
+    assert meta["ss_v2"] == "True" and meta["ss_min_snr_gamma"] == "5.0" and meta["ss_max_token_length"] == "150"
+
+
+@pytest.mark.parametrize("preset", ["easy", "style"])
+def test_presets_train_on_tiny_models(models, dataset, tmp_path, preset) -> None:
+    """The shipped presets run as shipped (optimizer, scheduler, 225 tokens, checkpointing with the text
+    encoder trained, LoCon), only shrunk to 64 px and 2 steps."""
+    from train.loop import train
+
+    cfg = load_config(preset=preset, overrides=[
+        f"model.path={models['sd1'] / 'diffusers'}", f"dataset.path={dataset}", "dataset.resolution=64",
+        "dataset.min_bucket_reso=64", "dataset.max_bucket_reso=128", f"output.dir={tmp_path}",
+        "output.name=p", "train.max_steps=2", "train.batch_size=1", "train.mixed_precision=no",
+    ])
+    result = train(cfg)
+    assert result.reason == "finished", result.message
+    steps = [e for e in read_events(tmp_path / "p") if e["type"] == "step"]
+    assert len(steps) == 2 and all(len(e["lr"]) == 2 for e in steps)  # text encoder + UNet groups

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("textual")
 
 from tests.test_tui_workflows import (  # noqa: E402
-    PHOTO_DIR,  # noqa: F401
+    PHOTO_DIR,
     browser,
     caption_of,
     copy_example,
@@ -233,3 +233,53 @@ def test_notifications_show_file_text_literally(dataset: Path) -> None:
             await pilot.pause(0.3)  # the toasts render without a markup error
 
     asyncio.run(run())
+
+
+def test_autotag_runs_in_the_background_and_applies_after_confirmation(dataset: Path, tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    from tests.onnx_models import make_tagger
+
+    model_dir = make_tagger(tmp_path / "wd-tiny", [("autotagged", 0, 0.9), ("never", 0, 0.01)], probes=False)
+    monkeypatch.setenv("KILN_AUTOTAG_MODEL", str(model_dir))
+    missing = [p for p in dataset.rglob("*.png") if not p.with_suffix(".txt").exists()]
+    assert missing, "the sample dataset has an image without a caption"
+
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("3")
+            app.query_one("#scope-all").value = True
+            await pilot.press("ctrl+g")
+            from tui.widgets.dialogs import ConfirmScreen
+
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), timeout=60)
+            await pilot.press("y")
+            await wait_for(pilot, lambda: all(p.with_suffix(".txt").exists() for p in missing))
+            for p in missing:
+                assert p.with_suffix(".txt").read_text().strip() == "autotagged"
+            # images that had tags were left alone (mode: missing)
+            assert "autotagged" not in caption_of(dataset, f"{PHOTO_DIR}/astronaut.jpg").read_text()
+
+    asyncio.run(run())
+
+
+def test_autotag_stops_when_cancelled(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    import threading
+
+    from tests.onnx_models import make_tagger
+    from tui.autotag import run_autotag
+    from tui.model import DatasetModel
+
+    monkeypatch.setenv("KILN_AUTOTAG_MODEL", str(make_tagger(tmp_path / "m", [("x", 0, 0.9)], probes=False)))
+    model = DatasetModel(dataset)
+    model.open()
+    model.scan()
+    rows = model.load_rows(model.scanned_records())
+    for row in rows:
+        row.tags = []  # pretend every image needs tags
+    seen: list[tuple[int, int]] = []
+    cancel = threading.Event()
+    cancel.set()
+    changes = run_autotag(model, rows, lambda d, t: seen.append((d, t)), cancel)
+    assert changes == [] and seen[0] == (0, len(rows))

@@ -165,19 +165,15 @@ def _child_argv(args: argparse.Namespace, *, drop: tuple[str, ...]) -> list[str]
 
 
 def launch_processes(args: argparse.Namespace) -> int:
-    """Relaunch through ``accelerate launch`` with N processes (CPU/gloo when there is no GPU)."""
-    import torch
-
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(args.num_processes),
-           "--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision", "no"]
-    if not torch.cuda.is_available():
-        cmd.append("--cpu")
-    elif args.num_processes > 1:
-        cmd.append("--multi_gpu")
-    cmd += ["-m", "train.cli", *_child_argv(args, drop=("--num-processes", "--force"))]
+    """Relaunch N processes with torch's launcher (what `accelerate launch --multi_gpu` runs too); each one
+    joins the process group through accelerate: NCCL on GPUs, gloo on CPU."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.num_processes),
+           "-m", "train.cli", *_child_argv(args, drop=("--num-processes", "--force"))]
     if args.quiet:
         cmd.append("--quiet")
-    return subprocess.call(cmd)
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return subprocess.call(cmd, env=env)
 
 
 def detach(args: argparse.Namespace, run_dir: Path) -> int:
@@ -227,7 +223,7 @@ def check(cfg: object) -> int:
     print(f"  model:    {model_line}")
     print(f"  images:   {sum(1 for i in items if not i.is_reg)} training, {sum(1 for i in items if i.is_reg)} "
           f"regularization ({sum(i.repeats for i in items)} with repeats), {len(warnings)} skipped")
-    print(f"  buckets:  " + ", ".join(f"{w}x{h}:{n}" for (w, h), n in sorted(buckets.items())))
+    print("  buckets:  " + ", ".join(f"{w}x{h}:{n}" for (w, h), n in sorted(buckets.items())))
     print(f"  steps:    {total} ({per_epoch} per epoch, {epochs} epochs, batch {t.batch_size})")
     print(f"  run dir:  {cfg.run_dir}")  # type: ignore[attr-defined]
     return 0

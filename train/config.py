@@ -291,6 +291,8 @@ class TrainConfig(_Section):
 
 def parse_value(text: str) -> Any:
     """A ``--set`` value: a TOML literal (``200``, ``true``, ``[1, 2]``, ``"x"``), else the plain string."""
+    if text.strip().lower() in ("nan", "inf", "+inf", "-inf", "+nan", "-nan"):
+        return text  # no setting wants NaN/inf; a name like "nan" stays a name
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -473,6 +475,14 @@ def format_validation_error(exc: ValidationError) -> list[str]:
 # Commented config output (--print-config)
 # ---------------------------------------------------------------------------------------------------------------
 
+_FALLBACK_COMMENTS = {
+    ("model", "path"): "base model: single-file .safetensors checkpoint or a diffusers folder",
+    ("model", "vae"): "replacement VAE (single file or diffusers folder); unset: the model's own",
+    ("model", "architecture"): "auto | sd1 | sd2 | sd2-v | sdxl (auto detects it from the checkpoint)",
+    ("model", "v_prediction"): "force v-prediction on/off (unset: from the checkpoint / architecture)",
+    ("model", "allow_pickle"): "allow pickled .ckpt/.pt checkpoints (they can run code: trusted files only)",
+    ("model", "config_dir"): "diffusers-style config folder for unusual model sizes (unset: the shipped one)",
+}
 _PLACEHOLDERS = {("model", "path"): "/path/to/base-model.safetensors", ("dataset", "path"): "/path/to/dataset"}
 
 
@@ -513,8 +523,9 @@ def commented_config(raw: dict[str, Any] | None = None, title: str = "") -> str:
         out += ["", f"[{section}]" + (f"  # {doc}" if doc else "")]
         given = raw.get(section, {}) if isinstance(raw.get(section), dict) else {}
         for name, info in model.model_fields.items():
-            if info.description:
-                out.append(f"# {info.description}")
+            comment = info.description or _FALLBACK_COMMENTS.get((section, name))
+            if comment:
+                out.append(f"# {comment}")
             if name in given:
                 value = given[name]
             elif (section, name) in _PLACEHOLDERS:

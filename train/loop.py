@@ -41,6 +41,10 @@ class TrainingError(RuntimeError):
     """Training stopped with a problem the user can fix; the message says how."""
 
 
+class StoppedEarly(Exception):
+    """A stop was requested before the first step (while scanning, loading or caching): nothing to save."""
+
+
 @dataclass
 class TrainResult:
     reason: str  # finished | stopped | error
@@ -75,8 +79,11 @@ def train(
     resume: Path | None = None,
     listeners: list[Callable[[dict[str, Any]], None]] | None = None,
     install_signals: bool = True,
+    base: Any = None,
 ) -> TrainResult:
-    """Train a LoRA as ``cfg`` says. ``resume``: a run directory with ``state/`` to continue from."""
+    """Train a LoRA as ``cfg`` says. ``resume``: a run directory with ``state/`` to continue from.
+    ``listeners`` get every event (the display). ``base``: already loaded components (a
+    ``train.models.BaseModel``, e.g. random full-size weights in bench/) instead of loading ``cfg.model``."""
     import torch
     from accelerate import Accelerator
 
@@ -95,6 +102,9 @@ def train(
     dtype = compute_dtype(mixed)
     t = cfg.train
 
+    from accelerate.utils import set_seed
+
+    set_seed(t.seed)  # python, numpy and torch RNGs: the network's initial weights depend on it
     run_path = Path(resume) if resume else cfg.run_dir
     run: Any = RunDir(run_path) if main else _Quiet()
     if main:
@@ -124,7 +134,8 @@ def train(
         # ------------------------------------------------------------ 3. base model, frozen
         run.emit("phase", phase="loading model")
         weight_dtype = dtype if mixed != "no" else torch.float32
-        base = load_base_model(cfg.model, dtype=weight_dtype, device=device)
+        if base is None:
+            base = load_base_model(cfg.model, dtype=weight_dtype, device=device)
         is_xl = base.arch.value == "sdxl"
         unet, vae, text_encoders = base.unet, base.vae, base.text_encoders
         vae.to(torch.float32)  # the VAE runs in fp32: fp16 VAEs overflow to NaN
@@ -137,7 +148,7 @@ def train(
             unet.train()  # diffusers checkpoints only in train mode; no dropout layers are active in SD UNets
             if cfg.trains_text_encoder:
                 for te in text_encoders:
-                    te.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                    enable_checkpointing(te)
                     te.train()
         noise_scheduler = base.noise_scheduler
         v_prediction = base.v_prediction
@@ -166,7 +177,7 @@ def train(
             folder = Path(dataset.index.kiln_dir) / "latents" if cfg.dataset.cache_latents_to_disk else None
             builder.latents = LatentCache(folder)
             builder.vae_id = vae_identity(vae)
-            cache_latents(builder, vae, device, scaling, cfg.dataset.vae_batch_size, run, stop, main, accelerator)
+            cache_latents(builder, vae, device, scaling, cfg.dataset.vae_batch_size, run, stop)
             if not cfg.sample.prompts:
                 vae.to("cpu")  # not needed on the GPU any more
         text_cache = None
@@ -178,11 +189,13 @@ def train(
                                                subset_keep_tokens=i.keep_tokens) for i in items})
             run.emit("phase", phase="caching text encoder outputs", done=0, total=len(captions))
             with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=mixed != "no"):
-                for n, caption in enumerate(captions, 1):
-                    hidden, pooled = encode_text(base, [caption], cfg, device)
-                    text_cache.put(caption, hidden[0], None if pooled is None else pooled[0])
-                    if n % 50 == 0 or n == len(captions):
-                        run.emit("phase", phase="caching text encoder outputs", done=n, total=len(captions))
+                for start in range(0, len(captions), 32):
+                    chunk = captions[start:start + 32]
+                    hidden, pooled = encode_text(base, chunk, cfg, device)
+                    for i, caption in enumerate(chunk):
+                        text_cache.put(caption, hidden[i], None if pooled is None else pooled[i])
+                    run.emit("phase", phase="caching text encoder outputs", done=start + len(chunk),
+                             total=len(captions))
             if not cfg.sample.prompts:
                 for te in text_encoders:
                     te.to("cpu")
@@ -211,6 +224,8 @@ def train(
                                   scaler=scaler)
             progress.total_steps = total_steps
         resumed_step = progress.step
+        if stop.requested or run.stop_requested():  # asked to stop while loading or caching
+            raise StoppedEarly(stop.requested or "stop.request")
 
         run.emit("start", name=cfg.output.name, run_dir=str(run_path), total_steps=total_steps, epochs=epochs,
                  pid=os.getpid(), resumed_step=resumed_step, images=len(items), batch_size=t.batch_size,
@@ -304,6 +319,7 @@ def train(
             loader = torch.utils.data.DataLoader(
                 batches, batch_size=None, sampler=range(progress.batch_in_epoch, len(plan)),
                 num_workers=cfg.dataset.num_workers, persistent_workers=False,
+                generator=torch.Generator().manual_seed(mix_seed(t.seed, epoch)),  # leaves the global RNG alone
             )
             accumulated = 0
             for batch_index, batch in enumerate(loader, start=progress.batch_in_epoch):
@@ -401,7 +417,7 @@ def train(
                         stopping, _ = poll_requests(run, stop, world)
 
         # ------------------------------------------------------------ 8. finish: final LoRA (+ state if stopped)
-        if stopping:
+        if stopping and progress.step < total_steps:
             save_everything("step", True)
             result.reason = "stopped"
             result.message = f"stopped by {stopping}; resume with: kiln train --resume {run_path}"
@@ -414,15 +430,15 @@ def train(
         accelerator.wait_for_everyone()
     except TrainingError as exc:
         result.message = str(exc)
+    except StoppedEarly as exc:
+        result.reason = "stopped"
+        result.message = f"stopped by {exc} before training started; nothing was saved"
     except KeyboardInterrupt:
         result.message = "interrupted twice: stopped without saving"
     except Exception as exc:  # noqa: BLE001 - every failure ends as an error event with its cause
-        if is_oom(exc):
-            result.message = OOM_HELP
-        else:
-            result.message = f"{type(exc).__name__}: {exc}"
-            if main:
-                run.emit("error", message="".join(traceback.format_exception(exc))[-4000:], kind="traceback")
+        result.message = explain_failure(exc)
+        if main and not is_oom(exc):
+            run.emit("error", message="".join(traceback.format_exception(exc))[-4000:], kind="traceback")
     finally:
         stop.restore()
     if result.reason == "error":
@@ -452,8 +468,8 @@ def encode_text(base: Any, captions: list[str], cfg: TrainConfig, device: Any) -
     return encode_sd(base.text_encoders[0], ids, length, cfg.train.clip_skip), None
 
 
-def cache_latents(builder: Any, vae: Any, device: Any, scaling: float, vae_batch: int, run: Any, stop: StopSignal,
-                  main: bool, accelerator: Any) -> None:
+def cache_latents(builder: Any, vae: Any, device: Any, scaling: float, vae_batch: int, run: Any,
+                  stop: StopSignal) -> None:
     """Encode every (image, flip) the training will see and store the latents (skipping cached ones)."""
     import torch
 
@@ -479,8 +495,8 @@ def cache_latents(builder: Any, vae: Any, device: Any, scaling: float, vae_batch
     todo.sort(key=lambda entry: entry[2].bucket)
     done = 0
     for start in range(0, total, vae_batch):
-        if stop.requested:
-            raise KeyboardInterrupt
+        if stop.requested or run.stop_requested():
+            raise StoppedEarly(stop.requested or "stop.request")
         chunk = todo[start:start + vae_batch]
         groups: dict[tuple[int, int], list[tuple[str, Any, Any]]] = {}
         for entry in chunk:
@@ -495,6 +511,15 @@ def cache_latents(builder: Any, vae: Any, device: Any, scaling: float, vae_batch
                     builder.latents.put(key, (mean + std * eps) * scaling)
         done += len(chunk)
         run.emit("phase", phase="caching latents", done=done, total=total)
+
+
+def enable_checkpointing(text_encoder: Any) -> None:
+    """Activation checkpointing for a transformers model (non-reentrant: the inputs need no grad)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(text_encoder, "activation_checkpointing_enable"):  # transformers >= 5
+        text_encoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def sync_gradients(params: list[Any], world: int) -> None:
@@ -557,6 +582,13 @@ def memory_mb(device: Any) -> float | None:
     if device.type == "cuda":
         return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return None
+
+
+def explain_failure(exc: BaseException) -> str:
+    """The message for an unexpected failure: out-of-memory gets the options that cut memory."""
+    if is_oom(exc):
+        return OOM_HELP
+    return f"{type(exc).__name__}: {exc}"
 
 
 def is_oom(exc: BaseException) -> bool:

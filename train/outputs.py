@@ -47,6 +47,10 @@ def training_metadata(cfg: Any, *, base: Any, items: list[Any], step: int, epoch
             if tag:
                 folder[tag] = folder.get(tag, 0) + 1
     res = d.resolution_wh
+    try:
+        model_sha = base.model_hash.sha256()  # reads the whole checkpoint once (cached)
+    except (OSError, ValueError):
+        model_sha = None
     meta: dict[str, Any] = {
         "ss_session_id": str(int(started)),
         "ss_training_started_at": started,
@@ -99,7 +103,7 @@ def training_metadata(cfg: Any, *, base: Any, items: list[Any], step: int, epoch
         "ss_tag_frequency": json.dumps(tag_freq),
         "ss_dataset_dirs": json.dumps(_dataset_dirs(items)),
         "ss_sd_model_name": base.model_hash.name,
-        "ss_new_sd_model_hash": base.model_hash.sha256(),
+        "ss_new_sd_model_hash": model_sha,
         "ss_sd_model_hash": base.model_hash.legacy,
         "ss_vae_name": Path(base.vae_source).name if base.vae_source else None,
         "ss_v2": base.arch.value == "sd2",

@@ -21,7 +21,7 @@ def render_samples(base: Any, sample_cfg: Any, *, resolution: tuple[int, int], o
     import torch
 
     scheduler_cls = getattr(diffusers, _SAMPLERS[sample_cfg.sampler])
-    scheduler = scheduler_cls.from_config(base.noise_scheduler.config)
+    scheduler = scheduler_cls.from_config(base.noise_scheduler.config, steps_offset=1)
     common = {"vae": base.vae, "unet": base.unet, "scheduler": scheduler}
     if base.arch.value == "sdxl":
         pipe = diffusers.StableDiffusionXLPipeline(

@@ -218,17 +218,27 @@ class KilnApp(App):
             self.ui(self.notify, safe_text(model.index_note), timeout=6)
         if not model.rows:
             quick = model.indexed_records()
-            if quick:
-                self.ui(self._rows_loaded, model.load_rows(quick), False)
+            if quick:  # warm index: the list at once, then the captions
+                rows = model.load_rows(quick, captions=False)
+                self.ui(self._rows_loaded, rows, False)
+                model.read_captions(rows)
+                self.ui(self._rows_loaded, rows, False)
         self.scanning = True
         self.ui(self.update_status, "scanning…")
         done = threading.Event()
 
         def report_progress() -> None:
+            shown = len(model.rows)
             while not done.wait(0.5):
                 count = model.indexed_count()
-                if count >= 0:
-                    self.ui(self.update_status, f"scanning… {count} indexed")
+                if count < 0:
+                    continue
+                self.ui(self.update_status, f"scanning… {count} indexed")
+                if count > shown and not done.is_set():  # cold index: show the images as they are indexed
+                    records = model.partial_records()
+                    if len(records) > shown and not done.is_set():
+                        shown = len(records)
+                        self.ui(self._rows_loaded, model.load_rows(records, captions=False), False)
 
         threading.Thread(target=report_progress, daemon=True, name="kiln-scan-progress").start()
         try:
@@ -434,7 +444,7 @@ class KilnApp(App):
                 if b.action.startswith("show_view_key"):
                     continue
                 rows.append((_key_label(b.key), b.description or b.action))
-            title = section if widget is self else f"{section} · {type(widget).__name__}"
+            title = section if widget is self else f"{section} · {_help_name(widget)}"
             sections.append((title, rows))
         sections[0][1].append(("1…9", "Views: " + ", ".join(f"{s.key} {s.title}" for s in self.specs)))
         sections[0][1].append(("ctrl+p", "Command palette (every action)"))
@@ -462,6 +472,19 @@ class KilnApp(App):
         if widget.focusable:
             widget.focus()
         self.call_later(self.run_action, action, widget)
+
+
+HELP_NAMES = {
+    "ImageList": "image list", "TagList": "tag editor", "TagInput": "tag input", "FilterInput": "filter box",
+    "TagTable": "tag table", "HealthTree": "findings", "ClusterPane": "duplicate cluster",
+}
+
+
+def _help_name(widget: Widget) -> str:
+    name = type(widget).__name__
+    if isinstance(widget, KilnView):
+        return "view"
+    return HELP_NAMES.get(name, name)
 
 
 def _bindings(items: Iterable[BindingType]) -> list[Binding]:

@@ -15,6 +15,34 @@ from typing import Any
 
 from tui.rows import Row
 
+UNKNOWN_MTIME = -1  # caption bytes came from the index cache; the next poll learns the file's mtime
+
+
+def _start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker with the real stderr.
+
+    Inside Textual ``sys.stderr`` is a capture object whose ``fileno()`` is -1; the tracker passes that fd to
+    its child, so the scanner's process pool (forkserver/spawn once threads run) fails with
+    "bad value(s) in fds_to_keep". Starting the tracker first, with the real stderr, avoids it.
+    """
+    import sys
+    from multiprocessing import resource_tracker
+
+    try:
+        if sys.stderr is not None and sys.stderr.fileno() >= 0:
+            return
+    except (OSError, ValueError, AttributeError):
+        pass
+    real = sys.__stderr__
+    if real is None:
+        return
+    saved = sys.stderr
+    sys.stderr = real
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        sys.stderr = saved
+
 
 class ModelError(Exception):
     """Something the UI should show as a message (the text says what and how to fix it)."""
@@ -45,6 +73,7 @@ class DatasetModel:
         self.bucket_settings: Any = None
         self._lock = threading.RLock()
         self.flag_list: list[Any] = []
+        self._vocab: Counter[str] | None = None
 
     # ----- opening and scanning ---------------------------------------------------------------
     def open(self) -> None:
@@ -89,6 +118,28 @@ class DatasetModel:
         with self._lock:
             return list(loader())
 
+    def partial_records(self) -> list[Any]:
+        """The records indexed so far, read on a separate read-only connection while a scan writes
+        (the scanner commits in batches). Adapter: reuses ``Dataset._load_records`` on that connection."""
+        import sqlite3
+        from types import SimpleNamespace
+
+        loader = getattr(type(self.dataset), "_load_records", None)
+        if loader is None:
+            return []
+        try:
+            conn = sqlite3.connect(f"file:{self.dataset.index.path}?mode=ro", uri=True, timeout=1)
+        except sqlite3.Error:
+            return []
+        try:
+            proxy = SimpleNamespace(index=SimpleNamespace(conn=conn), layout=self.dataset.layout,
+                                    root=self.dataset.root)
+            return list(loader(proxy))
+        except (sqlite3.Error, AttributeError, TypeError):
+            return []
+        finally:
+            conn.close()
+
     def indexed_count(self) -> int:
         """Rows in the index right now, read on a separate connection (safe during a scan)."""
         import sqlite3
@@ -104,6 +155,7 @@ class DatasetModel:
 
     def scan(self) -> Any:
         """Incremental scan (new/changed files only)."""
+        _start_resource_tracker()
         with self._lock:
             return self.dataset.scan(progress=False)
 
@@ -130,13 +182,51 @@ class DatasetModel:
             out[row.path] = found
         return out
 
-    def load_rows(self, records: list[Any], flags: dict[str, list[Any]] | None = None) -> list[Row]:
-        """Rows for ``records`` (captions read). Replaces ``self.rows``."""
+    def load_rows(self, records: list[Any], flags: dict[str, list[Any]] | None = None,
+                  captions: bool = True) -> list[Row]:
+        """Rows for ``records``; replaces ``self.rows``. Caption data known from the previous rows is carried
+        over (so the list does not blink); ``captions`` re-reads them all (see :meth:`read_captions`)."""
+        previous = self.by_path
         rows = [self._row(rec, (flags or {}).get(rec.path, list(rec.flags))) for rec in records]
+        for row in rows:
+            old = previous.get(row.path)
+            if old is not None and old.captions_loaded:
+                row.caption_path, row.caption_raw = old.caption_path, old.caption_raw
+                row.caption_mtime_ns, row.tags, row.captions_loaded = old.caption_mtime_ns, old.tags, True
         with self._lock:
             self.rows = rows
             self.by_path = {r.path: r for r in rows}
+            self._vocab = None
+        if captions:
+            self.read_captions(rows)
         return rows
+
+    def read_captions(self, rows: list[Row]) -> None:
+        """Fill every row's caption from the index's caption cache (``curator.tags.cache``: one stat per file,
+        bytes re-read only when changed); falls back to reading the files."""
+        from curator.captions import Caption
+
+        targets = [caption_target_for(r.record) for r in rows]
+        data: dict[Any, bytes | None] | None = None
+        try:
+            from curator.tags.cache import CaptionCache
+
+            with self._lock:
+                data = CaptionCache(self.dataset.index, self.root).read_many(targets)
+        except Exception:  # noqa: BLE001 - no cache (old index, read-only): read the files
+            data = None
+        for row, target in zip(rows, targets, strict=True):
+            if data is None:
+                self.read_caption(row)
+                continue
+            raw = data.get(target)
+            row.caption_error = None
+            row.caption_path = target if raw is not None else None
+            row.caption_raw = raw
+            row.caption_mtime_ns = UNKNOWN_MTIME if raw is not None else None
+            row.tags = list(Caption.parse(raw).tags) if raw is not None else []
+            row.captions_loaded = True
+        self._vocab = None
 
     def set_flags(self, flags: dict[str, list[Any]]) -> None:
         for row in self.rows:
@@ -157,7 +247,6 @@ class DatasetModel:
             record=rec, path=rec.path, name=Path(rec.path).name, folder=folder or ".",
             size=rec.size, width=rec.width, height=rec.height, bucket=bucket, flags=flags,
         )
-        self.read_caption(row)
         return row
 
     def rebucket(self, settings: Any) -> None:
@@ -180,6 +269,8 @@ class DatasetModel:
         row.caption_error = None
         if path is None:
             row.caption_raw, row.caption_mtime_ns, row.tags = None, None, []
+            row.captions_loaded = True
+            self._vocab = None
             return
         try:
             st = path.stat()
@@ -190,6 +281,8 @@ class DatasetModel:
             return
         row.caption_raw, row.caption_mtime_ns = raw, st.st_mtime_ns
         row.tags = list(Caption.parse(raw).tags)
+        row.captions_loaded = True
+        self._vocab = None
 
     def changed_on_disk(self, rows: Iterable[Row]) -> list[Row]:
         """Rows whose caption file changed (mtime, appeared, vanished) since kiln read it; re-read them."""
@@ -200,7 +293,13 @@ class DatasetModel:
                 mtime = path.stat().st_mtime_ns
             except OSError:
                 mtime = None
-            if mtime != row.caption_mtime_ns:
+            if row.caption_mtime_ns == UNKNOWN_MTIME and mtime is not None:
+                # read from the cache: learn the mtime, and report only if the bytes differ
+                before = row.caption_raw
+                self.read_caption(row)
+                if row.caption_raw != before:
+                    changed.append(row)
+            elif mtime != row.caption_mtime_ns:
                 self.read_caption(row)
                 changed.append(row)
         return changed
@@ -211,11 +310,15 @@ class DatasetModel:
         return Caption.parse(row.caption_raw) if row.caption_raw is not None else None
 
     def vocabulary(self) -> Counter[str]:
-        """Tag → number of images carrying it (the completion list and the Tags view)."""
-        counts: Counter[str] = Counter()
-        for row in self.rows:
-            counts.update(set(row.tags))
-        return counts
+        """Tag → number of images carrying it (the completion list and the Tags view); cached until a
+        caption changes."""
+        vocab = self._vocab
+        if vocab is None:
+            vocab = Counter()
+            for row in self.rows:
+                vocab.update(set(row.tags))
+            self._vocab = vocab
+        return vocab
 
     # ----- writes (all through the journal) ---------------------------------------------------
     def set_tags(self, row: Row, tags: list[str], description: str) -> Any:
@@ -288,16 +391,28 @@ class DatasetModel:
         return lambda row: bool(query.matches(self.query_context(row)))
 
     def query_context(self, row: Row) -> Any:
-        """The curator's ``QueryItem`` for a row (cached until its caption or flags change)."""
-        key = (id(row.caption_raw), row.caption_mtime_ns, len(row.flags), self.bucket_settings)
+        """The curator's ``QueryItem`` for a row, from what the row already holds (cached per caption)."""
+        key = (row.caption_raw, len(row.flags), row.bucket)
         cached = row.query_cache
         if cached is not None and cached[0] == key:
             return cached[1]
-        from curator.tags.items import CaptionItem, query_item
+        from curator.captions.tagtext import tag_key
+        from curator.tags.query import QueryItem
 
-        item = CaptionItem(record=row.record, caption_path=row.caption_path or caption_target_for(row.record),
-                           raw=row.caption_raw, flags=frozenset(row.flag_kinds))
-        qitem = query_item(item, self.bucket_settings)
+        raw = row.caption_raw
+
+        def tokens() -> int:
+            from curator.captions import Caption
+            from curator.tags.tokens import count_tokens
+
+            return count_tokens(Caption.parse(raw).first_line) if raw is not None else 0
+
+        qitem = QueryItem(
+            path=row.path, name=row.name, folder=row.record.subset.rel_dir,
+            tags=frozenset(tag_key(t) for t in row.tags), n_tags=len(row.tags),
+            flags=frozenset(row.flag_kinds), width=row.width, height=row.height, bucket=row.bucket,
+            token_count=tokens,
+        )
         row.query_cache = (key, qitem)
         return qitem
 
@@ -329,13 +444,19 @@ class DatasetModel:
     def caption_items(self, rows: Iterable[Row]) -> list[Any]:
         """The curator's ``CaptionItem`` for rows, from the caption bytes kiln last read
         (the journal refuses to overwrite a file that changed since)."""
+        import dataclasses
+
         from curator.tags.items import CaptionItem
 
-        return [
-            CaptionItem(record=r.record, caption_path=r.caption_path or caption_target_for(r.record),
-                        raw=r.caption_raw, flags=frozenset(r.flag_kinds))
-            for r in rows
-        ]
+        names = {f.name for f in dataclasses.fields(CaptionItem)}
+        path_field = "caption_file" if "caption_file" in names else "caption_path"
+        out = []
+        for r in rows:
+            target = r.caption_path or caption_target_for(r.record)
+            path_value = str(target) if path_field == "caption_file" else target
+            out.append(CaptionItem(record=r.record, raw=r.caption_raw, flags=frozenset(r.flag_kinds),
+                                   **{path_field: path_value}))
+        return out
 
     def plan(self, op: str, rows: Iterable[Row], params: dict[str, Any]) -> list[Any]:
         """Run one ``curator.tags.ops`` operation on ``rows``; returns its ``CaptionChange`` list (nothing written).

@@ -25,6 +25,7 @@ class Row:
     caption_mtime_ns: int | None = None
     caption_error: str | None = None
     flags: list[Any] = field(default_factory=list)
+    captions_loaded: bool = False
     query_cache: tuple[Any, Any] | None = field(default=None, repr=False)
 
     @property

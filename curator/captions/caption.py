@@ -1,8 +1,10 @@
 """The ``Caption`` model: a caption file parsed the way kohya reads it, written back with its own conventions.
 
 kohya sd-scripts reads only the first line of a caption file. kiln parses the tags of that first line, keeps
-everything after it byte for byte (and flags it), and when the tags change it rebuilds only the first line using
-the file's own conventions: separator spacing, underscores or spaces, escaped parentheses, line ending, trailing
+everything after it byte for byte (and flags it), and when the tags change it rebuilds only the first line
+using
+the file's own conventions: separator spacing, underscores or spaces, escaped parentheses, line ending,
+trailing
 newline, BOM. An untouched caption is written back byte-identical.
 """
 
@@ -43,12 +45,35 @@ class Caption:
     underscores, escaping) is detected lazily, only when a changed caption is written.
     """
 
-    __slots__ = ("tags", "separator", "lead", "trail", "eol", "rest", "bom", "decode_error", "raw",
-                 "original_line", "_style", "_keys")
+    __slots__ = (
+        "tags",
+        "separator",
+        "lead",
+        "trail",
+        "eol",
+        "rest",
+        "bom",
+        "decode_error",
+        "raw",
+        "original_line",
+        "_style",
+        "_keys",
+    )
 
-    def __init__(self, tags: list[str], separator: str = ",", style: CaptionStyle | None = None, lead: str = "",
-                 trail: str = "", eol: str = "", rest: str = "", bom: bool = False, decode_error: bool = False,
-                 raw: bytes | None = None, original_line: str | None = None) -> None:
+    def __init__(
+        self,
+        tags: list[str],
+        separator: str = ",",
+        style: CaptionStyle | None = None,
+        lead: str = "",
+        trail: str = "",
+        eol: str = "",
+        rest: str = "",
+        bom: bool = False,
+        decode_error: bool = False,
+        raw: bytes | None = None,
+        original_line: str | None = None,
+    ) -> None:
         self.tags = tags
         self.separator = separator
         self.lead = lead  # whitespace before the first tag
@@ -77,7 +102,7 @@ class Caption:
         body = raw
         bom = body.startswith(BOM)
         if bom:
-            body = body[len(BOM):]
+            body = body[len(BOM) :]
         try:
             text = body.decode("utf-8")
             decode_error = False
@@ -90,7 +115,7 @@ class Caption:
             if first.endswith("\r"):
                 first, eol = first[:-1], "\r"
         else:
-            first, rest = text[:nl], text[nl + 1:]
+            first, rest = text[:nl], text[nl + 1 :]
             eol = "\n"
             if first.endswith("\r"):
                 first, eol = first[:-1], "\r\n"
@@ -99,10 +124,21 @@ class Caption:
             lead = trail = ""
         else:
             lead = first[: len(first) - len(first.lstrip())]
-            trail = first[len(first.rstrip()):]
+            trail = first[len(first.rstrip()) :]
         tags = [t for t in (p.strip() for p in stripped.split(separator)) if t] if stripped else []
-        return cls(tags=tags, separator=separator, style=None, lead=lead, trail=trail, eol=eol, rest=rest,
-                   bom=bom, decode_error=decode_error, raw=raw, original_line=first)
+        return cls(
+            tags=tags,
+            separator=separator,
+            style=None,
+            lead=lead,
+            trail=trail,
+            eol=eol,
+            rest=rest,
+            bom=bom,
+            decode_error=decode_error,
+            raw=raw,
+            original_line=first,
+        )
 
     @property
     def style(self) -> CaptionStyle:
@@ -144,9 +180,19 @@ class Caption:
         return tag
 
     def _copy(self, tags: list[str], style: CaptionStyle | None = None) -> Caption:
-        return Caption(tags=tags, separator=self.separator, style=style or self.style, lead=self.lead,
-                       trail=self.trail, eol=self.eol, rest=self.rest, bom=self.bom,
-                       decode_error=self.decode_error, raw=None, original_line=None)
+        return Caption(
+            tags=tags,
+            separator=self.separator,
+            style=style or self.style,
+            lead=self.lead,
+            trail=self.trail,
+            eol=self.eol,
+            rest=self.rest,
+            bom=self.bom,
+            decode_error=self.decode_error,
+            raw=None,
+            original_line=None,
+        )
 
     def with_tags(self, tags: list[str], conform: bool = True) -> Caption:
         """A copy with a new tag list. Tags the file already had keep their exact text; new tags are
@@ -183,8 +229,9 @@ class Caption:
     @classmethod
     def new(cls, tags: list[str], separator: str = ",", newline: str = "\n") -> Caption:
         """A caption for a file that does not exist yet (``, `` joined, tags as given, trailing newline)."""
-        return cls(tags=[], separator=separator, style=CaptionStyle(joiner=separator + " "), eol=newline,
-                   raw=None).with_tags(tags, conform=False)
+        return cls(
+            tags=[], separator=separator, style=CaptionStyle(joiner=separator + " "), eol=newline, raw=None
+        ).with_tags(tags, conform=False)
 
 
 def _split(line: str, separator: str) -> tuple[list[str], list[str], bool]:
@@ -225,3 +272,6 @@ def _detect_style(tags: list[str], joiners: list[str], separator: str, trailing:
 def load_caption(path: Path | str, separator: str = ",") -> Caption:
     """Read and parse a caption file (raises ``OSError`` when it cannot be read)."""
     return Caption.parse(Path(path).read_bytes(), separator=separator)
+
+
+read_caption = load_caption  # the name docs/ARCHITECTURE.md uses

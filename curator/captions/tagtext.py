@@ -2,7 +2,8 @@
 
 A tag can be written many ways in caption files (``long_hair``, ``long hair``, ``Long Hair``;
 ``ganyu_(genshin_impact)`` or ``ganyu \\(genshin impact\\)``). kiln compares tags by their *key*: parentheses
-unescaped, underscores turned into spaces (except in kaomoji such as ``^_^``), whitespace collapsed, lower case.
+unescaped, underscores turned into spaces (except in kaomoji such as ``^_^``), whitespace collapsed, lower
+case.
 """
 
 from __future__ import annotations
@@ -13,9 +14,41 @@ from functools import lru_cache
 # Danbooru kaomoji tags whose underscores are part of the face (from the tag lists WD14 taggers use).
 KAOMOJI = frozenset(
     {
-        "0_0", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<", "3_3", "6_9", ">_o",
-        "@_@", "^_^", "o_o", "u_u", "x_x", "|_|", "||_||", "-_-", ";_;", "t_t", "q_q", "._.;", "^_~", "~_~",
-        ">_>", "<_<", "o_0", "0_o", "x_o", "n_n", "v_v", "._o", "-_o",
+        "0_0",
+        "(o)_(o)",
+        "+_+",
+        "+_-",
+        "._.",
+        "<o>_<o>",
+        "<|>_<|>",
+        "=_=",
+        ">_<",
+        "3_3",
+        "6_9",
+        ">_o",
+        "@_@",
+        "^_^",
+        "o_o",
+        "u_u",
+        "x_x",
+        "|_|",
+        "||_||",
+        "-_-",
+        ";_;",
+        "t_t",
+        "q_q",
+        "._.;",
+        "^_~",
+        "~_~",
+        ">_>",
+        "<_<",
+        "o_0",
+        "0_o",
+        "x_o",
+        "n_n",
+        "v_v",
+        "._o",
+        "-_o",
     }
 )
 _FACE_PART = re.compile(r"^[^\w\s]*\w?[^\w\s]*$")

@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _common(dupes)
     dupes.add_argument(
-        "--threshold", type=int, default=None, metavar="BITS", help="near-duplicate pHash distance (default 10)"
+        "--threshold", type=int, default=None, metavar="BITS", help="near-duplicate pHash distance in bits (default 8)"
     )
     dupes.set_defaults(func=run_dupes)
 
@@ -195,6 +195,8 @@ def _print_scan(dataset: Any, summary: Any, records: list[Any]) -> None:
     if summary.flags_by_kind:
         parts = ", ".join(f"{kind} {n:,}" for kind, n in sorted(summary.flags_by_kind.items()))
         console.print(_text(f"file findings: {parts}; run `kiln check` for all checks"))
+    for name in summary.bad_names[:10]:
+        console.print(_text(f"skipped (file name is not valid UTF-8): {name}"), style="yellow")
     where = "user cache (dataset is read-only)" if dataset.index.in_cache else "dataset"
     console.print(_text(f"index: {dataset.index.path} ({where})"), style="dim")
 
@@ -216,7 +218,7 @@ def run_check(args: argparse.Namespace) -> int:
         _print_warnings(dataset)
         if _scan(dataset, args) is None:
             return _error(f"{dataset.root}: no subset folder could be read")
-        flags = dataset.flags()
+        flags = dataset.flags(refresh=False)
         if args.kind:
             flags = [f for f in flags if f.kind in set(args.kind)]
         images = len(dataset.images())

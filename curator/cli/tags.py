@@ -1,7 +1,9 @@
 """``kiln tags SUBCOMMAND DATASET ...``: caption statistics and journaled bulk tag operations.
 
-Every subcommand takes ``--where QUERY`` / ``--files PATH...`` (scope), ``--dry-run`` (print the per-file diff,
-change nothing) and ``--json``. Exit codes: 0 done, 1 nothing could be done (the reason on stderr), 2 conflicts
+Every subcommand takes ``--where QUERY`` / ``--files PATH...`` (scope), ``--dry-run`` (print the per-file
+diff,
+change nothing) and ``--json``. Exit codes: 0 done, 1 nothing could be done (the reason on stderr), 2
+conflicts
 left some files untouched (listed). Registration is light; the engine is imported when a command runs.
 """
 
@@ -23,32 +25,48 @@ def _common(parser: argparse.ArgumentParser, scoped: bool = True, writes: bool =
     parser.add_argument("dataset", type=Path, help="dataset folder or kohya dataset TOML")
     if scoped:
         parser.add_argument("--where", metavar="QUERY", default=None, help=QUERY_HELP)
-        parser.add_argument("--files", nargs="+", metavar="PATH", default=None,
-                            help="scope: these images (or their caption files) only")
+        parser.add_argument(
+            "--files",
+            nargs="+",
+            metavar="PATH",
+            default=None,
+            help="scope: these images (or their caption files) only",
+        )
     if writes:
         parser.add_argument("--dry-run", action="store_true", help="print the per-file diff, change nothing")
-        parser.add_argument("--limit", type=int, default=DIFF_LIMIT, metavar="N",
-                            help=f"files shown in a diff (default {DIFF_LIMIT}; 0 = all)")
+        parser.add_argument(
+            "--limit",
+            type=int,
+            default=DIFF_LIMIT,
+            metavar="N",
+            help=f"files shown in a diff (default {DIFF_LIMIT}; 0 = all)",
+        )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--caption-extension", default=None, metavar="EXT", help="caption extension (default: the layout's)")
+    parser.add_argument(
+        "--caption-extension", default=None, metavar="EXT", help="caption extension (default: the layout's)"
+    )
     parser.add_argument("--separator", default=",", metavar="SEP", help="tag separator (default ',')")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``kiln tags`` and its sub-subcommands."""
     tags = subparsers.add_parser(
-        "tags", help="caption tags: statistics and bulk edits with undo/redo",
+        "tags",
+        help="caption tags: statistics and bulk edits with undo/redo",
         description="Caption statistics and bulk tag edits. Every edit is one journal entry: "
-                    "`kiln tags undo` / `redo` work across restarts; `--dry-run` previews the diff.",
+        "`kiln tags undo` / `redo` work across restarts; `--dry-run` previews the diff.",
     )
     sub = tags.add_subparsers(dest="tags_command", metavar="SUBCOMMAND")
     tags.set_defaults(func=lambda args: (tags.print_help(), EXIT_OK)[1])
 
     p = sub.add_parser("stats", help="tag frequencies, co-occurrence, token counts")
     _common(p, writes=False)
+    p.add_argument("--dry-run", action="store_true", help=argparse.SUPPRESS)  # stats never write
     p.add_argument("--by-folder", action="store_true", help="frequencies per concept folder")
     p.add_argument("--tag", metavar="TAG", help="co-occurrence of TAG and the images with / without it")
-    p.add_argument("--tokens", action="store_true", help="CLIP token count per caption (warns past 75/150/225)")
+    p.add_argument(
+        "--tokens", action="store_true", help="CLIP token count per caption (warns past 75/150/225)"
+    )
     p.add_argument("--top", type=int, default=40, metavar="N", help="rows per table (default 40; 0 = all)")
     p.set_defaults(func=_run, op="stats")
 
@@ -70,26 +88,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("old")
     p.add_argument("new", help="replacement ('' removes; a comma list gives several tags)")
-    p.add_argument("--regex", action="store_true", help="OLD is a Python regex applied to each tag; NEW may use \\1")
+    p.add_argument(
+        "--regex", action="store_true", help="OLD is a Python regex applied to each tag; NEW may use \\1"
+    )
     p.set_defaults(func=_run, op="replace")
 
     p = sub.add_parser("trigger", help="put the activation token first (default: each folder's class tokens)")
     _common(p)
-    p.add_argument("word", nargs="?", default=None, help="trigger word (default: the concept folder's class tokens)")
+    p.add_argument(
+        "word", nargs="?", default=None, help="trigger word (default: the concept folder's class tokens)"
+    )
     p.set_defaults(func=_run, op="trigger")
 
     p = sub.add_parser("consolidate", help="apply aliases and implications (built-in Danbooru table + yours)")
     _common(p)
-    p.add_argument("--rules", action="append", default=[], metavar="FILE", help="your rules TOML (repeatable)")
+    p.add_argument(
+        "--rules", action="append", default=[], metavar="FILE", help="your rules TOML (repeatable)"
+    )
     p.add_argument("--no-builtin", action="store_true", help="do not use the built-in Danbooru table")
-    p.add_argument("--suffix-heuristic", action="store_true",
-                   help="kohya's rule: drop a one-word tag when another tag ends with it ('shirt' with 'white shirt')")
+    p.add_argument(
+        "--suffix-heuristic",
+        action="store_true",
+        help="kohya's rule: drop a one-word tag when another tag ends with it ('shirt' with 'white shirt')",
+    )
     p.set_defaults(func=_run, op="consolidate")
 
     p = sub.add_parser("absorb", help="list tags in >= X%% of a concept's images; remove the chosen ones")
     _common(p)
-    p.add_argument("--min-share", type=float, default=0.8, metavar="X", help="minimum share, 0-1 (default 0.8)")
-    p.add_argument("--apply", nargs="+", metavar="TAG", default=None, help="remove these tags (the trigger absorbs them)")
+    p.add_argument(
+        "--min-share", type=float, default=0.8, metavar="X", help="minimum share, 0-1 (default 0.8)"
+    )
+    p.add_argument(
+        "--apply", nargs="+", metavar="TAG", default=None, help="remove these tags (the trigger absorbs them)"
+    )
     p.set_defaults(func=_run, op="absorb")
 
     p = sub.add_parser("sort", help="sort tags alphabetically or by dataset frequency")
@@ -104,7 +135,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("normalize", help="underscores to spaces, lower case, escape parentheses")
     _common(p)
-    p.add_argument("--spaces", action="store_true", help="underscores to spaces (kaomoji like ^_^ keep theirs)")
+    p.add_argument(
+        "--spaces", action="store_true", help="underscores to spaces (kaomoji like ^_^ keep theirs)"
+    )
     p.add_argument("--lower", action="store_true", help="lower case")
     p.add_argument("--escape", action="store_true", help="escape parentheses for A1111 prompts: \\( \\)")
     p.add_argument("--unescape", action="store_true", help="unescape \\( \\) to ( )")
@@ -112,13 +145,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     for name, text in (("undo", "undo the last tag operation"), ("redo", "redo the last undone operation")):
         p = sub.add_parser(name, help=text)
-        _common(p, scoped=False, writes=False)
+        _common(p, scoped=False, writes=True)
         p.set_defaults(func=_run, op=name)
 
     p = sub.add_parser("history", help="list journal entries (newest first)")
     _common(p, scoped=False, writes=False)
+    p.add_argument("--dry-run", action="store_true", help="with --prune: say how many would go")
     p.add_argument("--limit", type=int, default=50, metavar="N")
     p.add_argument("--show", type=int, metavar="ID", help="print the diff of entry ID")
+    p.add_argument(
+        "--prune", type=int, metavar="N", help="forget all but the newest N entries (no undo past them)"
+    )
     p.set_defaults(func=_run, op="history")
 
 

@@ -7,7 +7,7 @@ import os
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_PIXEL_LIMIT = 100_000_000
-DEFAULT_NEAR_THRESHOLD = 10  # pHash bits; chosen by bench/bench_scan.py (see docs/DATASET.md)
+DEFAULT_NEAR_THRESHOLD = 8  # pHash bits; chosen by bench/bench_scan.py (see docs/DATASET.md)
 MAX_NEAR_THRESHOLD = 24
 
 

@@ -150,7 +150,13 @@ def _reduce(image: Image.Image) -> Image.Image:
 def _alpha_flag(low: int, result: ProbeResult) -> None:
     if low < 255:
         transparent = "fully transparent pixels" if low == 0 else "semi-transparent pixels"
-        result.flags.append(("alpha", f"has {transparent}; it will be composited on white for training"))
+        result.flags.append(
+            (
+                "alpha",
+                f"has {transparent}; it will be composited on white for training "
+                "(kohya instead drops the alpha channel, showing whatever colour hides under it)",
+            )
+        )
 
 
 def _fast_grey(image: Image.Image, data: bytes | None, result: ProbeResult) -> np.ndarray | None:

@@ -20,15 +20,19 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from curator.index import Index, to_signed64
 from curator.layout import DatasetLayout, is_image_name
 from curator.scan.config import ScanConfig
-from curator.scan.probe import ProbeResult, probe_file
+
+if TYPE_CHECKING:
+    from curator.scan.probe import ProbeResult
 
 PARALLEL_MIN_FILES = 24  # below this, probing in-process beats starting workers
 BATCH = 256
 CHUNKSIZE = 8
+WINDOW = 2048  # files submitted to the pool at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,15 @@ class WalkResult:
     images: dict[str, FileEntry] = field(default_factory=dict)
     other_files: dict[str, set[str]] = field(default_factory=dict)  # subset rel_dir -> names (captions...)
     unreadable_dirs: list[str] = field(default_factory=list)
+    bad_names: list[str] = field(default_factory=list)  # names that are not valid UTF-8 (skipped)
+
+
+def _utf8_name(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(slots=True)
@@ -64,6 +77,7 @@ class ScanSummary:
     probe_seconds: float = 0.0
     flags_by_kind: dict[str, int] = field(default_factory=dict)
     unreadable_dirs: list[str] = field(default_factory=list)
+    bad_names: list[str] = field(default_factory=list)
 
     @property
     def probed(self) -> int:
@@ -84,13 +98,13 @@ class ScanSummary:
             "images_per_second": round(self.images_per_second, 1),
             "flags_by_kind": dict(sorted(self.flags_by_kind.items())),
             "unreadable_dirs": self.unreadable_dirs,
+            "skipped_names": self.bad_names,
         }
 
 
 def walk_layout(layout: DatasetLayout) -> WalkResult:
     """Stat every file directly inside each subset folder (kohya does not recurse)."""
     result = WalkResult()
-    root = layout.root
     for subset in layout.subsets:
         others: set[str] = set()
         result.other_files[subset.rel_dir] = others
@@ -105,6 +119,9 @@ def walk_layout(layout: DatasetLayout) -> WalkResult:
                 name = entry.name
                 if name.startswith("."):
                     continue
+                if not _utf8_name(name):
+                    result.bad_names.append(prefix + name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+                    continue
                 try:
                     if not entry.is_file():
                         continue
@@ -116,7 +133,6 @@ def walk_layout(layout: DatasetLayout) -> WalkResult:
                         others.add(name)
                 except OSError:
                     continue
-    del root
     return result
 
 
@@ -125,6 +141,8 @@ def _probe_args(entry: FileEntry, pixel_limit: int) -> tuple[str, str, int, int,
 
 
 def _probe_star(args: tuple[str, str, int, int, int]) -> ProbeResult:
+    from curator.scan.probe import probe_file
+
     return probe_file(*args)
 
 
@@ -139,15 +157,35 @@ def _mp_context():  # noqa: ANN202
 
 
 def probe_entries(entries: list[FileEntry], config: ScanConfig) -> Iterator[ProbeResult]:
-    """Probe files, in worker processes when there are enough of them; yields in input order."""
-    args = [_probe_args(e, config.pixel_limit) for e in entries]
+    """Probe files, in worker processes when there are enough of them; yields in input order.
+
+    Work is submitted in windows (two in flight), so the number of pending tasks, and the memory they hold,
+    stays bounded however many files there are.
+    """
+    from curator.scan.probe import probe_file  # PIL and numpy load only when something must be read
+
+    limit = config.pixel_limit
     workers = min(config.worker_count, max(1, len(entries) // CHUNKSIZE))
     if workers <= 1 or len(entries) < PARALLEL_MIN_FILES:
-        for item in args:
-            yield probe_file(*item)
+        for entry in entries:
+            yield probe_file(*_probe_args(entry, limit))
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) as pool:
-        yield from pool.map(_probe_star, args, chunksize=CHUNKSIZE)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context())
+    try:
+        pending: Iterator[ProbeResult] | None = None
+        for start in range(0, len(entries), WINDOW):
+            window = [_probe_args(e, limit) for e in entries[start : start + WINDOW]]
+            submitted = pool.map(_probe_star, window, chunksize=CHUNKSIZE)
+            if pending is not None:
+                yield from pending
+            pending = submitted
+        if pending is not None:
+            yield from pending
+    except BaseException:
+        # Ctrl-C or an error: drop queued work instead of finishing it; committed batches stay in the index
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 _INSERT = (
@@ -207,7 +245,8 @@ class _Progress:
 
     def advance(self, count: int, done: int) -> None:
         if self.progress is not None:
-            rate = done / max(1e-6, time.perf_counter() - self.started)
+            now = time.perf_counter()
+            rate = done / max(1e-6, now - self.started)
             self.progress.update(self.task, advance=count, rate=f"{rate:,.0f} files/s")
 
     def close(self) -> None:
@@ -230,7 +269,7 @@ def scan_dataset(
         path: (size, mtime, subset)
         for path, size, mtime, subset in conn.execute("SELECT path, size, mtime_ns, subset FROM images")
     }
-    summary = ScanSummary(unreadable_dirs=walk.unreadable_dirs)
+    summary = ScanSummary(unreadable_dirs=walk.unreadable_dirs, bad_names=walk.bad_names)
     to_probe: list[FileEntry] = []
     moved: list[tuple[str, str]] = []
     for path, entry in walk.images.items():
@@ -272,15 +311,14 @@ def scan_dataset(
             for result in probe_entries(to_probe, config):
                 batch.append(_row(result, walk.images[result.path].subset))
                 done += 1
+                bar.advance(1, done)
                 if len(batch) >= BATCH:
                     with index.transaction() as tx:
                         tx.executemany(_INSERT, batch)
-                    bar.advance(len(batch), done)
                     batch = []
             if batch:
                 with index.transaction() as tx:
                     tx.executemany(_INSERT, batch)
-                bar.advance(len(batch), done)
         finally:
             bar.close()
         summary.probe_seconds = time.perf_counter() - probe_started

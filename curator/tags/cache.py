@@ -39,15 +39,19 @@ class CaptionCache:
     def _key(self, path: Path | str) -> str:
         text = os.fspath(path)
         if text.startswith(self._prefix):
-            text = text[len(self._prefix):]
+            text = text[len(self._prefix) :]
             return text.replace(os.sep, "/") if os.sep != "/" else text
         return text
 
     def read_many(self, paths: list[Path] | list[str], separator: str = ",") -> dict[Any, bytes | None]:
         """Current bytes of each caption file (``None`` when it does not exist), from the cache when fresh.
         ``self.keys`` then maps each existing file to its tag keys (split with ``separator``)."""
-        rows = {p: (s, m, c, d, sep, k) for p, s, m, c, d, sep, k in self.conn.execute(
-            "SELECT path, size, mtime_ns, cached_ns, data, sep, keys FROM caption_cache_v2")}
+        rows = {
+            p: (s, m, c, d, sep, k)
+            for p, s, m, c, d, sep, k in self.conn.execute(
+                "SELECT path, size, mtime_ns, cached_ns, data, sep, keys FROM caption_cache_v2"
+            )
+        }
         out: dict[Any, bytes | None] = {}
         keys: dict[Any, list[str]] = {}
         self.keys = keys
@@ -67,7 +71,12 @@ class CaptionCache:
                 out[path] = None
                 continue
             row = rows.get(key)
-            if row is not None and row[0] == st.st_size and row[1] == st.st_mtime_ns and row[2] - row[1] > _RACY_NS:
+            if (
+                row is not None
+                and row[0] == st.st_size
+                and row[1] == st.st_mtime_ns
+                and row[2] - row[1] > _RACY_NS
+            ):
                 out[path] = row[3]
                 if row[4] == separator:
                     keys[path] = row[5].split(_KEY_SEP) if row[5] else []

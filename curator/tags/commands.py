@@ -77,8 +77,15 @@ def _items(dataset: Any, args: argparse.Namespace, cached: bool = False) -> list
 
 # ---- writing ----------------------------------------------------------------------------------------------
 
-def _apply(dataset: Any, args: argparse.Namespace, changes: list, op: str, description: str,
-           extra: dict[str, Any] | None = None) -> int:
+
+def _apply(
+    dataset: Any,
+    args: argparse.Namespace,
+    changes: list,
+    op: str,
+    description: str,
+    extra: dict[str, Any] | None = None,
+) -> int:
     """Preview (``--dry-run``) or apply through the journal; report conflicts."""
     from curator.tags.journal import apply_changes
     from curator.tags.ops import plan_to_diff
@@ -88,8 +95,16 @@ def _apply(dataset: Any, args: argparse.Namespace, changes: list, op: str, descr
     diffs = plan_to_diff(changes, args.separator)
     if args.dry_run:
         if args.json:
-            _emit_json({"op": op, "description": description, "dry_run": True, "files": len(diffs),
-                        "diff": [d.to_dict() for d in diffs], **extra})
+            _emit_json(
+                {
+                    "op": op,
+                    "description": description,
+                    "dry_run": True,
+                    "files": len(diffs),
+                    "diff": [d.to_dict() for d in diffs],
+                    **extra,
+                }
+            )
         else:
             con = _console()
             con.print(render_diffs(diffs, dataset.root, limit=args.limit or None), end="")
@@ -97,8 +112,17 @@ def _apply(dataset: Any, args: argparse.Namespace, changes: list, op: str, descr
         return EXIT_OK
     if not changes:
         if args.json:
-            _emit_json({"op": op, "description": description, "entry_id": None, "applied": [], "conflicts": [],
-                        "errors": [], **extra})
+            _emit_json(
+                {
+                    "op": op,
+                    "description": description,
+                    "entry_id": None,
+                    "applied": [],
+                    "conflicts": [],
+                    "errors": [],
+                    **extra,
+                }
+            )
         else:
             print("no caption needs changing.")
         return EXIT_OK
@@ -106,21 +130,36 @@ def _apply(dataset: Any, args: argparse.Namespace, changes: list, op: str, descr
     return _report(dataset, args, result, extra)
 
 
-def _report(dataset: Any, args: argparse.Namespace, result: Any, extra: dict[str, Any] | None = None,
-            hint: bool = True) -> int:
+def _report(
+    dataset: Any,
+    args: argparse.Namespace,
+    result: Any,
+    extra: dict[str, Any] | None = None,
+    hint: bool = True,
+) -> int:
     if args.json:
         _emit_json({**result.to_dict(), **(extra or {})})
     else:
         from rich.text import Text
 
         con = _console()
-        con.print(Text(f"#{result.entry_id} {printable(result.description)}: {len(result.applied)} caption file(s) "
-                       "changed"))
+        con.print(
+            Text(
+                f"#{result.entry_id} {printable(result.description)}: {len(result.applied)} caption file(s) "
+                "changed"
+            )
+        )
         for path in result.conflicts:
-            con.print(Text(f"conflict (changed on disk since read, left as is): {printable(_rel(dataset, path))}",
-                           style="yellow"))
+            con.print(
+                Text(
+                    f"conflict (changed on disk since read, left as is): {printable(_rel(dataset, path))}",
+                    style="yellow",
+                )
+            )
         for path, reason in result.errors:
-            con.print(Text(f"not written: {printable(_rel(dataset, path))}: {printable(reason)}", style="red"))
+            con.print(
+                Text(f"not written: {printable(_rel(dataset, path))}: {printable(reason)}", style="red")
+            )
         if result.applied and hint:
             con.print("undo with: kiln tags undo " + printable(str(args.dataset)))
     return EXIT_OK if result.ok else EXIT_CONFLICT
@@ -133,7 +172,8 @@ def _rel(dataset: Any, path: Path) -> str:
         return str(path)
 
 
-# ---- handlers -----------------------------------------------------------------------------------------------
+# ---- handlers ----------------------------------------------------------------------------------------------
+
 
 def _add(dataset: Any, args: argparse.Namespace) -> int:
     from curator.tags.ops import add_tags
@@ -164,14 +204,22 @@ def _trigger(dataset: Any, args: argparse.Namespace) -> int:
 
     plan = set_trigger(_items(dataset, args), args.word, separator=args.separator)
     if not plan.words:
-        return _err("no trigger word: give one (kiln tags trigger DATASET WORD) or use kohya folders "
-                    "named <repeats>_<class tokens>")
-    extra = {"keep_tokens": plan.keep_tokens, "trigger": plan.words, "folders_without_class_tokens": plan.skipped_folders}
+        return _err(
+            "no trigger word: give one (kiln tags trigger DATASET WORD) or use kohya folders "
+            "named <repeats>_<class tokens>"
+        )
+    extra = {
+        "keep_tokens": plan.keep_tokens,
+        "trigger": plan.words,
+        "folders_without_class_tokens": plan.skipped_folders,
+    }
     words = sorted({", ".join(w) for w in plan.words.values()})
     code = _apply(dataset, args, plan.changes, "trigger", "trigger first: " + " / ".join(words), extra)
     if not args.json:
-        print(f"train with keep_tokens = {plan.keep_tokens} (kohya --keep_tokens / TOML keep_tokens) so "
-              "caption shuffling keeps the trigger first.")
+        print(
+            f"train with keep_tokens = {plan.keep_tokens} (kohya --keep_tokens / TOML keep_tokens) so "
+            "caption shuffling keeps the trigger first."
+        )
         for folder in plan.skipped_folders:
             print(f"skipped {printable(folder or '.')}: no class tokens in the folder name; pass WORD")
     return code
@@ -197,7 +245,12 @@ def _consolidate(dataset: Any, args: argparse.Namespace) -> int:
         for h in plan.hits[: args.limit or None]:
             table.add_row(h.kind, Text(printable(h.rule)), str(h.files))
         _console().print(table)
-    desc = "consolidate (" + ", ".join(rules.sources) + (", suffix heuristic" if args.suffix_heuristic else "") + ")"
+    desc = (
+        "consolidate ("
+        + ", ".join(rules.sources)
+        + (", suffix heuristic" if args.suffix_heuristic else "")
+        + ")"
+    )
     return _apply(dataset, args, plan.changes, "consolidate", desc, extra)
 
 
@@ -207,13 +260,30 @@ def _absorb(dataset: Any, args: argparse.Namespace) -> int:
     items = _items(dataset, args)
     if args.apply:
         changes = absorb(items, args.apply)
-        return _apply(dataset, args, changes, "absorb",
-                      "absorb into the trigger: remove " + ", ".join(repr(t) for t in args.apply))
+        return _apply(
+            dataset,
+            args,
+            changes,
+            "absorb",
+            "absorb into the trigger: remove " + ", ".join(repr(t) for t in args.apply),
+        )
     cands = absorb_candidates(items, args.min_share)
     if args.json:
-        _emit_json({"min_share": args.min_share, "candidates": [
-            {"folder": c.folder, "tag": c.tag, "count": c.count, "images": c.total, "share": round(c.share, 4)}
-            for c in cands]})
+        _emit_json(
+            {
+                "min_share": args.min_share,
+                "candidates": [
+                    {
+                        "folder": c.folder,
+                        "tag": c.tag,
+                        "count": c.count,
+                        "images": c.total,
+                        "share": round(c.share, 4),
+                    }
+                    for c in cands
+                ],
+            }
+        )
         return EXIT_OK
     from rich.table import Table
     from rich.text import Text
@@ -222,10 +292,14 @@ def _absorb(dataset: Any, args: argparse.Namespace) -> int:
     for col in ("folder", "tag", "images", "share"):
         table.add_column(col, justify="right" if col in ("images", "share") else "left")
     for c in cands:
-        table.add_row(Text(printable(c.folder or ".")), Text(printable(c.tag)), f"{c.count}/{c.total}", f"{c.share:.0%}")
+        table.add_row(
+            Text(printable(c.folder or ".")), Text(printable(c.tag)), f"{c.count}/{c.total}", f"{c.share:.0%}"
+        )
     con = _console()
     con.print(table)
-    con.print("remove the constant traits the trigger should absorb with: kiln tags absorb DATASET --apply TAG ...")
+    con.print(
+        "remove the constant traits the trigger should absorb with: kiln tags absorb DATASET --apply TAG ..."
+    )
     return EXIT_OK
 
 
@@ -250,8 +324,13 @@ def _dedupe(dataset: Any, args: argparse.Namespace) -> int:
 def _normalize(dataset: Any, args: argparse.Namespace) -> int:
     from curator.tags.ops import normalize
 
-    changes = normalize(_items(dataset, args), spaces=args.spaces, lower=args.lower, escape=args.escape,
-                        unescape=args.unescape)
+    changes = normalize(
+        _items(dataset, args),
+        spaces=args.spaces,
+        lower=args.lower,
+        escape=args.escape,
+        unescape=args.unescape,
+    )
     what = [n for n in ("spaces", "lower", "escape", "unescape") if getattr(args, n)]
     return _apply(dataset, args, changes, "normalize", "normalize: " + ", ".join(what))
 
@@ -259,6 +338,20 @@ def _normalize(dataset: Any, args: argparse.Namespace) -> int:
 def _undo_redo(dataset: Any, args: argparse.Namespace) -> int:
     from curator.tags import journal
 
+    if args.dry_run:
+        peek = journal.journal_for(dataset).peek(args.op)
+        if peek is None:
+            if args.json:
+                _emit_json({"entry_id": None, "dry_run": True, "diff": []})
+            return _err(f"nothing to {args.op}")
+        entry, changes = peek
+        if not args.json:
+            print(
+                f"{args.op} would revert #{entry.id} {printable(entry.description)}:"
+                if args.op == "undo"
+                else f"redo would re-apply #{entry.id} {printable(entry.description)}:"
+            )
+        return _apply(dataset, args, changes, args.op, entry.description, {"entry_id": entry.id})
     result = journal.undo(dataset) if args.op == "undo" else journal.redo(dataset)
     if result is None:
         if args.json:
@@ -273,6 +366,17 @@ def _history(dataset: Any, args: argparse.Namespace) -> int:
     from curator.tags.journal import journal_for
 
     journal = journal_for(dataset)
+    if args.prune is not None:
+        if args.dry_run:
+            total = len(journal.history(limit=-1))
+            print(f"would forget {max(0, total - args.prune)} of {total} journal entries.")
+            return EXIT_OK
+        removed = journal.prune(args.prune)
+        if args.json:
+            _emit_json({"pruned": removed})
+        else:
+            print(f"forgot {removed} journal entr{'y' if removed == 1 else 'ies'}; {args.prune} kept.")
+        return EXIT_OK
     if args.show is not None:
         from curator.tags.journal import CaptionChange
         from curator.tags.ops import plan_to_diff
@@ -283,8 +387,14 @@ def _history(dataset: Any, args: argparse.Namespace) -> int:
             return _err(f"no journal entry #{args.show}")
         diffs = plan_to_diff([CaptionChange(p, b, a) for p, b, a, _s in rows], args.separator)
         if args.json:
-            _emit_json({"entry_id": args.show, "diff": [
-                {**d.to_dict(), "status": s} for d, (_p, _b, _a, s) in zip(diffs, rows, strict=True)]})
+            _emit_json(
+                {
+                    "entry_id": args.show,
+                    "diff": [
+                        {**d.to_dict(), "status": s} for d, (_p, _b, _a, s) in zip(diffs, rows, strict=True)
+                    ],
+                }
+            )
         else:
             _console().print(render_diffs(diffs, dataset.root), end="")
         return EXIT_OK
@@ -302,8 +412,13 @@ def _history(dataset: Any, args: argparse.Namespace) -> int:
         table.add_column(col, justify="right" if col in ("#", "files") else "left")
     for e in entries:
         state = e.state + (f" ({e.note})" if e.note else "")
-        table.add_row(str(e.id), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.created)),
-                      Text(printable(e.description)), str(e.n_changes), state)
+        table.add_row(
+            str(e.id),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.created)),
+            Text(printable(e.description)),
+            str(e.n_changes),
+            state,
+        )
     _console().print(table)
     if not entries:
         print("no tag operations recorded yet.")
@@ -326,8 +441,9 @@ def _stats(dataset: Any, args: argparse.Namespace) -> int:
             out["cooccurrence"] = co.to_dict()
         else:
             n = len(co.with_tag)
-            table = Table(title=f"with {co.tag!r}: {n} image(s); without: {len(co.without_tag)}",
-                          title_justify="left")
+            table = Table(
+                title=f"with {co.tag!r}: {n} image(s); without: {len(co.without_tag)}", title_justify="left"
+            )
             table.add_column("co-occurring tag")
             table.add_column("images", justify="right")
             table.add_column("share", justify="right")
@@ -341,9 +457,13 @@ def _stats(dataset: Any, args: argparse.Namespace) -> int:
             out["tokens"] = {"summary": summary, "captions": [c.to_dict() for c in counts]}
         else:
             counts.sort(key=lambda c: -c.tokens)
-            table = Table(title=(f"CLIP tokens: {summary['captions']} captions, max {summary['max']}; over 75: "
-                                 f"{summary['over_75']}, over 150: {summary['over_150']}, over 225: {summary['over_225']}"),
-                          title_justify="left")
+            table = Table(
+                title=(
+                    f"CLIP tokens: {summary['captions']} captions, max {summary['max']}; over 75: "
+                    f"{summary['over_75']}, over 150: {summary['over_150']}, over 225: {summary['over_225']}"
+                ),
+                title_justify="left",
+            )
             table.add_column("image")
             table.add_column("tokens", justify="right")
             table.add_column("warning")
@@ -354,11 +474,15 @@ def _stats(dataset: Any, args: argparse.Namespace) -> int:
         freqs = stats.tag_frequencies(dataset, scope=items, by_folder=args.by_folder)
         groups = freqs if isinstance(freqs, dict) else {None: freqs}
         if args.json:
-            out["frequencies"] = {("." if k == "" else k) if k is not None else "*": v.to_dict() for k, v in groups.items()}
+            out["frequencies"] = {
+                ("." if k == "" else k) if k is not None else "*": v.to_dict() for k, v in groups.items()
+            }
         else:
             for folder, f in groups.items():
-                title = (f"{'folder ' + (folder or '.') + ': ' if folder is not None else ''}{f.images} image(s), "
-                         f"{f.captioned} captioned, {len(f.counts)} distinct tags")
+                title = (
+                    f"{'folder ' + (folder or '.') + ': ' if folder is not None else ''}{f.images} image(s), "
+                    f"{f.captioned} captioned, {len(f.counts)} distinct tags"
+                )
                 table = Table(title=printable(title), title_justify="left")
                 table.add_column("tag")
                 table.add_column("images", justify="right")
@@ -372,7 +496,17 @@ def _stats(dataset: Any, args: argparse.Namespace) -> int:
 
 
 _HANDLERS = {
-    "stats": _stats, "add": _add, "remove": _remove, "replace": _replace, "trigger": _trigger,
-    "consolidate": _consolidate, "absorb": _absorb, "sort": _sort, "dedupe": _dedupe, "normalize": _normalize,
-    "undo": _undo_redo, "redo": _undo_redo, "history": _history,
+    "stats": _stats,
+    "add": _add,
+    "remove": _remove,
+    "replace": _replace,
+    "trigger": _trigger,
+    "consolidate": _consolidate,
+    "absorb": _absorb,
+    "sort": _sort,
+    "dedupe": _dedupe,
+    "normalize": _normalize,
+    "undo": _undo_redo,
+    "redo": _undo_redo,
+    "history": _history,
 }

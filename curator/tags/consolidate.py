@@ -1,4 +1,5 @@
-"""Tag consolidation: aliases (synonyms to one canonical tag) and implications (a specific tag makes the general
+"""Tag consolidation: aliases (synonyms to one canonical tag) and implications (a specific tag makes the
+general
 tag it implies redundant: ``very long hair`` drops ``long hair``, ``white shirt`` drops ``shirt``).
 
 Rules come from the shipped table (``curator/data/danbooru_tag_rules.toml``, documented there and in
@@ -10,7 +11,8 @@ docs/TAGS.md) and optional user TOML files of the same shape::
     "very long hair" = ["long hair"]
 
 Implications are transitive (``absurdly long hair`` -> ``very long hair`` -> ``long hair``). kohya's suffix
-heuristic (from sd-scripts' ``finetune/clean_captions_and_tags.py``) is offered as an option: a one-word tag is
+heuristic (from sd-scripts' ``finetune/clean_captions_and_tags.py``) is offered as an option: a one-word tag
+is
 dropped when another tag ends with it as its last word (``shirt`` goes when ``white shirt`` is there;
 ``hair ornament`` is treated as one word).
 """
@@ -27,7 +29,7 @@ from pathlib import Path
 from curator.captions.tagtext import tag_key
 from curator.tags.items import CaptionItem
 from curator.tags.journal import CaptionChange
-from curator.tags.ops import _change, _dedupe_list
+from curator.tags.ops import _change, substitute
 
 BUILTIN = "danbooru_tag_rules.toml"
 SUFFIX_WORDS_EXTRA = ("hair ornament",)  # multi-word tags kohya's heuristic treats as one word
@@ -46,7 +48,9 @@ class RuleSet:
     def add_file(self, path: Path | str | None = None, text: str | None = None, name: str = "") -> None:
         label = name or str(path)
         try:
-            data = tomllib.loads(text) if text is not None else tomllib.loads(Path(path).read_text("utf-8"))  # type: ignore[arg-type]
+            if text is None:
+                text = Path(path).read_text("utf-8")  # type: ignore[arg-type]
+            data = tomllib.loads(text)
         except FileNotFoundError:
             raise RulesError(f"{label}: no such rules file") from None
         except (OSError, UnicodeDecodeError) as exc:
@@ -59,12 +63,14 @@ class RuleSet:
         for table in ("aliases", "implications"):
             section = data.get(table, {})
             if not isinstance(section, dict):
-                raise RulesError(f"{label}: [{table}] must be a table of \"tag\" = [\"tag\", ...]")
+                raise RulesError(f'{label}: [{table}] must be a table of "tag" = ["tag", ...]')
             for head, values in section.items():
                 if isinstance(values, str):
                     values = [values]
                 if not isinstance(values, list) or not all(isinstance(v, str) and v.strip() for v in values):
-                    raise RulesError(f"{label}: [{table}] {head!r} = {values!r}: expected a list of tag names")
+                    raise RulesError(
+                        f"{label}: [{table}] {head!r} = {values!r}: expected a list of tag names"
+                    )
                 if table == "aliases":
                     for alias in values:
                         if tag_key(alias) == tag_key(head):
@@ -130,20 +136,21 @@ def _suffix_word(key: str) -> bool:
     return (" " not in key) or key in SUFFIX_WORDS_EXTRA
 
 
-def consolidate_tags(tags: list[str], rules: RuleSet, suffix_heuristic: bool = False,
-                     conform=lambda t: t) -> tuple[list[str], list[tuple[str, str]]]:
+def consolidate_tags(
+    tags: list[str], rules: RuleSet, suffix_heuristic: bool = False, conform=lambda t: t
+) -> tuple[list[str], list[tuple[str, str]]]:
     """One caption: returns (new tags, [(kind, rule)] that fired)."""
     fired: list[tuple[str, str]] = []
-    out: list[str] = []
-    for t in tags:
+
+    def alias(t: str) -> list[str] | None:
         k = tag_key(t)
         canon = rules.aliases.get(k)
-        if canon is not None and tag_key(canon) != k:
-            fired.append(("alias", f"{k} -> {canon}"))
-            out.append(conform(canon))
-        else:
-            out.append(t)
-    out = _dedupe_list(out)
+        if canon is None or tag_key(canon) == k:
+            return None
+        fired.append(("alias", f"{k} -> {canon}"))
+        return [conform(canon)]
+
+    out = substitute(tags, alias)
     keys = [tag_key(t) for t in out]
     present = set(keys)
     drop: dict[str, str] = {}
@@ -164,7 +171,9 @@ def consolidate_tags(tags: list[str], rules: RuleSet, suffix_heuristic: bool = F
     return [t for t, k in zip(out, keys, strict=True) if k not in drop], fired
 
 
-def consolidate(items: Iterable[CaptionItem], rules: RuleSet, suffix_heuristic: bool = False) -> ConsolidationPlan:
+def consolidate(
+    items: Iterable[CaptionItem], rules: RuleSet, suffix_heuristic: bool = False
+) -> ConsolidationPlan:
     """Plan alias + implication (+ optional suffix) consolidation; ``hits`` says what each rule changes."""
     counts: dict[tuple[str, str], int] = defaultdict(int)
     changes = []

@@ -79,6 +79,12 @@ class CaptionItem:
         return self.record.path
 
 
+def bucket_settings_for(dataset: Any) -> Any:
+    """The ``BucketSettings`` a ``bucket:WxH`` query uses: the dataset TOML's bucket options, else kohya's
+    defaults (``curator.buckets.BucketSettings()``)."""
+    return _bucket_settings(dataset)
+
+
 def _bucket_settings(dataset: Any) -> Any:
     from curator.buckets import BucketSettings
 
@@ -89,8 +95,12 @@ def _bucket_settings(dataset: Any) -> Any:
         kwargs["resolution"] = (reso, reso)
     elif isinstance(reso, list | tuple) and len(reso) == 2:
         kwargs["resolution"] = (int(reso[0]), int(reso[1]))
-    for src, dst in (("min_bucket_reso", "min_bucket"), ("max_bucket_reso", "max_bucket"),
-                     ("bucket_reso_steps", "step"), ("bucket_no_upscale", "no_upscale")):
+    for src, dst in (
+        ("min_bucket_reso", "min_bucket"),
+        ("max_bucket_reso", "max_bucket"),
+        ("bucket_reso_steps", "step"),
+        ("bucket_no_upscale", "no_upscale"),
+    ):
         if src in settings:
             kwargs[dst] = settings[src]
     return BucketSettings(**kwargs)
@@ -109,10 +119,15 @@ def query_item(item: CaptionItem, bucket_settings: Any = None) -> QueryItem:
 
         bucket = tuple(assign_bucket(rec.width, rec.height, bucket_settings).bucket)
     return QueryItem(
-        path=rec.path, name=Path(rec.path).name, folder=rec.subset.rel_dir,
-        tags=frozenset(tag_key(t) for t in caption.tags), n_tags=len(caption.tags),
+        path=rec.path,
+        name=Path(rec.path).name,
+        folder=rec.subset.rel_dir,
+        tags=frozenset(tag_key(t) for t in caption.tags),
+        n_tags=len(caption.tags),
         flags=item.flags | frozenset(f.kind for f in getattr(rec, "flags", []) or []),
-        width=rec.width, height=rec.height, bucket=bucket,  # type: ignore[arg-type]
+        width=rec.width,
+        height=rec.height,
+        bucket=bucket,  # type: ignore[arg-type]
         token_count=lambda: count_tokens(caption.first_line),
     )
 
@@ -148,8 +163,11 @@ def _select_files(records: list[Any], files: Iterable[Path | str], root: Path) -
             seen.add(rec.path)
             chosen.append(rec)
     if missing:
-        raise ScopeError("not an image or caption of this dataset: " + ", ".join(missing[:10])
-                         + (f" (and {len(missing) - 10} more)" if len(missing) > 10 else ""))
+        raise ScopeError(
+            "not an image or caption of this dataset: "
+            + ", ".join(missing[:10])
+            + (f" (and {len(missing) - 10} more)" if len(missing) > 10 else "")
+        )
     return chosen
 
 
@@ -191,10 +209,27 @@ def load_items(
                 data[p] = None
     fields = query.fields
     flags = _flags_by_image(dataset, records) if "flag" in fields else {}
-    items = [CaptionItem(r, p, data.get(p), separator, flags.get(r.path, frozenset()), cached_keys.get(p))
-             for r, p in zip(records, paths, strict=True)]
+    items = [
+        CaptionItem(r, p, data.get(p), separator, flags.get(r.path, frozenset()), cached_keys.get(p))
+        for r, p in zip(records, paths, strict=True)
+    ]
     if not fields:
         return items
     if "bucket" in fields and bucket_settings is None:
         bucket_settings = _bucket_settings(dataset)
-    return [it for it in items if query.matches(query_item(it, bucket_settings if "bucket" in fields else None))]
+    return [
+        it for it in items if query.matches(query_item(it, bucket_settings if "bucket" in fields else None))
+    ]
+
+
+def query_items(dataset: Any, bucket_settings: Any = None, cached: bool = True) -> list[QueryItem]:
+    """Every image of ``dataset`` as a :class:`QueryItem` (for the TUI and the trainer to filter with
+    ``parse_query(text).matches(item)``). Bucket settings default to the dataset TOML's, else kohya's."""
+    items = load_items(dataset, cached=cached)
+    flags = _flags_by_image(dataset, [it.record for it in items])
+    settings = bucket_settings if bucket_settings is not None else _bucket_settings(dataset)
+    out = []
+    for it in items:
+        it.flags = flags.get(it.path, frozenset())
+        out.append(query_item(it, settings))
+    return out

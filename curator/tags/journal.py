@@ -8,9 +8,12 @@ after. The protocol makes a bulk operation safe against being killed at any mome
    is left alone), then written atomically (temp file, sync, rename) or moved to ``.kiln/trash/``;
 3. the per-file outcome and the state ``applied`` are committed.
 
-If the process dies between 1 and 3, the next journal call finds the entry still ``pending`` and recovers it by
-looking at each file: holding ``after`` means applied, holding ``before`` means not applied, anything else is a
-conflict. Undo and redo follow the same pattern (states ``undoing``/``redoing``). Every file is at every moment
+If the process dies between 1 and 3, the next journal call finds the entry still ``pending`` and recovers it
+by
+looking at each file: holding ``after`` means applied, holding ``before`` means not applied, anything else is
+a
+conflict. Undo and redo follow the same pattern (states ``undoing``/``redoing``). Every file is at every
+moment
 either its before or its after, because each write is an atomic rename.
 
 Per-change status: ``pending`` (not yet known), ``applied`` (file holds after), ``reverted`` (undone: holds
@@ -85,8 +88,11 @@ class ApplyResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "entry_id": self.entry_id, "op": self.op, "description": self.description,
-            "applied": [str(p) for p in self.applied], "conflicts": [str(p) for p in self.conflicts],
+            "entry_id": self.entry_id,
+            "op": self.op,
+            "description": self.description,
+            "applied": [str(p) for p in self.applied],
+            "conflicts": [str(p) for p in self.conflicts],
             "errors": [{"path": str(p), "reason": r} for p, r in self.errors],
         }
 
@@ -106,8 +112,15 @@ class JournalEntry:
         return self.state == "applied"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "created": self.created, "op": self.op, "description": self.description,
-                "state": self.state, "files": self.n_changes, "note": self.note}
+        return {
+            "id": self.id,
+            "created": self.created,
+            "op": self.op,
+            "description": self.description,
+            "state": self.state,
+            "files": self.n_changes,
+            "note": self.note,
+        }
 
 
 class JournalError(RuntimeError):
@@ -120,6 +133,14 @@ def _read(path: Path) -> bytes | None:
             return fh.read()
     except FileNotFoundError:
         return None
+
+
+def _read_only(path: Path) -> bool:
+    """No write permission bit at all (chmod a-w): the user's way of saying "do not touch" (even for root)."""
+    try:
+        return not (os.stat(path).st_mode & 0o222)
+    except OSError:
+        return False
 
 
 def _read_many(paths: list[Path]) -> list[bytes | None | OSError]:
@@ -145,7 +166,7 @@ class Journal:
         text = os.path.abspath(path)
         prefix = self._prefix
         if text.startswith(prefix):
-            rel = text[len(prefix):]
+            rel = text[len(prefix) :]
             return rel.replace(os.sep, "/") if os.sep != "/" else rel
         return text
 
@@ -155,18 +176,22 @@ class Journal:
 
     # ---- locking / transactions --------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        """One journal writer at a time (the TUI and a CLI command on the same dataset)."""
+    def _lock(self, wait: bool = True) -> Iterator[bool]:
+        """One journal writer at a time (the TUI and a CLI command on the same dataset). Yields False when
+        ``wait`` is off and another process holds the lock."""
         self.kiln_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.kiln_dir / "journal.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
                 import fcntl
 
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except ImportError:  # pragma: no cover - Windows
                 pass
-            yield
+            except BlockingIOError:
+                yield False
+                return
+            yield True
         finally:
             os.close(fd)
 
@@ -203,14 +228,18 @@ class Journal:
             with self._durable_tx() as conn:
                 conn.execute("UPDATE tag_journal SET state = 'discarded' WHERE state = 'undone'")
                 cur = conn.execute(
-                    "INSERT INTO tag_journal (created, op, description, state, n_changes) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO tag_journal (created, op, description, state, n_changes) "
+                    "VALUES (?, ?, ?, ?, ?)",
                     (time.time(), op, description, "pending", len(changes)),
                 )
                 entry_id = int(cur.lastrowid)
                 conn.executemany(
                     "INSERT INTO tag_journal_changes (entry_id, seq, path, before, after, status) "
                     "VALUES (?, ?, ?, ?, ?, 'pending')",
-                    [(entry_id, i, self._key(c.caption_path), c.before, c.after) for i, c in enumerate(changes)],
+                    [
+                        (entry_id, i, self._key(c.caption_path), c.before, c.after)
+                        for i, c in enumerate(changes)
+                    ],
                 )
             result.entry_id = entry_id
             rows = [(i, self._key(c.caption_path), c.before, c.after) for i, c in enumerate(changes)]
@@ -221,9 +250,14 @@ class Journal:
                     "UPDATE tag_journal_changes SET status = ? WHERE entry_id = ? AND seq = ?",
                     [(s, entry_id, seq) for seq, s in statuses.items() if s != "applied"],
                 )
-                conn.execute("UPDATE tag_journal_changes SET status = 'applied' WHERE entry_id = ? AND status = 'pending'",
-                             (entry_id,))
-                conn.execute("UPDATE tag_journal SET state = ? WHERE id = ?", ("applied" if ok else "failed", entry_id))
+                conn.execute(
+                    "UPDATE tag_journal_changes SET status = 'applied' "
+                    "WHERE entry_id = ? AND status = 'pending'",
+                    (entry_id,),
+                )
+                conn.execute(
+                    "UPDATE tag_journal SET state = ? WHERE id = ?", ("applied" if ok else "failed", entry_id)
+                )
         self._refresh_cache(result.applied)
         return result
 
@@ -237,8 +271,9 @@ class Journal:
             if row is None:
                 return None
             entry_id, op, description = row
-            result = self._move(entry_id, "applied", "undoing", "undone", expect="after", op=op,
-                                description=description)
+            result = self._move(
+                entry_id, "applied", "undoing", "undone", expect="after", op=op, description=description
+            )
         self._refresh_cache(result.applied)
         return result
 
@@ -252,19 +287,63 @@ class Journal:
             if row is None:
                 return None
             entry_id, op, description = row
-            result = self._move(entry_id, "reverted", "redoing", "applied", expect="before", op=op,
-                                description=description)
+            result = self._move(
+                entry_id, "reverted", "redoing", "applied", expect="before", op=op, description=description
+            )
         self._refresh_cache(result.applied)
         return result
+
+    def peek(self, action: str) -> tuple[JournalEntry, list[CaptionChange]] | None:
+        """What ``undo`` / ``redo`` would do next, as (entry, changes from the current to the target content),
+        without doing it."""
+        self.recover()
+        if action == "undo":
+            sql, status = "state = 'applied' ORDER BY id DESC", "applied"
+        else:
+            sql, status = "state = 'undone' ORDER BY id ASC", "reverted"
+        row = self.conn.execute(
+            "SELECT id, created, op, description, state, n_changes, note FROM tag_journal WHERE "
+            + sql
+            + " LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        entry = JournalEntry(*row)
+        rows = self.conn.execute(
+            "SELECT path, before, after FROM tag_journal_changes "
+            "WHERE entry_id = ? AND status = ? ORDER BY seq",
+            (entry.id, status),
+        ).fetchall()
+        if action == "undo":
+            return entry, [CaptionChange(self._abs(p), a, b) for p, b, a in rows]
+        return entry, [CaptionChange(self._abs(p), b, a) for p, b, a in rows]
 
     def history(self, limit: int = 50) -> list[JournalEntry]:
         """Entries newest first."""
         self.recover()
         rows = self.conn.execute(
-            "SELECT id, created, op, description, state, n_changes, note FROM tag_journal ORDER BY id DESC LIMIT ?",
+            "SELECT id, created, op, description, state, n_changes, note FROM tag_journal "
+            "ORDER BY id DESC LIMIT ?",
             (limit,),
         ).fetchall()
         return [JournalEntry(*r) for r in rows]
+
+    def prune(self, keep: int) -> int:
+        """Forget all but the newest ``keep`` entries (their undo is no longer possible). Returns how many
+        entries were removed. The database file shrinks on the next VACUUM; its pages are reused before
+        that."""
+        if keep < 0:
+            raise JournalError("keep must be 0 or more")
+        with self._lock():
+            self._recover_locked()
+            rows = self.conn.execute(
+                "SELECT id FROM tag_journal ORDER BY id DESC LIMIT -1 OFFSET ?", (keep,)
+            ).fetchall()
+            ids = [(r[0],) for r in rows]
+            with self._durable_tx() as conn:
+                conn.executemany("DELETE FROM tag_journal_changes WHERE entry_id = ?", ids)
+                conn.executemany("DELETE FROM tag_journal WHERE id = ?", ids)
+        return len(ids)
 
     def changes(self, entry_id: int) -> list[tuple[Path, bytes | None, bytes | None, str]]:
         """(path, before, after, status) of an entry's files."""
@@ -275,22 +354,33 @@ class Journal:
         return [(self._abs(p), b, a, s) for p, b, a, s in rows]
 
     def recover(self) -> list[int]:
-        """Settle entries left mid-way by a killed process. Returns the ids recovered."""
+        """Settle entries left mid-way by a killed process (skipped while another process holds the journal
+        lock). Returns the ids recovered."""
         if not self.conn.execute(
             "SELECT 1 FROM tag_journal WHERE state IN ('pending', 'undoing', 'redoing') LIMIT 1"
         ).fetchone():
             return []
-        with self._lock():
-            return self._recover_locked()
+        with self._lock(wait=False) as locked:
+            # a busy lock means another process is applying right now: its entry is pending, not abandoned
+            return self._recover_locked() if locked else []
 
     # ---- internals ---------------------------------------------------------------------------------------
-    def _move(self, entry_id: int, from_status: str, mid_state: str, end_state: str, expect: str,
-              op: str, description: str) -> ApplyResult:
+    def _move(
+        self,
+        entry_id: int,
+        from_status: str,
+        mid_state: str,
+        end_state: str,
+        expect: str,
+        op: str,
+        description: str,
+    ) -> ApplyResult:
         result = ApplyResult(entry_id=entry_id, op=op, description=description)
         with self._durable_tx() as conn:
             conn.execute("UPDATE tag_journal SET state = ? WHERE id = ?", (mid_state, entry_id))
         rows = self.conn.execute(
-            "SELECT seq, path, before, after FROM tag_journal_changes WHERE entry_id = ? AND status = ? ORDER BY seq",
+            "SELECT seq, path, before, after FROM tag_journal_changes "
+            "WHERE entry_id = ? AND status = ? ORDER BY seq",
             (entry_id, from_status),
         ).fetchall()
         if expect == "after":  # undo: write the befores over the afters
@@ -300,8 +390,11 @@ class Journal:
         with self._durable_tx() as conn:
             conn.executemany(
                 "UPDATE tag_journal_changes SET status = ? WHERE entry_id = ? AND seq = ?",
-                [("conflict" if s == "conflict" else from_status, entry_id, seq)
-                 for seq, s in statuses.items() if s != "applied"],
+                [
+                    ("conflict" if s == "conflict" else from_status, entry_id, seq)
+                    for seq, s in statuses.items()
+                    if s != "applied"
+                ],
             )
             applied_seqs = [seq for seq, s in statuses.items() if s == "applied"]
             conn.executemany(
@@ -311,8 +404,11 @@ class Journal:
             conn.execute("UPDATE tag_journal SET state = ? WHERE id = ?", (end_state, entry_id))
         return result
 
-    def _transition(self, rows: list[tuple[int, str, bytes | None, bytes | None]], result: ApplyResult) -> dict[int, str]:
-        """Move files from ``old`` to ``new`` content (rows: seq, key, old, new). Files not holding ``old`` are
+    def _transition(
+        self, rows: list[tuple[int, str, bytes | None, bytes | None]], result: ApplyResult
+    ) -> dict[int, str]:
+        """Move files from ``old`` to ``new`` content (rows: seq, key, old, new). Files not holding ``old``
+        are
         conflicts. Returns seq -> 'applied' | 'conflict' | 'skipped'."""
         statuses: dict[int, str] = {}
         writes: list[tuple[int, Path, bytes]] = []
@@ -330,6 +426,9 @@ class Journal:
             elif current != old:
                 statuses[seq] = "conflict"
                 result.conflicts.append(path)
+            elif current is not None and _read_only(path):
+                statuses[seq] = "skipped"  # a read-only caption is the user's way of saying "do not touch"
+                result.errors.append((path, "the file is read-only"))
             elif new is None:
                 removals.append((seq, path))
             else:
@@ -393,7 +492,8 @@ class Journal:
         ).fetchall()
         for entry_id, state in rows:
             changes = self.conn.execute(
-                "SELECT seq, path, before, after, status FROM tag_journal_changes WHERE entry_id = ?", (entry_id,)
+                "SELECT seq, path, before, after, status FROM tag_journal_changes WHERE entry_id = ?",
+                (entry_id,),
             ).fetchall()
             updates = []
             folders = set()
@@ -448,7 +548,8 @@ class Journal:
             pass
 
 
-# ---- module-level API (what the TUI, the CLI and the autotagger call) ------------------------------------------
+# ---- module-level API (what the TUI, the CLI and the autotagger call) --------------------------------------
+
 
 def journal_for(dataset: Any) -> Journal:
     """The journal of a ``curator.dataset.Dataset`` (anything with ``.index`` and ``.root``)."""

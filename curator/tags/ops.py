@@ -34,14 +34,27 @@ def _change(item: CaptionItem, caption: Caption) -> CaptionChange | None:
     return CaptionChange(item.caption_path, item.raw, after)
 
 
-def _edit(items: Iterable[CaptionItem], fn: Callable[[CaptionItem, list[str]], list[str] | None],
-          create: bool = False, conform: bool = True) -> list[CaptionChange]:
+def _edit(
+    items: Iterable[CaptionItem],
+    fn: Callable[[CaptionItem, list[str]], list[str] | None],
+    create: bool = False,
+    conform: bool = True,
+    needs: frozenset[str] | None = None,
+) -> list[CaptionChange]:
     """Run ``fn(item, tags) -> new tags`` over items; items without a caption file are skipped unless
-    ``create``."""
+    ``create``; with ``needs``, captions holding none of those keys are skipped without calling ``fn``."""
     changes = []
+    needles = _needles(needs) if needs is not None else None
     for item in items:
         if item.raw is None and not create:
             continue
+        if needs is not None:
+            if needles and item.raw is not None and item.cached_keys is None and item.raw.isascii():
+                low = item.raw.lower()
+                if not any(n in low for n in needles):
+                    continue  # cheap byte test: none of the tags can be in this caption
+            if needs.isdisjoint(item.keys):
+                continue
         new = fn(item, list(item.caption.tags))
         if new is None or (new == item.caption.tags and item.raw is not None):
             continue
@@ -51,22 +64,48 @@ def _edit(items: Iterable[CaptionItem], fn: Callable[[CaptionItem, list[str]], l
     return changes
 
 
+_WORD = re.compile(r"[a-z0-9]{2,}")
+
+
+def _needles(keys: frozenset[str]) -> list[bytes] | None:
+    """For each key its longest ASCII word as bytes: a caption whose lower-cased bytes contain none of them
+    cannot hold any of the keys. None when some key has no such word (no shortcut possible)."""
+    out = []
+    for key in keys:
+        words = _WORD.findall(key)
+        if not words:
+            return None
+        out.append(max(words, key=len).encode("ascii"))
+    return out
+
+
 def split_tags(text: str, separator: str = ",") -> list[str]:
     """User input ``"a, b"`` -> ``["a", "b"]``."""
     return [t.strip() for t in text.split(separator) if t.strip()]
 
 
 def _pattern_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
+    """Tag -> does it match one of ``patterns`` (tag names compared by key, or ``*``/``?`` globs)."""
     keys = [tag_key(p) for p in patterns]
-    exact = {k for k in keys if "*" not in k and "?" not in k}
+    exact = frozenset(k for k in keys if "*" not in k and "?" not in k)
     globs = [re.compile(fnmatch.translate(k)) for k in keys if k not in exact]
+    if not globs:
+        return lambda tag: tag_key(tag) in exact
     return lambda tag: (k := tag_key(tag)) in exact or any(g.match(k) for g in globs)
+
+
+def _only_exact(patterns: Iterable[str]) -> frozenset[str] | None:
+    """The keys of ``patterns`` when none is a glob (lets operations skip captions without them)."""
+    keys = frozenset(tag_key(p) for p in patterns)
+    return None if any("*" in k or "?" in k for k in keys) else keys
 
 
 # ---- add / remove / replace ----------------------------------------------------------------------------
 
-def add_tags(items: Iterable[CaptionItem], tags: list[str] | str, position: Position = "end",
-             create: bool = True) -> list[CaptionChange]:
+
+def add_tags(
+    items: Iterable[CaptionItem], tags: list[str] | str, position: Position = "end", create: bool = True
+) -> list[CaptionChange]:
     """Add tags (skipped where already present) at the front, the end or index ``position``.
     Images without a caption file get one when ``create``."""
     new_tags = split_tags(tags) if isinstance(tags, str) else [t.strip() for t in tags if t.strip()]
@@ -94,7 +133,7 @@ def remove_tags(items: Iterable[CaptionItem], patterns: list[str] | str) -> list
     if not pats:
         raise OperationError("no tag to remove")
     hit = _pattern_matcher(pats)
-    return _edit(items, lambda _i, tags: [t for t in tags if not hit(t)])
+    return _edit(items, lambda _i, tags: [t for t in tags if not hit(t)], needs=_only_exact(pats))
 
 
 def replace_tag(items: Iterable[CaptionItem], old: str, new: str, regex: bool = False) -> list[CaptionChange]:
@@ -122,19 +161,28 @@ def replace_tag(items: Iterable[CaptionItem], old: str, new: str, regex: bool = 
         def subst(tag: str) -> list[str] | None:
             return list(replacement) if hit(tag) else None
 
-    def fn(_item: CaptionItem, tags: list[str]) -> list[str]:
-        out: list[str] = []
-        changed = False
-        for t in tags:
-            rep = subst(t)
-            if rep is None:
-                out.append(t)
-            else:
-                changed = True
-                out.extend(rep)
-        return _dedupe_list(out) if changed else tags
+    needs = None if regex else _only_exact([old])
+    return _edit(items, lambda _i, tags: substitute(tags, subst), needs=needs)
 
-    return _edit(items, fn)
+
+def substitute(tags: list[str], subst: Callable[[str], list[str] | None]) -> list[str]:
+    """Replace each tag by ``subst(tag)`` (None: keep it). A replacement whose key is already in the caption
+    is dropped (no duplicates are created); duplicates the caption already had are left alone."""
+    replaced = [subst(t) for t in tags]
+    if all(r is None for r in replaced):
+        return tags
+    seen = {tag_key(t) for t, r in zip(tags, replaced, strict=True) if r is None}
+    out: list[str] = []
+    for t, rep in zip(tags, replaced, strict=True):
+        if rep is None:
+            out.append(t)
+            continue
+        for new_tag in rep:
+            k = tag_key(new_tag)
+            if k not in seen:
+                seen.add(k)
+                out.append(new_tag)
+    return out
 
 
 def _dedupe_list(tags: list[str]) -> list[str]:
@@ -155,8 +203,13 @@ def dedupe(items: Iterable[CaptionItem]) -> list[CaptionChange]:
 
 # ---- sort ------------------------------------------------------------------------------------------------
 
-def sort_tags(items: Iterable[CaptionItem], by: Literal["alpha", "freq"] = "alpha", keep: int = 0,
-              frequencies: Counter[str] | None = None) -> list[CaptionChange]:
+
+def sort_tags(
+    items: Iterable[CaptionItem],
+    by: Literal["alpha", "freq"] = "alpha",
+    keep: int = 0,
+    frequencies: Counter[str] | None = None,
+) -> list[CaptionChange]:
     """Sort each caption's tags alphabetically or by dataset frequency (most frequent first), leaving the
     first ``keep`` tags in place (the trigger / keep_tokens part)."""
     items = list(items)
@@ -175,6 +228,7 @@ def sort_tags(items: Iterable[CaptionItem], by: Literal["alpha", "freq"] = "alph
 
 # ---- trigger word ------------------------------------------------------------------------------------------
 
+
 @dataclass
 class TriggerPlan:
     changes: list[CaptionChange]
@@ -184,15 +238,19 @@ class TriggerPlan:
 
 
 def set_trigger(items: Iterable[CaptionItem], word: str | None = None, separator: str = ",") -> TriggerPlan:
-    """Put the activation token first: insert it, or move it to the front when present (a spelling variant such
-    as ``ohwx_woman`` becomes the exact trigger). Without ``word``, each concept folder's class tokens are used.
-    ``keep_tokens`` is how many leading tags it occupies."""
+    """Put the activation token first: insert it, or move it to the front when present (a spelling variant
+    such
+    as ``ohwx_woman`` becomes the exact trigger). Without ``word``, each concept folder's class tokens are
+    used.
+    ``keep_tokens`` is how many leading tags it occupies. Regularization subsets are left alone."""
     words: dict[str, list[str]] = {}
     skipped: set[str] = set()
     keep = 0
 
     def fn(item: CaptionItem, tags: list[str]) -> list[str] | None:
         nonlocal keep
+        if item.record.subset.is_reg:  # regularization images keep their class captions
+            return None
         source = word if word is not None else item.record.subset.class_tokens
         trigger = split_tags(source or "", separator)
         if not trigger:
@@ -210,8 +268,14 @@ def set_trigger(items: Iterable[CaptionItem], word: str | None = None, separator
 
 # ---- normalisation -----------------------------------------------------------------------------------------
 
-def normalize(items: Iterable[CaptionItem], spaces: bool = False, lower: bool = False, escape: bool = False,
-              unescape: bool = False) -> list[CaptionChange]:
+
+def normalize(
+    items: Iterable[CaptionItem],
+    spaces: bool = False,
+    lower: bool = False,
+    escape: bool = False,
+    unescape: bool = False,
+) -> list[CaptionChange]:
     """Rewrite tag text: underscores to spaces (kaomoji keep theirs), lower case, escape parentheses for
     A1111 prompts (``\\(``) or unescape them. Separator spacing and line endings are kept."""
     if escape and unescape:
@@ -233,7 +297,8 @@ def normalize(items: Iterable[CaptionItem], spaces: bool = False, lower: bool = 
     return _edit(items, lambda _i, tags: [one(t) for t in tags], conform=False)
 
 
-# ---- absorb into the trigger ----------------------------------------------------------------------------------
+# ---- absorb into the trigger -------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class AbsorbCandidate:
@@ -247,8 +312,9 @@ class AbsorbCandidate:
         return self.count / self.total if self.total else 0.0
 
 
-def absorb_candidates(items: Iterable[CaptionItem], min_share: float = 0.8,
-                      exclude: Iterable[str] = ()) -> list[AbsorbCandidate]:
+def absorb_candidates(
+    items: Iterable[CaptionItem], min_share: float = 0.8, exclude: Iterable[str] = ()
+) -> list[AbsorbCandidate]:
     """Tags present in at least ``min_share`` of a concept folder's captioned images (the character's constant
     traits the trigger word should absorb), most common first. ``exclude`` (e.g. the trigger) is left out."""
     if not 0 < min_share <= 1:
@@ -274,8 +340,9 @@ def absorb_candidates(items: Iterable[CaptionItem], min_share: float = 0.8,
     return out
 
 
-def absorb(items: Iterable[CaptionItem], tags: Iterable[str],
-           folders: Iterable[str] | None = None) -> list[CaptionChange]:
+def absorb(
+    items: Iterable[CaptionItem], tags: Iterable[str], folders: Iterable[str] | None = None
+) -> list[CaptionChange]:
     """Remove the chosen constant-trait tags (from ``folders`` only, when given)."""
     only = set(folders) if folders is not None else None
     scoped = [it for it in items if only is None or it.folder in only]
@@ -283,6 +350,7 @@ def absorb(items: Iterable[CaptionItem], tags: Iterable[str],
 
 
 # ---- preview ----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class FileDiff:
@@ -300,9 +368,16 @@ class FileDiff:
     after_text: str = ""
 
     def to_dict(self) -> dict:
-        return {"path": str(self.path), "removed": self.removed, "added": self.added, "created": self.created,
-                "deleted": self.deleted, "reordered": self.reordered, "before": self.before_text,
-                "after": self.after_text}
+        return {
+            "path": str(self.path),
+            "removed": self.removed,
+            "added": self.added,
+            "created": self.created,
+            "deleted": self.deleted,
+            "reordered": self.reordered,
+            "before": self.before_text,
+            "after": self.after_text,
+        }
 
 
 def plan_to_diff(changes: Iterable[CaptionChange], separator: str = ",") -> list[FileDiff]:
@@ -321,9 +396,18 @@ def plan_to_diff(changes: Iterable[CaptionChange], separator: str = ",") -> list
         added = [t for t in atags if t in set(added)]
         common_b = [t for t in btags if t in acount]
         common_a = [t for t in atags if t in bcount]
-        diffs.append(FileDiff(
-            path=Path(c.caption_path), before_tags=btags, after_tags=atags, removed=removed, added=added,
-            created=c.before is None, deleted=c.after is None, reordered=common_b != common_a,
-            before_text=before.first_line if before else "", after_text=after.first_line if after else "",
-        ))
+        diffs.append(
+            FileDiff(
+                path=Path(c.caption_path),
+                before_tags=btags,
+                after_tags=atags,
+                removed=removed,
+                added=added,
+                created=c.before is None,
+                deleted=c.after is None,
+                reordered=common_b != common_a,
+                before_text=before.first_line if before else "",
+                after_text=after.first_line if after else "",
+            )
+        )
     return diffs

@@ -1,5 +1,7 @@
-"""Render planned caption changes as Rich text: file path, then the before/after tag lines with removed tags in
-red and added tags in green. Caption text is data: it is built with ``rich.text.Text`` (never parsed as markup)
+"""Render planned caption changes as Rich text: file path, then the before/after tag lines with removed tags
+in
+red and added tags in green. Caption text is data: it is built with ``rich.text.Text`` (never parsed as
+markup)
 and stripped of control characters."""
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from curator.tags.ops import FileDiff
 try:
     from curator.textsafe import printable
 except ImportError:  # pragma: no cover
+
     def printable(text: object, *, keep_newlines: bool = False) -> str:
         return "".join(c if c.isprintable() else "\ufffd" for c in str(text))
 

@@ -78,6 +78,7 @@ class QueryItem:
 
 # ---- AST ---------------------------------------------------------------------------------------------------
 
+
 class Node:
     def matches(self, item: QueryItem) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -171,10 +172,15 @@ class Term(Node):
         if f == "folder":
             low = value.lower().strip("/")
             if _is_glob(low):
-                return lambda it: fnmatch.fnmatchcase(it.folder.lower(), low) or fnmatch.fnmatchcase(
-                    it.folder.lower().rsplit("/", 1)[-1], low)
-            return lambda it: it.folder.lower() == low or it.folder.lower().rsplit("/", 1)[-1] == low or (
-                low in (".", "") and it.folder == "")
+                return lambda it: (
+                    fnmatch.fnmatchcase(it.folder.lower(), low)
+                    or fnmatch.fnmatchcase(it.folder.lower().rsplit("/", 1)[-1], low)
+                )
+            return lambda it: (
+                it.folder.lower() == low
+                or it.folder.lower().rsplit("/", 1)[-1] == low
+                or (low in (".", "") and it.folder == "")
+            )
         if f == "flag":
             low = value.lower()
             if _is_glob(low):
@@ -185,8 +191,13 @@ class Term(Node):
             return lambda it: it.bucket == (w, h)
         n = self.number
         assert n is not None
-        compare = {"<": lambda a: a < n, "<=": lambda a: a <= n, ">": lambda a: a > n, ">=": lambda a: a >= n,
-                   "=": lambda a: a == n}[self.op]
+        compare = {
+            "<": lambda a: a < n,
+            "<=": lambda a: a <= n,
+            ">": lambda a: a > n,
+            ">=": lambda a: a >= n,
+            "=": lambda a: a == n,
+        }[self.op]
         if f == "tokens":
             return lambda it: compare(it.tokens)
         return lambda it: compare(it.n_tags)
@@ -228,6 +239,7 @@ class Query:
 
 # ---- lexer ---------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Tok:
     kind: str  # LPAR RPAR NOT AND OR MINUS TERM WORD STRING END
@@ -257,7 +269,7 @@ def _read_value(text: str, i: int) -> tuple[str, int, bool]:
                 out.append(text[i])
                 i += 1
         if i >= n:
-            raise QueryError("unterminated quoted value: add the closing \"", start, text)
+            raise QueryError('unterminated quoted value: add the closing "', start, text)
         return "".join(out), i + 1, True
     start = i
     depth = 0
@@ -307,12 +319,12 @@ def _lex(text: str) -> list[Tok]:
             if fld in NUMERIC:
                 if op == ":":
                     mm = re.match(r"\s*(<=|>=|<|>|=)?", text[j:])
-                    op = (mm.group(1) if mm and mm.group(1) else "=")
+                    op = mm.group(1) if mm and mm.group(1) else "="
                     j += mm.end() if mm else 0
                 mnum = re.match(r"\s*(\d+)", text[j:])
                 if not mnum:
                     raise QueryError(f"{fld}{op} needs a whole number, e.g. {fld}{op}75", j, text)
-                toks.append(Tok("TERM", i, text[i:j + mnum.end()], field=fld, op=op, value=mnum.group(1)))
+                toks.append(Tok("TERM", i, text[i : j + mnum.end()], field=fld, op=op, value=mnum.group(1)))
                 i = j + mnum.end()
                 continue
             if op != ":":
@@ -327,8 +339,7 @@ def _lex(text: str) -> list[Tok]:
             continue
         m2 = re.match(r"([A-Za-z_]+):", text[i:])
         if m2:
-            raise QueryError(
-                f"unknown field {m2.group(1)!r}; fields are {', '.join(FIELDS)}", i, text)
+            raise QueryError(f"unknown field {m2.group(1)!r}; fields are {', '.join(FIELDS)}", i, text)
         value, j, _q = _read_value(text, i)
         if j == i:
             raise QueryError(f"unexpected {text[i]!r}", i, text)
@@ -346,11 +357,17 @@ def _lex(text: str) -> list[Tok]:
     return toks
 
 
-_EXAMPLE = {"tag": '"long hair"', "name": "img_001", "folder": '"10_ohwx woman"', "flag": "low-res",
-            "bucket": "512x768"}
+_EXAMPLE = {
+    "tag": '"long hair"',
+    "name": "img_001",
+    "folder": '"10_ohwx woman"',
+    "flag": "low-res",
+    "bucket": "512x768",
+}
 
 
 # ---- parser --------------------------------------------------------------------------------------------
+
 
 class _Parser:
     def __init__(self, text: str) -> None:
@@ -435,7 +452,9 @@ class _Parser:
             try:
                 _parse_wxh(tok.value)
             except ValueError:
-                raise self.error(f"bucket:{tok.value} is not WIDTHxHEIGHT (e.g. bucket:512x768)", tok) from None
+                raise self.error(
+                    f"bucket:{tok.value} is not WIDTHxHEIGHT (e.g. bucket:512x768)", tok
+                ) from None
         return Term(tok.field, tok.value)
 
 

@@ -1,4 +1,5 @@
-"""Tag statistics: frequency per dataset and per concept folder, co-occurrence, with/without a tag, CLIP tokens.
+"""Tag statistics: frequency per dataset and per concept folder, co-occurrence, with/without a tag, CLIP
+tokens.
 
 All functions read captions through the index cache (one ``stat`` per file, no re-read when unchanged).
 ``scope`` is a query string / ``Query`` or an already loaded list of ``CaptionItem``.
@@ -37,9 +38,14 @@ class TagFrequencies:
         return self.counts.get(tag_key(tag), 0) / self.images if self.images else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"images": self.images, "captioned": self.captioned,
-                "tags": [{"tag": k, "count": n, "share": round(n / self.images, 4) if self.images else 0}
-                         for k, n in self.counts.most_common()]}
+        return {
+            "images": self.images,
+            "captioned": self.captioned,
+            "tags": [
+                {"tag": k, "count": n, "share": round(n / self.images, 4) if self.images else 0}
+                for k, n in self.counts.most_common()
+            ],
+        }
 
 
 def _frequencies(items: list[CaptionItem]) -> TagFrequencies:
@@ -53,9 +59,11 @@ def _frequencies(items: list[CaptionItem]) -> TagFrequencies:
     return TagFrequencies(counts=counts, images=len(items), captioned=captioned)
 
 
-def tag_frequencies(dataset: Any, scope: Scope = None,
-                    by_folder: bool = False) -> TagFrequencies | dict[str, TagFrequencies]:
-    """Tag frequencies over the scope, or per concept folder (``rel_dir`` -> frequencies) with ``by_folder``."""
+def tag_frequencies(
+    dataset: Any, scope: Scope = None, by_folder: bool = False
+) -> TagFrequencies | dict[str, TagFrequencies]:
+    """Tag frequencies over the scope, or per concept folder (``rel_dir`` -> frequencies) with
+    ``by_folder``."""
     items = _items(dataset, scope)
     if not by_folder:
         return _frequencies(items)
@@ -74,10 +82,17 @@ class Cooccurrence:
 
     def to_dict(self) -> dict[str, Any]:
         n = len(self.with_tag)
-        return {"tag": self.tag, "with": len(self.with_tag), "without": len(self.without_tag),
-                "images_with": self.with_tag, "images_without": self.without_tag,
-                "cooccurring": [{"tag": k, "count": c, "share": round(c / n, 4) if n else 0}
-                                for k, c in self.together.most_common()]}
+        return {
+            "tag": self.tag,
+            "with": len(self.with_tag),
+            "without": len(self.without_tag),
+            "images_with": self.with_tag,
+            "images_without": self.without_tag,
+            "cooccurring": [
+                {"tag": k, "count": c, "share": round(c / n, 4) if n else 0}
+                for k, c in self.together.most_common()
+            ],
+        }
 
 
 def cooccurrence(dataset: Any, tag: str, scope: Scope = None) -> Cooccurrence:
@@ -102,7 +117,12 @@ class TokenCount:
     warning: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "caption": self.caption_path, "tokens": self.tokens, "warning": self.warning}
+        return {
+            "path": self.path,
+            "caption": self.caption_path,
+            "tokens": self.tokens,
+            "warning": self.warning,
+        }
 
 
 def token_counts(dataset: Any, scope: Scope = None) -> list[TokenCount]:

@@ -2,7 +2,8 @@
 
 The vocabulary is OpenAI's ``bpe_simple_vocab_16e6.txt.gz`` as shipped by open-clip-torch (MIT, see
 ``curator/data/clip/LICENSE-open_clip.txt``). Counting follows Hugging Face's ``CLIPTokenizer`` (the tokenizer
-kohya sd-scripts and A1111 use for SD1.x/SD2.x/SDXL): text NFC-normalised, whitespace collapsed, lower-cased, split by CLIP's
+kohya sd-scripts and A1111 use for SD1.x/SD2.x/SDXL): text NFC-normalised, whitespace collapsed, lower-cased,
+split by CLIP's
 pre-tokenisation pattern, each piece byte-encoded and BPE-merged. Counts exclude the start/end tokens; one
 CLIP chunk holds 75 tokens, so kohya's ``max_token_length`` of 75/150/225 are the thresholds that matter.
 """
@@ -25,7 +26,11 @@ _N_MERGES = 49152 - 256 - 2
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP reversible byte -> printable unicode character map."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -39,7 +44,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 def _merge_lines() -> list[str]:
     data = resources.files("curator.data").joinpath("clip", _VOCAB_FILE).read_bytes()
     lines = gzip.decompress(data).decode("utf-8").split("\n")
-    return lines[1: _N_MERGES + 1]
+    return lines[1 : _N_MERGES + 1]
 
 
 def vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
@@ -59,7 +64,9 @@ def write_hf_tokenizer_files(folder: Path | str) -> tuple[Path, Path]:
     vocab, merges = vocabulary()
     vocab_path, merges_path = folder / "vocab.json", folder / "merges.txt"
     vocab_path.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    merges_path.write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
+    merges_path.write_text(
+        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
+    )
     return vocab_path, merges_path
 
 
@@ -131,8 +138,10 @@ class ClipTokenizer:
     def __init__(self) -> None:
         self.byte_encoder = _bytes_to_unicode()
         self.ranks = {tuple(line.split()): i for i, line in enumerate(_merge_lines())}
-        self.cache: dict[str, list[str]] = {"<|startoftext|>": ["<|startoftext|>"],
-                                            "<|endoftext|>": ["<|endoftext|>"]}
+        self.cache: dict[str, list[str]] = {
+            "<|startoftext|>": ["<|startoftext|>"],
+            "<|endoftext|>": ["<|endoftext|>"],
+        }
 
     def bpe(self, token: str) -> list[str]:
         cached = self.cache.get(token)

@@ -109,6 +109,13 @@ def build_items(
         raise DatasetError(f"dataset.path: {str(path)!r} does not exist; point it at a dataset folder or TOML")
     dataset = Dataset.open(path, caption_extension=cfg.caption_extension)
     dataset.scan(progress=progress)
+    for message in getattr(dataset.layout, "warnings", []):
+        warn(message, None)
+    for key, value in (getattr(dataset.layout, "toml_settings", None) or {}).items():
+        mine = getattr(cfg, key, None)
+        if mine is not None and _differs(mine, value):
+            warn(f"the dataset TOML sets {key} = {value!r} but [dataset] {key} = {mine!r} is used; "
+                 f"set dataset.{key} in the training config to match", None)
     settings = bucket_settings(cfg)
     records = sorted(dataset.images(), key=lambda r: r.path)
 
@@ -160,6 +167,15 @@ def build_items(
             caption=caption, keep_tokens=record.subset.keep_tokens,
         ))
     return items, dataset
+
+
+def _differs(mine: Any, theirs: Any) -> bool:
+    if isinstance(mine, tuple | list) or isinstance(theirs, tuple | list):
+        def pair(v: Any) -> tuple:
+            return tuple(v) if isinstance(v, tuple | list) else (v, v)
+
+        return pair(mine) != pair(theirs)
+    return mine != theirs
 
 
 def plan_epoch(items: list[TrainItem], global_batch: int, seed: int, epoch: int, pad: bool = False) -> list[list[Sample]]:

@@ -71,12 +71,17 @@ def offline() -> Iterator[None]:
 @contextlib.contextmanager
 def _quiet_progress() -> Iterator[None]:
     from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
 
-    dlog.disable_progress_bar()
+    states = [(mod, mod.is_progress_bar_enabled()) for mod in (dlog, tlog)]
+    for mod, _ in states:
+        mod.disable_progress_bar()
     try:
         yield
     finally:
-        dlog.enable_progress_bar()
+        for mod, was_enabled in states:
+            if was_enabled:
+                mod.enable_progress_bar()
 
 
 @dataclass

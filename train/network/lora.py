@@ -31,7 +31,7 @@ class LoRAModule(nn.Module):
         super().__init__()
         self.lora_name = lora_name
         self.lora_dim = int(lora_dim)
-        is_conv = org_module.__class__.__name__ == "Conv2d"
+        is_conv = isinstance(org_module, nn.Conv2d)
         factory = {"device": device if device is not None else "cpu", "dtype": torch.float32}
         if is_conv:
             in_dim, out_dim = org_module.in_channels, org_module.out_channels

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from io import BytesIO
 from pathlib import Path
@@ -102,20 +103,31 @@ def network_metadata(cfg: NetworkConfig, arch: str, v_prediction: bool = False) 
 
 
 def modelspec_metadata(arch: str, cfg: NetworkConfig, md: dict[str, str], v_prediction: bool = False) -> dict[str, str]:
-    """Minimal Stability AI model-spec keys (``modelspec.*``) kohya also writes, unless the caller set them."""
+    """The Stability AI model-spec keys (``modelspec.*``) as kohya's ``sai_model_spec`` writes them for a
+    network (architecture always ``<arch>/lora``, LyCORIS included), unless the caller set them."""
+    del cfg  # kohya writes the same spec for every network type
     key = "sd2-v" if arch == "sd2" and v_prediction else arch
-    suffix = "lycoris" if cfg.is_lycoris else "lora"
+    default_side = {"sdxl": 1024, "sd2-v": 768}.get(key, 512)
     spec = {
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": f"{_MODELSPEC_ARCH[key]}/{suffix}",
+        "modelspec.architecture": f"{_MODELSPEC_ARCH[key]}/lora",
         "modelspec.implementation": "https://github.com/Stability-AI/generative-models" if arch == "sdxl"
         else "diffusers",
-        "modelspec.title": md.get("ss_output_name", "kiln LoRA"),
+        "modelspec.title": md.get("ss_output_name") or "LoRA",
         "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime()),
+        "modelspec.resolution": _resolution(md.get("ss_resolution"), default_side),
     }
-    if "ss_resolution" in md:
-        spec["modelspec.resolution"] = md["ss_resolution"].strip("()[] ").replace(", ", "x").replace(",", "x")
     return {k: v for k, v in spec.items() if k not in md}
+
+
+def _resolution(value: str | None, default_side: int) -> str:
+    """'(512, 768)' / '[512, 768]' / '512' -> '512x768' (kohya's determine_resolution)."""
+    numbers = [int(n) for n in re.findall(r"\d+", value or "")]
+    if not numbers:
+        numbers = [default_side]
+    if len(numbers) == 1:
+        numbers = numbers * 2
+    return f"{numbers[0]}x{numbers[1]}"
 
 
 def stringify_metadata(metadata: dict[str, Any]) -> dict[str, str]:

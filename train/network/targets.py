@@ -86,10 +86,12 @@ def check_arch(arch: str) -> str:
 
 
 def _kind(module: Any) -> Kind | None:
+    """linear / conv1x1 / conv (larger kernel), or None. Accepts the subclasses older diffusers used
+    (``LoRACompatibleLinear``, ``LoRACompatibleConv``) and quantised linears that keep in/out_features."""
     cls = module.__class__.__name__
-    if cls == "Linear" or (hasattr(module, "in_features") and hasattr(module, "out_features") and cls.endswith("Linear")):
+    if cls.endswith("Linear") and hasattr(module, "in_features") and hasattr(module, "out_features"):
         return "linear"
-    if cls == "Conv2d":
+    if cls in ("Conv2d", "LoRACompatibleConv"):
         return "conv1x1" if tuple(module.kernel_size) == (1, 1) else "conv"
     return None
 

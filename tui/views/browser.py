@@ -17,6 +17,7 @@ from tui.widgets.image_list import ImageList, ListHeader
 from tui.widgets.preview import ImagePreview
 from tui.widgets.tag_editor import TagEditor, TagList
 
+WARM_FILTER_ROWS = 2000  # above this many images a new filter is evaluated in a worker thread
 PREVIEW_DELAY = 0.06  # seconds the cursor must rest before decoding starts (fast scrolling stays smooth)
 
 
@@ -216,6 +217,9 @@ class BrowserView(KilnView):
         box = self.query_one(FilterInput)
         try:
             predicate = self.kiln.model.compile_filter(text)
+            if predicate is not None and not quiet and len(self.image_list.rows) > WARM_FILTER_ROWS:
+                self._warm_filter(text, predicate)  # big dataset: evaluate off the UI thread first
+                return True
         except Exception as exc:  # noqa: BLE001 - QueryError (or any parse error) is shown to the user
             position = getattr(exc, "position", None)
             message = Text()
@@ -230,6 +234,20 @@ class BrowserView(KilnView):
             if not quiet:
                 box.focus()
             return False
+        self._set_filter(text, predicate)
+        return True
+
+    @work(thread=True, exclusive=True, group="filter")
+    def _warm_filter(self, text: str, predicate) -> None:
+        self.kiln.ui(self.kiln.update_status, "filtering…")
+        for row in list(self.image_list.rows):
+            predicate(row)  # fills each row's query cache; the UI thread then only matches
+        self.kiln.ui(self._set_filter, text, predicate)
+        self.kiln.ui(self.kiln.update_status, "")
+
+    def _set_filter(self, text: str, predicate) -> None:
+        error = self.query_one("#filter-error", Static)
+        box = self.query_one(FilterInput)
         error.display = False
         self.kiln.filter_text = text.strip()
         box.value = self.kiln.filter_text
@@ -237,4 +255,3 @@ class BrowserView(KilnView):
         self.image_list.set_filter(predicate)
         self.kiln.update_status()
         self._show_focused()
-        return True

@@ -18,6 +18,8 @@ from tui.views.base import KilnView
 from tui.widgets.dialogs import ConfirmScreen
 from tui.widgets.preview import HalfBlockImage, ImagePreview
 
+MAX_LEAVES = 200  # per flag kind; the rest are one `flag:KIND` filter away
+
 
 class HealthTree(Tree):
     BINDINGS = [
@@ -34,6 +36,8 @@ class HealthTree(Tree):
             return
         if node.children:
             node.toggle()
+        elif isinstance(node.data, dict) and node.data.get("query"):
+            self.app.set_filter_query(node.data["query"])  # type: ignore[attr-defined]
         elif isinstance(node.data, dict) and node.data.get("cluster") is not None:
             self.screen.query_one(ClusterPane).focus()
 
@@ -240,11 +244,14 @@ class HealthView(KilnView):
         for kind in sorted(by_kind, key=lambda k: (-len(by_kind[k]), k)):
             items = by_kind[kind]
             node = tree.root.add(Text(f"{kind} ({len(items)})", style="bold yellow"), expand=False)
-            for row, flag in items:
+            for row, flag in items[:MAX_LEAVES]:
                 label = safe_text(row.path)
                 label.append("  ")
                 label.append_text(safe_text(flag.detail, style="dim"))
                 node.add_leaf(label, data={"row": row, "flag": flag, "path": row.path})
+            if len(items) > MAX_LEAVES:
+                more = Text(f"… {len(items) - MAX_LEAVES} more: enter shows them all in the browser", style="italic")
+                node.add_leaf(more, data={"query": f"flag:{kind}"})
         if not by_kind and not self.clusters:
             tree.root.add_leaf(Text("no findings" if self.kiln.loaded else "checking…", style="green"))
 

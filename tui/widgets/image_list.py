@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
@@ -46,14 +48,17 @@ COLUMNS: tuple[Column, ...] = (
     Column("folder", "folder", 14, 40, lambda r: r.folder, lambda r: (r.folder.lower(), r.name.lower())),
     Column("size", "size", 6, 20, lambda r: human_size(r.size), lambda r: r.size, "right"),
     Column("bucket", "bucket", 9, 50, _bucket, lambda r: (r.bucket or (0, 0))),
-    Column("tags", "tags", 4, 60, lambda r: str(len(r.tags)), lambda r: len(r.tags), "right"),
+    Column("tags", "tags", 4, 60, lambda r: str(len(r.tags)) if r.captions_loaded else "…", lambda r: len(r.tags),
+           "right"),
     Column("flags", "flags", 12, 70, lambda r: ",".join(r.flag_kinds), lambda r: (-len(r.flags), r.flag_kinds)),
 )
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 MARK_WIDTH = 2
+_printable = lru_cache(maxsize=65536)(printable)
 MIN_NAME = 12
 
 
+@lru_cache(maxsize=64)
 def layout_columns(width: int) -> list[tuple[Column, int]]:
     """The columns that fit in ``width`` cells with their widths (the name column absorbs the rest)."""
     chosen = list(COLUMNS)
@@ -358,24 +363,40 @@ class ImageList(ScrollView, can_focus=True):
             self.focus()
 
     # ----- rendering --------------------------------------------------------------------------
+    def _styles(self) -> tuple[Style, Style, Style, Style, Style]:
+        """(base, selected, cursor, flagged, dim), cached until focus or theme change."""
+        key = (self.has_focus, self.app.theme, self.styles.background, self.styles.color)
+        if getattr(self, "_style_key", None) != key:
+            self._style_key = key
+            self._style_cache = (
+                self.rich_style,
+                self.get_component_rich_style("image-list--selected"),
+                self.get_component_rich_style("image-list--cursor"),
+                self.get_component_rich_style("image-list--flagged", partial=True),
+                self.get_component_rich_style("image-list--dim", partial=True),
+            )
+        return self._style_cache
+
+    def notify_style_update(self) -> None:
+        self._style_key = None
+        super().notify_style_update()
+
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width or self.size.width
         pos = self.scroll_offset.y + y
-        base = self.rich_style
+        base, selected_style, cursor_style, flag_style, dim_style = self._styles()
         if not (0 <= pos < len(self.view)):
             return Strip.blank(width, base)
         row = self.rows[self.view[pos]]
         selected = row.path in self.selected
         style = base
         if selected:
-            style += self.get_component_rich_style("image-list--selected")
+            style += selected_style
         if pos == self.cursor:
-            style += self.get_component_rich_style("image-list--cursor")
-        flag_style = self.get_component_rich_style("image-list--flagged", partial=True)
-        dim_style = self.get_component_rich_style("image-list--dim", partial=True)
+            style += cursor_style
         segments: list[Segment] = [Segment("● " if selected else "  ", style + flag_style if selected else style)]
         for col, col_width in layout_columns(width):
-            cell = _fit(printable(col.cell(row)), col_width, col.align)
+            cell = _fit(_printable(col.cell(row)), col_width, col.align)
             cell_style = style
             if col.key == "flags" and row.flags:
                 cell_style = style + flag_style

@@ -69,26 +69,35 @@ class HalfBlockImage(Widget):
             error = ""
         except Exception as exc:  # noqa: BLE001 - any decoder failure is shown, never raised
             thumb, error = None, f"cannot decode: {type(exc).__name__}: {exc}"
-        _to_ui(self, self._loaded, request, thumb, error)
+        size = (self.size.width, self.size.height)
+        lines = halfblock_lines(thumb, *size) if thumb is not None else []
+        _to_ui(self, self._loaded, request, thumb, error, lines, size)
 
-    def _loaded(self, request: int, thumb, error: str) -> None:
+    def _loaded(self, request: int, thumb, error: str, lines: list, size: tuple[int, int]) -> None:
         if request != self._request:
             return
         self._thumb = thumb
         self._message = error
-        self._lines = []
+        self._lines, self._lines_size = lines, size
         self.refresh()
+
+    def on_resize(self) -> None:
+        if self._thumb is not None and self._lines_size != (self.size.width, self.size.height):
+            self._render_lines(self._thumb, self._request)
+
+    @work(thread=True, exclusive=True, group="halfblock-render")
+    def _render_lines(self, thumb, request: int) -> None:
+        size = (self.size.width, self.size.height)
+        lines = halfblock_lines(thumb, *size)
+        _to_ui(self, self._loaded, request, thumb, self._message, lines, size)
 
     def render_line(self, y: int) -> Strip:
         width, height = self.size
-        if self._thumb is None:
+        if self._thumb is None or not self._lines:
             if y == height // 2 and self._message:
                 text = safe_text(self._message, style="italic")
                 return Strip(list(text.render(self.app.console))).crop_extend(0, width, self.rich_style)
             return Strip.blank(width, self.rich_style)
-        if self._lines_size != (width, height) or not self._lines:
-            self._lines = halfblock_lines(self._thumb, width, height)
-            self._lines_size = (width, height)
         top_pad = (height - len(self._lines)) // 2
         idx = y - top_pad
         if 0 <= idx < len(self._lines):

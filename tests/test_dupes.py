@@ -1,0 +1,109 @@
+"""Duplicate clustering: exact (bytes and pixels), near (pHash), keep suggestion, and the pair search."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from curator.dataset import Dataset
+from curator.dupes import duplicate_flags, near_pairs
+from tests.conftest import photo, save_photo
+
+
+def _brute_force(hashes: np.ndarray, threshold: int) -> set[tuple[int, int]]:
+    distance = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
+    i, j = np.nonzero(np.triu(distance <= threshold, 1))
+    return set(zip(i.tolist(), j.tolist(), strict=True))
+
+
+@pytest.mark.parametrize("threshold", [0, 3, 4, 7, 8, 10, 13, 16])
+def test_near_pairs_equals_brute_force(threshold: int) -> None:
+    rng = np.random.default_rng(threshold)
+    hashes = rng.integers(0, 2**63, 1500, dtype=np.int64).astype(np.uint64) << np.uint64(1)
+    for k in range(0, 600, 3):  # planted neighbours at every distance 0..16, plus a block of equal hashes
+        flips = rng.choice(64, size=k % 17, replace=False)
+        hashes[k + 1] = hashes[k] ^ np.uint64(sum(1 << int(b) for b in flips))
+    hashes[700:760] = hashes[699]
+    i, j, d = near_pairs(hashes, threshold)
+    assert set(zip(i.tolist(), j.tolist(), strict=True)) == _brute_force(hashes, threshold)
+    assert (d <= threshold).all()
+
+
+def test_near_pairs_small_inputs() -> None:
+    assert len(near_pairs(np.array([], dtype=np.uint64), 10)[0]) == 0
+    assert len(near_pairs(np.array([5], dtype=np.uint64), 10)[0]) == 0
+    i, j, d = near_pairs(np.array([2**64 - 1, 2**64 - 2], dtype=np.uint64), 1)
+    assert (i.tolist(), j.tolist(), d.tolist()) == ([0], [1], [1])
+
+
+@pytest.fixture(scope="module")
+def dupe_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("dupes") / "ds" / "1_set"
+    big = photo("astronaut.png", (900, 900))
+    save_photo(big, root / "astro.png")
+    shutil.copyfile(root / "astro.png", root / "astro_bytes.png")  # same bytes
+    big.save(root / "astro_pixels.png", compress_level=9)  # same pixels, other bytes
+    big.convert("RGBA").save(root / "astro_rgba.webp", lossless=True)  # same pixels, other format
+    save_photo(big.resize((600, 600), Image.Resampling.LANCZOS), root / "astro_small.jpg", quality=75)
+    save_photo(big.resize((450, 450), Image.Resampling.BILINEAR), root / "astro_tiny.webp", quality=70)
+    cat = photo("chelsea.png")
+    save_photo(cat, root / "cat.png")
+    save_photo(cat.resize((300, 200)), root / "cat_small.jpg", quality=85)
+    save_photo(photo("coffee.png", (600, 400)), root / "coffee.jpg", quality=90)  # unique
+    save_photo(photo("rocket.jpg", (400, 600)), root / "rocket.jpg", quality=90)  # unique
+    return root.parent
+
+
+def test_clusters_and_keep(dupe_dataset: Path) -> None:
+    with Dataset.open(dupe_dataset) as ds:
+        clusters = ds.duplicates()
+        by_kind = {(c.kind, c.keep): c for c in clusters}
+    prefix = "1_set/"
+    assert by_kind
+    exact_clusters = [c for c in clusters if c.kind == "exact"]
+    assert len(exact_clusters) == 1
+    (exact,) = exact_clusters
+    assert set(exact.members) == {prefix + n for n in ("astro.png", "astro_bytes.png", "astro_pixels.png", "astro_rgba.webp")}
+    # same resolution everywhere: the larger file is kept
+    sizes = {m: (dupe_dataset / m).stat().st_size for m in exact.members}
+    assert exact.keep == max(sizes, key=lambda m: (sizes[m], -ord(m[-1])))
+    near = sorted((c for c in clusters if c.kind == "near"), key=lambda c: c.keep)
+    assert [sorted(c.members) for c in near] == [
+        sorted([exact.keep, prefix + "astro_small.jpg", prefix + "astro_tiny.webp"]),
+        sorted([prefix + "cat.png", prefix + "cat_small.jpg"]),
+    ]
+    assert near[1].keep == prefix + "cat.png"  # highest resolution
+    assert all(prefix + "coffee.jpg" not in c.members and prefix + "rocket.jpg" not in c.members for c in clusters)
+
+
+def test_threshold_limits_near_clusters(dupe_dataset: Path) -> None:
+    with Dataset.open(dupe_dataset) as ds:
+        strict = ds.duplicates(threshold=0)
+        records = {r.path: r for r in ds.images()}
+    assert [c.kind for c in strict].count("exact") == 1  # pixel identity does not depend on the threshold
+    for cluster in (c for c in strict if c.kind == "near"):
+        keep = records[cluster.keep].phash
+        assert all(records[m].phash == keep for m in cluster.members)
+
+
+def test_pixel_digest_is_cached_in_the_index(dupe_dataset: Path) -> None:
+    with Dataset.open(dupe_dataset) as ds:
+        ds.duplicates()
+        cached = ds.index.conn.execute("SELECT COUNT(*) FROM images WHERE pixel_sha IS NOT NULL").fetchone()[0]
+    assert cached >= 3
+
+
+def test_every_member_is_flagged_and_told_whether_to_keep(dupe_dataset: Path) -> None:
+    with Dataset.open(dupe_dataset) as ds:
+        clusters = ds.duplicates()
+    flags = duplicate_flags(clusters)
+    for cluster in clusters:
+        mine = [f for f in flags if f.path in cluster.members and f"cluster {cluster.id} " in f.detail]
+        assert len(mine) == len(cluster.members)
+        keep = [f for f in mine if "keep this one" in f.detail]
+        assert [f.path for f in keep] == [cluster.keep]
+        assert all(cluster.keep in f.detail for f in mine if f.path != cluster.keep)
