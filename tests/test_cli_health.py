@@ -39,8 +39,10 @@ def test_scan_json_and_exit_zero_with_flags(messy: Path, capsys: pytest.CaptureF
     assert summary["images"] == 11 and summary["new"] == 11 and summary["layout"] == "kohya"
     assert summary["flags_by_kind"] == {"not-image": 1}
     assert {s["folder"]: s["images"] for s in summary["subsets"]} == {"10_sks dog": 9, "reg/1_dog": 2}
-    code, out, _err = run(["scan", str(messy), "--json"], capsys)
+    code, out, err = run(["scan", str(messy), "--json"], capsys)
     assert json.loads(out)["unchanged"] == 11
+    code, out, err = run(["scan", str(messy)], capsys)  # piped (not a terminal): no progress bar
+    assert code == 0 and "scanning" not in err and "files/s" not in err
 
 
 def test_check_json_contract(messy: Path, capsys: pytest.CaptureFixture[str]) -> None:

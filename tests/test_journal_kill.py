@@ -1,7 +1,6 @@
 """Kill a real bulk operation (``kiln tags replace`` / ``undo`` in a subprocess) with SIGKILL at random
-moments:
-every caption must be exactly its before or its after, never empty or half-written, and undo must restore
-all."""
+moments: every caption must be exactly its before or its after, never empty or half-written, and undo must
+restore all."""
 
 from __future__ import annotations
 

@@ -170,3 +170,35 @@ def test_runs_json_record_is_plain_json(tmp_path: Path) -> None:
 
     record = read_run(write_run(tmp_path, "j")).to_json()
     assert json.loads(json.dumps(record)) == record
+
+
+def test_run_on_another_host_is_trusted_until_it_goes_quiet(tmp_path: Path) -> None:
+    """A run dir on a shared disk written by another machine: its pid is not checked here."""
+    import time
+
+    from train.runs.state import read_run
+
+    run = write_run(tmp_path, "remote", state="running", steps=10, pid=4_000_001)
+    status = json.loads((run / "status.json").read_text())
+    status.update(host="gpu-box-that-is-not-this-one", updated_at=time.time())
+    (run / "status.json").write_text(json.dumps(status))
+    assert read_run(run).state == "running"
+    status["updated_at"] = time.time() - 7200
+    (run / "status.json").write_text(json.dumps(status))
+    info = read_run(run)
+    assert info.state == "dead" and "gpu-box-that-is-not-this-one" in info.message
+
+
+def test_follow_with_the_live_display_ends_on_a_dead_run(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from train.runs.live import LiveDisplay, follow
+
+    run = write_run(tmp_path, "died", state="dead", steps=20, log_lines=["step 20/300", "Killed"])
+    out = io.StringIO()
+    display = LiveDisplay(console=Console(file=out, width=100, height=40, force_terminal=True, color_system=None))
+    info = follow(run, display, poll=0.05, timeout=10)
+    display.close()
+    assert info.state == "dead"
+    text = out.getvalue()
+    assert "dead" in text and "Killed" in text and "step 20/300" in text

@@ -36,7 +36,7 @@ def errors_for(*overrides: str) -> list[str]:
         ("train.learning_rate=-1", "train.learning_rate: -1 is not allowed: must be > 0"),
         ("train.batch_size=0", "train.batch_size: 0 is not allowed: must be >= 1"),
         ("train.max_steps=0", "train.max_steps: 0 is not allowed: must be >= 1"),
-        ("train.lr_scheduler=cosin", "train.lr_scheduler: 'cosin' is not allowed: must be one of 'constant'"),
+        ("train.lr_scheduler=cosin", "train.lr_scheduler: 'cosin' is not allowed: did you mean 'cosine'? must be one of"),
         ("train.optimizer=AdamX", "train.optimizer: 'AdamX' is not allowed: did you mean 'AdamW'?"),
         ("train.mixed_precision=fp8", "train.mixed_precision: 'fp8' is not allowed: must be one of 'auto'"),
         ("train.loss_type=l1", "train.loss_type: 'l1' is not allowed: must be one of 'l2' or 'huber'"),
@@ -44,6 +44,8 @@ def errors_for(*overrides: str) -> list[str]:
         ("train.noise_offset=-0.1", "train.noise_offset: -0.1 is not allowed: must be >= 0"),
         ("train.lerning_rate=1e-4", "train.lerning_rate: unknown key; did you mean 'learning_rate'?"),
         ("dataset.resolution=500", "dataset.resolution: 500 is not allowed: each side must be >= 64 and a multiple of 8"),
+        ("dataset.resolution=[512, 512, 3]", "dataset.resolution: [512, 512, 3] is not allowed: use a side like 512"),
+        ("network.type=lorra", "network.type: 'lorra' is not allowed: did you mean 'lora'?"),
         ("dataset.max_token_length=100", "dataset.max_token_length: 100 is not allowed: must be one of 75, 150 or 225"),
         ("dataset.caption_dropout_rate=1.5", "dataset.caption_dropout_rate: 1.5 is not allowed: must be <= 1"),
         ("dataset.shufle_caption=true", "dataset.shufle_caption: unknown key; did you mean 'shuffle_caption'?"),
@@ -169,3 +171,19 @@ def test_cli_print_config_and_check_errors_without_heavy_imports(tmp_path: Path)
     unknown = subprocess.run([sys.executable, "-m", "train.cli", "--preset", "esay"], cwd=ROOT,
                              capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 1 and "did you mean 'easy'" in unknown.stderr.lower()
+
+
+def test_check_reports_an_unusable_optimizer_before_anything_else(capsys) -> None:
+    import torch
+
+    from train.cli import main
+
+    rc = main(["--check", "--set", "model.path=/m", "--set", "dataset.path=/nonexistent", "--set",
+               "train.optimizer=nosuchpkg.Opt"])
+    assert rc == 1 and "pip install nosuchpkg" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        rc = main(["--check", "--set", "model.path=/m", "--set", "dataset.path=/d", "--set",
+                   "train.optimizer=AdamW8bit"])
+        assert rc == 1 and 'CUDA GPUs only' in capsys.readouterr().err
+    rc = main(["--check", "--set", "model.path=/m", "--set", "dataset.path=/nonexistent"])
+    assert rc == 1 and "dataset.path: '/nonexistent' does not exist" in capsys.readouterr().err

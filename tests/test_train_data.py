@@ -322,3 +322,24 @@ def test_build_items_repeats_reg_images_kohya_style_and_weights_them(tmp_path: P
     assert batch["loss_weights"].tolist() == [1.0, 0.25]
     assert batch["pixels"].shape[0] == 2 and batch["target_sizes"][0].tolist() == [train[0].bucket[1], train[0].bucket[0]]
     assert batch["original_sizes"][0].tolist() == [48, 64]
+
+
+def test_latent_cache_keys_follow_content_and_placement(tmp_path: Path) -> None:
+    import torch
+
+    from train.data.cache import LatentCache, latent_key
+
+    key = latent_key("a" * 64, (64, 64), (96, 64), (16, 0), False, "vae1")
+    assert key == latent_key("a" * 64, (64, 64), (96, 64), (16, 0), False, "vae1")
+    others = [latent_key("b" * 64, (64, 64), (96, 64), (16, 0), False, "vae1"),  # image content changed
+              latent_key("a" * 64, (64, 64), (96, 64), (16, 0), True, "vae1"),  # flipped
+              latent_key("a" * 64, (64, 64), (96, 64), (0, 0), False, "vae1"),  # other crop
+              latent_key("a" * 64, (64, 64), (96, 64), (16, 0), False, "vae2")]  # other VAE
+    assert key not in others and len(set(others)) == 4
+    disk = LatentCache(tmp_path / "latents")
+    disk.put(key, torch.ones(4, 8, 8))
+    assert disk.memory == {}  # on-disk caches keep RAM flat
+    again = LatentCache(tmp_path / "latents")
+    assert again.has(key) and torch.equal(again.get(key), torch.ones(4, 8, 8))
+    assert not again.has(others[0]) and again.get(others[0]) is None
+    assert not list((tmp_path / "latents").rglob("*.tmp"))

@@ -15,6 +15,8 @@ import pytest
 
 from train.rundir import read_events, read_status
 
+pytestmark = pytest.mark.slow  # trains tiny models on the CPU
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_train_loop import make_dataset, tiny_models  # noqa: E402

@@ -75,9 +75,24 @@ class RunsHarness(App):
 
 
 async def settle(pilot, widget_type, timeout: float = 20.0) -> None:
+    """Until the widget showed the runs, no worker is pending or running, and a sample image (if any) is drawn."""
+    from textual.worker import WorkerState
+
+    from tui.widgets.preview import HalfBlockImage
+
     deadline = time.monotonic() + timeout
     widget = pilot.app.query_one(widget_type)
-    while widget.shows < 1 or any(w.is_running for w in pilot.app.workers):
+
+    def busy() -> bool:
+        if widget.shows < 1 or any(w.state in (WorkerState.PENDING, WorkerState.RUNNING) for w in pilot.app.workers):
+            return True
+        tracker = widget.snapshot.tracker
+        if isinstance(widget, RunsView) and tracker is not None and tracker.last_sample:
+            image = widget.query_one(HalfBlockImage)
+            return image._thumb is None or not image._lines
+        return False
+
+    while busy():
         if time.monotonic() > deadline:
             raise AssertionError("the runs never showed")
         await pilot.pause(0.05)

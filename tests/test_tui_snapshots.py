@@ -13,7 +13,16 @@ import pytest
 
 pytest.importorskip("pytest_textual_snapshot")
 
-from tests.test_tui_workflows import copy_example, make_app, wait_loaded  # noqa: E402
+from tests.test_tui_workflows import copy_example, make_app, wait_for, wait_loaded  # noqa: E402
+from tui.widgets.preview import HalfBlockImage  # noqa: E402
+
+
+def previews_drawn(widget) -> bool:
+    """A preview is finished when it has nothing to show, or its picture (or error) is ready for its size."""
+    if widget.path is None or widget._message or not widget.size.area:  # nothing to draw, or not on screen
+        return True
+    return widget._thumb is not None and widget._lines_size == (widget.size.width, widget.size.height)
+
 
 VIEWS = {"browser": "1", "tags": "2", "bulk": "3", "buckets": "4", "health": "5"}
 SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
@@ -36,6 +45,8 @@ def test_view_snapshot(view: str, size: str, tmp_path: Path, snap_compare) -> No
         if view == "health":
             await pilot.press("down")  # the first flag group, so the picture shows the duplicate and a group
         await pilot.pause(0.3)
+        await pilot.app.workers.wait_for_complete()
+        await wait_for(pilot, lambda: all(previews_drawn(w) for w in pilot.app.query(HalfBlockImage)))
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()
 

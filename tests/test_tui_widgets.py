@@ -172,3 +172,23 @@ def test_image_list_is_virtual_and_scrolls_100k_rows() -> None:
             assert lst.cursor_row.path == "10_x/img000000.png" and lst.cursor == 99_999
 
     asyncio.run(run())
+
+
+def test_tag_editor_marks_the_keep_tokens_tags() -> None:
+    from textual.app import App, ComposeResult
+
+    from tui.widgets.tag_editor import TagEditor, TagList
+
+    class EditorApp(App):
+        def compose(self) -> ComposeResult:
+            yield TagEditor()
+
+    async def run() -> None:
+        app = EditorApp()
+        async with app.run_test(size=(60, 20)) as pilot:
+            app.query_one(TagEditor).show(["sks", "1girl", "smile"], Counter(), keep_tokens=1)
+            await pilot.pause()
+            prompts = [str(o.prompt) for o in app.query_one(TagList)._options]
+            assert prompts == ["sks  keep", "1girl", "smile"]
+
+    asyncio.run(run())

@@ -156,6 +156,37 @@ def test_filter_with_the_query_language_and_a_bad_query(dataset: Path) -> None:
     asyncio.run(run())
 
 
+def test_the_mouse_picks_rows_sorts_columns_and_switches_views(dataset: Path) -> None:
+    from tui.widgets.image_list import MARK_WIDTH, layout_columns
+
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(120, 30)) as pilot:
+            await wait_loaded(pilot)
+            lst = browser(app).image_list
+            await pilot.click("#image-list", offset=(5, 3))
+            assert lst.cursor == 3
+            await pilot.click("#image-list", offset=(5, 5), shift=True)
+            assert len(lst.selected) == 3  # rows 3..5
+            header = app.query_one("#list-header")
+            x = MARK_WIDTH
+            for col, width in layout_columns(header.size.width):
+                if col.key == "size":
+                    break
+                x += width + 1
+            await pilot.click("#list-header", offset=(x + 1, 0))
+            sizes = [r.size for r in lst.view_rows()]
+            assert lst.sort_column == "size" and sizes == sorted(sizes)
+            await pilot.click("#list-header", offset=(x + 1, 0))
+            assert [r.size for r in lst.view_rows()] == sorted(sizes, reverse=True)
+            bar = app.query_one("#viewbar")
+            start = next(s for s, _e, vid in bar._spans if vid == "tags")
+            await pilot.click("#viewbar", offset=(start + 2, 0))
+            assert app.active_view.id == "tags"
+
+    asyncio.run(run())
+
+
 # ------------------------------------------------------------------------------------------- tag editor
 
 
@@ -227,5 +258,82 @@ def test_caption_edited_outside_is_noticed_and_not_overwritten(dataset: Path, mo
             result = await asyncio.to_thread(
                 model.apply, [model._change(cap, stale, b"kiln write\n")], "edit", "test stale write")
             assert result.conflicts and cap.read_bytes() == b"changed again\n"
+
+    asyncio.run(run())
+
+
+def test_cold_scan_with_worker_processes_works_without_a_stderr_fd(tmp_path: Path, monkeypatch) -> None:
+    """Inside Textual sys.stderr is a capture object whose fileno() is -1; the scanner's process pool (started
+    with forkserver once threads run) must still start: DatasetModel.scan starts the resource tracker first."""
+    import sys
+    import threading
+    from multiprocessing import resource_tracker
+
+    from tests.conftest import photo, save_photo
+    from tui.model import DatasetModel
+
+    root = tmp_path / "dataset"
+    base = photo("chelsea.png")
+    for i in range(48):  # above the scanner's in-process limit, so it probes in worker processes
+        save_photo(base.crop((i * 4, i * 2, i * 4 + 160, i * 2 + 120)), root / "4_cat" / f"cat{i:02d}.jpg")
+
+    class Capture:  # what Textual puts in sys.stderr while an app runs
+        def write(self, text: str) -> int:
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+        def fileno(self) -> int:
+            return -1
+
+    resource_tracker._resource_tracker._stop()  # as in a fresh process
+    monkeypatch.setattr(sys, "stderr", Capture())
+    keep_alive = threading.Event()
+    helper = threading.Thread(target=keep_alive.wait, daemon=True)  # a threaded process, like the TUI
+    helper.start()
+    try:
+        model = DatasetModel(root)
+        model.open()
+        model.scan()
+        assert len(model.scanned_records()) == 48
+    finally:
+        keep_alive.set()
+
+
+def test_cold_scan_with_worker_processes_works_inside_the_app(tmp_path: Path) -> None:
+    """Inside Textual sys.stderr has no file descriptor; the scanner's process pool must still start."""
+    from tests.conftest import photo, save_photo
+
+    root = tmp_path / "dataset"
+    base = photo("chelsea.png")
+    for i in range(48):  # above the scanner's in-process limit, so it probes in worker processes
+        crop = base.crop((i * 4, i * 2, i * 4 + 160, i * 2 + 120))
+        save_photo(crop, root / "4_cat" / f"cat{i:02d}.jpg", quality=85)
+
+    async def run() -> None:
+        app = make_app(root)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_loaded(pilot)
+            assert len(browser(app).image_list.rows) == 48
+            assert "failed" not in app.status_note
+
+    asyncio.run(run())
+
+
+def test_a_broken_dataset_toml_is_reported_and_the_app_stays_up(tmp_path: Path) -> None:
+    bad = tmp_path / "dataset.toml"
+    bad.write_text("[[datasets]\\nbroken")
+    original = bad.read_bytes()
+
+    async def run() -> None:
+        app = make_app(bad)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, lambda: "cannot open" in app.status_note)
+            assert "kohya dataset TOML" in app.status_note
+            await wait_for(pilot, lambda: any("cannot open" in n.message for n in app._notifications))
+            await pilot.press("2", "4", "5", "1")  # every view copes with no dataset
+            assert app.is_running
+        assert bad.read_bytes() == original
 
     asyncio.run(run())

@@ -196,7 +196,11 @@ def check(cfg: object) -> int:
     import math
 
     from train.data.dataset import DatasetError, batches_per_epoch, build_items
+    from train.optim import optimizer_problem
 
+    problem = optimizer_problem(cfg.train.optimizer)  # type: ignore[attr-defined]
+    if problem:
+        return _err(problem)
     warnings: list[str] = []
     try:
         items, _ = build_items(cfg.dataset, lambda msg, path: warnings.append(msg), progress=False)  # type: ignore[attr-defined]

@@ -86,6 +86,19 @@ class DatasetConfig(_Section):
     vae_batch_size: int = Field(1, ge=1, description="images per VAE call while caching latents")
     num_workers: int = Field(0, ge=0, description="data loader worker processes (0 = load in the main process)")
 
+    @field_validator("resolution", mode="before")
+    @classmethod
+    def _resolution_shape(cls, v: Any) -> Any:
+        if isinstance(v, str) and re.fullmatch(r"\s*\d+\s*([,x]\s*\d+\s*)?", v):
+            parts = [int(p) for p in re.split(r"[,x]", v)]
+            return parts[0] if len(parts) == 1 else tuple(parts)
+        if isinstance(v, list | tuple) and len(v) == 1:
+            return v[0]
+        if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, list | tuple) and len(v) == 2
+                                                               and all(isinstance(x, int) for x in v))):
+            raise ValueError(f"{_show(v)} is not allowed: use a side like 512 or [width, height] like [768, 512]")
+        return v
+
     @field_validator("resolution")
     @classmethod
     def _resolution(cls, v: int | tuple[int, int]) -> int | tuple[int, int]:
@@ -212,6 +225,11 @@ class SampleSection(_Section):
     """Preview images rendered while training."""
 
     prompts: list[str] = Field(default_factory=list, description="prompts to render (empty = no samples)")
+
+    @field_validator("prompts", mode="before")
+    @classmethod
+    def _one_prompt(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
     negative_prompt: str = Field("", description="negative prompt for every sample")
     every_n_steps: int | None = Field(None, ge=1, description="render samples every N steps")
     every_n_epochs: int | None = Field(None, ge=1, description="render samples every N epochs")
@@ -256,6 +274,11 @@ class TrainConfig(_Section):
                     "captions change every epoch (shuffle_caption / caption dropout / tag dropout); "
                     "turn those off or turn this cache off",
                 )
+        if t.optimizer == "Adafactor" and t.optimizer_args.get("relative_step"):
+            raise _problem(
+                "train.optimizer_args.relative_step", True,
+                "kiln drives Adafactor with train.learning_rate and the LR scheduler; set relative_step = false",
+            )
         if t.optimizer in ("Prodigy", "DAdaptAdam") and t.learning_rate < 0.1:
             raise _problem(
                 "train.learning_rate", t.learning_rate,
@@ -451,7 +474,10 @@ def format_validation_error(exc: ValidationError) -> list[str]:
         elif kind in _RULES:
             lines.append(f"{field}: {_show(value)} is not allowed: {_RULES[kind].format(**{k: _show(v) for k, v in ctx.items()})}")
         elif kind == "literal_error":
-            lines.append(f"{field}: {_show(value)} is not allowed: must be one of {ctx.get('expected', '')}")
+            choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+            close = difflib.get_close_matches(str(value), choices, n=1) if isinstance(value, str) else []
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            lines.append(f"{field}: {_show(value)} is not allowed: {hint}must be one of {ctx.get('expected', '')}")
         elif kind == "value_error":
             text = str(ctx.get("error", msg)).removeprefix("Value error, ")
             if text.startswith("@"):

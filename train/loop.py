@@ -120,8 +120,9 @@ def train(
         # ------------------------------------------------------------ 2. data: items, buckets, step count
         run.update_status(state="starting", phase="scanning dataset")
         run.emit("phase", phase="scanning dataset")
-        items, dataset = build_items(cfg.dataset, lambda msg, path: run.emit("warning", message=msg, path=path),
-                                     progress=False)
+        with accelerator.main_process_first():  # one process updates the dataset index, the others read it
+            items, dataset = build_items(cfg.dataset, lambda msg, path: run.emit("warning", message=msg, path=path),
+                                         progress=False)
         global_batch = t.batch_size * world
         n_batches = batches_per_epoch(items, global_batch)
         steps_per_epoch = math.ceil(n_batches / t.gradient_accumulation_steps)
@@ -177,7 +178,11 @@ def train(
             folder = Path(dataset.index.kiln_dir) / "latents" if cfg.dataset.cache_latents_to_disk else None
             builder.latents = LatentCache(folder)
             builder.vae_id = vae_identity(vae)
-            cache_latents(builder, vae, device, scaling, cfg.dataset.vae_batch_size, run, stop)
+            if folder is not None:  # on disk: the main process encodes, the others then read its files
+                with accelerator.main_process_first():
+                    cache_latents(builder, vae, device, scaling, cfg.dataset.vae_batch_size, run, stop)
+            else:
+                cache_latents(builder, vae, device, scaling, cfg.dataset.vae_batch_size, run, stop)
             if not cfg.sample.prompts:
                 vae.to("cpu")  # not needed on the GPU any more
         text_cache = None
@@ -428,7 +433,7 @@ def train(
             result.reason = "finished"
         result.step = progress.step
         accelerator.wait_for_everyone()
-    except TrainingError as exc:
+    except user_errors() as exc:  # a problem the message explains: no traceback needed
         result.message = str(exc)
     except StoppedEarly as exc:
         result.reason = "stopped"
@@ -441,6 +446,7 @@ def train(
             run.emit("error", message="".join(traceback.format_exception(exc))[-4000:], kind="traceback")
     finally:
         stop.restore()
+    result.outputs = [p for p in dict.fromkeys(result.outputs) if Path(p).exists()]  # pruned saves are gone
     if result.reason == "error":
         run.emit("error", message=result.message)
     run.emit("end", reason=result.reason, outputs=result.outputs, step=result.step, message=result.message,
@@ -483,10 +489,8 @@ def cache_latents(builder: Any, vae: Any, device: Any, scaling: float, vae_batch
             placement = place(item.size, a.resized, a.crop, a.bucket, random_crop=False, flip=flip,
                               rng=random.Random(0))
             key = latent_key(item.sha256, a.bucket, a.resized, a.crop, flip, builder.vae_id)
-            if not builder.latents.has(key):
+            if not builder.latents.has(key):  # entries are written atomically: present = complete
                 todo.append((key, item, placement))
-            else:
-                builder.latents.get(key)  # into memory
     total = len(todo)
     run.emit("phase", phase="caching latents", done=0, total=total)
     if total == 0:
@@ -582,6 +586,16 @@ def memory_mb(device: Any) -> float | None:
     if device.type == "cuda":
         return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return None
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message already says what to change (bad dataset, model file, optimizer, state)."""
+    from curator.layout import LayoutError
+    from train.data.dataset import DatasetError
+    from train.models.arch import ModelLoadError
+    from train.optim import OptimizerError
+
+    return (TrainingError, DatasetError, LayoutError, ModelLoadError, OptimizerError)
 
 
 def explain_failure(exc: BaseException) -> str:

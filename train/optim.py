@@ -66,6 +66,30 @@ def create_optimizer(name: str, param_groups: list[dict[str, Any]], lr: float, a
     return cls(param_groups, lr=lr, **kwargs)
 
 
+def optimizer_problem(name: str) -> str | None:
+    """Why ``name`` cannot be used on this machine (missing package, no CUDA), without building it."""
+    import importlib.util
+
+    if name in ("AdamW", "SGD"):
+        return None
+    if name in _BNB:
+        import torch
+
+        if not torch.cuda.is_available():
+            alt = "Lion" if "Lion" in name else "AdamW"
+            return (f"train.optimizer: {name!r} runs on CUDA GPUs only (bitsandbytes) and this machine has none; "
+                    f"use optimizer = \"{alt}\" instead")
+    module, package = {
+        "AdamW8bit": ("bitsandbytes", "bitsandbytes"), "PagedAdamW8bit": ("bitsandbytes", "bitsandbytes"),
+        "Lion8bit": ("bitsandbytes", "bitsandbytes"), "Lion": ("lion_pytorch", "lion-pytorch"),
+        "Prodigy": ("prodigyopt", "prodigyopt"), "DAdaptAdam": ("dadaptation", "dadaptation"),
+        "Adafactor": ("transformers", "transformers"),
+    }.get(name, (name.rpartition(".")[0].split(".")[0], name.rpartition(".")[0].split(".")[0]))
+    if importlib.util.find_spec(module) is None:
+        return f"train.optimizer: {name!r} needs the '{package}' package: pip install {package}"
+    return None
+
+
 def is_adaptive(name: str) -> bool:
     """Optimizers that choose their own step size (learning rate ~1.0)."""
     return name in ("Prodigy", "DAdaptAdam")

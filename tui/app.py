@@ -31,6 +31,17 @@ from tui.views.registry import ViewSpec, all_views
 CAPTION_POLL_SECONDS = 1.0
 
 
+def _style(spec: str, fallback: str):
+    """A Rich style from theme colours; themes may use names Rich does not know (e.g. ANSI themes)."""
+    from rich.errors import StyleSyntaxError
+    from rich.style import Style
+
+    try:
+        return Style.parse(spec)
+    except (StyleSyntaxError, ValueError):
+        return Style.parse(fallback)
+
+
 class ViewBar(Widget):
     """One line: the app name, the dataset and the views (click one, or press its number)."""
 
@@ -48,14 +59,14 @@ class ViewBar(Widget):
     def render(self) -> Text:
         theme = self.app.current_theme
         text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(" kiln ", style=f"bold {theme.background} on {theme.primary}")
+        text.append(" kiln ", style=_style(f"bold {theme.background} on {theme.primary}", "bold reverse"))
         text.append(" ")
         self._spans = []
         for spec in self.specs:
             label = f" {spec.key} {spec.title} "
             start = text.cell_len
             if spec.view_id == self.active:
-                text.append(label, style=f"bold reverse {theme.accent or theme.primary}")
+                text.append(label, style=_style(f"bold reverse {theme.accent or theme.primary}", "bold reverse"))
             else:
                 text.append(label)
             self._spans.append((start, text.cell_len, spec.view_id))
@@ -110,7 +121,10 @@ class KilnApp(App):
         self.model = DatasetModel(self.dataset_path)
         self.prefs = prefs or load_prefs()
         self.persist_prefs = persist_prefs
-        self.image_protocol = detect_protocol(override=image_protocol or self.prefs.image_protocol)
+        try:
+            self.image_protocol = detect_protocol(override=image_protocol or self.prefs.image_protocol)
+        except ValueError:  # a bad remembered value must not stop the app; the CLI checks its own flag
+            self.image_protocol = "halfblock"
         self.specs = all_views()
         self.loaded = False
         self.scanning = False

@@ -216,6 +216,7 @@ class DatasetModel:
         except Exception:  # noqa: BLE001 - no cache (old index, read-only): read the files
             data = None
         for row, target in zip(rows, targets, strict=True):
+            row.caption_target = target
             if data is None:
                 self.read_caption(row)
                 continue
@@ -348,10 +349,12 @@ class DatasetModel:
         return result
 
     def _refresh_caption_paths(self, paths: Iterable[Path]) -> None:
+        """Re-read the rows whose caption files were just written."""
         wanted = {Path(p) for p in paths}
         for row in self.rows:
-            target = row.caption_path or caption_target_for(row.record)
-            if target in wanted or caption_target_for(row.record) in wanted:
+            if row.caption_target is None:
+                row.caption_target = caption_target_for(row.record)
+            if row.caption_target in wanted or (row.caption_path is not None and row.caption_path in wanted):
                 self.read_caption(row)
 
     def undo(self) -> Any:
@@ -483,6 +486,10 @@ class DatasetModel:
                                  escape=bool(params.get("escape")), unescape=bool(params.get("unescape")))
         if op == "absorb":
             return ops.absorb(items, params["tags"])
+        if op == "consolidate":
+            from curator.tags.consolidate import consolidate, load_rules
+
+            return consolidate(items, load_rules(), suffix_heuristic=bool(params.get("suffix"))).changes
         raise ModelError(f"unknown operation {op!r}")
 
     def absorb_suggestions(self, rows: Iterable[Row], min_share: float = 0.8) -> list[Any]:

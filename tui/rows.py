@@ -20,7 +20,8 @@ class Row:
     height: int
     bucket: tuple[int, int] | None = None
     tags: list[str] = field(default_factory=list)
-    caption_path: Path | None = None
+    caption_path: Path | None = None  # the existing caption file (None: none yet)
+    caption_target: Path | None = None  # where the caption is or would be written
     caption_raw: bytes | None = None
     caption_mtime_ns: int | None = None
     caption_error: str | None = None

@@ -2,10 +2,8 @@
 
 kohya sd-scripts reads only the first line of a caption file. kiln parses the tags of that first line, keeps
 everything after it byte for byte (and flags it), and when the tags change it rebuilds only the first line
-using
-the file's own conventions: separator spacing, underscores or spaces, escaped parentheses, line ending,
-trailing
-newline, BOM. An untouched caption is written back byte-identical.
+using the file's own conventions: separator spacing, underscores or spaces, escaped parentheses, line ending,
+trailing newline, BOM. An untouched caption is written back byte-identical.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """``kiln tags SUBCOMMAND DATASET ...``: caption statistics and journaled bulk tag operations.
 
 Every subcommand takes ``--where QUERY`` / ``--files PATH...`` (scope), ``--dry-run`` (print the per-file
-diff,
-change nothing) and ``--json``. Exit codes: 0 done, 1 nothing could be done (the reason on stderr), 2
-conflicts
-left some files untouched (listed). Registration is light; the engine is imported when a command runs.
+diff, change nothing) and ``--json``. Exit codes: 0 done, 1 nothing could be done (the reason on stderr), 2
+conflicts left some files untouched (listed). Registration is light; the engine is imported when a command
+runs.
 """
 
 from __future__ import annotations

@@ -304,7 +304,8 @@ def _probe_image(
         )
         return
     if result.frames > 1:
-        result.flags.append(("animated", f"{result.frames} frames; only the first frame is used"))
+        note = "; kohya sd-scripts skips .gif files entirely" if result.format == "GIF" else ""
+        result.flags.append(("animated", f"{result.frames} frames; only the first frame is used{note}"))
     if image.mode == "CMYK":
         result.flags.append(("cmyk", "CMYK colour; converted to RGB for training (colours may shift)"))
     bit_depth = _png_bit_depth(head)

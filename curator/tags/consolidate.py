@@ -1,6 +1,5 @@
 """Tag consolidation: aliases (synonyms to one canonical tag) and implications (a specific tag makes the
-general
-tag it implies redundant: ``very long hair`` drops ``long hair``, ``white shirt`` drops ``shirt``).
+general tag it implies redundant: ``very long hair`` drops ``long hair``, ``white shirt`` drops ``shirt``).
 
 Rules come from the shipped table (``curator/data/danbooru_tag_rules.toml``, documented there and in
 docs/TAGS.md) and optional user TOML files of the same shape::
@@ -12,8 +11,7 @@ docs/TAGS.md) and optional user TOML files of the same shape::
 
 Implications are transitive (``absurdly long hair`` -> ``very long hair`` -> ``long hair``). kohya's suffix
 heuristic (from sd-scripts' ``finetune/clean_captions_and_tags.py``) is offered as an option: a one-word tag
-is
-dropped when another tag ends with it as its last word (``shirt`` goes when ``white shirt`` is there;
+is dropped when another tag ends with it as its last word (``shirt`` goes when ``white shirt`` is there;
 ``hair ornament`` is treated as one word).
 """
 

@@ -9,12 +9,9 @@ after. The protocol makes a bulk operation safe against being killed at any mome
 3. the per-file outcome and the state ``applied`` are committed.
 
 If the process dies between 1 and 3, the next journal call finds the entry still ``pending`` and recovers it
-by
-looking at each file: holding ``after`` means applied, holding ``before`` means not applied, anything else is
-a
-conflict. Undo and redo follow the same pattern (states ``undoing``/``redoing``). Every file is at every
-moment
-either its before or its after, because each write is an atomic rename.
+by looking at each file: holding ``after`` means applied, holding ``before`` means not applied, anything else
+is a conflict. Undo and redo follow the same pattern (states ``undoing``/``redoing``). Every file is at every
+moment either its before or its after, because each write is an atomic rename.
 
 Per-change status: ``pending`` (not yet known), ``applied`` (file holds after), ``reverted`` (undone: holds
 before), ``skipped`` (never applied), ``conflict`` (someone else's content is there; kiln left it).
@@ -144,10 +141,15 @@ def _read_only(path: Path) -> bool:
 
 
 def _read_many(paths: list[Path]) -> list[bytes | None | OSError]:
-    """Current content of many files (None: missing; an OSError: unreadable), read in parallel."""
-    from curator.fsutil import _parallel_map
-
-    return _parallel_map(_read, paths)
+    """Current content of many files (None: missing; an OSError: unreadable). Serial: these files were just
+    read by the operation, so they come from the page cache and threads would only add overhead."""
+    out: list[bytes | None | OSError] = []
+    for path in paths:
+        try:
+            out.append(_read(path))
+        except OSError as exc:
+            out.append(exc)
+    return out
 
 
 class Journal:
@@ -408,8 +410,7 @@ class Journal:
         self, rows: list[tuple[int, str, bytes | None, bytes | None]], result: ApplyResult
     ) -> dict[int, str]:
         """Move files from ``old`` to ``new`` content (rows: seq, key, old, new). Files not holding ``old``
-        are
-        conflicts. Returns seq -> 'applied' | 'conflict' | 'skipped'."""
+        are conflicts. Returns seq -> 'applied' | 'conflict' | 'skipped'."""
         statuses: dict[int, str] = {}
         writes: list[tuple[int, Path, bytes]] = []
         removals: list[tuple[int, Path]] = []

@@ -239,10 +239,8 @@ class TriggerPlan:
 
 def set_trigger(items: Iterable[CaptionItem], word: str | None = None, separator: str = ",") -> TriggerPlan:
     """Put the activation token first: insert it, or move it to the front when present (a spelling variant
-    such
-    as ``ohwx_woman`` becomes the exact trigger). Without ``word``, each concept folder's class tokens are
-    used.
-    ``keep_tokens`` is how many leading tags it occupies. Regularization subsets are left alone."""
+    such as ``ohwx_woman`` becomes the exact trigger). Without ``word``, each concept folder's class tokens
+    are used. ``keep_tokens`` is how many leading tags it occupies. Regularization subsets are left alone."""
     words: dict[str, list[str]] = {}
     skipped: set[str] = set()
     keep = 0
@@ -366,6 +364,7 @@ class FileDiff:
     reordered: bool = False
     before_text: str = ""
     after_text: str = ""
+    joiner: str = ", "  # how the file separates tags (for display)
 
     def to_dict(self) -> dict:
         return {
@@ -408,6 +407,7 @@ def plan_to_diff(changes: Iterable[CaptionChange], separator: str = ",") -> list
                 reordered=common_b != common_a,
                 before_text=before.first_line if before else "",
                 after_text=after.first_line if after else "",
+                joiner=(after or before).style.joiner if (after or before) else ", ",
             )
         )
     return diffs

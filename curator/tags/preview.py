@@ -1,8 +1,6 @@
 """Render planned caption changes as Rich text: file path, then the before/after tag lines with removed tags
-in
-red and added tags in green. Caption text is data: it is built with ``rich.text.Text`` (never parsed as
-markup)
-and stripped of control characters."""
+in red and added tags in green. Caption text is data: it is built with ``rich.text.Text`` (never parsed as
+markup) and stripped of control characters."""
 
 from __future__ import annotations
 
@@ -41,8 +39,9 @@ def _tag_line(sign: str, tags: list[str], highlight: set[str], style: str, joine
     return line
 
 
-def render_diff(diff: FileDiff, root: Path | None = None, joiner: str = ", ") -> Text:
-    """One file's diff as Rich ``Text``."""
+def render_diff(diff: FileDiff, root: Path | None = None, joiner: str | None = None) -> Text:
+    """One file's diff as Rich ``Text`` (tags joined the way the file joins them unless ``joiner``)."""
+    joiner = joiner if joiner is not None else (diff.joiner or ", ")
     out = Text()
     out.append(printable(_rel(diff.path, root)), style="bold")
     if diff.created:

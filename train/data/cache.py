@@ -33,7 +33,8 @@ def latent_key(sha256: str, bucket: tuple[int, int], resized: tuple[int, int], c
 
 
 class LatentCache:
-    """Latents by key: in memory always, and on disk when ``folder`` is given."""
+    """Latents by key: on disk when ``folder`` is given (read back per batch, so RAM stays flat on big
+    datasets), else in memory."""
 
     def __init__(self, folder: Path | None = None):
         self.folder = Path(folder) if folder else None
@@ -53,11 +54,9 @@ class LatentCache:
                 from safetensors.torch import load_file
 
                 try:
-                    latent = load_file(str(path))["latent"]
+                    return load_file(str(path))["latent"]
                 except Exception:  # a torn or foreign file: re-encode
                     return None
-                self.memory[key] = latent
-                return latent
         return None
 
     def has(self, key: str) -> bool:
@@ -65,8 +64,9 @@ class LatentCache:
 
     def put(self, key: str, latent: Any) -> None:
         latent = latent.detach().to("cpu").contiguous()
-        self.memory[key] = latent
-        if self.folder is not None:
+        if self.folder is None:
+            self.memory[key] = latent
+        else:
             from safetensors.torch import save_file
 
             path = self._file(key)

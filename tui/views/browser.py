@@ -164,7 +164,8 @@ class BrowserView(KilnView):
             editor.show([], self.kiln.model.vocabulary())
             return
         facts.update(describe(row, self.kiln.model.bucket_settings))
-        editor.show(row.tags, self.kiln.model.vocabulary(), keep_highlight=keep_highlight)
+        keep_tokens = int(getattr(row.record.subset, "keep_tokens", 0) or 0)
+        editor.show(row.tags, self.kiln.model.vocabulary(), keep_highlight=keep_highlight, keep_tokens=keep_tokens)
 
     # ----- tag edits --------------------------------------------------------------------------
     def on_tag_editor_edit(self, event: TagEditor.Edit) -> None:

@@ -50,10 +50,14 @@ OPERATIONS: tuple[OpSpec, ...] = (
     OpSpec("dedupe", "Remove duplicate tags", (), "Drop repeated tags inside each caption."),
     OpSpec("normalize", "Normalise", ("spaces", "lower", "escape", "unescape"),
            "Underscores→spaces, lower case, escape/unescape parentheses."),
+    OpSpec("consolidate", "Consolidate synonyms", ("suffix",),
+           "Merge aliases into one tag and drop tags a more specific one implies (very long hair drops long "
+           "hair); suffix: also kohya's last-word rule (white shirt drops shirt)."),
     OpSpec("absorb", "Absorb into trigger", ("tags",),
            "Remove constant traits the trigger should absorb (leave tags empty and preview for suggestions)."),
 )
-FIELD_IDS = ("tags", "front", "old", "new", "regex", "word", "freq", "keep", "spaces", "lower", "escape", "unescape")
+FIELD_IDS = ("tags", "front", "old", "new", "regex", "word", "freq", "keep", "spaces", "lower", "escape", "unescape",
+             "suffix")
 
 
 class BulkView(KilnView):
@@ -71,7 +75,7 @@ class BulkView(KilnView):
     BulkView > Horizontal { height: 1fr; }
     BulkView #bulk-left { width: 40%; min-width: 32; max-width: 56; }
     BulkView #bulk-right { width: 1fr; border-left: tall $panel; }
-    BulkView #op-list { height: auto; max-height: 9; border: none; padding: 0; }
+    BulkView #op-list { height: auto; max-height: 10; border: none; padding: 0; }
     BulkView #op-help { height: auto; color: $text-muted; padding: 0 1; }
     BulkView #params { height: auto; padding: 0 0; }
     BulkView #params Input { height: 1; border: none; padding: 0 1; margin-bottom: 0; background: $boost; }
@@ -104,6 +108,7 @@ class BulkView(KilnView):
                     yield Checkbox("lower case", id="f-lower")
                     yield Checkbox("escape ( )", id="f-escape")
                     yield Checkbox("unescape \\( \\)", id="f-unescape")
+                    yield Checkbox("suffix heuristic", id="f-suffix")
                 yield Label("scope", classes="dim")
                 with RadioSet(id="scope"):
                     yield RadioButton("selection", id="scope-selection", value=True)

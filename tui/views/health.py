@@ -192,7 +192,7 @@ class HealthView(KilnView):
             yield HealthTree("health", id="health-tree")
             with ContentSwitcher(initial="flag-detail", id="health-detail"):
                 with Vertical(id="flag-detail"):
-                    yield ImagePreview(protocol="halfblock", id="flag-preview")
+                    yield ImagePreview(protocol=self.kiln.image_protocol, id="flag-preview")
                     yield Static(id="flag-facts")
                 yield ClusterPane(id="cluster-pane")
 

@@ -24,6 +24,7 @@ class TagTable(DataTable):
         Binding("r", "rename", "Rename everywhere"),
         Binding("d,delete", "delete", "Delete everywhere"),
         Binding("s", "toggle_sort", "Sort count/name"),
+        Binding("slash", "search", "Search tags"),
         Binding("k", "cursor_up", "Up", show=False),
         Binding("j", "cursor_down", "Down", show=False),
         Binding("g", "scroll_top", "First", show=False),
@@ -41,6 +42,9 @@ class TagTable(DataTable):
 
     def action_toggle_sort(self) -> None:
         self.parent.toggle_sort()  # type: ignore[union-attr]
+
+    def action_search(self) -> None:
+        self.parent.query_one("#tag-search", Input).focus()  # type: ignore[union-attr]
 
 
 class TagsView(KilnView):

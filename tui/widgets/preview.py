@@ -79,6 +79,8 @@ class HalfBlockImage(Widget):
         self._thumb = thumb
         self._message = error
         self._lines, self._lines_size = lines, size
+        if thumb is not None and size != (self.size.width, self.size.height):
+            self._render_lines(thumb, request)  # resized while decoding: draw again for the new size
         self.refresh()
 
     def on_resize(self) -> None:

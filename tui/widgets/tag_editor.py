@@ -60,12 +60,20 @@ class TagList(OptionList):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.tags: list[str] = []
+        self.keep_tokens = 0  # the subset's kohya keep_tokens: the leading tags marked "keep"
 
     def set_tags(self, tags: list[str], keep: int | None = None) -> None:
         self.tags = list(tags)
         highlighted = self.highlighted if keep is None else keep
         self.clear_options()
-        self.add_options([Option(safe_text(t)) for t in self.tags])
+        options = []
+        for i, tag in enumerate(self.tags):
+            label = safe_text(tag)
+            if i < self.keep_tokens:  # kohya keeps these in place when it shuffles the caption
+                label.stylize("bold")
+                label.append("  keep", style="dim")
+            options.append(Option(label))
+        self.add_options(options)
         if self.tags:
             self.highlighted = min(highlighted or 0, len(self.tags) - 1)
 
@@ -108,7 +116,7 @@ class TagInput(Input):
     BINDINGS = [
         Binding("down", "suggest(1)", "Next suggestion", show=False),
         Binding("up", "suggest(-1)", "Previous suggestion", show=False),
-        Binding("tab", "accept_suggestion", "Complete", show=False),
+        Binding("tab", "accept_suggestion", "Complete"),
         Binding("escape", "leave", "Back to tags", show=False),
     ]
 
@@ -206,8 +214,9 @@ class TagEditor(Vertical):
         yield OptionList(id="tag-suggestions")
 
     def show(self, tags: list[str], vocabulary: Counter[str], title: Text | None = None,
-             keep_highlight: bool = False) -> None:
+             keep_highlight: bool = False, keep_tokens: int = 0) -> None:
         lst = self.query_one(TagList)
+        lst.keep_tokens = keep_tokens
         lst.set_tags(tags, keep=lst.highlighted if keep_highlight else 0)
         tag_input = self.query_one(TagInput)
         tag_input.vocabulary = vocabulary
