@@ -208,16 +208,14 @@ def test_tag_editor_reorder_add_with_completion_delete_and_undo(dataset: Path) -
             await pilot.press("j", "j")
             await wait_for(pilot, lambda: tag_list.highlighted == 2)
             await pilot.press("t")  # third tag to the front
-            await wait_for(pilot, lambda: cap.read_bytes() != original)
-            assert lst.cursor_row.tags[0] == tags[2]
+            await wait_for(pilot, lambda: cap.read_bytes() != original and lst.cursor_row.tags[0] == tags[2])
             assert cap.read_text().split(", ")[0] == tags[2]
 
             # add with completion: "grey" completes to the dataset's "greyscale"
             await pilot.press("a")
             await pilot.press(*"greys")
             await pilot.press("tab", "enter")
-            await wait_for(pilot, lambda: "greyscale" in cap.read_text())
-            assert lst.cursor_row.tags[-1] == "greyscale"
+            await wait_for(pilot, lambda: "greyscale" in cap.read_text() and lst.cursor_row.tags[-1] == "greyscale")
 
             # delete the highlighted tag
             await pilot.press("escape")
@@ -226,7 +224,11 @@ def test_tag_editor_reorder_add_with_completion_delete_and_undo(dataset: Path) -
             await wait_for(pilot, lambda: tags[2] not in cap.read_text().split(", "))
 
             # three journaled edits: undo them all, the file is byte-identical again
+            def writes_done() -> bool:
+                return not any(w.is_running for w in app.workers if w.group in ("tag-write", "journal"))
+
             for _ in range(3):
+                await wait_for(pilot, writes_done)
                 before = cap.read_bytes()
                 await pilot.press("u")
                 await wait_for(pilot, lambda b=before: cap.read_bytes() != b)

@@ -134,11 +134,23 @@ def train(
 
         # ------------------------------------------------------------ 3. base model, frozen
         run.emit("phase", phase="loading model")
+        # Frozen weights in the compute dtype (bf16/fp16): no float32 copy of the UNet; only the network is fp32.
         weight_dtype = dtype if mixed != "no" else torch.float32
+        latents_cached = cfg.dataset.cache_latents or cfg.dataset.cache_latents_to_disk
+        te_cached = cfg.dataset.cache_text_encoder_outputs
+        # Low-VRAM order (kohya): with caches on a GPU, everything is loaded to the CPU, the VAE and the text
+        # encoders visit the GPU one at a time to fill the caches, and only then does the UNet move in, so
+        # the peak is max(caching, training) rather than their sum.
+        staged = device.type == "cuda" and (latents_cached or te_cached)
+        home = torch.device("cpu") if staged else device
         if base is None:
-            base = load_base_model(cfg.model, dtype=weight_dtype, device=device)
+            base = load_base_model(cfg.model, dtype=weight_dtype, device=home)
         is_xl = base.arch.value == "sdxl"
         unet, vae, text_encoders = base.unet, base.vae, base.text_encoders
+        if staged:  # a base handed in already on the GPU (bench/) goes back to the CPU until needed
+            for module in (unet, vae, *text_encoders):
+                module.to(home)
+            release_gpu_memory(device)
         vae.to(torch.float32)  # the VAE runs in fp32: fp16 VAEs overflow to NaN
         if t.attention == "eager":
             from diffusers.models.attention_processor import AttnProcessor
@@ -178,18 +190,21 @@ def train(
             folder = Path(dataset.index.kiln_dir) / "latents" if cfg.dataset.cache_latents_to_disk else None
             builder.latents = LatentCache(folder)
             builder.vae_id = vae_identity(vae)
+            vae.to(device)
             if folder is not None:  # on disk: the main process encodes, the others then read its files
                 with accelerator.main_process_first():
                     cache_latents(builder, vae, device, scaling, cfg.dataset.vae_batch_size, run, stop)
             else:
                 cache_latents(builder, vae, device, scaling, cfg.dataset.vae_batch_size, run, stop)
-            if not cfg.sample.prompts:
-                vae.to("cpu")  # not needed on the GPU any more
+            vae.to("cpu")  # not needed for training any more (samples bring it back for a moment)
+            release_gpu_memory(device)
         text_cache = None
         if cfg.dataset.cache_text_encoder_outputs:
             from train.data.cache import TextCache
 
             text_cache = TextCache()
+            for te in text_encoders:
+                te.to(device)
             captions = sorted({process_caption(i.caption, caption_settings, epoch=1, rng=random.Random(0),
                                                subset_keep_tokens=i.keep_tokens) for i in items})
             run.emit("phase", phase="caching text encoder outputs", done=0, total=len(captions))
@@ -201,9 +216,22 @@ def train(
                         text_cache.put(caption, hidden[i], None if pooled is None else pooled[i])
                     run.emit("phase", phase="caching text encoder outputs", done=start + len(chunk),
                              total=len(captions))
-            if not cfg.sample.prompts:
+            for te in text_encoders:  # not needed for training any more (samples bring them back for a moment)
+                te.to("cpu")
+            release_gpu_memory(device)
+
+        # The training modules move in now; the peak so far (loading + caching) is reported apart from the
+        # training peak (the step events' mem_mb).
+        setup_mem_mb = memory_mb(device)
+        if staged:
+            unet.to(device)
+            if not te_cached:
                 for te in text_encoders:
-                    te.to("cpu")
+                    te.to(device)
+            if not latents_cached:
+                vae.to(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
 
         # ------------------------------------------------------------ 5. network, optimizer, LR schedule
         network = create_network(base.arch.value, unet, text_encoders if cfg.trains_text_encoder else None,
@@ -235,6 +263,7 @@ def train(
         run.emit("start", name=cfg.output.name, run_dir=str(run_path), total_steps=total_steps, epochs=epochs,
                  pid=os.getpid(), resumed_step=resumed_step, images=len(items), batch_size=t.batch_size,
                  num_processes=world, steps_per_epoch=steps_per_epoch, device=str(device), mixed_precision=mixed,
+                 setup_mem_mb=setup_mem_mb,
                  config=config_summary(cfg, base.arch.value))
         run.update_status(state="running", phase="training", step=progress.step, total_steps=total_steps,
                           epoch=progress.epoch, epochs=epochs)
@@ -279,6 +308,7 @@ def train(
                 return
             from train.sample import render_samples
 
+            visitors = ([vae] if latents_cached else []) + (list(text_encoders) if te_cached else [])
             vae.to(device)
             for te in text_encoders:
                 te.to(device)
@@ -288,6 +318,9 @@ def train(
                                        out_dir=run.samples_dir, stem=stem, device=device, dtype=dtype)
             finally:
                 network.train()
+                for module in visitors:  # cached: back off the GPU until the next samples
+                    module.to("cpu")
+                release_gpu_memory(device)
             for p in paths:
                 run.emit("sample", path=str(p), step=progress.step, epoch=progress.epoch)
 
@@ -578,6 +611,17 @@ def current_lrs(optimizer: Any) -> list[float]:
             lr = group["d"] * lr
         lrs.append(float(lr))
     return lrs
+
+
+def release_gpu_memory(device: Any) -> None:
+    """Give the CUDA caching allocator's free blocks back after modules left the GPU (no-op elsewhere)."""
+    import gc
+
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def memory_mb(device: Any) -> float | None:

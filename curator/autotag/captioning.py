@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from curator.autotag.tagtext import tag_key
@@ -79,7 +79,7 @@ def plan_caption(
             updated = Caption.new(tags, separator=separator)
         elif not before_tags:
             # an empty caption file: no stray padding around the new tags, but keep BOM/line ending/extra lines
-            blank = replace(caption, lead="", trail="", eol=caption.eol or "\n", raw=None)
+            blank = caption.evolve(lead="", trail="", eol=caption.eol or "\n", raw=None)
             updated = blank.with_tags(tags, conform=False)
         else:
             updated = caption.with_tags(tags, conform=False)

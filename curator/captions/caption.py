@@ -93,6 +93,16 @@ class Caption:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def evolve(self, **changes: object) -> Caption:
+        """A copy with some attributes changed (like ``dataclasses.replace``)."""
+        values: dict[str, object] = {
+            name: getattr(self, name)
+            for name in ("tags", "separator", "lead", "trail", "eol", "rest", "bom", "decode_error", "raw", "original_line")
+        }
+        values["style"] = self._style
+        values.update(changes)
+        return Caption(**values)  # type: ignore[arg-type]
+
     # ---- reading -------------------------------------------------------------------------------------
     @classmethod
     def parse(cls, raw: bytes, separator: str = ",") -> Caption:

@@ -1,0 +1,25 @@
+"""Training runs in the TUI: the training panel beside the curator, the full-screen runs view, the new-run
+form. ``register()`` adds the runs view to the app's view registry; ``toggle_training_panel(app)`` shows or
+hides the panel (see docs/RUNS.md for the app wiring)."""
+
+from __future__ import annotations
+
+RUNS_VIEW_KEY = "6"
+
+
+def register() -> None:
+    """Add the Runs view to the curator app (call before the app is created)."""
+    from tui.views.registry import ViewSpec, register_view
+
+    def factory():
+        from tui.runs.view import RunsView
+
+        return RunsView()
+
+    register_view(ViewSpec("runs", "Runs", RUNS_VIEW_KEY, factory, 60))
+
+
+def toggle_training_panel(app):
+    from tui.runs.panel import toggle_training_panel as toggle
+
+    return toggle(app)

@@ -1,0 +1,123 @@
+"""The training panel: a narrow column beside the curator with the watched run (progress, figures, a small
+loss chart, the last events) and the list of runs. Toggled with a key (``toggle_training_panel(app)``)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from curator.textsafe import printable
+from tui.runs.watcher import RunsSnapshot, runs_watcher
+from tui.runs.widgets import EventLog, LossChart, RunHeader, progress_text, state_text
+
+POLL_S = 1.0
+PANEL_ID = "training-panel"
+
+
+class TrainingPanel(Vertical, can_focus=True):
+    BINDINGS = [
+        Binding("s", "stop", "Stop run"),
+        Binding("S", "save_now", "Save now"),
+        Binding("r", "resume", "Resume run"),
+        Binding("n", "new_run", "New run"),
+    ]
+
+    DEFAULT_CSS = """
+    TrainingPanel { dock: right; width: 46; border-left: solid $primary; padding: 0 1; background: $surface; }
+    TrainingPanel:focus-within { border-left: thick $accent; }
+    TrainingPanel #panel-title { height: 1; text-style: bold; color: $primary; text-wrap: nowrap; }
+    TrainingPanel RunHeader { margin-bottom: 1; }
+    TrainingPanel LossChart { height: 9; min-height: 5; }
+    TrainingPanel EventLog { height: 1fr; min-height: 3; }
+    TrainingPanel #panel-runs { height: auto; max-height: 8; margin-top: 1; }
+    """
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("id", PANEL_ID)
+        super().__init__(**kwargs)
+        self.snapshot = RunsSnapshot()
+        self.shown_version = -1
+        self.shows = 0  # snapshots shown (tests wait on it)
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text("Training   s stop  S save  r resume  n new"), id="panel-title")
+        yield RunHeader(id="panel-header")
+        yield LossChart(id="panel-chart")
+        yield EventLog(id="panel-log")
+        yield Static(id="panel-runs")
+
+    def on_mount(self) -> None:
+        self.set_interval(POLL_S, self.poll)
+        self.poll(force=True)
+
+    @work(thread=True, exclusive=True, group="runs-panel-poll")
+    def poll(self, force: bool = False) -> None:
+        if not force and not self.display:
+            return
+        watcher = runs_watcher(self.app)
+        changed = watcher.poll(force_list=force)
+        if changed or force or watcher.version != self.shown_version:
+            self.app.call_from_thread(self.show_snapshot, watcher.snapshot())
+
+    def show_snapshot(self, snap: RunsSnapshot) -> None:
+        self.snapshot = snap
+        self.shown_version = snap.version
+        self.shows += 1
+        self.query_one(RunHeader).show(snap.tracker, snap.info, compact=True)
+        self.query_one(LossChart).show(snap.tracker)
+        self.query_one(EventLog).show(snap.tracker, snap.info)
+        runs = Text(no_wrap=True, overflow="ellipsis")
+        for run in snap.runs[:7]:
+            runs.append("▶ " if run.dir == snap.watched else "  ")
+            runs.append(printable(run.name)[:18].ljust(19), style="bold" if run.dir == snap.watched else "")
+            runs.append_text(state_text(run.state))
+            runs.append(f" {progress_text(run.step, run.total_steps)}\n", style="grey62")
+        if len(snap.runs) > 7:
+            runs.append(f"  … {len(snap.runs) - 7} more (runs view)", style="grey62")
+        if not snap.runs:
+            runs.append("no runs yet", style="italic grey62")
+        runs.rstrip()
+        self.query_one("#panel-runs", Static).update(runs)
+
+    def action_stop(self) -> None:
+        from tui.runs.actions import confirm_stop
+
+        confirm_stop(self.app, self.snapshot.watched, after=lambda: self.poll(force=True))
+
+    def action_save_now(self) -> None:
+        from tui.runs.actions import save_run_now
+
+        save_run_now(self.app, self.snapshot.watched)
+
+    def action_resume(self) -> None:
+        from tui.runs.actions import resume_run
+
+        resume_run(self.app, self.snapshot.watched, after=lambda: self.poll(force=True))
+
+    def action_new_run(self) -> None:
+        from tui.runs.form import NewRunScreen
+
+        def launched(result) -> None:
+            if result is not None:
+                runs_watcher(self.app).watch(result.run_dir)
+                self.poll(force=True)
+
+        self.app.push_screen(NewRunScreen(), launched)
+
+
+def toggle_training_panel(app) -> TrainingPanel:
+    """Show the panel (mounting it on first use, docked right of the curator) or hide it."""
+    try:
+        panel = app.screen.query_one(f"#{PANEL_ID}", TrainingPanel)
+    except Exception:  # noqa: BLE001 - not mounted yet
+        panel = TrainingPanel()
+        app.screen.mount(panel)
+        return panel
+    panel.display = not panel.display
+    if panel.display:
+        panel.poll(force=True)
+    return panel

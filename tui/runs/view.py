@@ -1,0 +1,153 @@
+"""The full-screen runs view: every known run on the left, the watched one on the right (progress, figures,
+loss curve, event log, latest sample). Keys: enter watch, n new run, s stop, S save now, r resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Static
+
+from tui.runs.watcher import RunsSnapshot, runs_watcher
+from tui.runs.widgets import EventLog, LossChart, RunHeader, RunTable
+from tui.views.base import KilnView
+
+POLL_S = 0.5
+
+
+class RunsView(KilnView):
+    VIEW_ID = "runs"
+    TITLE = "Runs"
+
+    BINDINGS = [
+        Binding("enter", "watch", "Watch"),
+        Binding("n", "new_run", "New run"),
+        Binding("s", "stop", "Stop"),
+        Binding("S", "save_now", "Save now"),
+        Binding("r", "resume", "Resume"),
+    ]
+
+    DEFAULT_CSS = """
+    RunsView #runs-left { width: 44%; min-width: 36; border-right: solid $panel; }
+    RunsView #runs-right { width: 1fr; padding: 0 1; }
+    RunsView #runs-hint { height: 1; color: $text-muted; padding: 0 1; }
+    RunsView RunHeader { margin-bottom: 1; }
+    RunsView LossChart { height: 1fr; min-height: 6; }
+    RunsView #runs-bottom { height: 12; }
+    RunsView EventLog { width: 1fr; }
+    RunsView #runs-sample-box { width: 30; display: none; }
+    RunsView #runs-sample-box.-has-sample { display: block; }
+    RunsView #runs-sample-title { height: 1; color: $text-muted; }
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.shown_version = -1
+        self.shows = 0  # snapshots shown (tests wait on it)
+        self.snapshot = RunsSnapshot()
+        self._sample_shown: str | None = None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            with Vertical(id="runs-left"):
+                yield RunTable(id="runs-table")
+                yield Static(Text("enter watch · n new · s stop · S save now · r resume"), id="runs-hint")
+            with Vertical(id="runs-right"):
+                yield RunHeader(id="runs-header")
+                yield LossChart(id="runs-chart")
+                with Horizontal(id="runs-bottom"):
+                    yield EventLog(id="runs-log")
+                    with Vertical(id="runs-sample-box"):
+                        yield Static("latest sample", id="runs-sample-title")
+                        yield self._sample_widget()
+
+    def _sample_widget(self):
+        from tui.widgets.preview import ImagePreview
+
+        return ImagePreview(getattr(self.app, "image_protocol", "halfblock"), id="runs-sample")
+
+    def on_mount(self) -> None:
+        self.set_interval(POLL_S, self.poll)
+        self.poll(force=True)
+
+    def activated(self) -> None:
+        self.query_one(RunTable).focus()
+        self.poll(force=True)
+
+    # ----- data ---------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="runs-poll")
+    def poll(self, force: bool = False) -> None:
+        if not force and not self.display:
+            return
+        watcher = runs_watcher(self.app)
+        changed = watcher.poll(force_list=force)
+        if changed or force or watcher.version != self.shown_version:
+            snap = watcher.snapshot()
+            self.app.call_from_thread(self.show_snapshot, snap)
+
+    def show_snapshot(self, snap: RunsSnapshot) -> None:
+        self.snapshot = snap
+        self.shown_version = snap.version
+        self.shows += 1
+        self.query_one(RunTable).show_runs(snap.runs, snap.watched)
+        self.query_one(RunHeader).show(snap.tracker, snap.info)
+        self.query_one(LossChart).show(snap.tracker)
+        self.query_one(EventLog).show(snap.tracker, snap.info)
+        sample = snap.tracker.last_sample if snap.tracker else None
+        box = self.query_one("#runs-sample-box")
+        box.set_class(bool(sample), "-has-sample")
+        if sample != self._sample_shown:
+            self._sample_shown = sample
+            # after the layout refresh: the box was just shown, so the preview now has its real size
+            self.call_after_refresh(self._show_sample, Path(sample) if sample else None)
+
+    def _show_sample(self, path: Path | None) -> None:
+        try:
+            self.query_one("#runs-sample").show(path)  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - a preview problem must not break the view
+            pass
+
+    # ----- actions ------------------------------------------------------------------------------
+    def selected_dir(self) -> Path | None:
+        key = self.query_one(RunTable).cursor_row_key()
+        return Path(key) if key else self.snapshot.watched
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_watch()
+
+    def action_watch(self) -> None:
+        target = self.selected_dir()
+        if target is not None:
+            runs_watcher(self.app).watch(target)
+            self.poll(force=True)
+
+    def action_new_run(self) -> None:
+        from tui.runs.form import NewRunScreen
+
+        def launched(result) -> None:
+            if result is not None:
+                runs_watcher(self.app).watch(result.run_dir)
+                self.app.notify(Text(f"training started in the background: {result.run_dir}"), timeout=6)
+                self.poll(force=True)
+
+        self.app.push_screen(NewRunScreen(), launched)
+
+    def action_stop(self) -> None:
+        from tui.runs.actions import confirm_stop
+
+        confirm_stop(self.app, self.selected_dir(), after=lambda: self.poll(force=True))
+
+    def action_save_now(self) -> None:
+        from tui.runs.actions import save_run_now
+
+        save_run_now(self.app, self.selected_dir())
+
+    def action_resume(self) -> None:
+        from tui.runs.actions import resume_run
+
+        resume_run(self.app, self.selected_dir(), after=lambda: self.poll(force=True))
