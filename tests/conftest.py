@@ -21,6 +21,15 @@ from PIL import Image
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg", "ihc.png")
 
 
+@pytest.fixture(autouse=True)
+def _private_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep every test (and the processes it starts) out of the real user's data and config folders."""
+    home = tmp_path_factory.mktemp("user")
+    monkeypatch.setenv("KILN_DATA_DIR", str(home / "data"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "xdg-data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "xdg-config"))
+
+
 def skimage_data_dir() -> Path:
     import skimage
 

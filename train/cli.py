@@ -131,6 +131,10 @@ def train_here(cfg: object, resume: Path | None, quiet: bool = False) -> int:
     from train.loop import train
 
     rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        from train.runs.discover import remember_run
+
+        remember_run(Path(cfg.run_dir))  # type: ignore[attr-defined]
     display = make_display(quiet=quiet) if rank == 0 else None
     try:
         result = train(cfg, resume=resume, listeners=[display] if display else [])  # type: ignore[arg-type]
@@ -184,6 +188,9 @@ def detach(args: argparse.Namespace, run_dir: Path) -> int:
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=os.getcwd())
+    from train.runs.discover import remember_run
+
+    remember_run(run_dir, pid=proc.pid)  # so `kiln runs` and the TUI find it from any folder
     print(f"training in the background (pid {proc.pid})")
     print(f"run directory: {run_dir}")
     print(f"watch it:      kiln watch {run_dir}    (or: tail -f {log_path})")

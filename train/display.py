@@ -128,4 +128,6 @@ def make_display(quiet: bool | None = None) -> Display:
     """Rich on a terminal, plain lines when piped (``quiet`` forces plain)."""
     if quiet or (quiet is None and not sys.stdout.isatty()):
         return PlainDisplay()
-    return RichDisplay()
+    from train.runs.live import LiveDisplay  # the same live view `kiln watch` shows
+
+    return LiveDisplay()

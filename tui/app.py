@@ -108,6 +108,7 @@ class KilnApp(App):
         Binding("u,ctrl+z", "undo", "Undo"),
         Binding("ctrl+r,ctrl+y", "redo", "Redo"),
         Binding("f5", "rescan", "Rescan", show=False),
+        Binding("f2", "toggle_training", "Training", show=False),
         Binding("ctrl+t", "cycle_theme", "Theme", show=False),
         Binding("q", "quit", "Quit"),
         Binding("escape", "leave_input", "Leave field", show=False),
@@ -125,6 +126,7 @@ class KilnApp(App):
             self.image_protocol = detect_protocol(override=image_protocol or self.prefs.image_protocol)
         except ValueError:  # a bad remembered value must not stop the app; the CLI checks its own flag
             self.image_protocol = "halfblock"
+        _register_optional_views()
         self.specs = all_views()
         self.loaded = False
         self.scanning = False
@@ -297,6 +299,15 @@ class KilnApp(App):
 
     def action_rescan(self) -> None:
         self.load_dataset()
+
+    def action_toggle_training(self) -> None:
+        """Show or hide the training panel (tui/runs, see docs/RUN_MANAGEMENT.md)."""
+        try:
+            from tui.runs import toggle_training_panel
+        except ImportError:
+            self.notify("Training is not available in this installation.", severity="warning")
+            return
+        toggle_training_panel(self)
 
     # ----- captions ---------------------------------------------------------------------------
     def poll_captions(self) -> None:
@@ -499,6 +510,15 @@ def _help_name(widget: Widget) -> str:
     if isinstance(widget, KilnView):
         return "view"
     return HELP_NAMES.get(name, name)
+
+
+def _register_optional_views() -> None:
+    """Views from other packages (the Runs view of tui/runs) register themselves here."""
+    try:
+        from tui.runs import register as register_runs
+    except ImportError:
+        return
+    register_runs()
 
 
 def _bindings(items: Iterable[BindingType]) -> list[Binding]:
