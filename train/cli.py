@@ -70,8 +70,17 @@ def _err(message: str) -> int:
     return 1
 
 
+def quiet_libraries() -> None:
+    """Keep diffusers' and transformers' internal notices out of the user's terminal (errors still show);
+    set DIFFUSERS_VERBOSITY / TRANSFORMERS_VERBOSITY to see them."""
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
 def run_train(args: argparse.Namespace) -> int:
     from train import config as tc
+
+    quiet_libraries()
 
     if args.list_presets:
         for name in tc.list_presets():

@@ -1,0 +1,222 @@
+"""Curator TUI benchmark: first paint, list filled (warm and cold index), filter time, cursor latency.
+
+    .venv/bin/python bench/bench_tui.py                          # generates 10,000 images under a temp dir
+    .venv/bin/python bench/bench_tui.py --data /tmp/tui10k       # reuse (or create) the set there
+    .venv/bin/python bench/bench_tui.py --data /tmp/tui10k --only warm
+
+Targets (docs/TUI.md, the issue): on 10,000 images with a warm index the UI is usable (every row listed)
+in < 1 s; with a cold index the window appears at once and the list fills in while the scan runs.
+
+The set: small real-photo crops (scikit-image's photographs through ``bench/photoset.make_photo``, long side
+64–256 px, JPEG/PNG/WebP) in three kohya folders, each with a same-stem ``.txt`` caption of 3–25 tags.
+Each measurement runs in a fresh Python process (``App.run_test()`` at 120×40, driven by Pilot); times are
+from the start of that process (imports included), the way a user sees them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = ("10_subject", "3_style", "1_reg")
+VOCAB = (
+    "1girl 1boy solo smile looking_at_viewer outdoors indoors sky cloud tree grass building street night day "
+    "long_hair short_hair black_hair blonde_hair brown_eyes blue_eyes red_dress white_shirt jacket hat "
+    "glasses sitting standing from_side from_above portrait upper_body full_body close-up scenery water "
+    "reflection sunlight shadow blurry_background depth_of_field photo realistic monochrome greyscale "
+    "animal cat dog food cup table chair window door car bicycle motorcycle rocket space moon stars"
+).split()
+SIZE_MARK = "bench_tui.json"
+
+
+# ----------------------------------------------------------------------------------------------- data set
+
+def _make_one(job: tuple[str, int, int, str]) -> None:
+    from PIL import Image  # noqa: F401
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from photoset import make_photo, save
+
+    folder, seed, long_side, fmt = job
+    rng = random.Random(seed)
+    image = make_photo(seed, long_side)
+    stem = Path(folder) / f"img_{seed:06d}"
+    save(image, stem.with_suffix(f".{fmt}"), fmt, rng.randint(80, 92))
+    tags = rng.sample(VOCAB, rng.randint(3, 25))
+    if rng.random() < 0.7:
+        tags.insert(0, "kilnchar")
+    stem.with_suffix(".txt").write_text(", ".join(t.replace("_", " ") for t in tags) + "\n", encoding="utf-8")
+
+
+def ensure_dataset(data: Path, count: int) -> None:
+    mark = data / SIZE_MARK
+    if mark.exists() and json.loads(mark.read_text()).get("count") == count:
+        return
+    print(f"generating {count:,} images in {data} ...", flush=True)
+    started = time.perf_counter()
+    rng = random.Random(1)
+    jobs = []
+    for k in range(count):
+        folder = data / rng.choices(FOLDERS, weights=(6, 3, 1))[0]
+        folder.mkdir(parents=True, exist_ok=True)
+        jobs.append((str(folder), k, rng.randint(64, 256), rng.choices(("jpg", "png", "webp"), (8, 1, 1))[0]))
+    with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
+        list(pool.map(_make_one, jobs, chunksize=64))
+    mark.write_text(json.dumps({"count": count}))
+    print(f"  generated in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def drop_index(data: Path) -> None:
+    for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
+        (data / ".kiln" / name).unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------- the child
+
+async def _wait(pilot, predicate, limit: float, step: float = 0.01) -> bool:
+    end = time.perf_counter() + limit
+    while time.perf_counter() < end:
+        if predicate():
+            return True
+        await pilot.pause(step)
+    return predicate()
+
+
+async def _measure(data: Path, count: int, mode: str, t0: float) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from tui.app import KilnApp
+    from tui.config import TuiPrefs
+
+    out: dict[str, float | None] = {}
+    app = KilnApp(data, image_protocol="halfblock", prefs=TuiPrefs(), persist_prefs=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        out["first_paint"] = time.perf_counter() - t0
+        browser = app.view("browser")
+        lst = browser.image_list
+
+        if mode == "cold":
+            await _wait(pilot, lambda: len(lst.rows) > 0, 300)
+            out["first_rows"] = time.perf_counter() - t0
+            out["first_rows_count"] = len(lst.rows)
+            seen = []
+            end = time.perf_counter() + 600
+            while time.perf_counter() < end and len(lst.rows) < count:
+                seen.append((round(time.perf_counter() - t0, 2), len(lst.rows)))
+                await pilot.pause(0.25)
+            out["list_complete"] = time.perf_counter() - t0
+            # how progressively it filled: rows shown at 25 % / 50 % / 75 % of the time to complete
+            span = out["list_complete"] - out["first_rows"]
+            for q in (0.25, 0.5, 0.75):
+                at = out["first_rows"] + q * span
+                shown = [n for t, n in seen if t <= at]
+                out[f"rows_at_{int(q * 100)}pct"] = shown[-1] if shown else 0
+        else:
+            await _wait(pilot, lambda: len(lst.rows) >= count, 120)
+            out["list_complete"] = time.perf_counter() - t0
+            await _wait(pilot, lambda: all(r.captions_loaded for r in lst.rows[:: max(1, count // 50)]), 120)
+            out["captions_loaded"] = time.perf_counter() - t0
+
+        # cursor latency while the background work (scan, checks) still runs
+        lat = []
+        for _ in range(20):
+            s = time.perf_counter()
+            await pilot.press("down")
+            lat.append(time.perf_counter() - s)
+        lat.sort()
+        out["key_median_ms_busy"] = lat[len(lat) // 2] * 1000
+
+        await _wait(pilot, lambda: app.loaded and not app.scanning, 600, 0.05)
+        out["health_done"] = time.perf_counter() - t0
+
+        lat = []
+        for _ in range(30):
+            s = time.perf_counter()
+            await pilot.press("down")
+            lat.append(time.perf_counter() - s)
+        lat.sort()
+        out["key_median_ms"] = lat[len(lat) // 2] * 1000
+        out["key_p90_ms"] = lat[int(len(lat) * 0.9)] * 1000
+
+        if mode == "warm":
+            for query in ("kilnchar AND NOT solo", "tags<5", "bucket:512x512 OR flag:low-res"):
+                before = list(lst.view)
+                s = time.perf_counter()
+                browser.apply_filter(query)
+                await _wait(pilot, lambda q=query: app.filter_text == q and lst.view != before, 60, 0.005)
+                out[f"filter[{query}]"] = time.perf_counter() - s
+                out[f"filter[{query}]_rows"] = len(lst.view)
+            s = time.perf_counter()
+            browser.apply_filter("")
+            await pilot.pause()
+            out["filter_clear"] = time.perf_counter() - s
+        await pilot.press("q")
+    return out
+
+
+def child(data: Path, count: int, mode: str, t0: float) -> None:
+    import asyncio
+
+    result = asyncio.run(_measure(data, count, mode, t0))
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def run_child(data: Path, count: int, mode: str, profile: str | None) -> dict:
+    cmd = [sys.executable, __file__, "--data", str(data), "--count", str(count), "--child", mode]
+    if profile:
+        cmd = [sys.executable, "-m", "cProfile", "-o", profile, __file__, *cmd[2:]]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise SystemExit(f"child failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def main() -> None:
+    t0 = time.perf_counter()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="dataset folder (created when missing)")
+    parser.add_argument("--count", type=int, default=10_000)
+    parser.add_argument("--only", choices=("warm", "cold"), help="one measurement only")
+    parser.add_argument("--runs", type=int, default=1, help="repeat each measurement")
+    parser.add_argument("--profile", help="write a cProfile of each child to PREFIX-<mode>.prof")
+    parser.add_argument("--child", choices=("warm", "cold"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.data, args.count, args.child, t0)
+        return
+    data = args.data or Path(tempfile.mkdtemp(prefix="kiln-bench-tui-"))
+    ensure_dataset(data, args.count)
+    print(f"dataset: {data} ({args.count:,} images); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    modes = [args.only] if args.only else ["cold", "warm"]
+    for mode in modes:
+        for run in range(args.runs):
+            if mode == "cold":
+                drop_index(data)
+            elif not (data / ".kiln" / "index.sqlite").exists():
+                print("  (warming the index first)")
+                run_child(data, args.count, "cold", None)
+            profile = f"{args.profile}-{mode}.prof" if args.profile else None
+            result = run_child(data, args.count, mode, profile)
+            print(f"{mode} index, run {run + 1} (seconds from process start unless noted):")
+            for key, value in result.items():
+                print(f"  {key:40s} {_fmt(value)}")
+    print(f"load average now {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
