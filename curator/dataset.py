@@ -8,16 +8,22 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from curator.index import Index, to_unsigned64
+from curator.index import Index
 from curator.layout import DatasetLayout, LayoutError, load_layout
 from curator.records import FLAG_KINDS, Flag, ImageRecord
 from curator.scan.config import ScanConfig
-from curator.scan.scanner import ScanSummary, WalkResult, scan_dataset
+from curator.scan.scanner import (
+    ProgressCallback,
+    ScanProgress,
+    ScanSummary,
+    WalkResult,
+    record_from_row,
+    scan_dataset,
+)
 
-__all__ = ["Dataset", "DatasetError", "ScanConfig", "ScanSummary"]
+__all__ = ["Dataset", "DatasetError", "ScanConfig", "ScanProgress", "ScanSummary"]
 
 _KIND_ORDER = {kind: n for n, kind in enumerate(FLAG_KINDS)}
 
@@ -82,9 +88,15 @@ class Dataset:
 
     # ------------------------------------------------------------------------------------------- scanning
 
-    def scan(self, progress: bool | None = None) -> ScanSummary:
-        """Bring the index up to date (only new/changed files are read); ``progress`` None: on a terminal."""
-        summary, walk = scan_dataset(self.layout, self.index, self.config, progress=progress)
+    def scan(self, progress: bool | None = None, on_progress: ProgressCallback | None = None) -> ScanSummary:
+        """Bring the index up to date (only new/changed files are read).
+
+        ``progress``: a progress bar on stderr (None: when stderr is a terminal). ``on_progress(ScanProgress)``
+        is called from this thread after the walk and after every commit to the index (the first after 64
+        images, then about every 0.5 s) with the records just committed, so a UI can show them as they come.
+        """
+        summary, walk = scan_dataset(self.layout, self.index, self.config, progress=progress,
+                                     on_progress=on_progress)
         self._walk = walk
         self._records = None
         self._by_path = None
@@ -125,33 +137,11 @@ class Dataset:
 
     def _load_records(self) -> list[ImageRecord]:
         subsets = {s.rel_dir: s for s in self.layout.subsets}
-        records = []
         rows = self.index.conn.execute(
             "SELECT path, subset, size, mtime_ns, sha256, width, height, format, mode, frames, exif_rotated, "
             "phash, flags FROM images ORDER BY path"
         )
-        for path, subset, size, mtime, sha, width, height, fmt, mode, frames, rotated, phash, flags in rows:
-            owner = subsets.get(subset)
-            if owner is None:
-                continue
-            records.append(
-                ImageRecord(
-                    path=path,
-                    subset=owner,
-                    size=size,
-                    mtime_ns=mtime,
-                    sha256=sha,
-                    width=width,
-                    height=height,
-                    format=fmt,
-                    mode=mode,
-                    frames=frames,
-                    exif_rotated=bool(rotated),
-                    phash=to_unsigned64(phash),
-                    flags=[Flag(path, kind, detail) for kind, detail in json.loads(flags)] if flags != "[]" else [],
-                )
-            )
-        return records
+        return [record_from_row(row, subsets[row[1]]) for row in rows if row[1] in subsets]
 
     def record(self, path: str) -> ImageRecord | None:
         """The record of one image by its posix path relative to the root."""

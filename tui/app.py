@@ -29,6 +29,7 @@ from tui.views.base import KilnView
 from tui.views.registry import ViewSpec, all_views
 
 CAPTION_POLL_SECONDS = 1.0
+SCAN_REFRESH_SECONDS = 0.5  # a cold scan shows newly indexed images at most this often
 
 
 def _style(spec: str, fallback: str):
@@ -220,9 +221,7 @@ class KilnApp(App):
     # ----- loading ----------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="load")
     def load_dataset(self) -> None:
-        """Show what the index knows at once, scan (showing progress), then add the health flags."""
-        import threading
-
+        """Show what the index knows at once, scan (adding images as they are indexed), then the health flags."""
         model = self.model
         try:
             if model.dataset is None:
@@ -232,51 +231,58 @@ class KilnApp(App):
             return
         if model.index_note:
             self.ui(self.notify, safe_text(model.index_note), timeout=6)
+        from_index = False
         if not model.rows:
             quick = model.indexed_records()
             if quick:  # warm index: the list at once, then the captions
+                from_index = True
                 rows = model.load_rows(quick, captions=False)
                 self.ui(self._rows_loaded, rows, False)
                 model.read_captions(rows)
-                self.ui(self._rows_loaded, rows, False)
+                self.ui(self._rows_loaded, rows, False, True)
         self.scanning = True
         self.ui(self.update_status, "scanning…")
-        done = threading.Event()
-
-        def report_progress() -> None:
-            shown = len(model.rows)
-            while not done.wait(0.5):
-                count = model.indexed_count()
-                if count < 0:
-                    continue
-                self.ui(self.update_status, f"scanning… {count} indexed")
-                if count > shown and not done.is_set():  # cold index: show the images as they are indexed
-                    records = model.partial_records()
-                    if len(records) > shown and not done.is_set():
-                        shown = len(records)
-                        self.ui(self._rows_loaded, model.load_rows(records, captions=False), False)
-
-        threading.Thread(target=report_progress, daemon=True, name="kiln-scan-progress").start()
         try:
-            model.scan()
-            records = model.scanned_records()
+            summary = model.scan(self._scan_progress_reporter())
+            if not (from_index and model.rows_match_scan(summary)):
+                model.load_rows(model.scanned_records())
         except Exception as exc:  # noqa: BLE001 - a failed scan still leaves the indexed rows usable
-            done.set()
             self.scanning = False
             self.ui(self._fatal, f"scan failed: {exc}")
             return
-        done.set()
         self.scanning = False
-        self.ui(self._rows_loaded, model.load_rows(records), False)
+        self.ui(self._rows_loaded, model.rows, False)
         self.ui(self.update_status, "checking health…")
         try:
-            flags = model.all_flags()
+            flags = model.all_flags(refresh=False)
         except Exception as exc:  # noqa: BLE001 - flags are advisory
             self.ui(self.notify, safe_text(f"health checks failed: {exc}"), severity="warning")
             flags = None
         if flags is not None:
             model.set_flags(flags)
         self.ui(self._rows_loaded, model.rows, True)
+
+    def _scan_progress_reporter(self):  # noqa: ANN202
+        """The scan's ``on_progress``: adds the images just indexed to the rows (with their captions) and
+        shows them, at most every ``SCAN_REFRESH_SECONDS`` (the first batch at once)."""
+        import time
+
+        model = self.model
+        shown = {"at": 0.0, "pending": False}
+
+        def report(progress) -> None:  # noqa: ANN001 - curator.scan.scanner.ScanProgress
+            note = f"scanning… {progress.done}/{progress.total} indexed" if progress.total else "scanning…"
+            if progress.records:
+                model.add_records(progress.records)
+                shown["pending"] = True
+            now = time.monotonic()
+            if shown["pending"] and now - shown["at"] >= SCAN_REFRESH_SECONDS:
+                shown["at"], shown["pending"] = now, False
+                self.ui(self._rows_loaded, model.rows, False, True, note)
+            else:
+                self.ui(self.update_status, note)
+
+        return report
 
     def _fatal(self, message: str) -> None:
         self.status_note = message
@@ -292,10 +298,25 @@ class KilnApp(App):
             except NoMatches:  # the view is being torn down (app exiting)
                 continue
 
-    def _rows_loaded(self, rows: list[Row], final: bool) -> None:
+    def _rows_loaded(self, rows: list[Row], final: bool, partial: bool = False, note: str | None = None) -> None:
+        """Rows were (re)loaded: tell the views. ``partial`` (a scan or caption read is still under way): only
+        the browser and the view on screen; the others catch up at the next full load."""
         self.loaded = final or self.loaded
-        self._each_view("dataset_loaded")
-        self.update_status("" if final else None)
+        if partial:
+            from textual.css.query import NoMatches
+
+            try:
+                views = {self.view("browser"), self.active_view}
+            except NoMatches:  # not mounted yet, or shutting down
+                views = set()
+            for view in views:
+                try:
+                    view.dataset_loaded()
+                except NoMatches:
+                    continue
+        else:
+            self._each_view("dataset_loaded")
+        self.update_status("" if final else note)
 
     def action_rescan(self) -> None:
         self.load_dataset()

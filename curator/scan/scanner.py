@@ -5,7 +5,9 @@
 2. Compare with the index: new files and files whose size or mtime changed are probed; files gone from disk
    leave the index.
 3. Probe in worker processes (``ProcessPoolExecutor.map`` with chunks); the parent writes results to sqlite in
-   batches, so memory stays flat whatever the dataset size.
+   batches, so memory stays flat whatever the dataset size. The first batch is committed after
+   ``FIRST_BATCH`` results and then at least every ``COMMIT_SECONDS``, so readers of the index (the TUI)
+   see the images appear from the start of a long scan; ``on_progress`` is told after every commit.
 """
 
 from __future__ import annotations
@@ -16,21 +18,24 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from curator.index import Index, to_signed64
-from curator.layout import DatasetLayout, is_image_name
+from curator.index import Index, to_signed64, to_unsigned64
+from curator.layout import DatasetLayout, Subset, is_image_name
+from curator.records import Flag, ImageRecord
 from curator.scan.config import ScanConfig
 
 if TYPE_CHECKING:
     from curator.scan.probe import ProbeResult
 
 PARALLEL_MIN_FILES = 24  # below this, probing in-process beats starting workers
-BATCH = 256
+BATCH = 2048  # most results held before a commit
+FIRST_BATCH = 64  # the first commit comes early, so a cold index shows images at once
+COMMIT_SECONDS = 0.5  # later commits at least this often
 CHUNKSIZE = 8
 WINDOW = 2048  # files submitted to the pool at a time
 
@@ -136,6 +141,22 @@ def walk_layout(layout: DatasetLayout) -> WalkResult:
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class ScanProgress:
+    """Where a running scan is; passed to ``scan_dataset(on_progress=...)`` after each commit.
+
+    ``records`` are the images committed to the index since the previous report (new or changed files);
+    the first report (``done == 0``) comes right after the walk, with ``total`` the number of files to probe.
+    """
+
+    done: int
+    total: int
+    records: tuple[ImageRecord, ...] = ()
+
+
+ProgressCallback = Callable[[ScanProgress], None]
+
+
 def _probe_args(entry: FileEntry, pixel_limit: int) -> tuple[str, str, int, int, int]:
     return (entry.abs_path, entry.path, entry.size, entry.mtime_ns, pixel_limit)
 
@@ -153,7 +174,47 @@ def _mp_context():  # noqa: ANN202
     method = "fork" if threading.active_count() == 1 and sys.platform == "linux" else "forkserver"
     if method not in multiprocessing.get_all_start_methods():
         method = "spawn"
+    if method != "fork":
+        _ensure_resource_tracker()
     return multiprocessing.get_context(method)
+
+
+def _ensure_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker with a real stderr before any forkserver/spawn child.
+
+    The tracker hands ``sys.stderr.fileno()`` to its process; under a TUI (Textual, pytest capture)
+    ``sys.stderr`` is a stand-in whose ``fileno()`` is -1 or raises, and starting the first child then fails
+    with "bad value(s) in fds_to_keep". The tracker is started once per process, with ``sys.__stderr__``
+    (or /dev/null when there is none) in place for that moment.
+    """
+    from multiprocessing import resource_tracker
+
+    def usable(stream: object) -> bool:
+        try:
+            return stream is not None and stream.fileno() >= 0  # type: ignore[attr-defined]
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    if usable(sys.stderr):
+        resource_tracker.ensure_running()
+        return
+    with _TRACKER_LOCK:
+        saved = sys.stderr
+        devnull = None
+        if usable(sys.__stderr__):
+            sys.stderr = sys.__stderr__
+        else:
+            devnull = open(os.devnull, "w")  # noqa: SIM115 - closed below
+            sys.stderr = devnull
+        try:
+            resource_tracker.ensure_running()
+        finally:
+            sys.stderr = saved
+            if devnull is not None:
+                devnull.close()
+
+
+_TRACKER_LOCK = threading.Lock()
 
 
 def probe_entries(entries: list[FileEntry], config: ScanConfig) -> Iterator[ProbeResult]:
@@ -212,6 +273,27 @@ def _row(result: ProbeResult, subset: str) -> tuple:
     )
 
 
+def record_from_row(row: tuple, subset: Subset) -> ImageRecord:
+    """An ``ImageRecord`` from an ``images`` row (path, subset, size, mtime_ns, sha256, width, height,
+    format, mode, frames, exif_rotated, phash, flags[, pixel_sha ignored])."""
+    path, _subset, size, mtime, sha, width, height, fmt, mode, frames, rotated, phash, flags = row[:13]
+    return ImageRecord(
+        path=path,
+        subset=subset,
+        size=size,
+        mtime_ns=mtime,
+        sha256=sha,
+        width=width,
+        height=height,
+        format=fmt,
+        mode=mode,
+        frames=frames,
+        exif_rotated=bool(rotated),
+        phash=to_unsigned64(phash),
+        flags=[Flag(path, kind, detail) for kind, detail in json.loads(flags)] if flags != "[]" else [],
+    )
+
+
 class _Progress:
     """A rich progress bar on stderr (files/s, ETA), or nothing."""
 
@@ -260,8 +342,14 @@ def scan_dataset(
     config: ScanConfig,
     progress: bool | None = None,
     walk: WalkResult | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> tuple[ScanSummary, WalkResult]:
-    """Bring the index up to date with the files; returns the summary and the walk it used."""
+    """Bring the index up to date with the files; returns the summary and the walk it used.
+
+    ``progress``: a progress bar on stderr (None: when stderr is a terminal). ``on_progress`` is called in
+    this thread after the walk and after every commit (see :class:`ScanProgress`); an exception it raises
+    stops the scan (what was committed stays in the index).
+    """
     started = time.perf_counter()
     walk = walk or walk_layout(layout)
     conn = index.conn
@@ -301,24 +389,38 @@ def scan_dataset(
         with index.transaction() as tx:
             tx.executemany("DELETE FROM images WHERE path = ?", [(p,) for p in removed])
             tx.executemany("UPDATE images SET subset = ? WHERE path = ?", moved)
+    if on_progress is not None:
+        on_progress(ScanProgress(0, len(to_probe)))
     if to_probe:
-        show = sys.stderr.isatty() if progress is None else progress
+        show = _isatty(sys.stderr) if progress is None else progress
         bar = _Progress(show, len(to_probe))
         probe_started = time.perf_counter()
+        subsets = {s.rel_dir: s for s in layout.subsets}
         batch: list[tuple] = []
         done = 0
+        limit = FIRST_BATCH
+        last_commit = time.perf_counter()
+
+        def commit() -> None:
+            nonlocal batch, last_commit, limit
+            with index.transaction() as tx:
+                tx.executemany(_INSERT, batch)
+            if on_progress is not None:
+                records = tuple(record_from_row(row, subsets[row[1]]) for row in batch if row[1] in subsets)
+                on_progress(ScanProgress(done, len(to_probe), records))
+            batch = []
+            last_commit = time.perf_counter()
+            limit = BATCH
+
         try:
             for result in probe_entries(to_probe, config):
                 batch.append(_row(result, walk.images[result.path].subset))
                 done += 1
                 bar.advance(1, done)
-                if len(batch) >= BATCH:
-                    with index.transaction() as tx:
-                        tx.executemany(_INSERT, batch)
-                    batch = []
+                if len(batch) >= limit or time.perf_counter() - last_commit >= COMMIT_SECONDS:
+                    commit()
             if batch:
-                with index.transaction() as tx:
-                    tx.executemany(_INSERT, batch)
+                commit()
         finally:
             bar.close()
         summary.probe_seconds = time.perf_counter() - probe_started
@@ -331,6 +433,13 @@ def scan_dataset(
     summary.flags_by_kind = dict(counts)
     summary.seconds = time.perf_counter() - started
     return summary, walk
+
+
+def _isatty(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def abs_path_of(root: Path, rel: str) -> Path:
