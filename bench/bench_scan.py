@@ -3,6 +3,10 @@
     .venv/bin/python bench/bench_scan.py                       # generates 10,000 images under a temp dir
     .venv/bin/python bench/bench_scan.py --data /tmp/photos    # reuse (or create) a set there
     .venv/bin/python bench/bench_scan.py --count 2000          # smaller run
+    .venv/bin/python bench/bench_scan.py --data /tmp/photos --per-format 300   # only the per-format probe cost
+
+``--per-format N`` probes N files of each extension (spread evenly over the sorted names) in this process,
+three rounds, and prints the best round's CPU time per file: what one worker spends per format.
 
 Targets (2-core machine): cold scan >= 200 images/s with near-duplicate recall >= 0.99 on the planted
 resized/re-encoded copies; warm re-open of 10k images < 1 s; near-duplicate search over 100k hashes < 2 s.
@@ -33,10 +37,15 @@ from curator.dupes import near_pairs  # noqa: E402
 from curator.scan.config import ScanConfig  # noqa: E402
 
 
-def _cpu_seconds() -> float:
+def _cpu_split() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process and of its finished children (the scan workers)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def _cpu_seconds() -> float:
+    return sum(_cpu_split())
 
 
 def _ensure_set(data: Path, count: int) -> dict:
@@ -56,13 +65,16 @@ def _ensure_set(data: Path, count: int) -> dict:
 
 def cold_scan(data: Path, workers: int | None) -> tuple[Dataset, float, float]:
     shutil.rmtree(data / ".kiln", ignore_errors=True)
-    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    (own0, kids0), t0 = _cpu_split(), time.perf_counter()
     dataset = Dataset.open(data, config=ScanConfig(workers=workers))
     summary = dataset.scan(progress=sys.stderr.isatty())
-    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+    wall, (own1, kids1) = time.perf_counter() - t0, _cpu_split()
+    cpu = own1 - own0 + kids1 - kids0
     print(f"cold scan: {summary.images:,} images in {wall:.1f} s = {summary.images / wall:,.0f} images/s (wall)")
     print(f"  CPU time {cpu:.1f} s = {cpu / summary.images * 1000:.1f} ms/image; "
           f"on 2 idle cores that is {2 * summary.images / cpu:,.0f} images/s")  # fmt: skip
+    print(f"  of which scanner process {(own1 - own0) / summary.images * 1000:.2f} ms/image, "
+          f"workers {(kids1 - kids0) / summary.images * 1000:.2f} ms/image")  # fmt: skip
     print(f"  load average during the run: {os.getloadavg()[0]:.1f} (other processes share these cores)")
     return dataset, wall, cpu
 
@@ -152,11 +164,46 @@ def search_100k(dataset: Dataset, threshold: int) -> None:
               f"{time.perf_counter() - started:.2f} s, {len(i):,} pairs")  # fmt: skip
 
 
+def per_format(data: Path, count: int) -> None:
+    """CPU time of ``probe_file`` per format, in this process (what one worker spends per file)."""
+    from curator.scan import fastdecode
+    from curator.scan.probe import probe_file
+
+    folders = [p for p in data.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    names = sorted(p for folder in folders for p in folder.iterdir() if p.is_file())
+    by_ext: dict[str, list[Path]] = {}
+    for path in names:
+        by_ext.setdefault(path.suffix.lower().lstrip("."), []).append(path)
+    fast = fastdecode.available()
+    png = "Wuffs" if fast["png-wuffs"] else "libspng" if fast["png-libspng"] else "Pillow"
+    webp = "libwebp luma" if fast["webp-luma"] else "Pillow"
+    print(f"per-format probe cost (one process, best of 3 rounds; PNG via {png}, WebP via {webp}):")
+    for ext, paths in sorted(by_ext.items()):
+        if ext not in ("jpg", "jpeg", "png", "webp"):
+            continue
+        sample = [paths[int(k * len(paths) / count)] for k in range(min(count, len(paths)))]
+        stats = [(str(p), p.name, *_size_mtime(p)) for p in sample]
+        best = float("inf")
+        for _ in range(3):
+            started = time.process_time()
+            for abs_path, rel, size, mtime in stats:
+                probe_file(abs_path, rel, size, mtime, 100_000_000)
+            best = min(best, (time.process_time() - started) / len(stats))
+        megabytes = sum(s[2] for s in stats) / len(stats) / 1e6
+        print(f"  {ext:5s} {best * 1000:6.2f} ms/file  ({len(stats)} files, {megabytes:.2f} MB on average)")
+
+
+def _size_mtime(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=None, help="folder for the generated set (kept)")
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--per-format", type=int, default=0, metavar="N", help="only time N files per format")
     args = parser.parse_args()
     temp = None
     data = args.data
@@ -165,6 +212,9 @@ def main() -> None:
         data = Path(temp)
     try:
         manifest = _ensure_set(data, args.count)
+        if args.per_format:
+            per_format(data, args.per_format)
+            return
         dataset, _wall, _cpu = cold_scan(data, args.workers)
         duplicate_quality(dataset, manifest)
         search_100k(dataset, dataset.config.near_threshold)

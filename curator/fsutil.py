@@ -38,7 +38,7 @@ def _target_mode(path: Path) -> int:
         return 0o666 & ~_umask()
 
 
-def fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path | str) -> None:
     """fsync a directory so renames/creations inside it are durable (no-op where unsupported)."""
     if sys.platform == "win32":
         return
@@ -55,6 +55,39 @@ def fsync_dir(folder: Path) -> None:
 
 
 _counter = itertools.count()
+
+
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+_READ_CHUNK = 16384
+
+
+def read_file(path: Path | str) -> bytes | None:
+    """The bytes of a file, ``None`` when it does not exist (other ``OSError``s are raised). Cheaper than
+    ``open(path, "rb").read()`` for the thousands of small caption files a bulk operation reads."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except FileNotFoundError:
+        return None
+    try:
+        data = os.read(fd, _READ_CHUNK)
+        if data:
+            more = os.read(fd, _READ_CHUNK)
+            if more:
+                chunks = [data, more]
+                while more:
+                    more = os.read(fd, 1 << 20)
+                    chunks.append(more)
+                data = b"".join(chunks)
+        return data
+    finally:
+        os.close(fd)
+
+
+def read_files(paths: Iterable[Path | str]) -> list[bytes | None]:
+    """:func:`read_file` of each path, in order."""
+    return [read_file(p) for p in paths]
+
+
 
 
 def _write_temp(path: Path, data: bytes, sync: bool) -> Path:
@@ -189,58 +222,162 @@ def _rename_all(pairs: list[tuple[Path, Path]]) -> list[object]:
     return outcomes
 
 
-def atomic_write_many(items: Iterable[tuple[Path, bytes]]) -> list[Path]:
+def atomic_write_many(items: Iterable[tuple[Path | str, bytes]]) -> list[Path]:
     """Atomically replace many files; each file individually is old-or-new at any moment.
 
     All temporary files are written first (one after another: creations in one folder serialise on its lock
-    anyway), made durable with one filesystem sync (or one fsync each where ``syncfs`` is unavailable), then
-    renamed over their targets on a thread pool (renames over existing files wait on the disk and overlap
-    well); finally each touched folder is fsynced. Returns the targets renamed. If any temporary file cannot
-    be written nothing is renamed; if a rename fails the others still happen. Either way the first ``OSError``
-    is raised after cleaning up.
+    anyway), made durable with one filesystem sync per filesystem touched (or one fsync each where ``syncfs``
+    is unavailable), then renamed over their targets (on a thread pool when renames turn out to be slow:
+    renames over existing files wait on the disk and overlap well); finally each touched folder is fsynced.
+    Returns the targets renamed. If any temporary file cannot be written nothing is renamed; if a rename
+    fails the others still happen. Either way the first ``OSError`` is raised after cleaning up.
     """
     items = list(items)
-    originals = [Path(p) for p, _d in items]
-    items = [(_resolve_link(p), d) for p, (_p, d) in zip(originals, items, strict=True)]
     if not items:
         return []
-    resolved_to_original = {r: o for o, (r, _d) in zip(originals, items, strict=True)}
-    fast = sys.platform.startswith("linux")
-    create_workers = _env_int("KILN_IO_CREATE_WORKERS", 1)
-    temps = _parallel_map(lambda it: _write_temp(it[0], it[1], sync=not fast), items, workers=create_workers)
-    errors = [t for t in temps if isinstance(t, OSError)]
-    if errors:
-        for t in temps:
-            if not isinstance(t, OSError):
-                with contextlib.suppress(OSError):
-                    t.unlink()
-        raise errors[0]
-    pairs = list(zip([p for p, _d in items], temps, strict=True))
+    originals = [Path(p) for p, _d in items]
+    outcomes = write_files_atomically(items, all_or_nothing=True)
+    temp_errors = [o for o in outcomes if isinstance(o, _TempError)]
+    if temp_errors:
+        raise temp_errors[0].cause
+    done = [p for p, out in zip(originals, outcomes, strict=True) if out is None]
+    failed = [out for out in outcomes if out is not None]
+    if failed:
+        raise PartialWriteError(done, failed[0])
+    return done
+
+
+class _TempError(OSError):
+    """The temporary file of one target could not be written (wraps the cause)."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror, cause.filename)
+        self.cause = cause
+
+
+def _prepare_target(path: str, default_mode: int) -> tuple[str, int]:
+    """(the file to replace, its permission bits): a symlink is written through to its target; one ``lstat``
+    tells both for the usual plain file."""
     try:
-        if fast and not _syncfs(items[0][0].parent):
-            for _path, tmp in pairs:
-                fd = os.open(tmp, os.O_RDONLY)
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return path, default_mode
+    if stat.S_ISLNK(st.st_mode):
+        real = os.path.realpath(path)
+        try:
+            return real, stat.S_IMODE(os.stat(real).st_mode)
+        except FileNotFoundError:  # a dangling link: its target is created
+            return real, default_mode
+    return path, stat.S_IMODE(st.st_mode)
+
+
+def _create_temp(target: str, data: bytes, mode: int, sync: bool, umask: int) -> str:
+    """Write ``data`` to a new temporary file next to ``target`` with permission bits ``mode`` (created with
+    them when the ``umask`` keeps them all, else fixed with ``fchmod``)."""
+    folder, name = os.path.split(target)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    exact = not (mode & umask) and not (mode & ~0o777)
+    while True:
+        tmp = os.path.join(folder, f"{TEMP_PREFIX}{name}.{os.getpid()}.{next(_counter)}")
+        try:
+            fd = os.open(tmp, flags, mode if exact else 0o600)
+            break
+        except FileExistsError:
+            continue
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        if hasattr(os, "fchmod") and not exact:
+            os.fchmod(fd, mode)
+        if sync:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    if not hasattr(os, "fchmod"):  # pragma: no cover - Windows
+        os.chmod(tmp, mode)
+    return tmp
+
+
+def _sync_filesystems(folders: Iterable[str]) -> bool:
+    """One ``syncfs`` per filesystem holding ``folders`` (a symlinked caption may live on another disk).
+    False when some filesystem could not be synced that way (the caller then fsyncs each file)."""
+    devices: dict[int, str] = {}
+    for folder in folders:
+        try:
+            devices.setdefault(os.stat(folder).st_dev, folder)
+        except OSError:
+            return False
+    return all(_syncfs(Path(folder)) for folder in devices.values())
+
+
+def write_files_atomically(
+    items: list[tuple[Path | str, bytes]], all_or_nothing: bool = False
+) -> list[OSError | None]:
+    """Atomically replace each ``(path, data)``; returns per item ``None`` (replaced) or the ``OSError``.
+
+    The batch protocol of :func:`atomic_write_many` with a per-file outcome: temporary files first, their
+    data made durable (one ``syncfs`` per filesystem on Linux, else an fsync per file), then the renames, then
+    one fsync per touched folder. A file whose temporary file cannot be written is not renamed (with
+    ``all_or_nothing``, then no file is). Paths are handled as strings: no ``Path`` object per file.
+    """
+    if not items:
+        return []
+    fast = sys.platform.startswith("linux")
+    umask = _umask()
+    default_mode = 0o666 & ~umask
+    targets: list[tuple[str, int] | OSError] = []
+    for path, _data in items:
+        try:
+            targets.append(_prepare_target(os.fspath(path), default_mode))
+        except OSError as exc:
+            targets.append(exc)
+
+    def create(i: int) -> str:
+        target = targets[i]
+        if isinstance(target, OSError):
+            raise target
+        return _create_temp(target[0], items[i][1], target[1], sync=not fast, umask=umask)
+
+    create_workers = _env_int("KILN_IO_CREATE_WORKERS", 1)
+    temps = _parallel_map(create, list(range(len(items))), workers=create_workers)
+    outcomes: list[OSError | None] = [_TempError(t) if isinstance(t, OSError) else None for t in temps]
+    made = [i for i, t in enumerate(temps) if not isinstance(t, OSError)]
+    if all_or_nothing and len(made) < len(items):
+        for i in made:
+            with contextlib.suppress(OSError):
+                os.unlink(temps[i])
+        return outcomes
+    try:
+        if fast and not _sync_filesystems({os.path.dirname(temps[i]) for i in made}):
+            for i in made:
+                fd = os.open(temps[i], os.O_RDONLY)
                 try:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
     except BaseException:
-        for _path, tmp in pairs:
+        for i in made:
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                os.unlink(temps[i])
         raise
-    outcomes = _rename_all(pairs)
-    done = [path for (path, _tmp), out in zip(pairs, outcomes, strict=True) if not isinstance(out, OSError)]
-    for folder in {p.parent for p in done}:
+    renamed = _rename_all([(targets[i][0], temps[i]) for i in made])  # type: ignore[index]
+    folders = set()
+    for i, out in zip(made, renamed, strict=True):
+        if isinstance(out, OSError):
+            outcomes[i] = out
+            with contextlib.suppress(OSError):
+                os.unlink(temps[i])
+        else:
+            folders.add(os.path.dirname(temps[i]))
+    for folder in folders:
         fsync_dir(folder)
-    done = [resolved_to_original.get(p, p) for p in done]
-    failed = [(tmp, out) for (_p, tmp), out in zip(pairs, outcomes, strict=True) if isinstance(out, OSError)]
-    for tmp, _out in failed:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-    if failed:
-        raise PartialWriteError(done, failed[0][1])
-    return done
+    return outcomes
 
 
 class PartialWriteError(OSError):

@@ -43,6 +43,10 @@ def _style(spec: str, fallback: str):
         return Style.parse(fallback)
 
 
+class ScanStopped(Exception):
+    """Raised from the scan's progress callback when the app closes mid-scan."""
+
+
 class ViewBar(Widget):
     """One line: the app name, the dataset and the views (click one, or press its number)."""
 
@@ -121,6 +125,7 @@ class KilnApp(App):
         super().__init__()
         self.dataset_path = Path(dataset_path)
         self.model = DatasetModel(self.dataset_path)
+        self.model.start_preload()  # open the dataset and read the index while Textual starts
         self.prefs = prefs or load_prefs()
         self.persist_prefs = persist_prefs
         try:
@@ -130,6 +135,7 @@ class KilnApp(App):
         _register_optional_views()
         self.specs = all_views()
         self.loaded = False
+        self._load_started = False
         self.scanning = False
         self.status_note = ""
         self.filter_text = ""
@@ -223,22 +229,26 @@ class KilnApp(App):
     def load_dataset(self) -> None:
         """Show what the index knows at once, scan (adding images as they are indexed), then the health flags."""
         model = self.model
+        first, self._load_started = not self._load_started, True
         try:
-            if model.dataset is None:
-                model.open()
+            model.finish_preload()  # the dataset opened and its indexed rows built while the UI started
         except (ModelError, ImportError) as exc:
             self.ui(self._fatal, str(exc))
             return
         if model.index_note:
             self.ui(self.notify, safe_text(model.index_note), timeout=6)
         from_index = False
-        if not model.rows:
-            quick = model.indexed_records()
-            if quick:  # warm index: the list at once, then the captions
+        if first:
+            if not model.rows:
+                quick = model.indexed_records()
+                if quick:
+                    model.load_rows(quick, captions=False)
+            rows = model.rows
+            if rows:  # warm index: the list at once, then the captions
                 from_index = True
-                rows = model.load_rows(quick, captions=False)
                 self.ui(self._rows_loaded, rows, False)
                 model.read_captions(rows)
+                model.vocabulary()  # counted here, not on the UI thread
                 self.ui(self._rows_loaded, rows, False, True)
         self.scanning = True
         self.ui(self.update_status, "scanning…")
@@ -246,6 +256,10 @@ class KilnApp(App):
             summary = model.scan(self._scan_progress_reporter())
             if not (from_index and model.rows_match_scan(summary)):
                 model.load_rows(model.scanned_records())
+                model.vocabulary()
+        except ScanStopped:
+            self.scanning = False
+            return
         except Exception as exc:  # noqa: BLE001 - a failed scan still leaves the indexed rows usable
             self.scanning = False
             self.ui(self._fatal, f"scan failed: {exc}")
@@ -271,6 +285,8 @@ class KilnApp(App):
         shown = {"at": 0.0, "pending": False}
 
         def report(progress) -> None:  # noqa: ANN001 - curator.scan.scanner.ScanProgress
+            if not self.is_running:
+                raise ScanStopped("the app is closing")  # stops the scan; what was indexed stays
             note = f"scanning… {progress.done}/{progress.total} indexed" if progress.total else "scanning…"
             if progress.records:
                 model.add_records(progress.records)
@@ -278,6 +294,7 @@ class KilnApp(App):
             now = time.monotonic()
             if shown["pending"] and now - shown["at"] >= SCAN_REFRESH_SECONDS:
                 shown["at"], shown["pending"] = now, False
+                model.vocabulary()
                 self.ui(self._rows_loaded, model.rows, False, True, note)
             else:
                 self.ui(self.update_status, note)

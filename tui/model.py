@@ -79,8 +79,38 @@ class DatasetModel:
         self._vocab: Counter[str] | None = None
         self._bucket_cache: dict[tuple[int, int], tuple[int, int] | None] = {}
         self._bucket_cache_settings: Any = None
+        self._preload: threading.Thread | None = None
+        self._preload_error: BaseException | None = None
 
     # ----- opening and scanning ---------------------------------------------------------------
+    def start_preload(self) -> None:
+        """Open the dataset and build the rows the index already knows in a background thread, while the UI
+        starts (imports, compose, mount); :meth:`finish_preload` collects the result."""
+        if self._preload is None and self.dataset is None:
+            self._preload = threading.Thread(target=self._run_preload, name="kiln-preload", daemon=True)
+            self._preload.start()
+
+    def _run_preload(self) -> None:
+        try:
+            self.open()
+            records = self.indexed_records()
+            if records and not self.rows:
+                self.load_rows(records, captions=False)
+        except BaseException as exc:  # noqa: BLE001 - handed to finish_preload's caller
+            self._preload_error = exc
+
+    def finish_preload(self) -> None:
+        """Wait for :meth:`start_preload` (if started) and re-raise what it failed with; opens the dataset when
+        no preload ran."""
+        thread = self._preload
+        if thread is not None:
+            thread.join()
+            error, self._preload_error = self._preload_error, None
+            if error is not None:
+                raise error
+        if self.dataset is None:
+            self.open()
+
     def open(self) -> None:
         from curator.dataset import Dataset
 

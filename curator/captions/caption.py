@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from curator.captions.tagtext import (
@@ -133,7 +134,7 @@ class Caption:
         else:
             lead = first[: len(first) - len(first.lstrip())]
             trail = first[len(first.rstrip()) :]
-        tags = [t for t in (p.strip() for p in stripped.split(separator)) if t] if stripped else []
+        tags = [t for t in map(str.strip, stripped.split(separator)) if t] if stripped else []
         return cls(
             tags=tags,
             separator=separator,
@@ -151,9 +152,7 @@ class Caption:
     @property
     def style(self) -> CaptionStyle:
         if self._style is None:
-            line = (self.original_line or "").strip()
-            tags, joiners, trailing = _split(line, self.separator)
-            self._style = _detect_style(tags, joiners, self.separator, trailing)
+            self._style = _style_of_line((self.original_line or "").strip(), self.separator)
         return self._style
 
     @property
@@ -205,7 +204,7 @@ class Caption:
     def with_tags(self, tags: list[str], conform: bool = True) -> Caption:
         """A copy with a new tag list. Tags the file already had keep their exact text; new tags are
         written in the file's conventions unless ``conform`` is False (for style-changing operations)."""
-        tags = [t.strip() for t in tags if t.strip()]
+        tags = [t for t in map(str.strip, tags) if t]
         if conform:
             existing = set(self.tags)
             tags = [t if t in existing else self.conform(t) for t in tags]
@@ -242,12 +241,18 @@ class Caption:
         ).with_tags(tags, conform=False)
 
 
+@lru_cache(maxsize=64)
+def _splitter(separator: str) -> re.Pattern[str]:
+    """``separator`` with the blanks around it, captured (``re.split`` then keeps the joiners)."""
+    return re.compile("(" + r"\s*" + re.escape(separator) + r"\s*" + ")")
+
+
 def _split(line: str, separator: str) -> tuple[list[str], list[str], bool]:
     """Split a line into tags, the exact separator strings (with spacing) between them, and whether the
     line ends with a separator."""
     if not line:
         return [], [], False
-    parts = re.split("(" + r"\s*" + re.escape(separator) + r"\s*" + ")", line)
+    parts = _splitter(separator).split(line)
     tags: list[str] = []
     joiners: list[str] = []
     for i in range(0, len(parts), 2):
@@ -261,17 +266,69 @@ def _split(line: str, separator: str) -> tuple[list[str], list[str], bool]:
     return tags, joiners, trailing
 
 
-def _detect_style(tags: list[str], joiners: list[str], separator: str, trailing: bool) -> CaptionStyle:
-    joiner = Counter(joiners).most_common(1)[0][0] if joiners else separator + " "
+def _style_of_line(line: str, separator: str) -> CaptionStyle:
+    """The style of a (stripped) first line. Same result as ``_detect_style(*_split(line))``, without the
+    regular expression and the per-tag loop in the usual case where every separator is written the same
+    way (``a, b, c`` or ``a,b,c``)."""
+    if not line:
+        return _detect_style([], [], separator, False, line)
+    if len(separator) == 1 and not separator.isspace() and line.isprintable():
+        # printable: no blank but the plain space (every other whitespace character is a control or
+        # separator character). The joiners are then uniform when no separator has a space before it and
+        # either none or every one has exactly one space after it
+        n = line.count(separator)
+        if (" " + separator) not in line:
+            spaced = line.count(separator + " ")
+            if spaced == 0:
+                joiner = separator
+            elif spaced == n and (separator + "  ") not in line:
+                joiner = separator + " "
+            else:
+                joiner = ""
+            if joiner:
+                tags = [t for t in map(str.strip, line.split(separator)) if t]
+                trailing = n > 0 and line.endswith(separator) and bool(tags)
+                return _detect_style(tags, [joiner] if len(tags) > 1 else [], separator, trailing, line)
+    parts = _splitter(separator).split(line)
+    seps = parts[1::2]
+    if len(set(seps)) > 1:  # mixed spacing: count which joiner is the most common
+        tags, joiners, trailing = _split(line, separator)
+        return _detect_style(tags, joiners, separator, trailing, line)
+    tags = [t for t in (p.strip() for p in parts[0::2]) if t]
+    trailing = len(parts) > 1 and not parts[-1].strip() and bool(tags)
+    return _detect_style(tags, seps[:1] if len(tags) > 1 else [], separator, trailing, line)
+
+
+def _detect_style(
+    tags: list[str], joiners: list[str], separator: str, trailing: bool, line: str | None = None
+) -> CaptionStyle:
+    """``line`` (the text the tags come from), when given, lets the tag scans be skipped for characters
+    it does not contain."""
+    if not joiners:
+        joiner = separator + " "
+    elif len(joiners) == 1 or len(set(joiners)) == 1:
+        joiner = joiners[0]
+    else:
+        joiner = Counter(joiners).most_common(1)[0][0]
     if separator.strip() and not joiner.strip():
         joiner = separator + " "
-    multi_underscore = sum(1 for t in tags if "_" in t and not is_kaomoji(t) and " " not in t)
-    multi_space = sum(1 for t in tags if " " in t)
-    escaped = any("\\(" in t or "\\)" in t for t in tags)
+    if line is not None and "_" not in line:  # no underscore: spaces win as soon as one tag has one
+        underscores, spaces = False, " " in line and any(" " in t for t in tags)
+    else:
+        multi_underscore = sum(1 for t in tags if "_" in t and not is_kaomoji(t) and " " not in t)
+        multi_space = sum(1 for t in tags if " " in t)
+        underscores, spaces = multi_underscore > multi_space, multi_space > multi_underscore
+    escaped = (line is None or "\\" in line) and any("\\(" in t or "\\)" in t for t in tags)
+    return _shared_style(joiner, underscores, spaces, escaped, trailing)
+
+
+@lru_cache(maxsize=512)
+def _shared_style(joiner: str, underscores: bool, spaces: bool, escaped: bool, trailing: bool) -> CaptionStyle:
+    """One immutable ``CaptionStyle`` per combination (thousands of captions share a handful)."""
     return CaptionStyle(
         joiner=joiner,
-        underscores=multi_underscore > multi_space,
-        spaces=multi_space > multi_underscore,
+        underscores=underscores,
+        spaces=spaces,
         escaped_parens=escaped,
         trailing_separator=trailing,
     )

@@ -1,8 +1,11 @@
 """Probe one image file: size from the header, cheap reduced decode for the perceptual hash, file flags.
 
 Runs in worker processes. Decodes as little as possible: JPEG uses Pillow's draft mode (libjpeg scales by
-1/2..1/8 while decoding, straight to greyscale); other formats decode once and are reduced. The pixel limit is
-checked on the header size before any decoding, so decompression bombs are refused without allocation.
+1/2..1/8 while decoding, straight to greyscale); PNG and WebP decode straight to their luma plane where a fast
+decoder is installed (``fastdecode``); the rest decode once through Pillow and are reduced. The pixel limit is
+checked on the header size before any decoding, so decompression bombs are refused without allocation. A
+still, opaque WebP is probed without Pillow at all (``_probe_webp``); anything that fast path does not handle,
+or fails on, goes through Pillow, which classifies the errors.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from curator.scan.fastdecode import png_pixels, webp_luma
+from curator.scan.fastdecode import png_grey, png_pixels, png_rgba, webp_info, webp_luma
 from curator.scan.hashing import HASH_SIDE, file_sha256, phash_from_grey, stream_sha256
 
 READ_WHOLE_LIMIT = 256 << 20  # files up to this size are read once into memory (hash + decode)
@@ -106,13 +109,28 @@ def _png_bit_depth(head: bytes) -> int:
     return 8
 
 
+def _valid_orientation(value: object) -> int:
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
 def _orientation(image: Image.Image) -> int:
     if image.format == "PNG" and "exif" not in image.info:
         return 1  # Pillow would decode the whole PNG to look for an eXIf chunk after the pixels
     try:
-        value = image.getexif().get(ORIENTATION_TAG, 1)
-        return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+        return _valid_orientation(image.getexif().get(ORIENTATION_TAG, 1))
     except Exception:  # noqa: BLE001 - a broken EXIF block must not make the image unreadable
+        return 1
+
+
+def _exif_orientation(exif: bytes | None) -> int:
+    """The orientation in a raw EXIF block (as Pillow's ``getexif`` reads it), 1 when none."""
+    if not exif:
+        return 1
+    try:
+        parsed = Image.Exif()
+        parsed.load(exif)
+        return _valid_orientation(parsed.get(ORIENTATION_TAG, 1))
+    except Exception:  # noqa: BLE001
         return 1
 
 
@@ -159,31 +177,62 @@ def _alpha_flag(low: int, result: ProbeResult) -> None:
         )
 
 
+def _grey_image(grey: np.ndarray) -> Image.Image:
+    """A (H, W) uint8 array as an L image, sharing its memory when it is contiguous."""
+    height, width = grey.shape
+    if grey.flags.c_contiguous:
+        return Image.frombuffer("L", (width, height), grey, "raw", "L", 0, 1)
+    return Image.fromarray(grey)
+
+
+def _composite_grey(rgba: Image.Image) -> np.ndarray:
+    """RGBA → reduced, composited on white, grey, HASH_SIDE² thumbnail."""
+    small = _reduce(rgba)
+    white = Image.new("RGBA", small.size, (255, 255, 255, 255))
+    return _shrink_to_hash(Image.alpha_composite(white, small).convert("L"))
+
+
+def _fast_png_grey(image: Image.Image, data: bytes, result: ProbeResult) -> np.ndarray | None:
+    """The grey thumbnail of a plain 8-bit PNG through Wuffs or libspng, or None to use Pillow."""
+    if (
+        image.mode not in ("L", "LA", "RGB", "RGBA", "P")
+        or "transparency" in image.info
+        or image.info.get("interlace")
+        or _png_bit_depth(data[:64]) != 8
+    ):
+        return None
+    if image.mode in ("LA", "RGBA"):
+        rgba = png_rgba(data, image.size)
+        if rgba is None:
+            pixels = png_pixels(data) if image.mode == "RGBA" else None
+            if pixels is None or pixels.dtype != np.uint8 or pixels.shape != (image.height, image.width, 4):
+                return None
+            rgba = pixels
+        _alpha_flag(int(rgba[..., 3].min()), result)
+        return _composite_grey(Image.fromarray(rgba))
+    grey = png_grey(data, image.size)
+    if grey is not None:
+        return _shrink_to_hash(_reduce(_grey_image(grey)))
+    if image.mode == "P":
+        return None
+    pixels = png_pixels(data)
+    if pixels is None or pixels.dtype != np.uint8 or pixels.shape[:2] != (image.height, image.width):
+        return None
+    small = _reduce(Image.fromarray(pixels))
+    return _shrink_to_hash(small if small.mode == "L" else small.convert("L"))
+
+
 def _fast_grey(image: Image.Image, data: bytes | None, result: ProbeResult) -> np.ndarray | None:
-    """The grey thumbnail through a faster decoder (WebP luma, libspng), or None to use Pillow."""
+    """The grey thumbnail through a faster decoder (WebP luma, Wuffs/libspng), or None to use Pillow."""
     if data is None or result.frames != 1:
         return None
     if image.format == "WEBP" and image.mode == "RGB":
         luma = webp_luma(data)
         if luma is None or luma.shape != (image.height, image.width):
             return None
-        return _shrink_to_hash(_reduce(Image.fromarray(luma)))
-    if (
-        image.format == "PNG"
-        and image.mode in ("L", "LA", "RGB", "RGBA")
-        and "transparency" not in image.info
-        and not image.info.get("interlace")
-    ):
-        pixels = png_pixels(data)
-        if pixels is None or pixels.dtype != np.uint8 or pixels.shape[:2] != (image.height, image.width):
-            return None
-        if image.mode in ("LA", "RGBA"):
-            _alpha_flag(int(pixels[..., -1].min()), result)
-            rgba = _reduce(Image.fromarray(pixels).convert("RGBA"))
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return _shrink_to_hash(Image.alpha_composite(white, rgba).convert("L"))
-        small = _reduce(Image.fromarray(pixels))
-        return _shrink_to_hash(small if small.mode == "L" else small.convert("L"))
+        return _shrink_to_hash(_reduce(_grey_image(luma)))
+    if image.format == "PNG":
+        return _fast_png_grey(image, data, result)
     return None
 
 
@@ -214,11 +263,8 @@ def _grey_thumbnail(image: Image.Image, result: ProbeResult, data: bytes | None 
         if mode != "RGBA":
             image = image.convert("RGBA")
         _alpha_flag(image.getchannel("A").getextrema()[0], result)
-        image = _reduce(image)
-        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, image)
-    else:
-        image = _reduce(image)
+        return _composite_grey(image)
+    image = _reduce(image)
     return _shrink_to_hash(image.convert("L") if image.mode != "L" else image)
 
 
@@ -245,6 +291,10 @@ def probe_file(abs_path: str, rel_path: str, size: int, mtime_ns: int, pixel_lim
         result.flags.append(("unreadable", f"cannot read the file: {exc.strerror or exc}"))
         return result
     sniffed = sniff_format(head)
+    if sniffed == "WEBP" and isinstance(source, io.BytesIO):
+        fast = _probe_webp(data, head, pixel_limit, result)
+        if fast is not None:
+            return fast
     saved_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # our own limit below, on the header size
     try:
@@ -271,17 +321,19 @@ def probe_file(abs_path: str, rel_path: str, size: int, mtime_ns: int, pixel_lim
     return result
 
 
-def _probe_image(
-    image: Image.Image, head: bytes, pixel_limit: int, result: ProbeResult, data: bytes | str | None = None
-) -> None:
-    result.format = image.format or ""
-    result.mode = image.mode
-    try:
-        result.frames = int(getattr(image, "n_frames", 1) or 1)
-    except Exception:  # noqa: BLE001
-        result.frames = 1
-    orientation = _orientation(image)
-    width, height = image.size
+def _describe(
+    result: ProbeResult,
+    fmt: str,
+    mode: str,
+    frames: int,
+    size: tuple[int, int],
+    orientation: int,
+    head: bytes,
+    pixel_limit: int,
+) -> bool:
+    """Record the header facts and their flags; False when the image must not be decoded (too large)."""
+    result.format, result.mode, result.frames = fmt, mode, frames
+    width, height = size
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     result.width, result.height = width, height
@@ -302,16 +354,50 @@ def _probe_image(
                 "not decoded (raise pixel_limit if the image is genuine)",
             )
         )
-        return
-    if result.frames > 1:
-        note = "; kohya sd-scripts skips .gif files entirely" if result.format == "GIF" else ""
-        result.flags.append(("animated", f"{result.frames} frames; only the first frame is used{note}"))
-    if image.mode == "CMYK":
+        return False
+    if frames > 1:
+        note = "; kohya sd-scripts skips .gif files entirely" if fmt == "GIF" else ""
+        result.flags.append(("animated", f"{frames} frames; only the first frame is used{note}"))
+    if mode == "CMYK":
         result.flags.append(("cmyk", "CMYK colour; converted to RGB for training (colours may shift)"))
     bit_depth = _png_bit_depth(head)
-    if image.mode in HIGH_BIT_MODES or bit_depth == 16:
-        depth = "16-bit" if bit_depth == 16 or image.mode.startswith("I;16") else f"mode {image.mode}"
+    if mode in HIGH_BIT_MODES or bit_depth == 16:
+        depth = "16-bit" if bit_depth == 16 or mode.startswith("I;16") else f"mode {mode}"
         result.flags.append(("high-bit-depth", f"{depth} samples; reduced to 8 bits per channel for training"))
+    return True
+
+
+def _probe_webp(data: bytes, head: bytes, pixel_limit: int, base: ProbeResult) -> ProbeResult | None:
+    """A still, opaque WebP probed without Pillow (header from libwebp, luma-only decode), or None.
+
+    None (for the Pillow path) when libwebp is missing, the file is animated, has alpha or an XMP packet
+    (where Pillow also looks for an orientation), or does not decode (Pillow then classifies the error).
+    """
+    info = webp_info(data)
+    if info is None or info.animated or info.has_alpha or info.has_xmp:
+        return None
+    result = ProbeResult(path=base.path, size=base.size, mtime_ns=base.mtime_ns, sha256=base.sha256)
+    orientation = _exif_orientation(info.exif)
+    if not _describe(result, "WEBP", "RGB", 1, (info.width, info.height), orientation, head, pixel_limit):
+        return result
+    luma = webp_luma(data)
+    if luma is None or luma.shape != (info.height, info.width):
+        return None
+    grey = _shrink_to_hash(_reduce(_grey_image(luma)))
+    result.phash = phash_from_grey(_orient_array(grey, orientation))
+    return result
+
+
+def _probe_image(
+    image: Image.Image, head: bytes, pixel_limit: int, result: ProbeResult, data: bytes | str | None = None
+) -> None:
+    try:
+        frames = int(getattr(image, "n_frames", 1) or 1)
+    except Exception:  # noqa: BLE001
+        frames = 1
+    orientation = _orientation(image)
+    if not _describe(result, image.format or "", image.mode, frames, image.size, orientation, head, pixel_limit):
+        return
     try:
         grey = _grey_thumbnail(image, result, data if isinstance(data, bytes) else None)
     except Exception as exc:  # noqa: BLE001

@@ -38,6 +38,7 @@ FIRST_BATCH = 64  # the first commit comes early, so a cold index shows images a
 COMMIT_SECONDS = 0.5  # later commits at least this often
 CHUNKSIZE = 8
 WINDOW = 2048  # files submitted to the pool at a time
+HEAD = 16  # files probed in-process while the worker processes start
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,10 +234,17 @@ def probe_entries(entries: list[FileEntry], config: ScanConfig) -> Iterator[Prob
         return
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context())
     try:
+        # The workers take a moment to start (and import PIL/numpy): meanwhile this process probes the first
+        # few files itself, so the first results (and the first commit) come at once.
+        head = entries[:HEAD]
         pending: Iterator[ProbeResult] | None = None
-        for start in range(0, len(entries), WINDOW):
+        for start in range(HEAD, len(entries), WINDOW):
             window = [_probe_args(e, limit) for e in entries[start : start + WINDOW]]
             submitted = pool.map(_probe_star, window, chunksize=CHUNKSIZE)
+            if head:
+                for entry in head:
+                    yield probe_file(*_probe_args(entry, limit))
+                head = []
             if pending is not None:
                 yield from pending
             pending = submitted

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from curator.captions.caption import Caption
+from curator.fsutil import read_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS caption_cache_v2 (
@@ -46,9 +47,10 @@ class CaptionCache:
     def read_many(self, paths: list[Path] | list[str], separator: str = ",") -> dict[Any, bytes | None]:
         """Current bytes of each caption file (``None`` when it does not exist), from the cache when fresh.
         ``self.keys`` then maps each existing file to its tag keys (split with ``separator``)."""
+        # row: (path, size, mtime_ns, cached_ns, data, sep, keys)
         rows = {
-            p: (s, m, c, d, sep, k)
-            for p, s, m, c, d, sep, k in self.conn.execute(
+            row[0]: row
+            for row in self.conn.execute(
                 "SELECT path, size, mtime_ns, cached_ns, data, sep, keys FROM caption_cache_v2"
             )
         }
@@ -73,22 +75,23 @@ class CaptionCache:
             row = rows.get(key)
             if (
                 row is not None
-                and row[0] == st.st_size
-                and row[1] == st.st_mtime_ns
-                and row[2] - row[1] > _RACY_NS
+                and row[1] == st.st_size
+                and row[2] == st.st_mtime_ns
+                and row[3] - row[2] > _RACY_NS
             ):
-                out[path] = row[3]
-                if row[4] == separator:
-                    keys[path] = row[5].split(_KEY_SEP) if row[5] else []
+                out[path] = row[4]
+                if row[5] == separator:
+                    keys[path] = row[6].split(_KEY_SEP) if row[6] else []
                     continue
-                cap = Caption.parse(row[3], separator)
+                cap = Caption.parse(row[4], separator)
                 keys[path] = cap.keys
-                upserts.append((key, row[0], row[1], row[2], row[3], separator, _KEY_SEP.join(cap.keys)))
+                upserts.append((key, row[1], row[2], row[3], row[4], separator, _KEY_SEP.join(cap.keys)))
                 continue
             try:
-                with open(path, "rb") as fh:
-                    data = fh.read()
+                data = read_file(path)
             except OSError:
+                data = None
+            if data is None:
                 out[path] = None
                 continue
             out[path] = data
@@ -100,8 +103,16 @@ class CaptionCache:
         return out
 
     def refresh(self, paths: list[Path]) -> None:
-        """Re-cache these files (called after the journal wrote them)."""
+        """Re-cache these files now."""
         self.read_many(list(paths))
+
+    def forget(self, paths: list[Path] | list[str]) -> None:
+        """Drop the rows of these files (rewritten just now; the next read caches them again)."""
+        self.forget_keys([self._key(os.path.abspath(p)) for p in paths])
+
+    def forget_keys(self, keys: list[str]) -> None:
+        """:meth:`forget` by row key (posix path relative to the dataset root, absolute outside it)."""
+        self._store([], [(k,) for k in keys])
 
     def _store(self, upserts: list[tuple], deletes: list[tuple[str]]) -> None:
         try:

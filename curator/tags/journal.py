@@ -22,15 +22,20 @@ operation was applied, so it can no longer be redone), ``failed`` (nothing could
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-from curator.fsutil import atomic_write_many, fsync_dir, remove_stale_temps
+from curator.fsutil import fsync_dir, read_file, remove_stale_temps, write_files_atomically
+from curator.tags.bulk import paused_gc
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tag_journal (
@@ -124,32 +129,48 @@ class JournalError(RuntimeError):
     """The journal cannot do what was asked (e.g. the dataset index is unavailable)."""
 
 
-def _read(path: Path) -> bytes | None:
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _read_current(path: str) -> tuple[bytes | None, bool]:
+    """A file's bytes (None: missing) and whether it is read-only: no write permission bit at all
+    (chmod a-w), the user's way of saying "do not touch" (even for root). One open, fstat and read."""
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
+        fd = os.open(path, _READ_FLAGS)
     except FileNotFoundError:
-        return None
-
-
-def _read_only(path: Path) -> bool:
-    """No write permission bit at all (chmod a-w): the user's way of saying "do not touch" (even for root)."""
+        return None, False
     try:
-        return not (os.stat(path).st_mode & 0o222)
-    except OSError:
-        return False
+        read_only = not (os.fstat(fd).st_mode & 0o222)
+        chunks = [os.read(fd, 16384)]
+        while chunks[-1]:
+            chunks.append(os.read(fd, 1 << 20))
+    finally:
+        os.close(fd)
+    return (chunks[0] if len(chunks) == 2 else b"".join(chunks)), read_only
 
 
-def _read_many(paths: list[Path]) -> list[bytes | None | OSError]:
-    """Current content of many files (None: missing; an OSError: unreadable). Serial: these files were just
-    read by the operation, so they come from the page cache and threads would only add overhead."""
-    out: list[bytes | None | OSError] = []
+def _read_many(paths: list[str]) -> list[tuple[bytes | None, bool] | OSError]:
+    """Current content of many files (see :func:`_read_current`; an OSError: unreadable). Serial: these
+    files were just read by the operation, so they come from the page cache and threads would only add
+    overhead."""
+    out: list[tuple[bytes | None, bool] | OSError] = []
     for path in paths:
         try:
-            out.append(_read(path))
+            out.append(_read_current(path))
         except OSError as exc:
             out.append(exc)
     return out
+
+
+def _bulk(method: Callable[P, R]) -> Callable[P, R]:
+    """Run a journal operation with the cyclic garbage collector paused (see :func:`paused_gc`)."""
+
+    @functools.wraps(method)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        with paused_gc():
+            return method(*args, **kwargs)
+
+    return run
 
 
 class Journal:
@@ -159,8 +180,10 @@ class Journal:
         self.index = index
         self.conn = index.conn
         self.root = Path(root if root is not None else index.root).resolve()
-        self._prefix = str(self.root) + os.sep
+        self._root_text = str(self.root)
+        self._prefix = self._root_text + os.sep
         self.kiln_dir = Path(index.kiln_dir)
+        self._cache: Any = None  # the CaptionCache, made on first use
         index.ensure_schema(SCHEMA)
 
     # ---- paths -----------------------------------------------------------------------------------------
@@ -175,6 +198,14 @@ class Journal:
     def _abs(self, key: str) -> Path:
         p = Path(key)
         return p if p.is_absolute() else self.root / p
+
+    def _abs_text(self, key: str) -> str:
+        """``_abs`` as a string (no ``Path`` per file in bulk operations)."""
+        if os.path.isabs(key):
+            return key
+        if os.sep != "/":  # pragma: no cover - Windows
+            key = key.replace("/", os.sep)
+        return self._prefix + key
 
     # ---- locking / transactions --------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -213,15 +244,17 @@ class Journal:
             self.conn.execute("PRAGMA synchronous=NORMAL")
 
     # ---- public operations -------------------------------------------------------------------------------
+    @_bulk
     def apply(self, changes: list[CaptionChange], op: str, description: str) -> ApplyResult:
         """Record then apply ``changes`` as one entry. Changes whose before equals after are dropped."""
         changes = [c for c in changes if c.before != c.after]
-        seen: set[str] = set()
-        for c in changes:
-            key = self._key(c.caption_path)
-            if key in seen:
-                raise JournalError(f"{key} appears twice in one operation")
-            seen.add(key)
+        keys = [self._key(c.caption_path) for c in changes]
+        if len(set(keys)) != len(keys):
+            seen: set[str] = set()
+            for key in keys:
+                if key in seen:
+                    raise JournalError(f"{key} appears twice in one operation")
+                seen.add(key)
         result = ApplyResult(entry_id=None, op=op, description=description)
         if not changes:
             return result
@@ -239,13 +272,13 @@ class Journal:
                     "INSERT INTO tag_journal_changes (entry_id, seq, path, before, after, status) "
                     "VALUES (?, ?, ?, ?, ?, 'pending')",
                     [
-                        (entry_id, i, self._key(c.caption_path), c.before, c.after)
-                        for i, c in enumerate(changes)
+                        (entry_id, i, key, c.before, c.after)
+                        for i, (key, c) in enumerate(zip(keys, changes, strict=True))
                     ],
                 )
             result.entry_id = entry_id
-            rows = [(i, self._key(c.caption_path), c.before, c.after) for i, c in enumerate(changes)]
-            statuses = self._transition(rows, result=result)
+            rows = [(i, key, c.before, c.after) for i, (key, c) in enumerate(zip(keys, changes, strict=True))]
+            statuses = self._transition(rows, result=result, given=[c.caption_path for c in changes])
             ok = any(s == "applied" for s in statuses.values())
             with self._durable_tx() as conn:
                 conn.executemany(
@@ -260,9 +293,10 @@ class Journal:
                 conn.execute(
                     "UPDATE tag_journal SET state = ? WHERE id = ?", ("applied" if ok else "failed", entry_id)
                 )
-        self._refresh_cache(result.applied)
+        self._forget_cached([keys[seq] for seq, s in statuses.items() if s == "applied"])
         return result
 
+    @_bulk
     def undo(self) -> ApplyResult | None:
         """Undo the newest applied entry; None when there is nothing to undo."""
         with self._lock():
@@ -273,12 +307,13 @@ class Journal:
             if row is None:
                 return None
             entry_id, op, description = row
-            result = self._move(
+            result, written = self._move(
                 entry_id, "applied", "undoing", "undone", expect="after", op=op, description=description
             )
-        self._refresh_cache(result.applied)
+        self._forget_cached(written)
         return result
 
+    @_bulk
     def redo(self) -> ApplyResult | None:
         """Redo the most recently undone entry; None when there is nothing to redo."""
         with self._lock():
@@ -289,10 +324,10 @@ class Journal:
             if row is None:
                 return None
             entry_id, op, description = row
-            result = self._move(
+            result, written = self._move(
                 entry_id, "reverted", "redoing", "applied", expect="before", op=op, description=description
             )
-        self._refresh_cache(result.applied)
+        self._forget_cached(written)
         return result
 
     def peek(self, action: str) -> tuple[JournalEntry, list[CaptionChange]] | None:
@@ -376,7 +411,8 @@ class Journal:
         expect: str,
         op: str,
         description: str,
-    ) -> ApplyResult:
+    ) -> tuple[ApplyResult, list[str]]:
+        """Walk an entry's files to ``end_state``; returns the result and the keys of the files written."""
         result = ApplyResult(entry_id=entry_id, op=op, description=description)
         with self._durable_tx() as conn:
             conn.execute("UPDATE tag_journal SET state = ? WHERE id = ?", (mid_state, entry_id))
@@ -390,6 +426,12 @@ class Journal:
         statuses = self._transition(rows, result=result)
         done_status = "reverted" if end_state == "undone" else "applied"
         with self._durable_tx() as conn:
+            # every file of the walk to done_status in one statement, then the few that were not written
+            # back (one transaction: nothing in between is ever visible)
+            conn.execute(
+                "UPDATE tag_journal_changes SET status = ? WHERE entry_id = ? AND status = ?",
+                (done_status, entry_id, from_status),
+            )
             conn.executemany(
                 "UPDATE tag_journal_changes SET status = ? WHERE entry_id = ? AND seq = ?",
                 [
@@ -398,49 +440,68 @@ class Journal:
                     if s != "applied"
                 ],
             )
-            applied_seqs = [seq for seq, s in statuses.items() if s == "applied"]
-            conn.executemany(
-                "UPDATE tag_journal_changes SET status = ? WHERE entry_id = ? AND seq = ?",
-                [(done_status, entry_id, seq) for seq in applied_seqs],
-            )
             conn.execute("UPDATE tag_journal SET state = ? WHERE id = ?", (end_state, entry_id))
-        return result
+        written = [key for seq, key, _old, _new in rows if statuses.get(seq) == "applied"]
+        return result, written
 
     def _transition(
-        self, rows: list[tuple[int, str, bytes | None, bytes | None]], result: ApplyResult
+        self,
+        rows: list[tuple[int, str, bytes | None, bytes | None]],
+        result: ApplyResult,
+        given: list[Any] | None = None,
     ) -> dict[int, str]:
         """Move files from ``old`` to ``new`` content (rows: seq, key, old, new). Files not holding ``old``
-        are conflicts. Returns seq -> 'applied' | 'conflict' | 'skipped'."""
+        are conflicts. Returns seq -> 'applied' | 'conflict' | 'skipped'. ``given``: the caller's path of
+        each row, reused for the result lists when it already names the file the key resolves to."""
         statuses: dict[int, str] = {}
-        writes: list[tuple[int, Path, bytes]] = []
-        removals: list[tuple[int, Path]] = []
-        paths = [self._abs(key) for _seq, key, _old, _new in rows]
-        currents = _read_many(paths)
-        for (seq, _key, old, new), path, current in zip(rows, paths, currents, strict=True):
+        writes: list[tuple[int, str, bytes]] = []
+        removals: list[tuple[int, str]] = []
+        texts = [self._abs_text(key) for _seq, key, _old, _new in rows]
+        if given is None:
+            given = [None] * len(rows)
+        paths: dict[str, Path] = {}
+
+        def as_path(text: str, mine: Any) -> Path:
+            if isinstance(mine, Path) and mine.is_absolute() and str(mine) == text:
+                path = mine
+            else:
+                path = Path(text)
+            paths[text] = path
+            return path
+
+        currents = _read_many(texts)
+        for (seq, _key, old, new), text, mine, current in zip(rows, texts, given, currents, strict=True):
             if isinstance(current, OSError):
                 statuses[seq] = "skipped"
-                result.errors.append((path, current.strerror or str(current)))
+                result.errors.append((as_path(text, mine), current.strerror or str(current)))
                 continue
-            if current == new:  # already there (e.g. an earlier interrupted run)
+            data, read_only = current
+            if data == new:  # already there (e.g. an earlier interrupted run)
                 statuses[seq] = "applied"
-                result.applied.append(path)
-            elif current != old:
+                result.applied.append(as_path(text, mine))
+            elif data != old:
                 statuses[seq] = "conflict"
-                result.conflicts.append(path)
-            elif current is not None and _read_only(path):
+                result.conflicts.append(as_path(text, mine))
+            elif data is not None and read_only:
                 statuses[seq] = "skipped"  # a read-only caption is the user's way of saying "do not touch"
-                result.errors.append((path, "the file is read-only"))
+                result.errors.append((as_path(text, mine), "the file is read-only"))
             elif new is None:
-                removals.append((seq, path))
+                as_path(text, mine)
+                removals.append((seq, text))
             else:
-                writes.append((seq, path, new))
+                as_path(text, mine)
+                writes.append((seq, text, new))
         if writes:
-            done = self._write_batch(writes, result)
-            for seq, path, _data in writes:
-                statuses[seq] = "applied" if path in done else "skipped"
-                if path in done:
-                    result.applied.append(path)
-        for seq, path in removals:
+            outcomes = self._write_batch(writes)
+            for (seq, text, _data), outcome in zip(writes, outcomes, strict=True):
+                if outcome is None:
+                    statuses[seq] = "applied"
+                    result.applied.append(paths[text])
+                else:
+                    statuses[seq] = "skipped"
+                    result.errors.append((paths[text], outcome.strerror or str(outcome)))
+        for seq, text in removals:
+            path = paths[text]
             try:
                 self._trash(path)
                 statuses[seq] = "applied"
@@ -450,20 +511,10 @@ class Journal:
                 result.errors.append((path, exc.strerror or str(exc)))
         return statuses
 
-    def _write_batch(self, writes: list[tuple[int, Path, bytes]], result: ApplyResult) -> set[Path]:
-        items = [(path, data) for _seq, path, data in writes]
-        try:
-            return set(atomic_write_many(items))
-        except OSError as exc:
-            done: set[Path] = set(getattr(exc, "done", ()))
-            for path, data in items:  # find the ones that fail, write the others
-                if path in done:
-                    continue
-                try:
-                    done.update(atomic_write_many([(path, data)]))
-                except OSError as exc:
-                    result.errors.append((path, exc.strerror or str(exc)))
-            return done
+    def _write_batch(self, writes: list[tuple[int, str, bytes]]) -> list[OSError | None]:
+        """Write each file atomically; per write None (done) or the error."""
+        outcomes = write_files_atomically([(text, data) for _seq, text, data in writes])
+        return [getattr(out, "cause", out) for out in outcomes]
 
     def _trash(self, path: Path) -> Path:
         """Move a caption file to ``.kiln/trash/caption-journal/<time>/<its path>`` (never delete user data).
@@ -504,7 +555,7 @@ class Journal:
                 if status in ("skipped", "conflict"):
                     continue
                 try:
-                    current = _read(path)
+                    current = read_file(path)
                 except OSError:
                     current = b"\0unreadable"
                 if current == after:
@@ -538,13 +589,19 @@ class Journal:
             recovered.append(entry_id)
         return recovered
 
-    def _refresh_cache(self, paths: list[Path]) -> None:
-        if not paths:
+    def _forget_cached(self, keys: list[str]) -> None:
+        """Drop the caption-cache rows of the files just written (``keys``: their journal keys, which are the
+        cache's keys too). Re-caching them now would be wasted work: a file modified within a second of being
+        cached is not trusted (the racy-timestamp rule), so the next read re-reads it anyway. The old rows
+        could not be trusted either (the files' mtimes changed); dropping them keeps the cache exact."""
+        if not keys:
             return
         try:
-            from curator.tags.cache import CaptionCache
+            if self._cache is None:
+                from curator.tags.cache import CaptionCache
 
-            CaptionCache(self.index, self.root).refresh(paths)
+                self._cache = CaptionCache(self.index, self.root)
+            self._cache.forget_keys(keys)
         except Exception:  # the cache is an optimisation; a failure only costs a re-read later
             pass
 

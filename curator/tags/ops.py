@@ -17,6 +17,7 @@ from typing import Literal
 
 from curator.captions.caption import Caption
 from curator.captions.tagtext import escape_parens, plain, tag_key, underscores_to_spaces, unescape_parens
+from curator.tags.bulk import paused_gc
 from curator.tags.items import CaptionItem
 from curator.tags.journal import CaptionChange
 
@@ -43,6 +44,17 @@ def _edit(
 ) -> list[CaptionChange]:
     """Run ``fn(item, tags) -> new tags`` over items; items without a caption file are skipped unless
     ``create``; with ``needs``, captions holding none of those keys are skipped without calling ``fn``."""
+    with paused_gc():
+        return _edit_items(items, fn, create, conform, needs)
+
+
+def _edit_items(
+    items: Iterable[CaptionItem],
+    fn: Callable[[CaptionItem, list[str]], list[str] | None],
+    create: bool,
+    conform: bool,
+    needs: frozenset[str] | None,
+) -> list[CaptionChange]:
     changes = []
     needles = _needles(needs) if needs is not None else None
     for item in items:
@@ -51,7 +63,7 @@ def _edit(
         if needs is not None:
             if needles and item.raw is not None and item.cached_keys is None and item.raw.isascii():
                 low = item.raw.lower()
-                if not any(n in low for n in needles):
+                if not any(all(w in low for w in words) for words in needles):
                     continue  # cheap byte test: none of the tags can be in this caption
             if needs.isdisjoint(item.keys):
                 continue
@@ -67,15 +79,18 @@ def _edit(
 _WORD = re.compile(r"[a-z0-9]{2,}")
 
 
-def _needles(keys: frozenset[str]) -> list[bytes] | None:
-    """For each key its longest ASCII word as bytes: a caption whose lower-cased bytes contain none of them
-    cannot hold any of the keys. None when some key has no such word (no shortcut possible)."""
+def _needles(keys: frozenset[str]) -> list[list[bytes]] | None:
+    """For each key its ASCII words as bytes, longest first. A tag's key is its text lower-cased with
+    underscores as spaces, parentheses unescaped and blanks collapsed, so every such word of the key is in
+    the lower-cased bytes of an ASCII caption holding the tag, whichever way it is spelt (``Long_Hair``,
+    ``long  hair``, ``x_\\(y\\)``): a caption missing a word of each key cannot hold any of them. None when
+    some key has no such word (no shortcut possible)."""
     out = []
     for key in keys:
-        words = _WORD.findall(key)
+        words = sorted(set(_WORD.findall(key)), key=len, reverse=True)
         if not words:
             return None
-        out.append(max(words, key=len).encode("ascii"))
+        out.append([w.encode("ascii") for w in words])
     return out
 
 
@@ -157,12 +172,35 @@ def replace_tag(items: Iterable[CaptionItem], old: str, new: str, regex: bool = 
     else:
         hit = _pattern_matcher([old])
         replacement = split_tags(new)
+        exact = _only_exact([old])
+        if exact is not None:  # by key: the caption's keys are computed already (no tag_key per tag)
+            return _edit(
+                items, lambda item, tags: _replace_keys(tags, item.caption.keys, exact, replacement), needs=exact
+            )
 
         def subst(tag: str) -> list[str] | None:
             return list(replacement) if hit(tag) else None
 
-    needs = None if regex else _only_exact([old])
-    return _edit(items, lambda _i, tags: substitute(tags, subst), needs=needs)
+    return _edit(items, lambda _i, tags: substitute(tags, subst))
+
+
+def _replace_keys(tags: list[str], keys: list[str], old: frozenset[str], replacement: list[str]) -> list[str]:
+    """``substitute`` for a replacement by key: ``keys`` are the keys of ``tags``; each tag whose key is in
+    ``old`` becomes ``replacement`` (minus the tags whose key the caption has otherwise)."""
+    if old.isdisjoint(keys):
+        return tags
+    seen = {k for k in keys if k not in old}
+    out: list[str] = []
+    for tag, key in zip(tags, keys, strict=True):
+        if key not in old:
+            out.append(tag)
+            continue
+        for new_tag in replacement:
+            k = tag_key(new_tag)
+            if k not in seen:
+                seen.add(k)
+                out.append(new_tag)
+    return out
 
 
 def substitute(tags: list[str], subst: Callable[[str], list[str] | None]) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from curator.captions.tagtext import tag_key
@@ -49,14 +50,9 @@ class TagFrequencies:
 
 
 def _frequencies(items: list[CaptionItem]) -> TagFrequencies:
-    counts: Counter[str] = Counter()
-    captioned = 0
-    for it in items:
-        if it.raw is None:
-            continue
-        captioned += 1
-        counts.update(set(it.keys))
-    return TagFrequencies(counts=counts, images=len(items), captioned=captioned)
+    captioned = [it.keys for it in items if it.raw is not None]
+    counts: Counter[str] = Counter(chain.from_iterable(map(set, captioned)))  # once per image
+    return TagFrequencies(counts=counts, images=len(items), captioned=len(captioned))
 
 
 def tag_frequencies(

@@ -179,8 +179,9 @@ class ImageList(ScrollView, can_focus=True):
 
     # ----- data -------------------------------------------------------------------------------
     def set_rows(self, rows: Sequence[Row], keep_cursor: bool = True) -> None:
-        """Replace every row (after a scan); the cursor stays on the same image when it still exists."""
-        current = self.cursor_row.path if keep_cursor and self.cursor_row else None
+        """Replace every row (after a scan); the cursor stays on the same image when it still exists, or at the
+        top when it was there (rows arriving during a scan do not drag it down)."""
+        current = self.cursor_row.path if keep_cursor and self.cursor_row and self.cursor > 0 else None
         self.rows = list(rows)
         paths = {r.path for r in self.rows}
         self.selected &= paths
