@@ -24,7 +24,7 @@ from tests.model_fixtures import models_cache, tiny_sd1  # noqa: E402, F401
 from tui.app import KilnApp  # noqa: E402
 from tui.config import TuiPrefs  # noqa: E402
 
-TOTAL_STEPS = 6
+TOTAL_STEPS = 40  # long enough that the stop always lands before the end, even on a fast machine
 RUN_TIMEOUT = 400.0  # seconds; a shared 2-core machine trains the tiny model at a few seconds per step
 
 
