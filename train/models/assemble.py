@@ -8,9 +8,7 @@ and linked (or copied) into an assembled folder under the kiln cache dir.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -42,38 +40,6 @@ def cache_root() -> Path:
     return Path(user_cache_dir("kiln"))
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP reversible byte -> printable unicode mapping (the order defines the first 256 ids)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
-        range(ord("®"), ord("ÿ") + 1)
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs), strict=True))
-
-
-def clip_vocab_and_merges(bpe_gz: Path) -> tuple[dict[str, int], list[str]]:
-    """CLIP's tokenizer vocab (49408 entries) and merge list, built from open_clip's BPE merges file.
-
-    Same construction as OpenAI CLIP's SimpleTokenizer, which is what HF's CLIPTokenizer vocab.json holds:
-    256 byte symbols, the same with `</w>`, one token per merge, then the two special tokens.
-    """
-    lines = gzip.decompress(bpe_gz.read_bytes()).decode("utf-8").split("\n")
-    merges = lines[1 : CLIP_VOCAB_SIZE - 2 * 256 - 2 + 1]  # 48894 merges
-    byte_symbols = list(_bytes_to_unicode().values())
-    tokens = byte_symbols + [s + "</w>" for s in byte_symbols]
-    tokens += ["".join(m.split()) for m in merges]
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    if len(tokens) != CLIP_VOCAB_SIZE:
-        raise ConfigAssemblyError(f"{bpe_gz}: built {len(tokens)} tokens, expected {CLIP_VOCAB_SIZE}.")
-    return {t: i for i, t in enumerate(tokens)}, merges
-
-
 def _atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -97,9 +63,15 @@ def clip_tokenizer_files() -> Path:
     out = cache_root() / "tokenizers" / f"clip-bpe-{digest}"
     if all((out / f).is_file() for f in TOKENIZER_FILES):
         return out
-    vocab, merges = clip_vocab_and_merges(CLIP_BPE_GZ)
-    _atomic_write_text(out / "merges.txt", "#version: 0.2\n" + "\n".join(merges) + "\n")
-    _atomic_write_text(out / "vocab.json", json.dumps(vocab, ensure_ascii=False))
+    # the one BPE builder, shared with the curator's token counting
+    from curator.tags.tokens import write_hf_tokenizer_files
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=".clip-bpe-"))
+    write_hf_tokenizer_files(staging)
+    for name in TOKENIZER_FILES:
+        _atomic_write_text(out / name, (staging / name).read_text(encoding="utf-8"))
+    shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
