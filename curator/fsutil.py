@@ -31,13 +31,6 @@ def _umask() -> int:
     return mask
 
 
-def _target_mode(path: Path) -> int:
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        return 0o666 & ~_umask()
-
-
 def fsync_dir(folder: Path | str) -> None:
     """fsync a directory so renames/creations inside it are durable (no-op where unsupported)."""
     if sys.platform == "win32":
@@ -90,53 +83,19 @@ def read_files(paths: Iterable[Path | str]) -> list[bytes | None]:
 
 
 
-def _write_temp(path: Path, data: bytes, sync: bool) -> Path:
-    """Write ``data`` to a new temporary file next to ``path`` with ``path``'s permission bits."""
-    mode = _target_mode(path)
-    while True:
-        tmp = path.parent / f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{next(_counter)}"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-            break
-        except FileExistsError:
-            continue
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, mode)
-        if sync:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    os.close(fd)
-    if not hasattr(os, "fchmod"):  # pragma: no cover - Windows
-        os.chmod(tmp, mode)
-    return tmp
-
-
-def _resolve_link(path: Path) -> Path:
-    """Write through a symlink to its target (renaming over the link would replace the link itself)."""
-    return Path(os.path.realpath(path)) if os.path.islink(path) else path
-
-
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically (temp file in the same folder, fsync, rename, fsync dir).
     A symlink is written through (its target is replaced)."""
-    path = _resolve_link(Path(path))
-    tmp = _write_temp(path, data, sync=True)
+    umask = _umask()
+    target, mode = _prepare_target(os.fspath(path), 0o666 & ~umask)
+    tmp = _create_temp(target, data, mode, sync=True, umask=umask)
     try:
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    fsync_dir(os.path.dirname(target) or ".")
 
 
 def _syncfs(folder: Path) -> bool:
