@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from train.rundir import CONFIG, EVENTS, LOG, STATUS, STOP_REQUEST, read_status
-from train.runs.tail import first_event, last_events
+from train.runs.tail import first_event, last_events, read_tail
 
 STATES = ("starting", "running", "finished", "failed", "stopped", "dead")
 ACTIVE = ("starting", "running")
@@ -148,16 +148,10 @@ def log_tail(run_dir: Path, lines: int = 15, max_bytes: int = 32768) -> list[str
     """The last ``lines`` lines of train.log (control characters removed), or of events as a fallback."""
     from curator.textsafe import printable
 
-    path = Path(run_dir) / LOG
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
-            data = fh.read()
-    except OSError:
+    tail = read_tail(Path(run_dir) / LOG, max_bytes)
+    if tail is None:
         return []
-    text = data.decode("utf-8", errors="replace").replace("\r", "\n")
+    text = tail[0].decode("utf-8", errors="replace").replace("\r", "\n")
     out = [printable(line) for line in text.split("\n") if line.strip()]
     return out[-lines:]
 

@@ -59,16 +59,24 @@ class EventTail:
         self.reset = True
 
 
-def last_events(path: Path, max_bytes: int = 65536) -> list[dict[str, Any]]:
-    """The complete events in the last ``max_bytes`` of an events file (cheap on long runs)."""
+def read_tail(path: Path, max_bytes: int) -> tuple[bytes, int] | None:
+    """The last ``max_bytes`` of a file and the file's size, or None when it can't be read."""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
             fh.seek(max(0, size - max_bytes))
-            data = fh.read()
+            return fh.read(), size
     except OSError:
+        return None
+
+
+def last_events(path: Path, max_bytes: int = 65536) -> list[dict[str, Any]]:
+    """The complete events in the last ``max_bytes`` of an events file (cheap on long runs)."""
+    tail = read_tail(path, max_bytes)
+    if tail is None:
         return []
+    data, size = tail
     lines = data.split(b"\n")
     if size > max_bytes:
         lines = lines[1:]  # the first line is probably cut
