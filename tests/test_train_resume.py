@@ -3,32 +3,14 @@ likely causes, epoch saves and samples, the plain display."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.test_train_loop import make_dataset, models, one_thread, tiny_config  # noqa: F401 (fixtures)
 from train.rundir import read_events, read_status, request_save, request_stop
 
 pytestmark = pytest.mark.slow  # trains tiny models on the CPU
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train_loop import make_dataset, tiny_config, tiny_models  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def models(request: pytest.FixtureRequest) -> dict[str, Path]:
-    return tiny_models(Path(request.config.cache.mkdir("kiln-tiny-models")))
 
 
 @pytest.fixture(scope="module")
