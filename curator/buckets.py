@@ -131,6 +131,28 @@ class BucketSettings(BaseModel):
         return self.resolution[0] * self.resolution[1]
 
 
+def settings_from_toml(settings: Mapping[str, Any] | None) -> BucketSettings:
+    """The ``BucketSettings`` of a kohya dataset TOML's ``[general]`` options (``resolution``,
+    ``min_bucket_reso``, ``max_bucket_reso``, ``bucket_reso_steps``, ``bucket_no_upscale``); kohya's defaults for
+    what it leaves out."""
+    settings = dict(settings or {})
+    kwargs: dict[str, Any] = {}
+    reso = settings.get("resolution")
+    if isinstance(reso, int):
+        kwargs["resolution"] = (reso, reso)
+    elif isinstance(reso, list | tuple) and len(reso) == 2:
+        kwargs["resolution"] = (int(reso[0]), int(reso[1]))
+    for src, dst in (
+        ("min_bucket_reso", "min_bucket"),
+        ("max_bucket_reso", "max_bucket"),
+        ("bucket_reso_steps", "step"),
+        ("bucket_no_upscale", "no_upscale"),
+    ):
+        if src in settings:
+            kwargs[dst] = settings[src]
+    return BucketSettings(**kwargs)
+
+
 def parse_resolution(text: str) -> tuple[int, int]:
     """Parse kohya's ``--resolution`` text: ``"1024"`` or ``"W,H"`` (``WxH`` is accepted too)."""
     parts = [p.strip() for p in text.lower().replace("x", ",").split(",")]

@@ -62,6 +62,7 @@ class Dataset:
         self._walk: WalkResult | None = None
         self._records: list[ImageRecord] | None = None
         self._by_path: dict[str, ImageRecord] | None = None
+        self._clusters: dict[int, list] = {}  # duplicate clusters by threshold, until the next scan
         self.last_summary: ScanSummary | None = None
 
     @classmethod
@@ -100,6 +101,7 @@ class Dataset:
         self._walk = walk
         self._records = None
         self._by_path = None
+        self._clusters = {}
         self.last_summary = summary
         return summary
 
@@ -112,6 +114,7 @@ class Dataset:
         self._walk = None
         self._records = None
         self._by_path = None
+        self._clusters = {}
 
     @property
     def walk(self) -> WalkResult:
@@ -157,7 +160,11 @@ class Dataset:
         from curator.dupes import find_clusters
 
         limit = self.config.near_threshold if threshold is None else threshold
-        return find_clusters(self.images(), limit, pixel_digest=self._pixel_digest)
+        records = self.images()
+        clusters = self._clusters.get(limit)
+        if clusters is None:  # computed once per scan (health flags and the duplicates view share it)
+            clusters = self._clusters[limit] = find_clusters(records, limit, pixel_digest=self._pixel_digest)
+        return list(clusters)
 
     def _pixel_digest(self, record: ImageRecord) -> str | None:
         from curator.scan.probe import pixel_digest

@@ -147,15 +147,13 @@ class KilnApp(App):
         )
         self.theme = wanted or DEFAULT_THEME
         self._theme_ready = False
+        self._mounting: dict[str, object] = {}  # view id -> AwaitMount of a view being mounted
 
     # ----- layout -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield ViewBar(self.specs, self.dataset_path.name, id="viewbar")
         with ContentSwitcher(initial=self.specs[0].view_id, id="views"):
-            for spec in self.specs:
-                view = spec.factory()
-                view.id = spec.view_id
-                yield view
+            yield self._new_view(self.specs[0])  # the others are mounted when first shown (fast start)
         with Horizontal(id="statusrow", classes="status"):
             yield StatusBar(id="status")
         yield Footer(compact=True, show_command_palette=True)
@@ -192,23 +190,66 @@ class KilnApp(App):
             raise
 
     # ----- views ------------------------------------------------------------------------------
+    # Only the first view is composed at start; each other view is mounted the first time it is shown (or
+    # asked for), so a start does not pay for widgets nobody has looked at yet.
+    def _new_view(self, spec: ViewSpec) -> KilnView:
+        view = spec.factory()
+        view.id = spec.view_id
+        return view
+
     def views(self) -> list[KilnView]:
+        """The views mounted so far (a view not yet shown catches up when it is mounted)."""
         return list(self.query(KilnView))
 
     def view(self, view_id: str) -> KilnView:
-        return self.query_one(f"#{view_id}", KilnView)
+        """The view ``view_id``, mounting it (hidden) when it was never shown; its widgets are composed on the
+        next turn of the event loop."""
+        from textual.css.query import NoMatches
+
+        try:
+            return self.query_one(f"#{view_id}", KilnView)
+        except NoMatches:
+            spec = next((s for s in self.specs if s.view_id == view_id), None)
+            if spec is None:
+                raise
+            return self._mount_view(spec)
+
+    def _mount_view(self, spec: ViewSpec) -> KilnView:
+        view = self._new_view(spec)
+        view.display = False  # the switcher shows it when it becomes current
+        mounting = self.query_one("#views", ContentSwitcher).mount(view)
+        self._mounting[spec.view_id] = mounting
+
+        async def ready() -> None:
+            await mounting
+            self._mounting.pop(spec.view_id, None)
+            if self.model.rows:
+                self._call_hook(view, "dataset_loaded")
+            if self.query_one("#views", ContentSwitcher).current == spec.view_id:
+                self._call_hook(view, "activated")
+
+        self.call_later(ready)
+        return view
+
+    async def mount_all_views(self) -> None:
+        """Mount every view not shown yet (help and the command palette list every view's bindings)."""
+        for spec in self.specs:
+            self.view(spec.view_id)
+        for mounting in list(self._mounting.values()):
+            await mounting
 
     @property
     def active_view(self) -> KilnView:
         return self.view(self.query_one(ContentSwitcher).current or self.specs[0].view_id)
 
     def show_view(self, view_id: str) -> KilnView:
+        view = self.view(view_id)
         switcher = self.query_one(ContentSwitcher)
         if switcher.current != view_id:
             switcher.current = view_id
             self.query_one(ViewBar).set_active(view_id)
-        view = self.view(view_id)
-        view.activated()
+        if view_id not in self._mounting:  # a view still mounting is activated when it is ready
+            view.activated()
         return view
 
     def action_leave_input(self) -> None:
@@ -269,6 +310,7 @@ class KilnApp(App):
         self.ui(self.update_status, "checking health…")
         try:
             flags = model.all_flags(refresh=False)
+            model.duplicate_clusters()  # the health pass just found them: kept for the Health view
         except Exception as exc:  # noqa: BLE001 - flags are advisory
             self.ui(self.notify, safe_text(f"health checks failed: {exc}"), severity="warning")
             flags = None
@@ -307,13 +349,18 @@ class KilnApp(App):
         self.notify(message, severity="error", timeout=30)
 
     def _each_view(self, hook: str) -> None:
+        for view in self.views():
+            if view.id not in self._mounting:  # a view still mounting runs its hooks when it is ready
+                self._call_hook(view, hook)
+
+    @staticmethod
+    def _call_hook(view: KilnView, hook: str) -> None:
         from textual.css.query import NoMatches
 
-        for view in self.views():
-            try:
-                getattr(view, hook)()
-            except NoMatches:  # the view is being torn down (app exiting)
-                continue
+        try:
+            getattr(view, hook)()
+        except NoMatches:  # the view is being torn down (app exiting)
+            pass
 
     def _rows_loaded(self, rows: list[Row], final: bool, partial: bool = False, note: str | None = None) -> None:
         """Rows were (re)loaded: tell the views. ``partial`` (a scan or caption read is still under way): only
@@ -327,10 +374,8 @@ class KilnApp(App):
             except NoMatches:  # not mounted yet, or shutting down
                 views = set()
             for view in views:
-                try:
-                    view.dataset_loaded()
-                except NoMatches:
-                    continue
+                if view.id not in self._mounting:
+                    self._call_hook(view, "dataset_loaded")
         else:
             self._each_view("dataset_loaded")
         self.update_status("" if final else note)
@@ -497,8 +542,14 @@ class KilnApp(App):
                     sources.append((f"{spec.title} view", widget, own))
         return sources
 
-    def action_help(self) -> None:
+    async def action_command_palette(self) -> None:
+        await self.mount_all_views()  # the palette lists the actions of every view
+        super().action_command_palette()
+
+    async def action_help(self) -> None:
         from tui.widgets.dialogs import HelpScreen
+
+        await self.mount_all_views()
 
         sections: list[tuple[str, list[tuple[str, str]]]] = []
         for section, widget, bindings in self.binding_sources():

@@ -15,6 +15,7 @@ from typing import Any
 
 from tui.rows import Row
 
+INLINE_PRELOAD_MAX = 25_000  # indexed images read before the first paint; more are read in a background thread
 UNKNOWN_MTIME = -1  # caption bytes came from the index cache; the next poll learns the file's mtime
 
 
@@ -76,23 +77,41 @@ class DatasetModel:
         self.bucket_settings: Any = None
         self._lock = threading.RLock()
         self.flag_list: list[Any] = []
+        self.clusters: list[Any] = []  # duplicate clusters found by the last health pass
         self._vocab: Counter[str] | None = None
         self._bucket_cache: dict[tuple[int, int], tuple[int, int] | None] = {}
         self._bucket_cache_settings: Any = None
         self._preload: threading.Thread | None = None
+        self._preload_started = False
         self._preload_error: BaseException | None = None
 
     # ----- opening and scanning ---------------------------------------------------------------
-    def start_preload(self) -> None:
-        """Open the dataset and build the rows the index already knows in a background thread, while the UI
-        starts (imports, compose, mount); :meth:`finish_preload` collects the result."""
-        if self._preload is None and self.dataset is None:
-            self._preload = threading.Thread(target=self._run_preload, name="kiln-preload", daemon=True)
-            self._preload.start()
+    def start_preload(self, inline_max: int = INLINE_PRELOAD_MAX) -> None:
+        """Open the dataset and build the rows the index already knows, before the UI's first paint.
+
+        Up to ``inline_max`` indexed images this runs here and now (10,000 rows take ~0.2 s): a second thread
+        would not be faster, since the GIL serialises it with Textual's start-up, and the switching between the
+        two costs more than it saves (measured: bench/bench_tui.py). A larger index is read in a background
+        thread so that the window still appears at once. :meth:`finish_preload` collects either."""
+        if self._preload_started or self.dataset is not None:
+            return
+        self._preload_started = True
+        try:
+            self.open()
+            count = self.dataset.index.conn.execute("SELECT count(*) FROM images").fetchone()[0]
+        except BaseException as exc:  # noqa: BLE001 - handed to finish_preload's caller
+            self._preload_error = exc
+            return
+        if count <= inline_max:
+            self._run_preload()
+            return
+        self._preload = threading.Thread(target=self._run_preload, name="kiln-preload", daemon=True)
+        self._preload.start()
 
     def _run_preload(self) -> None:
         try:
-            self.open()
+            if self.dataset is None:
+                self.open()
             records = self.indexed_records()
             if records and not self.rows:
                 self.load_rows(records, captions=False)
@@ -105,9 +124,9 @@ class DatasetModel:
         thread = self._preload
         if thread is not None:
             thread.join()
-            error, self._preload_error = self._preload_error, None
-            if error is not None:
-                raise error
+        error, self._preload_error = self._preload_error, None
+        if error is not None:
+            raise error
         if self.dataset is None:
             self.open()
 
@@ -130,13 +149,11 @@ class DatasetModel:
 
     def _default_bucket_settings(self) -> Any:
         """The dataset TOML's bucket options when it has them, else kohya's defaults."""
-        from curator.buckets import BucketSettings
+        from curator.buckets import BucketSettings, settings_from_toml
 
         try:
-            from curator.tags.items import bucket_settings_for
-
-            return bucket_settings_for(self.dataset)
-        except (ImportError, ValueError, TypeError):
+            return settings_from_toml(getattr(self.dataset.layout, "toml_settings", None))
+        except (ValueError, TypeError):
             return BucketSettings()
 
     def indexed_records(self) -> list[Any]:
@@ -465,9 +482,11 @@ class DatasetModel:
         return [f for row in self.rows for f in row.flags]
 
     def duplicate_clusters(self) -> list[Any]:
-        """Exact/near duplicate clusters (``curator.dupes.Cluster``: kind, keep, members)."""
+        """Exact/near duplicate clusters (``curator.dupes.Cluster``: kind, keep, members); also kept in
+        ``self.clusters`` for views that show them (computed once per scan by the curator)."""
         with self._lock:
-            return list(self.dataset.duplicates())
+            self.clusters = list(self.dataset.duplicates())
+        return self.clusters
 
     def trash_images(self, paths: list[str], reason: str) -> Any:
         from curator.trash import move_to_trash

@@ -19,7 +19,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -232,6 +231,8 @@ def probe_entries(entries: list[FileEntry], config: ScanConfig) -> Iterator[Prob
         for entry in entries:
             yield probe_file(*_probe_args(entry, limit))
         return
+    from concurrent.futures import ProcessPoolExecutor  # imported here: opening a dataset stays light
+
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context())
     try:
         # The workers take a moment to start (and import PIL/numpy): meanwhile this process probes the first

@@ -120,24 +120,9 @@ def bucket_settings_for(dataset: Any) -> Any:
 
 
 def _bucket_settings(dataset: Any) -> Any:
-    from curator.buckets import BucketSettings
+    from curator.buckets import settings_from_toml
 
-    settings = dict(getattr(dataset.layout, "toml_settings", {}) or {})
-    kwargs: dict[str, Any] = {}
-    reso = settings.get("resolution")
-    if isinstance(reso, int):
-        kwargs["resolution"] = (reso, reso)
-    elif isinstance(reso, list | tuple) and len(reso) == 2:
-        kwargs["resolution"] = (int(reso[0]), int(reso[1]))
-    for src, dst in (
-        ("min_bucket_reso", "min_bucket"),
-        ("max_bucket_reso", "max_bucket"),
-        ("bucket_reso_steps", "step"),
-        ("bucket_no_upscale", "no_upscale"),
-    ):
-        if src in settings:
-            kwargs[dst] = settings[src]
-    return BucketSettings(**kwargs)
+    return settings_from_toml(getattr(dataset.layout, "toml_settings", None))
 
 
 def query_item(item: CaptionItem, bucket_settings: Any = None) -> QueryItem:

@@ -114,6 +114,8 @@ class BrowserView(KilnView):
     def on_mount(self) -> None:
         self.image_list.focus()
         self._preview_timer = None
+        if self.kiln.model.rows:  # read from the index before the first paint: show them in it
+            self.image_list.set_rows(self.kiln.model.rows)
 
     # ----- data hooks -------------------------------------------------------------------------
     def dataset_loaded(self) -> None:

@@ -201,35 +201,25 @@ class HealthView(KilnView):
         self.query_one(HealthTree).show_root = False
 
     def dataset_loaded(self) -> None:
-        if self.kiln.loaded:
-            self._load_clusters()
-        else:
-            self._fill()
+        self.clusters = list(self.kiln.model.clusters) if self.kiln.loaded else []
+        self._fill()
 
     def activated(self) -> None:
+        self.query_one(HealthTree).focus()
+        self._place_cursor()
+
+    def _place_cursor(self) -> None:
+        """Put the cursor on the first cluster (or finding) when it is nowhere yet."""
         tree = self.query_one(HealthTree)
-        tree.focus()
         if tree.cursor_line < 0 and tree.last_line >= 0:
             tree.cursor_line = 1 if self.clusters else 0
-
-    @work(thread=True, exclusive=True, group="dupes")
-    def _load_clusters(self) -> None:
-        try:
-            clusters = self.kiln.model.duplicate_clusters()
-        except Exception as exc:  # noqa: BLE001
-            self.kiln.ui(self.notify, safe_text(f"duplicate search failed: {exc}"), severity="warning")
-            clusters = []
-        self.kiln.ui(self._set_clusters, clusters)
-
-    def _set_clusters(self, clusters: list) -> None:
-        self.clusters = clusters
-        self._fill()
 
     def _fill(self) -> None:
         tree = self.query_one(HealthTree)
         tree.clear()
         model = self.kiln.model
-        dup = tree.root.add(Text(f"duplicates ({len(self.clusters)} clusters)", style="bold"), expand=True)
+        found = f"{len(self.clusters)} clusters" if self.kiln.loaded else "checking…"
+        dup = tree.root.add(Text(f"duplicates ({found})", style="bold"), expand=True)
         for cluster in self.clusters:
             label = Text(f"{cluster.kind}: ")
             label.append_text(safe_text(Path(cluster.keep).name))

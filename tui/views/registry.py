@@ -30,19 +30,24 @@ def register_view(spec: ViewSpec) -> None:
     _EXTRA.append(spec)
 
 
-def builtin_views() -> list[ViewSpec]:
-    from tui.views.browser import BrowserView
-    from tui.views.buckets import BucketsView
-    from tui.views.bulk import BulkView
-    from tui.views.health import HealthView
-    from tui.views.tags import TagsView
+def _deferred(module: str, class_name: str) -> Callable[[], KilnView]:
+    """A factory that imports its view's module only when the view is first built (a fast start)."""
 
+    def factory() -> KilnView:
+        from importlib import import_module
+
+        return getattr(import_module(module), class_name)()
+
+    return factory
+
+
+def builtin_views() -> list[ViewSpec]:
     return [
-        ViewSpec("browser", "Browse", "1", BrowserView, 10),
-        ViewSpec("tags", "Tags", "2", TagsView, 20),
-        ViewSpec("bulk", "Bulk", "3", BulkView, 30),
-        ViewSpec("buckets", "Buckets", "4", BucketsView, 40),
-        ViewSpec("health", "Health", "5", HealthView, 50),
+        ViewSpec("browser", "Browse", "1", _deferred("tui.views.browser", "BrowserView"), 10),
+        ViewSpec("tags", "Tags", "2", _deferred("tui.views.tags", "TagsView"), 20),
+        ViewSpec("bulk", "Bulk", "3", _deferred("tui.views.bulk", "BulkView"), 30),
+        ViewSpec("buckets", "Buckets", "4", _deferred("tui.views.buckets", "BucketsView"), 40),
+        ViewSpec("health", "Health", "5", _deferred("tui.views.health", "HealthView"), 50),
     ]
 
 
