@@ -251,8 +251,12 @@ def test_autotag_runs_in_the_background_and_applies_after_confirmation(dataset: 
             await pilot.press("3")
             app.query_one("#scope-all").value = True
             await pilot.press("ctrl+g")
+            from tui.widgets.autotag_dialog import AutotagScreen
             from tui.widgets.dialogs import ConfirmScreen
 
+            await wait_for(pilot, lambda: isinstance(app.screen, AutotagScreen))
+            assert app.screen.query_one("#at-model").value == str(model_dir)  # from KILN_AUTOTAG_MODEL
+            await pilot.press("ctrl+s")
             await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), timeout=60)
             await pilot.press("y")
             await wait_for(pilot, lambda: all(p.with_suffix(".txt").exists() for p in missing))
@@ -264,14 +268,101 @@ def test_autotag_runs_in_the_background_and_applies_after_confirmation(dataset: 
     asyncio.run(run())
 
 
-def test_autotag_stops_when_cancelled(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+def test_autotag_dialog_checks_the_settings_and_remembers_them(dataset: Path, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """A bad threshold or a missing model is named in the dialog and nothing runs; settings that ran are
+    remembered (model, thresholds, mode, trigger words) and prefill the next dialog."""
+    from tests.onnx_models import make_tagger
+    from tui.widgets.autotag_dialog import AutotagScreen
+    from tui.widgets.dialogs import ConfirmScreen
+
+    monkeypatch.delenv("KILN_AUTOTAG_MODEL", raising=False)
+    model_dir = make_tagger(tmp_path / "wd-tiny", [("autotagged", 0, 0.9), ("faint", 0, 0.5)], probes=False)
+    before = {p: p.read_bytes() for p in dataset.rglob("*.txt")}
+    prefs = TuiPrefs()
+
+    async def run() -> None:
+        app = KilnApp(dataset, image_protocol="halfblock", prefs=prefs, persist_prefs=False)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("3")
+            app.query_one("#scope-all").value = True
+            await pilot.press("ctrl+g")
+            await wait_for(pilot, lambda: isinstance(app.screen, AutotagScreen))
+            dialog = app.screen
+            error = dialog.query_one("#at-error")
+
+            await pilot.press("ctrl+s")  # no model given
+            assert isinstance(app.screen, AutotagScreen)
+            assert "model" in str(error.render())
+
+            dialog.query_one("#at-model").value = str(tmp_path / "no-such-tagger")
+            await pilot.press("ctrl+s")
+            assert isinstance(app.screen, AutotagScreen)
+            assert "does not exist" in str(error.render())
+
+            dialog.query_one("#at-model").value = str(model_dir)
+            dialog.query_one("#at-general").value = "1.5"
+            await pilot.press("ctrl+s")
+            assert isinstance(app.screen, AutotagScreen)
+            assert "general_threshold" in str(error.render()) and "between 0 and 1" in str(error.render())
+
+            dialog.query_one("#at-general").value = "0.6"  # "faint" (0.5) stays out
+            dialog.query_one("#at-prefix").value = "kilnchar"
+            dialog.query_one("#at-mode-append").value = True
+            await pilot.press("ctrl+s")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), timeout=60)
+            await pilot.press("n")
+            await pilot.pause()
+            assert {p: p.read_bytes() for p in dataset.rglob("*.txt")} == before  # declined: nothing written
+
+            assert prefs.autotag_model == str(model_dir)
+            assert prefs.autotag["general_threshold"] == 0.6 and prefs.autotag["mode"] == "append"
+            assert prefs.autotag["prefix"] == ["kilnchar"]
+
+            await pilot.press("ctrl+g")  # the next dialog starts from the last settings
+            await wait_for(pilot, lambda: isinstance(app.screen, AutotagScreen))
+            again = app.screen
+            assert again.query_one("#at-model").value == str(model_dir)
+            assert again.query_one("#at-general").value == "0.6"
+            assert again.query_one("#at-prefix").value == "kilnchar"
+            assert again.query_one("#at-mode-append").value is True
+            await pilot.press("escape")
+            assert not isinstance(app.screen, AutotagScreen)
+
+    asyncio.run(run())
+
+
+def test_autotag_trigger_words_go_first_and_threshold_applies(dataset: Path, tmp_path: Path) -> None:
     import threading
 
+    from curator.autotag.config import AutotagConfig
     from tests.onnx_models import make_tagger
     from tui.autotag import run_autotag
     from tui.model import DatasetModel
 
-    monkeypatch.setenv("KILN_AUTOTAG_MODEL", str(make_tagger(tmp_path / "m", [("x", 0, 0.9)], probes=False)))
+    model_dir = make_tagger(tmp_path / "m", [("sure", 0, 0.9), ("maybe", 0, 0.5)], probes=False)
+    model = DatasetModel(dataset)
+    model.open()
+    model.scan()
+    rows = model.load_rows(model.scanned_records())
+    untagged = [r for r in rows if not r.tags]
+    assert untagged
+    config = AutotagConfig(model=str(model_dir), general_threshold=0.6, prefix=["kilnchar"])
+    changes = run_autotag(config, rows, lambda d, t: None, threading.Event())
+    assert len(changes) == len(untagged)  # mode missing: only images without tags
+    assert all(c.after.decode().strip() == "kilnchar, sure" for c in changes)
+
+
+def test_autotag_stops_when_cancelled(dataset: Path, tmp_path: Path) -> None:
+    import threading
+
+    from curator.autotag.config import AutotagConfig
+    from tests.onnx_models import make_tagger
+    from tui.autotag import run_autotag
+    from tui.model import DatasetModel
+
+    config = AutotagConfig(model=str(make_tagger(tmp_path / "m", [("x", 0, 0.9)], probes=False)))
     model = DatasetModel(dataset)
     model.open()
     model.scan()
@@ -281,5 +372,22 @@ def test_autotag_stops_when_cancelled(dataset: Path, tmp_path: Path, monkeypatch
     seen: list[tuple[int, int]] = []
     cancel = threading.Event()
     cancel.set()
-    changes = run_autotag(model, rows, lambda d, t: seen.append((d, t)), cancel)
+    changes = run_autotag(config, rows, lambda d, t: seen.append((d, t)), cancel)
     assert changes == [] and seen[0] == (0, len(rows))
+
+
+def test_autotag_settings_survive_a_restart(tmp_path: Path) -> None:
+    """The remembered dialog settings go through the prefs file (atomic write) and come back the same."""
+    from curator.autotag.config import AutotagConfig
+    from tui.autotag import initial_settings, remember
+    from tui.config import load_prefs, prefs_path, save_prefs
+
+    prefs = TuiPrefs()
+    config = AutotagConfig(model=str(tmp_path / "wd"), general_threshold=0.5, general_mcut=True,
+                           exclude=["watermark", "signature"], prefix=["kilnchar"], mode="replace", max_tags=30)
+    remember(prefs, config)
+    save_prefs(prefs)
+    assert prefs_path().is_file() and not list(prefs_path().parent.glob("*.tmp*"))
+    settings = initial_settings(load_prefs())
+    again = AutotagConfig.model_validate(settings)
+    assert again.model_dump() == {**config.model_dump(), "workers": again.workers}

@@ -2,8 +2,8 @@
 
 Adapter over ``curator.autotag`` (its ``run_autotag`` works on a whole dataset and writes); here the
 predictions become ``CaptionChange``s that the bulk panel previews and applies through the journal.
-The model comes from ``KILN_AUTOTAG_MODEL`` or the TUI preferences (a folder with model.onnx +
-selected_tags.csv, or a cached Hugging Face repo id).
+The settings come from the autotag dialog (``tui/widgets/autotag_dialog.py``), which starts from the last
+ones used (TUI preferences) and ``KILN_AUTOTAG_MODEL``.
 """
 
 from __future__ import annotations
@@ -14,39 +14,52 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tui.config import load_prefs
+from tui.config import TuiPrefs
 
-
-def autotag_model_spec() -> str | None:
-    return os.environ.get("KILN_AUTOTAG_MODEL") or getattr(load_prefs(), "autotag_model", None)
+REMEMBERED = (
+    "general_threshold", "character_threshold", "general_mcut", "character_mcut", "ratings", "exclude",
+    "keep_underscores", "character_first", "max_tags", "prefix", "prefix_from_folder", "mode", "device",
+)
 
 
 def autotag_available() -> tuple[bool, str]:
-    """(ready, reason): the tagger package and a model must be there."""
+    """(ready, reason): the tagger's packages must be installed."""
     try:
         import curator.autotag.config  # noqa: F401
     except ImportError as exc:
         return False, f"autotagging is not available: {exc}"
-    if not autotag_model_spec():
-        return False, ("no tagger model set: export KILN_AUTOTAG_MODEL=/path/to/wd14-folder (model.onnx + "
-                       "selected_tags.csv) or a cached Hugging Face repo id, then retry")
     return True, ""
 
 
-def run_autotag(model: Any, rows: list[Any], progress: Callable[[int, int], None],
-                cancel: threading.Event, mode: str = "missing") -> list[Any]:
-    """Tag ``rows`` and return the caption changes (nothing written). Stops early when ``cancel`` is set."""
+def initial_settings(prefs: TuiPrefs) -> dict[str, Any]:
+    """The dialog's starting values: the last settings used, the model from ``KILN_AUTOTAG_MODEL`` or the
+    last one used."""
+    settings = {k: v for k, v in (prefs.autotag or {}).items() if k in REMEMBERED}
+    settings["model"] = os.environ.get("KILN_AUTOTAG_MODEL") or prefs.autotag_model or ""
+    return settings
+
+
+def remember(prefs: TuiPrefs, config: Any) -> None:
+    """Keep ``config``'s settings in ``prefs`` for the next run (the caller saves them)."""
+    data = config.model_dump(include=set(REMEMBERED))
+    prefs.autotag = {k: v for k, v in data.items() if v is not None}
+    prefs.autotag_model = config.model
+
+
+def run_autotag(config: Any, rows: list[Any], progress: Callable[[int, int], None],
+                cancel: threading.Event) -> list[Any]:
+    """Tag ``rows`` per ``config`` (``curator.autotag.config.AutotagConfig``) and return the caption changes
+    (nothing written). Stops early when ``cancel`` is set."""
     from curator.autotag.captioning import plan_caption
-    from curator.autotag.config import AutotagConfig
     from curator.autotag.model import TaggerModel, resolve_model
     from curator.autotag.pipeline import tag_images
+    from curator.autotag.runner import prefix_for
     from curator.tags.journal import CaptionChange
     from tui.model import caption_target_for
 
-    config = AutotagConfig(model=autotag_model_spec() or "", mode=mode)
     tagger = TaggerModel.load(resolve_model(config.model), device=config.device)
     rules = config.rules()
-    todo = [r for r in rows if mode != "missing" or not r.tags]
+    todo = [r for r in rows if config.mode != "missing" or not r.tags]
     total = len(todo)
     done = 0
     progress(0, total)
@@ -65,7 +78,7 @@ def run_autotag(model: Any, rows: list[Any], progress: Callable[[int, int], None
             if result.prediction is None:
                 continue
             row = todo[result.index]
-            plan = plan_caption(row.caption_raw, result.prediction.tags, mode, list(config.prefix))
+            plan = plan_caption(row.caption_raw, result.prediction.tags, config.mode, prefix_for(config, row.record))
             if plan.after is not None:
                 changes.append(CaptionChange(caption_path=caption_target_for(row.record), before=row.caption_raw,
                                              after=plan.after))

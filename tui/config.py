@@ -16,6 +16,7 @@ class TuiPrefs(BaseModel):
     theme: str = "kiln-dark"
     image_protocol: str | None = None
     autotag_model: str | None = None
+    autotag: dict[str, object] = {}  # the autotag dialog's last settings (curator.autotag.AutotagConfig fields)
 
 
 def prefs_path() -> Path:
@@ -40,15 +41,15 @@ def load_prefs() -> TuiPrefs:
 
 
 def save_prefs(prefs: TuiPrefs) -> None:
-    """Write the preferences atomically; failures (read-only home) are silently ignored."""
+    """Write the preferences atomically (temp file, fsync, rename); failures (read-only home) are ignored."""
     import tomli_w
+
+    from curator.fsutil import atomic_write_bytes
 
     path = prefs_path()
     data = {k: v for k, v in prefs.model_dump().items() if v is not None}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(tomli_w.dumps(data).encode("utf-8"))
-        tmp.replace(path)
+        atomic_write_bytes(path, tomli_w.dumps(data).encode("utf-8"))
     except OSError:
         pass

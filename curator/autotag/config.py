@@ -88,6 +88,8 @@ class AutotagConfig(BaseModel):
 
 
 FIELD_HINTS = {
+    "model": "give a folder holding model.onnx and selected_tags.csv, or a repo id in the local Hugging Face cache "
+             "such as SmilingWolf/wd-swinv2-tagger-v3 (--model)",
     "general_threshold": "use a probability between 0 and 1 (--general 0.35)",
     "character_threshold": "use a probability between 0 and 1 (--character 0.85)",
     "batch_size": "use a whole number of at least 1 (--batch-size 16)",

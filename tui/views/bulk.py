@@ -332,7 +332,9 @@ class BulkView(KilnView):
 
     # ----- autotag ----------------------------------------------------------------------------
     def action_autotag(self) -> None:
-        from tui.autotag import autotag_available
+        """Ask for the tagger settings (autotag dialog), then tag the scope in the background."""
+        from tui.autotag import autotag_available, initial_settings
+        from tui.widgets.autotag_dialog import AutotagScreen
 
         ok, why = autotag_available()
         if not ok:
@@ -342,18 +344,33 @@ class BulkView(KilnView):
         if not rows:
             self.notify("Nothing in scope to autotag.", severity="warning")
             return
-        self._cancel.clear()
-        self.query_one("#autotag-row").display = True
-        bar = self.query_one("#autotag-progress", ProgressBar)
-        bar.update(total=len(rows), progress=0)
-        self._run_autotag(rows, scope)
+
+        def start(config) -> None:  # noqa: ANN001 - AutotagConfig or None (cancelled)
+            if config is None:
+                return
+            self._remember_autotag(config)
+            self._cancel.clear()
+            self.query_one("#autotag-row").display = True
+            self.query_one("#autotag-progress", ProgressBar).update(total=len(rows), progress=0)
+            self._run_autotag(config, rows, scope)
+
+        label = f"{scope} ({len(rows)} image{'s' if len(rows) != 1 else ''})"
+        self.app.push_screen(AutotagScreen(initial_settings(self.kiln.prefs), label), start)
+
+    def _remember_autotag(self, config) -> None:  # noqa: ANN001 - AutotagConfig
+        from tui.autotag import remember
+        from tui.config import save_prefs
+
+        remember(self.kiln.prefs, config)
+        if self.kiln.persist_prefs:
+            save_prefs(self.kiln.prefs)
 
     def action_cancel_autotag(self) -> None:
         self._cancel.set()
         self.notify("Cancelling autotag…", timeout=2)
 
     @work(thread=True, exclusive=True, group="autotag")
-    def _run_autotag(self, rows: list, scope: str) -> None:
+    def _run_autotag(self, config, rows: list, scope: str) -> None:  # noqa: ANN001 - AutotagConfig
         from tui.autotag import run_autotag
 
         def progress(done: int, total: int) -> None:
@@ -361,7 +378,7 @@ class BulkView(KilnView):
                                       total=total, progress=done)
 
         try:
-            changes = run_autotag(self.kiln.model, rows, progress, self._cancel)
+            changes = run_autotag(config, rows, progress, self._cancel)
         except Exception as exc:  # noqa: BLE001
             self.kiln.ui(self.notify, safe_text(f"Autotag failed: {exc}"), severity="error")
             changes = None
