@@ -202,3 +202,19 @@ def test_follow_with_the_live_display_ends_on_a_dead_run(tmp_path: Path) -> None
     assert info.state == "dead"
     text = out.getvalue()
     assert "dead" in text and "Killed" in text and "step 20/300" in text
+
+
+def test_the_trainer_writes_its_host_and_a_live_local_run_stays_running(tmp_path: Path) -> None:
+    """status.json names the machine that wrote it, so a run dir on a shared disk is judged by the right rule:
+    the pid on this machine, the age of the last update elsewhere."""
+    import socket
+
+    from train.rundir import RunDir
+    from train.runs.state import read_run
+
+    run = RunDir(tmp_path / "local")
+    run.create("")
+    run.update_status(state="running", step=3)
+    status = json.loads(run.status_path.read_text())
+    assert status["host"] == socket.gethostname() and status["pid"] == os.getpid()
+    assert read_run(run.path).state == "running"  # this process, alive, on this host

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from curator.fsutil import atomic_write_bytes
 
 EVENTS = "events.jsonl"
 STATUS = "status.json"
+_HOST = socket.gethostname()
 CONFIG = "config.toml"
 LOG = "train.log"
 STATE_DIR = "state"
@@ -85,6 +87,7 @@ class RunDir:
         """Merge ``fields`` into status.json and write it atomically (temp file + fsync + rename)."""
         self._status.update(fields)
         self._status["pid"] = os.getpid()
+        self._status["host"] = _HOST  # a pid means something only on this machine (runs on a shared disk)
         self._status["updated_at"] = round(time.time(), 3)
         data = json.dumps(self._status, indent=2, default=_jsonable, allow_nan=False) + "\n"
         atomic_write_bytes(self.status_path, data.encode("utf-8"))
