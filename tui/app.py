@@ -589,8 +589,8 @@ class KilnApp(App):
 
 
 HELP_NAMES = {
-    "ImageList": "image list", "TagList": "tag editor", "TagInput": "tag input", "FilterInput": "filter box",
-    "TagTable": "tag table", "HealthTree": "findings", "ClusterPane": "duplicate cluster",
+    "ImageList": "image list", "ImageGrid": "image grid", "TagList": "tag editor", "TagInput": "tag input",
+    "FilterInput": "filter box", "TagTable": "tag table", "HealthTree": "findings", "ClusterPane": "duplicate cluster",
 }
 
 

@@ -1,4 +1,4 @@
-"""The curator TUI's remembered preferences (theme, image protocol), in the user config dir."""
+"""The curator TUI's remembered preferences (theme, image protocol, browser layout), in the user config dir."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ class TuiPrefs(BaseModel):
     theme: str = "kiln-dark"
     image_protocol: str | None = None
     autotag_model: str | None = None
+    browser_layout: str = "list"  # the Browse view's layout: "list" or "grid" (`m` switches)
     autotag: dict[str, object] = {}  # the autotag dialog's last settings (curator.autotag.AutotagConfig fields)
 
 

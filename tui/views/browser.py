@@ -1,5 +1,5 @@
-"""Browser view: the virtualised image list, the filter bar, and beside it the focused image's preview,
-facts (size, bucket, resize and crop, flags) and tag editor."""
+"""Browser view: the virtualised image list (or thumbnail grid, `m` switches), the filter bar, and beside it the
+focused image's preview, facts (size, bucket, resize and crop, flags) and tag editor."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from textual.widgets import Input, Static
 from tui.rows import Row, human_size
 from tui.textsafe import printable, safe_text
 from tui.views.base import KilnView
+from tui.widgets.image_grid import GridHeader, ImageGrid
 from tui.widgets.image_list import ImageList, ListHeader
 from tui.widgets.preview import ImagePreview
 from tui.widgets.tag_editor import TagEditor, TagList
 
 WARM_FILTER_ROWS = 2000  # above this many images a new filter is evaluated in a worker thread
 PREVIEW_DELAY = 0.06  # seconds the cursor must rest before decoding starts (fast scrolling stays smooth)
+LAYOUTS = ("list", "grid")
 
 
 class FilterInput(Input):
@@ -28,7 +30,11 @@ class FilterInput(Input):
 
     def action_close(self) -> None:
         self.display = False
-        self.screen.query_one(ImageList).focus()
+        browser = next((a for a in self.ancestors if isinstance(a, BrowserView)), None)
+        if browser is not None:
+            browser.focus_images()
+        else:
+            self.screen.query_one(ImageList).focus()
 
 
 class FactsPanel(Static):
@@ -72,7 +78,8 @@ def describe(row: Row, settings) -> Text:
 
 
 class BrowserView(KilnView):
-    """The dataset as a list, with the focused image beside it."""
+    """The dataset as a list or a thumbnail grid (both on the same rows, cursor and selection), with the
+    focused image beside it."""
 
     VIEW_ID = "browser"
     TITLE = "Browse"
@@ -80,12 +87,16 @@ class BrowserView(KilnView):
     BINDINGS = [
         Binding("e", "edit_tags", "Edit tags"),
         Binding("p", "toggle_side", "Preview pane", show=False),
-        Binding("b", "bulk", "Bulk edit"),
+        Binding("b", "bulk", "Bulk"),
+        Binding("m", "toggle_layout", "Grid/List"),
     ]
 
     DEFAULT_CSS = """
     BrowserView > Horizontal { height: 1fr; }
     BrowserView #list-pane { width: 1fr; min-width: 30; }
+    BrowserView #list-pane.grid ListHeader, BrowserView #list-pane.grid ImageList { display: none; }
+    BrowserView #list-pane GridHeader, BrowserView #list-pane ImageGrid { display: none; }
+    BrowserView #list-pane.grid GridHeader, BrowserView #list-pane.grid ImageGrid { display: block; }
     BrowserView #side { width: 38%; min-width: 28; max-width: 90; border-left: tall $panel; }
     BrowserView #side.hidden { display: none; }
     BrowserView FilterInput { height: 1; border: none; padding: 0 1; background: $boost; display: none; }
@@ -97,12 +108,18 @@ class BrowserView(KilnView):
 
     def compose(self) -> ComposeResult:
         self.image_list = ImageList(id="image-list")
+        self.image_grid = ImageGrid(self.image_list, id="image-grid")
+        self.layout_mode = "grid" if self.kiln.prefs.browser_layout == "grid" else "list"
         with Horizontal():
-            with Vertical(id="list-pane"):
+            with Vertical(id="list-pane", classes=self.layout_mode):
                 header = ListHeader(self.image_list, id="list-header")
                 self.image_list.header = header
                 yield header
                 yield self.image_list
+                grid_header = GridHeader(self.image_grid, id="grid-header")
+                self.image_grid.header = grid_header
+                yield grid_header
+                yield self.image_grid
                 yield FilterInput(placeholder="filter: tag query, e.g. 1girl AND NOT solo  (enter applies, esc closes)",
                                   id="filter")
                 yield Static(id="filter-error")
@@ -112,7 +129,7 @@ class BrowserView(KilnView):
                 yield TagEditor(id="tag-editor")
 
     def on_mount(self) -> None:
-        self.image_list.focus()
+        self.focus_images()
         self._preview_timer = None
         if self.kiln.model.rows:  # read from the index before the first paint: show them in it
             self.image_list.set_rows(self.kiln.model.rows)
@@ -129,11 +146,44 @@ class BrowserView(KilnView):
         self._show_details(self.image_list.cursor_row, keep_highlight=True)
 
     def activated(self) -> None:
-        self.image_list.focus()
+        self.focus_images()
+
+    # ----- list or grid -----------------------------------------------------------------------
+    @property
+    def images_widget(self) -> ImageList | ImageGrid:
+        """The widget showing the images in the current layout (both share the ImageList's state)."""
+        return self.image_grid if self.layout_mode == "grid" else self.image_list
+
+    def focus_images(self) -> None:
+        self.images_widget.focus()
+
+    def set_layout(self, mode: str, remember: bool = True) -> None:
+        """Show the images as a ``list`` or a ``grid``; the focused image, selection, filter and sort stay."""
+        mode = mode if mode in LAYOUTS else "list"
+        had_focus = self.screen.focused in (self.image_list, self.image_grid)
+        self.layout_mode = mode
+        pane = self.query_one("#list-pane")
+        pane.set_class(mode == "grid", "grid")
+        pane.set_class(mode == "list", "list")
+        if mode == "list":
+            self.call_after_refresh(self.image_list.scroll_to_cursor)
+        else:
+            self.call_after_refresh(self.image_grid.follow_cursor)
+        if had_focus or self.screen.focused is None:
+            self.focus_images()
+        if remember and self.kiln.prefs.browser_layout != mode:
+            self.kiln.prefs.browser_layout = mode
+            if self.kiln.persist_prefs:
+                from tui.config import save_prefs
+
+                save_prefs(self.kiln.prefs)
+
+    def action_toggle_layout(self) -> None:
+        self.set_layout("list" if self.layout_mode == "grid" else "grid")
 
     def watched_rows(self) -> list[Row]:
         """Rows whose captions the app polls for outside edits: the focused one and the visible ones."""
-        rows = self.image_list.visible_rows()
+        rows = self.images_widget.visible_rows()
         focused = self.image_list.cursor_row
         if focused is not None and focused not in rows:
             rows.append(focused)
@@ -141,10 +191,17 @@ class BrowserView(KilnView):
 
     # ----- focus follows the cursor -----------------------------------------------------------
     def on_image_list_cursor_moved(self, event: ImageList.CursorMoved) -> None:
+        if self.layout_mode == "grid":
+            self.image_grid.follow_cursor()
         self._show_focused()
 
     def on_image_list_selection_changed(self, event: ImageList.SelectionChanged) -> None:
+        if self.layout_mode == "grid":
+            self.image_grid.refresh()
         self.kiln.update_status()
+
+    def on_image_grid_open(self, event: ImageGrid.Open) -> None:
+        self.action_edit_tags()
 
     def _show_focused(self, immediate: bool = False) -> None:
         row = self.image_list.cursor_row
@@ -207,7 +264,7 @@ class BrowserView(KilnView):
             event.stop()
             if self.apply_filter(event.value):
                 event.input.display = bool(event.value.strip())
-                self.image_list.focus()
+                self.focus_images()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "filter":

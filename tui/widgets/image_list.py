@@ -125,9 +125,9 @@ class ImageList(ScrollView, can_focus=True):
         Binding("v", "visual", "Range"),
         Binding("ctrl+a", "select_all", "Select all", show=False),
         Binding("escape", "clear_selection", "Clear selection", show=False),
-        Binding("n", "next_flagged(1)", "Next flagged"),
+        Binding("n", "next_flagged(1)", "Next flag"),
         Binding("N", "next_flagged(-1)", "Prev flagged", show=False),
-        Binding("s", "cycle_sort", "Sort"),
+        Binding("s", "cycle_sort", "Sort", show=False),
         Binding("S", "reverse_sort", "Reverse sort", show=False),
     ]
 
