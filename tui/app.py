@@ -6,6 +6,7 @@ global actions (help, palette, undo/redo, theme, rescan, autotag). Each view liv
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
@@ -29,6 +30,7 @@ from tui.views.base import KilnView
 from tui.views.registry import ViewSpec, all_views
 
 CAPTION_POLL_SECONDS = 1.0
+PREWARM_IDLE_SECONDS = 1.5  # build a not-yet-shown view in the background after this long without input
 SCAN_REFRESH_SECONDS = 0.5  # a cold scan shows newly indexed images at most this often
 
 
@@ -148,6 +150,7 @@ class KilnApp(App):
         self.theme = wanted or DEFAULT_THEME
         self._theme_ready = False
         self._mounting: dict[str, object] = {}  # view id -> AwaitMount of a view being mounted
+        self._last_input = time.monotonic()
 
     # ----- layout -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -163,6 +166,12 @@ class KilnApp(App):
         self.update_status()
         self.load_dataset()
         self.set_interval(CAPTION_POLL_SECONDS, self.poll_captions)
+        self._prewarm_timer = self.set_interval(PREWARM_IDLE_SECONDS / 3, self._prewarm_next_view)
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key | events.MouseDown | events.MouseScrollDown | events.MouseScrollUp):
+            self._last_input = time.monotonic()
+        await super().on_event(event)
 
     # ----- messages ---------------------------------------------------------------------------
     def notify(self, message, *, title: str = "", severity="information", timeout: float | None = None,
@@ -230,6 +239,18 @@ class KilnApp(App):
 
         self.call_later(ready)
         return view
+
+    def _prewarm_next_view(self) -> None:
+        """While the user is idle (and the dataset loaded), build the next view not shown yet, one per tick, so
+        that opening it later costs a switch (~50 ms), not a build (~150–250 ms on 10,000 images)."""
+        if not self.loaded or self._mounting or time.monotonic() - self._last_input < PREWARM_IDLE_SECONDS:
+            return
+        mounted = {view.id for view in self.views()}
+        pending = [s for s in self.specs if s.prewarm and s.view_id not in mounted]
+        if not pending:
+            self._prewarm_timer.stop()
+            return
+        self.view(pending[0].view_id)
 
     async def mount_all_views(self) -> None:
         """Mount every view not shown yet (help and the command palette list every view's bindings)."""
@@ -321,8 +342,6 @@ class KilnApp(App):
     def _scan_progress_reporter(self):  # noqa: ANN202
         """The scan's ``on_progress``: adds the images just indexed to the rows (with their captions) and
         shows them, at most every ``SCAN_REFRESH_SECONDS`` (the first batch at once)."""
-        import time
-
         model = self.model
         shown = {"at": 0.0, "pending": False}
 
@@ -366,6 +385,7 @@ class KilnApp(App):
         """Rows were (re)loaded: tell the views. ``partial`` (a scan or caption read is still under way): only
         the browser and the view on screen; the others catch up at the next full load."""
         self.loaded = final or self.loaded
+        _freeze_long_lived_objects()
         if partial:
             from textual.css.query import NoMatches
 
@@ -599,6 +619,16 @@ def _help_name(widget: Widget) -> str:
     if isinstance(widget, KilnView):
         return "view"
     return HELP_NAMES.get(name, name)
+
+
+def _freeze_long_lived_objects() -> None:
+    """Move every object alive now (the rows, records, tags of 10,000+ images) out of the cyclic garbage
+    collector's reach. They live as long as the dataset is open; left in, each full collection walks all of them
+    and stalls the UI for 0.1–0.25 s at random key presses (measured on view switches). Reference counting still
+    frees them when they are replaced."""
+    import gc
+
+    gc.freeze()
 
 
 def _register_optional_views() -> None:

@@ -16,7 +16,7 @@ def register() -> None:
 
         return RunsView()
 
-    register_view(ViewSpec("runs", "Runs", RUNS_VIEW_KEY, factory, 60))
+    register_view(ViewSpec("runs", "Runs", RUNS_VIEW_KEY, factory, 60, prewarm=False))  # it polls the runs
 
 
 def toggle_training_panel(app):

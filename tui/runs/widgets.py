@@ -39,12 +39,13 @@ class RunTable(DataTable):
         super().__init__(**kwargs)
         self._shown: tuple | None = None
 
+    COLUMNS = (("Name", "name"), ("State", "state"), ("Progress", "progress"), ("Loss", "loss"),
+               ("Started", "started"))
+
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.zebra_stripes = False
-        for label, key in (("Name", "name"), ("State", "state"), ("Progress", "progress"), ("Loss", "loss"),
-                           ("Started", "started")):
-            self.add_column(label, key=key)
+        self._widths: tuple[int, ...] = ()
 
     def show_runs(self, runs: list[RunInfo], watched: Path | None) -> None:
         shown = (watched, [(r.dir, r.name, r.state, r.stop_requested, r.step, r.total_steps, r.loss, r.started_at)
@@ -53,13 +54,25 @@ class RunTable(DataTable):
             return  # nothing new: keep the table (and its cursor) as it is
         self._shown = shown
         keep = self.cursor_row_key()
-        self.clear()
+        rows = []
         for run in runs:
             started = time.strftime("%m-%d %H:%M", time.localtime(run.started_at)) if run.started_at else "—"
             marker = "▶ " if run.dir == watched else "  "
-            self.add_row(Text(marker + printable(run.name), style="bold" if run.dir == watched else ""),
-                         state_text(run.state, run.stop_requested), progress_text(run.step, run.total_steps),
-                         fmt_loss(run.loss), started, key=str(run.dir))
+            rows.append((run, [Text(marker + printable(run.name), style="bold" if run.dir == watched else ""),
+                               state_text(run.state, run.stop_requested),
+                               Text(progress_text(run.step, run.total_steps)), Text(fmt_loss(run.loss)),
+                               Text(started)]))
+        # Column widths from the cells themselves: DataTable's own auto-width is settled on a later idle tick,
+        # and a picture taken before that (or a refresh racing it) showed every column cut to its title.
+        widths = tuple(max([len(label), *(cells[n].cell_len for _, cells in rows)])
+                       for n, (label, _) in enumerate(self.COLUMNS))
+        self.clear(columns=widths != self._widths)
+        if widths != self._widths:
+            self._widths = widths
+            for (label, key), width in zip(self.COLUMNS, widths, strict=True):
+                self.add_column(label, key=key, width=width)
+        for run, cells in rows:
+            self.add_row(*cells, key=str(run.dir))
         target = keep or (str(watched) if watched else None)
         if target is not None:
             for index, run in enumerate(runs):

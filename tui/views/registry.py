@@ -12,13 +12,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ViewSpec:
-    """A view: ``view_id`` (unique), ``title`` (tab text), ``key`` (number key that opens it), ``factory``."""
+    """A view: ``view_id`` (unique), ``title`` (tab text), ``key`` (number key that opens it), ``factory``.
+    ``prewarm``: the app may build it in the background while the user is idle, so that its first showing is
+    instant (False for views that start background work of their own, e.g. polling)."""
 
     view_id: str
     title: str
     key: str
     factory: Callable[[], KilnView]
     order: int = 100
+    prewarm: bool = True
 
 
 _EXTRA: list[ViewSpec] = []
