@@ -119,6 +119,26 @@ async def _key_latency(app, pilot, lst, presses: int, suffix: str) -> dict:
     }
 
 
+async def _view_switches(app, pilot) -> dict:
+    """Number keys 2…5 then 1, the way a terminal sends them: ms until the new view is on screen and every
+    handler ran. The views not shown yet are built in the background once the user is idle (prewarm)."""
+    import asyncio
+
+    from textual import events
+
+    await asyncio.sleep(2.5)  # idle: the app builds the views nobody opened yet
+    out = {}
+    for key, view_id in (("2", "tags"), ("3", "bulk"), ("4", "buckets"), ("5", "health"), ("1", "browser")):
+        start = time.perf_counter()
+        app._driver.send_message(events.Key(key, key))
+        while app.active_view.id != view_id and time.perf_counter() - start < 10:
+            await asyncio.sleep(0.0005)
+        await pilot._wait_for_screen()
+        out[f"view_switch_ms[{view_id}]"] = (time.perf_counter() - start) * 1000
+        await asyncio.sleep(0.2)
+    return out
+
+
 async def _measure(data: Path, count: int, mode: str, t0: float) -> dict:
     sys.path.insert(0, str(ROOT))
     from tui.app import KilnApp
@@ -173,6 +193,7 @@ async def _measure(data: Path, count: int, mode: str, t0: float) -> dict:
             browser.apply_filter("")
             await pilot.pause()
             out["filter_clear"] = time.perf_counter() - s
+            out.update(await _view_switches(app, pilot))
         await pilot.press("q")
     return out
 
