@@ -1,0 +1,92 @@
+"""How the curator starts: the indexed rows in the first frame, views built when needed (or while idle),
+a large index read in a background thread. Real sample dataset, Pilot-driven."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("textual")
+
+from tests.test_tui_workflows import browser, copy_example, make_app, wait_for, wait_loaded  # noqa: E402
+from tui.model import DatasetModel  # noqa: E402
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    root = copy_example(tmp_path / "dataset")
+    model = DatasetModel(root)  # warm the index, as a second start would find it
+    model.open()
+    model.scan()
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KILN_CONFIG_DIR", str(tmp_path / "config"))
+
+
+def test_a_warm_index_is_in_the_first_frame_and_views_are_built_on_demand(dataset: Path) -> None:
+    images = len([p for p in dataset.rglob("*") if p.suffix.lower() in (".jpg", ".png", ".webp")])
+
+    async def run() -> None:
+        app = make_app(dataset)
+        assert len(app.model.rows) == images  # read before the app even started (small index: inline)
+        async with app.run_test(size=(100, 30)) as pilot:
+            assert len(browser(app).image_list.rows) == images  # in the first frame
+            assert [v.id for v in app.views()] == ["browser"]  # nothing else built yet
+            app._last_input = float("inf")  # a user who keeps typing: nothing is built behind their back
+            await pilot.press("2")
+            await wait_for(pilot, lambda: app.active_view.id == "tags" and "tags" not in app._mounting)
+            tags = app.view("tags")
+            assert tags.query_one("#tag-table").row_count > 0  # built, then filled with the dataset's tags
+            assert {v.id for v in app.views()} == {"browser", "tags"}
+            await pilot.press("question_mark")  # help lists every view's keys, so it builds them all
+            await wait_for(pilot, lambda: {v.id for v in app.views()} >= {"bulk", "buckets", "health", "runs"})
+            assert "Rename everywhere" in "\n".join(d for _, rows in app.screen.sections for _, d in rows)
+
+    asyncio.run(run())
+
+
+def test_idle_time_builds_the_views_nobody_opened_yet_but_not_the_runs_view(dataset: Path,
+                                                                           monkeypatch) -> None:
+    import tui.app
+
+    monkeypatch.setattr(tui.app, "PREWARM_IDLE_SECONDS", 0.2)
+
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_loaded(pilot)
+            await wait_for(pilot, lambda: {v.id for v in app.views()} == {"browser", "tags", "bulk", "buckets",
+                                                                          "health"})
+            await pilot.pause(0.5)
+            assert "runs" not in {v.id for v in app.views()}  # it polls: built only when opened
+            assert app.active_view.id == "browser"  # building in the background never switches the view
+            health = app.view("health")
+            assert health.clusters  # the sample's planted near-duplicate, from the shared health pass
+
+    asyncio.run(run())
+
+
+def test_a_large_index_is_read_in_a_thread_while_the_window_shows(dataset: Path, monkeypatch) -> None:
+    import tui.model
+
+    monkeypatch.setattr(tui.model, "INLINE_PRELOAD_MAX", 0)  # treat the sample as "large"
+
+    async def run() -> None:
+        model = DatasetModel(dataset)
+        model.start_preload(inline_max=0)
+        assert model._preload is not None  # a thread, not inline
+        model.finish_preload()
+        assert model.rows
+
+        app = make_app(dataset)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_loaded(pilot)
+            assert len(browser(app).image_list.rows) == len(model.rows)
+
+    asyncio.run(run())
+
