@@ -32,6 +32,7 @@ from tui.views.registry import ViewSpec, all_views
 CAPTION_POLL_SECONDS = 1.0
 PREWARM_IDLE_SECONDS = 1.5  # build a not-yet-shown view in the background after this long without input
 SCAN_REFRESH_SECONDS = 0.5  # a cold scan shows newly indexed images at most this often
+FREEZE_EVERY_SECONDS = 5.0  # while rows arrive in batches, freeze the long-lived objects at most this often
 
 
 def _style(spec: str, fallback: str):
@@ -151,6 +152,7 @@ class KilnApp(App):
         self._theme_ready = False
         self._mounting: dict[str, object] = {}  # view id -> AwaitMount of a view being mounted
         self._last_input = time.monotonic()
+        self._frozen_at = 0.0
 
     # ----- layout -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -385,7 +387,9 @@ class KilnApp(App):
         """Rows were (re)loaded: tell the views. ``partial`` (a scan or caption read is still under way): only
         the browser and the view on screen; the others catch up at the next full load."""
         self.loaded = final or self.loaded
-        _freeze_long_lived_objects()
+        if not partial or time.monotonic() - self._frozen_at >= FREEZE_EVERY_SECONDS:
+            self._frozen_at = time.monotonic()  # full loads always; a running scan's batches now and then
+            _freeze_long_lived_objects()
         if partial:
             from textual.css.query import NoMatches
 
@@ -625,7 +629,9 @@ def _freeze_long_lived_objects() -> None:
     """Move every object alive now (the rows, records, tags of 10,000+ images) out of the cyclic garbage
     collector's reach. They live as long as the dataset is open; left in, each full collection walks all of them
     and stalls the UI for 0.1–0.25 s at random key presses (measured on view switches). Reference counting still
-    frees them when they are replaced."""
+    frees them when they are replaced (rows and records hold no reference cycles); only cyclic garbage among
+    them (a widget alive at this moment and later discarded) is never collected, which is why this runs after
+    full loads and at most every ``FREEZE_EVERY_SECONDS`` while a scan adds rows."""
     import gc
 
     gc.freeze()
