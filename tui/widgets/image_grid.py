@@ -39,7 +39,7 @@ from textual.widget import Widget
 from tui.imaging import ThumbnailCache, fit_cells, halfblock_lines
 from tui.rows import Row
 from tui.textsafe import printable
-from tui.widgets.image_list import ImageList
+from tui.widgets.image_list import MOVE_BINDINGS, SELECTION_BINDINGS, ImageList
 
 MIN_CELL_W = 16  # narrowest cell (15-column tile: a 13-column picture)
 PREF_CELL_W = 20  # the grid uses as many cells as keep them at most about this wide…
@@ -179,24 +179,10 @@ class ImageGrid(ScrollView, can_focus=True):
     """The dataset as thumbnails; the same keys as the list plus ←→/h l, enter edits the tags."""
 
     BINDINGS = [
-        Binding("up,k", "cursor_up", "Up", show=False),
-        Binding("down,j", "cursor_down", "Down", show=False),
+        *MOVE_BINDINGS,
         Binding("left,h", "cursor_left", "Left", show=False),
         Binding("right,l", "cursor_right", "Right", show=False),
-        Binding("pageup,ctrl+b", "page_up", "Page up", show=False),
-        Binding("pagedown,ctrl+f", "page_down", "Page down", show=False),
-        Binding("ctrl+u", "half_page(-1)", "Half page up", show=False),
-        Binding("ctrl+d", "half_page(1)", "Half page down", show=False),
-        Binding("home,g", "first", "First", show=False),
-        Binding("end,G", "last", "Last", show=False),
-        Binding("space", "toggle_select", "Select"),
-        Binding("v", "visual", "Range"),
-        Binding("ctrl+a", "select_all", "Select all", show=False),
-        Binding("escape", "clear_selection", "Clear selection", show=False),
-        Binding("n", "next_flagged(1)", "Next flag"),
-        Binding("N", "next_flagged(-1)", "Prev flagged", show=False),
-        Binding("s", "cycle_sort", "Sort", show=False),
-        Binding("S", "reverse_sort", "Reverse sort", show=False),
+        *SELECTION_BINDINGS,
         Binding("enter", "open", "Edit tags", show=False),
     ]
 
@@ -454,15 +440,8 @@ class ImageGrid(ScrollView, can_focus=True):
         self.focus()
         if pos is None:
             return
-        lst = self.image_list
-        if event.shift and lst.cursor_row is not None:
-            lo, hi = sorted((lst.cursor, pos))
-            lst.selected |= {lst.rows[i].path for i in lst.view[lo : hi + 1]}
-            lst.post_message(lst.SelectionChanged(lst, len(lst.selected)))
-        elif event.ctrl:
-            lst.selected ^= {lst.rows[lst.view[pos]].path}
-            lst.post_message(lst.SelectionChanged(lst, len(lst.selected)))
-        self._move(pos)
+        self.image_list.click_at(pos, shift=event.shift, ctrl=event.ctrl)
+        self.follow_cursor()
 
     # ----- rendering --------------------------------------------------------------------------
     def _styles(self) -> dict[str, Style]:

@@ -109,27 +109,34 @@ class ListHeader(Widget):
             x += width + 1
 
 
+# The keys of the images pane, shared by the list and the grid (tui/widgets/image_grid.py), which both act on
+# this list's rows, cursor and selection.
+MOVE_BINDINGS = [
+    Binding("up,k", "cursor_up", "Up", show=False),
+    Binding("down,j", "cursor_down", "Down", show=False),
+    Binding("pageup,ctrl+b", "page_up", "Page up", show=False),
+    Binding("pagedown,ctrl+f", "page_down", "Page down", show=False),
+    Binding("ctrl+u", "half_page(-1)", "Half page up", show=False),
+    Binding("ctrl+d", "half_page(1)", "Half page down", show=False),
+    Binding("home,g", "first", "First", show=False),
+    Binding("end,G", "last", "Last", show=False),
+]
+SELECTION_BINDINGS = [
+    Binding("space", "toggle_select", "Select"),
+    Binding("v", "visual", "Range"),
+    Binding("ctrl+a", "select_all", "Select all", show=False),
+    Binding("escape", "clear_selection", "Clear selection", show=False),
+    Binding("n", "next_flagged(1)", "Next flag"),
+    Binding("N", "next_flagged(-1)", "Prev flagged", show=False),
+    Binding("s", "cycle_sort", "Sort", show=False),
+    Binding("S", "reverse_sort", "Reverse sort", show=False),
+]
+
+
 class ImageList(ScrollView, can_focus=True):
     """The dataset as a list; vim keys, `space` to select, `v` for a range."""
 
-    BINDINGS = [
-        Binding("up,k", "cursor_up", "Up", show=False),
-        Binding("down,j", "cursor_down", "Down", show=False),
-        Binding("pageup,ctrl+b", "page_up", "Page up", show=False),
-        Binding("pagedown,ctrl+f", "page_down", "Page down", show=False),
-        Binding("ctrl+u", "half_page(-1)", "Half page up", show=False),
-        Binding("ctrl+d", "half_page(1)", "Half page down", show=False),
-        Binding("home,g", "first", "First", show=False),
-        Binding("end,G", "last", "Last", show=False),
-        Binding("space", "toggle_select", "Select"),
-        Binding("v", "visual", "Range"),
-        Binding("ctrl+a", "select_all", "Select all", show=False),
-        Binding("escape", "clear_selection", "Clear selection", show=False),
-        Binding("n", "next_flagged(1)", "Next flag"),
-        Binding("N", "next_flagged(-1)", "Prev flagged", show=False),
-        Binding("s", "cycle_sort", "Sort", show=False),
-        Binding("S", "reverse_sort", "Reverse sort", show=False),
-    ]
+    BINDINGS = [*MOVE_BINDINGS, *SELECTION_BINDINGS]
 
     COMPONENT_CLASSES = {
         "image-list--cursor",
@@ -353,15 +360,20 @@ class ImageList(ScrollView, can_focus=True):
     def on_click(self, event: events.Click) -> None:
         pos = self.scroll_offset.y + event.y
         if 0 <= pos < len(self.view):
-            if event.shift and self.cursor_row is not None:
-                lo, hi = sorted((self.cursor, pos))
-                self.selected |= {self.rows[i].path for i in self.view[lo : hi + 1]}
-                self.post_message(self.SelectionChanged(self, len(self.selected)))
-            elif event.ctrl:
-                self.selected ^= {self.rows[self.view[pos]].path}
-                self.post_message(self.SelectionChanged(self, len(self.selected)))
-            self.cursor = pos
+            self.click_at(pos, shift=event.shift, ctrl=event.ctrl)
             self.focus()
+
+    def click_at(self, pos: int, *, shift: bool = False, ctrl: bool = False) -> None:
+        """A click on view position ``pos`` (here or in the grid): shift selects the range from the cursor,
+        ctrl toggles the image; the cursor moves there."""
+        if shift and self.cursor_row is not None:
+            lo, hi = sorted((self.cursor, pos))
+            self.selected |= {self.rows[i].path for i in self.view[lo : hi + 1]}
+            self.post_message(self.SelectionChanged(self, len(self.selected)))
+        elif ctrl:
+            self.selected ^= {self.rows[self.view[pos]].path}
+            self.post_message(self.SelectionChanged(self, len(self.selected)))
+        self.cursor = pos
 
     # ----- rendering --------------------------------------------------------------------------
     def _styles(self) -> tuple[Style, Style, Style, Style, Style]:
