@@ -22,15 +22,6 @@ REMEMBERED = (
 )
 
 
-def autotag_available() -> tuple[bool, str]:
-    """(ready, reason): the tagger's packages must be installed."""
-    try:
-        import curator.autotag.config  # noqa: F401
-    except ImportError as exc:
-        return False, f"autotagging is not available: {exc}"
-    return True, ""
-
-
 def initial_settings(prefs: TuiPrefs) -> dict[str, Any]:
     """The dialog's starting values: the last settings used, the model from ``KILN_AUTOTAG_MODEL`` or the
     last one used."""

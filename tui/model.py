@@ -113,8 +113,6 @@ class DatasetModel:
 
         try:
             with paused_gc():  # 20,000 acyclic objects: the collector's passes would cost ~15 % here
-                if self.dataset is None:
-                    self.open()
                 records = self.indexed_records()
                 if records and not self.rows:
                     self.load_rows(records, captions=False)

@@ -333,13 +333,9 @@ class BulkView(KilnView):
     # ----- autotag ----------------------------------------------------------------------------
     def action_autotag(self) -> None:
         """Ask for the tagger settings (autotag dialog), then tag the scope in the background."""
-        from tui.autotag import autotag_available, initial_settings
+        from tui.autotag import initial_settings
         from tui.widgets.autotag_dialog import AutotagScreen
 
-        ok, why = autotag_available()
-        if not ok:
-            self.notify(safe_text(why), severity="warning", timeout=8)
-            return
         scope, rows = self.scope_rows()
         if not rows:
             self.notify("Nothing in scope to autotag.", severity="warning")

@@ -140,8 +140,12 @@ class AutotagScreen(ModalScreen[Any]):
         self._show_mode_help()
 
     def _show_mode_help(self) -> None:
-        mode = self.form_values()["mode"]
+        mode = self._mode()
         self.query_one("#at-mode-help", Static).update(f"{' ' * 15}{mode}: {dict(MODES)[mode]}")
+
+    def _mode(self) -> str:
+        pressed = self.query_one("#at-mode", RadioSet).pressed_button
+        return (pressed.id or "").removeprefix("at-mode-") if pressed else "missing"
 
     # ----- the form -----------------------------------------------------------------------------
     def form_values(self) -> dict[str, Any]:
@@ -155,8 +159,7 @@ class AutotagScreen(ModalScreen[Any]):
             "max_tags": self.query_one("#at-max-tags", Input).value.strip() or None,
             "device": self.query_one("#at-device", Input).value.strip() or "auto",
         }
-        pressed = self.query_one("#at-mode", RadioSet).pressed_button
-        values["mode"] = (pressed.id or "at-mode-missing").removeprefix("at-mode-") if pressed else "missing"
+        values["mode"] = self._mode()
         for key, _ in CHECKBOXES:
             values[key] = self.query_one(f"#at-{key.replace('_', '-')}", Checkbox).value
         return {k: v for k, v in values.items() if v is not None}
