@@ -23,11 +23,14 @@ PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycl
 
 @pytest.fixture(autouse=True)
 def _private_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep every test (and the processes it starts) out of the real user's data and config folders."""
+    """Keep every test (and the processes it starts) out of the real user's data and config folders (a fresh
+    set per test, so preferences one test saves are not seen by the next)."""
     home = tmp_path_factory.mktemp("user")
     monkeypatch.setenv("KILN_DATA_DIR", str(home / "data"))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "xdg-data"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "xdg-config"))
+    monkeypatch.setenv("KILN_CONFIG_DIR", str(home / "config"))  # the TUI's remembered preferences
+    monkeypatch.delenv("KILN_IMAGE_PROTOCOL", raising=False)  # the runner's terminal must not pick the previews
 
 
 def skimage_data_dir() -> Path:

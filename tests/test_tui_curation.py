@@ -30,11 +30,6 @@ def dataset(tmp_path: Path) -> Path:
     return copy_example(tmp_path / "dataset")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KILN_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.delenv("KILN_IMAGE_PROTOCOL", raising=False)
-
 
 # ------------------------------------------------------------------------------------------------ bulk
 
@@ -333,19 +328,25 @@ def test_autotag_dialog_checks_the_settings_and_remembers_them(dataset: Path, tm
     asyncio.run(run())
 
 
+def scanned_rows(dataset: Path) -> list:
+    """The browser rows of ``dataset`` after a scan, captions read (what the Bulk view autotags)."""
+    from tui.model import DatasetModel
+
+    model = DatasetModel(dataset)
+    model.open()
+    model.scan()
+    return model.load_rows(model.scanned_records())
+
+
 def test_autotag_trigger_words_go_first_and_threshold_applies(dataset: Path, tmp_path: Path) -> None:
     import threading
 
     from curator.autotag.config import AutotagConfig
     from tests.onnx_models import make_tagger
     from tui.autotag import run_autotag
-    from tui.model import DatasetModel
 
     model_dir = make_tagger(tmp_path / "m", [("sure", 0, 0.9), ("maybe", 0, 0.5)], probes=False)
-    model = DatasetModel(dataset)
-    model.open()
-    model.scan()
-    rows = model.load_rows(model.scanned_records())
+    rows = scanned_rows(dataset)
     untagged = [r for r in rows if not r.tags]
     assert untagged
     config = AutotagConfig(model=str(model_dir), general_threshold=0.6, prefix=["kilnchar"])
@@ -360,13 +361,9 @@ def test_autotag_stops_when_cancelled(dataset: Path, tmp_path: Path) -> None:
     from curator.autotag.config import AutotagConfig
     from tests.onnx_models import make_tagger
     from tui.autotag import run_autotag
-    from tui.model import DatasetModel
 
     config = AutotagConfig(model=str(make_tagger(tmp_path / "m", [("x", 0, 0.9)], probes=False)))
-    model = DatasetModel(dataset)
-    model.open()
-    model.scan()
-    rows = model.load_rows(model.scanned_records())
+    rows = scanned_rows(dataset)
     for row in rows:
         row.tags = []  # pretend every image needs tags
     seen: list[tuple[int, int]] = []

@@ -16,17 +16,12 @@ pytest.importorskip("textual")
 from tests.conftest import photo, save_photo  # noqa: E402
 from tests.test_tui_workflows import PHOTO_DIR, browser, copy_example, wait_for, wait_loaded  # noqa: E402
 from tui.app import KilnApp  # noqa: E402
-from tui.config import TuiPrefs, load_prefs  # noqa: E402
+from tui.config import TuiPrefs, load_prefs, prefs_path  # noqa: E402
 from tui.widgets.image_grid import ImageGrid, fit_caption, grid_geometry  # noqa: E402
 from tui.widgets.preview import HalfBlockImage  # noqa: E402
 
 MARKUP_NAME = "[bold]red\x1b[31mx.png"  # markup and an escape byte in a real file name
 
-
-@pytest.fixture(autouse=True)
-def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KILN_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.delenv("KILN_IMAGE_PROTOCOL", raising=False)
 
 
 @pytest.fixture
@@ -98,7 +93,7 @@ def test_m_switches_layouts_keeping_cursor_selection_filter_and_is_remembered(da
             assert app.filter_text == "NOT tag:greyscale"
             await grid_settled(pilot, grid)
             assert "●" in cell_text(grid, 1) and "●" in cell_text(grid, 2)  # selection marks
-            saved = tomllib.loads((dataset.parent / "config" / "tui.toml").read_text())
+            saved = tomllib.loads(prefs_path().read_text())
             assert saved["browser_layout"] == "grid"
             await pilot.press("right")  # moves in the grid, seen by the list
             assert lst.cursor == 4

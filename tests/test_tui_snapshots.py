@@ -28,10 +28,6 @@ VIEWS = {"browser": "1", "tags": "2", "bulk": "3", "buckets": "4", "health": "5"
 SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
 
 
-@pytest.fixture(autouse=True)
-def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KILN_CONFIG_DIR", str(tmp_path / "config"))
-
 
 @pytest.mark.parametrize("size", list(SIZES))
 @pytest.mark.parametrize("view", list(VIEWS))

@@ -23,10 +23,6 @@ def dataset(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KILN_CONFIG_DIR", str(tmp_path / "config"))
-
 
 def test_a_warm_index_is_in_the_first_frame_and_views_are_built_on_demand(dataset: Path) -> None:
     images = len([p for p in dataset.rglob("*") if p.suffix.lower() in (".jpg", ".png", ".webp")])

@@ -70,11 +70,6 @@ def dataset(tmp_path: Path) -> Path:
     return copy_example(tmp_path / "dataset")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KILN_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.delenv("KILN_IMAGE_PROTOCOL", raising=False)
-
 
 def caption_of(root: Path, rel_image: str) -> Path:
     return (root / rel_image).with_suffix(".txt")
