@@ -83,7 +83,8 @@ def drop_index(data: Path) -> None:
 
 # ------------------------------------------------------------------------------------------- the child
 
-async def _wait(pilot, predicate, limit: float, step: float = 0.01) -> bool:
+async def wait_until(pilot, predicate, limit: float, step: float = 0.01) -> bool:
+    """Let the app run until ``predicate()`` holds or ``limit`` seconds passed; whether it holds."""
     end = time.perf_counter() + limit
     while time.perf_counter() < end:
         if predicate():
@@ -92,9 +93,10 @@ async def _wait(pilot, predicate, limit: float, step: float = 0.01) -> bool:
     return predicate()
 
 
-async def _key_latency(app, pilot, lst, presses: int, suffix: str) -> dict:
-    """``down`` sent the way a terminal sends it; times until the cursor moved and until every handler ran
-    (Pilot.press itself waits for the process to look idle, which never happens while a scan runs)."""
+async def key_timings(app, pilot, lst, key: str, presses: int) -> tuple[list[float], list[float]]:
+    """``key`` sent the way a terminal sends it, ``presses`` times: seconds until the cursor moved and until
+    every handler ran (Pilot.press itself waits for the process to look idle, which never happens while a scan
+    runs). Shared with bench_tui_grid.py."""
     import asyncio
 
     from textual import events
@@ -103,13 +105,19 @@ async def _key_latency(app, pilot, lst, presses: int, suffix: str) -> dict:
     for _ in range(presses):
         before = lst.cursor
         start = time.perf_counter()
-        app._driver.send_message(events.Key("down", None))
+        app._driver.send_message(events.Key(key, None))
         while lst.cursor == before and time.perf_counter() - start < 5:
             await asyncio.sleep(0.0005)
         moved.append(time.perf_counter() - start)
         await pilot._wait_for_screen()
         handled.append(time.perf_counter() - start)
         await asyncio.sleep(0.02)  # a typist's pace, so the presses do not queue up
+    return moved, handled
+
+
+async def _key_latency(app, pilot, lst, presses: int, suffix: str) -> dict:
+    """Median and p90 of ``down`` in the list (ms)."""
+    moved, handled = await key_timings(app, pilot, lst, "down", presses)
     moved.sort()
     handled.sort()
     return {
@@ -152,7 +160,7 @@ async def _measure(data: Path, count: int, mode: str, t0: float) -> dict:
         lst = browser.image_list
 
         if mode == "cold":
-            await _wait(pilot, lambda: len(lst.rows) > 0, 300)
+            await wait_until(pilot, lambda: len(lst.rows) > 0, 300)
             out["first_rows"] = time.perf_counter() - t0
             out["first_rows_count"] = len(lst.rows)
             seen = []
@@ -168,15 +176,15 @@ async def _measure(data: Path, count: int, mode: str, t0: float) -> dict:
                 shown = [n for t, n in seen if t <= at]
                 out[f"rows_at_{int(q * 100)}pct"] = shown[-1] if shown else 0
         else:
-            await _wait(pilot, lambda: len(lst.rows) >= count, 120)
+            await wait_until(pilot, lambda: len(lst.rows) >= count, 120)
             out["list_complete"] = time.perf_counter() - t0
-            await _wait(pilot, lambda: all(r.captions_loaded for r in lst.rows[:: max(1, count // 50)]), 120)
+            await wait_until(pilot, lambda: all(r.captions_loaded for r in lst.rows[:: max(1, count // 50)]), 120)
             out["captions_loaded"] = time.perf_counter() - t0
 
         # cursor latency while the background work (scan, checks) still runs
         out.update(await _key_latency(app, pilot, lst, 20, "_busy"))
 
-        await _wait(pilot, lambda: app.loaded and not app.scanning, 600, 0.05)
+        await wait_until(pilot, lambda: app.loaded and not app.scanning, 600, 0.05)
         out["health_done"] = time.perf_counter() - t0
 
         out.update(await _key_latency(app, pilot, lst, 30, ""))
@@ -186,7 +194,7 @@ async def _measure(data: Path, count: int, mode: str, t0: float) -> dict:
                 before = list(lst.view)
                 s = time.perf_counter()
                 browser.apply_filter(query)
-                await _wait(pilot, lambda q=query, b=before: app.filter_text == q and lst.view != b, 60, 0.005)
+                await wait_until(pilot, lambda q=query, b=before: app.filter_text == q and lst.view != b, 60, 0.005)
                 out[f"filter[{query}]"] = time.perf_counter() - s
                 out[f"filter[{query}]_rows"] = len(lst.view)
             s = time.perf_counter()

@@ -28,40 +28,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_tui import key_timings, wait_until  # the same waiting and key timing as the list benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SET = Path("/tmp/kiln-tui10k")
-
-
-async def _wait(pilot, predicate, limit: float, step: float = 0.005) -> bool:
-    end = time.perf_counter() + limit
-    while time.perf_counter() < end:
-        if predicate():
-            return True
-        await pilot.pause(step)
-    return predicate()
 
 
 def _ms(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * q))] * 1000
-
-
-async def _key_latency(app, pilot, lst, key: str, presses: int) -> tuple[list[float], list[float]]:
-    """``key`` sent the way a terminal sends it; times until the cursor moved and until every handler ran."""
-    from textual import events
-
-    moved, handled = [], []
-    for _ in range(presses):
-        before = lst.cursor
-        start = time.perf_counter()
-        app._driver.send_message(events.Key(key, None))
-        while lst.cursor == before and time.perf_counter() - start < 5:
-            await asyncio.sleep(0.0005)
-        moved.append(time.perf_counter() - start)
-        await pilot._wait_for_screen()
-        handled.append(time.perf_counter() - start)
-        await asyncio.sleep(0.02)
-    return moved, handled
 
 
 async def measure(data: Path, size: tuple[int, int], t0: float) -> dict:
@@ -76,18 +51,18 @@ async def measure(data: Path, size: tuple[int, int], t0: float) -> dict:
     async with app.run_test(size=size) as pilot:
         browser = app.view("browser")
         lst, grid = browser.image_list, browser.image_grid
-        await _wait(pilot, lambda: len(lst.rows) > 0 and grid.size.area > 0, 120)
+        await wait_until(pilot, lambda: len(lst.rows) > 0 and grid.size.area > 0, 120)
         out["rows"] = len(lst.rows)
         out["cells_on_screen"] = len(grid.visible_positions())
         out["columns"] = grid.geometry.columns
-        await _wait(pilot, lambda: grid.all_visible_drawn(), 120)
+        await wait_until(pilot, lambda: grid.all_visible_drawn(), 120, 0.005)
         out["first_screen_s"] = time.perf_counter() - t0
-        await _wait(pilot, lambda: app.loaded and not app.scanning, 600, 0.05)
-        await _wait(pilot, lambda: not grid.loader.busy, 60)
+        await wait_until(pilot, lambda: app.loaded and not app.scanning, 600, 0.05)
+        await wait_until(pilot, lambda: not grid.loader.busy, 60)
         out["background_done_s"] = time.perf_counter() - t0
 
         for key in ("right", "down"):
-            moved, handled = await _key_latency(app, pilot, lst, key, 30)
+            moved, handled = await key_timings(app, pilot, lst, key, 30)
             out[f"key_{key}_to_cursor_median_ms"] = _ms(moved, 0.5)
             out[f"key_{key}_handled_median_ms"] = _ms(handled, 0.5)
             out[f"key_{key}_handled_p90_ms"] = _ms(handled, 0.9)
@@ -96,10 +71,10 @@ async def measure(data: Path, size: tuple[int, int], t0: float) -> dict:
         await pilot.press("g")
         await pilot.pause(0.2)
         for _ in range(10):
-            await _wait(pilot, lambda: not grid.loader.busy, 60)
+            await wait_until(pilot, lambda: not grid.loader.busy, 60)
             for _ in range(3):  # well past anything prefetched: a cold screen
                 await pilot.press("pagedown")
-            await _wait(pilot, lambda: not grid.loader.busy, 60)
+            await wait_until(pilot, lambda: not grid.loader.busy, 60)
             await pilot.pause(0.1)
             before = lst.cursor
             start = time.perf_counter()
@@ -112,7 +87,7 @@ async def measure(data: Path, size: tuple[int, int], t0: float) -> dict:
 
         jumps = []
         for k in range(10):  # a jump far away (G, a flagged image, the scrollbar): nothing prefetched there
-            await _wait(pilot, lambda: not grid.loader.busy, 60)
+            await wait_until(pilot, lambda: not grid.loader.busy, 60)
             await pilot.pause(0.1)
             start = time.perf_counter()
             lst.cursor = (lst.cursor + 997 * (k + 1)) % len(lst.view)
@@ -122,12 +97,12 @@ async def measure(data: Path, size: tuple[int, int], t0: float) -> dict:
         out["jump_fill_median_ms"] = _ms(jumps, 0.5)
         out["jump_fill_max_ms"] = _ms(jumps, 1.0)
 
-        await _wait(pilot, lambda: not grid.loader.busy, 60)
+        await wait_until(pilot, lambda: not grid.loader.busy, 60)
         decoded, first = grid.loader.decoded, lst.cursor
         for _ in range(30):
             app._driver.send_message(events.Key("pagedown", None))
             await asyncio.sleep(0.02)
-        await _wait(pilot, lambda: not grid.loader.busy and grid.all_visible_drawn(), 60)
+        await wait_until(pilot, lambda: not grid.loader.busy and grid.all_visible_drawn(), 60)
         out["fast_scroll_cells_passed"] = lst.cursor - first
         out["fast_scroll_decoded"] = grid.loader.decoded - decoded
 
