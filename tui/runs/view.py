@@ -83,10 +83,8 @@ class RunsView(KilnView):
     def poll(self, force: bool = False) -> None:
         if not force and not self.display:
             return
-        watcher = runs_watcher(self.app)
-        changed = watcher.poll(force_list=force)
-        if changed or force or watcher.version != self.shown_version:
-            snap = watcher.snapshot()
+        snap = runs_watcher(self.app).news_since(self.shown_version, force)
+        if snap is not None:
             self.app.call_from_thread(self.show_snapshot, snap)
 
     def show_snapshot(self, snap: RunsSnapshot) -> None:

@@ -98,6 +98,14 @@ class RunsWatcher:
                 self.version += 1
         return changed
 
+    def news_since(self, shown_version: int, force: bool = False) -> RunsSnapshot | None:
+        """Poll; a snapshot when there is something a widget that shows ``shown_version`` has not seen (or
+        ``force``), else None. Called from a widget's polling thread."""
+        changed = self.poll(force_list=force)
+        if changed or force or self.version != shown_version:
+            return self.snapshot()
+        return None
+
     def snapshot(self) -> RunsSnapshot:
         with self._lock:
             return RunsSnapshot(runs=list(self._runs), watched=self._watched, info=self._info,
