@@ -80,6 +80,7 @@ def test_a_large_index_is_read_in_a_thread_while_the_window_shows(dataset: Path,
         assert model.rows
 
         app = make_app(dataset)
+        assert app.model._preload is not None  # the app's own preload went to a thread too
         async with app.run_test(size=(100, 30)) as pilot:
             await wait_loaded(pilot)
             assert len(browser(app).image_list.rows) == len(model.rows)

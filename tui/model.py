@@ -86,13 +86,14 @@ class DatasetModel:
         self._preload_error: BaseException | None = None
 
     # ----- opening and scanning ---------------------------------------------------------------
-    def start_preload(self, inline_max: int = INLINE_PRELOAD_MAX) -> None:
+    def start_preload(self, inline_max: int | None = None) -> None:
         """Open the dataset and build the rows the index already knows, before the UI's first paint.
 
-        Up to ``inline_max`` indexed images this runs here and now (10,000 rows take ~0.2 s): a second thread
-        would not be faster, since the GIL serialises it with Textual's start-up, and the switching between the
-        two costs more than it saves (measured: bench/bench_tui.py). A larger index is read in a background
-        thread so that the window still appears at once. :meth:`finish_preload` collects either."""
+        Up to ``inline_max`` (default ``INLINE_PRELOAD_MAX``) indexed images this runs here and now (10,000 rows
+        take ~0.2 s): a second thread would not be faster, since the GIL serialises it with Textual's start-up,
+        and the switching between the two costs more than it saves (measured: bench/bench_tui.py). A larger
+        index is read in a background thread so that the window still appears at once. :meth:`finish_preload`
+        collects either."""
         if self._preload_started or self.dataset is not None:
             return
         self._preload_started = True
@@ -102,7 +103,7 @@ class DatasetModel:
         except BaseException as exc:  # noqa: BLE001 - handed to finish_preload's caller
             self._preload_error = exc
             return
-        if count <= inline_max:
+        if count <= (INLINE_PRELOAD_MAX if inline_max is None else inline_max):
             self._run_preload()
             return
         self._preload = threading.Thread(target=self._run_preload, name="kiln-preload", daemon=True)
