@@ -30,11 +30,7 @@ class FilterInput(Input):
 
     def action_close(self) -> None:
         self.display = False
-        browser = next((a for a in self.ancestors if isinstance(a, BrowserView)), None)
-        if browser is not None:
-            browser.focus_images()
-        else:
-            self.screen.query_one(ImageList).focus()
+        next(a for a in self.ancestors if isinstance(a, BrowserView)).focus_images()
 
 
 class FactsPanel(Static):
@@ -111,7 +107,7 @@ class BrowserView(KilnView):
         self.image_grid = ImageGrid(self.image_list, id="image-grid")
         self.layout_mode = "grid" if self.kiln.prefs.browser_layout == "grid" else "list"
         with Horizontal():
-            with Vertical(id="list-pane", classes=self.layout_mode):
+            with Vertical(id="list-pane", classes="grid" if self.layout_mode == "grid" else ""):
                 header = ListHeader(self.image_list, id="list-header")
                 self.image_list.header = header
                 yield header
@@ -164,7 +160,6 @@ class BrowserView(KilnView):
         self.layout_mode = mode
         pane = self.query_one("#list-pane")
         pane.set_class(mode == "grid", "grid")
-        pane.set_class(mode == "list", "list")
         if mode == "list":
             self.call_after_refresh(self.image_list.scroll_to_cursor)
         else:
