@@ -250,6 +250,15 @@ def assign_bucket(width: int, height: int, settings: BucketSettings) -> BucketAs
     return _assign_cached(int(width), int(height), settings)
 
 
+def bucket_of(width: int, height: int, settings: BucketSettings) -> tuple[int, int] | None:
+    """The bucket kohya trains a ``width`` x ``height`` image in; None when it has none (no size, or a bucket
+    with a zero side: see ``BucketAssignment.usable``). What ``bucket:WxH`` queries and the TUI show."""
+    if width <= 0 or height <= 0:
+        return None
+    assignment = _assign_cached(int(width), int(height), settings)
+    return assignment.bucket if assignment.usable else None
+
+
 @lru_cache(maxsize=65536)
 def _assign_cached(width: int, height: int, settings: BucketSettings) -> BucketAssignment:
     return _assign(width, height, settings, None if settings.no_upscale else _predefined(settings))

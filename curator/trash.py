@@ -15,11 +15,12 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
+from curator.captions.files import caption_candidates
 from curator.fsutil import atomic_write_bytes
+from curator.layout import CAPTION_EXTENSIONS
 
 TRASH_DIRNAME = "trash"
 MANIFEST = "manifest.json"
-COMPANION_EXTENSIONS = (".txt", ".caption")
 
 
 class TrashError(OSError):
@@ -42,7 +43,7 @@ class TrashBatch:
 
     @property
     def images(self) -> list[str]:
-        return [f.original for f in self.files if Path(f.original).suffix.lower() not in COMPANION_EXTENSIONS]
+        return [f.original for f in self.files if Path(f.original).suffix.lower() not in CAPTION_EXTENSIONS]
 
 
 def trash_root(kiln_dir: Path) -> Path:
@@ -54,10 +55,6 @@ def _safe_rel(rel: str) -> PurePosixPath:
     if path.is_absolute() or ".." in path.parts or not path.parts:
         raise TrashError(f"refusing to trash {rel!r}: not a path inside the dataset")
     return path
-
-
-def _companions(image: Path) -> list[Path]:
-    return [image.with_suffix(ext) for ext in COMPANION_EXTENSIONS if image.with_suffix(ext).is_file()]
 
 
 def _write_manifest(folder: Path, batch: TrashBatch) -> None:
@@ -81,7 +78,7 @@ def move_to_trash(root: Path, kiln_dir: Path, images: list[str], reason: str) ->
             source = root / _safe_rel(rel)
             if not source.is_file():
                 raise TrashError(f"{rel}: not found (was it moved or renamed outside kiln? rescan and retry)")
-            for path in [source, *_companions(source)]:
+            for path in [source, *caption_candidates(source)]:
                 rel_path = path.relative_to(root).as_posix()
                 target = files_dir / rel_path
                 target.parent.mkdir(parents=True, exist_ok=True)

@@ -291,3 +291,27 @@ def test_mcut_per_category_flags(dataset, model, capsys):
     assert report["results"][0]["tags"] == DEFAULT  # character MCut (0.625) replaces the 0.99 threshold
     _, report = run_json([*args, "--general-mcut"], capsys)
     assert report["results"][0]["tags"] == ["long hair", "hatsune miku"]
+
+
+def test_where_bucket_and_flag_select_like_kiln_tags(dataset, model, capsys):
+    """`--where` sees each image the way `kiln tags --where` does: its kohya bucket (the dataset's bucket
+    settings) and every health flag (also those raised on its caption file)."""
+    from curator.buckets import BucketSettings, assign_bucket
+    from curator.dataset import Dataset
+    from curator.tags.items import load_items
+
+    sub = "10_ohwx woman"
+    w, h = assign_bucket(512, 512, BucketSettings()).bucket  # astronaut.png is 512x512; no TOML: kohya's defaults
+    args = [str(dataset), "--model", str(model), "--mode", "replace", "--dry-run", "--where"]
+    code, report = run_json([*args, f"bucket:{w}x{h}"], capsys)
+    assert code == 0 and report["images"] == 1
+    assert [r["path"] for r in report["results"]] == [f"{sub}/astronaut.png"]
+    code, report = run_json([*args, "flag:multiline-caption"], capsys)  # raised on coffee.txt, not the image
+    assert code == 0 and [r["path"] for r in report["results"]] == [f"{sub}/coffee.png"]
+    code, report = run_json([*args, "bucket:64x4096"], capsys)
+    assert code == 1 and "no image matches" in report["reason"]
+    for where in (f"bucket:{w}x{h}", "flag:multiline-caption", "flag:missing-caption OR flag:empty-caption"):
+        with Dataset.open(dataset) as ds:
+            expected = {it.path for it in load_items(ds, where=where)}
+        _code, report = run_json([*args, where], capsys)
+        assert {r["path"] for r in report["results"]} == expected, where

@@ -134,3 +134,43 @@ def test_records_know_their_caption(kohya_dataset: Path) -> None:
     assert caption_path(record) == kohya_dataset / "10_sks dog" / "chelsea.txt"
     assert caption_target(record).name == "chelsea.txt"
     assert [p.suffix for p in caption_candidates(record.abs_path)] == [".txt", ".caption"]
+
+
+def test_caption_targets_batch_form_agrees_with_kohyas_splitext(tmp_path: Path) -> None:
+    """The fast string form used for 10k rows (TUI, `kiln tags`) names the same file as `caption_target`,
+    which is kohya's `os.path.splitext(image)[0] + caption_extension`, for awkward names too."""
+    import os
+
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from curator.captions.files import caption_rel_paths, caption_target, caption_targets
+    from curator.layout import Subset
+    from curator.records import ImageRecord
+
+    subsets = [
+        Subset(image_dir=tmp_path / "10_ohwx woman", rel_dir="10_ohwx woman", caption_extension=".caption"),
+        Subset(image_dir=tmp_path, rel_dir="", caption_extension=".txt"),
+    ]
+
+    def record(name: str, subset: Subset) -> ImageRecord:
+        path = f"{subset.rel_dir}/{name}" if subset.rel_dir else name
+        return ImageRecord(path, subset, 1, 0, "", 8, 8, "PNG", "RGB", 1, False, None)
+
+    names = st.text(alphabet=st.sampled_from("ab. _é"), min_size=1, max_size=8).map(lambda s: s + ".png")
+
+    @given(st.lists(st.tuples(names, st.sampled_from(subsets)), max_size=6))
+    def agree(pairs: list[tuple[str, Subset]]) -> None:
+        records = [record(n, s) for n, s in pairs]
+        for rec, fast in zip(records, caption_targets(records), strict=True):
+            assert fast == str(caption_target(rec))
+            stem = os.path.splitext(os.path.join(rec.subset.image_dir, rec.path.rpartition("/")[2]))[0]
+            assert fast == stem + rec.subset.caption_extension
+
+    agree()
+    assert caption_targets([record("..png", subsets[1])]) == [str(tmp_path / "..png.txt")]  # no extension to cut
+    assert caption_rel_paths("10_ohwx woman/a.b.png", ".caption") == (
+        "10_ohwx woman/a.b.caption",
+        "10_ohwx woman/a.b.txt",
+    )
+    assert caption_rel_paths("x.png", ".tags") == ("x.tags", "x.txt", "x.caption")

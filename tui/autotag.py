@@ -45,8 +45,8 @@ def run_autotag(config: Any, rows: list[Any], progress: Callable[[int, int], Non
     from curator.autotag.model import TaggerModel, resolve_model
     from curator.autotag.pipeline import tag_images
     from curator.autotag.runner import prefix_for
+    from curator.captions.files import caption_target
     from curator.tags.journal import CaptionChange
-    from tui.model import caption_target_for
 
     tagger = TaggerModel.load(resolve_model(config.model), device=config.device)
     rules = config.rules()
@@ -71,7 +71,7 @@ def run_autotag(config: Any, rows: list[Any], progress: Callable[[int, int], Non
             row = todo[result.index]
             plan = plan_caption(row.caption_raw, result.prediction.tags, config.mode, prefix_for(config, row.record))
             if plan.after is not None:
-                changes.append(CaptionChange(caption_path=caption_target_for(row.record), before=row.caption_raw,
+                changes.append(CaptionChange(caption_path=caption_target(row.record), before=row.caption_raw,
                                              after=plan.after))
     finally:
         close = getattr(results, "close", None)

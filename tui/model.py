@@ -11,9 +11,14 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from curator.captions.files import caption_path, caption_target, caption_targets
 from tui.rows import Row
+
+if TYPE_CHECKING:
+    from curator.tags.items import CaptionItem
+    from curator.tags.query import QueryItem
 
 INLINE_PRELOAD_MAX = 25_000  # indexed images read before the first paint; more are read in a background thread
 UNKNOWN_MTIME = -1  # caption bytes came from the index cache; the next poll learns the file's mtime
@@ -23,39 +28,12 @@ class ModelError(Exception):
     """Something the UI should show as a message (the text says what and how to fix it)."""
 
 
-def caption_path_for(record: Any) -> Path | None:
-    """The existing caption file of ``record`` or None (``curator.captions.files``)."""
-    from curator.captions.files import caption_path
-
-    return caption_path(record)
-
-
-def caption_target_for(record: Any) -> Path:
-    """Where a caption for ``record`` is (or would be written)."""
-    from curator.captions.files import caption_target
-
-    return caption_target(record)
-
-
 def _caption_targets(rows: list[Row]) -> list[Path]:
-    """``caption_target_for(row.record)`` of every row, computed with string operations (10k rows: ~0.1 s
-    instead of ~0.3 s through pathlib); a row that already knows its target keeps it."""
-    import os
-
-    dirs: dict[int, str] = {}
-    out = []
-    for row in rows:
-        target = row.caption_target
-        if target is None:
-            rec = row.record
-            subset = rec.subset
-            folder = dirs.get(id(subset))
-            if folder is None:
-                folder = dirs[id(subset)] = str(subset.image_dir)
-            stem = os.path.splitext(rec.path.rpartition("/")[2])[0]
-            target = Path(os.path.join(folder, stem + subset.caption_extension))
-        out.append(target)
-    return out
+    """The caption target of every row (``curator.captions.files.caption_targets``, the fast batch form); a
+    row that already knows its target keeps it."""
+    todo = [row.record for row in rows if row.caption_target is None]
+    fresh = iter(caption_targets(todo))
+    return [row.caption_target if row.caption_target is not None else Path(next(fresh)) for row in rows]
 
 
 def _carry_caption(old: Row, row: Row) -> None:
@@ -189,24 +167,14 @@ class DatasetModel:
             return list(self.dataset.images())
 
     def all_flags(self, refresh: bool = True) -> dict[str, list[Any]]:
-        """Every health flag by image path; flags on a caption file count for its image.
-        ``refresh``: first bring the index up to date (pass False right after :meth:`scan`)."""
-        import os
-
+        """Every health flag by image path (``curator.tags.items.flags_by_image``: flags on a caption file
+        count for its image). ``refresh``: first bring the index up to date (pass False right after :meth:`scan`)."""
         with self._lock:
             flags = self.dataset.flags(refresh=refresh)
-        by_path: dict[str, list[Any]] = {}
-        for flag in flags:
-            by_path.setdefault(flag.path, []).append(flag)
         self.flag_list = flags
-        out: dict[str, list[Any]] = {}
-        for row in self.rows:
-            found = list(by_path.get(row.path, ()))
-            stem = os.path.splitext(row.path)[0]
-            for ext in (".txt", ".caption"):
-                found += by_path.get(stem + ext, [])
-            out[row.path] = found
-        return out
+        from curator.tags.items import flags_by_image
+
+        return flags_by_image(flags, [row.record for row in self.rows])
 
     def load_rows(self, records: list[Any], flags: dict[str, list[Any]] | None = None,
                   captions: bool = True) -> list[Row]:
@@ -303,13 +271,9 @@ class DatasetModel:
             return self._bucket_cache[key]
         except KeyError:
             pass
-        from curator.buckets import assign_bucket
+        from curator.buckets import bucket_of
 
-        try:
-            a = assign_bucket(width, height, settings)
-            bucket = a.bucket if getattr(a, "usable", True) else None
-        except ValueError:
-            bucket = None
+        bucket = bucket_of(width, height, settings)
         self._bucket_cache[key] = bucket
         return bucket
 
@@ -325,7 +289,7 @@ class DatasetModel:
         """(Re)read ``row``'s caption file into the row."""
         from curator.captions import Caption
 
-        path = caption_path_for(row.record)
+        path = caption_path(row.record)
         row.caption_path = path
         row.caption_error = None
         if path is None:
@@ -349,7 +313,7 @@ class DatasetModel:
         """Rows whose caption file changed (mtime, appeared, vanished) since kiln read it; re-read them."""
         changed = []
         for row in rows:
-            path = row.caption_path or caption_target_for(row.record)
+            path = row.caption_path or caption_target(row.record)
             try:
                 mtime = path.stat().st_mtime_ns
             except OSError:
@@ -391,7 +355,7 @@ class DatasetModel:
         after = new.to_bytes()
         if after == row.caption_raw:
             return None
-        change = self._change(caption_target_for(row.record), row.caption_raw, after)
+        change = self._change(caption_target(row.record), row.caption_raw, after)
         return self.apply([change], "edit", description)
 
     @staticmethod
@@ -413,7 +377,7 @@ class DatasetModel:
         wanted = {Path(p) for p in paths}
         for row in self.rows:
             if row.caption_target is None:
-                row.caption_target = caption_target_for(row.record)
+                row.caption_target = caption_target(row.record)
             if row.caption_target in wanted or (row.caption_path is not None and row.caption_path in wanted):
                 self.read_caption(row)
 
@@ -453,29 +417,16 @@ class DatasetModel:
         query = parse_query(text)
         return lambda row: bool(query.matches(self.query_context(row)))
 
-    def query_context(self, row: Row) -> Any:
-        """The curator's ``QueryItem`` for a row, from what the row already holds (cached per caption)."""
+    def query_context(self, row: Row) -> QueryItem:
+        """The curator's ``QueryItem`` for a row (``curator.tags.items.query_item``), from what the row already
+        holds (cached per caption)."""
         key = (row.caption_raw, len(row.flags), row.bucket)
         cached = row.query_cache
         if cached is not None and cached[0] == key:
             return cached[1]
-        from curator.captions.tagtext import tag_key
-        from curator.tags.query import QueryItem
+        from curator.tags.items import query_item
 
-        raw = row.caption_raw
-
-        def tokens() -> int:
-            from curator.captions import Caption
-            from curator.tags.tokens import count_tokens
-
-            return count_tokens(Caption.parse(raw).first_line) if raw is not None else 0
-
-        qitem = QueryItem(
-            path=row.path, name=row.name, folder=row.record.subset.rel_dir,
-            tags=frozenset(tag_key(t) for t in row.tags), n_tags=len(row.tags),
-            flags=frozenset(row.flag_kinds), width=row.width, height=row.height, bucket=row.bucket,
-            token_count=tokens,
-        )
+        qitem = query_item(row.record, row.caption_raw, tags=row.tags, flags=row.flag_kinds, bucket=row.bucket)
         row.query_cache = (key, qitem)
         return qitem
 
@@ -506,22 +457,16 @@ class DatasetModel:
         return list_batches(self.dataset.index.kiln_dir)
 
     # ----- bulk operations (curator.tags.ops) -------------------------------------------------
-    def caption_items(self, rows: Iterable[Row]) -> list[Any]:
+    def caption_items(self, rows: Iterable[Row]) -> list[CaptionItem]:
         """The curator's ``CaptionItem`` for rows, from the caption bytes kiln last read
         (the journal refuses to overwrite a file that changed since)."""
-        import dataclasses
-
         from curator.tags.items import CaptionItem
 
-        names = {f.name for f in dataclasses.fields(CaptionItem)}
-        path_field = "caption_file" if "caption_file" in names else "caption_path"
-        out = []
-        for r in rows:
-            target = r.caption_path or caption_target_for(r.record)
-            path_value = str(target) if path_field == "caption_file" else target
-            out.append(CaptionItem(record=r.record, raw=r.caption_raw, flags=frozenset(r.flag_kinds),
-                                   **{path_field: path_value}))
-        return out
+        return [
+            CaptionItem(record=r.record, caption_file=str(r.caption_path or caption_target(r.record)),
+                        raw=r.caption_raw, flags=frozenset(r.flag_kinds))
+            for r in rows
+        ]
 
     def plan(self, op: str, rows: Iterable[Row], params: dict[str, Any]) -> list[Any]:
         """Run one ``curator.tags.ops`` operation on ``rows``; returns its ``CaptionChange`` list (nothing written).

@@ -11,14 +11,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from curator.autotag.captioning import has_tags, plan_caption
 from curator.autotag.config import AutotagConfig
 from curator.autotag.model import ModelError, TaggerModel, resolve_model
 from curator.autotag.pipeline import tag_images
-from curator.autotag.tagtext import tag_key
 from curator.autotag.thresholds import Prediction
+from curator.captions.files import caption_target
+from curator.records import ImageRecord
+from curator.tags.items import CaptionItem, select
+from curator.tags.journal import CaptionChange, apply_changes
+from curator.tags.query import QueryError, parse_query
+
+if TYPE_CHECKING:
+    from curator.dataset import Dataset
 
 JOURNAL_OP = "autotag"
 
@@ -115,13 +122,6 @@ class AutotagReport:
 
 
 # ---- dataset helpers ----------------------------------------------------------------------------------
-def caption_file_for(record: Any) -> Path:
-    """The caption file kohya reads for an image (`<stem><subset caption extension>`), existing or not."""
-    from curator.captions.files import caption_target
-
-    return caption_target(record)
-
-
 def _read_bytes(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
@@ -136,64 +136,32 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def query_item(record: Any, caption: bytes | None) -> Any:
-    """The `curator.tags.query.QueryItem` of an image: its caption's tags, its file flags and caption state."""
-    from curator.captions import Caption
-    from curator.tags.query import QueryItem
-
-    parsed = Caption.parse(caption) if caption is not None else None
-    tags = list(parsed.tags) if parsed is not None else []
-    flags = {f.kind for f in getattr(record, "flags", []) or []}
-    if caption is None:
-        flags.add("missing-caption")
-    elif not tags:
-        flags.add("empty-caption")
-
-    def tokens() -> int:
-        from curator.tags.tokens import count_tokens
-
-        return count_tokens(parsed.first_line) if parsed is not None else 0
-
-    return QueryItem(
-        path=record.path,
-        name=Path(record.path).name,
-        folder=getattr(record.subset, "rel_dir", ""),
-        tags=frozenset(tag_key(t) for t in tags),
-        n_tags=len(tags),
-        flags=frozenset(flags),
-        width=getattr(record, "width", 0),
-        height=getattr(record, "height", 0),
-        token_count=tokens,
-    )
-
-
-def filter_where(records: list[Any], captions: list[bytes | None], where: str) -> list[int]:
-    """Indices of the records matching a `kiln tags` query (`curator.tags.query`)."""
-    try:
-        from curator.tags.query import parse_query
-    except ImportError as exc:
-        raise AutotagError("--where needs curator.tags.query, which this kiln build lacks") from exc
+def filter_where(
+    dataset: Dataset, records: list[ImageRecord], targets: list[Path], captions: list[bytes | None], where: str
+) -> list[int]:
+    """Indices of the records matching a `kiln tags` query (`curator.tags.query`), each image seen exactly as
+    `kiln tags --where` sees it (`curator.tags.items.select`: its bucket, every health flag)."""
     try:
         query = parse_query(where)
-    except ValueError as exc:  # QueryError: its message already says the position
-        pointer = getattr(exc, "pointer", None)
-        detail = f"\n{pointer()}" if callable(pointer) else ""
-        raise AutotagError(f"--where: {exc}{detail}") from exc
-    return [i for i, (r, c) in enumerate(zip(records, captions, strict=True)) if query.matches(query_item(r, c))]
+    except QueryError as exc:  # its message already says the position
+        raise AutotagError(f"--where: {exc}\n{exc.pointer()}") from exc
+    items = [CaptionItem(r, str(t), c) for r, t, c in zip(records, targets, captions, strict=True)]
+    chosen = {id(it) for it in select(dataset, items, query)}
+    return [i for i, it in enumerate(items) if id(it) in chosen]
 
 
 # ---- the run ------------------------------------------------------------------------------------------
-def prefix_for(config: AutotagConfig, record: Any) -> list[str]:
+def prefix_for(config: AutotagConfig, record: ImageRecord) -> list[str]:
     """Tags to keep first: --prefix tags, then the subset's class tokens with --prefix-from-folder."""
     prefix = list(config.prefix)
-    tokens = getattr(record.subset, "class_tokens", "") if config.prefix_from_folder else ""
+    tokens = record.subset.class_tokens if config.prefix_from_folder else ""
     if tokens and tokens.strip():
         prefix.append(tokens.strip())
     return prefix
 
 
 def run_autotag(
-    dataset: Any,
+    dataset: Dataset,
     config: AutotagConfig,
     model: TaggerModel | None = None,
     progress: Callable[[int, int], Callable[[int], None]] | None = None,
@@ -207,7 +175,7 @@ def run_autotag(
     report = AutotagReport(model=config.model, providers=model.providers, mode=config.mode, dry_run=config.dry_run)
     root = Path(dataset.root)
     records = list(dataset.images())
-    targets = [caption_file_for(r) for r in records]
+    targets = [caption_target(r) for r in records]
     befores: list[bytes | None] = []
     unreadable: dict[int, str] = {}
     for i, cap in enumerate(targets):
@@ -216,9 +184,11 @@ def run_autotag(
         except OSError as exc:
             befores.append(None)
             unreadable[i] = f"cannot read the caption: {exc.strerror or exc}"
-    selected = filter_where(records, befores, config.where) if config.where else list(range(len(records)))
+    selected = (
+        filter_where(dataset, records, targets, befores, config.where) if config.where else list(range(len(records)))
+    )
     if not config.include_reg:
-        kept = [i for i in selected if not getattr(records[i].subset, "is_reg", False)]
+        kept = [i for i in selected if not records[i].subset.is_reg]
         report.reg_excluded = len(selected) - len(kept)
         selected = kept
     report.images = len(selected)
@@ -258,7 +228,7 @@ def run_autotag(
 
     rules = config.rules()
     on_done = progress(len(todo), 0) if progress else None
-    changes = []
+    changes: list[CaptionChange] = []
     planned: list[tuple[ImageOutcome, Path]] = []
     start = time.perf_counter()
     try:
@@ -286,10 +256,8 @@ def run_autotag(
 
 
 def _plan_one(
-    record: Any, cap: Path, before: bytes | None, prediction: Prediction, config: AutotagConfig, root: Path
-) -> tuple[ImageOutcome, Any]:
-    from curator.tags.journal import CaptionChange
-
+    record: ImageRecord, cap: Path, before: bytes | None, prediction: Prediction, config: AutotagConfig, root: Path
+) -> tuple[ImageOutcome, CaptionChange | None]:
     plan = plan_caption(before, prediction.tags, config.mode, prefix_for(config, record))
     outcome = ImageOutcome(
         record.path, _rel(cap, root), plan.status, tags=plan.tags, added=plan.added, rating=prediction.rating
@@ -300,20 +268,18 @@ def _plan_one(
 
 
 def _apply(
-    dataset: Any,
-    changes: list[Any],
+    dataset: Dataset,
+    changes: list[CaptionChange],
     planned: list[tuple[ImageOutcome, Path]],
     config: AutotagConfig,
     report: AutotagReport,
     model: TaggerModel,
 ) -> None:
-    from curator.tags.journal import apply_changes
-
     description = f"autotag {model.files.name} ({config.mode}): {len(changes)} caption(s)"
     result = apply_changes(dataset, changes, JOURNAL_OP, description)
     report.entry_id = result.entry_id
-    conflicts = {Path(p).resolve() for p in getattr(result, "conflicts", [])}
-    errors = {Path(p).resolve(): reason for p, reason in getattr(result, "errors", [])}
+    conflicts = {Path(p).resolve() for p in result.conflicts}
+    errors = {Path(p).resolve(): reason for p, reason in result.errors}
     for outcome, cap in planned:
         key = cap.resolve()
         if key in conflicts:
@@ -330,6 +296,5 @@ __all__ = [
     "ImageOutcome",
     "JOURNAL_OP",
     "ModelError",
-    "caption_file_for",
     "run_autotag",
 ]

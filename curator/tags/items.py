@@ -1,63 +1,44 @@
-"""The images an operation works on, with their caption bytes: scoping by query or by an explicit file list.
+"""The images an operation works on, with their caption bytes, and the one place a query item is built.
 
 ``load_items(dataset, where=..., files=...)`` returns :class:`CaptionItem` (image record + caption file path +
 current bytes). Operations in :mod:`curator.tags.ops` turn items into ``CaptionChange`` lists.
+:func:`query_item` is how every caller (``kiln tags``, ``kiln autotag --where``, the TUI's filter) turns an
+image into the :class:`~curator.tags.query.QueryItem` the query language looks at, and :func:`select` is
+how they filter a list of items with a query.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Generic, TypeVar, overload
 
 from curator.captions.caption import Caption
+from curator.captions.files import caption_rel_paths, caption_target, caption_targets
+from curator.captions.tagtext import tag_key
 from curator.fsutil import read_files
+from curator.records import Flag, ImageRecord
 from curator.tags.bulk import paused_gc
 from curator.tags.query import Query, QueryItem, parse_query
+
+if TYPE_CHECKING:
+    from curator.buckets import BucketSettings
+    from curator.dataset import Dataset
+
+_T = TypeVar("_T")
 
 
 class ScopeError(ValueError):
     """An explicit ``--files`` entry that is not an image (or caption) of the dataset."""
 
 
-def caption_target(record: Any) -> Path:
-    """Where the record's caption is or would be written (the subset's caption extension)."""
-    try:
-        from curator.captions.files import caption_target as target
-
-        return target(record)
-    except ImportError:  # pragma: no cover - the dataset helper's module is missing
-        stem, _ext = os.path.splitext(str(record.abs_path))
-        return Path(stem + record.subset.caption_extension)
-
-
-def _caption_files(records: list[Any]) -> list[str]:
-    """``caption_target`` of each record as a string, without pathlib overhead (10k records): each subset's
-    folder is turned into a string once (``record.abs_path`` is ``subset.image_dir / <name>``), the stem is
-    cut the way ``os.path.splitext`` cuts it (a name's leading dots do not start an extension)."""
-    dirs: dict[int, tuple[str, str]] = {}
-    out = []
-    for rec in records:
-        subset = rec.subset
-        folder = dirs.get(id(subset))
-        if folder is None:
-            text = os.fspath(subset.image_dir)
-            folder = dirs[id(subset)] = (text if text.endswith(os.sep) else text + os.sep, subset.caption_extension)
-        name = rec.path.rpartition("/")[2]
-        dot = name.rfind(".")
-        if dot > 0 and name[:dot].strip("."):
-            name = name[:dot]
-        out.append(folder[0] + name + folder[1])
-    return out
-
-
-class _lazy:
+class _lazy(Generic[_T]):
     """``functools.cached_property`` without its per-access lock (Python 3.11 takes an ``RLock`` on every first
     access, a measurable cost over 10k items); at worst two threads compute the same value twice."""
 
-    def __init__(self, fn: Any) -> None:
+    def __init__(self, fn: Callable[[CaptionItem], _T]) -> None:
         self.fn = fn
         self.name = fn.__name__
         self.__doc__ = fn.__doc__
@@ -65,7 +46,13 @@ class _lazy:
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> _lazy[_T]: ...
+
+    @overload
+    def __get__(self, obj: CaptionItem, objtype: type | None = None) -> _T: ...
+
+    def __get__(self, obj: CaptionItem | None, objtype: type | None = None) -> _lazy[_T] | _T:
         if obj is None:
             return self
         value = obj.__dict__[self.name] = self.fn(obj)
@@ -76,7 +63,7 @@ class _lazy:
 class CaptionItem:
     """One image and its caption file (``raw`` None: no caption file yet)."""
 
-    record: Any
+    record: ImageRecord
     caption_file: str  # the caption path (existing or to be created), as a string
     raw: bytes | None
     separator: str = ","
@@ -112,75 +99,126 @@ class CaptionItem:
     def path(self) -> str:
         return self.record.path
 
+    def query_item(self, bucket_settings: BucketSettings | None = None) -> QueryItem:
+        """This item as the query language sees it (``bucket`` only with ``bucket_settings``)."""
+        rec = self.record
+        bucket = None
+        if bucket_settings is not None:
+            from curator.buckets import bucket_of
 
-def bucket_settings_for(dataset: Any) -> Any:
-    """The ``BucketSettings`` a ``bucket:WxH`` query uses: the dataset TOML's bucket options, else kohya's
-    defaults (``curator.buckets.BucketSettings()``)."""
-    return _bucket_settings(dataset)
-
-
-def _bucket_settings(dataset: Any) -> Any:
-    from curator.buckets import settings_from_toml
-
-    return settings_from_toml(getattr(dataset.layout, "toml_settings", None))
+            bucket = bucket_of(rec.width, rec.height, bucket_settings)
+        return query_item(rec, self.raw, caption=self.caption, flags=self.flags, bucket=bucket)
 
 
-def query_item(item: CaptionItem, bucket_settings: Any = None) -> QueryItem:
-    """The :class:`QueryItem` view of a caption item (token count computed lazily)."""
-    from curator.captions.tagtext import tag_key
-    from curator.tags.tokens import count_tokens
+# ---- query items -------------------------------------------------------------------------------------------
+def query_item(
+    record: ImageRecord,
+    raw: bytes | None,
+    *,
+    caption: Caption | None = None,
+    tags: Sequence[str] | None = None,
+    flags: Iterable[str] = (),
+    bucket: tuple[int, int] | None = None,
+    separator: str = ",",
+) -> QueryItem:
+    """The :class:`QueryItem` of one image whose caption file holds ``raw`` (None: no caption file).
 
-    rec = item.record
-    caption = item.caption
-    bucket = None
-    if bucket_settings is not None and rec.width and rec.height:
-        from curator.buckets import assign_bucket
+    ``caption`` or ``tags``: what the caller already parsed from ``raw`` (saves a parse; the token count still
+    parses lazily, on first use). ``flags``: the image's flag kinds from ``Dataset.flags()`` (see
+    :func:`flags_by_image`); the record's own file flags always count. ``bucket``: ``bucket_of(...)`` under the
+    dataset's bucket settings (None: ``bucket:`` terms match nothing).
+    """
+    if tags is None:
+        if caption is None and raw is not None:
+            caption = Caption.parse(raw, separator)
+        tags = caption.tags if caption is not None else []
 
-        bucket = tuple(assign_bucket(rec.width, rec.height, bucket_settings).bucket)
+    def tokens() -> int:
+        from curator.tags.tokens import count_tokens
+
+        parsed = caption if caption is not None else Caption.parse(raw, separator) if raw is not None else None
+        return count_tokens(parsed.first_line) if parsed is not None else 0
+
+    kinds = frozenset(flags)
+    if record.flags:
+        kinds = kinds.union(f.kind for f in record.flags)
     return QueryItem(
-        path=rec.path,
-        name=Path(rec.path).name,
-        folder=rec.subset.rel_dir,
-        tags=frozenset(tag_key(t) for t in caption.tags),
-        n_tags=len(caption.tags),
-        flags=item.flags | frozenset(f.kind for f in getattr(rec, "flags", []) or []),
-        width=rec.width,
-        height=rec.height,
-        bucket=bucket,  # type: ignore[arg-type]
-        token_count=lambda: count_tokens(caption.first_line),
+        path=record.path,
+        name=record.path.rpartition("/")[2],
+        folder=record.subset.rel_dir,
+        tags=frozenset(tag_key(t) for t in tags),
+        n_tags=len(tags),
+        flags=kinds,
+        width=record.width,
+        height=record.height,
+        bucket=bucket,
+        token_count=tokens,
     )
 
 
-def _flags_by_image(dataset: Any, records: list[Any]) -> dict[str, frozenset[str]]:
-    """Flag kinds per image path; flags raised on a caption file count for its image."""
-    by_path: dict[str, set[str]] = {}
-    for flag in dataset.flags():
-        by_path.setdefault(flag.path, set()).add(flag.kind)
-    out: dict[str, frozenset[str]] = {}
+def bucket_settings_for(dataset: Dataset) -> BucketSettings:
+    """The ``BucketSettings`` a ``bucket:WxH`` query uses: the dataset TOML's bucket options, else kohya's
+    defaults (``curator.buckets.BucketSettings()``)."""
+    from curator.buckets import settings_from_toml
+
+    return settings_from_toml(dataset.layout.toml_settings)
+
+
+def flags_by_image(flags: Iterable[Flag], records: Iterable[ImageRecord]) -> dict[str, list[Flag]]:
+    """``flags`` (from ``Dataset.flags()``) grouped by image path; a flag raised on one of an image's caption
+    files (``curator.captions.files.caption_rel_paths``) counts for the image."""
+    by_path: dict[str, list[Flag]] = {}
+    for flag in flags:
+        by_path.setdefault(flag.path, []).append(flag)
+    out: dict[str, list[Flag]] = {}
     for rec in records:
-        kinds = set(by_path.get(rec.path, ()))
-        stem = os.path.splitext(rec.path)[0]
-        for ext in (".txt", ".caption", rec.subset.caption_extension):
-            kinds |= by_path.get(stem + ext, set())
-        out[rec.path] = frozenset(kinds)
+        found = list(by_path.get(rec.path, ()))
+        for caption_rel in caption_rel_paths(rec.path, rec.subset.caption_extension):
+            found += by_path.get(caption_rel, ())
+        out[rec.path] = found
     return out
 
 
-def _select_files(records: list[Any], files: Iterable[Path | str], root: Path) -> list[Any]:
-    by_abs: dict[str, Any] = {}
+def _flag_kinds(dataset: Dataset, records: list[ImageRecord]) -> dict[str, frozenset[str]]:
+    return {path: frozenset(f.kind for f in found) for path, found in flags_by_image(dataset.flags(), records).items()}
+
+
+def select(
+    dataset: Dataset, items: list[CaptionItem], query: Query, bucket_settings: BucketSettings | None = None
+) -> list[CaptionItem]:
+    """The ``items`` that ``query`` matches. Health flags (``flag:``) and buckets (``bucket:``, under
+    ``bucket_settings``, default :func:`bucket_settings_for`) are worked out only when the query asks."""
+    fields = query.fields
+    if not fields:
+        return list(items)
+    if "flag" in fields:
+        kinds = _flag_kinds(dataset, [it.record for it in items])
+        for it in items:
+            it.flags = it.flags | kinds.get(it.path, frozenset())
+    settings = None
+    if "bucket" in fields:
+        settings = bucket_settings if bucket_settings is not None else bucket_settings_for(dataset)
+    return [it for it in items if query.matches(it.query_item(settings))]
+
+
+# ---- loading -----------------------------------------------------------------------------------------------
+def _select_files(records: list[ImageRecord], files: Iterable[Path | str], root: Path) -> list[ImageRecord]:
+    by_abs: dict[str, ImageRecord] = {}
     for rec in records:
         by_abs[os.path.abspath(rec.abs_path)] = rec
         by_abs[os.path.abspath(caption_target(rec))] = rec
-    chosen, missing, seen = [], [], set()
+    chosen: list[ImageRecord] = []
+    missing: list[str] = []
+    seen: set[str] = set()
     for f in files:
         p = Path(f)
         cand = os.path.abspath(p if p.is_absolute() or p.exists() else root / p)
-        rec = by_abs.get(cand) or by_abs.get(os.path.abspath(root / p))
-        if rec is None:
+        found = by_abs.get(cand) or by_abs.get(os.path.abspath(root / p))
+        if found is None:
             missing.append(str(f))
-        elif rec.path not in seen:
-            seen.add(rec.path)
-            chosen.append(rec)
+        elif found.path not in seen:
+            seen.add(found.path)
+            chosen.append(found)
     if missing:
         raise ScopeError(
             "not an image or caption of this dataset: "
@@ -191,12 +229,12 @@ def _select_files(records: list[Any], files: Iterable[Path | str], root: Path) -
 
 
 def load_items(
-    dataset: Any,
+    dataset: Dataset,
     where: Query | str | None = None,
     files: Iterable[Path | str] | None = None,
     separator: str = ",",
     cached: bool = False,
-    bucket_settings: Any = None,
+    bucket_settings: BucketSettings | None = None,
     include_reg: bool = True,
 ) -> list[CaptionItem]:
     """The dataset's images with caption bytes, restricted to ``files`` and/or the ``where`` query.
@@ -209,12 +247,12 @@ def load_items(
 
 
 def _load_items(
-    dataset: Any,
+    dataset: Dataset,
     where: Query | str | None,
     files: Iterable[Path | str] | None,
     separator: str,
     cached: bool,
-    bucket_settings: Any,
+    bucket_settings: BucketSettings | None,
     include_reg: bool,
 ) -> list[CaptionItem]:
     query = where if isinstance(where, Query) else parse_query(where)
@@ -223,7 +261,8 @@ def _load_items(
         records = [r for r in records if not r.subset.is_reg]
     if files is not None:
         records = _select_files(records, files, Path(dataset.root))
-    paths = _caption_files(records)
+    paths = caption_targets(records)
+    cached_keys: dict[str, list[str]] = {}
     if cached:
         from curator.tags.cache import CaptionCache
 
@@ -231,31 +270,22 @@ def _load_items(
         data = cache.read_many(paths, separator)
         cached_keys = cache.keys
     else:
-        cached_keys = {}
         data = dict(zip(paths, read_files(paths), strict=True))
-    fields = query.fields
-    flags = _flags_by_image(dataset, records) if "flag" in fields else {}
     items = [
-        CaptionItem(r, p, data.get(p), separator, flags.get(r.path, frozenset()), cached_keys.get(p))
+        CaptionItem(r, p, data.get(p), separator, cached_keys=cached_keys.get(p))
         for r, p in zip(records, paths, strict=True)
     ]
-    if not fields:
-        return items
-    if "bucket" in fields and bucket_settings is None:
-        bucket_settings = _bucket_settings(dataset)
-    return [
-        it for it in items if query.matches(query_item(it, bucket_settings if "bucket" in fields else None))
-    ]
+    return select(dataset, items, query, bucket_settings)
 
 
-def query_items(dataset: Any, bucket_settings: Any = None, cached: bool = True) -> list[QueryItem]:
+def query_items(dataset: Dataset, bucket_settings: BucketSettings | None = None, cached: bool = True) -> list[QueryItem]:
     """Every image of ``dataset`` as a :class:`QueryItem` (for the TUI and the trainer to filter with
     ``parse_query(text).matches(item)``). Bucket settings default to the dataset TOML's, else kohya's."""
     items = load_items(dataset, cached=cached)
-    flags = _flags_by_image(dataset, [it.record for it in items])
-    settings = bucket_settings if bucket_settings is not None else _bucket_settings(dataset)
+    kinds = _flag_kinds(dataset, [it.record for it in items])
+    settings = bucket_settings if bucket_settings is not None else bucket_settings_for(dataset)
     out = []
     for it in items:
-        it.flags = flags.get(it.path, frozenset())
-        out.append(query_item(it, settings))
+        it.flags = kinds.get(it.path, frozenset())
+        out.append(it.query_item(settings))
     return out

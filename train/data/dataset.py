@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from curator.buckets import BucketAssignment, BucketSettings, assign_bucket, kohya_reg_repeats
+from curator.captions.files import caption_path
 from train.data.captions import first_line
 
 BLOCKING_FLAGS = ("unreadable", "truncated", "empty-file", "not-image", "too-large")
@@ -82,19 +83,6 @@ def _fixed_assignment(width: int, height: int, res: tuple[int, int]) -> BucketAs
     return BucketAssignment(bucket=res, resized=resized, crop=crop, ar_error=0.0, upscaled=scale > 1)
 
 
-def _caption_file(record: Any, extension: str) -> Path | None:
-    try:
-        from curator.captions.files import caption_path  # the curator's resolution (.txt/.caption rules)
-
-        found = caption_path(record)
-        if found is not None:
-            return Path(found)
-    except ImportError:
-        pass
-    candidate = Path(record.abs_path).with_suffix(extension)
-    return candidate if candidate.is_file() else None
-
-
 def build_items(
     cfg: Any,
     warn: Callable[[str, str | None], None],
@@ -152,7 +140,7 @@ def build_items(
     for (record, assignment), repeats in weighted:
         if repeats <= 0:
             continue
-        caption_file = _caption_file(record, cfg.caption_extension)
+        caption_file = caption_path(record)  # the subset's caption extension, as kohya reads it
         caption = ""
         if caption_file is not None:
             try:
