@@ -2,13 +2,18 @@
 
 Names, captions and tags come from files. They are data: before they reach a terminal, control characters
 (ESC, BEL, C1 codes, bidi overrides that reorder what is shown) are replaced so a file name cannot move the
-cursor, recolour the screen or hide text. Rich markup is a separate concern: wrap the result in
-``rich.text.Text`` or ``rich.markup.escape`` it.
+cursor, recolour the screen or hide text. Rich markup is a separate concern: :func:`safe_text` builds a
+``rich.text.Text`` (never parsed as markup) from it; or ``rich.markup.escape`` the result. This module is the
+one home of that rule for every CLI table, log line and TUI widget.
 """
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 REPLACEMENT = "\ufffd"
 
@@ -33,3 +38,11 @@ def printable(text: object, *, keep_newlines: bool = False) -> str:
 def shorten(text: str, limit: int = 80) -> str:
     """``text`` cut to ``limit`` characters with an ellipsis, for table cells."""
     return text if len(text) <= limit else text[: max(0, limit - 1)] + "\u2026"
+
+
+def safe_text(value: object, style: str = "") -> Text:
+    """A ``rich.text.Text`` holding ``value`` literally, on one line: ``[bold]`` stays ``[bold]``, ESC becomes
+    U+FFFD, tabs and newlines become spaces."""
+    from rich.text import Text
+
+    return Text(printable(value), style=style, no_wrap=True, end="")

@@ -216,7 +216,7 @@ def test_notifications_show_file_text_literally(dataset: Path) -> None:
         app = make_app(dataset)
         async with app.run_test(size=(100, 30)) as pilot:
             await wait_loaded(pilot)
-            from tui.textsafe import safe_text
+            from curator.textsafe import safe_text
 
             app.notify(safe_text("Caption changed: [bold]x[/].txt \\x1b"))
             app.notify("bad [/] markup from a curator error \x1b[31m")

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from curator.textsafe import safe_text
 from tests.conftest import photo, save_photo
 from tui.imaging import ThumbnailCache, detect_protocol, fit_cells, halfblock_lines
-from tui.textsafe import safe_text
 
 
 @pytest.mark.parametrize(

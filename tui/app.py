@@ -20,11 +20,11 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Footer, Static
 
+from curator.textsafe import safe_text
 from tui.config import TuiPrefs, load_prefs, save_prefs
 from tui.imaging import detect_protocol
 from tui.model import DatasetModel, ModelError
 from tui.rows import Row
-from tui.textsafe import safe_text
 from tui.themes import DEFAULT_THEME, load_themes, resolve_theme_name
 from tui.views.base import KilnView
 from tui.views.registry import ViewSpec, all_views
@@ -179,7 +179,7 @@ class KilnApp(App):
     def notify(self, message, *, title: str = "", severity="information", timeout: float | None = None,
                markup: bool = True) -> None:
         """Every toast is literal text: messages carry file names, tags and curator errors (data, not markup)."""
-        from tui.textsafe import printable
+        from curator.textsafe import printable
 
         text = message.plain if isinstance(message, Text) else str(message)
         super().notify(printable(text), title=printable(title), severity=severity, timeout=timeout, markup=False)

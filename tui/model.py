@@ -509,7 +509,7 @@ class DatasetModel:
         from rich.text import Text
 
         from curator.tags.ops import plan_to_diff
-        from tui.textsafe import safe_text
+        from curator.textsafe import safe_text
 
         text = Text()
         diffs = plan_to_diff(changes[:limit])

@@ -10,13 +10,7 @@ from pathlib import Path
 from rich.text import Text
 
 from curator.tags.ops import FileDiff
-
-try:
-    from curator.textsafe import printable
-except ImportError:  # pragma: no cover
-
-    def printable(text: object, *, keep_newlines: bool = False) -> str:
-        return "".join(c if c.isprintable() else "\ufffd" for c in str(text))
+from curator.textsafe import printable
 
 
 def _rel(path: Path, root: Path | None) -> str:

@@ -10,8 +10,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Static
 
+from curator.textsafe import printable, safe_text
 from tui.rows import Row, human_size
-from tui.textsafe import printable, safe_text
 from tui.views.base import KilnView
 from tui.widgets.image_grid import GridHeader, ImageGrid
 from tui.widgets.image_list import ImageList, ListHeader

@@ -24,7 +24,7 @@ from textual.widgets import (
 )
 from textual.widgets.option_list import Option
 
-from tui.textsafe import safe_text
+from curator.textsafe import safe_text
 from tui.views.base import KilnView
 from tui.widgets.dialogs import ConfirmScreen
 

@@ -12,8 +12,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import ContentSwitcher, Static, Tree
 
+from curator.textsafe import printable, safe_text
 from tui.rows import human_size
-from tui.textsafe import printable, safe_text
 from tui.views.base import KilnView
 from tui.widgets.dialogs import ConfirmScreen
 from tui.widgets.preview import HalfBlockImage, ImagePreview

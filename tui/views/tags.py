@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Input
 
-from tui.textsafe import printable, safe_text
+from curator.textsafe import printable, safe_text
 from tui.views.base import KilnView
 from tui.widgets.dialogs import ConfirmScreen, PromptScreen
 

@@ -16,7 +16,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
 
-from tui.textsafe import safe_text
+from curator.textsafe import safe_text
 from tui.widgets.dialogs import DIALOG_CSS
 
 MODES = (

@@ -36,9 +36,9 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
 
+from curator.textsafe import printable
 from tui.imaging import ThumbnailCache, fit_cells, halfblock_lines
 from tui.rows import Row
-from tui.textsafe import printable
 from tui.widgets.image_list import MOVE_BINDINGS, SELECTION_BINDINGS, ImageList
 
 MIN_CELL_W = 16  # narrowest cell (15-column tile: a 13-column picture)

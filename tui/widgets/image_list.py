@@ -22,8 +22,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
 
+from curator.textsafe import printable
 from tui.rows import Row, human_size
-from tui.textsafe import printable
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 
+from curator.textsafe import safe_text
 from tui.imaging import ThumbnailCache, halfblock_lines
-from tui.textsafe import safe_text
 
 SHARED_CACHE = ThumbnailCache()
 

@@ -14,7 +14,7 @@ from textual.message import Message
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
-from tui.textsafe import printable, safe_text
+from curator.textsafe import printable, safe_text
 
 MAX_SUGGESTIONS = 8
 
