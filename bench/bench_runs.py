@@ -16,12 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.test_runs_data import write_run  # noqa: E402
-from train.rundir import read_events  # noqa: E402
-from train.runs.chart import loss_chart  # noqa: E402
-from train.runs.discover import find_runs  # noqa: E402
-from train.runs.tail import EventTail  # noqa: E402
-from train.runs.track import RunTracker  # noqa: E402
+from tests.test_runs_data import write_run
+from train.rundir import read_events
+from train.runs.chart import loss_chart
+from train.runs.discover import find_runs
+from train.runs.tail import EventTail
+from train.runs.track import RunTracker
 
 
 def main() -> None:

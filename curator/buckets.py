@@ -15,9 +15,12 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from curator.records import ImageRecord
 
 THIN_BUCKET_MAX_IMAGES = 2
 """A bucket holding this many distinct images or fewer is reported as thin."""
@@ -42,7 +45,7 @@ class BucketSettings(BaseModel):
 
     @field_validator("resolution", mode="before")
     @classmethod
-    def _parse_resolution(cls, value: Any) -> Any:
+    def _parse_resolution(cls, value: object) -> object:
         if isinstance(value, str):
             return parse_resolution(value)
         if isinstance(value, int):
@@ -69,7 +72,7 @@ class BucketSettings(BaseModel):
 
     @field_validator("min_bucket", "max_bucket")
     @classmethod
-    def _side_positive(cls, value: int, info: Any) -> int:
+    def _side_positive(cls, value: int, info: ValidationInfo) -> int:
         if value <= 0:
             raise ValueError(f"{info.field_name} must be a positive number of pixels, got {value}")
         return value
@@ -446,7 +449,7 @@ class BucketReport:
         return {b.bucket: b.with_repeats for b in self.buckets}
 
 
-def _item_fields(item: Any) -> BucketItem:
+def _item_fields(item: BucketItem | ImageRecord | Mapping[str, Any]) -> BucketItem:
     """Accept a :class:`BucketItem`, an ``ImageRecord`` (repeats/is_reg on ``.subset``) or a mapping."""
     if isinstance(item, BucketItem):
         return item
@@ -458,18 +461,8 @@ def _item_fields(item: Any) -> BucketItem:
             repeats=int(item.get("repeats", 1)),
             is_reg=bool(item.get("is_reg", False)),
         )
-    subset = getattr(item, "subset", None)
-    repeats = getattr(item, "repeats", None)
-    is_reg = getattr(item, "is_reg", None)
-    if subset is not None:
-        repeats = subset.repeats if repeats is None else repeats
-        is_reg = subset.is_reg if is_reg is None else is_reg
     return BucketItem(
-        path=str(item.path),
-        width=int(item.width),
-        height=int(item.height),
-        repeats=int(repeats if repeats is not None else 1),
-        is_reg=bool(is_reg),
+        path=item.path, width=item.width, height=item.height, repeats=item.subset.repeats, is_reg=item.subset.is_reg
     )
 
 
@@ -499,7 +492,7 @@ def kohya_reg_repeats(reg_repeats: list[int], num_train_with_repeats: int) -> li
     return result
 
 
-def bucket_report(items: Iterable[Any], settings: BucketSettings) -> BucketReport:
+def bucket_report(items: Iterable[BucketItem | ImageRecord | Mapping[str, Any]], settings: BucketSettings) -> BucketReport:
     """Bucket every image and total per bucket, including kohya's reg-image repetition.
 
     ``items``: :class:`BucketItem`, ``ImageRecord`` or mappings with path/width/height/repeats/is_reg.

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from curator.index import Index
 from curator.layout import DatasetLayout, LayoutError, load_layout
@@ -22,6 +23,9 @@ from curator.scan.scanner import (
     record_from_row,
     scan_dataset,
 )
+
+if TYPE_CHECKING:
+    from curator.dupes import Cluster
 
 __all__ = ["Dataset", "DatasetError", "ScanConfig", "ScanProgress", "ScanSummary"]
 
@@ -62,7 +66,7 @@ class Dataset:
         self._walk: WalkResult | None = None
         self._records: list[ImageRecord] | None = None
         self._by_path: dict[str, ImageRecord] | None = None
-        self._clusters: dict[int, list] = {}  # duplicate clusters by threshold, until the next scan
+        self._clusters: dict[int, list[Cluster]] = {}  # duplicate clusters by threshold, until the next scan
         self.last_summary: ScanSummary | None = None
 
     @classmethod
@@ -155,7 +159,7 @@ class Dataset:
 
     # --------------------------------------------------------------------------------------------- health
 
-    def duplicates(self, threshold: int | None = None) -> list:
+    def duplicates(self, threshold: int | None = None) -> list[Cluster]:
         """Exact and near duplicate clusters (``curator.dupes.Cluster``)."""
         from curator.dupes import find_clusters
 
@@ -173,7 +177,7 @@ class Dataset:
             "SELECT pixel_sha FROM images WHERE path = ? AND sha256 = ?", (record.path, record.sha256)
         ).fetchone()
         if row and row[0]:
-            return row[0]
+            return str(row[0])
         digest = pixel_digest(str(record.abs_path), self.config.pixel_limit)
         if digest is not None:
             self.index.conn.execute(

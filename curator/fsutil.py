@@ -18,8 +18,12 @@ import itertools
 import os
 import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
+
+_A = TypeVar("_A")
+_R = TypeVar("_R")
 
 TEMP_PREFIX = ".kiln-tmp-"
 """Temporary files are named ``.kiln-tmp-<target name>.<random>``; leftovers can be removed safely."""
@@ -108,7 +112,7 @@ def _syncfs(folder: Path) -> bool:
     except OSError:
         return False
     try:
-        return libc.syncfs(fd) == 0
+        return bool(libc.syncfs(fd) == 0)
     except AttributeError:
         return False
     finally:
@@ -134,10 +138,10 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
-def _parallel_map(fn, args: list, workers: int | None = None) -> list:
-    """``[fn(a) for a in args]`` on a thread pool for big batches; exceptions are returned, not raised."""
+def _parallel_map(fn: Callable[[_A], _R], args: list[_A], workers: int | None = None) -> list[_R | OSError]:
+    """``[fn(a) for a in args]`` on a thread pool for big batches; an ``OSError`` is returned, not raised."""
 
-    def safe(a):
+    def safe(a: _A) -> _R | OSError:
         try:
             return fn(a)
         except OSError as exc:
@@ -156,13 +160,13 @@ _PROBE = 16  # renames timed serially before deciding whether a thread pool pays
 _SLOW_RENAME_S = 0.0003  # on tmpfs / a fast SSD a rename takes ~0.01-0.05 ms; a busy disk takes milliseconds
 
 
-def _rename_all(pairs: list[tuple[Path, Path]]) -> list[object]:
+def _rename_all(pairs: list[tuple[str, str]]) -> list[OSError | None]:
     """``os.replace(tmp, target)`` for each pair (outcome None or the OSError). The first renames run one by
     one and are timed; when they are slow (renames over existing files waiting on the disk), the rest run on
     a thread pool, where those waits overlap."""
     import time
 
-    def one(pair: tuple[Path, Path]) -> object:
+    def one(pair: tuple[str, str]) -> OSError | None:
         try:
             os.replace(pair[1], pair[0])
             return None
@@ -275,6 +279,13 @@ def _sync_filesystems(folders: Iterable[str]) -> bool:
     return all(_syncfs(Path(folder)) for folder in devices.values())
 
 
+def _target_path(target: tuple[str, int] | OSError) -> str:
+    """The path of a prepared target (only items whose temporary file was made reach the renames)."""
+    if isinstance(target, OSError):
+        raise target
+    return target[0]
+
+
 def write_files_atomically(
     items: list[tuple[Path | str, bytes]], all_or_nothing: bool = False
 ) -> list[OSError | None]:
@@ -306,34 +317,34 @@ def write_files_atomically(
     create_workers = _env_int("KILN_IO_CREATE_WORKERS", 1)
     temps = _parallel_map(create, list(range(len(items))), workers=create_workers)
     outcomes: list[OSError | None] = [_TempError(t) if isinstance(t, OSError) else None for t in temps]
-    made = [i for i, t in enumerate(temps) if not isinstance(t, OSError)]
+    made = {i: t for i, t in enumerate(temps) if not isinstance(t, OSError)}  # item -> its temporary file
     if all_or_nothing and len(made) < len(items):
-        for i in made:
+        for temp in made.values():
             with contextlib.suppress(OSError):
-                os.unlink(temps[i])
+                os.unlink(temp)
         return outcomes
     try:
-        if fast and not _sync_filesystems({os.path.dirname(temps[i]) for i in made}):
-            for i in made:
-                fd = os.open(temps[i], os.O_RDONLY)
+        if fast and not _sync_filesystems({os.path.dirname(temp) for temp in made.values()}):
+            for temp in made.values():
+                fd = os.open(temp, os.O_RDONLY)
                 try:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
     except BaseException:
-        for i in made:
+        for temp in made.values():
             with contextlib.suppress(OSError):
-                os.unlink(temps[i])
+                os.unlink(temp)
         raise
-    renamed = _rename_all([(targets[i][0], temps[i]) for i in made])  # type: ignore[index]
+    renamed = _rename_all([(_target_path(targets[i]), temp) for i, temp in made.items()])
     folders = set()
-    for i, out in zip(made, renamed, strict=True):
+    for (i, temp), out in zip(made.items(), renamed, strict=True):
         if isinstance(out, OSError):
             outcomes[i] = out
             with contextlib.suppress(OSError):
-                os.unlink(temps[i])
+                os.unlink(temp)
         else:
-            folders.add(os.path.dirname(temps[i]))
+            folders.add(os.path.dirname(temp))
     for folder in folders:
         fsync_dir(folder)
     return outcomes

@@ -99,7 +99,7 @@ def _has_images(folder: Path) -> bool:
         return False
 
 
-def _subdirs(folder: Path) -> list[os.DirEntry]:
+def _subdirs(folder: Path) -> list[os.DirEntry[str]]:
     with os.scandir(folder) as entries:
         return sorted((e for e in entries if not e.name.startswith(".") and e.is_dir()), key=lambda e: e.name)
 

@@ -200,7 +200,7 @@ def test_shipped_config_values() -> None:
                 "num_train_timesteps": 1000}[sched]
 
 
-def test_assembled_tokenizers_match_clip(models_cache: Path) -> None:  # noqa: F811
+def test_assembled_tokenizers_match_clip(models_cache: Path) -> None:
     from transformers import CLIPTokenizer
 
     vocab = json.loads((clip_tokenizer_files() / "vocab.json").read_text(encoding="utf-8"))

@@ -118,7 +118,7 @@ def test_diffusers_folder_loads_exact_weights(request, name: str, no_network) ->
     assert bm.model_hash.legacy is None and bm.model_hash.name == "diffusers"
 
 
-def test_sd2_folder_takes_prediction_type_from_its_scheduler(tiny_sd2) -> None:  # noqa: F811
+def test_sd2_folder_takes_prediction_type_from_its_scheduler(tiny_sd2) -> None:
     tiny, paths = tiny_sd2
     bm = load_base_model(ModelConfig(path=paths.diffusers_dir))
     assert bm.arch is Arch.SD2 and bm.v_prediction is True and bm.arch_name == "sd2-v"
@@ -127,7 +127,7 @@ def test_sd2_folder_takes_prediction_type_from_its_scheduler(tiny_sd2) -> None: 
     assert inspect_base_model(ModelConfig(path=paths.diffusers_dir, v_prediction=False)).v_prediction is False
 
 
-def test_dtype_and_device(tiny_sd1) -> None:  # noqa: F811
+def test_dtype_and_device(tiny_sd1) -> None:
     tiny, paths = tiny_sd1
     bm = load_base_model(ModelConfig(path=paths.single_file, config_dir=paths.config_dir), dtype=torch.bfloat16,
                          device="cpu")
@@ -135,7 +135,7 @@ def test_dtype_and_device(tiny_sd1) -> None:  # noqa: F811
     assert next(bm.text_encoders[0].parameters()).dtype == torch.bfloat16
 
 
-def test_separate_vae_single_file_and_folder(tiny_sd1, tmp_path: Path) -> None:  # noqa: F811
+def test_separate_vae_single_file_and_folder(tiny_sd1, tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
     from train.models.convert import vae_to_ldm
@@ -161,7 +161,7 @@ def test_separate_vae_single_file_and_folder(tiny_sd1, tmp_path: Path) -> None: 
     _same(load_vae(tmp_path / "model", paths.config_dir), other)
 
 
-def test_bad_vae_inputs(tiny_sd1, tmp_path: Path) -> None:  # noqa: F811
+def test_bad_vae_inputs(tiny_sd1, tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
     tiny, paths = tiny_sd1
@@ -182,7 +182,7 @@ def test_bad_vae_inputs(tiny_sd1, tmp_path: Path) -> None:  # noqa: F811
         load_base_model(cfg.model_copy(update={"vae": pt}))
 
 
-def test_pickle_refused_unless_allowed(tiny_sd1, tmp_path: Path) -> None:  # noqa: F811
+def test_pickle_refused_unless_allowed(tiny_sd1, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
     tiny, paths = tiny_sd1
@@ -202,7 +202,7 @@ def test_pickle_refused_unless_allowed(tiny_sd1, tmp_path: Path) -> None:  # noq
     assert ckpt.read_bytes() == before
 
 
-def test_bad_base_model_inputs(tiny_sd1, tmp_path: Path) -> None:  # noqa: F811
+def test_bad_base_model_inputs(tiny_sd1, tmp_path: Path) -> None:
     tiny, paths = tiny_sd1
     cases: list[tuple[Path, str]] = []
     cases.append((tmp_path / "missing.safetensors", "does not exist"))
@@ -226,14 +226,14 @@ def test_bad_base_model_inputs(tiny_sd1, tmp_path: Path) -> None:  # noqa: F811
     assert paths.single_file.stat().st_size > cut.stat().st_size  # nothing was touched
 
 
-def test_architecture_override_mismatch_is_clear(tiny_sd1, tiny_sdxl) -> None:  # noqa: F811
+def test_architecture_override_mismatch_is_clear(tiny_sd1, tiny_sdxl) -> None:
     with pytest.raises(ArchitectureError, match="model.architecture = 'sdxl' but .* is an SD1 checkpoint"):
         load_base_model(ModelConfig(path=tiny_sd1[1].single_file, architecture="sdxl"))
     with pytest.raises(ArchitectureError, match="is an SDXL checkpoint"):
         load_base_model(ModelConfig(path=tiny_sdxl[1].diffusers_dir, architecture="sd1"))
 
 
-def test_sd2_single_file_needs_prediction_type(tiny_sd2, tmp_path: Path) -> None:  # noqa: F811
+def test_sd2_single_file_needs_prediction_type(tiny_sd2, tmp_path: Path) -> None:
     tiny, paths = tiny_sd2
     with pytest.raises(ArchitectureError, match="sd2-v"):
         load_base_model(ModelConfig(path=paths.single_file))
@@ -253,14 +253,14 @@ def test_sd2_single_file_needs_prediction_type(tiny_sd2, tmp_path: Path) -> None
     assert info.v_prediction is False and info.arch_name == "sd2"
 
 
-def test_shipped_configs_are_used_for_full_size_names(tiny_sd1, tmp_path: Path) -> None:  # noqa: F811
+def test_shipped_configs_are_used_for_full_size_names(tiny_sd1, tmp_path: Path) -> None:
     """Without config_dir the shipped (full-size) config is used: a tiny file then fails with a clear message."""
     tiny, paths = tiny_sd1
     with pytest.raises(ModelLoadError, match="could not load .* as an SD1 model"):
         load_base_model(ModelConfig(path=paths.single_file))
 
 
-def test_diffusers_folder_with_pickled_weights_needs_allow_pickle(tiny_sd1, tmp_path: Path) -> None:  # noqa: F811
+def test_diffusers_folder_with_pickled_weights_needs_allow_pickle(tiny_sd1, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
     tiny, paths = tiny_sd1
@@ -276,7 +276,7 @@ def test_diffusers_folder_with_pickled_weights_needs_allow_pickle(tiny_sd1, tmp_
     _same(bm.text_encoders[0], tiny.text_encoders[0])
 
 
-def test_bad_config_dir(tiny_sd1, tmp_path: Path) -> None:  # noqa: F811
+def test_bad_config_dir(tiny_sd1, tmp_path: Path) -> None:
     tiny, paths = tiny_sd1
     with pytest.raises(ModelLoadError, match="model.config_dir: .*no model_index.json"):
         load_base_model(ModelConfig(path=paths.single_file, config_dir=tmp_path))

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("textual")
 
-from tests.test_tui_workflows import (  # noqa: E402
+from tests.test_tui_workflows import (
     PHOTO_DIR,
     browser,
     caption_of,
@@ -21,8 +21,8 @@ from tests.test_tui_workflows import (  # noqa: E402
     wait_for,
     wait_loaded,
 )
-from tui.app import KilnApp  # noqa: E402
-from tui.config import TuiPrefs  # noqa: E402
+from tui.app import KilnApp
+from tui.config import TuiPrefs
 
 
 @pytest.fixture

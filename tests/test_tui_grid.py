@@ -13,12 +13,12 @@ import pytest
 
 pytest.importorskip("textual")
 
-from tests.conftest import photo, save_photo  # noqa: E402
-from tests.test_tui_workflows import PHOTO_DIR, browser, copy_example, wait_for, wait_loaded  # noqa: E402
-from tui.app import KilnApp  # noqa: E402
-from tui.config import TuiPrefs, load_prefs, prefs_path  # noqa: E402
-from tui.widgets.image_grid import ImageGrid, fit_caption, grid_geometry  # noqa: E402
-from tui.widgets.preview import HalfBlockImage  # noqa: E402
+from tests.conftest import photo, save_photo
+from tests.test_tui_workflows import PHOTO_DIR, browser, copy_example, wait_for, wait_loaded
+from tui.app import KilnApp
+from tui.config import TuiPrefs, load_prefs, prefs_path
+from tui.widgets.image_grid import ImageGrid, fit_caption, grid_geometry
+from tui.widgets.preview import HalfBlockImage
 
 MARKUP_NAME = "[bold]red\x1b[31mx.png"  # markup and an escape byte in a real file name
 

@@ -12,12 +12,12 @@ import pytest
 
 pytest.importorskip("textual")
 
-from textual.app import App, ComposeResult  # noqa: E402
-from textual.widgets import Input, Static  # noqa: E402
+from textual.app import App, ComposeResult
+from textual.widgets import Input, Static
 
-from tests.test_runs_data import T0, write_run  # noqa: E402
-from tui.runs.panel import TrainingPanel  # noqa: E402
-from tui.runs.view import RunsView  # noqa: E402
+from tests.test_runs_data import T0, write_run
+from tui.runs.panel import TrainingPanel
+from tui.runs.view import RunsView
 
 SIZE = (140, 42)
 

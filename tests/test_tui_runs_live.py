@@ -17,12 +17,12 @@ import pytest
 pytest.importorskip("textual")
 pytest.importorskip("torch")
 
-from textual.binding import Binding  # noqa: E402
-from textual.widgets import Input  # noqa: E402
+from textual.binding import Binding
+from textual.widgets import Input
 
-from tests.model_fixtures import models_cache, tiny_sd1  # noqa: E402, F401
-from tui.app import KilnApp  # noqa: E402
-from tui.config import TuiPrefs  # noqa: E402
+from tests.model_fixtures import models_cache, tiny_sd1  # noqa: F401
+from tui.app import KilnApp
+from tui.config import TuiPrefs
 
 TOTAL_STEPS = 40  # long enough that the stop always lands before the end, even on a fast machine
 RUN_TIMEOUT = 400.0  # seconds; a shared 2-core machine trains the tiny model at a few seconds per step
@@ -81,7 +81,7 @@ def log_of(run: Path) -> str:
 
 
 @pytest.mark.slow
-def test_launch_watch_stop_resume_finish_through_the_tui(wired, small_dataset: Path, tiny_sd1, tmp_path: Path,  # noqa: F811
+def test_launch_watch_stop_resume_finish_through_the_tui(wired, small_dataset: Path, tiny_sd1, tmp_path: Path,
                                                           capsys) -> None:
     from tui.runs.form import NewRunScreen
     from tui.runs.panel import TrainingPanel

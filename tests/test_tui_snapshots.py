@@ -13,8 +13,8 @@ import pytest
 
 pytest.importorskip("pytest_textual_snapshot")
 
-from tests.test_tui_workflows import copy_example, make_app, wait_for, wait_loaded  # noqa: E402
-from tui.widgets.preview import HalfBlockImage  # noqa: E402
+from tests.test_tui_workflows import copy_example, make_app, wait_for, wait_loaded
+from tui.widgets.preview import HalfBlockImage
 
 
 def previews_drawn(widget) -> bool:

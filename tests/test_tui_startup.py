@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("textual")
 
-from tests.test_tui_workflows import browser, copy_example, make_app, wait_for, wait_loaded  # noqa: E402
-from tui.model import DatasetModel  # noqa: E402
+from tests.test_tui_workflows import browser, copy_example, make_app, wait_for, wait_loaded
+from tui.model import DatasetModel
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import pytest
 
 pytest.importorskip("textual")
 
-from tests.test_tui_workflows import copy_example  # noqa: E402
+from tests.test_tui_workflows import copy_example
 
 TRUECOLOR = re.compile(rb"\x1b\[[0-9;]*[34]8;2;")
 EIGHT_BIT = re.compile(rb"\x1b\[[0-9;]*[34]8;5;")

@@ -15,8 +15,8 @@ import pytest
 
 pytest.importorskip("textual")
 
-from tui.app import KilnApp  # noqa: E402
-from tui.config import TuiPrefs  # noqa: E402
+from tui.app import KilnApp
+from tui.config import TuiPrefs
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "dataset"
 PHOTO_DIR = "10_kilnsample photo"

@@ -341,13 +341,13 @@ class KilnApp(App):
             model.set_flags(flags)
         self.ui(self._rows_loaded, model.rows, True)
 
-    def _scan_progress_reporter(self):  # noqa: ANN202
+    def _scan_progress_reporter(self):
         """The scan's ``on_progress``: adds the images just indexed to the rows (with their captions) and
         shows them, at most every ``SCAN_REFRESH_SECONDS`` (the first batch at once)."""
         model = self.model
         shown = {"at": 0.0, "pending": False}
 
-        def report(progress) -> None:  # noqa: ANN001 - curator.scan.scanner.ScanProgress
+        def report(progress) -> None:
             if not self.is_running:
                 raise ScanStopped("the app is closing")  # stops the scan; what was indexed stays
             note = f"scanning… {progress.done}/{progress.total} indexed" if progress.total else "scanning…"

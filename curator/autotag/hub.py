@@ -53,7 +53,7 @@ def _with_library(repo_id: str, cache_dir: Path) -> Path | None:
     for name in MODEL_FILES:
         try:
             hit = try_to_load_from_cache(repo_id, name, cache_dir=str(cache_dir))
-        except Exception:  # a malformed cache or an old/new library signature: fall back to our own walk
+        except Exception:  # noqa: BLE001 - a malformed cache or an old/new library signature: fall back to our own walk
             return None
         if not isinstance(hit, str):
             return None

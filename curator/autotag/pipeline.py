@@ -71,7 +71,7 @@ def tag_images(
                         batch_idx.append(i)
                     except ImageDecodeError as exc:
                         failed.append(TagResult(i, paths[i], error=str(exc)))
-                    except Exception as exc:  # anything odd in one file must not stop the run
+                    except Exception as exc:  # noqa: BLE001 - anything odd in one file must not stop the run
                         failed.append(TagResult(i, paths[i], error=f"{type(exc).__name__}: {exc}"))
                     fill()
                 results = list(failed)

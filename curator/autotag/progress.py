@@ -20,6 +20,7 @@ def progress_factory(enabled: bool) -> Iterator[ProgressFactory | None]:
         MofNCompleteColumn,
         Progress,
         ProgressColumn,
+        Task,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
@@ -27,7 +28,7 @@ def progress_factory(enabled: bool) -> Iterator[ProgressFactory | None]:
     from rich.text import Text
 
     class RateColumn(ProgressColumn):
-        def render(self, task) -> Text:
+        def render(self, task: Task) -> Text:
             elapsed = task.finished_time if task.finished else task.elapsed
             speed = task.completed / elapsed if elapsed and task.completed else None
             return Text(f"{speed:6.1f} img/s" if speed else "    -- img/s", style="progress.data.speed")

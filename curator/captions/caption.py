@@ -212,10 +212,6 @@ class Caption:
             return self
         return self._copy(tags)
 
-    def with_style(self, **changes) -> Caption:
-        """A copy written with a different style (e.g. ``joiner=", "``)."""
-        return self._copy(list(self.tags), CaptionStyle(**{**self.style.__dict__, **changes}))
-
     def _format_line(self, tags: list[str]) -> str:
         style = self.style
         line = style.joiner.join(tags)

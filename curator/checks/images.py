@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from curator.buckets import BucketSettings, assign_bucket, bucket_resolutions
 from curator.records import Flag, ImageRecord
 from curator.scan.config import ScanConfig
 
@@ -18,7 +19,7 @@ class SizeRules:
     pixel_limit: int
     widest_aspect: float
     widest_bucket: tuple[int, int] | None
-    bucket_settings: object | None  # curator.buckets.BucketSettings when available
+    bucket_settings: BucketSettings | None  # None when kohya would refuse the scan config's bucket options
 
     @classmethod
     def from_config(cls, config: ScanConfig) -> SizeRules:
@@ -27,11 +28,7 @@ class SizeRules:
         return cls(config.resolution, config.tiny_side, config.pixel_limit, widest, bucket, settings)
 
 
-def _bucket_settings(config: ScanConfig) -> object | None:
-    try:
-        from curator.buckets import BucketSettings
-    except ImportError:
-        return None
+def _bucket_settings(config: ScanConfig) -> BucketSettings | None:
     res = config.resolution
     try:
         return BucketSettings(
@@ -44,14 +41,12 @@ def _bucket_settings(config: ScanConfig) -> object | None:
         return None
 
 
-def _widest(config: ScanConfig, settings: object | None) -> tuple[float, tuple[int, int] | None]:
+def _widest(config: ScanConfig, settings: BucketSettings | None) -> tuple[float, tuple[int, int] | None]:
     """The widest bucket's ratio (long/short) and that bucket."""
     buckets: list[tuple[int, int]] = []
     if settings is not None:
-        from curator.buckets import bucket_resolutions
-
-        buckets = bucket_resolutions(settings)  # type: ignore[arg-type]
-    else:  # kohya's make_bucket_resolutions, for when curator.buckets is not available
+        buckets = bucket_resolutions(settings)
+    else:  # kohya's make_bucket_resolutions, for bucket options BucketSettings refuses (resolution not a step multiple)
         area, step = config.resolution**2, config.bucket_step
         width = config.min_bucket
         while width <= config.max_bucket:
@@ -93,9 +88,7 @@ def size_flags(record: ImageRecord, rules: SizeRules) -> list[Flag]:
             )
         )
     elif rules.bucket_settings is not None:
-        from curator.buckets import assign_bucket
-
-        assignment = assign_bucket(w, h, rules.bucket_settings)  # type: ignore[arg-type]
+        assignment = assign_bucket(w, h, rules.bucket_settings)
         if assignment.upscaled:
             rw, rh = assignment.resized
             flags.append(

@@ -9,6 +9,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from curator.autotag.config import AutotagConfig
 
 EPILOG = """\
 examples:
@@ -24,7 +28,7 @@ some captions untouched.
 """
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `autotag` subcommand."""
     p = subparsers.add_parser(
         "autotag",
@@ -68,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _config_from_args(args: argparse.Namespace):
+def _config_from_args(args: argparse.Namespace) -> AutotagConfig:
     from curator.autotag.config import AutotagConfig
 
     values = {

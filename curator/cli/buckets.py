@@ -9,7 +9,18 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+    from rich.console import Console
+    from rich.table import Table
+
+    from curator.buckets import BucketReport, StepMath
+    from curator.dataset import Dataset
+    from curator.records import ImageRecord
+
+_T = TypeVar("_T")
 
 DEFAULT_RESOLUTION = "1024"
 DEFAULT_MIN_BUCKET = 256
@@ -20,7 +31,7 @@ DEFAULT_EPOCHS = 10
 LIST_LIMIT = 20  # rows shown per problem list unless --all
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``kiln buckets``."""
     parser = subparsers.add_parser(
         "buckets",
@@ -203,24 +214,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_dataset(path: Path, caption_extension: str | None) -> Any:
+def _open_dataset(path: Path, caption_extension: str | None) -> Dataset:
     from curator.dataset import Dataset
 
     return Dataset.open(path, caption_extension=caption_extension)
 
 
-def _readable(record: Any) -> bool:
-    if getattr(record, "width", 0) <= 0 or getattr(record, "height", 0) <= 0:
-        return False
-    return bool(getattr(record, "readable", True))
+def _readable(record: ImageRecord) -> bool:
+    return record.width > 0 and record.height > 0 and record.readable
 
 
-def _pick(cli_value: Any, toml_value: Any, default: Any) -> Any:
+def _pick(cli_value: _T | None, toml_value: Any, default: _T) -> _T:
+    """The option given, else the dataset TOML's value (checked by BucketSettings / step_math), else the default."""
     if cli_value is not None:
         return cli_value
-    if toml_value is not None:
-        return toml_value
-    return default
+    picked: _T = toml_value if toml_value is not None else default
+    return picked
 
 
 _OPTION_NAMES = {
@@ -241,7 +250,7 @@ def _option_names(message: str) -> str:
     return re.sub(pattern, lambda m: _OPTION_NAMES[m.group(1)], message)
 
 
-def _validation_message(exc: Any) -> str:
+def _validation_message(exc: ValidationError) -> str:
     """pydantic errors as one line, with the settings' field names spelled as this command's options."""
     parts = []
     for error in exc.errors():
@@ -256,8 +265,8 @@ def _validation_message(exc: Any) -> str:
 
 
 def report_to_json(
-    report: Any, steps: Any, *, skipped: list[str] | None = None, notes: list[str] | None = None
-) -> dict:
+    report: BucketReport, steps: StepMath, *, skipped: list[str] | None = None, notes: list[str] | None = None
+) -> dict[str, Any]:
     """The ``--json`` document: buckets, per-image assignment, step math, and the problem lists."""
     s = report.settings
     return {
@@ -334,15 +343,15 @@ def _aspect_label(width: int, height: int) -> str:
 
 
 def print_report(
-    report: Any,
-    steps: Any,
+    report: BucketReport,
+    steps: StepMath,
     *,
     root: Path,
     skipped: list[str],
     notes: list[str],
     show_images: bool = False,
     show_all: bool = False,
-    console: Any = None,
+    console: Console | None = None,
 ) -> None:
     """The human report: settings, bucket table with share bars, problem lists, step math."""
     from rich import box
@@ -476,7 +485,7 @@ def print_report(
     console.print(_steps_table(report, steps))
 
 
-def _steps_table(report: Any, steps: Any) -> Any:
+def _steps_table(report: BucketReport, steps: StepMath) -> Table:
     from rich import box
     from rich.table import Table
     from rich.text import Text

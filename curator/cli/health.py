@@ -10,7 +10,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
+    from curator.dataset import Dataset
+    from curator.dupes import Cluster
+    from curator.records import Flag, ImageRecord
+    from curator.scan.scanner import ScanSummary
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +33,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``scan``, ``check`` and ``dupes``."""
     scan = subparsers.add_parser(
         "scan",
@@ -70,7 +79,7 @@ def _error(message: str) -> int:
     return 1
 
 
-def _open(args: argparse.Namespace, **overrides: Any) -> Any:
+def _open(args: argparse.Namespace, **overrides: object) -> Dataset | int:
     """Open the dataset or return an exit code after printing why it cannot be opened."""
     from pydantic import ValidationError
 
@@ -86,7 +95,7 @@ def _open(args: argparse.Namespace, **overrides: Any) -> Any:
         **overrides,
     }
     try:
-        config = ScanConfig(**{k: v for k, v in values.items() if v is not None})
+        config = ScanConfig.model_validate({k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
         return _error(config_error_message(exc))
     try:
@@ -97,13 +106,13 @@ def _open(args: argparse.Namespace, **overrides: Any) -> Any:
         return _error(f"{args.dataset}: cannot read the dataset ({exc.strerror or exc})")
 
 
-def _console() -> Any:
+def _console() -> Console:
     from rich.console import Console
 
     return Console(highlight=False)
 
 
-def _scan(dataset: Any, args: argparse.Namespace) -> Any:
+def _scan(dataset: Dataset, args: argparse.Namespace) -> ScanSummary | None:
     progress = False if (args.no_progress or args.json) else None
     summary = dataset.scan(progress=progress)
     if summary.images == 0 and summary.unreadable_dirs:
@@ -111,7 +120,7 @@ def _scan(dataset: Any, args: argparse.Namespace) -> Any:
     return summary
 
 
-def _text(value: object) -> Any:
+def _text(value: object) -> Text:
     from rich.text import Text
 
     from curator.textsafe import printable
@@ -119,7 +128,7 @@ def _text(value: object) -> Any:
     return Text(printable(value))
 
 
-def _print_warnings(dataset: Any) -> None:
+def _print_warnings(dataset: Dataset) -> None:
     from curator.textsafe import printable
 
     for warning in dataset.layout.warnings:
@@ -151,7 +160,7 @@ def run_scan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _subset_rows(dataset: Any, records: list[Any]) -> list[dict[str, Any]]:
+def _subset_rows(dataset: Dataset, records: list[ImageRecord]) -> list[dict[str, Any]]:
     counts: dict[str, int] = {}
     for record in records:
         counts[record.subset.rel_dir] = counts.get(record.subset.rel_dir, 0) + 1
@@ -168,7 +177,7 @@ def _subset_rows(dataset: Any, records: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _print_scan(dataset: Any, summary: Any, records: list[Any]) -> None:
+def _print_scan(dataset: Dataset, summary: ScanSummary, records: list[ImageRecord]) -> None:
     from rich.table import Table
 
     console = _console()
@@ -229,7 +238,7 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_check(dataset: Any, images: int, flags: list[Any]) -> None:
+def _print_check(dataset: Dataset, images: int, flags: list[Flag]) -> None:
     from collections import Counter
 
     from rich.table import Table
@@ -276,7 +285,7 @@ def run_dupes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_dupes(dataset: Any, clusters: list[Any]) -> None:
+def _print_dupes(dataset: Dataset, clusters: list[Cluster]) -> None:
     from rich.table import Table
 
     console = _console()

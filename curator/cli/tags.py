@@ -47,7 +47,7 @@ def _common(parser: argparse.ArgumentParser, scoped: bool = True, writes: bool =
     parser.add_argument("--separator", default=",", metavar="SEP", help="tag separator (default ',')")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``kiln tags`` and its sub-subcommands."""
     tags = subparsers.add_parser(
         "tags",
@@ -56,7 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "`kiln tags undo` / `redo` work across restarts; `--dry-run` previews the diff.",
     )
     sub = tags.add_subparsers(dest="tags_command", metavar="SUBCOMMAND")
-    tags.set_defaults(func=lambda args: (tags.print_help(), EXIT_OK)[1])
+
+    def show_help(_args: argparse.Namespace) -> int:
+        tags.print_help()
+        return EXIT_OK
+
+    tags.set_defaults(func=show_help)
 
     p = sub.add_parser("stats", help="tag frequencies, co-occurrence, token counts")
     _common(p, writes=False)

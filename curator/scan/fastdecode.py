@@ -22,10 +22,19 @@ import glob
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from types import ModuleType
+from typing import Any, Protocol
 
 import numpy as np
 
 _U8P = ctypes.POINTER(ctypes.c_uint8)
+
+
+class _WuffsDecoder(Protocol):
+    """What kiln uses of ``pywuffs.aux.ImageDecoder`` (pywuffs ships no type information)."""
+
+    def decode(self, data: bytes) -> Any: ...
+
 _WEBP_DECODER_ABI = 0x0209  # WEBP_DECODER_ABI_VERSION of libwebp 1.x (only the major byte is checked)
 _VP8X_FLAG_XMP = 0x04
 _VP8X_FLAG_EXIF = 0x08
@@ -168,7 +177,8 @@ def webp_luma(data: bytes) -> np.ndarray | None:
 
 
 @lru_cache(maxsize=1)
-def _wuffs():  # noqa: ANN202 - (grey decoder, RGBA decoder) or None
+def _wuffs() -> tuple[_WuffsDecoder, _WuffsDecoder] | None:
+    """(grey decoder, RGBA decoder), or None without a working pywuffs."""
     if _disabled():
         return None
     try:
@@ -177,11 +187,12 @@ def _wuffs():  # noqa: ANN202 - (grey decoder, RGBA decoder) or None
     except ImportError:
         return None
 
-    def decoder(pixel_format: object) -> object:
+    def decoder(pixel_format: object) -> _WuffsDecoder:
         config = ImageDecoderConfig()
         config.enabled_decoders = [ImageDecoderType.PNG]
         config.pixel_format = pixel_format
-        return ImageDecoder(config)
+        made: _WuffsDecoder = ImageDecoder(config)
+        return made
 
     try:
         return decoder(PixelFormat.Y), decoder(PixelFormat.RGBA_NONPREMUL)
@@ -190,22 +201,23 @@ def _wuffs():  # noqa: ANN202 - (grey decoder, RGBA decoder) or None
 
 
 @lru_cache(maxsize=1)
-def _pyspng():  # noqa: ANN202
+def _pyspng() -> ModuleType | None:
     if _disabled():
         return None
     try:
         import pyspng
     except ImportError:
         return None
-    return pyspng
+    module: ModuleType = pyspng
+    return module
 
 
-def _wuffs_decode(decoder: object, data: bytes, channels: int, size: tuple[int, int]) -> np.ndarray | None:
+def _wuffs_decode(decoder: _WuffsDecoder, data: bytes, channels: int, size: tuple[int, int]) -> np.ndarray | None:
     try:
-        result = decoder.decode(data)  # type: ignore[attr-defined]
+        result = decoder.decode(data)
     except Exception:  # noqa: BLE001 - let Pillow decode it and classify the error
         return None
-    pixels = result.pixbuf
+    pixels: np.ndarray = result.pixbuf
     width, height = size
     if result.error_message or pixels.dtype != np.uint8 or pixels.shape != (height, width, channels):
         return None
@@ -237,6 +249,7 @@ def png_pixels(data: bytes) -> np.ndarray | None:
     if spng is None:
         return None
     try:
-        return spng.load(data)
+        pixels: np.ndarray = spng.load(data)
     except Exception:  # noqa: BLE001 - let Pillow decode it and classify the error
         return None
+    return pixels

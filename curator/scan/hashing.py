@@ -22,7 +22,7 @@ def _dct_matrix(n: int) -> np.ndarray:
     """Orthonormal DCT-II matrix: ``_dct_matrix(n) @ x`` is the DCT of the column vector ``x``."""
     k = np.arange(n)[:, None]
     i = np.arange(n)[None, :]
-    matrix = np.cos(np.pi * (2 * i + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
+    matrix: np.ndarray = np.cos(np.pi * (2 * i + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
     matrix[0, :] = np.sqrt(1.0 / n)
     return matrix
 

@@ -14,6 +14,7 @@ import io
 import os
 import warnings
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -262,7 +263,8 @@ def _grey_thumbnail(image: Image.Image, result: ProbeResult, data: bytes | None 
     if mode in ALPHA_MODES:
         if mode != "RGBA":
             image = image.convert("RGBA")
-        _alpha_flag(image.getchannel("A").getextrema()[0], result)
+        low, _high = cast(tuple[int, int], image.getchannel("A").getextrema())  # one 8-bit band: (min, max)
+        _alpha_flag(low, result)
         return _composite_grey(image)
     image = _reduce(image)
     return _shrink_to_hash(image.convert("L") if image.mode != "L" else image)
@@ -420,10 +422,10 @@ def pixel_digest(abs_path: str, pixel_limit: int) -> str | None:
     saved = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None
     try:
-        with Image.open(abs_path) as image:
-            if image.width * image.height > pixel_limit:
+        with Image.open(abs_path) as opened:
+            if opened.width * opened.height > pixel_limit:
                 return None
-            image = ImageOps.exif_transpose(image)
+            image = ImageOps.exif_transpose(opened)
             if image.mode in ("1", "L", "P", "RGB", "RGBA", "LA", "PA", "CMYK", "YCbCr", "RGBX"):
                 image = image.convert("RGBA")
             digest = hashlib.sha256(f"{image.mode}:{image.width}x{image.height}:".encode())

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TextIO
 
 from curator.index import Index, to_signed64, to_unsigned64
 from curator.layout import DatasetLayout, Subset, is_image_name
@@ -29,6 +29,8 @@ from curator.records import Flag, ImageRecord
 from curator.scan.config import ScanConfig
 
 if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
+
     from curator.scan.probe import ProbeResult
 
 PARALLEL_MIN_FILES = 24  # below this, probing in-process beats starting workers
@@ -167,7 +169,7 @@ def _probe_star(args: tuple[str, str, int, int, int]) -> ProbeResult:
     return probe_file(*args)
 
 
-def _mp_context():  # noqa: ANN202
+def _mp_context() -> BaseContext:
     import multiprocessing
 
     # fork is fastest, but unsafe once the process runs threads (e.g. inside the TUI).
@@ -189,9 +191,9 @@ def _ensure_resource_tracker() -> None:
     """
     from multiprocessing import resource_tracker
 
-    def usable(stream: object) -> bool:
+    def usable(stream: TextIO | None) -> bool:
         try:
-            return stream is not None and stream.fileno() >= 0  # type: ignore[attr-defined]
+            return stream is not None and stream.fileno() >= 0
         except (OSError, ValueError, AttributeError):
             return False
 
@@ -264,7 +266,7 @@ _INSERT = (
 )
 
 
-def _row(result: ProbeResult, subset: str) -> tuple:
+def _row(result: ProbeResult, subset: str) -> tuple[object, ...]:
     return (
         result.path,
         subset,
@@ -282,7 +284,7 @@ def _row(result: ProbeResult, subset: str) -> tuple:
     )
 
 
-def record_from_row(row: tuple, subset: Subset) -> ImageRecord:
+def record_from_row(row: tuple[Any, ...], subset: Subset) -> ImageRecord:
     """An ``ImageRecord`` from an ``images`` row (path, subset, size, mtime_ns, sha256, width, height,
     format, mode, frames, exif_rotated, phash, flags[, pixel_sha ignored])."""
     path, _subset, size, mtime, sha, width, height, fmt, mode, frames, rotated, phash, flags = row[:13]
@@ -405,7 +407,7 @@ def scan_dataset(
         bar = _Progress(show, len(to_probe))
         probe_started = time.perf_counter()
         subsets = {s.rel_dir: s for s in layout.subsets}
-        batch: list[tuple] = []
+        batch: list[tuple[object, ...]] = []
         done = 0
         limit = FIRST_BATCH
         last_commit = time.perf_counter()
@@ -444,9 +446,9 @@ def scan_dataset(
     return summary, walk
 
 
-def _isatty(stream: object) -> bool:
+def _isatty(stream: TextIO | None) -> bool:
     try:
-        return bool(stream.isatty())  # type: ignore[attr-defined]
+        return stream is not None and stream.isatty()
     except (AttributeError, ValueError, OSError):
         return False
 

@@ -8,12 +8,18 @@ rewrite in the same timestamp tick would go unnoticed; such files are simply re-
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
 from curator.captions.caption import Caption
 from curator.fsutil import read_file
+
+if TYPE_CHECKING:
+    from curator.index import Index
+
+_P = TypeVar("_P", Path, str)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS caption_cache_v2 (
@@ -31,10 +37,11 @@ _KEY_SEP = "\x1f"
 
 
 class CaptionCache:
-    def __init__(self, index: Any, root: Path | str) -> None:
+    def __init__(self, index: Index, root: Path | str) -> None:
         self.conn = index.conn
         self.root = Path(root).resolve()
         self._prefix = str(self.root) + os.sep
+        self.keys: dict[Path | str, list[str]] = {}  # the last read_many's tag keys per existing file
         index.ensure_schema(SCHEMA)
 
     def _key(self, path: Path | str) -> str:
@@ -44,7 +51,7 @@ class CaptionCache:
             return text.replace(os.sep, "/") if os.sep != "/" else text
         return text
 
-    def read_many(self, paths: list[Path] | list[str], separator: str = ",") -> dict[Any, bytes | None]:
+    def read_many(self, paths: list[_P], separator: str = ",") -> dict[_P, bytes | None]:
         """Current bytes of each caption file (``None`` when it does not exist), from the cache when fresh.
         ``self.keys`` then maps each existing file to its tag keys (split with ``separator``)."""
         # row: (path, size, mtime_ns, cached_ns, data, sep, keys)
@@ -54,8 +61,8 @@ class CaptionCache:
                 "SELECT path, size, mtime_ns, cached_ns, data, sep, keys FROM caption_cache_v2"
             )
         }
-        out: dict[Any, bytes | None] = {}
-        keys: dict[Any, list[str]] = {}
+        out: dict[_P, bytes | None] = {}
+        keys: dict[Path | str, list[str]] = {}
         self.keys = keys
         upserts: list[tuple[str, int, int, int, bytes, str, str]] = []
         deletes: list[tuple[str]] = []
@@ -114,7 +121,7 @@ class CaptionCache:
         """:meth:`forget` by row key (posix path relative to the dataset root, absolute outside it)."""
         self._store([], [(k,) for k in keys])
 
-    def _store(self, upserts: list[tuple], deletes: list[tuple[str]]) -> None:
+    def _store(self, upserts: list[tuple[str, int, int, int, bytes, str, str]], deletes: list[tuple[str]]) -> None:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.executemany(
@@ -124,6 +131,6 @@ class CaptionCache:
             )
             self.conn.executemany("DELETE FROM caption_cache_v2 WHERE path = ?", deletes)
             self.conn.execute("COMMIT")
-        except Exception:
+        except sqlite3.Error:  # a locked or read-only index: the cache is an optimisation, skip the write
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")

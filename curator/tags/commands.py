@@ -6,9 +6,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from curator.textsafe import printable
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from curator.dataset import Dataset
+    from curator.tags.items import CaptionItem
+    from curator.tags.journal import ApplyResult, CaptionChange
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFLICT = 0, 1, 2
 
@@ -18,7 +25,7 @@ def _err(message: str) -> int:
     return EXIT_FAIL
 
 
-def _console():
+def _console() -> Console:
     from rich.console import Console
 
     return Console(highlight=False, soft_wrap=True)
@@ -28,7 +35,7 @@ def _emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
-def _open(args: argparse.Namespace) -> Any:
+def _open(args: argparse.Namespace) -> Dataset:
     from curator.dataset import Dataset
 
     path: Path = args.dataset
@@ -69,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         dataset.close()
 
 
-def _items(dataset: Any, args: argparse.Namespace, cached: bool = False) -> list:
+def _items(dataset: Dataset, args: argparse.Namespace, cached: bool = False) -> list[CaptionItem]:
     from curator.tags.items import load_items
 
     return load_items(dataset, where=args.where, files=args.files, separator=args.separator, cached=cached)
@@ -79,9 +86,9 @@ def _items(dataset: Any, args: argparse.Namespace, cached: bool = False) -> list
 
 
 def _apply(
-    dataset: Any,
+    dataset: Dataset,
     args: argparse.Namespace,
-    changes: list,
+    changes: list[CaptionChange],
     op: str,
     description: str,
     extra: dict[str, Any] | None = None,
@@ -131,9 +138,9 @@ def _apply(
 
 
 def _report(
-    dataset: Any,
+    dataset: Dataset,
     args: argparse.Namespace,
-    result: Any,
+    result: ApplyResult,
     extra: dict[str, Any] | None = None,
     hint: bool = True,
 ) -> int:
@@ -165,7 +172,7 @@ def _report(
     return EXIT_OK if result.ok else EXIT_CONFLICT
 
 
-def _rel(dataset: Any, path: Path) -> str:
+def _rel(dataset: Dataset, path: Path) -> str:
     try:
         return Path(path).relative_to(dataset.root).as_posix()
     except ValueError:
@@ -175,23 +182,23 @@ def _rel(dataset: Any, path: Path) -> str:
 # ---- handlers ----------------------------------------------------------------------------------------------
 
 
-def _add(dataset: Any, args: argparse.Namespace) -> int:
-    from curator.tags.ops import add_tags
+def _add(dataset: Dataset, args: argparse.Namespace) -> int:
+    from curator.tags.ops import Position, add_tags
 
-    position: Any = "front" if args.front else (args.at if args.at is not None else "end")
+    position: Position = "front" if args.front else (int(args.at) if args.at is not None else "end")
     changes = add_tags(_items(dataset, args), args.tag, position=position, create=not args.no_create)
     where = "front" if position == "front" else ("end" if position == "end" else f"position {position}")
     return _apply(dataset, args, changes, "add", f"add {args.tag!r} at {where}")
 
 
-def _remove(dataset: Any, args: argparse.Namespace) -> int:
+def _remove(dataset: Dataset, args: argparse.Namespace) -> int:
     from curator.tags.ops import remove_tags
 
     changes = remove_tags(_items(dataset, args), args.tags)
     return _apply(dataset, args, changes, "remove", "remove " + ", ".join(repr(t) for t in args.tags))
 
 
-def _replace(dataset: Any, args: argparse.Namespace) -> int:
+def _replace(dataset: Dataset, args: argparse.Namespace) -> int:
     from curator.tags.ops import replace_tag
 
     changes = replace_tag(_items(dataset, args), args.old, args.new, regex=args.regex)
@@ -199,7 +206,7 @@ def _replace(dataset: Any, args: argparse.Namespace) -> int:
     return _apply(dataset, args, changes, "replace", f"replace {kind}{args.old!r} -> {args.new!r}")
 
 
-def _trigger(dataset: Any, args: argparse.Namespace) -> int:
+def _trigger(dataset: Dataset, args: argparse.Namespace) -> int:
     from curator.tags.ops import set_trigger
 
     plan = set_trigger(_items(dataset, args), args.word, separator=args.separator)
@@ -225,7 +232,7 @@ def _trigger(dataset: Any, args: argparse.Namespace) -> int:
     return code
 
 
-def _consolidate(dataset: Any, args: argparse.Namespace) -> int:
+def _consolidate(dataset: Dataset, args: argparse.Namespace) -> int:
     from curator.tags.consolidate import RulesError, consolidate, load_rules
 
     try:
@@ -254,7 +261,7 @@ def _consolidate(dataset: Any, args: argparse.Namespace) -> int:
     return _apply(dataset, args, plan.changes, "consolidate", desc, extra)
 
 
-def _absorb(dataset: Any, args: argparse.Namespace) -> int:
+def _absorb(dataset: Dataset, args: argparse.Namespace) -> int:
     from curator.tags.ops import absorb, absorb_candidates
 
     items = _items(dataset, args)
@@ -303,25 +310,25 @@ def _absorb(dataset: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _sort(dataset: Any, args: argparse.Namespace) -> int:
+def _sort(dataset: Dataset, args: argparse.Namespace) -> int:
     from curator.tags.ops import sort_tags
 
     freq = None
     if args.by == "freq":
         from curator.tags.stats import tag_frequencies
 
-        freq = tag_frequencies(dataset).counts  # type: ignore[union-attr]
+        freq = tag_frequencies(dataset).counts
     changes = sort_tags(_items(dataset, args), by=args.by, keep=args.keep, frequencies=freq)
     return _apply(dataset, args, changes, "sort", f"sort by {args.by}, first {args.keep} kept")
 
 
-def _dedupe(dataset: Any, args: argparse.Namespace) -> int:
+def _dedupe(dataset: Dataset, args: argparse.Namespace) -> int:
     from curator.tags.ops import dedupe
 
     return _apply(dataset, args, dedupe(_items(dataset, args)), "dedupe", "remove repeated tags")
 
 
-def _normalize(dataset: Any, args: argparse.Namespace) -> int:
+def _normalize(dataset: Dataset, args: argparse.Namespace) -> int:
     from curator.tags.ops import normalize
 
     changes = normalize(
@@ -335,7 +342,7 @@ def _normalize(dataset: Any, args: argparse.Namespace) -> int:
     return _apply(dataset, args, changes, "normalize", "normalize: " + ", ".join(what))
 
 
-def _undo_redo(dataset: Any, args: argparse.Namespace) -> int:
+def _undo_redo(dataset: Dataset, args: argparse.Namespace) -> int:
     from curator.tags import journal
 
     if args.dry_run:
@@ -362,7 +369,7 @@ def _undo_redo(dataset: Any, args: argparse.Namespace) -> int:
     return _report(dataset, args, result, hint=False)
 
 
-def _history(dataset: Any, args: argparse.Namespace) -> int:
+def _history(dataset: Dataset, args: argparse.Namespace) -> int:
     from curator.tags.journal import journal_for
 
     journal = journal_for(dataset)
@@ -425,7 +432,7 @@ def _history(dataset: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _stats(dataset: Any, args: argparse.Namespace) -> int:
+def _stats(dataset: Dataset, args: argparse.Namespace) -> int:
     from rich.table import Table
     from rich.text import Text
 
@@ -433,7 +440,7 @@ def _stats(dataset: Any, args: argparse.Namespace) -> int:
 
     items = _items(dataset, args, cached=True)
     top = args.top or None
-    con = None if args.json else _console()
+    con = _console()  # prints nothing with --json
     out: dict[str, Any] = {}
     if args.tag:
         co = stats.cooccurrence(dataset, args.tag, scope=items)
@@ -467,8 +474,10 @@ def _stats(dataset: Any, args: argparse.Namespace) -> int:
             table.add_column("image")
             table.add_column("tokens", justify="right")
             table.add_column("warning")
-            for c in counts[:top]:
-                table.add_row(Text(printable(c.path)), str(c.tokens), Text(c.warning or "", style="yellow"))
+            for count in counts[:top]:
+                table.add_row(
+                    Text(printable(count.path)), str(count.tokens), Text(count.warning or "", style="yellow")
+                )
             con.print(table)
     if not args.tag and not args.tokens or args.by_folder:
         freqs = stats.tag_frequencies(dataset, scope=items, by_folder=args.by_folder)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import tomllib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -47,7 +47,9 @@ class RuleSet:
         label = name or str(path)
         try:
             if text is None:
-                text = Path(path).read_text("utf-8")  # type: ignore[arg-type]
+                if path is None:
+                    raise RulesError(f"{name or 'rules'}: give a rules file path or its text")
+                text = Path(path).read_text("utf-8")
             data = tomllib.loads(text)
         except FileNotFoundError:
             raise RulesError(f"{label}: no such rules file") from None
@@ -135,7 +137,7 @@ def _suffix_word(key: str) -> bool:
 
 
 def consolidate_tags(
-    tags: list[str], rules: RuleSet, suffix_heuristic: bool = False, conform=lambda t: t
+    tags: list[str], rules: RuleSet, suffix_heuristic: bool = False, conform: Callable[[str], str] = lambda t: t
 ) -> tuple[list[str], list[tuple[str, str]]]:
     """One caption: returns (new tags, [(kind, rule)] that fired)."""
     fired: list[tuple[str, str]] = []

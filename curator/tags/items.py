@@ -262,7 +262,7 @@ def _load_items(
     if files is not None:
         records = _select_files(records, files, Path(dataset.root))
     paths = caption_targets(records)
-    cached_keys: dict[str, list[str]] = {}
+    cached_keys: dict[Path | str, list[str]] = {}
     if cached:
         from curator.tags.cache import CaptionCache
 

@@ -25,14 +25,21 @@ import contextlib
 import functools
 import os
 import shutil
+import sqlite3
 import time
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from curator.fsutil import fsync_dir, read_file, remove_stale_temps, write_files_atomically
 from curator.tags.bulk import paused_gc
+from curator.tags.cache import CaptionCache
+
+if TYPE_CHECKING:
+    from curator.dataset import Dataset
+    from curator.index import Index
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -176,14 +183,14 @@ def _bulk(method: Callable[P, R]) -> Callable[P, R]:
 class Journal:
     """The journal of one dataset (its index database + the dataset root for resolving paths)."""
 
-    def __init__(self, index: Any, root: Path | None = None) -> None:
+    def __init__(self, index: Index, root: Path | None = None) -> None:
         self.index = index
         self.conn = index.conn
         self.root = Path(root if root is not None else index.root).resolve()
         self._root_text = str(self.root)
         self._prefix = self._root_text + os.sep
         self.kiln_dir = Path(index.kiln_dir)
-        self._cache: Any = None  # the CaptionCache, made on first use
+        self._cache: CaptionCache | None = None  # made on first use
         index.ensure_schema(SCHEMA)
 
     # ---- paths -----------------------------------------------------------------------------------------
@@ -229,7 +236,7 @@ class Journal:
             os.close(fd)
 
     @contextlib.contextmanager
-    def _durable_tx(self) -> Iterator[Any]:
+    def _durable_tx(self) -> Iterator[sqlite3.Connection]:
         """A transaction committed with ``synchronous=FULL`` (survives a power cut, not just a kill)."""
         self.conn.execute("PRAGMA synchronous=FULL")
         try:
@@ -267,7 +274,8 @@ class Journal:
                     "VALUES (?, ?, ?, ?, ?)",
                     (time.time(), op, description, "pending", len(changes)),
                 )
-                entry_id = int(cur.lastrowid)
+                entry_id = cur.lastrowid
+                assert entry_id is not None  # set by the INSERT just above
                 conn.executemany(
                     "INSERT INTO tag_journal_changes (entry_id, seq, path, before, after, status) "
                     "VALUES (?, ?, ?, ?, ?, 'pending')",
@@ -448,7 +456,7 @@ class Journal:
         self,
         rows: list[tuple[int, str, bytes | None, bytes | None]],
         result: ApplyResult,
-        given: list[Any] | None = None,
+        given: Sequence[Path | str | None] | None = None,
     ) -> dict[int, str]:
         """Move files from ``old`` to ``new`` content (rows: seq, key, old, new). Files not holding ``old``
         are conflicts. Returns seq -> 'applied' | 'conflict' | 'skipped'. ``given``: the caller's path of
@@ -461,7 +469,7 @@ class Journal:
             given = [None] * len(rows)
         paths: dict[str, Path] = {}
 
-        def as_path(text: str, mine: Any) -> Path:
+        def as_path(text: str, mine: Path | str | None) -> Path:
             if isinstance(mine, Path) and mine.is_absolute() and str(mine) == text:
                 path = mine
             else:
@@ -598,39 +606,38 @@ class Journal:
             return
         try:
             if self._cache is None:
-                from curator.tags.cache import CaptionCache
-
                 self._cache = CaptionCache(self.index, self.root)
             self._cache.forget_keys(keys)
-        except Exception:  # the cache is an optimisation; a failure only costs a re-read later
+        except (OSError, sqlite3.Error):  # the cache is an optimisation; a failure only costs a re-read later
             pass
 
 
 # ---- module-level API (what the TUI, the CLI and the autotagger call) --------------------------------------
 
 
-def journal_for(dataset: Any) -> Journal:
-    """The journal of a ``curator.dataset.Dataset`` (anything with ``.index`` and ``.root``)."""
-    journal = getattr(dataset, "_kiln_tag_journal", None)
+_JOURNALS: weakref.WeakKeyDictionary[Dataset, Journal] = weakref.WeakKeyDictionary()
+
+
+def journal_for(dataset: Dataset) -> Journal:
+    """The journal of an open dataset (one per ``Dataset``, made on first use)."""
+    journal = _JOURNALS.get(dataset)
     if journal is None:
-        journal = Journal(dataset.index, dataset.root)
-        with contextlib.suppress(AttributeError):
-            dataset._kiln_tag_journal = journal
+        journal = _JOURNALS[dataset] = Journal(dataset.index, dataset.root)
     return journal
 
 
-def apply_changes(dataset: Any, changes: list[CaptionChange], op: str, description: str) -> ApplyResult:
+def apply_changes(dataset: Dataset, changes: list[CaptionChange], op: str, description: str) -> ApplyResult:
     """Record ``changes`` as one journal entry and write them (atomic, conflict-checked)."""
     return journal_for(dataset).apply(changes, op, description)
 
 
-def undo(dataset: Any) -> ApplyResult | None:
+def undo(dataset: Dataset) -> ApplyResult | None:
     return journal_for(dataset).undo()
 
 
-def redo(dataset: Any) -> ApplyResult | None:
+def redo(dataset: Dataset) -> ApplyResult | None:
     return journal_for(dataset).redo()
 
 
-def history(dataset: Any, limit: int = 50) -> list[JournalEntry]:
+def history(dataset: Dataset, limit: int = 50) -> list[JournalEntry]:
     return journal_for(dataset).history(limit)

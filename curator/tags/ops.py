@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from curator.captions.caption import Caption
 from curator.captions.tagtext import escape_parens, plain, tag_key, underscores_to_spaces, unescape_parens
@@ -257,7 +257,7 @@ def sort_tags(
         frequencies = Counter(k for it in items if it.exists for k in set(it.keys))
     freq = frequencies or Counter()
 
-    def sort_key(tag: str) -> tuple:
+    def sort_key(tag: str) -> tuple[int, str] | tuple[str]:
         k = tag_key(tag)
         return (-freq.get(k, 0), k) if by == "freq" else (k,)
 
@@ -404,7 +404,7 @@ class FileDiff:
     after_text: str = ""
     joiner: str = ", "  # how the file separates tags (for display)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
             "removed": self.removed,
@@ -445,7 +445,7 @@ def plan_to_diff(changes: Iterable[CaptionChange], separator: str = ",") -> list
                 reordered=common_b != common_a,
                 before_text=before.first_line if before else "",
                 after_text=after.first_line if after else "",
-                joiner=(after or before).style.joiner if (after or before) else ", ",
+                joiner=shown.style.joiner if (shown := after or before) is not None else ", ",
             )
         )
     return diffs

@@ -191,7 +191,7 @@ class Term(Node):
             return lambda it: it.bucket == (w, h)
         n = self.number
         assert n is not None
-        compare = {
+        compare: Callable[[int], bool] = {
             "<": lambda a: a < n,
             "<=": lambda a: a <= n,
             ">": lambda a: a > n,

@@ -10,17 +10,20 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from curator.captions.tagtext import tag_key
 from curator.tags.items import CaptionItem, load_items
 from curator.tags.query import Query
 from curator.tags.tokens import LIMITS, count_tokens, token_warning
 
+if TYPE_CHECKING:
+    from curator.dataset import Dataset
+
 Scope = Query | str | list[CaptionItem] | None
 
 
-def _items(dataset: Any, scope: Scope) -> list[CaptionItem]:
+def _items(dataset: Dataset, scope: Scope) -> list[CaptionItem]:
     if isinstance(scope, list):
         return scope
     return load_items(dataset, where=scope, cached=True)
@@ -55,8 +58,22 @@ def _frequencies(items: list[CaptionItem]) -> TagFrequencies:
     return TagFrequencies(counts=counts, images=len(items), captioned=len(captioned))
 
 
+@overload
+def tag_frequencies(dataset: Dataset, scope: Scope = None, by_folder: Literal[False] = False) -> TagFrequencies: ...
+
+
+@overload
+def tag_frequencies(dataset: Dataset, scope: Scope = None, *, by_folder: Literal[True]) -> dict[str, TagFrequencies]: ...
+
+
+@overload
 def tag_frequencies(
-    dataset: Any, scope: Scope = None, by_folder: bool = False
+    dataset: Dataset, scope: Scope = None, by_folder: bool = False
+) -> TagFrequencies | dict[str, TagFrequencies]: ...
+
+
+def tag_frequencies(
+    dataset: Dataset, scope: Scope = None, by_folder: bool = False
 ) -> TagFrequencies | dict[str, TagFrequencies]:
     """Tag frequencies over the scope, or per concept folder (``rel_dir`` -> frequencies) with
     ``by_folder``."""
@@ -91,10 +108,12 @@ class Cooccurrence:
         }
 
 
-def cooccurrence(dataset: Any, tag: str, scope: Scope = None) -> Cooccurrence:
+def cooccurrence(dataset: Dataset, tag: str, scope: Scope = None) -> Cooccurrence:
     """Which tags appear together with ``tag``, and which images have / lack it."""
     key = tag_key(tag)
-    with_tag, without, together = [], [], Counter()
+    with_tag: list[str] = []
+    without: list[str] = []
+    together: Counter[str] = Counter()
     for it in _items(dataset, scope):
         keys = set(it.keys)
         if key in keys:
@@ -121,7 +140,7 @@ class TokenCount:
         }
 
 
-def token_counts(dataset: Any, scope: Scope = None) -> list[TokenCount]:
+def token_counts(dataset: Dataset, scope: Scope = None) -> list[TokenCount]:
     """CLIP tokens of each caption's first line (what kohya encodes), with warnings past 75 / 150 / 225."""
     out = []
     for it in _items(dataset, scope):

@@ -49,12 +49,17 @@ def _merge_lines() -> list[str]:
 
 def vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """(token -> id, merges in rank order), identical to openai/clip-vit-large-patch14's tokenizer files."""
-    merges = [tuple(line.split()) for line in _merge_lines()]
+    merges = [_merge_pair(line) for line in _merge_lines()]
     byte_chars = list(_bytes_to_unicode().values())
     vocab = byte_chars + [c + "</w>" for c in byte_chars]
     vocab += ["".join(m) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
-    return {tok: i for i, tok in enumerate(vocab)}, merges  # type: ignore[return-value]
+    return {tok: i for i, tok in enumerate(vocab)}, merges
+
+
+def _merge_pair(line: str) -> tuple[str, str]:
+    first, second = line.split()
+    return first, second
 
 
 def write_hf_tokenizer_files(folder: Path | str) -> tuple[Path, Path]:

@@ -55,7 +55,7 @@ class LatentCache:
 
                 try:
                     return load_file(str(path))["latent"]
-                except Exception:  # a torn or foreign file: re-encode
+                except Exception:  # noqa: BLE001 - a torn or foreign file (any safetensors error): re-encode
                     return None
         return None
 

@@ -83,7 +83,7 @@ def load_pickle_state_dict(path: Path) -> dict:
 
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - mmap refuses some files (legacy format): read it whole, errors reported below
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:

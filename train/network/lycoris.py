@@ -18,10 +18,10 @@ LYCORIS_NETWORK_MODULE = "lycoris.kohya"
 
 def lycoris_version() -> str:
     try:
-        from importlib.metadata import version
+        from importlib.metadata import PackageNotFoundError, version
 
         return version("lycoris-lora")
-    except Exception:  # pragma: no cover - metadata missing in odd installs
+    except PackageNotFoundError:  # pragma: no cover - metadata missing in odd installs
         return "unknown"
 
 

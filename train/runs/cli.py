@@ -8,6 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from train.runs.state import RunInfo
 
 RUN_HELP = "a run directory, or the name of a run `kiln runs` lists"
 
@@ -134,7 +140,7 @@ def runs_table(runs: list) -> object:
     return table
 
 
-def print_dead(console, run) -> None:
+def print_dead(console: Console, run: RunInfo) -> None:
     from rich.text import Text
 
     from curator.textsafe import printable
@@ -184,7 +190,7 @@ def _watch(args: argparse.Namespace) -> int:
 class _PlainWatch:
     """`kiln watch` into a pipe or log: one line per event (step lines at most every 10 s)."""
 
-    def __init__(self, console) -> None:
+    def __init__(self, console: Console) -> None:
         from train.display import PlainDisplay
 
         self.plain = PlainDisplay(stream=sys.stdout, interval=10.0)

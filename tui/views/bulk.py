@@ -341,7 +341,7 @@ class BulkView(KilnView):
             self.notify("Nothing in scope to autotag.", severity="warning")
             return
 
-        def start(config) -> None:  # noqa: ANN001 - AutotagConfig or None (cancelled)
+        def start(config) -> None:
             if config is None:
                 return
             self._remember_autotag(config)
@@ -353,7 +353,7 @@ class BulkView(KilnView):
         label = f"{scope} ({len(rows)} image{'s' if len(rows) != 1 else ''})"
         self.app.push_screen(AutotagScreen(initial_settings(self.kiln.prefs), label), start)
 
-    def _remember_autotag(self, config) -> None:  # noqa: ANN001 - AutotagConfig
+    def _remember_autotag(self, config) -> None:
         from tui.autotag import remember
         from tui.config import save_prefs
 
@@ -366,7 +366,7 @@ class BulkView(KilnView):
         self.notify("Cancelling autotag…", timeout=2)
 
     @work(thread=True, exclusive=True, group="autotag")
-    def _run_autotag(self, config, rows: list, scope: str) -> None:  # noqa: ANN001 - AutotagConfig
+    def _run_autotag(self, config, rows: list, scope: str) -> None:
         from tui.autotag import run_autotag
 
         def progress(done: int, total: int) -> None:
