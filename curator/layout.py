@@ -162,7 +162,7 @@ def _load_folder(root: Path, caption_extension: str | None) -> DatasetLayout:
     )
 
 
-def _resolve_dir(value: Any, toml_path: Path, where: str) -> Path:
+def _resolve_dir(value: object, toml_path: Path, where: str) -> Path:
     if not isinstance(value, str) or not value.strip():
         raise LayoutError(f"{toml_path}: {where}.image_dir must be a folder path, got {value!r}")
     path = Path(value).expanduser()

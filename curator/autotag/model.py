@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from curator.autotag.hub import MODEL_FILES, download_hint, find_in_cache, hub_cache_dirs, looks_like_repo_id
 from curator.autotag.labels import Labels, LabelsError, load_labels
+
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession  # untyped: mypy sees Any, readers see what it is
 
 # Preferred order when several are available; CPU is always last.
 GPU_PROVIDERS = {
@@ -91,14 +94,14 @@ def choose_providers(device: str, available: list[str]) -> list[str]:
     return chosen + ["CPUExecutionProvider"]
 
 
-def _static_dim(dim: Any) -> int | None:
+def _static_dim(dim: object) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
 class TaggerModel:
     """An ONNX tagger: NHWC float32 BGR input of a fixed size, one probabilities output per tag."""
 
-    def __init__(self, files: ModelFiles, labels: Labels, session: Any):
+    def __init__(self, files: ModelFiles, labels: Labels, session: InferenceSession):
         self.files = files
         self.labels = labels
         self.session = session

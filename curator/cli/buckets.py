@@ -224,7 +224,7 @@ def _readable(record: ImageRecord) -> bool:
     return record.width > 0 and record.height > 0 and record.readable
 
 
-def _pick(cli_value: _T | None, toml_value: Any, default: _T) -> _T:
+def _pick(cli_value: _T | None, toml_value: Any, default: _T) -> _T:  # noqa: ANN401 - raw TOML value
     """The option given, else the dataset TOML's value (checked by BucketSettings / step_math), else the default."""
     if cli_value is not None:
         return cli_value

@@ -23,17 +23,22 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 _U8P = ctypes.POINTER(ctypes.c_uint8)
 
 
+class _WuffsResult(Protocol):
+    pixbuf: np.ndarray
+    error_message: str
+
+
 class _WuffsDecoder(Protocol):
     """What kiln uses of ``pywuffs.aux.ImageDecoder`` (pywuffs ships no type information)."""
 
-    def decode(self, data: bytes) -> Any: ...
+    def decode(self, data: bytes) -> _WuffsResult: ...
 
 _WEBP_DECODER_ABI = 0x0209  # WEBP_DECODER_ABI_VERSION of libwebp 1.x (only the major byte is checked)
 _VP8X_FLAG_XMP = 0x04

@@ -31,7 +31,7 @@ def _console() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
-def _emit_json(data: Any) -> None:
+def _emit_json(data: object) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
