@@ -147,14 +147,14 @@ def run(args: argparse.Namespace) -> int:
 
     batch_size = _pick(args.batch_size, toml.get("batch_size"), DEFAULT_BATCH_SIZE)
     epochs = args.epochs if args.epochs is not None or args.max_steps is not None else DEFAULT_EPOCHS
-    try:  # check the numbers before the (possibly long) scan
-        step_math(
-            [],
-            batch_size=batch_size,
-            epochs=epochs,
-            max_steps=args.max_steps,
-            gradient_accumulation=args.grad_accum,
+
+    def steps_for(counts: BucketReport | list[int]) -> StepMath:
+        return step_math(
+            counts, batch_size=batch_size, epochs=epochs, max_steps=args.max_steps, gradient_accumulation=args.grad_accum
         )
+
+    try:  # check the numbers before the (possibly long) scan
+        steps_for([])
     except ValueError as exc:
         print(f"kiln buckets: {_option_names(str(exc))}", file=sys.stderr)
         return 1
@@ -186,13 +186,7 @@ def run(args: argparse.Namespace) -> int:
 
     report = bucket_report(usable, settings)
     try:
-        steps = step_math(
-            report,
-            batch_size=batch_size,
-            epochs=epochs,
-            max_steps=args.max_steps,
-            gradient_accumulation=args.grad_accum,
-        )
+        steps = steps_for(report)
     except ValueError as exc:
         print(f"kiln buckets: {_option_names(str(exc))}", file=sys.stderr)
         return 1

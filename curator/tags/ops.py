@@ -189,18 +189,8 @@ def _replace_keys(tags: list[str], keys: list[str], old: frozenset[str], replace
     ``old`` becomes ``replacement`` (minus the tags whose key the caption has otherwise)."""
     if old.isdisjoint(keys):
         return tags
-    seen = {k for k in keys if k not in old}
-    out: list[str] = []
-    for tag, key in zip(tags, keys, strict=True):
-        if key not in old:
-            out.append(tag)
-            continue
-        for new_tag in replacement:
-            k = tag_key(new_tag)
-            if k not in seen:
-                seen.add(k)
-                out.append(new_tag)
-    return out
+    replaced = [replacement if key in old else None for key in keys]
+    return _merge_replacements(tags, replaced, {k for k in keys if k not in old})
 
 
 def substitute(tags: list[str], subst: Callable[[str], list[str] | None]) -> list[str]:
@@ -209,11 +199,16 @@ def substitute(tags: list[str], subst: Callable[[str], list[str] | None]) -> lis
     replaced = [subst(t) for t in tags]
     if all(r is None for r in replaced):
         return tags
-    seen = {tag_key(t) for t, r in zip(tags, replaced, strict=True) if r is None}
+    return _merge_replacements(tags, replaced, {tag_key(t) for t, r in zip(tags, replaced, strict=True) if r is None})
+
+
+def _merge_replacements(tags: list[str], replaced: list[list[str] | None], seen: set[str]) -> list[str]:
+    """Each tag kept (``None``) or swapped for its replacement tags, a replacement whose key is in ``seen``
+    (the kept tags' keys, then each inserted one) left out."""
     out: list[str] = []
-    for t, rep in zip(tags, replaced, strict=True):
+    for tag, rep in zip(tags, replaced, strict=True):
         if rep is None:
-            out.append(t)
+            out.append(tag)
             continue
         for new_tag in rep:
             k = tag_key(new_tag)
