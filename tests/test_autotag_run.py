@@ -315,3 +315,15 @@ def test_where_bucket_and_flag_select_like_kiln_tags(dataset, model, capsys):
             expected = {it.path for it in load_items(ds, where=where)}
         _code, report = run_json([*args, where], capsys)
         assert {r["path"] for r in report["results"]} == expected, where
+
+
+def test_where_bucket_on_a_toml_kohya_refuses_exits_1_with_the_reason(dataset, model, capsys, tmp_path):
+    toml = tmp_path / "ds.toml"
+    toml.write_text(
+        "[general]\nresolution = 700\nbucket_reso_steps = 64\n[[datasets]]\n[[datasets.subsets]]\n"
+        f'image_dir = "{(dataset / "10_ohwx woman").as_posix()}"\ncaption_extension = ".txt"\n'
+    )
+    before = captions(dataset)
+    code, _out, err = kiln_autotag([str(toml), "--model", str(model), "--mode", "replace", "--where", "bucket:640x640"], capsys)
+    assert code == 1 and "--where: bucket:" in err and "not a multiple of step 64" in err
+    assert captions(dataset) == before

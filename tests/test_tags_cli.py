@@ -102,6 +102,20 @@ def test_bad_query_and_bad_regex_exit_1_with_reason(ds: Path, capsys) -> None:
     assert captions(ds) == before
 
 
+def test_bucket_query_on_a_toml_kohya_refuses_says_why(ds: Path, tmp_path: Path, capsys) -> None:
+    """A dataset TOML whose resolution is not a multiple of its bucket step: `bucket:` cannot be worked out,
+    so `kiln tags` stops with the reason (no traceback) and changes nothing."""
+    toml = tmp_path / "ds.toml"
+    toml.write_text(
+        f'[general]\nresolution = 700\nbucket_reso_steps = 64\n[[datasets]]\n[[datasets.subsets]]\n'
+        f'image_dir = "{(ds / "10_ohwx woman").as_posix()}"\ncaption_extension = ".txt"\n'
+    )
+    before = captions(ds)
+    code, _, err = kiln(capsys, "tags", "add", str(toml), "x", "--where", "bucket:640x640")
+    assert code == 1 and "bucket:" in err and "not a multiple of step 64" in err and "Traceback" not in err
+    assert captions(ds) == before
+
+
 def test_conflict_exits_2_and_lists_the_file(ds: Path, capsys, monkeypatch) -> None:
     import curator.tags.journal as journal_mod
 

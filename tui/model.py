@@ -128,11 +128,13 @@ class DatasetModel:
         return ""
 
     def _default_bucket_settings(self) -> Any:
-        """The dataset TOML's bucket options when it has them, else kohya's defaults."""
-        from curator.buckets import BucketSettings, settings_from_toml
+        """The bucket settings of ``bucket:`` queries (``curator.tags.items.bucket_settings_for``: the dataset
+        TOML's, else kohya's defaults); kohya's defaults when the TOML's cannot be used."""
+        from curator.buckets import BucketSettings
+        from curator.tags.items import bucket_settings_for
 
         try:
-            return settings_from_toml(getattr(self.dataset.layout, "toml_settings", None))
+            return bucket_settings_for(self.dataset)
         except (ValueError, TypeError):
             return BucketSettings()
 

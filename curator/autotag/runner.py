@@ -20,7 +20,7 @@ from curator.autotag.pipeline import tag_images
 from curator.autotag.thresholds import Prediction
 from curator.captions.files import caption_target
 from curator.records import ImageRecord
-from curator.tags.items import CaptionItem, select
+from curator.tags.items import CaptionItem, ScopeError, select
 from curator.tags.journal import CaptionChange, apply_changes
 from curator.tags.query import QueryError, parse_query
 
@@ -146,7 +146,10 @@ def filter_where(
     except QueryError as exc:  # its message already says the position
         raise AutotagError(f"--where: {exc}\n{exc.pointer()}") from exc
     items = [CaptionItem(r, str(t), c) for r, t, c in zip(records, targets, captions, strict=True)]
-    chosen = {id(it) for it in select(dataset, items, query)}
+    try:
+        chosen = {id(it) for it in select(dataset, items, query)}
+    except ScopeError as exc:
+        raise AutotagError(f"--where: {exc}") from exc
     return [i for i, it in enumerate(items) if id(it) in chosen]
 
 

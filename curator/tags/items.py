@@ -31,7 +31,8 @@ _T = TypeVar("_T")
 
 
 class ScopeError(ValueError):
-    """An explicit ``--files`` entry that is not an image (or caption) of the dataset."""
+    """A scope that cannot be applied: an explicit ``--files`` entry that is not an image (or caption) of the
+    dataset, or a ``bucket:`` query on a dataset whose TOML has bucket options kohya refuses."""
 
 
 class _lazy(Generic[_T]):
@@ -164,6 +165,18 @@ def bucket_settings_for(dataset: Dataset) -> BucketSettings:
     return settings_from_toml(dataset.layout.toml_settings)
 
 
+def _query_bucket_settings(dataset: Dataset) -> BucketSettings:
+    from pydantic import ValidationError
+
+    try:
+        return bucket_settings_for(dataset)
+    except ValidationError as exc:
+        reason = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+    except ValueError as exc:
+        reason = str(exc)
+    raise ScopeError(f"bucket: needs the dataset TOML's bucket options, which kohya would refuse: {reason}")
+
+
 def flags_by_image(flags: Iterable[Flag], records: Iterable[ImageRecord]) -> dict[str, list[Flag]]:
     """``flags`` (from ``Dataset.flags()``) grouped by image path; a flag raised on one of an image's caption
     files (``curator.captions.files.caption_rel_paths``) counts for the image."""
@@ -197,7 +210,7 @@ def select(
             it.flags = it.flags | kinds.get(it.path, frozenset())
     settings = None
     if "bucket" in fields:
-        settings = bucket_settings if bucket_settings is not None else bucket_settings_for(dataset)
+        settings = bucket_settings if bucket_settings is not None else _query_bucket_settings(dataset)
     return [it for it in items if query.matches(it.query_item(settings))]
 
 
@@ -283,7 +296,7 @@ def query_items(dataset: Dataset, bucket_settings: BucketSettings | None = None,
     ``parse_query(text).matches(item)``). Bucket settings default to the dataset TOML's, else kohya's."""
     items = load_items(dataset, cached=cached)
     kinds = _flag_kinds(dataset, [it.record for it in items])
-    settings = bucket_settings if bucket_settings is not None else bucket_settings_for(dataset)
+    settings = bucket_settings if bucket_settings is not None else _query_bucket_settings(dataset)
     out = []
     for it in items:
         it.flags = kinds.get(it.path, frozenset())
