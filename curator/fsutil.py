@@ -102,6 +102,30 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     fsync_dir(os.path.dirname(target) or ".")
 
 
+def atomic_write_with(path: Path | str, write: Callable[[Path], None]) -> None:
+    """Replace ``path`` atomically with the file ``write(temp_path)`` produces next to it: for writers that
+    stream to a path (safetensors' ``save_file``), so a multi-gigabyte file is never held in memory as bytes.
+    Same protocol as :func:`atomic_write_bytes`: the temporary file is fsynced, renamed over ``path`` and the
+    folder fsynced; if ``write`` raises, the temporary file is removed and ``path`` is untouched."""
+    umask = _umask()
+    target, mode = _prepare_target(os.fspath(path), 0o666 & ~umask)
+    tmp = _create_temp(target, b"", mode, sync=False, umask=umask)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, mode)  # the writer may have recreated the file
+        fd = os.open(tmp, _READ_FLAGS)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(os.path.dirname(target) or ".")
+
+
 def _syncfs(folder: Path) -> bool:
     """Flush the whole filesystem holding ``folder`` (Linux ``syncfs``). Returns False when unavailable."""
     if not sys.platform.startswith("linux"):

@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         from train.runs.cli import register as register_runs
 
         register_runs(subparsers)
+    from train.lora.cli import register as register_lora  # `kiln lora ...` (argparse only)
+
+    register_lora(subparsers)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

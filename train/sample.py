@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-_SAMPLERS = {
+SAMPLERS = {
     "euler_a": "EulerAncestralDiscreteScheduler",
     "euler": "EulerDiscreteScheduler",
     "ddim": "DDIMScheduler",
@@ -14,26 +14,34 @@ _SAMPLERS = {
 }
 
 
-def render_samples(base: Any, sample_cfg: Any, *, resolution: tuple[int, int], out_dir: Path, stem: str,
-                   device: Any, dtype: Any) -> list[Path]:
-    """Render every prompt once; returns the PNG paths ``<out_dir>/<stem>-NN.png``."""
+def build_pipeline(base: Any, sampler: str) -> Any:
+    """A diffusers text-to-image pipeline around a loaded base model's own modules (LoRA hooks or patched
+    weights on them show in its images), with ``sampler`` (a key of ``SAMPLERS``) over the model's schedule."""
     import diffusers
-    import torch
 
-    scheduler_cls = getattr(diffusers, _SAMPLERS[sample_cfg.sampler])
+    scheduler_cls = getattr(diffusers, SAMPLERS[sampler])
     scheduler = scheduler_cls.from_config(base.noise_scheduler.config, steps_offset=1)
     common = {"vae": base.vae, "unet": base.unet, "scheduler": scheduler}
     if base.arch.value == "sdxl":
-        pipe = diffusers.StableDiffusionXLPipeline(
-            text_encoder=base.text_encoders[0], text_encoder_2=base.text_encoders[1],
-            tokenizer=base.tokenizers[0], tokenizer_2=base.tokenizers[1], add_watermarker=False, **common,
-        )
+        name = "StableDiffusionXLPipeline"
+        parts = {"text_encoder": base.text_encoders[0], "text_encoder_2": base.text_encoders[1],
+                 "tokenizer": base.tokenizers[0], "tokenizer_2": base.tokenizers[1], "add_watermarker": False}
     else:
-        pipe = diffusers.StableDiffusionPipeline(
-            text_encoder=base.text_encoders[0], tokenizer=base.tokenizers[0], safety_checker=None,
-            feature_extractor=None, requires_safety_checker=False, **common,
-        )
+        name = "StableDiffusionPipeline"
+        parts = {"text_encoder": base.text_encoders[0], "tokenizer": base.tokenizers[0], "safety_checker": None,
+                 "feature_extractor": None, "requires_safety_checker": False}
+    pipeline_cls: Any = getattr(diffusers, name)
+    pipe = pipeline_cls(**common, **parts)
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def render_samples(base: Any, sample_cfg: Any, *, resolution: tuple[int, int], out_dir: Path, stem: str,
+                   device: Any, dtype: Any) -> list[Path]:
+    """Render every prompt once; returns the PNG paths ``<out_dir>/<stem>-NN.png``."""
+    import torch
+
+    pipe = build_pipeline(base, sample_cfg.sampler)
     width = sample_cfg.width or resolution[0]
     height = sample_cfg.height or resolution[1]
     out_dir.mkdir(parents=True, exist_ok=True)

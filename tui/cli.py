@@ -23,6 +23,7 @@ kiln: curate image datasets and train LoRA adapters for Stable Diffusion, from t
   kiln tags stats DATASET   tag statistics; `kiln tags --help` for the bulk tag operations
   kiln train CONFIG.toml    train a LoRA; `kiln train --print-config easy` prints a config to start from
   kiln runs                 list training runs; `kiln watch RUN` attaches to one
+  kiln lora info FILE       what a LoRA is; `kiln lora --help` for extract, resize, merge and grid
 """
 
 

@@ -10,7 +10,7 @@ Key names are derived from the diffusers/transformers *state dict* keys after no
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .arch import (
@@ -164,42 +164,77 @@ def clip_to_ldm(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Tens
     return {prefix + k: v for k, v in sd.items() if not k.startswith("text_projection.")}
 
 
+def openclip_key_to_ldm(key: str) -> tuple[str, str | None]:
+    """One HF CLIP text key (with the `text_model.` level) -> (its OpenCLIP name without prefix, fused part).
+
+    The fused part is 'q', 'k' or 'v' for the attention projections, which OpenCLIP stores as row blocks of one
+    `attn.in_proj_weight` / `in_proj_bias` (q first); None otherwise. Raises KeyError for keys OpenCLIP has no
+    place for (`position_ids`).
+    """
+    if key == "text_model.embeddings.token_embedding.weight":
+        return "token_embedding.weight", None
+    if key == "text_model.embeddings.position_embedding.weight":
+        return "positional_embedding", None
+    if key.startswith("text_model.final_layer_norm."):
+        return "ln_final." + key.rsplit(".", 1)[1], None
+    if key == "text_projection.weight":
+        return "text_projection", None
+    m = re.match(r"text_model\.encoder\.layers\.(\d+)\.(.+)$", key)
+    if not m:
+        raise KeyError(f"unexpected text encoder key {key!r}")
+    layer, rest = int(m[1]), m[2]
+    base = f"transformer.resblocks.{layer}."
+    pm = re.match(r"self_attn\.([qkv])_proj\.(weight|bias)$", rest)
+    if pm:
+        return f"{base}attn.in_proj_{pm[2]}", pm[1]
+    rest = (rest.replace("self_attn.out_proj.", "attn.out_proj.").replace("layer_norm1.", "ln_1.")
+            .replace("layer_norm2.", "ln_2.").replace("mlp.fc1.", "mlp.c_fc.")
+            .replace("mlp.fc2.", "mlp.c_proj."))
+    return base + rest, None
+
+
 def openclip_to_ldm(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
     """HF CLIPTextModel(WithProjection) -> OpenCLIP layout (fused in_proj qkv, resblocks, ln_final, ...)."""
     import torch
 
     sd = normalise_clip_keys(state_dict)
     out: dict[str, Tensor] = {}
-    qkv: dict[tuple[int, str], dict[str, Tensor]] = {}
+    fused: dict[str, dict[str, Tensor]] = {}
     for key, value in sd.items():
-        if key == "text_model.embeddings.token_embedding.weight":
-            out[prefix + "token_embedding.weight"] = value
-        elif key == "text_model.embeddings.position_embedding.weight":
-            out[prefix + "positional_embedding"] = value
-        elif key == "text_model.embeddings.position_ids":
+        if key == "text_model.embeddings.position_ids":
             continue
-        elif key.startswith("text_model.final_layer_norm."):
-            out[prefix + "ln_final." + key.rsplit(".", 1)[1]] = value
-        elif key == "text_projection.weight":
-            out[prefix + "text_projection"] = value.T.contiguous()
+        name, part = openclip_key_to_ldm(key)
+        if part is not None:
+            fused.setdefault(prefix + name, {})[part] = value
+        elif name == "text_projection":
+            out[prefix + name] = value.T.contiguous()
         else:
-            m = re.match(r"text_model\.encoder\.layers\.(\d+)\.(.+)$", key)
-            if not m:
-                raise KeyError(f"unexpected text encoder key {key!r}")
-            layer, rest = int(m[1]), m[2]
-            base = f"{prefix}transformer.resblocks.{layer}."
-            pm = re.match(r"self_attn\.([qkv])_proj\.(weight|bias)$", rest)
-            if pm:
-                qkv.setdefault((layer, pm[2]), {})[pm[1]] = value
-                continue
-            rest = (rest.replace("self_attn.out_proj.", "attn.out_proj.").replace("layer_norm1.", "ln_1.")
-                    .replace("layer_norm2.", "ln_2.").replace("mlp.fc1.", "mlp.c_fc.")
-                    .replace("mlp.fc2.", "mlp.c_proj."))
-            out[base + rest] = value
-    for (layer, kind), parts in qkv.items():
-        fused = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
-        out[f"{prefix}transformer.resblocks.{layer}.attn.in_proj_{kind}"] = fused
+            out[prefix + name] = value
+    for name, parts in fused.items():
+        out[name] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
     return out
+
+
+def state_dicts_to_single_file(
+    arch: Arch,
+    unet: Mapping[str, Tensor],
+    vae: Mapping[str, Tensor],
+    text_encoders: Sequence[Mapping[str, Tensor]],
+    layers_per_block: int,
+    vae_blocks: int,
+) -> dict[str, Tensor]:
+    """Full single-file state dict (original layout) from diffusers/transformers state dicts."""
+    sd: dict[str, Tensor] = {}
+    sd.update(unet_to_ldm(unet, layers_per_block))
+    sd.update(vae_to_ldm(vae, vae_blocks))
+    if arch is Arch.SD1:
+        sd.update(clip_to_ldm(text_encoders[0], SD1_TE_PREFIX))
+    elif arch is Arch.SD2:
+        sd.update(openclip_to_ldm(text_encoders[0], SD2_TE_PREFIX))
+    else:
+        sd.update(clip_to_ldm(text_encoders[0], SDXL_TE1_PREFIX))
+        sd.update(openclip_to_ldm(text_encoders[1], SDXL_TE2_PREFIX))
+    return {k: v.contiguous() for k, v in sd.items()}
 
 
 def pipeline_to_single_file(
@@ -209,14 +244,6 @@ def pipeline_to_single_file(
     text_encoders: list[Any],
 ) -> dict[str, Tensor]:
     """Full single-file state dict (original layout) from loaded diffusers/transformers modules."""
-    sd: dict[str, Tensor] = {}
-    sd.update(unet_to_ldm(unet.state_dict(), int(unet.config.layers_per_block)))
-    sd.update(vae_to_ldm(vae.state_dict(), len(vae.config.block_out_channels)))
-    if arch is Arch.SD1:
-        sd.update(clip_to_ldm(text_encoders[0].state_dict(), SD1_TE_PREFIX))
-    elif arch is Arch.SD2:
-        sd.update(openclip_to_ldm(text_encoders[0].state_dict(), SD2_TE_PREFIX))
-    else:
-        sd.update(clip_to_ldm(text_encoders[0].state_dict(), SDXL_TE1_PREFIX))
-        sd.update(openclip_to_ldm(text_encoders[1].state_dict(), SDXL_TE2_PREFIX))
-    return {k: v.contiguous() for k, v in sd.items()}
+    return state_dicts_to_single_file(arch, unet.state_dict(), vae.state_dict(),
+                                      [te.state_dict() for te in text_encoders],
+                                      int(unet.config.layers_per_block), len(vae.config.block_out_channels))

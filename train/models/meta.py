@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .arch import Arch
@@ -69,6 +70,29 @@ def meta_model(arch: Arch | str, *, with_vae: bool = False) -> MetaModel:
     arch = Arch(arch)
     return MetaModel(arch=arch, unet=meta_unet(arch), vae=meta_vae(arch) if with_vae else None,
                      text_encoders=meta_text_encoders(arch))
+
+
+def meta_model_from_dir(folder: Path, arch: Arch | str) -> MetaModel:
+    """UNet + text encoder(s) described by a diffusers config folder (a diffusers model folder or a weight-free
+    config folder such as ``model.config_dir``), on the meta device: for models of any size."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    arch = Arch(arch)
+
+    def read(sub: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((folder / sub / "config.json").read_text(encoding="utf-8"))
+        return data
+
+    unet_cls: Any = UNet2DConditionModel
+    encoders: list[Any] = []
+    with torch.device("meta"):
+        unet = unet_cls.from_config(read("unet"))
+        encoders.append(CLIPTextModel(CLIPTextConfig(**read("text_encoder"))))
+        if arch is Arch.SDXL:
+            encoders.append(CLIPTextModelWithProjection(CLIPTextConfig(**read("text_encoder_2"))))
+    return MetaModel(arch=arch, unet=unet, vae=None, text_encoders=encoders)
 
 
 def materialize(module: Any, device: Any = "cpu", dtype: Any = None, seed: int = 0, std: float = 0.02) -> Any:

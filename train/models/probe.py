@@ -7,6 +7,7 @@ fast (missing file, pickle without --allow-pickle, truncated download, LoRA pass
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,19 +24,28 @@ from .config import ModelConfig
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-_MAX_HEADER = 100 * 1024 * 1024
+_MAX_HEADER = 100_000_000  # the safetensors format's MAX_HEADER_SIZE
+# bytes per element of each safetensors dtype (sub-byte ones are not listed: their sizes are not checked)
+DTYPE_SIZES = {"F64": 8, "I64": 8, "U64": 8, "C64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2,
+               "I16": 2, "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1}
 
 
 @dataclass
 class SafetensorsHeader:
-    """Tensor names -> shape, plus the file's `__metadata__`."""
+    """Tensor names -> shape (and safetensors dtype name, e.g. 'F16'), plus the file's `__metadata__`."""
 
     shapes: dict[str, tuple[int, ...]]
     metadata: dict[str, str] = field(default_factory=dict)
+    dtypes: dict[str, str] = field(default_factory=dict)
 
 
 def read_safetensors_header(path: Path, *, field_name: str = "model.path") -> SafetensorsHeader:
-    """Parse a .safetensors header without torch; raise ModelLoadError if it is not a complete safetensors file."""
+    """Parse a .safetensors header without torch; raise ModelLoadError if it is not a complete safetensors file.
+
+    Hostile files are refused before anything is allocated from them: the header may be at most 100 MB (the
+    format's own limit), must be one JSON object whose entries each give a known dtype, a shape and data
+    offsets that fit the file and match the shape (what the safetensors library checks when it loads).
+    """
     bad = (f"{field_name}: {path} is not a valid .safetensors file (truncated or corrupted download?)"
            " Re-download it, or check that it is really a safetensors checkpoint.")
     try:
@@ -50,22 +60,33 @@ def read_safetensors_header(path: Path, *, field_name: str = "model.path") -> Sa
             header = json.loads(fh.read(n).decode("utf-8"))
     except ModelLoadError:
         raise
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, struct.error) as exc:
-        raise ModelLoadError(f"{bad} [{exc}]") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, struct.error, RecursionError) as exc:
+        raise ModelLoadError(f"{bad} [{type(exc).__name__}: {exc}]") from exc
     if not isinstance(header, dict):
         raise ModelLoadError(f"{bad} [header is not a JSON object]")
     metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise ModelLoadError(f"{bad} [__metadata__ is not a JSON object]")
     shapes: dict[str, tuple[int, ...]] = {}
+    dtypes: dict[str, str] = {}
     end = 0
     for name, info in header.items():
         try:
-            shapes[name] = tuple(int(d) for d in info["shape"])
-            end = max(end, int(info["data_offsets"][1]))
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            shape = tuple(int(d) for d in info["shape"])
+            start, stop = (int(o) for o in info["data_offsets"])
+            itemsize = DTYPE_SIZES.get(str(info["dtype"]))
+        except (KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"{bad} [bad entry for {name!r}]") from exc
+        if any(d < 0 for d in shape) or not 0 <= start <= stop:
+            raise ModelLoadError(f"{bad} [bad shape or offsets for {name!r}]")
+        if itemsize is not None and (stop - start) != math.prod(shape) * itemsize:
+            raise ModelLoadError(f"{bad} [{name!r}: {stop - start} bytes of data for shape {list(shape)}]")
+        shapes[name] = shape
+        dtypes[name] = str(info["dtype"])
+        end = max(end, stop)
     if 8 + n + end > size:
         raise ModelLoadError(f"{bad} [the file is {size} bytes but its tensors need {8 + n + end}]")
-    return SafetensorsHeader(shapes=shapes, metadata={str(k): str(v) for k, v in metadata.items()})
+    return SafetensorsHeader(shapes=shapes, metadata={str(k): str(v) for k, v in metadata.items()}, dtypes=dtypes)
 
 
 def pickle_refusal(path: Path, field_name: str = "model.path") -> ModelLoadError:
