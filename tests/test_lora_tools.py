@@ -544,6 +544,7 @@ def test_bad_inputs_each_get_a_clear_message_and_nothing_is_written(tiny_sd1, ti
         (["lora", "resize", good, "--dynamic", "sv_fro", "--dynamic-param", 2, "--out", out], ["(0, 1]"]),
         (["lora", "info", truncated], ["not a valid .safetensors file"]),
         (["lora", "info", sd1.single_file], ["SD1 base checkpoint, not a LoRA"]),
+        (["lora", "info", sd1.diffusers_dir / "unet" / "diffusion_pytorch_model.safetensors"], ["diffusers-layout UNet"]),
     ]
     for argv, needles in cases:
         rc, _, err = kiln(capsys, *argv)

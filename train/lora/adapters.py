@@ -341,6 +341,17 @@ def _peft_looks_sdxl(peft: dict[tuple[str, str], dict[str, torch.Tensor]]) -> bo
     return False
 
 
+def looks_like_lora(keys: list[str]) -> bool:
+    """Whether any key has a LoRA / LyCORIS / PEFT layout (checked on the header, before loading tensors)."""
+    for key in keys:
+        if key.startswith(KOHYA_PREFIXES) or key.startswith(EMBEDDING_PREFIX):
+            return True
+        rest = _split_peft_prefix(key)[1]
+        if _PEFT.match(rest) or _DIFFUSERS_OLD.match(rest) or _ATTN_PROC.match(rest):
+            return True
+    return False
+
+
 def read_lora(path: Path, *, allow_pickle: bool = False, flag: str = "LoRA") -> LoraFile:
     """Read and parse a LoRA file (or PEFT folder); a file with no module kiln can read is an error that says
     what the file seems to be instead."""

@@ -225,14 +225,18 @@ def _run_resize(args: argparse.Namespace) -> int:
 
 
 def parse_lora_strength(text: str) -> tuple[Path, float]:
-    """``path[:strength]``: a trailing ``:number`` is the strength (default 1)."""
+    """``path[:strength]``: a trailing ``:number`` is the strength (default 1). ``B`` stands for
+    ``B.safetensors`` when only that exists."""
+    path, strength = Path(text), 1.0
     head, sep, tail = text.rpartition(":")
     if sep and head:
         try:
-            return Path(head), float(tail)
+            path, strength = Path(head), float(tail)
         except ValueError:
             pass
-    return Path(text), 1.0
+    if not path.exists() and path.suffix == "" and path.with_suffix(".safetensors").is_file():
+        path = path.with_suffix(".safetensors")
+    return path, strength
 
 
 def _run_merge(args: argparse.Namespace) -> int:

@@ -105,7 +105,7 @@ def extract(opts: ExtractOptions, *, progress: bool | None = None,
                                 "same family")
         keymap = base.keymap()
         wanted = keymap.locon_targets if opts.conv_dim is not None else keymap.lora_targets
-        slots = [s for name, s in keymap.slots.items() if name in wanted]
+        slots = [s for name, s in keymap.slots.items() if name in wanted and (opts.text_encoders or s.part == "unet")]
         base_at = _locate_all(base, slots, "--base")
         tuned_at = _locate_all(tuned, slots, "--tuned")
         for slot in slots:

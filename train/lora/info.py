@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from curator.textsafe import printable, shorten
-from train.lora.adapters import AdapterModule, describe_non_lora, guess_arch, parse_state
+from train.lora.adapters import AdapterModule, describe_non_lora, guess_arch, looks_like_lora, parse_state
 from train.lora.blocks import BLOCK_IDS_26, block_group, block_id
 from train.lora.errors import LoraToolError
 from train.lora.files import file_hashes, load_state_file, read_header, require_input
@@ -166,8 +166,9 @@ def inspect_lora(path: Path, *, allow_pickle: bool = False, hashes: bool = True,
     report: dict[str, Any] = {"file": str(path), "size": path.stat().st_size if path.is_file() else None}
     if path.is_file() and path.suffix.lower() in SAFETENSORS_SUFFIXES:
         header = read_header(path, "FILE")
-        if any(k.startswith("model.diffusion_model.") for k in header.shapes):
-            raise LoraToolError(f"FILE {path}: " + describe_non_lora(list(header.shapes), header.shapes))
+        if not looks_like_lora(list(header.shapes)):  # a checkpoint, VAE, ...: said without loading it
+            raise LoraToolError(f"FILE {path}: holds no LoRA / LyCORIS module kiln can read. "
+                                + describe_non_lora(list(header.shapes), header.shapes))
     state = load_state_file(path, allow_pickle=allow_pickle, flag="FILE")
     lora = parse_state(state)
     if not lora.modules:
