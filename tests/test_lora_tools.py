@@ -683,3 +683,42 @@ def test_grid_control_column_is_the_base_models_own_image(tiny_sd1, trained_run,
     rc, _, err = kiln(capsys, "lora", "grid", "--base", paths.single_file, "--lora", xl, "--prompts", prompts,
                       "--config-dir", paths.config_dir, "--device", "cpu", "--out", tmp_path / "other.png")
     assert rc == 1 and "SDXL LoRA" in err and not (tmp_path / "other.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------- LyCORIS maths
+@pytest.mark.parametrize("typ", ["loha", "lokr", "ia3", "dora", "locon"])
+def test_weight_change_equals_the_modules_own_forward(typ, tmp_path):
+    """For every module of a saved LoRA/LyCORIS file, ``delta`` (what merge, resize and grid apply) gives the
+    layer the output the module itself gives at run time (LyCORIS' forward for LoHa/LoKr/IA³/DoRA)."""
+    import torch.nn.functional as F
+
+    from train.lora.adapters import read_lora
+    from train.lora.delta import delta
+    from train.models.tiny import build_tiny
+
+    model = build_tiny("sd1", seed=1234)
+    cfg = NetworkConfig(type=typ, dim=4, alpha=2, conv_dim=2, conv_alpha=1)
+    path, net = lora_file(tmp_path / f"{typ}.safetensors", "sd1", model, cfg, scale=0.2)
+    lora = read_lora(path)
+    assert set(lora.modules) == {m.lora_name for m in net.modules_list}
+    net.apply()
+    g = torch.Generator().manual_seed(3)
+    worst = 0.0
+    with torch.no_grad():
+        for m in net.modules_list:
+            layer = m.org_module[0] if isinstance(m.org_module, list) else m.org_module
+            w = layer.weight
+            if w.dim() == 2:
+                x = torch.randn(2, w.shape[1], generator=g)
+                own = layer(x) - F.linear(x, w, layer.bias)
+                ours = F.linear(x, delta(lora.modules[m.lora_name], tuple(w.shape), w))
+            else:
+                x = torch.randn(1, w.shape[1], 8, 8, generator=g)
+                base = F.conv2d(x, w, layer.bias, layer.stride, layer.padding)
+                own = layer(x) - base
+                ours = F.conv2d(x, delta(lora.modules[m.lora_name], tuple(w.shape), w), None, layer.stride,
+                                layer.padding)
+            assert own.abs().max() > 0, m.lora_name
+            worst = max(worst, float((ours - own).abs().max() / own.abs().max()))
+    net.restore()
+    assert worst < 1e-4, worst

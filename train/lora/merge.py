@@ -197,7 +197,7 @@ def merge_into_checkpoint(opts: MergeOptions, *, progress: bool | None = None,
         report.modules = sum(len(v) for v in plan.values())
         report.layers = len(plan)
         tensors: dict[str, torch.Tensor] = {}
-        bias_updates: dict[str, list[tuple[float, torch.Tensor]]] = {}
+        bias_updates: dict[str, list[tuple[float, torch.Tensor, tuple[int, int] | None]]] = {}
         with torch.no_grad(), progress_bar("merging", len(base.shapes), "tensors", progress) as advance:
             for key in base.tensor_keys():
                 tensor = base.read(key)
@@ -213,14 +213,16 @@ def merge_into_checkpoint(opts: MergeOptions, *, progress: bool | None = None,
                         region += placed.strength * change.reshape(region.shape)
                         bias = bias_delta(placed.module)
                         if bias is not None and placed.location.bias_key:
-                            bias_updates.setdefault(placed.location.bias_key, []).append((placed.strength, bias))
+                            bias_updates.setdefault(placed.location.bias_key, []).append(
+                                (placed.strength, bias, placed.location.rows))
                     tensor = merged.to(dtype=tensor.dtype).cpu()
                 tensors[key] = tensor
                 advance(1)
             for key, updates in bias_updates.items():
-                value = tensors[key].float()
-                for strength, change in updates:
-                    value = value + strength * change.reshape(value.shape)
+                value = tensors[key].float().clone()
+                for strength, change, rows in updates:
+                    part = value[rows[0] : rows[1]] if rows else value
+                    part += strength * change.reshape(part.shape)
                 tensors[key] = value.to(tensors[key].dtype)
         if cast is not None:
             tensors = {k: v.to(cast) if v.is_floating_point() else v for k, v in tensors.items()}
