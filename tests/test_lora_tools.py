@@ -722,3 +722,38 @@ def test_weight_change_equals_the_modules_own_forward(typ, tmp_path):
             worst = max(worst, float((ours - own).abs().max() / own.abs().max()))
     net.restore()
     assert worst < 1e-4, worst
+
+
+def test_grid_options_and_prompt_files_are_checked_up_front(tiny_sd1, tmp_path, capsys):
+    from train.lora.grid import read_prompts
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat --n blurry, lowres --w 512 --h 768 --d 9 --l 5.5 --s 12\n\n# note\nplain\n")
+    first, second = read_prompts(prompts)
+    assert (first.text, first.negative, first.width, first.height, first.seed, first.cfg_scale, first.steps) == (
+        "a cat", "blurry, lowres", 512, 768, 9, 5.5, 12)
+    assert second.text == "plain" and second.seed is None
+    bad = tmp_path / "bad.txt"
+    for text, needle in (("a cat --w 500\n", "multiple of 8"), ("a cat --d x\n", "not a number"), ("# only\n", "no prompt")):
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=needle):
+            read_prompts(bad)
+    _, paths = tiny_sd1
+    rc, _, err = kiln(capsys, "lora", "grid", "--base", paths.single_file, "--lora", tmp_path, "--prompts", prompts,
+                      "--width", 100, "--out", tmp_path / "g.png")
+    assert rc == 1 and "--width" in err and "multiple of 8" in err
+    rc, _, err = kiln(capsys, "lora", "grid", "--base", paths.single_file, "--lora", tmp_path, "--prompts", prompts,
+                      "--out", tmp_path / "g.png")
+    assert rc == 1 and "holds no saved .safetensors" in err
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_progress_bar_runs_on_a_terminal_console():
+    from train.lora.progress import progress_bar
+
+    seen = []
+    with progress_bar("extracting", 3, "modules", enabled=True) as advance:
+        for _ in range(3):
+            advance(1)
+            seen.append(1)
+    assert seen == [1, 1, 1]

@@ -161,8 +161,13 @@ def _guarded(command: str, args: argparse.Namespace, run: Any) -> int:
         return result
     except LoraToolError as exc:
         return _err(command, str(exc))
+    except OSError as exc:  # disk full, permission denied while writing: the temporary file is gone already
+        return _err(command, f"{exc.strerror or exc} ({exc.filename or 'output'}); the output was not written")
     except KeyboardInterrupt:
-        return _err(command, "interrupted; nothing was written")
+        if command == "grid":
+            return _err(command, "interrupted; the images rendered so far are kept, the sheet and its index were "
+                                 "not written")
+        return _err(command, "interrupted; the output was not written")
 
 
 def _run_info(args: argparse.Namespace) -> int:

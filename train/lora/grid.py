@@ -11,11 +11,12 @@ index ``<out stem>.json`` naming each image's base, LoRA file, epoch, block pres
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,6 +101,9 @@ def read_prompts(path: Path) -> list[Prompt]:
                 raise LoraToolError(f"--prompts {path}:{number}: --{flag} {shlex.quote(value)} is not a number") from None
         if not prompt.text:
             raise LoraToolError(f"--prompts {path}:{number}: the line has options but no prompt")
+        for flag, size in (("w", prompt.width), ("h", prompt.height)):
+            if size is not None and (size < 8 or size % 8):
+                raise LoraToolError(f"--prompts {path}:{number}: --{flag} {size} is not a multiple of 8")
         prompts.append(prompt)
     if not prompts:
         raise LoraToolError(f"--prompts: {path} holds no prompt (one prompt a line; # starts a comment)")
@@ -224,6 +228,18 @@ def contact_sheet(rows: list[tuple[list[str], list[Image.Image]]], columns: list
     return sheet
 
 
+@contextlib.contextmanager
+def _rendering(prompt: str) -> Iterator[None]:
+    """A failure inside the pipeline (out of memory, a size the model cannot take) as a clear error."""
+    try:
+        yield
+    except (RuntimeError, ValueError) as exc:
+        from curator.textsafe import printable, shorten
+
+        raise LoraToolError(f"rendering {shorten(printable(prompt), 60)!r} failed: {type(exc).__name__}: "
+                            f"{shorten(str(exc), 300)}") from None
+
+
 def _png(image: Image.Image) -> bytes:
     from io import BytesIO
 
@@ -317,7 +333,7 @@ def render_grid(opts: GridOptions, *, prediction: str = "auto", precision: str =
             def render(prompt: Prompt, pipe: Any = pipe) -> tuple[Image.Image, int]:
                 seed = prompt.seed if prompt.seed is not None else opts.seed
                 generator = torch.Generator(device="cpu").manual_seed(seed)
-                with torch.no_grad():
+                with torch.no_grad(), _rendering(prompt.text):
                     image = pipe(prompt=prompt.text, negative_prompt=prompt.negative or opts.negative or None,
                                  width=prompt.width or opts.width, height=prompt.height or opts.height,
                                  num_inference_steps=prompt.steps or opts.steps,

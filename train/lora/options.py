@@ -108,6 +108,13 @@ class GridOptions(_Options):
     thumb: int = Field(384, ge=16, le=4096)
     config_dir: Path | None = None
 
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_8(cls, value: int | None) -> int | None:
+        if value is not None and value % 8:
+            raise ValueError(f"{value} is not a multiple of 8 (the VAE works in steps of 8 pixels)")
+        return value
+
 
 FLAGS = {"base": "--base", "tuned": "--tuned", "out": "--out", "dim": "--dim", "conv_dim": "--conv-dim",
          "clamp_quantile": "--clamp-quantile", "min_diff": "--min-diff", "dtype": "--dtype", "device": "--device",
