@@ -389,6 +389,7 @@ class ArchGuess:
 
 
 _CROSS_ATTENTION = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
+_SECOND_TRANSFORMER = re.compile(r"_transformer_blocks_[1-9]\d*_")
 _TE_WIDTH = {768: "sd1", 1024: "sd2"}
 
 
@@ -426,6 +427,8 @@ def guess_arch(lora: LoraFile) -> ArchGuess:
     if any(n.startswith(("lora_unet_input_blocks_", "lora_unet_output_blocks_", "lora_unet_middle_block_",
                          "lora_unet_label_emb")) for n in names):
         found.append(("sdxl", "SGM-style UNet names (input_blocks_…), which kohya writes for SDXL"))
+    if any(_SECOND_TRANSFORMER.search(n) for n in names):
+        found.append(("sdxl", "attention blocks with several transformer layers (SD1/SD2 have one)"))
     for name, module in lora.modules.items():
         width = _input_width(module)
         if width is None:
