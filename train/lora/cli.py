@@ -161,6 +161,11 @@ def _guarded(command: str, args: argparse.Namespace, run: Any) -> int:
         return result
     except LoraToolError as exc:
         return _err(command, str(exc))
+    except BrokenPipeError:  # `kiln lora info X | head`: the reader has gone, stay quiet
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as exc:  # disk full, permission denied while writing: the temporary file is gone already
         return _err(command, f"{exc.strerror or exc} ({exc.filename or 'output'}); the output was not written")
     except KeyboardInterrupt:

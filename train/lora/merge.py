@@ -303,6 +303,14 @@ def merge_loras(opts: MergeOptions, *, config_dir: Path | None = None, progress:
     device = torch_device(opts.device)
     loras = read_inputs(opts)
     arch = _common_arch(loras)
+    folder = config_dir or opts.config_dir
+    if arch is None and folder is not None:
+        from train.models.arch import ModelLoadError, detect_diffusers_folder
+
+        try:
+            arch = detect_diffusers_folder(Path(folder))[0].value
+        except ModelLoadError as exc:
+            raise LoraToolError(f"--config-dir: {exc}") from None
     by_name: dict[str, list[tuple[AdapterModule, float, str]]] = {}
     for lora, strength in loras:
         for name, module in lora.modules.items():

@@ -80,10 +80,18 @@ def layer_shapes(lora: LoraFile, config_dir: Path | None) -> KeyMap | None:
     from train.models.assemble import CONFIGS_DIR, shipped_config_name
 
     arch = guess_arch(lora).arch
+    if config_dir is not None:
+        from train.models.arch import ModelLoadError, detect_diffusers_folder
+
+        if arch is None:
+            try:
+                arch = detect_diffusers_folder(Path(config_dir))[0].value
+            except ModelLoadError as exc:
+                raise LoraToolError(f"--config-dir: {exc}") from None
+        return keymap_from_config(Path(config_dir).resolve(), Arch(arch))
     if arch is None:
         return None
-    folder = Path(config_dir) if config_dir else CONFIGS_DIR / shipped_config_name(arch, True)
-    return keymap_from_config(folder.resolve(), Arch(arch))
+    return keymap_from_config((CONFIGS_DIR / shipped_config_name(arch, True)).resolve(), Arch(arch))
 
 
 def _target_rank(opts: ResizeOptions, module_kernel_3x3: bool, s: torch.Tensor) -> int:
