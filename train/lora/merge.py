@@ -294,7 +294,7 @@ def merge_loras(opts: MergeOptions, *, config_dir: Path | None = None, progress:
                 say: Callable[[str], None] = print) -> MergeReport:
     import torch
 
-    from train.lora.resize import _module_shape, file_dtype, layer_shapes
+    from train.lora.resize import file_dtype, layer_shape_of, layer_shapes
     from train.network.config import NetworkConfig
     from train.network.save import base_model_version, modelspec_metadata, save_kohya
 
@@ -336,7 +336,7 @@ def merge_loras(opts: MergeOptions, *, config_dir: Path | None = None, progress:
                 if needs_base_weight(module):
                     raise LoraToolError(f"{source}: {name} is a {module.kind_label} module, whose weight change depends "
                                         "on the base weights; merge it into a checkpoint (--into) instead")
-                shape = _module_shape(module, keymap) if module.algo != "lora" or "lora_mid.weight" in module.tensors \
+                shape = layer_shape_of(module, keymap) if module.algo != "lora" or "lora_mid.weight" in module.tensors \
                     else (module.tensors["lora_up.weight"].shape[0], *module.tensors["lora_down.weight"].shape[1:])
                 if shape is None:
                     raise LoraToolError(f"{source}: {name}: the layer's shape is not in the file; pass --config-dir "

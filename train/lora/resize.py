@@ -104,7 +104,7 @@ def _target_rank(opts: ResizeOptions, module_kernel_3x3: bool, s: torch.Tensor) 
     return (opts.conv_rank or opts.rank) if module_kernel_3x3 else opts.rank
 
 
-def _module_shape(module: AdapterModule, keymap: KeyMap | None) -> tuple[int, ...] | None:
+def layer_shape_of(module: AdapterModule, keymap: KeyMap | None) -> tuple[int, ...] | None:
     if keymap is not None:
         slot = keymap.resolve(module.name)
         if slot is not None:
@@ -159,7 +159,7 @@ def resize(opts: ResizeOptions, *, config_dir: Path | None = None, progress: boo
                 scale = module.scale
                 converted = None
             else:
-                found = _module_shape(module, keymap)
+                found = layer_shape_of(module, keymap)
                 if found is None:
                     raise LoraToolError(f"{name}: the layer's shape is not in the file ({module.kind_label}); pass "
                                         "--config-dir with the base model's diffusers config folder")
