@@ -589,9 +589,15 @@ def _kohya_reg_order(reg: list[BucketItem]) -> list[BucketItem]:
 
 @dataclass(frozen=True, slots=True)
 class StepMath:
-    """kohya's step count. ``batches_per_epoch`` = sum over buckets of ceil(images x repeats / batch size);
-    ``steps_per_epoch`` = ceil(batches / gradient accumulation); total = epochs x steps_per_epoch, or the
-    target ``max_steps`` with ``epochs`` = ceil(max_steps / steps_per_epoch)."""
+    """How long training runs: the one step count every part of kiln uses (the trainer's loop, ``kiln train
+    --check``, ``kiln buckets``, the TUI's run form).
+
+    Each batch comes from one bucket and holds ``global_batch`` = ``batch_size`` (per process) x
+    ``num_processes`` samples; a bucket's last batch is short (one process) or padded by repeating its images
+    (several processes). ``batches_per_epoch`` = sum over buckets of ceil(images x repeats / global_batch);
+    ``steps_per_epoch`` = ceil(batches / gradient accumulation), the last step of an epoch taking what is left;
+    total = epochs x steps_per_epoch, or the target ``max_steps`` with ``epochs`` = ceil(max_steps /
+    steps_per_epoch). With one process this is kohya's count."""
 
     with_repeats: int
     batch_size: int
@@ -601,11 +607,22 @@ class StepMath:
     steps_per_epoch: int
     epochs: int | None
     total_steps: int | None
+    num_processes: int = 1
+
+    @property
+    def global_batch(self) -> int:
+        """Samples per batch over all processes."""
+        return self.batch_size * self.num_processes
+
+    def batches_for(self, with_repeats: int) -> int:
+        """The batches one bucket holding ``with_repeats`` samples gives per epoch."""
+        return math.ceil(with_repeats / self.global_batch)
 
     def to_dict(self) -> dict[str, int | None]:
         return {
             "with_repeats": self.with_repeats,
             "batch_size": self.batch_size,
+            "num_processes": self.num_processes,
             "gradient_accumulation": self.gradient_accumulation,
             "batches_per_epoch": self.batches_per_epoch,
             "partial_batches": self.partial_batches,
@@ -621,13 +638,19 @@ def step_math(
     epochs: int | None = None,
     max_steps: int | None = None,
     gradient_accumulation: int = 1,
+    num_processes: int = 1,
 ) -> StepMath:
-    """Steps kohya will run. Give ``epochs`` for total steps, or ``max_steps`` for the epochs it takes.
+    """Steps training will run. Give ``epochs`` for total steps, or ``max_steps`` for the epochs it takes.
 
     With both, ``epochs`` wins (kohya's ``--max_train_epochs`` overrides ``--max_train_steps``).
     ``report_or_counts``: a :class:`BucketReport`, a mapping bucket -> images x repeats, or those counts.
+    ``batch_size`` is per process; ``num_processes`` processes (GPUs) each take that many samples of a batch.
     """
-    for name, value in (("batch_size", batch_size), ("gradient_accumulation", gradient_accumulation)):
+    for name, value in (
+        ("batch_size", batch_size),
+        ("gradient_accumulation", gradient_accumulation),
+        ("num_processes", num_processes),
+    ):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
     if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
@@ -644,8 +667,9 @@ def step_math(
     if any(c < 0 for c in counts):
         raise ValueError("bucket counts must not be negative")
 
-    batches = sum(math.ceil(c / batch_size) for c in counts)
-    partial = sum(1 for c in counts if c % batch_size)
+    global_batch = batch_size * num_processes
+    batches = sum(math.ceil(c / global_batch) for c in counts)
+    partial = sum(1 for c in counts if c % global_batch)
     steps_per_epoch = math.ceil(batches / gradient_accumulation)
     total: int | None = None
     if epochs is not None:
@@ -662,4 +686,5 @@ def step_math(
         steps_per_epoch=steps_per_epoch,
         epochs=epochs,
         total_steps=total,
+        num_processes=num_processes,
     )

@@ -298,6 +298,18 @@ def test_step_math_per_bucket_batches():
     assert step_math(counts, batch_size=4, epochs=2, max_steps=1000).total_steps == 32
 
 
+def test_step_math_over_several_processes_counts_global_batches():
+    counts = {(512, 512): 30, (640, 384): 25, (448, 576): 3}
+    # batch 2 on each of 2 processes: 4 samples per batch, exactly the one-process batch 4 count
+    two = step_math(counts, batch_size=2, epochs=10, num_processes=2)
+    assert (two.global_batch, two.batches_per_epoch, two.partial_batches, two.total_steps) == (4, 16, 3, 160)
+    assert two.batches_for(30) == 8 and two.to_dict()["num_processes"] == 2
+    # not the per-process count (ceil(30/2) + ceil(25/2) + ceil(3/2) = 30 batches)
+    assert two.batches_per_epoch != step_math(counts, batch_size=2, epochs=10).batches_per_epoch
+    with pytest.raises(ValueError, match="num_processes must be a whole number >= 1"):
+        step_math(counts, batch_size=2, num_processes=0)
+
+
 def test_step_math_from_report_and_bad_input():
     report = bucket_report([BucketItem("a.png", 512, 512, repeats=5)], SD15)
     assert step_math(report, batch_size=2).batches_per_epoch == 3  # ceil(5/2)

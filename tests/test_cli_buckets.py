@@ -98,6 +98,19 @@ def test_max_steps_gives_epochs_and_no_upscale(sample: Path, capsys: pytest.Capt
     assert data["settings"]["no_upscale"] is True
 
 
+def test_num_processes_counts_batches_over_all_processes(sample: Path, capsys: pytest.CaptureFixture[str]):
+    # batch 2 on 2 processes holds 4 samples, as batch 4 on one: the same 54 batches per epoch
+    data = json_report(capsys, str(sample), "--resolution", "512", "--batch-size", "2", "--num-processes", "2")
+    steps = data["steps"]
+    assert (steps["num_processes"], steps["batches_per_epoch"], steps["total_steps"]) == (2, 54, 540)
+    assert run_kiln(str(sample), "--resolution", "512", "--batch-size", "2", "--num-processes", "2") == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["batches", "per", "epoch", "54"] in [row[:4] for row in rows]
+    assert ["processes", "2", "4", "samples", "per", "batch"] in rows
+    assert run_kiln(str(sample), "--num-processes", "0") == 1
+    assert "--num-processes must be a whole number >= 1" in capsys.readouterr().err
+
+
 def test_human_tables(sample: Path, capsys: pytest.CaptureFixture[str]):
     assert run_kiln(str(sample), "--resolution", "512", "--batch-size", "4", "--epochs", "10") == 0
     out = capsys.readouterr().out

@@ -266,7 +266,7 @@ def test_failure_messages_and_rich_display() -> None:
     from rich.console import Console
 
     from train.display import RichDisplay
-    from train.loop import OOM_HELP, explain_failure
+    from train.errors import OOM_HELP, explain_failure
 
     oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     assert explain_failure(oom) == OOM_HELP

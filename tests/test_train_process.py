@@ -125,3 +125,24 @@ def test_check_detach_stop_request_and_existing_run_refusal(models, tmp_path) ->
 
     again = subprocess.run(args, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60)
     assert again.returncode == 1 and "--resume" in again.stderr and "already holds a run" in again.stderr
+
+
+def test_check_and_two_processes_agree_on_the_step_count(models, tmp_path) -> None:
+    """`--check --num-processes 2` prints the steps the two processes then run (each batch holds batch_size
+    samples per process: 2 x 2 here)."""
+    dataset = make_dataset(tmp_path, broken=False)  # 3 photos x 2 repeats, all in the 64x64 bucket
+    model = models["sd1"] / "diffusers"
+    args = [*cli_args(model, dataset, tmp_path, "agree", "train.batch_size=2", "train.max_epochs=2"),
+            "--num-processes", "2"]
+    check = subprocess.run([*args, "--check"], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stderr
+    # ceil(6 / (2 x 2)) = 2 batches per epoch (with the per-process batch it would be ceil(6 / 2) = 3)
+    assert "buckets:  64x64:6" in check.stdout
+    assert "steps:    4 (2 per epoch, 2 epochs, batch 2 x 2 processes)" in check.stdout, check.stdout
+    trained = subprocess.run(args, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=400)
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    events = list(read_events(tmp_path / "agree"))
+    start = next(e for e in events if e["type"] == "start")
+    assert (start["total_steps"], start["steps_per_epoch"], start["epochs"]) == (4, 2, 2)
+    assert [e["step"] for e in events if e["type"] == "step"] == [1, 2, 3, 4]
+    assert [e["epoch"] for e in events if e["type"] == "epoch"] == [1, 2]

@@ -8,12 +8,18 @@ Also runnable as ``python -m train.cli ...`` (what --detach and --num-processes 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from train.config import TrainConfig
+
+DETACH_WAIT_S = 60.0  # how long --detach waits for the background trainer to write its trainer.pid
 
 EPILOG = """\
 examples:
@@ -26,7 +32,12 @@ examples:
 """
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``kiln train``, the run commands of train/runs/cli.py (runs, watch, stop, resume) and ``kiln lora``
+    (train/lora/cli.py). Each registration is argparse only."""
+    from train.lora.cli import register as register_lora
+    from train.runs.cli import register as register_runs
+
     parser = subparsers.add_parser(
         "train", help="train a LoRA from a config file or preset",
         description="Train a LoRA (kohya-compatible) from a TOML config or a shipped preset.",
@@ -34,12 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_arguments(parser)
     parser.set_defaults(func=run_train)
-    if importlib.util.find_spec("train.runs.cli") is not None:  # runs / watch / stop, from train/runs/
-        from train.runs.cli import register as register_runs
-
-        register_runs(subparsers)
-    from train.lora.cli import register as register_lora  # `kiln lora ...` (argparse only)
-
+    register_runs(subparsers)
     register_lora(subparsers)
 
 
@@ -121,7 +127,7 @@ def run_train(args: argparse.Namespace) -> int:
         return _err(str(exc))
 
     if args.check:
-        return check(cfg)
+        return check(cfg, num_processes=args.num_processes)
 
     if args.resume is None and (run_dir / "events.jsonl").exists() and not args.force:
         return _err(f"{run_dir} already holds a run. Continue it with --resume {run_dir}, pick another name "
@@ -133,12 +139,17 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.detach:
         return detach(args, run_dir)
-    if args.num_processes > 1 and "LOCAL_RANK" not in os.environ and "RANK" not in os.environ:
+    launched_by_torch = "LOCAL_RANK" in os.environ or "RANK" in os.environ
+    if not launched_by_torch:
+        from train.rundir import write_pid
+
+        write_pid(run_dir)  # the process that trains (or launches the training processes) is the run's
+    if args.num_processes > 1 and not launched_by_torch:
         return launch_processes(args)
     return train_here(cfg, args.resume, quiet=args.quiet)
 
 
-def train_here(cfg: object, resume: Path | None, quiet: bool = False) -> int:
+def train_here(cfg: TrainConfig, resume: Path | None, quiet: bool = False) -> int:
     from train.display import make_display
     from train.loop import train
 
@@ -146,10 +157,10 @@ def train_here(cfg: object, resume: Path | None, quiet: bool = False) -> int:
     if rank == 0:
         from train.runs.discover import remember_run
 
-        remember_run(Path(cfg.run_dir))  # type: ignore[attr-defined]
+        remember_run(cfg.run_dir)
     display = make_display(quiet=quiet) if rank == 0 else None
     try:
-        result = train(cfg, resume=resume, listeners=[display] if display else [])  # type: ignore[arg-type]
+        result = train(cfg, resume=resume, listeners=[display] if display else [])
     finally:
         if display is not None:
             display.close()
@@ -193,15 +204,31 @@ def launch_processes(args: argparse.Namespace) -> int:
 
 
 def detach(args: argparse.Namespace, run_dir: Path) -> int:
-    """Start training in its own process session, output to <run>/train.log; print how to follow it."""
+    """Start training in its own process session, output to <run>/train.log; once the trainer has written
+    its pid to <run>/trainer.pid, print how to follow it."""
+    from train.rundir import PID_FILE, read_pid
+    from train.runs.discover import remember_run
+
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / PID_FILE).unlink(missing_ok=True)  # a previous run's
     log_path = run_dir / "train.log"
     cmd = [sys.executable, "-m", "train.cli", *_child_argv(args, drop=()), "--quiet"]
     with open(log_path, "ab") as log:
+        log_start = log.tell()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=os.getcwd())
-    from train.runs.discover import remember_run
-
+    deadline = time.monotonic() + DETACH_WAIT_S
+    while read_pid(run_dir) != proc.pid:
+        code = proc.poll()
+        if code is not None:
+            with open(log_path, "rb") as log:
+                log.seek(log_start)
+                said = log.read().decode("utf-8", errors="replace").strip()
+            return _err(f"the background trainer exited at once (code {code}){': ' + said if said else ''}")
+        if time.monotonic() > deadline:
+            return _err(f"the background trainer (pid {proc.pid}) did not start within {DETACH_WAIT_S:.0f} s; "
+                        f"see {log_path}")
+        time.sleep(0.05)
     remember_run(run_dir, pid=proc.pid)  # so `kiln runs` and the TUI find it from any folder
     print(f"training in the background (pid {proc.pid})")
     print(f"run directory: {run_dir}")
@@ -210,45 +237,39 @@ def detach(args: argparse.Namespace, run_dir: Path) -> int:
     return 0
 
 
-def check(cfg: object) -> int:
-    """Validate beyond the schema: the dataset scans and buckets, the model file is a known architecture."""
-    import math
-
-    from train.data.dataset import DatasetError, batches_per_epoch, build_items
+def check(cfg: TrainConfig, num_processes: int = 1) -> int:
+    """Validate beyond the schema: the dataset scans and buckets, the model file is a known architecture; print
+    the step count the trainer will run on ``num_processes`` processes."""
+    from train.data.dataset import DatasetError, bucket_counts, build_items
     from train.optim import optimizer_problem
 
-    problem = optimizer_problem(cfg.train.optimizer)  # type: ignore[attr-defined]
+    problem = optimizer_problem(cfg.train.optimizer)
     if problem:
         return _err(problem)
     warnings: list[str] = []
     try:
-        items, _ = build_items(cfg.dataset, lambda msg, path: warnings.append(msg), progress=False)  # type: ignore[attr-defined]
+        items, _ = build_items(cfg.dataset, lambda msg, path: warnings.append(msg), progress=False)
     except (DatasetError, ValueError, OSError) as exc:
         return _err(str(exc))
     try:
         from train.models.probe import inspect_base_model
 
-        info = inspect_base_model(cfg.model, allow_pickle=cfg.model.allow_pickle)  # type: ignore[attr-defined]
+        info = inspect_base_model(cfg.model, allow_pickle=cfg.model.allow_pickle)
         model_line = f"{info.arch_name} ({info.kind}{', v-prediction' if info.v_prediction else ''})"
     except ValueError as exc:
         return _err(str(exc))
-    t = cfg.train  # type: ignore[attr-defined]
-    n_batches = batches_per_epoch(items, t.batch_size)
-    per_epoch = math.ceil(n_batches / t.gradient_accumulation_steps)
-    total = t.max_epochs * per_epoch if t.max_epochs else t.max_steps
-    epochs = t.max_epochs or math.ceil(total / per_epoch)
-    buckets: dict[tuple[int, int], int] = {}
-    for item in items:
-        buckets[item.bucket] = buckets.get(item.bucket, 0) + item.repeats
+    counts = bucket_counts(items)
+    steps = cfg.train.step_math(counts, num_processes=num_processes)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
+    batch = f"batch {steps.batch_size}" + (f" x {steps.num_processes} processes" if steps.num_processes > 1 else "")
     print("config OK")
     print(f"  model:    {model_line}")
     print(f"  images:   {sum(1 for i in items if not i.is_reg)} training, {sum(1 for i in items if i.is_reg)} "
           f"regularization ({sum(i.repeats for i in items)} with repeats), {len(warnings)} skipped")
-    print("  buckets:  " + ", ".join(f"{w}x{h}:{n}" for (w, h), n in sorted(buckets.items())))
-    print(f"  steps:    {total} ({per_epoch} per epoch, {epochs} epochs, batch {t.batch_size})")
-    print(f"  run dir:  {cfg.run_dir}")  # type: ignore[attr-defined]
+    print("  buckets:  " + ", ".join(f"{w}x{h}:{n}" for (w, h), n in sorted(counts.items())))
+    print(f"  steps:    {steps.total_steps} ({steps.steps_per_epoch} per epoch, {steps.epochs} epochs, {batch})")
+    print(f"  run dir:  {cfg.run_dir}")
     return 0
 
 

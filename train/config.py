@@ -16,16 +16,22 @@ import json
 import math
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from train.data.captions import CaptionSettings
 from train.models.config import ModelConfig
 from train.network.config import NetworkConfig
 
+if TYPE_CHECKING:
+    from curator.buckets import StepMath
+
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+DEFAULT_MAX_STEPS = 1600
 BUILTIN_OPTIMIZERS = (
     "AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion", "Lion8bit", "Prodigy", "DAdaptAdam", "Adafactor", "SGD",
 )
@@ -131,15 +137,20 @@ class DatasetConfig(_Section):
     def resolution_wh(self) -> tuple[int, int]:
         return (self.resolution, self.resolution) if isinstance(self.resolution, int) else tuple(self.resolution)
 
+    def caption_settings(self) -> CaptionSettings:
+        """The caption processing these options ask for (kohya's shuffle, keep tokens, dropout)."""
+        return CaptionSettings(
+            shuffle=self.shuffle_caption, keep_tokens=self.keep_tokens,
+            keep_tokens_separator=self.keep_tokens_separator, prefix=self.caption_prefix,
+            suffix=self.caption_suffix, dropout_rate=self.caption_dropout_rate,
+            dropout_every_n_epochs=self.caption_dropout_every_n_epochs,
+            tag_dropout_rate=self.caption_tag_dropout_rate,
+        )
+
     @property
     def static_captions(self) -> bool:
         """True when a caption is the same every epoch (no shuffling or dropout)."""
-        return not (
-            self.shuffle_caption
-            or self.caption_dropout_rate
-            or self.caption_dropout_every_n_epochs
-            or self.caption_tag_dropout_rate
-        )
+        return self.caption_settings().static
 
 
 class TrainSection(_Section):
@@ -161,7 +172,7 @@ class TrainSection(_Section):
     lr_warmup: float = Field(0, ge=0, description="warmup: steps (>= 1) or a ratio of the total steps (< 1)")
     lr_scheduler_num_cycles: int = Field(1, ge=1, description="restarts for cosine_with_restarts")
     lr_scheduler_power: float = Field(1.0, gt=0, description="power for the polynomial scheduler")
-    max_steps: int | None = Field(1600, ge=1, description="optimizer steps to train (ignored if max_epochs is set)")
+    max_steps: int | None = Field(DEFAULT_MAX_STEPS, ge=1, description="optimizer steps to train (ignored if max_epochs is set)")
     max_epochs: int | None = Field(None, ge=1, description="epochs to train (overrides max_steps)")
     batch_size: int = Field(1, ge=1, description="images per batch per process (one bucket per batch)")
     gradient_accumulation_steps: int = Field(1, ge=1, description="batches summed into one optimizer step")
@@ -199,6 +210,17 @@ class TrainSection(_Section):
             raise _problem("train.min_timestep", self.min_timestep, f"must be < max_timestep ({self.max_timestep})")
         return self
 
+    def step_math(self, bucket_counts: Mapping[tuple[int, int], int], num_processes: int = 1) -> StepMath:
+        """How long this run is for a dataset's images x repeats per bucket, on ``num_processes`` processes:
+        the curator's :func:`~curator.buckets.step_math` with this section's batch size, accumulation and
+        length (``max_epochs`` wins over ``max_steps``)."""
+        from curator.buckets import step_math
+
+        return step_math(
+            bucket_counts, self.batch_size, epochs=self.max_epochs,
+            max_steps=None if self.max_epochs else (self.max_steps or DEFAULT_MAX_STEPS),
+            gradient_accumulation=self.gradient_accumulation_steps, num_processes=num_processes,
+        )
 
 
 class OutputSection(_Section):
@@ -305,6 +327,17 @@ class TrainConfig(_Section):
     @property
     def run_dir(self) -> Path:
         return Path(self.output.dir) / self.output.name
+
+    def summary(self, arch: str) -> dict[str, Any]:
+        """The few values a run list shows (the ``config`` of the ``start`` event)."""
+        return {
+            "arch": arch, "model": str(self.model.path), "dataset": str(self.dataset.path),
+            "network": f"{self.network.type} dim {self.network.dim} alpha {self.network.alpha}",
+            "optimizer": self.train.optimizer, "learning_rate": self.train.learning_rate, "unet_lr": self.unet_lr,
+            "text_encoder_lr": self.text_encoder_lr, "resolution": list(self.dataset.resolution_wh),
+            "batch_size": self.train.batch_size, "scheduler": self.train.lr_scheduler,
+            "mixed_precision": self.train.mixed_precision,
+        }
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -15,50 +15,13 @@ from rich.console import Console
 from rich.text import Text
 
 from curator.textsafe import printable
+from train.runs.track import describe_event
 
 
 class Display(Protocol):
     def __call__(self, event: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...
-
-
-def _fmt_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def describe(event: dict[str, Any]) -> str | None:
-    """A one-line human description of an event (None for events shown only as progress)."""
-    kind = event["type"]
-    if kind == "start":
-        return (f"training {event.get('name', '')}: {event['total_steps']} steps, {event['epochs']} epochs, "
-                f"{event.get('images', '?')} images, batch {event.get('batch_size', '?')} -> {event.get('run_dir', '')}")
-    if kind == "phase":
-        done, total = event.get("done"), event.get("total")
-        return f"{event['phase']}" + (f" {done}/{total}" if total else "")
-    if kind == "step":
-        lr = ", ".join(f"{v:.2e}" for v in event.get("lr", []))
-        return (f"step {event['step']}/{event.get('total_steps', '?')} epoch {event['epoch']} loss {event['loss']:.4f} "
-                f"avg {event['avg_loss']:.4f} lr {lr} {event['it_s']:.2f} it/s eta {_fmt_eta(event.get('eta_s'))}")
-    if kind == "epoch":
-        return f"epoch {event['epoch']} done (avg loss {event.get('avg_loss', float('nan')):.4f})"
-    if kind == "save":
-        return f"saved {event['path']} (step {event['step']})"
-    if kind == "sample":
-        return f"sample {event['path']}"
-    if kind == "warning":
-        return f"warning: {event['message']}"
-    if kind == "error":
-        return f"error: {event['message']}"
-    if kind == "end":
-        outputs = ", ".join(event.get("outputs", [])) or "nothing"
-        return f"{event['reason']} at step {event.get('step', '?')}: {outputs}"
-    return None
 
 
 class PlainDisplay:
@@ -77,7 +40,7 @@ class PlainDisplay:
             self._last = now
         if event["type"] == "phase" and event.get("total") and event.get("done") not in (0, event.get("total")):
             return
-        line = describe(event)
+        line = describe_event(event)
         if line:
             print(printable(line), file=self.stream, flush=True)
 
@@ -103,7 +66,7 @@ class RichDisplay:
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         if kind == "start":
-            self.progress.console.print(Text(printable(describe(event) or "")))
+            self.progress.console.print(Text(printable(describe_event(event) or "")))
             self.task = self.progress.add_task("train", total=event["total_steps"],
                                                completed=event.get("resumed_step", 0), info="")
         elif kind == "phase":
@@ -115,7 +78,7 @@ class RichDisplay:
             info = f"loss {event['loss']:.4f} avg {event['avg_loss']:.4f} lr {lr[0]:.2e} {event['it_s']:.2f} it/s"
             self.progress.update(self.task, completed=event["step"], info=info)
         else:
-            line = describe(event)
+            line = describe_event(event)
             if line:
                 style = "red" if kind == "error" else "yellow" if kind == "warning" else None
                 self.progress.console.print(Text(printable(line), style=style))

@@ -1,5 +1,8 @@
 """The training loop. Read it top to bottom: set up, load data, load the model, cache, build the network and
-optimizer, (resume), then train step by step, saving and sampling as configured.
+optimizer, (resume), then train step by step, saving and sampling as configured. Its pieces live beside it:
+train.staging (which device each model is on), train.caching (latents and text-encoder outputs), train.denoiser
+(the trained model's forward), train.optim (the optimizer step), train.processes (accelerate, what processes
+agree on), train.meter (throughput), train.saving (when and what to save and sample).
 
 Randomness: the data order comes from ``(seed, epoch)`` and each sample's noise, timestep, flip and caption
 shuffle from ``(seed, epoch, position)``, so a resumed run continues exactly where it stopped, and the same
@@ -8,46 +11,27 @@ samples see the same noise however a batch is split over processes.
 
 from __future__ import annotations
 
-import math
+import contextlib
 import os
-import random
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
 from train.config import TrainConfig, dump_config
-from train.data.captions import CaptionSettings, process_caption
-from train.data.dataset import batches_per_epoch, build_items, mix_seed, plan_epoch
-from train.rundir import RunDir, StopSignal
-from train.state import Progress, has_state, load_state, save_state
+from train.data.dataset import bucket_counts, build_items, plan_epoch
+from train.errors import StoppedEarly, TrainingError, check_finite, explain_failure, is_oom, user_errors
+from train.rundir import Listener, QuietRun, RunDir, RunLog, StopSignal
+from train.state import Progress, has_state, load_state
 
-NAN_HELP = (
-    "the loss became {value} at step {step}. Likely causes: an fp16 VAE overflowing (use the bf16/fp32 VAE or "
-    "the fp16-fix VAE via model.vae, or train.mixed_precision = \"bf16\"), or a learning rate too high "
-    "(lower train.learning_rate / unet_lr / text_encoder_lr, or add warmup with train.lr_warmup)."
-)
-OOM_HELP = (
-    "out of GPU memory. Options that cut memory: lower train.batch_size (use gradient_accumulation_steps to "
-    "keep the effective batch), train.gradient_checkpointing = true, dataset.cache_latents = true, an 8-bit "
-    "optimizer (train.optimizer = \"AdamW8bit\") or Adafactor, a lower dataset.resolution / max_bucket_reso, "
-    "and training the UNet only (network.train_text_encoder = false, with dataset.cache_text_encoder_outputs)."
-)
-
-
-class TrainingError(RuntimeError):
-    """Training stopped with a problem the user can fix; the message says how."""
-
-
-class StoppedEarly(Exception):
-    """A stop was requested before the first step (while scanning, loading or caching): nothing to save."""
+if TYPE_CHECKING:
+    from train.models.loading import BaseModel
 
 
 @dataclass
 class TrainResult:
-    reason: str  # finished | stopped | error
+    reason: Literal["finished", "stopped", "error"]
     run_dir: Path
     step: int
     outputs: list[str] = field(default_factory=list)
@@ -55,65 +39,55 @@ class TrainResult:
     message: str = ""
 
 
-class _Quiet:
-    """Stand-in for the run directory on non-main processes: events go nowhere."""
-
-    listeners: list[Any] = []
-
-    def emit(self, type: str, **fields: Any) -> dict[str, Any]:
-        return {"type": type, **fields}
-
-    def update_status(self, **fields: Any) -> None:
-        pass
-
-    def stop_requested(self) -> bool:
-        return False
-
-    def take_save_request(self) -> bool:
-        return False
-
-
 def train(
     cfg: TrainConfig,
     *,
     resume: Path | None = None,
-    listeners: list[Callable[[dict[str, Any]], None]] | None = None,
+    listeners: list[Listener] | None = None,
     install_signals: bool = True,
-    base: Any = None,
+    base: BaseModel | None = None,
 ) -> TrainResult:
     """Train a LoRA as ``cfg`` says. ``resume``: a run directory with ``state/`` to continue from.
-    ``listeners`` get every event (the display). ``base``: already loaded components (a
-    ``train.models.BaseModel``, e.g. random full-size weights in bench/) instead of loading ``cfg.model``."""
+    ``listeners`` get every event (the display). ``base``: already loaded components (e.g. random full-size
+    weights in bench/) instead of loading ``cfg.model``."""
     import torch
-    from accelerate import Accelerator
-
-    from train.models.loading import load_base_model
-    from train.network import create_network
-    from train.optim import create_optimizer
-    from train.precision import compute_dtype, resolve_mixed_precision
-    from train.schedulers import create_scheduler
-
-    # ---------------------------------------------------------------- 1. processes, devices, run directory
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    device = accelerator.device
-    main = accelerator.is_main_process
-    world = accelerator.num_processes
-    mixed = resolve_mixed_precision(cfg.train.mixed_precision, device)
-    dtype = compute_dtype(mixed)
-    t = cfg.train
-
     from accelerate.utils import set_seed
 
+    from train.caching import cache_latents, cache_text_outputs
+    from train.data.cache import LatentCache, vae_identity
+    from train.data.loader import BatchBuilder, epoch_loader
+    from train.denoiser import Denoiser, TextConditioning, batch_latents, prepare_for_training
+    from train.loss import diffusion_loss, sample_noise, snr_table
+    from train.meter import Throughput
+    from train.models.loading import load_base_model
+    from train.network import create_network
+    from train.optim import create_optimizer, current_lrs, optimizer_step
+    from train.outputs import training_metadata
+    from train.precision import compute_dtype
+    from train.processes import make_accelerator, mean_loss, poll_requests
+    from train.saving import Sampler, Saver, SaveSchedule
+    from train.schedulers import create_scheduler
+    from train.staging import DeviceStaging, memory_mb
+
+    # ---------------------------------------------------------------- 1. processes, devices, run directory
+    t, d = cfg.train, cfg.dataset
+    accelerator = make_accelerator(t)
+    device, main, world = accelerator.device, accelerator.is_main_process, accelerator.num_processes
+    mixed: str = accelerator.mixed_precision
+    dtype = compute_dtype(mixed)  # autocast dtype; the frozen weights are kept in it too (no fp32 copy)
     set_seed(t.seed)  # python, numpy and torch RNGs: the network's initial weights depend on it
     run_path = Path(resume) if resume else cfg.run_dir
-    run: Any = RunDir(run_path) if main else _Quiet()
-    if main:
-        run.create(dump_config(cfg))
-        run.clear_requests()
-        run.listeners.extend(listeners or [])
+    run: RunLog = RunDir.start(run_path, dump_config(cfg), listeners or []) if main else QuietRun()
     stop = StopSignal()
     if install_signals:
         stop.install()
+
+    def should_stop() -> str | None:
+        return stop.requested or ("stop.request" if run.stop_requested() else None)
+
+    def phase(name: str, done: int, total: int) -> None:
+        run.emit("phase", phase=name, done=done, total=total)
+
     result = TrainResult(reason="error", run_dir=run_path, step=0)
     started = time.time()
     try:
@@ -121,120 +95,47 @@ def train(
         run.update_status(state="starting", phase="scanning dataset")
         run.emit("phase", phase="scanning dataset")
         with accelerator.main_process_first():  # one process updates the dataset index, the others read it
-            items, dataset = build_items(cfg.dataset, lambda msg, path: run.emit("warning", message=msg, path=path),
+            items, dataset = build_items(d, lambda msg, path: run.emit("warning", message=msg, path=path),
                                          progress=False)
-        global_batch = t.batch_size * world
-        n_batches = batches_per_epoch(items, global_batch)
-        steps_per_epoch = math.ceil(n_batches / t.gradient_accumulation_steps)
-        if t.max_epochs:
-            total_steps, epochs = t.max_epochs * steps_per_epoch, t.max_epochs
-        else:
-            total_steps = t.max_steps or 1600
-            epochs = math.ceil(total_steps / steps_per_epoch)
+        steps = t.step_math(bucket_counts(items), num_processes=world)
+        total_steps, epochs = steps.total_steps, steps.epochs
+        if total_steps is None or epochs is None:
+            raise TrainingError(f"dataset.path: {d.path} gives no batches to train on")
 
         # ------------------------------------------------------------ 3. base model, frozen
         run.emit("phase", phase="loading model")
-        # Frozen weights in the compute dtype (bf16/fp16): no float32 copy of the UNet; only the network is fp32.
-        weight_dtype = dtype if mixed != "no" else torch.float32
-        latents_cached = cfg.dataset.cache_latents or cfg.dataset.cache_latents_to_disk
-        te_cached = cfg.dataset.cache_text_encoder_outputs
-        # Low-VRAM order (kohya): with caches on a GPU, everything is loaded to the CPU, the VAE and the text
-        # encoders visit the GPU one at a time to fill the caches, and only then does the UNet move in, so
-        # the peak is max(caching, training) rather than their sum.
-        staged = device.type == "cuda" and (latents_cached or te_cached)
-        home = torch.device("cpu") if staged else device
+        latents_cached = d.cache_latents or d.cache_latents_to_disk
+        staging = DeviceStaging(device, latents_cached=latents_cached, text_cached=d.cache_text_encoder_outputs)
         if base is None:
-            base = load_base_model(cfg.model, dtype=weight_dtype, device=home)
-        is_xl = base.arch.value == "sdxl"
-        unet, vae, text_encoders = base.unet, base.vae, base.text_encoders
-        if staged:  # a base handed in already on the GPU (bench/) goes back to the CPU until needed
-            for module in (unet, vae, *text_encoders):
-                module.to(home)
-            release_gpu_memory(device)
-        vae.to(torch.float32)  # the VAE runs in fp32: fp16 VAEs overflow to NaN
-        if t.attention == "eager":
-            from diffusers.models.attention_processor import AttnProcessor
-
-            unet.set_attn_processor(AttnProcessor())
-        if t.gradient_checkpointing:
-            unet.enable_gradient_checkpointing()
-            unet.train()  # diffusers checkpoints only in train mode; no dropout layers are active in SD UNets
-            if cfg.trains_text_encoder:
-                for te in text_encoders:
-                    enable_checkpointing(te)
-                    te.train()
+            base = load_base_model(cfg.model, dtype=dtype, device=staging.home)
+        staging.park(base)
+        prepare_for_training(base, t, trains_text_encoder=cfg.trains_text_encoder)
         noise_scheduler = base.noise_scheduler
-        v_prediction = base.v_prediction
-        from train.loss import diffusion_loss, sample_noise, snr_table
-
         snr = snr_table(noise_scheduler).to(device) if t.min_snr_gamma else None
 
         # ------------------------------------------------------------ 4. caches (latents, text encoder outputs)
-        caption_settings = CaptionSettings(
-            shuffle=cfg.dataset.shuffle_caption, keep_tokens=cfg.dataset.keep_tokens,
-            keep_tokens_separator=cfg.dataset.keep_tokens_separator, prefix=cfg.dataset.caption_prefix,
-            suffix=cfg.dataset.caption_suffix, dropout_rate=cfg.dataset.caption_dropout_rate,
-            dropout_every_n_epochs=cfg.dataset.caption_dropout_every_n_epochs,
-            tag_dropout_rate=cfg.dataset.caption_tag_dropout_rate,
-        )
-        from train.data.loader import BatchBuilder, EpochBatches
-
-        builder = BatchBuilder(
-            items=items, captions=caption_settings, seed=t.seed, flip_aug=cfg.dataset.flip_aug,
-            random_crop=cfg.dataset.random_crop, prior_loss_weight=t.prior_loss_weight,
-        )
-        scaling = vae.config.scaling_factor
-        if cfg.dataset.cache_latents or cfg.dataset.cache_latents_to_disk:
-            from train.data.cache import LatentCache, vae_identity
-
-            folder = Path(dataset.index.kiln_dir) / "latents" if cfg.dataset.cache_latents_to_disk else None
-            builder.latents = LatentCache(folder)
-            builder.vae_id = vae_identity(vae)
-            vae.to(device)
-            if folder is not None:  # on disk: the main process encodes, the others then read its files
-                with accelerator.main_process_first():
-                    cache_latents(builder, vae, device, scaling, cfg.dataset.vae_batch_size, run, stop)
-            else:
-                cache_latents(builder, vae, device, scaling, cfg.dataset.vae_batch_size, run, stop)
-            vae.to("cpu")  # not needed for training any more (samples bring it back for a moment)
-            release_gpu_memory(device)
-        text_cache = None
-        if cfg.dataset.cache_text_encoder_outputs:
-            from train.data.cache import TextCache
-
-            text_cache = TextCache()
-            for te in text_encoders:
-                te.to(device)
-            captions = sorted({process_caption(i.caption, caption_settings, epoch=1, rng=random.Random(0),
-                                               subset_keep_tokens=i.keep_tokens) for i in items})
-            run.emit("phase", phase="caching text encoder outputs", done=0, total=len(captions))
-            with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=mixed != "no"):
-                for start in range(0, len(captions), 32):
-                    chunk = captions[start:start + 32]
-                    hidden, pooled = encode_text(base, chunk, cfg, device)
-                    for i, caption in enumerate(chunk):
-                        text_cache.put(caption, hidden[i], None if pooled is None else pooled[i])
-                    run.emit("phase", phase="caching text encoder outputs", done=start + len(chunk),
-                             total=len(captions))
-            for te in text_encoders:  # not needed for training any more (samples bring them back for a moment)
-                te.to("cpu")
-            release_gpu_memory(device)
-
+        captions = d.caption_settings()
+        builder = BatchBuilder(items=items, captions=captions, seed=t.seed, flip_aug=d.flip_aug,
+                               random_crop=d.random_crop, prior_loss_weight=t.prior_loss_weight)
+        conditioning = TextConditioning(base, device=device, dtype=dtype, max_token_length=d.max_token_length,
+                                        clip_skip=t.clip_skip, trains_text_encoder=cfg.trains_text_encoder)
+        if latents_cached:
+            folder = dataset.index.kiln_dir / "latents" if d.cache_latents_to_disk else None
+            builder.latents, builder.vae_id = LatentCache(folder), vae_identity(base.vae)
+            # on disk: the main process encodes, the others then read its files
+            first = accelerator.main_process_first() if folder is not None else contextlib.nullcontext()
+            with staging.visit([base.vae]), first:
+                cache_latents(items, builder.latents, base.vae, vae_id=builder.vae_id, flip_aug=d.flip_aug,
+                              batch_size=d.vae_batch_size, device=device, progress=phase, should_stop=should_stop)
+        if d.cache_text_encoder_outputs:
+            with staging.visit(base.text_encoders):
+                conditioning.cache = cache_text_outputs(items, captions, conditioning, progress=phase)
         # The training modules move in now; the peak so far (loading + caching) is reported apart from the
         # training peak (the step events' mem_mb).
-        setup_mem_mb = memory_mb(device)
-        if staged:
-            unet.to(device)
-            if not te_cached:
-                for te in text_encoders:
-                    te.to(device)
-            if not latents_cached:
-                vae.to(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        setup_mem_mb = staging.for_training(base)
 
         # ------------------------------------------------------------ 5. network, optimizer, LR schedule
-        network = create_network(base.arch.value, unet, text_encoders if cfg.trains_text_encoder else None,
+        network = create_network(base.arch.value, base.unet, base.text_encoders if cfg.trains_text_encoder else None,
                                  cfg.network, device=device)
         network.apply()
         network.to(device=device, dtype=torch.float32)
@@ -246,7 +147,8 @@ def train(
         optimizer = create_optimizer(t.optimizer, param_groups, t.learning_rate, t.optimizer_args)
         scheduler = create_scheduler(t.lr_scheduler, optimizer, total_steps=total_steps, lr_warmup=t.lr_warmup,
                                      num_cycles=t.lr_scheduler_num_cycles, power=t.lr_scheduler_power)
-        scaler = torch.amp.GradScaler(device.type) if mixed == "fp16" and device.type == "cuda" else None
+        # DDP (several processes) wraps the denoiser and averages the network's gradients in backward.
+        model, optimizer = accelerator.prepare(Denoiser(network, base, conditioning), optimizer)
 
         # ------------------------------------------------------------ 6. resume
         progress = Progress(total_steps=total_steps, seed=t.seed)
@@ -254,215 +156,106 @@ def train(
             if not has_state(run_path / "state"):
                 raise TrainingError(f"{run_path}: no resumable state/ in this run directory")
             progress = load_state(run_path / "state", network=network, optimizer=optimizer, scheduler=scheduler,
-                                  scaler=scaler)
+                                  scaler=accelerator.scaler)
             progress.total_steps = total_steps
-        resumed_step = progress.step
-        if stop.requested or run.stop_requested():  # asked to stop while loading or caching
-            raise StoppedEarly(stop.requested or "stop.request")
+        if reason := should_stop():  # asked to stop while loading or caching
+            raise StoppedEarly(reason)
 
         run.emit("start", name=cfg.output.name, run_dir=str(run_path), total_steps=total_steps, epochs=epochs,
-                 pid=os.getpid(), resumed_step=resumed_step, images=len(items), batch_size=t.batch_size,
-                 num_processes=world, steps_per_epoch=steps_per_epoch, device=str(device), mixed_precision=mixed,
-                 setup_mem_mb=setup_mem_mb,
-                 config=config_summary(cfg, base.arch.value))
+                 pid=os.getpid(), resumed_step=progress.step, images=len(items), batch_size=t.batch_size,
+                 num_processes=world, steps_per_epoch=steps.steps_per_epoch, device=str(device),
+                 mixed_precision=mixed, setup_mem_mb=setup_mem_mb, config=cfg.summary(base.arch.value))
         run.update_status(state="running", phase="training", step=progress.step, total_steps=total_steps,
                           epoch=progress.epoch, epochs=epochs)
 
         # ------------------------------------------------------------ 7. the loop
-        def save_lora(path: Path) -> str:
-            from train.outputs import training_metadata
-            from train.precision import save_dtype
-
-            meta = training_metadata(cfg, base=base, items=items, step=progress.step, epoch=progress.epoch,
-                                     total_steps=total_steps, epochs=epochs, started=started,
-                                     batches_per_epoch=n_batches, num_processes=world)
-            network.save(path, dtype=save_dtype(cfg.output.save_precision), metadata=meta,
-                         v_prediction=v_prediction)
-            return str(path)
-
-        def save_everything(kind: str, with_state: bool) -> None:
-            """Save the LoRA named for ``kind`` (epoch | step | request | final) and, if asked, the state."""
-            if not main:
-                return
-            from train.outputs import epoch_file, final_file, prune, step_file
-
-            name = cfg.output.name
-            filename = {"epoch": epoch_file(name, progress.epoch), "final": final_file(name)}.get(
-                kind, step_file(name, progress.step))
-            path = save_lora(run_path / filename)
-            if kind in ("epoch", "step"):
-                kept = progress.saves.setdefault(kind, [])
-                if path not in kept:
-                    kept.append(path)
-                progress.saves[kind] = prune(kept, cfg.output.save_last_n)
-            run.emit("save", path=path, step=progress.step, epoch=progress.epoch, kind=kind)
-            result.outputs.append(path)
-            if with_state:
-                save_state(run_path / "state", network=network, optimizer=optimizer, scheduler=scheduler,
-                           scaler=scaler, progress=progress)
-                run.emit("save", path=str(run_path / "state"), step=progress.step, epoch=progress.epoch,
-                         kind="state")
-
-        def render(stem: str) -> None:
-            if not main or not cfg.sample.enabled or not cfg.sample.prompts:
-                return
-            from train.sample import render_samples
-
-            visitors = ([vae] if latents_cached else []) + (list(text_encoders) if te_cached else [])
-            vae.to(device)
-            for te in text_encoders:
-                te.to(device)
-            network.eval()
-            try:
-                paths = render_samples(base, cfg.sample, resolution=cfg.dataset.resolution_wh,
-                                       out_dir=run.samples_dir, stem=stem, device=device, dtype=dtype)
-            finally:
-                network.train()
-                for module in visitors:  # cached: back off the GPU until the next samples
-                    module.to("cpu")
-                release_gpu_memory(device)
-            for p in paths:
-                run.emit("sample", path=str(p), step=progress.step, epoch=progress.epoch)
-
-        def encode(batch: dict[str, Any]) -> tuple[Any, Any]:
-            if text_cache is not None:
-                entries = [text_cache.get(c) for c in batch["captions"]]
-                hidden = torch.stack([e[0] for e in entries]).to(device)
-                pooled = torch.stack([e[1] for e in entries]).to(device) if is_xl else None
-                return hidden, pooled
-            if cfg.trains_text_encoder:
-                return encode_text(base, batch["captions"], cfg, device)
-            with torch.no_grad():
-                return encode_text(base, batch["captions"], cfg, device)
-
-        def to_latents(batch: dict[str, Any]) -> Any:
-            if "latents" in batch:
-                return batch["latents"].to(device, dtype=torch.float32)
-            with torch.no_grad():
-                pixels = batch["pixels"].to(device, dtype=torch.float32)
-                dist = vae.encode(pixels).latent_dist
-                eps = torch.stack([torch.randn(dist.mean.shape[1:], generator=torch.Generator().manual_seed(
-                    mix_seed(s, 1))) for s in batch["seeds"]]).to(device)
-                return (dist.mean + dist.std * eps) * scaling
-
-        losses_window: list[float] = []
-        step_times: list[float] = []
-        last_time = time.monotonic()
+        schedule = SaveSchedule(cfg.output, cfg.sample)
+        saver = Saver(cfg.output, run=run, run_path=run_path, enabled=main, network=network, optimizer=optimizer,
+                      scheduler=scheduler, scaler=accelerator.scaler, progress=progress,
+                      metadata=lambda: training_metadata(cfg, base=base, items=items, step=progress.step,
+                                                         epoch=progress.epoch, steps=steps, started=started),
+                      v_prediction=base.v_prediction, outputs=result.outputs)
+        sampler = Sampler(cfg.sample, run=run, run_path=run_path, enabled=main, base=base, network=network,
+                          staging=staging, resolution=d.resolution_wh, dtype=dtype, progress=progress)
+        name = cfg.output.name
+        meter = Throughput()
+        batch_losses: list[torch.Tensor] = []
         stopping: str | None = None
         optimizer.zero_grad(set_to_none=True)
         while progress.step < total_steps and not stopping:
             epoch = progress.epoch
-            plan = plan_epoch(items, global_batch, t.seed, epoch, pad=world > 1)
-            batches = EpochBatches(builder, plan, epoch, accelerator.process_index, t.batch_size)
-            loader = torch.utils.data.DataLoader(
-                batches, batch_size=None, sampler=range(progress.batch_in_epoch, len(plan)),
-                num_workers=cfg.dataset.num_workers, persistent_workers=False,
-                generator=torch.Generator().manual_seed(mix_seed(t.seed, epoch)),  # leaves the global RNG alone
-            )
-            accumulated = 0
-            for batch_index, batch in enumerate(loader, start=progress.batch_in_epoch):
-                # ---- forward: latents + noise at a random timestep; predict the noise (or v)
-                latents = to_latents(batch)
-                noise, timesteps = sample_noise(tuple(latents.shape[1:]), batch["seeds"], t.noise_offset,
-                                                (t.min_timestep, t.max_timestep), device)
-                noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-                with torch.autocast(device.type, dtype=dtype, enabled=mixed != "no"):
-                    hidden, pooled = encode(batch)
-                    extra = None
-                    if is_xl:
-                        time_ids = torch.cat([batch["original_sizes"], batch["crop_top_lefts"],
-                                              batch["target_sizes"]], dim=1).to(device, dtype=hidden.dtype)
-                        extra = {"text_embeds": pooled.to(hidden.dtype), "time_ids": time_ids}
-                    pred = unet(noisy.to(weight_dtype), timesteps, hidden.to(weight_dtype),
-                                added_cond_kwargs=extra).sample
-                target = noise_scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
-                loss = diffusion_loss(pred, target, timesteps, loss_weights=batch["loss_weights"],
-                                      loss_type=t.loss_type, huber_c=t.huber_c, min_snr_gamma=t.min_snr_gamma,
-                                      snr=snr, v_prediction=v_prediction)
-                if not torch.isfinite(loss):
-                    raise TrainingError(NAN_HELP.format(value=loss.item(), step=progress.step + 1))
+            plan = plan_epoch(items, steps.global_batch, t.seed, epoch, pad=world > 1)
+            loader = epoch_loader(builder, plan, epoch=epoch, rank=accelerator.process_index,
+                                  per_process=t.batch_size, start=progress.batch_in_epoch, num_workers=d.num_workers)
+            for batch in loader:
+                with accelerator.accumulate(model):
+                    # ---- forward: latents + noise at a random timestep; predict the noise (or v)
+                    latents = batch_latents(batch, base.vae, device)
+                    noise, timesteps = sample_noise(tuple(latents.shape[1:]), batch["seeds"], t.noise_offset,
+                                                    (t.min_timestep, t.max_timestep), device)
+                    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+                    pred = model(noisy, timesteps, batch)
+                    target = noise_scheduler.get_velocity(latents, noise, timesteps) if base.v_prediction else noise
+                    loss = diffusion_loss(pred, target, timesteps, loss_weights=batch["loss_weights"],
+                                          loss_type=t.loss_type, huber_c=t.huber_c, min_snr_gamma=t.min_snr_gamma,
+                                          snr=snr, v_prediction=base.v_prediction)
+                    check_finite(loss, step=progress.step + 1)
 
-                # ---- backward, accumulated over gradient_accumulation_steps batches
-                scaled = loss / t.gradient_accumulation_steps
-                (scaler.scale(scaled) if scaler else scaled).backward()
-                accumulated += 1
-                progress.batch_in_epoch = batch_index + 1
-                losses_window.append(average_across_processes(loss.detach(), world))
-                if accumulated < t.gradient_accumulation_steps and progress.batch_in_epoch < len(plan):
+                    # ---- backward (DDP averages the gradients); a step once the accumulation is complete
+                    accelerator.backward(loss)
+                    optimizer_step(accelerator, optimizer, scheduler, params, t.max_grad_norm)
+                progress.batch_in_epoch += 1
+                batch_losses.append(loss.detach())
+                if not accelerator.sync_gradients:
                     continue
 
-                # ---- optimizer step (gradients averaged over processes, clipped)
-                sync_gradients(params, world)
-                if scaler:
-                    scaler.unscale_(optimizer)
-                if t.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
-                if scaler:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                # ---- one optimizer step done
                 if cfg.network.scale_weight_norms:
                     network.apply_max_norm(cfg.network.scale_weight_norms, device)
-                accumulated = 0
                 progress.step += 1
-                step_loss = sum(losses_window) / len(losses_window)
-                losses_window.clear()
-                progress.epoch_loss_sum += step_loss
-                progress.epoch_loss_count += 1
+                step_loss = mean_loss(accelerator, batch_losses)
+                batch_losses.clear()
+                progress.add_step_loss(step_loss)
                 result.losses.append(step_loss)
-
-                # ---- report
-                now = time.monotonic()
-                step_times.append(now - last_time)
-                last_time = now
-                recent = step_times[-20:]
-                it_s = len(recent) / sum(recent) if sum(recent) > 0 else 0.0
+                it_s = meter.tick()
                 run.emit("step", step=progress.step, total_steps=total_steps, epoch=epoch, loss=step_loss,
-                         avg_loss=progress.epoch_loss_sum / progress.epoch_loss_count,
-                         lr=current_lrs(optimizer), it_s=round(it_s, 4),
-                         eta_s=round((total_steps - progress.step) / it_s, 1) if it_s else None,
-                         mem_mb=memory_mb(device))
+                         avg_loss=progress.epoch_avg_loss, lr=current_lrs(optimizer), it_s=round(it_s, 4),
+                         eta_s=meter.eta_s(total_steps - progress.step), mem_mb=memory_mb(device))
                 run.update_status(step=progress.step, epoch=epoch, loss=step_loss)
 
                 # ---- saves, samples, stop and save requests
-                finished = progress.step >= total_steps
-                if cfg.output.save_every_n_steps and progress.step % cfg.output.save_every_n_steps == 0 \
-                        and not finished:
-                    save_everything("step", cfg.output.save_state)
-                if cfg.sample.every_n_steps and progress.step % cfg.sample.every_n_steps == 0:
-                    render(f"{cfg.output.name}-step{progress.step:08d}")
-                stopping, save_now = poll_requests(run, stop, world)
+                last = progress.step >= total_steps
+                if schedule.save_at_step(progress.step, last=last):
+                    saver.save("step", with_state=cfg.output.save_state)
+                if schedule.sample_at_step(progress.step):
+                    sampler.render(f"{name}-step{progress.step:08d}")
+                stopping, save_now = poll_requests(run, stop, accelerator)
                 if save_now and not stopping:
-                    save_everything("request", True)
-                if finished or stopping:
+                    saver.save("request", with_state=True)
+                if last or stopping:
                     break
 
             # ---- end of epoch (a completed plan)
             if progress.batch_in_epoch >= len(plan):
-                run.emit("epoch", epoch=epoch, step=progress.step,
-                         avg_loss=progress.epoch_loss_sum / max(progress.epoch_loss_count, 1))
+                run.emit("epoch", epoch=epoch, step=progress.step, avg_loss=progress.epoch_avg_loss)
                 if progress.step < total_steps:
-                    if cfg.output.save_every_n_epochs and epoch % cfg.output.save_every_n_epochs == 0:
-                        save_everything("epoch", cfg.output.save_state)
-                    if cfg.sample.every_n_epochs and epoch % cfg.sample.every_n_epochs == 0:
-                        render(f"{cfg.output.name}-{epoch:06d}")
-                    progress.epoch, progress.batch_in_epoch = epoch + 1, 0
-                    progress.epoch_loss_sum, progress.epoch_loss_count = 0.0, 0
+                    if schedule.save_at_epoch(epoch):
+                        saver.save("epoch", with_state=cfg.output.save_state)
+                    if schedule.sample_at_epoch(epoch):
+                        sampler.render(f"{name}-{epoch:06d}")
+                    progress.next_epoch()
                     if not stopping:
-                        stopping, _ = poll_requests(run, stop, world)
+                        stopping, _ = poll_requests(run, stop, accelerator)
 
         # ------------------------------------------------------------ 8. finish: final LoRA (+ state if stopped)
         if stopping and progress.step < total_steps:
-            save_everything("step", True)
+            saver.save("step", with_state=True)
             result.reason = "stopped"
             result.message = f"stopped by {stopping}; resume with: kiln train --resume {run_path}"
         else:
-            save_everything("final", False)
-            if cfg.sample.prompts and not (cfg.sample.every_n_steps or cfg.sample.every_n_epochs):
-                render(f"{cfg.output.name}-final")
+            saver.save("final", with_state=False)
+            if schedule.sample_at_end():
+                sampler.render(f"{name}-final")
             result.reason = "finished"
         result.step = progress.step
         accelerator.wait_for_everyone()
@@ -479,7 +272,7 @@ def train(
             run.emit("error", message="".join(traceback.format_exception(exc))[-4000:], kind="traceback")
     finally:
         stop.restore()
-    result.outputs = [p for p in dict.fromkeys(result.outputs) if Path(p).exists()]  # pruned saves are gone
+    result.outputs[:] = [p for p in dict.fromkeys(result.outputs) if Path(p).exists()]  # pruned saves are gone
     if result.reason == "error":
         run.emit("error", message=result.message)
     run.emit("end", reason=result.reason, outputs=result.outputs, step=result.step, message=result.message,
@@ -487,182 +280,3 @@ def train(
     run.update_status(state={"finished": "finished", "stopped": "stopped"}.get(result.reason, "failed"),
                       step=result.step, outputs=result.outputs, message=result.message)
     return result
-
-
-# -------------------------------------------------------------------------------------------------------------
-# Helpers used by the loop above
-# -------------------------------------------------------------------------------------------------------------
-
-
-def encode_text(base: Any, captions: list[str], cfg: TrainConfig, device: Any) -> tuple[Any, Any]:
-    """Conditioning for ``captions``: (hidden states, pooled or None)."""
-    from train.data.tokens import encode_sd, encode_sdxl, tokenize
-
-    length = cfg.dataset.max_token_length
-    if base.arch.value == "sdxl":
-        ids1 = tokenize(base.tokenizers[0], captions, length)
-        ids2 = tokenize(base.tokenizers[1], captions, length)
-        return encode_sdxl(base.text_encoders, base.tokenizers, ids1, ids2, length)
-    ids = tokenize(base.tokenizers[0], captions, length)
-    return encode_sd(base.text_encoders[0], ids, length, cfg.train.clip_skip), None
-
-
-def cache_latents(builder: Any, vae: Any, device: Any, scaling: float, vae_batch: int, run: Any,
-                  stop: StopSignal) -> None:
-    """Encode every (image, flip) the training will see and store the latents (skipping cached ones)."""
-    import torch
-
-    from train.data.cache import latent_key
-    from train.data.images import load_rgb, place, render, to_tensor
-
-    todo: list[tuple[str, Any, Any]] = []
-    for item in builder.items:
-        for flip in ((False, True) if builder.flip_aug else (False,)):
-            a = item.assignment
-            placement = place(item.size, a.resized, a.crop, a.bucket, random_crop=False, flip=flip,
-                              rng=random.Random(0))
-            key = latent_key(item.sha256, a.bucket, a.resized, a.crop, flip, builder.vae_id)
-            if not builder.latents.has(key):  # entries are written atomically: present = complete
-                todo.append((key, item, placement))
-    total = len(todo)
-    run.emit("phase", phase="caching latents", done=0, total=total)
-    if total == 0:
-        return
-    # Group by bucket so images of one size are encoded together; each process does its share (disk cache).
-    todo.sort(key=lambda entry: entry[2].bucket)
-    done = 0
-    for start in range(0, total, vae_batch):
-        if stop.requested or run.stop_requested():
-            raise StoppedEarly(stop.requested or "stop.request")
-        chunk = todo[start:start + vae_batch]
-        groups: dict[tuple[int, int], list[tuple[str, Any, Any]]] = {}
-        for entry in chunk:
-            groups.setdefault(entry[2].bucket, []).append(entry)
-        for group in groups.values():
-            pixels = torch.stack([to_tensor(render(load_rgb(item.abs_path), pl)) for _, item, pl in group])
-            with torch.no_grad():
-                dist = vae.encode(pixels.to(device, dtype=torch.float32)).latent_dist
-                for (key, _, _), mean, std in zip(group, dist.mean, dist.std, strict=True):
-                    g = torch.Generator().manual_seed(int(key[:15], 16))
-                    eps = torch.randn(mean.shape, generator=g).to(device)
-                    builder.latents.put(key, (mean + std * eps) * scaling)
-        done += len(chunk)
-        run.emit("phase", phase="caching latents", done=done, total=total)
-
-
-def enable_checkpointing(text_encoder: Any) -> None:
-    """Activation checkpointing for a transformers model (non-reentrant: the inputs need no grad)."""
-    kwargs = {"use_reentrant": False}
-    if hasattr(text_encoder, "activation_checkpointing_enable"):  # transformers >= 5
-        text_encoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-
-
-def sync_gradients(params: list[Any], world: int) -> None:
-    """Average gradients over processes (one flat all-reduce)."""
-    if world <= 1:
-        return
-    import torch
-    import torch.distributed as dist
-
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for p, g in zip(params, grads, strict=True):
-        n = g.numel()
-        p.grad = flat[offset:offset + n].view_as(p).clone()
-        offset += n
-
-
-def average_across_processes(value: Any, world: int) -> float:
-    if world <= 1:
-        return float(value.item())
-    import torch.distributed as dist
-
-    tensor = value.detach().float().clone()
-    dist.all_reduce(tensor)
-    return float(tensor.item() / world)
-
-
-def poll_requests(run: Any, stop: StopSignal, world: int) -> tuple[str | None, bool]:
-    """Stop (signal or stop.request) and save (save.request) requests, agreed by all processes."""
-    stop_reason = stop.requested or ("stop.request" if run.stop_requested() else None)
-    save_now = run.take_save_request()
-    if world > 1:
-        import torch
-        import torch.distributed as dist
-
-        flags = torch.tensor([1.0 if stop_reason else 0.0, 1.0 if save_now else 0.0])
-        dist.all_reduce(flags)
-        stop_reason = stop_reason or ("another process" if flags[0] > 0 else None)
-        save_now = bool(flags[1] > 0)
-    return stop_reason, save_now
-
-
-def current_lrs(optimizer: Any) -> list[float]:
-    """The effective learning rate per group (d * lr for DAdaptation / Prodigy)."""
-    lrs = []
-    for group in optimizer.param_groups:
-        lr = group["lr"]
-        if "d" in group:
-            lr = group["d"] * lr
-        lrs.append(float(lr))
-    return lrs
-
-
-def release_gpu_memory(device: Any) -> None:
-    """Give the CUDA caching allocator's free blocks back after modules left the GPU (no-op elsewhere)."""
-    import gc
-
-    import torch
-
-    if getattr(device, "type", str(device)) == "cuda":
-        gc.collect()
-        torch.cuda.empty_cache()
-
-
-def memory_mb(device: Any) -> float | None:
-    import torch
-
-    if device.type == "cuda":
-        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    return None
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors whose message already says what to change (bad dataset, model file, optimizer, state)."""
-    from curator.layout import LayoutError
-    from train.data.dataset import DatasetError
-    from train.models.arch import ModelLoadError
-    from train.optim import OptimizerError
-
-    return (TrainingError, DatasetError, LayoutError, ModelLoadError, OptimizerError)
-
-
-def explain_failure(exc: BaseException) -> str:
-    """The message for an unexpected failure: out-of-memory gets the options that cut memory."""
-    if is_oom(exc):
-        return OOM_HELP
-    return f"{type(exc).__name__}: {exc}"
-
-
-def is_oom(exc: BaseException) -> bool:
-    import torch
-
-    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
-    return (oom is not None and isinstance(exc, oom)) or "out of memory" in str(exc).lower() and "CUDA" in str(exc)
-
-
-def config_summary(cfg: TrainConfig, arch: str) -> dict[str, Any]:
-    """The few values a run list shows."""
-    return {
-        "arch": arch, "model": str(cfg.model.path), "dataset": str(cfg.dataset.path),
-        "network": f"{cfg.network.type} dim {cfg.network.dim} alpha {cfg.network.alpha}",
-        "optimizer": cfg.train.optimizer, "learning_rate": cfg.train.learning_rate, "unet_lr": cfg.unet_lr,
-        "text_encoder_lr": cfg.text_encoder_lr, "resolution": list(cfg.dataset.resolution_wh),
-        "batch_size": cfg.train.batch_size, "scheduler": cfg.train.lr_scheduler,
-        "mixed_precision": cfg.train.mixed_precision,
-    }

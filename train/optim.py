@@ -1,10 +1,14 @@
 """Optimizers by name: AdamW, the bitsandbytes 8-bit family, Lion, Prodigy, DAdaptAdam, Adafactor, SGD, or any
-``module.Class`` with ``optimizer_args``. Missing packages and CPU-only machines get an error naming a fix."""
+``module.Class`` with ``optimizer_args``. Missing packages and CPU-only machines get an error naming a fix.
+Also the optimizer step of the training loop (clipping, scaling, schedule) and the learning rates it reports."""
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 class OptimizerError(RuntimeError):
@@ -93,3 +97,28 @@ def optimizer_problem(name: str) -> str | None:
 def is_adaptive(name: str) -> bool:
     """Optimizers that choose their own step size (learning rate ~1.0)."""
     return name in ("Prodigy", "DAdaptAdam")
+
+
+def optimizer_step(accelerator: Any, optimizer: Any, scheduler: Any, params: list[torch.nn.Parameter],
+                   max_grad_norm: float) -> None:
+    """After every backward pass: once the accumulation is complete (``accelerator.sync_gradients``), clip the
+    gradients (accelerate unscales fp16 gradients first), step the optimizer (the fp16 scaler skips a step
+    whose gradients overflowed), advance the LR schedule and clear the gradients. In between, nothing."""
+    if not accelerator.sync_gradients:
+        return
+    if max_grad_norm:
+        accelerator.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def current_lrs(optimizer: torch.optim.Optimizer) -> list[float]:
+    """The effective learning rate per group (d * lr for DAdaptation / Prodigy)."""
+    lrs = []
+    for group in optimizer.param_groups:
+        lr = group["lr"]
+        if "d" in group:
+            lr = group["d"] * lr
+        lrs.append(float(lr))
+    return lrs

@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from curator.buckets import StepMath
+    from train.config import TrainConfig
+    from train.data.dataset import TrainItem
+    from train.models.loading import BaseModel
 
 
 def epoch_file(name: str, epoch: int) -> str:
@@ -32,14 +38,13 @@ def prune(saves: list[str], keep: int | None) -> list[str]:
     return saves[-keep:]
 
 
-def training_metadata(cfg: Any, *, base: Any, items: list[Any], step: int, epoch: int, total_steps: int,
-                      epochs: int, started: float, batches_per_epoch: int, num_processes: int) -> dict[str, str]:
+def training_metadata(cfg: TrainConfig, *, base: BaseModel, items: list[TrainItem], step: int, epoch: int,
+                      steps: StepMath, started: float) -> dict[str, str]:
     """kohya's ``ss_*`` training keys (the network helper adds ss_network_* and modelspec.*)."""
+    from train.data.dataset import bucket_counts
+
     d, t = cfg.dataset, cfg.train
-    buckets: dict[str, int] = {}
-    for item in items:
-        key = f"{item.bucket[0]}x{item.bucket[1]}"
-        buckets[key] = buckets.get(key, 0) + item.repeats
+    buckets = {f"{w}x{h}": n for (w, h), n in bucket_counts(items).items()}
     tag_freq: dict[str, dict[str, int]] = {}
     for item in items:
         folder = tag_freq.setdefault(item.path.rsplit("/", 1)[0] if "/" in item.path else ".", {})
@@ -61,13 +66,13 @@ def training_metadata(cfg: Any, *, base: Any, items: list[Any], step: int, epoch
         "ss_text_encoder_lr": cfg.text_encoder_lr,
         "ss_num_train_images": sum(i.repeats for i in items if not i.is_reg),
         "ss_num_reg_images": sum(i.repeats for i in items if i.is_reg),
-        "ss_num_batches_per_epoch": batches_per_epoch,
-        "ss_num_epochs": epochs,
+        "ss_num_batches_per_epoch": steps.batches_per_epoch,
+        "ss_num_epochs": steps.epochs,
         "ss_epoch": epoch,
         "ss_steps": step,
-        "ss_max_train_steps": total_steps,
+        "ss_max_train_steps": steps.total_steps,
         "ss_batch_size_per_device": t.batch_size,
-        "ss_total_batch_size": t.batch_size * num_processes * t.gradient_accumulation_steps,
+        "ss_total_batch_size": steps.global_batch * t.gradient_accumulation_steps,
         "ss_gradient_accumulation_steps": t.gradient_accumulation_steps,
         "ss_gradient_checkpointing": t.gradient_checkpointing,
         "ss_lr_warmup_steps": t.lr_warmup,
@@ -114,7 +119,7 @@ def training_metadata(cfg: Any, *, base: Any, items: list[Any], step: int, epoch
     return {k: str(v) for k, v in meta.items() if v is not None}
 
 
-def _dataset_dirs(items: list[Any]) -> dict[str, dict[str, int]]:
+def _dataset_dirs(items: list[TrainItem]) -> dict[str, dict[str, int]]:
     dirs: dict[str, dict[str, int]] = {}
     for item in items:
         folder = item.path.rsplit("/", 1)[0] if "/" in item.path else "."

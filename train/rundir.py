@@ -13,9 +13,13 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeAlias
 
 from curator.fsutil import atomic_write_bytes
+
+Event: TypeAlias = dict[str, Any]
+"""One line of events.jsonl, a JSON object: ``t``, ``type`` and the type's keys (docs/RUNS.md)."""
+Listener: TypeAlias = Callable[[Event], None]
 
 EVENTS = "events.jsonl"
 STATUS = "status.json"
@@ -26,10 +30,41 @@ STATE_DIR = "state"
 SAMPLES_DIR = "samples"
 STOP_REQUEST = "stop.request"
 SAVE_REQUEST = "save.request"
+PID_FILE = "trainer.pid"
 FORMAT_VERSION = 1
 
 EVENT_TYPES = ("start", "phase", "step", "epoch", "save", "sample", "warning", "error", "end")
 STATES = ("starting", "running", "finished", "failed", "stopped")
+
+
+class RunLog(Protocol):
+    """What the training loop reports to and polls: a :class:`RunDir` on the main process, :class:`QuietRun`
+    on the others."""
+
+    def emit(self, type: str, **fields: Any) -> Event: ...
+
+    def update_status(self, **fields: Any) -> None: ...
+
+    def stop_requested(self) -> bool: ...
+
+    def take_save_request(self) -> bool: ...
+
+
+class QuietRun:
+    """The run as the non-main processes see it: events go nowhere, no requests arrive (the main process
+    shares the requests it sees)."""
+
+    def emit(self, type: str, **fields: Any) -> Event:
+        return {"type": type, **fields}
+
+    def update_status(self, **fields: Any) -> None:
+        pass
+
+    def stop_requested(self) -> bool:
+        return False
+
+    def take_save_request(self) -> bool:
+        return False
 
 
 class RunDir:
@@ -37,9 +72,19 @@ class RunDir:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.listeners: list[Listener] = []
         self._status: dict[str, Any] = {"format": FORMAT_VERSION, "state": "starting", "pid": os.getpid(),
                                          "step": 0, "total_steps": None}
+
+    @classmethod
+    def start(cls, path: Path, config_toml: str, listeners: list[Listener]) -> RunDir:
+        """The run directory of a run that starts now: folder and resolved config written, stale requests
+        cleared, ``listeners`` told every event."""
+        run = cls(path)
+        run.create(config_toml)
+        run.clear_requests()
+        run.listeners.extend(listeners)
+        return run
 
     # -- layout ---------------------------------------------------------------------------------------------
     @property
@@ -72,13 +117,13 @@ class RunDir:
         atomic_write_bytes(self.config_path, config_toml.encode("utf-8"))
 
     # -- events and status ---------------------------------------------------------------------------------
-    def emit(self, type: str, **fields: Any) -> dict[str, Any]:
+    def emit(self, type: str, **fields: Any) -> Event:
         """Append one event (``t`` = unix time, ``type``) to events.jsonl and hand it to the listeners."""
-        event = {"t": round(time.time(), 3), "type": type, **fields}
-        line = json.dumps(event, ensure_ascii=False, default=_jsonable, allow_nan=False) + "\n"
+        line = json.dumps({"t": round(time.time(), 3), "type": type, **fields}, ensure_ascii=False,
+                          default=_jsonable, allow_nan=False) + "\n"
         with open(self.events_path, "a", encoding="utf-8") as fh:
             fh.write(line)
-        event = json.loads(line)  # listeners see exactly what the file holds
+        event: Event = json.loads(line)  # listeners see exactly what the file holds
         for listener in self.listeners:
             listener(event)
         return event
@@ -125,7 +170,24 @@ def request_save(run_dir: Path) -> None:
     (Path(run_dir) / SAVE_REQUEST).write_text(f"{time.time():.3f}\n", encoding="utf-8")
 
 
-def read_events(run_dir: Path) -> Iterator[dict[str, Any]]:
+def write_pid(run_dir: Path) -> None:
+    """Record this process as the run's trainer (``trainer.pid``), first thing, before anything heavy loads:
+    whoever started it in the background reads it with :func:`read_pid`."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run_dir / PID_FILE, f"{os.getpid()}\n".encode())
+
+
+def read_pid(run_dir: Path) -> int | None:
+    """The pid in ``trainer.pid`` (None when there is none yet or it is unreadable)."""
+    try:
+        text = (Path(run_dir) / PID_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def read_events(run_dir: Path) -> Iterator[Event]:
     """The events of a run, skipping a torn last line (a writer may be mid-write)."""
     path = Path(run_dir) / EVENTS
     if not path.exists():
@@ -135,16 +197,20 @@ def read_events(run_dir: Path) -> Iterator[dict[str, Any]]:
             if not line.endswith("\n"):
                 break
             try:
-                yield json.loads(line)
+                event = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(event, dict):  # anything else is not an event
+                yield event
 
 
 def read_status(run_dir: Path) -> dict[str, Any] | None:
+    """status.json, or None when there is none (yet) or it is not a JSON object."""
     try:
-        return json.loads((Path(run_dir) / STATUS).read_text(encoding="utf-8"))
+        status = json.loads((Path(run_dir) / STATUS).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
+    return status if isinstance(status, dict) else None
 
 
 class StopSignal:

@@ -28,6 +28,21 @@ class Progress:
     total_steps: int = 0
     seed: int = 0
 
+    def add_step_loss(self, loss: float) -> None:
+        """Count one optimizer step's loss into the epoch's running mean."""
+        self.epoch_loss_sum += loss
+        self.epoch_loss_count += 1
+
+    @property
+    def epoch_avg_loss(self) -> float:
+        """The mean step loss of the epoch so far (0 before its first step)."""
+        return self.epoch_loss_sum / max(self.epoch_loss_count, 1)
+
+    def next_epoch(self) -> None:
+        """The epoch's plan is done: the next one starts at its first batch with a fresh running loss."""
+        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        self.epoch_loss_sum, self.epoch_loss_count = 0.0, 0
+
 
 def save_state(folder: Path, *, network: Any, optimizer: Any, scheduler: Any, scaler: Any, progress: Progress) -> None:
     import numpy as np

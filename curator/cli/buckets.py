@@ -95,6 +95,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--grad-accum", type=int, default=1, metavar="N", help="gradient accumulation steps (default 1)"
     )
+    parser.add_argument(
+        "--num-processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes (GPUs) training together, as kiln train --num-processes (default 1)",
+    )
     parser.add_argument("--caption-extension", default=None, help="caption extension (default: the layout's)")
     parser.add_argument(
         "--images", action="store_true", help="also list every image with its bucket, resize and crop"
@@ -150,7 +157,12 @@ def run(args: argparse.Namespace) -> int:
 
     def steps_for(counts: BucketReport | list[int]) -> StepMath:
         return step_math(
-            counts, batch_size=batch_size, epochs=epochs, max_steps=args.max_steps, gradient_accumulation=args.grad_accum
+            counts,
+            batch_size=batch_size,
+            epochs=epochs,
+            max_steps=args.max_steps,
+            gradient_accumulation=args.grad_accum,
+            num_processes=args.num_processes,
         )
 
     try:  # check the numbers before the (possibly long) scan
@@ -231,6 +243,7 @@ _OPTION_NAMES = {
     "max_bucket": "--max-bucket",
     "batch_size": "--batch-size",
     "gradient_accumulation": "--grad-accum",
+    "num_processes": "--num-processes",
     "max_steps": "--max-steps",
     "epochs": "--epochs",
 }
@@ -379,13 +392,13 @@ def print_report(
     if has_reg:
         table.add_column("Reg", justify="right", footer=str(sum(b.reg_images for b in report.buckets)))
     table.add_column("x Repeats", justify="right", footer=str(report.total_with_repeats))
-    table.add_column(f"Batches @{steps.batch_size}", justify="right", footer=str(steps.batches_per_epoch))
+    table.add_column(f"Batches @{steps.global_batch}", justify="right", footer=str(steps.batches_per_epoch))
     table.add_column("Share", footer="100%" if report.buckets else "", no_wrap=True)
     thin = {b.bucket for b in report.thin}
     bar_width = max(6, min(24, console.width - (74 if has_reg else 68)))
     top_share = max((b.share for b in report.buckets), default=0.0) or 1.0
     for b in report.buckets:
-        batches = -(-b.with_repeats // steps.batch_size)
+        batches = steps.batches_for(b.with_repeats)
         share = Text(share_bar(b.share / top_share, bar_width), style="green")
         share.append(f" {b.share * 100:5.1f}%")
         cells: list[Any] = [
@@ -499,7 +512,9 @@ def _steps_table(report: BucketReport, steps: StepMath) -> Table:
         if report.reg_unused:
             detail += f"; {len(report.reg_unused)} unused"
         table.add_row("", str(report.reg_used_with_repeats), detail)
-    table.add_row("batch size", str(steps.batch_size), "")
+    table.add_row("batch size", str(steps.batch_size), "per process" if steps.num_processes > 1 else "")
+    if steps.num_processes > 1:
+        table.add_row("processes", str(steps.num_processes), f"{steps.global_batch} samples per batch")
     partial = (
         f"per bucket; {steps.partial_batches} bucket(s) end in a short batch"
         if steps.partial_batches

@@ -2,5 +2,6 @@
 
 Modules: ``captions`` (kohya caption processing), ``tokens`` (75-token chunking and text encoding),
 ``images`` (decode, resize, crop, flip), ``dataset`` (items and epoch plans), ``cache`` (latent and
-text-encoder caches), ``loader`` (batch tensors). Heavy libraries are imported inside functions.
+text-encoder caches), ``loader`` (batch tensors, a torch Dataset: the one module that imports torch at
+import time). Elsewhere heavy libraries are imported inside functions.
 """

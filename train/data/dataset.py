@@ -193,8 +193,9 @@ def plan_epoch(items: list[TrainItem], global_batch: int, seed: int, epoch: int,
     return plan
 
 
-def batches_per_epoch(items: list[TrainItem], global_batch: int) -> int:
+def bucket_counts(items: list[TrainItem]) -> dict[tuple[int, int], int]:
+    """Samples (images x repeats) per bucket in one epoch: the input of ``TrainSection.step_math``."""
     counts: dict[tuple[int, int], int] = {}
     for item in items:
         counts[item.bucket] = counts.get(item.bucket, 0) + item.repeats
-    return sum(-(-c // global_batch) for c in counts.values())
+    return counts

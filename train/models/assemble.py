@@ -2,8 +2,8 @@
 
 The JSON configs ship in `train/models/configs/<name>/`. The CLIP BPE tokenizer files (vocab.json, merges.txt,
 about 2 MB) are not duplicated per architecture: they are built once from open_clip's
-`bpe_simple_vocab_16e6.txt.gz` (shipped in `curator/data/clip/`) or taken from `curator/data/clip_tokenizer/`,
-and linked (or copied) into an assembled folder under the kiln cache dir.
+`bpe_simple_vocab_16e6.txt.gz` (shipped in the curator's data folder, `clip/`) or taken from its
+`clip_tokenizer/`, and linked (or copied) into an assembled folder under the kiln cache dir.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+from curator.data import data_dir
+from curator.fsutil import atomic_write_bytes
+
 from .arch import ModelLoadError
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 SHIPPED_CONFIGS = ("sd15", "sd2", "sd2-base", "sdxl")
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-CLIP_TOKENIZER_DIR = _REPO_ROOT / "curator" / "data" / "clip_tokenizer"
-CLIP_BPE_GZ = _REPO_ROOT / "curator" / "data" / "clip" / "bpe_simple_vocab_16e6.txt.gz"
+CLIP_TOKENIZER_DIR = data_dir() / "clip_tokenizer"
+CLIP_BPE_GZ = data_dir() / "clip" / "bpe_simple_vocab_16e6.txt.gz"
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
 CLIP_VOCAB_SIZE = 49408
 
@@ -38,16 +40,6 @@ def cache_root() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("kiln"))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def clip_tokenizer_files() -> Path:
@@ -69,8 +61,9 @@ def clip_tokenizer_files() -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=".clip-bpe-"))
     write_hf_tokenizer_files(staging)
+    out.mkdir(parents=True, exist_ok=True)
     for name in TOKENIZER_FILES:
-        _atomic_write_text(out / name, (staging / name).read_text(encoding="utf-8"))
+        atomic_write_bytes(out / name, (staging / name).read_bytes())
     shutil.rmtree(staging, ignore_errors=True)
     return out
 

@@ -7,16 +7,13 @@ trainer detached (its own process session): closing the terminal or the TUI neve
 
 from __future__ import annotations
 
-import os
-import re
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from train.rundir import request_save, request_stop
-from train.runs.discover import remember_run
+from train.rundir import read_pid, request_save, request_stop
 from train.runs.state import RunInfo, read_run
 
 LAUNCH_TIMEOUT_S = 300.0  # the launcher validates the config (and scans nothing heavy) before detaching
@@ -88,12 +85,11 @@ def launch_run(config_path: Path, run_dir: Path, overrides: list[str] | None = N
 
 
 def _launch(argv: list[str], run_dir: Path) -> Launched:
+    """Run ``kiln train ARGV --detach``: it returns once the background trainer has written its pid to the run
+    directory (and registered the run), or says why it could not start it."""
     cmd = [sys.executable, "-m", "train.cli", *argv, "--detach"]
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])  # the kiln source tree, for `python -m train.cli`
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S, env=env,
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S,
                               stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise ControlError(f"the trainer did not start within {LAUNCH_TIMEOUT_S:.0f} s") from None
@@ -102,7 +98,4 @@ def _launch(argv: list[str], run_dir: Path) -> Launched:
     if proc.returncode != 0:
         lines = [line.removeprefix("kiln train: ") for line in proc.stderr.strip().splitlines()]
         raise ControlError("\n".join(lines) or f"the trainer exited with code {proc.returncode}")
-    match = re.search(r"\(pid (\d+)\)", proc.stdout)
-    pid = int(match.group(1)) if match else None
-    remember_run(run_dir, pid=pid)
-    return Launched(run_dir=run_dir, pid=pid, output=proc.stdout)
+    return Launched(run_dir=run_dir, pid=read_pid(run_dir), output=proc.stdout)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from curator.textsafe import printable
+from train.rundir import Event
 
 LOG_LINES = 200
 MAX_POINTS = 20000  # loss points kept; older ones are thinned (every other point) beyond this
@@ -62,7 +63,7 @@ class RunTracker:
     outputs: list[str] = field(default_factory=list)
     log: deque[LogLine] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
 
-    def feed(self, event: dict[str, Any]) -> None:
+    def feed(self, event: Event) -> None:
         """Take one event (in file order)."""
         kind = event.get("type", "")
         t = _num(event.get("t"))
@@ -76,22 +77,22 @@ class RunTracker:
                 handler(event)
             except (KeyError, TypeError, ValueError):
                 pass  # a malformed event is skipped, never fatal to a display
-        line = _describe(event)
+        line = describe_event(event, names_only=True)
         if line and kind != "step":
             self.log.append(LogLine(t or time.time(), kind, printable(line)))
 
-    def feed_all(self, events: list[dict[str, Any]]) -> None:
+    def feed_all(self, events: list[Event]) -> None:
         for event in events:
             self.feed(event)
 
     # -- handlers ----------------------------------------------------------------------------------------
-    def _on_phase(self, e: dict[str, Any]) -> None:
+    def _on_phase(self, e: Event) -> None:
         self.phase = str(e.get("phase", ""))
         self.phase_done, self.phase_total = e.get("done"), e.get("total")
         if self.ended:  # a new process appended to a run that had ended: it is going again
             self._restart()
 
-    def _on_start(self, e: dict[str, Any]) -> None:
+    def _on_start(self, e: Event) -> None:
         if self.ended:
             self._restart()
         self.name = str(e.get("name") or self.name)
@@ -113,7 +114,7 @@ class RunTracker:
         del self.steps[keep:], self.losses[keep:]
         self.it_s = self.eta_s = None
 
-    def _on_step(self, e: dict[str, Any]) -> None:
+    def _on_step(self, e: Event) -> None:
         self.step = int(e["step"])
         self.total_steps = e.get("total_steps", self.total_steps)
         self.epoch = int(e.get("epoch", self.epoch))
@@ -133,20 +134,20 @@ class RunTracker:
                 self.steps[:] = self.steps[::2]
                 self.losses[:] = self.losses[::2]
 
-    def _on_epoch(self, e: dict[str, Any]) -> None:
+    def _on_epoch(self, e: Event) -> None:
         self.epoch = int(e.get("epoch", self.epoch))
 
-    def _on_save(self, e: dict[str, Any]) -> None:
+    def _on_save(self, e: Event) -> None:
         if e.get("kind") != "state":
             self.saves.append(str(e["path"]))
 
-    def _on_sample(self, e: dict[str, Any]) -> None:
+    def _on_sample(self, e: Event) -> None:
         self.samples.append(str(e["path"]))
 
-    def _on_warning(self, e: dict[str, Any]) -> None:
+    def _on_warning(self, e: Event) -> None:
         self.warnings += 1
 
-    def _on_end(self, e: dict[str, Any]) -> None:
+    def _on_end(self, e: Event) -> None:
         self.ended = True
         self.end_reason = str(e.get("reason", ""))
         self.end_message = str(e.get("message", "") or "")
@@ -259,27 +260,48 @@ def _num(value: Any) -> float | None:
     return float(value)
 
 
-def _describe(event: dict[str, Any]) -> str | None:
-    """A log line for an event; files are named, not given as full paths (the run dir is known)."""
+def describe_event(event: Event, *, names_only: bool = False) -> str | None:
+    """One line of words for an event (None for an unknown or malformed event). ``names_only``: saved files and
+    samples by file name, not path (a log under a run whose folder is known); otherwise full paths (the plain
+    output of ``kiln train`` and train.log)."""
     from pathlib import PurePath
+
+    def shown(path: object) -> str:
+        return PurePath(str(path)).name if names_only else str(path)
 
     kind = event.get("type")
     try:
         if kind == "start":
             resumed = f", resumed at step {event['resumed_step']}" if event.get("resumed_step") else ""
+            where = "" if names_only else f" -> {event.get('run_dir', '')}"
             return (f"training {event.get('name', '')}: {event['total_steps']} steps, {event['epochs']} epochs, "
-                    f"{event.get('images', '?')} images, batch {event.get('batch_size', '?')}{resumed}")
+                    f"{event.get('images', '?')} images, batch {event.get('batch_size', '?')}{resumed}{where}")
+        if kind == "phase":
+            done, total = event.get("done"), event.get("total")
+            return f"{event['phase']}" + (f" {done}/{total}" if total else "")
+        if kind == "step":
+            lr = ", ".join(f"{v:.2e}" for v in event.get("lr", []))
+            return (f"step {event['step']}/{event.get('total_steps', '?')} epoch {event['epoch']} "
+                    f"loss {event['loss']:.4f} avg {event['avg_loss']:.4f} lr {lr} {event['it_s']:.2f} it/s "
+                    f"eta {fmt_duration(event.get('eta_s'))}")
+        if kind == "epoch":
+            return f"epoch {event['epoch']} done (avg loss {event.get('avg_loss', float('nan')):.4f})"
         if kind == "save":
-            what = "state" if event.get("kind") == "state" else PurePath(str(event["path"])).name
+            what = "state" if names_only and event.get("kind") == "state" else shown(event["path"])
             return f"saved {what} (step {event.get('step', '?')})"
         if kind == "sample":
-            return f"sample {PurePath(str(event['path'])).name}"
+            return f"sample {shown(event['path'])}"
+        if kind == "warning":
+            return f"warning: {event['message']}"
+        if kind == "error":
+            return f"error: {event['message']}"
         if kind == "end":
-            outputs = [PurePath(str(p)).name for p in event.get("outputs") or []]
-            shown = ", ".join(outputs[-2:]) + (f" (+{len(outputs) - 2})" if len(outputs) > 2 else "")
-            return f"{event.get('reason', 'ended')} at step {event.get('step', '?')}: {shown or 'nothing saved'}"
-        from train.display import describe
-
-        return describe(event)
+            outputs = [shown(p) for p in event.get("outputs") or []]
+            if names_only:
+                listed = ", ".join(outputs[-2:]) + (f" (+{len(outputs) - 2})" if len(outputs) > 2 else "")
+            else:
+                listed = ", ".join(outputs)
+            return f"{event.get('reason', 'ended')} at step {event.get('step', '?')}: {listed or 'nothing saved'}"
     except (KeyError, TypeError, ValueError):
         return None
+    return None

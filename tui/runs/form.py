@@ -378,16 +378,13 @@ class NewRunScreen(ModalScreen):
     # ----- step math ----------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="newrun-steps")
     def compute_steps(self, cfg: Any) -> None:
-        from curator.buckets import bucket_report, step_math
+        from curator.buckets import bucket_report
         from train.data.dataset import bucket_settings
 
         try:
             records = self._records(Path(cfg.dataset.path))
             report = bucket_report(records, bucket_settings(cfg.dataset))
-            t = cfg.train
-            math = step_math(report, t.batch_size, epochs=t.max_epochs,
-                             max_steps=None if t.max_epochs else t.max_steps,
-                             gradient_accumulation=t.gradient_accumulation_steps)
+            math = cfg.train.step_math(report.counts())  # the trainer's own step count
         except Exception as exc:  # noqa: BLE001 - step math is advisory; say why it is missing
             self.app.call_from_thread(self._show_steps, Text(f"step math: {exc}", style="yellow"))
             return

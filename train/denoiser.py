@@ -1,0 +1,133 @@
+"""The model a LoRA run trains, as one module: the network (its only parameters) and a forward that conditions
+on the captions and predicts the noise (or v) with the frozen UNet, the network hooked into it.
+
+The network's modules run inside the frozen models' forward (hooks), so distributed training must go through
+this module's forward: that is what lets DDP (``accelerator.prepare``) see and average the network's gradients.
+The frozen models are held outside the module tree, so DDP neither broadcasts nor watches their weights.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from train.data.dataset import mix_seed
+from train.data.loader import Batch
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel
+
+    from train.config import TrainSection
+    from train.data.cache import TextCache
+    from train.models.loading import BaseModel
+    from train.network.network import Network
+
+
+class TextConditioning:
+    """Captions to conditioning ``(hidden states, pooled or None)``: from the text-encoder cache when there is
+    one, else from the text encoders (with gradients when they are being trained)."""
+
+    def __init__(self, base: BaseModel, *, device: torch.device, dtype: torch.dtype, max_token_length: int,
+                 clip_skip: int, trains_text_encoder: bool, cache: TextCache | None = None) -> None:
+        self.base = base
+        self.device = device
+        self.max_token_length = max_token_length
+        self.clip_skip = clip_skip
+        self.dtype = dtype
+        self.trains_text_encoder = trains_text_encoder
+        self.cache = cache
+
+    def autocast(self) -> torch.autocast:
+        """Mixed precision for the forward passes (off when the compute dtype is float32)."""
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+
+    def encoders(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run the text encoders (kohya's 75-token chunks; SDXL: both encoders and the pooled output)."""
+        from train.data.tokens import encode_sd, encode_sdxl, tokenize
+
+        base, length = self.base, self.max_token_length
+        if base.is_sdxl:
+            ids1 = tokenize(base.tokenizers[0], captions, length)
+            ids2 = tokenize(base.tokenizers[1], captions, length)
+            return encode_sdxl(base.text_encoders, base.tokenizers, ids1, ids2, length)
+        ids = tokenize(base.tokenizers[0], captions, length)
+        return encode_sd(base.text_encoders[0], ids, length, self.clip_skip), None
+
+    def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.cache is not None:
+            entries = [self.cache.get(c) for c in captions]
+            hidden = torch.stack([e[0] for e in entries]).to(self.device)
+            pooled = [e[1] for e in entries if e[1] is not None]
+            return hidden, torch.stack(pooled).to(self.device) if pooled else None
+        if self.trains_text_encoder:
+            return self.encoders(captions)
+        with torch.no_grad():
+            return self.encoders(captions)
+
+
+class Denoiser(torch.nn.Module):
+    """``forward(noisy latents, timesteps, batch)`` -> the UNet's prediction, with the network applied."""
+
+    def __init__(self, network: Network, base: BaseModel, conditioning: TextConditioning) -> None:
+        super().__init__()
+        self.network = network  # the only registered child: the trained parameters
+        self.base = base  # a dataclass, not a module: not part of the module tree
+        self.conditioning = conditioning
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, batch: Batch) -> torch.Tensor:
+        unet = self.base.unet
+        with self.conditioning.autocast():
+            hidden, pooled = self.conditioning(batch["captions"])
+            extra = None
+            if self.base.is_sdxl:
+                assert pooled is not None, "SDXL conditioning has a pooled output"
+                time_ids = torch.cat([batch["original_sizes"], batch["crop_top_lefts"], batch["target_sizes"]],
+                                     dim=1).to(noisy.device, dtype=hidden.dtype)
+                extra = {"text_embeds": pooled.to(hidden.dtype), "time_ids": time_ids}
+            weights = unet.dtype
+            prediction: torch.Tensor = unet(noisy.to(weights), timesteps, hidden.to(weights),
+                                            added_cond_kwargs=extra).sample
+        return prediction
+
+
+def batch_latents(batch: Batch, vae: AutoencoderKL, device: torch.device) -> torch.Tensor:
+    """The batch's latents: cached ones, or the VAE's encoding of its pixels (one draw from the latent
+    distribution per sample, seeded by the sample: the same however batches are split)."""
+    if "latents" in batch:
+        return batch["latents"].to(device, dtype=torch.float32)
+    with torch.no_grad():
+        pixels = batch["pixels"].to(device, dtype=torch.float32)
+        dist = vae.encode(pixels).latent_dist
+        eps = torch.stack([torch.randn(dist.mean.shape[1:], generator=torch.Generator().manual_seed(
+            mix_seed(s, 1))) for s in batch["seeds"]]).to(device)
+        latents: torch.Tensor = (dist.mean + dist.std * eps) * float(vae.config.scaling_factor)
+        return latents
+
+
+def prepare_for_training(base: BaseModel, t: TrainSection, *, trains_text_encoder: bool) -> None:
+    """The frozen models as training runs them: the VAE in fp32 (fp16 VAEs overflow to NaN), the attention
+    implementation asked for, and activation checkpointing when asked (it works only in train mode; SD UNets
+    and CLIP have no active dropout)."""
+    base.vae.to(torch.float32)
+    if t.attention == "eager":
+        from diffusers.models.attention_processor import AttnProcessor
+
+        base.unet.set_attn_processor(AttnProcessor())
+    if t.gradient_checkpointing:
+        base.unet.enable_gradient_checkpointing()
+        base.unet.train()
+        if trains_text_encoder:
+            for te in base.text_encoders:
+                enable_checkpointing(te)
+                te.train()
+
+
+def enable_checkpointing(text_encoder: CLIPTextModel) -> None:
+    """Activation checkpointing for a transformers model (non-reentrant: the inputs need no grad)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(text_encoder, "activation_checkpointing_enable"):  # transformers >= 5
+        text_encoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)

@@ -1,0 +1,126 @@
+"""Save and sample scheduling: when a run saves a LoRA (and its resumable state) and renders samples, and doing
+it. Only the main process writes; on the others every call does nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from train.rundir import SAMPLES_DIR, STATE_DIR, RunLog
+from train.state import Progress, save_state
+
+if TYPE_CHECKING:
+    import torch
+
+    from train.config import OutputSection, SampleSection
+    from train.models.loading import BaseModel
+    from train.network.network import Network
+    from train.staging import DeviceStaging
+
+SaveKind = Literal["epoch", "step", "request", "final"]
+
+
+@dataclass(frozen=True)
+class SaveSchedule:
+    """When to save and sample, from ``[output]`` and ``[sample]``. Step and epoch saves skip the end of the
+    run (the final file is saved then)."""
+
+    output: OutputSection
+    sample: SampleSection
+
+    @property
+    def samples(self) -> bool:
+        return self.sample.enabled and bool(self.sample.prompts)
+
+    def save_at_step(self, step: int, *, last: bool) -> bool:
+        n = self.output.save_every_n_steps
+        return bool(n) and step % n == 0 and not last
+
+    def sample_at_step(self, step: int) -> bool:
+        n = self.sample.every_n_steps
+        return self.samples and bool(n) and step % n == 0
+
+    def save_at_epoch(self, epoch: int) -> bool:
+        n = self.output.save_every_n_epochs
+        return bool(n) and epoch % n == 0
+
+    def sample_at_epoch(self, epoch: int) -> bool:
+        n = self.sample.every_n_epochs
+        return self.samples and bool(n) and epoch % n == 0
+
+    def sample_at_end(self) -> bool:
+        """Samples of the final LoRA when no sample frequency is set."""
+        return self.samples and not (self.sample.every_n_steps or self.sample.every_n_epochs)
+
+
+class Saver:
+    """Writes the LoRA named for what triggered the save, and the resumable ``state/``; reports each as a
+    ``save`` event and adds the LoRA to ``outputs``. ``metadata()``: the ``ss_*`` keys at this moment."""
+
+    def __init__(self, output: OutputSection, *, run: RunLog, run_path: Path, enabled: bool, network: Network,
+                 optimizer: Any, scheduler: Any, scaler: torch.amp.GradScaler | None, progress: Progress,
+                 metadata: Callable[[], dict[str, str]], v_prediction: bool, outputs: list[str]) -> None:
+        self.output, self.run, self.run_path, self.enabled = output, run, run_path, enabled
+        self.network, self.optimizer, self.scheduler, self.scaler = network, optimizer, scheduler, scaler
+        self.progress, self.metadata, self.v_prediction, self.outputs = progress, metadata, v_prediction, outputs
+
+    def save(self, kind: SaveKind, *, with_state: bool) -> None:
+        """Save ``<name>-<epoch>`` / ``<name>-step<step>`` / ``<name>`` (final); keep the last
+        ``output.save_last_n`` intermediate ones; with ``with_state`` also ``state/``."""
+        if not self.enabled:
+            return
+        from train.outputs import epoch_file, final_file, prune, step_file
+        from train.precision import save_dtype
+
+        progress, name = self.progress, self.output.name
+        if kind == "epoch":
+            filename = epoch_file(name, progress.epoch)
+        elif kind == "final":
+            filename = final_file(name)
+        else:
+            filename = step_file(name, progress.step)
+        path = str(self.run_path / filename)
+        self.network.save(path, dtype=save_dtype(self.output.save_precision), metadata=self.metadata(),
+                          v_prediction=self.v_prediction)
+        if kind in ("epoch", "step"):
+            kept = progress.saves.setdefault(kind, [])
+            if path not in kept:
+                kept.append(path)
+            progress.saves[kind] = prune(kept, self.output.save_last_n)
+        self.run.emit("save", path=path, step=progress.step, epoch=progress.epoch, kind=kind)
+        self.outputs.append(path)
+        if with_state:
+            state = self.run_path / STATE_DIR
+            save_state(state, network=self.network, optimizer=self.optimizer, scheduler=self.scheduler,
+                       scaler=self.scaler, progress=progress)
+            self.run.emit("save", path=str(state), step=progress.step, epoch=progress.epoch, kind="state")
+
+
+class Sampler:
+    """Renders the ``[sample]`` prompts with the network applied, the VAE and text encoders brought to the
+    device for the moment; reports each image as a ``sample`` event."""
+
+    def __init__(self, sample: SampleSection, *, run: RunLog, run_path: Path, enabled: bool, base: BaseModel,
+                 network: Network, staging: DeviceStaging, resolution: tuple[int, int], dtype: torch.dtype,
+                 progress: Progress) -> None:
+        self.sample, self.run, self.samples_dir, self.enabled = sample, run, run_path / SAMPLES_DIR, enabled
+        self.base, self.network, self.staging = base, network, staging
+        self.resolution, self.dtype, self.progress = resolution, dtype, progress
+
+    def render(self, stem: str) -> None:
+        """``<stem>-NN.png`` for every prompt."""
+        if not self.enabled:
+            return
+        from train.sample import render_samples
+
+        with self.staging.for_sampling(self.base):
+            self.network.eval()
+            try:
+                paths = render_samples(self.base, self.sample, resolution=self.resolution, out_dir=self.samples_dir,
+                                       stem=stem, device=self.staging.device, dtype=self.dtype)
+            finally:
+                self.network.train()
+        for p in paths:
+            self.run.emit("sample", path=str(p), step=self.progress.step, epoch=self.progress.epoch)
