@@ -18,9 +18,9 @@ from train.errors import StoppedEarly
 
 if TYPE_CHECKING:
     import torch
-    from diffusers import AutoencoderKL
 
     from train.denoiser import TextConditioning
+    from train.models.kinds import AutoencoderKL
 
 Progress = Callable[[str, int, int], None]
 """``progress(phase, done, total)``: a ``phase`` event."""
@@ -49,7 +49,7 @@ def cache_latents(items: list[TrainItem], cache: LatentCache, vae: AutoencoderKL
     progress("caching latents", 0, total)
     if total == 0:
         return
-    scaling = float(vae.config.scaling_factor)
+    scaling = float(vae.config["scaling_factor"])
     # Group by bucket so images of one size are encoded together.
     todo.sort(key=lambda entry: entry[2].bucket)
     done = 0

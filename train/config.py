@@ -135,7 +135,10 @@ class DatasetConfig(_Section):
 
     @property
     def resolution_wh(self) -> tuple[int, int]:
-        return (self.resolution, self.resolution) if isinstance(self.resolution, int) else tuple(self.resolution)
+        if isinstance(self.resolution, int):
+            return (self.resolution, self.resolution)
+        width, height = self.resolution
+        return (width, height)
 
     def caption_settings(self) -> CaptionSettings:
         """The caption processing these options ask for (kohya's shuffle, keep tokens, dropout)."""
@@ -440,7 +443,9 @@ def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
     for section, key in (("model", "path"), ("model", "vae"), ("model", "config_dir"), ("dataset", "path"),
                          ("output", "dir"), ("network", "init_from")):
         table = raw.get(section)
-        value = table.get(key) if isinstance(table, dict) else None
+        if not isinstance(table, dict):
+            continue
+        value = table.get(key)
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
             table[key] = str((base / Path(value).expanduser()).resolve())
 
@@ -465,9 +470,16 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
+def _section_model(name: str) -> type[BaseModel] | None:
+    """The model of the ``[name]`` section (None for a name that is no section)."""
+    field = TrainConfig.model_fields.get(name)
+    model = field.annotation if field is not None else None
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
 def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     """Valid keys of the section that ``loc`` points into (for 'did you mean')."""
-    model: Any = TrainConfig
+    model: object = TrainConfig
     for part in loc[:-1]:
         if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
             return []
@@ -500,8 +512,8 @@ def format_validation_error(exc: ValidationError) -> list[str]:
             hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(_fields_at(loc))}"
             lines.append(f"{field}: unknown key; {hint}")
         elif kind == "missing":
-            section = TrainConfig.model_fields.get(field)
-            required = [k for k, f in section.annotation.model_fields.items() if f.is_required()] if section else []
+            section = _section_model(field)
+            required = [k for k, f in section.model_fields.items() if f.is_required()] if section else []
             for key in [f"{field}.{r}" for r in required] or [field]:
                 lines.append(f"{key}: required but missing; set it in the file or with --set {key}=...")
         elif kind in _RULES:
@@ -576,8 +588,9 @@ def commented_config(raw: dict[str, Any] | None = None, title: str = "") -> str:
         "# Every key is listed with its default (or the preset's value). Unset optional keys are commented out.",
         "# Validate with `kiln train --check FILE`; train with `kiln train FILE [--set section.key=value]`.",
     ]
-    for section, field in TrainConfig.model_fields.items():
-        model = field.annotation
+    for section in TrainConfig.model_fields:
+        model = _section_model(section)
+        assert model is not None, "every field of TrainConfig is a section"
         doc = (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else ""
         out += ["", f"[{section}]" + (f"  # {doc}" if doc else "")]
         given = raw.get(section, {}) if isinstance(raw.get(section), dict) else {}

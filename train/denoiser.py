@@ -16,11 +16,11 @@ from train.data.dataset import mix_seed
 from train.data.loader import Batch
 
 if TYPE_CHECKING:
-    from diffusers import AutoencoderKL
-    from transformers import CLIPTextModel
+    from transformers import PreTrainedModel
 
     from train.config import TrainSection
     from train.data.cache import TextCache
+    from train.models.kinds import AutoencoderKL
     from train.models.loading import BaseModel
     from train.network.network import Network
 
@@ -102,7 +102,7 @@ def batch_latents(batch: Batch, vae: AutoencoderKL, device: torch.device) -> tor
         dist = vae.encode(pixels).latent_dist
         eps = torch.stack([torch.randn(dist.mean.shape[1:], generator=torch.Generator().manual_seed(
             mix_seed(s, 1))) for s in batch["seeds"]]).to(device)
-        latents: torch.Tensor = (dist.mean + dist.std * eps) * float(vae.config.scaling_factor)
+        latents: torch.Tensor = (dist.mean + dist.std * eps) * float(vae.config["scaling_factor"])
         return latents
 
 
@@ -110,7 +110,8 @@ def prepare_for_training(base: BaseModel, t: TrainSection, *, trains_text_encode
     """The frozen models as training runs them: the VAE in fp32 (fp16 VAEs overflow to NaN), the attention
     implementation asked for, and activation checkpointing when asked (it works only in train mode; SD UNets
     and CLIP have no active dropout)."""
-    base.vae.to(torch.float32)
+    vae: torch.nn.Module = base.vae  # diffusers' wrapped .to() defeats type checkers
+    vae.to(torch.float32)
     if t.attention == "eager":
         from diffusers.models.attention_processor import AttnProcessor
 
@@ -124,7 +125,7 @@ def prepare_for_training(base: BaseModel, t: TrainSection, *, trains_text_encode
                 te.train()
 
 
-def enable_checkpointing(text_encoder: CLIPTextModel) -> None:
+def enable_checkpointing(text_encoder: PreTrainedModel) -> None:
     """Activation checkpointing for a transformers model (non-reentrant: the inputs need no grad)."""
     kwargs = {"use_reentrant": False}
     if hasattr(text_encoder, "activation_checkpointing_enable"):  # transformers >= 5

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from rich.console import Console
 from rich.text import Text
 
 from curator.textsafe import printable
+from train.rundir import Event
 from train.runs.track import describe_event
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 class Display(Protocol):
-    def __call__(self, event: dict[str, Any]) -> None: ...
+    def __call__(self, event: Event) -> None: ...
 
     def close(self) -> None: ...
 
@@ -27,12 +31,12 @@ class Display(Protocol):
 class PlainDisplay:
     """Line output for pipes and logs; step lines at most every ``interval`` seconds."""
 
-    def __init__(self, stream: Any = None, interval: float = 10.0):
+    def __init__(self, stream: TextIO | None = None, interval: float = 10.0) -> None:
         self.stream = stream or sys.stdout
         self.interval = interval
         self._last = 0.0
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: Event) -> None:
         if event["type"] == "step":
             now = time.monotonic()
             if now - self._last < self.interval and event["step"] != event.get("total_steps"):
@@ -51,7 +55,7 @@ class PlainDisplay:
 class RichDisplay:
     """A progress bar for the foreground on a terminal."""
 
-    def __init__(self, console: Console | None = None):
+    def __init__(self, console: Console | None = None) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.console = console or Console(stderr=False)
@@ -59,11 +63,11 @@ class RichDisplay:
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console, transient=False,
         )
-        self.task: Any = None
-        self.phase_task: Any = None
+        self.task: TaskID | None = None
+        self.phase_task: TaskID | None = None
         self.progress.start()
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: Event) -> None:
         kind = event["type"]
         if kind == "start":
             self.progress.console.print(Text(printable(describe_event(event) or "")))
@@ -80,7 +84,7 @@ class RichDisplay:
         else:
             line = describe_event(event)
             if line:
-                style = "red" if kind == "error" else "yellow" if kind == "warning" else None
+                style = "red" if kind == "error" else "yellow" if kind == "warning" else ""
                 self.progress.console.print(Text(printable(line), style=style))
 
     def close(self) -> None:

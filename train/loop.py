@@ -57,7 +57,7 @@ def train(
     from train.data.cache import LatentCache, vae_identity
     from train.data.loader import BatchBuilder, epoch_loader
     from train.denoiser import Denoiser, TextConditioning, batch_latents, prepare_for_training
-    from train.loss import diffusion_loss, sample_noise, snr_table
+    from train.loss import add_noise, diffusion_loss, diffusion_target, sample_noise, snr_table
     from train.meter import Throughput
     from train.models.loading import load_base_model
     from train.network import create_network
@@ -193,9 +193,10 @@ def train(
                     latents = batch_latents(batch, base.vae, device)
                     noise, timesteps = sample_noise(tuple(latents.shape[1:]), batch["seeds"], t.noise_offset,
                                                     (t.min_timestep, t.max_timestep), device)
-                    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+                    noisy = add_noise(noise_scheduler, latents, noise, timesteps)
                     pred = model(noisy, timesteps, batch)
-                    target = noise_scheduler.get_velocity(latents, noise, timesteps) if base.v_prediction else noise
+                    target = diffusion_target(noise_scheduler, latents, noise, timesteps,
+                                              v_prediction=base.v_prediction)
                     loss = diffusion_loss(pred, target, timesteps, loss_weights=batch["loss_weights"],
                                           loss_type=t.loss_type, huber_c=t.huber_c, min_snr_gamma=t.min_snr_gamma,
                                           snr=snr, v_prediction=base.v_prediction)

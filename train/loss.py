@@ -3,16 +3,36 @@ formula, v-prediction included), and noise offset."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    import torch
+
+    from train.models.kinds import DDPMScheduler
 
 
-def snr_table(noise_scheduler: Any) -> Any:
+def add_noise(scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor,
+              timesteps: torch.Tensor) -> torch.Tensor:
+    """The forward diffusion: each sample's latents noised to its timestep."""
+    # diffusers annotates timesteps as the legacy IntTensor class; any integer tensor is what it takes
+    return scheduler.add_noise(latents, noise, cast("torch.IntTensor", timesteps))
+
+
+def diffusion_target(scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
+                     *, v_prediction: bool) -> torch.Tensor:
+    """What the UNet learns to predict: the noise, or the velocity v for v-prediction models."""
+    if v_prediction:
+        return scheduler.get_velocity(latents, noise, cast("torch.IntTensor", timesteps))
+    return noise
+
+
+def snr_table(noise_scheduler: DDPMScheduler) -> torch.Tensor:
     """SNR(t) = alpha_bar / (1 - alpha_bar) for every timestep."""
     alphas_cumprod = noise_scheduler.alphas_cumprod.float()
     return alphas_cumprod / (1.0 - alphas_cumprod)
 
 
-def min_snr_weight(snr: Any, timesteps: Any, gamma: float, v_prediction: bool) -> Any:
+def min_snr_weight(snr: torch.Tensor, timesteps: torch.Tensor, gamma: float, v_prediction: bool) -> torch.Tensor:
     """kohya ``apply_snr_weight``: min(SNR, gamma) / SNR, or / (SNR + 1) for v-prediction."""
     import torch
 
@@ -21,7 +41,7 @@ def min_snr_weight(snr: Any, timesteps: Any, gamma: float, v_prediction: bool) -
     return (clipped / (s + 1)) if v_prediction else (clipped / s)
 
 
-def elementwise_loss(pred: Any, target: Any, loss_type: str, huber_c: float) -> Any:
+def elementwise_loss(pred: torch.Tensor, target: torch.Tensor, loss_type: str, huber_c: float) -> torch.Tensor:
     import torch
 
     pred, target = pred.float(), target.float()
@@ -31,19 +51,21 @@ def elementwise_loss(pred: Any, target: Any, loss_type: str, huber_c: float) -> 
 
 
 def diffusion_loss(
-    pred: Any, target: Any, timesteps: Any, *, loss_weights: Any, loss_type: str = "l2", huber_c: float = 0.1,
-    min_snr_gamma: float | None = None, snr: Any = None, v_prediction: bool = False,
-) -> Any:
+    pred: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor, *, loss_weights: torch.Tensor,
+    loss_type: str = "l2", huber_c: float = 0.1, min_snr_gamma: float | None = None, snr: torch.Tensor | None = None,
+    v_prediction: bool = False,
+) -> torch.Tensor:
     """Mean over pixels, times each sample's weight (and Min-SNR), mean over the batch."""
     loss = elementwise_loss(pred, target, loss_type, huber_c).mean(dim=[1, 2, 3])
     loss = loss * loss_weights.to(loss.device)
     if min_snr_gamma:
+        assert snr is not None, "Min-SNR weighting needs the SNR table"
         loss = loss * min_snr_weight(snr, timesteps, min_snr_gamma, v_prediction)
     return loss.mean()
 
 
 def sample_noise(latent_shape: tuple[int, ...], seeds: list[int], noise_offset: float, t_range: tuple[int, int],
-                 device: Any) -> tuple[Any, Any]:
+                 device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
     """Noise (with offset) and timesteps, each sample from its own seed: identical however batches are split."""
     import torch
 

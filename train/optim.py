@@ -5,6 +5,8 @@ Also the optimizer step of the training loop (clipping, scaling, schedule) and t
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -18,7 +20,7 @@ class OptimizerError(RuntimeError):
 _BNB = {"AdamW8bit": "AdamW8bit", "PagedAdamW8bit": "PagedAdamW8bit", "Lion8bit": "Lion8bit"}
 
 
-def _import(module: str, package: str, name: str) -> Any:
+def _import(module: str, package: str, name: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -27,47 +29,49 @@ def _import(module: str, package: str, name: str) -> Any:
         ) from None
 
 
-def create_optimizer(name: str, param_groups: list[dict[str, Any]], lr: float, args: dict[str, Any]) -> Any:
+def create_optimizer(name: str, param_groups: list[dict[str, Any]], lr: float,
+                     args: dict[str, Any]) -> torch.optim.Optimizer:
     """Build the optimizer for ``param_groups`` (each may carry its own ``lr``)."""
     import torch
 
-    kwargs = dict(args)
+    if "lr" in args:
+        raise OptimizerError("train.optimizer_args: lr is not an optimizer argument here; set train.learning_rate "
+                             "(or unet_lr / text_encoder_lr)")
+    kwargs: dict[str, Any] = {**args, "lr": lr}
     if "betas" in kwargs and isinstance(kwargs["betas"], list):
         kwargs["betas"] = tuple(kwargs["betas"])
+    cls: Callable[..., torch.optim.Optimizer]
     if name == "AdamW":
-        return torch.optim.AdamW(param_groups, lr=lr, **kwargs)
-    if name == "SGD":
-        return torch.optim.SGD(param_groups, lr=lr, **kwargs)
-    if name in _BNB:
+        cls = torch.optim.AdamW
+    elif name == "SGD":
+        cls = torch.optim.SGD
+    elif name in _BNB:
         if not torch.cuda.is_available():
             alt = "Lion" if "Lion" in name else "AdamW (or Adafactor to save memory)"
             raise OptimizerError(
                 f"train.optimizer: {name!r} runs on CUDA GPUs only (bitsandbytes) and this machine has none; "
                 f"use optimizer = \"{alt.split(' ')[0]}\" instead ({alt})"
             )
-        bnb = _import("bitsandbytes.optim", "bitsandbytes", name)
-        return getattr(bnb, _BNB[name])(param_groups, lr=lr, **kwargs)
-    if name == "Lion":
-        lion = _import("lion_pytorch", "lion-pytorch", name)
-        return lion.Lion(param_groups, lr=lr, **kwargs)
-    if name == "Prodigy":
-        prodigy = _import("prodigyopt", "prodigyopt", name)
-        return prodigy.Prodigy(param_groups, lr=lr, **kwargs)
-    if name == "DAdaptAdam":
-        dadapt = _import("dadaptation", "dadaptation", name)
-        return dadapt.DAdaptAdam(param_groups, lr=lr, **kwargs)
-    if name == "Adafactor":
-        transformers_opt = _import("transformers.optimization", "transformers", name)
+        cls = getattr(_import("bitsandbytes.optim", "bitsandbytes", name), _BNB[name])
+    elif name == "Lion":
+        cls = _import("lion_pytorch", "lion-pytorch", name).Lion
+    elif name == "Prodigy":
+        cls = _import("prodigyopt", "prodigyopt", name).Prodigy
+    elif name == "DAdaptAdam":
+        cls = _import("dadaptation", "dadaptation", name).DAdaptAdam
+    elif name == "Adafactor":
+        cls = _import("transformers.optimization", "transformers", name).Adafactor
         kwargs.setdefault("relative_step", False)
         kwargs.setdefault("scale_parameter", False)
         kwargs.setdefault("warmup_init", False)
-        return transformers_opt.Adafactor(param_groups, lr=None if kwargs["relative_step"] else lr, **kwargs)
-    module_name, _, class_name = name.rpartition(".")
-    module = _import(module_name, module_name.split(".")[0], name)
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise OptimizerError(f"train.optimizer: {module_name} has no {class_name!r}")
-    return cls(param_groups, lr=lr, **kwargs)
+        kwargs["lr"] = None if kwargs["relative_step"] else lr
+    else:
+        module_name, _, class_name = name.rpartition(".")
+        found = getattr(_import(module_name, module_name.split(".")[0], name), class_name, None)
+        if found is None:
+            raise OptimizerError(f"train.optimizer: {module_name} has no {class_name!r}")
+        cls = found
+    return cls(param_groups, **kwargs)
 
 
 def optimizer_problem(name: str) -> str | None:

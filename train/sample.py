@@ -4,7 +4,14 @@ LoRA is hooked into them, so the samples show it)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from train.config import SampleSection
+    from train.models.loading import BaseModel
+    from train.models.pipeline import TextToImage
 
 SAMPLERS = {
     "euler_a": "EulerAncestralDiscreteScheduler",
@@ -14,30 +21,20 @@ SAMPLERS = {
 }
 
 
-def build_pipeline(base: Any, sampler: str) -> Any:
+def build_pipeline(base: BaseModel, sampler: str) -> TextToImage:
     """A diffusers text-to-image pipeline around a loaded base model's own modules (LoRA hooks or patched
     weights on them show in its images), with ``sampler`` (a key of ``SAMPLERS``) over the model's schedule."""
     import diffusers
 
+    from train.models.pipeline import text_to_image_pipeline
+
     scheduler_cls = getattr(diffusers, SAMPLERS[sampler])
     scheduler = scheduler_cls.from_config(base.noise_scheduler.config, steps_offset=1)
-    common = {"vae": base.vae, "unet": base.unet, "scheduler": scheduler}
-    if base.arch.value == "sdxl":
-        name = "StableDiffusionXLPipeline"
-        parts = {"text_encoder": base.text_encoders[0], "text_encoder_2": base.text_encoders[1],
-                 "tokenizer": base.tokenizers[0], "tokenizer_2": base.tokenizers[1], "add_watermarker": False}
-    else:
-        name = "StableDiffusionPipeline"
-        parts = {"text_encoder": base.text_encoders[0], "tokenizer": base.tokenizers[0], "safety_checker": None,
-                 "feature_extractor": None, "requires_safety_checker": False}
-    pipeline_cls: Any = getattr(diffusers, name)
-    pipe = pipeline_cls(**common, **parts)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return text_to_image_pipeline(base.unet, base.vae, base.text_encoders, base.tokenizers, scheduler)
 
 
-def render_samples(base: Any, sample_cfg: Any, *, resolution: tuple[int, int], out_dir: Path, stem: str,
-                   device: Any, dtype: Any) -> list[Path]:
+def render_samples(base: BaseModel, sample_cfg: SampleSection, *, resolution: tuple[int, int], out_dir: Path,
+                   stem: str, device: torch.device, dtype: torch.dtype) -> list[Path]:
     """Render every prompt once; returns the PNG paths ``<out_dir>/<stem>-NN.png``."""
     import torch
 
@@ -45,7 +42,7 @@ def render_samples(base: Any, sample_cfg: Any, *, resolution: tuple[int, int], o
     width = sample_cfg.width or resolution[0]
     height = sample_cfg.height or resolution[1]
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
+    paths: list[Path] = []
     autocast = torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
     for index, prompt in enumerate(sample_cfg.prompts):
         generator = torch.Generator(device="cpu").manual_seed(sample_cfg.seed + index)

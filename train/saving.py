@@ -36,19 +36,19 @@ class SaveSchedule:
 
     def save_at_step(self, step: int, *, last: bool) -> bool:
         n = self.output.save_every_n_steps
-        return bool(n) and step % n == 0 and not last
+        return n is not None and step % n == 0 and not last
 
     def sample_at_step(self, step: int) -> bool:
         n = self.sample.every_n_steps
-        return self.samples and bool(n) and step % n == 0
+        return self.samples and n is not None and step % n == 0
 
     def save_at_epoch(self, epoch: int) -> bool:
         n = self.output.save_every_n_epochs
-        return bool(n) and epoch % n == 0
+        return n is not None and epoch % n == 0
 
     def sample_at_epoch(self, epoch: int) -> bool:
         n = self.sample.every_n_epochs
-        return self.samples and bool(n) and epoch % n == 0
+        return self.samples and n is not None and epoch % n == 0
 
     def sample_at_end(self) -> bool:
         """Samples of the final LoRA when no sample frequency is set."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch.optim import Optimizer
+    from torch.optim.lr_scheduler import LRScheduler
 
 
 def warmup_steps(lr_warmup: float, total_steps: int) -> int:
@@ -12,8 +16,8 @@ def warmup_steps(lr_warmup: float, total_steps: int) -> int:
     return int(round(lr_warmup * total_steps))
 
 
-def create_scheduler(name: str, optimizer: Any, *, total_steps: int, lr_warmup: float, num_cycles: int = 1,
-                     power: float = 1.0) -> Any:
+def create_scheduler(name: str, optimizer: Optimizer, *, total_steps: int, lr_warmup: float, num_cycles: int = 1,
+                     power: float = 1.0) -> LRScheduler:
     from diffusers.optimization import get_scheduler
 
     warmup = warmup_steps(lr_warmup, total_steps)

@@ -37,7 +37,7 @@ class DeviceStaging:
     def park(self, base: BaseModel) -> None:
         """Every model to its loading place (a base handed in already on the GPU goes back to the CPU)."""
         if self.staged:
-            for module in (base.unet, base.vae, *base.text_encoders):
+            for module in modules_of(base):
                 module.to(self.home)
             release_gpu_memory(self.device)
 
@@ -60,12 +60,13 @@ class DeviceStaging:
 
         setup_mb = memory_mb(self.device)
         if self.staged:
-            base.unet.to(self.device)
+            unet, vae, *text_encoders = modules_of(base)
+            unet.to(self.device)
             if not self.text_cached:
-                for te in base.text_encoders:
+                for te in text_encoders:
                     te.to(self.device)
             if not self.latents_cached:
-                base.vae.to(self.device)
+                vae.to(self.device)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         return setup_mb
@@ -73,16 +74,21 @@ class DeviceStaging:
     @contextlib.contextmanager
     def for_sampling(self, base: BaseModel) -> Iterator[None]:
         """The VAE and the text encoders on the device while samples render; cached ones leave again after."""
-        visitors = ([base.vae] if self.latents_cached else []) + (list(base.text_encoders) if self.text_cached else [])
-        base.vae.to(self.device)
-        for te in base.text_encoders:
-            te.to(self.device)
+        _, vae, *text_encoders = modules_of(base)
+        visitors = ([vae] if self.latents_cached else []) + (text_encoders if self.text_cached else [])
+        for module in (vae, *text_encoders):
+            module.to(self.device)
         try:
             yield
         finally:
             for module in visitors:
                 module.to("cpu")
             release_gpu_memory(self.device)
+
+
+def modules_of(base: BaseModel) -> list[torch.nn.Module]:
+    """UNet, VAE, text encoder(s), as plain torch modules (diffusers' wrapped ``.to`` defeats type checkers)."""
+    return [base.unet, base.vae, *base.text_encoders]
 
 
 def release_gpu_memory(device: torch.device) -> None:

@@ -12,7 +12,12 @@ import random
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from torch.optim import Optimizer
+    from torch.optim.lr_scheduler import LRScheduler
 
 
 @dataclass
@@ -44,7 +49,9 @@ class Progress:
         self.epoch_loss_sum, self.epoch_loss_count = 0.0, 0
 
 
-def save_state(folder: Path, *, network: Any, optimizer: Any, scheduler: Any, scaler: Any, progress: Progress) -> None:
+def save_state(folder: Path, *, network: torch.nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
+               scaler: torch.amp.GradScaler | None, progress: Progress) -> None:
+    """Write everything a resume needs (see the module docstring) to ``folder``, replacing it atomically."""
     import numpy as np
     import torch
     from safetensors.torch import save_file
@@ -59,7 +66,8 @@ def save_state(folder: Path, *, network: Any, optimizer: Any, scheduler: Any, sc
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     if scaler is not None:
         torch.save(scaler.state_dict(), tmp / "scaler.pt")
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    assert isinstance(np_state, tuple), "the legacy numpy state is a tuple"
     rng = {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -91,7 +99,8 @@ def load_progress(folder: Path) -> Progress:
     return Progress(**{k: v for k, v in data.items() if k in Progress.__dataclass_fields__})
 
 
-def load_state(folder: Path, *, network: Any, optimizer: Any, scheduler: Any, scaler: Any) -> Progress:
+def load_state(folder: Path, *, network: torch.nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
+               scaler: torch.amp.GradScaler | None) -> Progress:
     """Restore everything saved by :func:`save_state` into live objects; returns the progress."""
     import numpy as np
     import torch

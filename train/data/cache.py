@@ -11,10 +11,15 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from train.models.kinds import AutoencoderKL
 
 
-def vae_identity(vae: Any) -> str:
+def vae_identity(vae: AutoencoderKL) -> str:
     """A short fingerprint of a VAE: its config plus a checksum of a few weights (cheap, content-based)."""
     import torch
 
@@ -38,13 +43,13 @@ class LatentCache:
 
     def __init__(self, folder: Path | None = None):
         self.folder = Path(folder) if folder else None
-        self.memory: dict[str, Any] = {}
+        self.memory: dict[str, torch.Tensor] = {}
 
     def _file(self, key: str) -> Path:
         assert self.folder is not None
         return self.folder / key[:2] / f"{key}.safetensors"
 
-    def get(self, key: str) -> Any | None:
+    def get(self, key: str) -> torch.Tensor | None:
         latent = self.memory.get(key)
         if latent is not None:
             return latent
@@ -62,7 +67,7 @@ class LatentCache:
     def has(self, key: str) -> bool:
         return key in self.memory or (self.folder is not None and self._file(key).is_file())
 
-    def put(self, key: str, latent: Any) -> None:
+    def put(self, key: str, latent: torch.Tensor) -> None:
         latent = latent.detach().to("cpu").contiguous()
         if self.folder is None:
             self.memory[key] = latent
@@ -80,10 +85,14 @@ class TextCache:
     """Text-encoder outputs by caption text (memory only): (hidden states, pooled or None)."""
 
     def __init__(self) -> None:
-        self.entries: dict[str, tuple[Any, Any]] = {}
+        self.entries: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
-    def get(self, caption: str) -> tuple[Any, Any] | None:
-        return self.entries.get(caption)
+    def get(self, caption: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The cached outputs for ``caption`` (every caption of the run was cached up front)."""
+        try:
+            return self.entries[caption]
+        except KeyError:
+            raise KeyError(f"caption not in the text-encoder cache: {caption!r}") from None
 
-    def put(self, caption: str, hidden: Any, pooled: Any) -> None:
+    def put(self, caption: str, hidden: torch.Tensor, pooled: torch.Tensor | None) -> None:
         self.entries[caption] = (hidden.detach().to("cpu"), None if pooled is None else pooled.detach().to("cpu"))

@@ -16,11 +16,15 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from curator.buckets import BucketAssignment, BucketSettings, assign_bucket, kohya_reg_repeats
 from curator.captions.files import caption_path
 from train.data.captions import first_line
+
+if TYPE_CHECKING:
+    from curator.dataset import Dataset
+    from train.config import DatasetConfig
 
 BLOCKING_FLAGS = ("unreadable", "truncated", "empty-file", "not-image", "too-large")
 
@@ -63,7 +67,7 @@ def mix_seed(*parts: int) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
-def bucket_settings(cfg: Any) -> BucketSettings:
+def bucket_settings(cfg: DatasetConfig) -> BucketSettings:
     """The curator's BucketSettings from ``[dataset]``. Without buckets, every image is cropped to resolution."""
     res = cfg.resolution_wh
     if not cfg.enable_bucket:
@@ -84,10 +88,10 @@ def _fixed_assignment(width: int, height: int, res: tuple[int, int]) -> BucketAs
 
 
 def build_items(
-    cfg: Any,
-    warn: Callable[[str, str | None], None],
+    cfg: DatasetConfig,
+    warn: Callable[[str, str | None], object],
     progress: bool | None = None,
-) -> tuple[list[TrainItem], Any]:
+) -> tuple[list[TrainItem], Dataset]:
     """Scan the dataset (incrementally, through the curator's index) and return the usable items and the
     curator Dataset. ``warn(message, path)`` is called once per skipped image."""
     from curator.dataset import Dataset
@@ -157,13 +161,13 @@ def build_items(
     return items, dataset
 
 
-def _differs(mine: Any, theirs: Any) -> bool:
+def _differs(mine: object, theirs: object) -> bool:
     if isinstance(mine, tuple | list) or isinstance(theirs, tuple | list):
-        def pair(v: Any) -> tuple:
+        def pair(v: object) -> tuple[object, ...]:
             return tuple(v) if isinstance(v, tuple | list) else (v, v)
 
         return pair(mine) != pair(theirs)
-    return mine != theirs
+    return bool(mine != theirs)
 
 
 def plan_epoch(items: list[TrainItem], global_batch: int, seed: int, epoch: int, pad: bool = False) -> list[list[Sample]]:

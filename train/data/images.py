@@ -6,16 +6,19 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps
+
+if TYPE_CHECKING:
+    import torch
 
 
 def load_rgb(path: Path) -> Image.Image:
     """The image as 8-bit RGB the way a viewer shows it."""
-    with Image.open(path) as img:
-        img.seek(0)  # first frame of animations
-        img = ImageOps.exif_transpose(img)  # also detaches from the file
+    with Image.open(path) as opened:
+        opened.seek(0)  # first frame of animations
+        img = ImageOps.exif_transpose(opened)  # also detaches from the file
         if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             img = img.point(lambda v: v / 256).convert("L") if img.mode != "F" else img.convert("L")
         has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
@@ -67,7 +70,7 @@ def render(img: Image.Image, placement: Placement) -> Image.Image:
     return img
 
 
-def to_tensor(img: Image.Image) -> Any:
+def to_tensor(img: Image.Image) -> torch.Tensor:
     """(3, H, W) float32 in [-1, 1]."""
     import numpy as np
     import torch

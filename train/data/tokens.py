@@ -8,17 +8,23 @@ as ``<BOS> chunk <EOS/PAD>`` (77 tokens) and encoded on its own. The hidden stat
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    import torch
+
+    from train.models.kinds import CLIPTextModelWithProjection, CLIPTokenizer, TextEncoder
 
 CLIP_LENGTH = 77
 
 
-def tokenize(tokenizer: Any, texts: list[str], max_token_length: int = 75) -> Any:
+def tokenize(tokenizer: CLIPTokenizer, texts: list[str], max_token_length: int = 75) -> torch.Tensor:
     """Token ids shaped (batch, chunks, 77) for ``max_token_length`` 75, 150 or 225."""
     import torch
 
     total = max_token_length + 2
-    ids = tokenizer(texts, padding="max_length", truncation=True, max_length=total, return_tensors="pt").input_ids
+    ids: torch.Tensor = tokenizer(texts, padding="max_length", truncation=True, max_length=total,
+                                  return_tensors="pt").input_ids
     if total <= CLIP_LENGTH:
         return ids.unsqueeze(1)
     bos, eos = ids[:, :1], ids[:, -1:]
@@ -38,7 +44,7 @@ def tokenize(tokenizer: Any, texts: list[str], max_token_length: int = 75) -> An
     return torch.stack(chunks, dim=1)
 
 
-def _stitch(states: Any, batch: int, max_token_length: int) -> Any:
+def _stitch(states: torch.Tensor, batch: int, max_token_length: int) -> torch.Tensor:
     """(batch*chunks, 77, dim) -> (batch, max_token_length + 2, dim) the kohya way."""
     import torch
 
@@ -52,7 +58,7 @@ def _stitch(states: Any, batch: int, max_token_length: int) -> Any:
     return torch.cat(parts, dim=1)
 
 
-def encode_sd(text_encoder: Any, ids: Any, max_token_length: int, clip_skip: int = 1) -> Any:
+def encode_sd(text_encoder: TextEncoder, ids: torch.Tensor, max_token_length: int, clip_skip: int = 1) -> torch.Tensor:
     """SD1/SD2 conditioning (batch, tokens, dim). ``clip_skip`` 2 = penultimate layer + final_layer_norm."""
     batch = ids.shape[0]
     flat = ids.reshape(-1, CLIP_LENGTH).to(text_encoder.device)
@@ -60,28 +66,35 @@ def encode_sd(text_encoder: Any, ids: Any, max_token_length: int, clip_skip: int
         states = text_encoder(flat)[0]
     else:
         out = text_encoder(flat, output_hidden_states=True, return_dict=True)
-        final_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm  # transformers 4 / 5
+        model: torch.nn.Module = getattr(text_encoder, "text_model", text_encoder)  # transformers 4 nests it
+        final_norm = cast("torch.nn.LayerNorm", model.final_layer_norm)
         states = final_norm(out.hidden_states[-clip_skip])
     return _stitch(states, batch, max_token_length)
 
 
-def _pooled(text_encoder: Any, last_hidden: Any, ids: Any, eos_token_id: int) -> Any:
+def _pooled(text_encoder: CLIPTextModelWithProjection, last_hidden: torch.Tensor, ids: torch.Tensor,
+            eos_token_id: int) -> torch.Tensor:
     """Pooled output at the first EOS token, projected (kohya's ``pool_workaround``)."""
     import torch
 
     eos_index = (ids == eos_token_id).int().argmax(dim=-1)
     pooled = last_hidden[torch.arange(last_hidden.shape[0], device=last_hidden.device), eos_index.to(last_hidden.device)]
-    return text_encoder.text_projection(pooled.to(text_encoder.text_projection.weight.dtype))
+    projection: torch.nn.Linear = text_encoder.text_projection
+    projected: torch.Tensor = projection(pooled.to(projection.weight.dtype))
+    return projected
 
 
 def encode_sdxl(
-    text_encoders: list[Any], tokenizers: list[Any], ids1: Any, ids2: Any, max_token_length: int
-) -> tuple[Any, Any]:
+    text_encoders: list[TextEncoder], tokenizers: list[CLIPTokenizer], ids1: torch.Tensor, ids2: torch.Tensor,
+    max_token_length: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """SDXL conditioning: penultimate states of both encoders concatenated (batch, tokens, 2048) and the
     pooled, projected output of encoder 2 for the first chunk (batch, 1280)."""
     import torch
+    from transformers import CLIPTextModelWithProjection
 
     te1, te2 = text_encoders
+    assert isinstance(te2, CLIPTextModelWithProjection), "SDXL's second text encoder has a projection"
     batch, chunks = ids1.shape[0], ids1.shape[1]
     flat1 = ids1.reshape(-1, CLIP_LENGTH).to(te1.device)
     flat2 = ids2.reshape(-1, CLIP_LENGTH).to(te2.device)

@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 
 class Arch(StrEnum):
@@ -168,11 +169,14 @@ _REJECTED_PIPELINES = {
 }
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ArchitectureError(f"{path}: cannot read ({exc}).") from exc
+    if not isinstance(data, dict):
+        raise ArchitectureError(f"{path}: not a JSON object.")
+    return data
 
 
 def detect_diffusers_folder(folder: Path) -> tuple[Arch, bool | None]:

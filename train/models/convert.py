@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .arch import (
     SD1_TE_PREFIX,
@@ -23,7 +23,10 @@ from .arch import (
     Arch,
 )
 
-Tensor = Any  # torch.Tensor; kept untyped so this module imports without torch
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from .kinds import AutoencoderKL, TextEncoder, UNet2DConditionModel
 
 _UNET_RESNET = (
     ("norm1", "in_layers.0"),
@@ -82,7 +85,8 @@ def unet_key_to_ldm(key: str, layers_per_block: int) -> str:
     raise KeyError(f"unexpected UNet key {key!r}")
 
 
-def unet_to_ldm(state_dict: Mapping[str, Tensor], layers_per_block: int, prefix: str = UNET_PREFIX) -> dict:
+def unet_to_ldm(state_dict: Mapping[str, Tensor], layers_per_block: int,
+                prefix: str = UNET_PREFIX) -> dict[str, Tensor]:
     """diffusers UNet state dict -> LDM/SGM single-file keys (with `prefix`)."""
     out: dict[str, Tensor] = {}
     for key, value in state_dict.items():
@@ -136,7 +140,7 @@ def vae_key_to_ldm(key: str, num_blocks: int) -> str:
     raise KeyError(f"unexpected VAE key {key!r}")
 
 
-def vae_to_ldm(state_dict: Mapping[str, Tensor], num_blocks: int, prefix: str = VAE_PREFIX) -> dict:
+def vae_to_ldm(state_dict: Mapping[str, Tensor], num_blocks: int, prefix: str = VAE_PREFIX) -> dict[str, Tensor]:
     """diffusers AutoencoderKL state dict -> LDM keys; attention projections become 1x1 conv weights."""
     out: dict[str, Tensor] = {}
     for key, value in state_dict.items():
@@ -239,11 +243,11 @@ def state_dicts_to_single_file(
 
 def pipeline_to_single_file(
     arch: Arch,
-    unet: Any,
-    vae: Any,
-    text_encoders: list[Any],
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    text_encoders: list[TextEncoder],
 ) -> dict[str, Tensor]:
     """Full single-file state dict (original layout) from loaded diffusers/transformers modules."""
     return state_dicts_to_single_file(arch, unet.state_dict(), vae.state_dict(),
                                       [te.state_dict() for te in text_encoders],
-                                      int(unet.config.layers_per_block), len(vae.config.block_out_channels))
+                                      int(unet.config["layers_per_block"]), len(vae.config["block_out_channels"]))

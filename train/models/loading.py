@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .arch import Arch, ModelLoadError
 from .assemble import assemble_config_dir, shipped_config_name
@@ -27,6 +27,11 @@ from .probe import (
     pickle_refusal,
     read_safetensors_header,
 )
+
+if TYPE_CHECKING:
+    import torch
+
+    from .kinds import AutoencoderKL, CLIPTokenizer, DDPMScheduler, TextEncoder, UNet2DConditionModel
 
 # The SD training noise schedule (kohya sd-scripts, diffusers train scripts).
 TRAIN_SCHEDULER_KWARGS = {
@@ -44,13 +49,13 @@ def offline() -> Iterator[None]:
     """Force huggingface_hub / transformers / diffusers offline for the duration (env + already-read constants)."""
     saved_env = {k: os.environ.get(k) for k in _OFFLINE_ENV}
     os.environ.update(_OFFLINE_ENV)
-    patched: list[tuple[Any, str, Any]] = []
+    patched: list[tuple[object, str, object]] = []
     try:
         import huggingface_hub.constants as hf_constants
 
-        for mod, name in ((hf_constants, "HF_HUB_OFFLINE"), (hf_constants, "HF_HUB_DISABLE_TELEMETRY")):
-            patched.append((mod, name, getattr(mod, name)))
-            setattr(mod, name, True)
+        for name in ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+            patched.append((hf_constants, name, getattr(hf_constants, name)))
+            setattr(hf_constants, name, True)
         import diffusers.utils.hub_utils as d_hub
 
         for name in ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
@@ -59,8 +64,8 @@ def offline() -> Iterator[None]:
                 setattr(d_hub, name, True)
         yield
     finally:
-        for mod, name, value in reversed(patched):
-            setattr(mod, name, value)
+        for module, name, value in reversed(patched):
+            setattr(module, name, value)
         for k, v in saved_env.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -131,11 +136,11 @@ class BaseModel:
     """
 
     arch: Arch
-    unet: Any
-    vae: Any
-    text_encoders: list[Any]
-    tokenizers: list[Any]
-    noise_scheduler: Any
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    text_encoders: list[TextEncoder]
+    tokenizers: list[CLIPTokenizer]
+    noise_scheduler: DDPMScheduler
     v_prediction: bool
     model_hash: ModelHash
     source: Path
@@ -154,10 +159,12 @@ class BaseModel:
         return self.arch is Arch.SDXL
 
 
-def make_noise_scheduler(v_prediction: bool) -> Any:
-    from diffusers import DDPMScheduler
+def make_noise_scheduler(v_prediction: bool) -> DDPMScheduler:
+    from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
-    return DDPMScheduler(**TRAIN_SCHEDULER_KWARGS, prediction_type="v_prediction" if v_prediction else "epsilon")
+    scheduler: DDPMScheduler = DDPMScheduler(**TRAIN_SCHEDULER_KWARGS,
+                                             prediction_type="v_prediction" if v_prediction else "epsilon")
+    return scheduler
 
 
 def _weights_variant(folder: Path) -> str | None:
@@ -170,8 +177,17 @@ def _weights_variant(folder: Path) -> str | None:
     return None
 
 
-def _load_diffusers_folder(folder: Path, arch: Arch, dtype: Any, allow_pickle: bool) -> dict[str, Any]:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+@dataclass
+class _Parts:
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    text_encoders: list[TextEncoder]
+    tokenizers: list[CLIPTokenizer]
+
+
+def _load_diffusers_folder(folder: Path, arch: Arch, dtype: torch.dtype | None, allow_pickle: bool) -> _Parts:
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     subs = ["unet", "vae", "text_encoder"] + (["text_encoder_2"] if arch is Arch.SDXL else [])
@@ -190,35 +206,33 @@ def _load_diffusers_folder(folder: Path, arch: Arch, dtype: Any, allow_pickle: b
     def tkw(sub: str) -> dict[str, Any]:
         return {"subfolder": sub, "local_files_only": True, "dtype": dtype, "use_safetensors": safe[sub], **extra}
 
-    parts: dict[str, Any] = {
-        "unet": UNet2DConditionModel.from_pretrained(folder, **dkw("unet")),
-        "vae": AutoencoderKL.from_pretrained(folder, **dkw("vae")),
-    }
-    tes = [CLIPTextModel.from_pretrained(folder, **tkw("text_encoder"))]
+    tes: list[TextEncoder] = [CLIPTextModel.from_pretrained(folder, **tkw("text_encoder"))]
     toks = [CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)]
     if arch is Arch.SDXL:
         tes.append(CLIPTextModelWithProjection.from_pretrained(folder, **tkw("text_encoder_2")))
         toks.append(CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer_2", local_files_only=True))
-    parts["text_encoders"], parts["tokenizers"] = tes, toks
-    return parts
+    return _Parts(unet=UNet2DConditionModel.from_pretrained(folder, **dkw("unet")),
+                  vae=AutoencoderKL.from_pretrained(folder, **dkw("vae")), text_encoders=tes, tokenizers=toks)
 
 
-def _load_single_file(path: Path, arch: Arch, config_dir: Path, dtype: Any) -> dict[str, Any]:
-    import diffusers
-
+def _load_single_file(path: Path, arch: Arch, config_dir: Path, dtype: torch.dtype | None) -> _Parts:
     if arch is Arch.SDXL:
-        pipe = diffusers.StableDiffusionXLPipeline.from_single_file(
+        from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import (
+            StableDiffusionXLPipeline,
+        )
+
+        xl = StableDiffusionXLPipeline.from_single_file(
             str(path), config=str(config_dir), local_files_only=True, torch_dtype=dtype, add_watermarker=False,
         )
-        tes = [pipe.text_encoder, pipe.text_encoder_2]
-        toks = [pipe.tokenizer, pipe.tokenizer_2]
-    else:
-        pipe = diffusers.StableDiffusionPipeline.from_single_file(
-            str(path), config=str(config_dir), local_files_only=True, torch_dtype=dtype,
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        )
-        tes, toks = [pipe.text_encoder], [pipe.tokenizer]
-    return {"unet": pipe.unet, "vae": pipe.vae, "text_encoders": tes, "tokenizers": toks}
+        return _Parts(unet=xl.unet, vae=xl.vae, text_encoders=[xl.text_encoder, xl.text_encoder_2],
+                      tokenizers=[xl.tokenizer, xl.tokenizer_2])
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
+
+    sd = StableDiffusionPipeline.from_single_file(
+        str(path), config=str(config_dir), local_files_only=True, torch_dtype=dtype,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    return _Parts(unet=sd.unet, vae=sd.vae, text_encoders=[sd.text_encoder], tokenizers=[sd.tokenizer])
 
 
 def _vae_key_layout(keys: list[str]) -> str:
@@ -254,19 +268,21 @@ def check_vae(path: Path, *, allow_pickle: bool = False) -> str:
     return layout
 
 
-def load_vae(path: Path, config_dir: Path, *, dtype: Any = None, allow_pickle: bool = False) -> Any:
+def load_vae(path: Path, config_dir: Path, *, dtype: torch.dtype | None = None,
+             allow_pickle: bool = False) -> AutoencoderKL:
     """A replacement VAE: single file (LDM or diffusers key layout) or a diffusers VAE folder."""
-    from diffusers import AutoencoderKL
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
     kind = check_vae(path, allow_pickle=allow_pickle)
     with offline():
         if kind == "folder":
             sub = path if (path / "config.json").is_file() else path / "vae"
             try:
-                return AutoencoderKL.from_pretrained(sub, local_files_only=True, torch_dtype=dtype)
+                vae: AutoencoderKL = AutoencoderKL.from_pretrained(sub, local_files_only=True, torch_dtype=dtype)
+                return vae
             except Exception as exc:
                 raise ModelLoadError(f"model.vae: cannot load the diffusers VAE in {sub}: {exc}") from exc
-        source: Any = str(path)
+        source: str | dict[str, torch.Tensor] = str(path)
         layout = kind
         if kind == "pickle":
             source = load_pickle_state_dict(path)
@@ -276,15 +292,19 @@ def load_vae(path: Path, config_dir: Path, *, dtype: Any = None, allow_pickle: b
                                      "weights).")
         try:
             if layout == "ldm":
-                return AutoencoderKL.from_single_file(source, config=str(config_dir), subfolder="vae",
-                                                      local_files_only=True, torch_dtype=dtype)
+                vae = AutoencoderKL.from_single_file(source, config=str(config_dir), subfolder="vae",
+                                                     local_files_only=True, torch_dtype=dtype)
+                return vae
             vae = AutoencoderKL.from_config(AutoencoderKL.load_config(config_dir / "vae"))
             if isinstance(source, str):
                 from safetensors.torch import load_file
 
                 source = load_file(source)
             vae.load_state_dict(source, strict=True)
-            return vae.to(dtype) if dtype is not None else vae
+            if dtype is not None:
+                as_module: torch.nn.Module = vae  # diffusers' functools.wraps'd .to() defeats type checkers
+                as_module.to(dtype)
+            return vae
         except Exception as exc:
             raise ModelLoadError(f"model.vae: {path.name} does not fit this model's VAE ({exc}).") from exc
 
@@ -292,8 +312,8 @@ def load_vae(path: Path, config_dir: Path, *, dtype: Any = None, allow_pickle: b
 def load_base_model(
     cfg: ModelConfig,
     *,
-    dtype: Any = None,
-    device: Any = "cpu",
+    dtype: torch.dtype | None = None,
+    device: torch.device | str = "cpu",
     allow_pickle: bool = False,
 ) -> BaseModel:
     """Load the base model `cfg` describes; raises ModelLoadError (incl. ArchitectureError) with a clear message.
@@ -321,10 +341,10 @@ def load_base_model(
             f"model.path: could not load {info.path} as an {info.arch_name.upper()} model: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
-    vae = parts["vae"]
+    vae = parts.vae
     if cfg.vae is not None:
         vae = load_vae(cfg.vae, config_dir, dtype=dtype, allow_pickle=allow)
-    modules = [parts["unet"], vae, *parts["text_encoders"]]
+    modules: list[torch.nn.Module] = [parts.unet, vae, *parts.text_encoders]
     for module in modules:
         module.requires_grad_(False)
         module.eval()
@@ -332,10 +352,10 @@ def load_base_model(
     legacy = legacy_model_hash(info.path) if info.path.is_file() else None
     return BaseModel(
         arch=info.arch,
-        unet=parts["unet"],
+        unet=parts.unet,
         vae=vae,
-        text_encoders=parts["text_encoders"],
-        tokenizers=parts["tokenizers"],
+        text_encoders=parts.text_encoders,
+        tokenizers=parts.tokenizers,
         noise_scheduler=make_noise_scheduler(info.v_prediction),
         v_prediction=info.v_prediction,
         model_hash=ModelHash(name=info.path.stem if info.path.is_file() else info.path.name, path=info.path,

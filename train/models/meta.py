@@ -9,14 +9,22 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .arch import Arch
 from .assemble import CONFIGS_DIR, shipped_config_name
 
+if TYPE_CHECKING:
+    import torch
+
+    from .kinds import AutoencoderKL, TextEncoder, UNet2DConditionModel
+
+ModuleT = TypeVar("ModuleT", bound="torch.nn.Module")
+
 
 def _config(name: str, sub: str) -> dict[str, Any]:
-    return json.loads((CONFIGS_DIR / name / sub / "config.json").read_text(encoding="utf-8"))
+    config: dict[str, Any] = json.loads((CONFIGS_DIR / name / sub / "config.json").read_text(encoding="utf-8"))
+    return config
 
 
 def _name(arch: Arch | str, v_prediction: bool | None) -> str:
@@ -24,24 +32,25 @@ def _name(arch: Arch | str, v_prediction: bool | None) -> str:
     return shipped_config_name(arch.value, True if v_prediction is None else v_prediction)
 
 
-def meta_unet(arch: Arch | str, v_prediction: bool | None = None) -> Any:
+def meta_unet(arch: Arch | str, v_prediction: bool | None = None) -> UNet2DConditionModel:
     """UNet2DConditionModel of the full-size architecture, on the meta device."""
     import torch
-    from diffusers import UNet2DConditionModel
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
     config = _config(_name(arch, v_prediction), "unet")
     with torch.device("meta"):
-        return UNet2DConditionModel.from_config(config)
+        unet: UNet2DConditionModel = UNet2DConditionModel.from_config(config)
+    return unet
 
 
-def meta_text_encoders(arch: Arch | str) -> list[Any]:
+def meta_text_encoders(arch: Arch | str) -> list[TextEncoder]:
     """Text encoder(s) of the full-size architecture (SDXL: CLIP-L, then OpenCLIP-bigG with projection)."""
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     arch = Arch(arch)
     name = _name(arch, None)
-    encoders = []
+    encoders: list[TextEncoder] = []
     with torch.device("meta"):
         encoders.append(CLIPTextModel(CLIPTextConfig(**_config(name, "text_encoder"))))
         if arch is Arch.SDXL:
@@ -49,20 +58,21 @@ def meta_text_encoders(arch: Arch | str) -> list[Any]:
     return encoders
 
 
-def meta_vae(arch: Arch | str) -> Any:
+def meta_vae(arch: Arch | str) -> AutoencoderKL:
     import torch
-    from diffusers import AutoencoderKL
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
     with torch.device("meta"):
-        return AutoencoderKL.from_config(_config(_name(arch, None), "vae"))
+        vae: AutoencoderKL = AutoencoderKL.from_config(_config(_name(arch, None), "vae"))
+    return vae
 
 
 @dataclass
 class MetaModel:
     arch: Arch
-    unet: Any
-    vae: Any
-    text_encoders: list[Any]
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL | None
+    text_encoders: list[TextEncoder]
 
 
 def meta_model(arch: Arch | str, *, with_vae: bool = False) -> MetaModel:
@@ -76,7 +86,7 @@ def meta_model_from_dir(folder: Path, arch: Arch | str) -> MetaModel:
     """UNet + text encoder(s) described by a diffusers config folder (a diffusers model folder or a weight-free
     config folder such as ``model.config_dir``), on the meta device: for models of any size."""
     import torch
-    from diffusers import UNet2DConditionModel
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     arch = Arch(arch)
@@ -85,17 +95,17 @@ def meta_model_from_dir(folder: Path, arch: Arch | str) -> MetaModel:
         data: dict[str, Any] = json.loads((folder / sub / "config.json").read_text(encoding="utf-8"))
         return data
 
-    unet_cls: Any = UNet2DConditionModel
-    encoders: list[Any] = []
+    encoders: list[TextEncoder] = []
     with torch.device("meta"):
-        unet = unet_cls.from_config(read("unet"))
+        unet: UNet2DConditionModel = UNet2DConditionModel.from_config(read("unet"))
         encoders.append(CLIPTextModel(CLIPTextConfig(**read("text_encoder"))))
         if arch is Arch.SDXL:
             encoders.append(CLIPTextModelWithProjection(CLIPTextConfig(**read("text_encoder_2"))))
     return MetaModel(arch=arch, unet=unet, vae=None, text_encoders=encoders)
 
 
-def materialize(module: Any, device: Any = "cpu", dtype: Any = None, seed: int = 0, std: float = 0.02) -> Any:
+def materialize(module: ModuleT, device: torch.device | str = "cpu", dtype: torch.dtype | None = None, seed: int = 0,
+                std: float = 0.02) -> ModuleT:
     """Allocate a meta module's tensors on `device` and fill them with N(0, std) (norm weights with 1)."""
     import torch
 
@@ -116,5 +126,5 @@ def materialize(module: Any, device: Any = "cpu", dtype: Any = None, seed: int =
     return module
 
 
-def count_parameters(module: Any) -> int:
+def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

@@ -11,6 +11,7 @@ import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .arch import (
     Arch,
@@ -21,6 +22,9 @@ from .arch import (
     has_v_prediction_marker,
 )
 from .config import ModelConfig
+
+if TYPE_CHECKING:
+    import torch
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -98,7 +102,7 @@ def pickle_refusal(path: Path, field_name: str = "model.path") -> ModelLoadError
     )
 
 
-def load_pickle_state_dict(path: Path) -> dict:
+def load_pickle_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Load a .ckpt/.pt state dict (only call after the user allowed pickle). Unwraps `state_dict`."""
     import torch
 

@@ -14,10 +14,16 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .arch import Arch
 from .assemble import assemble_config_dir, shipped_config_name
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+    from .kinds import AutoencoderKL, CLIPTokenizer, TextEncoder, UNet2DConditionModel
 
 CLIP_VOCAB = 49408
 TINY_ARCHS = (Arch.SD1, Arch.SD2, Arch.SDXL)
@@ -71,16 +77,17 @@ def tiny_configs(arch: Arch) -> dict[str, dict[str, Any]]:
 @dataclass
 class TinyModel:
     arch: Arch
-    unet: Any
-    vae: Any
-    text_encoders: list[Any]
-    tokenizers: list[Any]
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    text_encoders: list[TextEncoder]
+    tokenizers: list[CLIPTokenizer]
 
 
 def build_tiny(arch: Arch | str, seed: int = 0) -> TinyModel:
     """Randomly initialised tiny model (deterministic for a seed)."""
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     arch = Arch(arch)
@@ -88,7 +95,7 @@ def build_tiny(arch: Arch | str, seed: int = 0) -> TinyModel:
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**cfgs["unet"])
     vae = AutoencoderKL(**cfgs["vae"])
-    tes = [CLIPTextModel(CLIPTextConfig(**cfgs["text_encoder"]))]
+    tes: list[TextEncoder] = [CLIPTextModel(CLIPTextConfig(**cfgs["text_encoder"]))]
     shipped = assemble_config_dir(shipped_config_name(arch.value, arch is Arch.SD2))
     toks = [CLIPTokenizer.from_pretrained(shipped / "tokenizer", local_files_only=True)]
     if arch is Arch.SDXL:
@@ -96,11 +103,12 @@ def build_tiny(arch: Arch | str, seed: int = 0) -> TinyModel:
         toks.append(CLIPTokenizer.from_pretrained(shipped / "tokenizer_2", local_files_only=True))
     # Default inits leave some tensors constant (norms = 1, biases = 0); randomise everything a little so that
     # tests comparing tensors after a save/load round trip can catch swapped or dropped keys.
+    modules: list[torch.nn.Module] = [unet, vae, *tes]
     with torch.no_grad():
-        for module in (unet, vae, *tes):
+        for module in modules:
             for p in module.parameters():
                 p.add_(torch.randn_like(p) * 0.02)
-    for module in (unet, vae, *tes):
+    for module in modules:
         module.eval()
     return TinyModel(arch=arch, unet=unet, vae=vae, text_encoders=tes, tokenizers=toks)
 
@@ -112,41 +120,35 @@ class TinyPaths:
     config_dir: Path
 
 
-def _scheduler(arch: Arch) -> Any:
-    from diffusers import DDIMScheduler, EulerDiscreteScheduler, PNDMScheduler
+def _scheduler(arch: Arch) -> SchedulerMixin:
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+    from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
+    from diffusers.schedulers.scheduling_pndm import PNDMScheduler
 
     base = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
             "num_train_timesteps": 1000, "steps_offset": 1}
+    scheduler: SchedulerMixin
     if arch is Arch.SDXL:
-        return EulerDiscreteScheduler(**base, timestep_spacing="leading")
-    if arch is Arch.SD2:
-        return DDIMScheduler(**base, clip_sample=False, set_alpha_to_one=False, prediction_type="v_prediction")
-    return PNDMScheduler(**base, skip_prk_steps=True)
+        scheduler = EulerDiscreteScheduler(**base, timestep_spacing="leading")
+    elif arch is Arch.SD2:
+        scheduler = DDIMScheduler(**base, clip_sample=False, set_alpha_to_one=False, prediction_type="v_prediction")
+    else:
+        scheduler = PNDMScheduler(**base, skip_prk_steps=True)
+    return scheduler
 
 
 def save_tiny(arch: Arch | str, out_dir: Path, seed: int = 0, model: TinyModel | None = None) -> TinyPaths:
     """Write a tiny model as `<out>/diffusers/`, `<out>/tiny-<arch>.safetensors` and `<out>/config/`."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from safetensors.torch import save_file
 
     from .convert import pipeline_to_single_file
+    from .pipeline import text_to_image_pipeline
 
     arch = Arch(arch)
     m = model or build_tiny(arch, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     diffusers_dir = out_dir / "diffusers"
-    if arch is Arch.SDXL:
-        pipe = StableDiffusionXLPipeline(
-            vae=m.vae, text_encoder=m.text_encoders[0], text_encoder_2=m.text_encoders[1],
-            tokenizer=m.tokenizers[0], tokenizer_2=m.tokenizers[1], unet=m.unet, scheduler=_scheduler(arch),
-            add_watermarker=False,
-        )
-    else:
-        pipe = StableDiffusionPipeline(
-            vae=m.vae, text_encoder=m.text_encoders[0], tokenizer=m.tokenizers[0], unet=m.unet,
-            scheduler=_scheduler(arch), safety_checker=None, feature_extractor=None,
-            requires_safety_checker=False,
-        )
+    pipe = text_to_image_pipeline(m.unet, m.vae, m.text_encoders, m.tokenizers, _scheduler(arch))
     pipe.save_pretrained(diffusers_dir, safe_serialization=True)
 
     config_dir = out_dir / "config"

@@ -5,25 +5,28 @@ Importing this package is cheap (pydantic only); torch is imported by ``create_n
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from train.network.config import NetworkConfig, NetworkType
 
 if TYPE_CHECKING:
+    import torch
+
+    from train.models.kinds import TextEncoder, UNet2DConditionModel
     from train.network.network import Network
 
 __all__ = ["Network", "NetworkConfig", "NetworkType", "create_network"]
 
 
-def create_network(arch: str, unet: Any, text_encoders: list[Any] | None, cfg: NetworkConfig,
-                   device: Any = None) -> Network:
+def create_network(arch: str, unet: UNet2DConditionModel, text_encoders: list[TextEncoder] | None,
+                   cfg: NetworkConfig, device: torch.device | str | None = None) -> Network:
     """See :func:`train.network.network.create_network`."""
     from train.network.network import create_network as _create
 
     return _create(arch, unet, text_encoders, cfg, device=device)
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> type[Network]:
     if name == "Network":
         from train.network.network import Network
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
 
+    from train.network.adapter import Adapter
     from train.network.network import Network
 
 _SHOW = 12
@@ -44,7 +45,7 @@ def _listing(title: str, items: list[str]) -> str:
     return f"  {title} ({len(items)}):\n" + "\n".join(f"    {i}" for i in shown) + more
 
 
-def match_report(expected: dict[str, Any], given: dict[str, Any]) -> list[str]:
+def match_report(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> list[str]:
     """Human-readable lines for every key that is missing, unexpected, or has the wrong shape."""
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
@@ -107,7 +108,7 @@ def with_default_alphas(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return out
 
 
-def _refresh_scale(module: Any) -> None:
+def _refresh_scale(module: Adapter) -> None:
     """alpha may come from the file: keep ``scale = alpha / dim`` in step (kohya computes it at creation)."""
     alpha = getattr(module, "alpha", None)
     dim = getattr(module, "lora_dim", None)

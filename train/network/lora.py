@@ -7,7 +7,8 @@ The original module keeps its weights; only its ``forward`` is replaced by one t
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -31,24 +32,27 @@ class LoRAModule(nn.Module):
         super().__init__()
         self.lora_name = lora_name
         self.lora_dim = int(lora_dim)
-        is_conv = isinstance(org_module, nn.Conv2d)
-        factory = {"device": device if device is not None else "cpu", "dtype": torch.float32}
-        if is_conv:
-            in_dim, out_dim = org_module.in_channels, org_module.out_channels
-            self.lora_down = nn.Conv2d(
-                in_dim, self.lora_dim, org_module.kernel_size, org_module.stride, org_module.padding,
-                bias=False, **factory,
-            )
-            self.lora_up = nn.Conv2d(self.lora_dim, out_dim, (1, 1), (1, 1), bias=False, **factory)
+        place = device if device is not None else "cpu"
+        self.lora_down: nn.Linear | nn.Conv2d
+        self.lora_up: nn.Linear | nn.Conv2d
+        if isinstance(org_module, nn.Conv2d):
+            kernel, stride, padding = (cast(tuple[int, int], v) for v in
+                                       (org_module.kernel_size, org_module.stride, org_module.padding))
+            self.lora_down = nn.Conv2d(org_module.in_channels, self.lora_dim, kernel, stride, padding, bias=False,
+                                       device=place, dtype=torch.float32)
+            self.lora_up = nn.Conv2d(self.lora_dim, org_module.out_channels, (1, 1), (1, 1), bias=False,
+                                     device=place, dtype=torch.float32)
         else:
-            in_dim, out_dim = org_module.in_features, org_module.out_features
-            self.lora_down = nn.Linear(in_dim, self.lora_dim, bias=False, **factory)
-            self.lora_up = nn.Linear(self.lora_dim, out_dim, bias=False, **factory)
+            linear = cast(nn.Linear, org_module)  # a Linear, or a quantised one that keeps in/out_features
+            self.lora_down = nn.Linear(linear.in_features, self.lora_dim, bias=False, device=place,
+                                       dtype=torch.float32)
+            self.lora_up = nn.Linear(self.lora_dim, linear.out_features, bias=False, device=place,
+                                     dtype=torch.float32)
         if isinstance(alpha, torch.Tensor):
             alpha = float(alpha.detach().float().item())
         alpha = float(self.lora_dim) if alpha is None or alpha == 0 else float(alpha)
         self.scale = alpha / self.lora_dim
-        self.register_buffer("alpha", torch.tensor(alpha, device=factory["device"]))
+        self.register_buffer("alpha", torch.tensor(alpha, device=place))
         nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_up.weight)
 
@@ -57,7 +61,7 @@ class LoRAModule(nn.Module):
         self.rank_dropout = rank_dropout
         self.module_dropout = module_dropout
         self._org: list[nn.Module] = [org_module]  # a list, so it is not registered as a child
-        self._org_forward: Any = None
+        self._org_forward: Callable[..., torch.Tensor] | None = None
 
     @property
     def org_module(self) -> nn.Module:
@@ -68,7 +72,7 @@ class LoRAModule(nn.Module):
         if self._org_forward is not None:
             return
         self._org_forward = self.org_module.forward
-        self.org_module.forward = self.forward
+        self.org_module.forward = self.forward  # the hook: how LoRA attaches
 
     def restore(self) -> None:
         """Give the original module its own forward back."""
@@ -78,12 +82,13 @@ class LoRAModule(nn.Module):
         self._org_forward = None
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        assert self._org_forward is not None, "apply_to() hooks the module in before it runs"
         org_out = self._org_forward(x, *args, **kwargs)
         if self.multiplier == 0:
             return org_out
         if self.module_dropout and self.training and torch.rand(1) < self.module_dropout:
             return org_out
-        lx = self.lora_down(x.to(self.lora_down.weight.dtype))
+        lx: torch.Tensor = self.lora_down(x.to(self.lora_down.weight.dtype))
         if self.dropout and self.training:
             lx = nn.functional.dropout(lx, p=self.dropout)
         scale = self.scale

@@ -8,7 +8,12 @@ name, so the saved keys are the LyCORIS/kohya ones A1111/Forge and ComfyUI load:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from train.network.adapter import Adapter
 
 LYCORIS_ALGOS = ("loha", "lokr", "ia3", "dora")
 
@@ -28,7 +33,7 @@ def lycoris_version() -> str:
 def make_lycoris_module(
     algo: str,
     lora_name: str,
-    org_module: Any,
+    org_module: torch.nn.Module,
     *,
     dim: int,
     alpha: float,
@@ -37,7 +42,7 @@ def make_lycoris_module(
     module_dropout: float | None,
     multiplier: float = 1.0,
     lokr_factor: int = -1,
-) -> Any:
+) -> Adapter:
     """A lycoris module for one target; not yet hooked (call ``.apply_to()``)."""
     try:
         from lycoris.modules import IA3Module, LoConModule, LohaModule, LokrModule
@@ -53,6 +58,7 @@ def make_lycoris_module(
         "rank_dropout": float(rank_dropout or 0.0),
         "module_dropout": float(module_dropout or 0.0),
     }
+    module: Adapter
     if algo == "loha":
         module = LohaModule(lora_name, org_module, **common)
     elif algo == "lokr":

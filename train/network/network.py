@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 
 from train.network import targets as tg
+from train.network.adapter import Adapter
 from train.network.config import NetworkConfig
 from train.network.lora import LoRAModule
 from train.network.lycoris import make_lycoris_module
+
+if TYPE_CHECKING:
+    from train.models.kinds import TextEncoder, UNet2DConditionModel
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +78,7 @@ def block_lr_weights(arch: str, cfg: NetworkConfig) -> list[float] | None:
 class Network(nn.Module):
     """Adapter modules registered under their kohya names (so ``state_dict()`` keys are kohya keys)."""
 
-    def __init__(self, arch: str, cfg: NetworkConfig, modules: list[nn.Module], unet_names: set[str],
+    def __init__(self, arch: str, cfg: NetworkConfig, modules: list[Adapter], unet_names: set[str],
                  block_weights: list[float] | None, block_of: dict[str, int]) -> None:
         super().__init__()
         self.arch = arch
@@ -85,20 +90,21 @@ class Network(nn.Module):
         self.multiplier = 1.0
         self.applied = False
         for m in modules:
-            self.add_module(m.lora_name, m)
+            self.add_module(m.lora_name, cast(nn.Module, m))  # every adapter is a torch module
 
     @property
-    def unet_modules(self) -> list[nn.Module]:
+    def unet_modules(self) -> list[Adapter]:
         return [m for m in self.modules_list if m.lora_name in self.unet_names]
 
     @property
-    def text_encoder_modules(self) -> list[nn.Module]:
+    def text_encoder_modules(self) -> list[Adapter]:
         return [m for m in self.modules_list if m.lora_name not in self.unet_names]
 
-    def apply(self, fn: Any = None) -> Network:  # type: ignore[override]
+    def apply(self, fn: Callable[[nn.Module], None] | None = None) -> Network:
         """Hook every module into its target's forward (``apply(fn)`` keeps nn.Module's meaning)."""
         if fn is not None:
-            return super().apply(fn)
+            super().apply(fn)
+            return self
         for m in self.modules_list:
             m.apply_to()
         self.applied = True
@@ -121,7 +127,7 @@ class Network(nn.Module):
         self.requires_grad_(True)
         groups: list[dict[str, Any]] = []
 
-        def add(name: str, modules: list[nn.Module], lr: float | None) -> None:
+        def add(name: str, modules: list[Adapter], lr: float | None) -> None:
             params = [p for m in modules for p in m.parameters() if p.requires_grad]
             if params and lr:
                 groups.append({"params": params, "lr": lr, "name": name})
@@ -133,7 +139,7 @@ class Network(nn.Module):
             if self.block_weights is None:
                 add("unet", unet, unet_lr)
             else:
-                by_block: dict[int, list[nn.Module]] = {}
+                by_block: dict[int, list[Adapter]] = {}
                 for m in unet:
                     by_block.setdefault(self.block_of[m.lora_name], []).append(m)
                 for idx in sorted(by_block):
@@ -149,13 +155,13 @@ class Network(nn.Module):
                 out[f"{m.lora_name}.{key}"] = value
         return out
 
-    def save(self, path: Path | str, dtype: str | torch.dtype = "fp16", metadata: dict[str, Any] | None = None,
+    def save(self, path: Path | str, dtype: str | torch.dtype = "fp16", metadata: Mapping[str, object] | None = None,
              v_prediction: bool = False) -> dict[str, str]:
         """Write a kohya-format ``.safetensors``. ``metadata`` holds the training values (ss_steps, ...);
         the network's own ``ss_*`` keys, ``modelspec.*`` and the sshs hashes are added here."""
         from train.network.save import modelspec_metadata, network_metadata, save_kohya
 
-        md: dict[str, Any] = dict(metadata or {})
+        md: dict[str, object] = dict(metadata or {})
         md.update(network_metadata(self.cfg, self.arch, v_prediction))
         md.update(modelspec_metadata(self.arch, self.cfg, {k: str(v) for k, v in md.items()}, v_prediction))
         return save_kohya(path, self.state_dict_kohya(), dtype, md)
@@ -177,13 +183,14 @@ class Network(nn.Module):
             if scaled is None:  # algorithm without max-norm support (lycoris IA3, LoHa...)
                 continue
             scaled_count += int(bool(scaled))
-            norms.append(float(norm))
+            norms.append(float(norm or 0.0))
         if not norms:
             return 0, 0.0, 0.0
         return scaled_count, sum(norms) / len(norms), max(norms)
 
 
-def _module_for(target: tg.Target, cfg: NetworkConfig, dim: int, alpha: float, device: Any) -> nn.Module:
+def _module_for(target: tg.Target, cfg: NetworkConfig, dim: int, alpha: float,
+                device: torch.device | str | None) -> Adapter:
     if cfg.is_lycoris:
         return make_lycoris_module(
             cfg.type, target.name, target.module, dim=dim, alpha=alpha, dropout=cfg.dropout,
@@ -193,8 +200,8 @@ def _module_for(target: tg.Target, cfg: NetworkConfig, dim: int, alpha: float, d
                       cfg.module_dropout, device=device)
 
 
-def create_network(arch: str, unet: Any, text_encoders: list[Any] | None, cfg: NetworkConfig,
-                   device: torch.device | str | None = None) -> Network:
+def create_network(arch: str, unet: UNet2DConditionModel, text_encoders: list[TextEncoder] | None,
+                   cfg: NetworkConfig, device: torch.device | str | None = None) -> Network:
     """Build the network for ``arch`` ('sd1', 'sd2', 'sdxl') over a diffusers UNet and the CLIP text
     encoder(s). Only the parts being trained get modules. Loads ``cfg.init_from`` when set."""
     tg.check_arch(arch)
@@ -209,14 +216,14 @@ def create_network(arch: str, unet: Any, text_encoders: list[Any] | None, cfg: N
     )
     if cfg.train_text_encoder and not text_encoders:
         log.info("no text encoder given: training the UNet only")
-    modules: list[nn.Module] = []
+    modules: list[Adapter] = []
     skipped: list[str] = []
     for t in found:
         if t.is_conv3x3:
             dim, alpha = cfg.effective_conv_dim, cfg.effective_conv_alpha
         else:
             dim, alpha = cfg.dim, cfg.alpha
-        if dim is None:
+        if dim is None or alpha is None:  # convs when the network trains none
             continue
         if block_weights is not None and t.part == "unet" and 0 <= t.block_index < len(block_weights) \
                 and block_weights[t.block_index] == 0:

@@ -8,9 +8,10 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Mapping
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
@@ -28,7 +29,7 @@ _MODELSPEC_ARCH = {
 }
 
 
-def torch_dtype(dtype: str | Any) -> torch.dtype:
+def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
     """'fp16' / 'bf16' / 'fp32' (or a torch.dtype) -> torch.dtype."""
     import torch
 
@@ -130,7 +131,7 @@ def _resolution(value: str | None, default_side: int) -> str:
     return f"{numbers[0]}x{numbers[1]}"
 
 
-def stringify_metadata(metadata: dict[str, Any]) -> dict[str, str]:
+def stringify_metadata(metadata: Mapping[str, object]) -> dict[str, str]:
     """safetensors metadata is str -> str: dicts/lists become JSON (ss_tag_frequency, ss_dataset_dirs...),
     everything else ``str(value)`` as kohya does (``True``, ``None``, ``0.0001``)."""
     out: dict[str, str] = {}
@@ -170,10 +171,10 @@ def file_hashes(path: Path | str) -> tuple[str, str]:
     return safetensors_hashes(tensors, md)
 
 
-def cast_state_dict(state_dict: dict[str, torch.Tensor], dtype: str | Any) -> dict[str, torch.Tensor]:
+def cast_state_dict(state_dict: dict[str, torch.Tensor], dtype: str | torch.dtype) -> dict[str, torch.Tensor]:
     """Detached contiguous CPU copies in ``dtype`` (integer tensors such as IA3's ``on_input`` keep theirs)."""
     target = torch_dtype(dtype)
-    out = {}
+    out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         t = value.detach().to("cpu")
         if t.is_floating_point():
@@ -183,7 +184,7 @@ def cast_state_dict(state_dict: dict[str, torch.Tensor], dtype: str | Any) -> di
 
 
 def save_kohya(
-    path: Path | str, state_dict: dict[str, torch.Tensor], dtype: str | Any, metadata: dict[str, Any] | None
+    path: Path | str, state_dict: dict[str, torch.Tensor], dtype: str | torch.dtype, metadata: Mapping[str, object] | None
 ) -> dict[str, str]:
     """Write ``state_dict`` as a kohya LoRA file (atomic: temp file + fsync + rename). Returns the metadata
     written, hashes included."""

@@ -19,7 +19,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from train.models.kinds import TextEncoder, UNet2DConditionModel
 
 ARCHS = ("sd1", "sd2", "sdxl")
 
@@ -40,6 +45,7 @@ NUM_MID_BLOCKS_SDXL = 3
 
 Kind = Literal["linear", "conv1x1", "conv"]
 Part = Literal["unet", "te", "te1", "te2"]
+_TE_PARTS: dict[str, Part] = {PREFIX_TE: "te", PREFIX_TE1: "te1", PREFIX_TE2: "te2"}
 
 _RESNET_SGM = {
     "norm1": "in_layers.0",
@@ -68,7 +74,7 @@ class Target:
 
     name: str  # kohya name, e.g. lora_unet_down_blocks_0_attentions_0_proj_in
     path: str  # path in the live model (named_modules)
-    module: Any  # torch.nn.Linear | torch.nn.Conv2d
+    module: nn.Module  # a Linear (or Linear-like) or a Conv2d
     kind: Kind
     part: Part
     block_index: int  # kohya block index (for block-wise lr); -1 for text encoders
@@ -85,20 +91,20 @@ def check_arch(arch: str) -> str:
     return arch
 
 
-def _kind(module: Any) -> Kind | None:
+def _kind(module: nn.Module) -> Kind | None:
     """linear / conv1x1 / conv (larger kernel), or None. Accepts the subclasses older diffusers used
     (``LoRACompatibleLinear``, ``LoRACompatibleConv``) and quantised linears that keep in/out_features."""
     cls = module.__class__.__name__
     if cls.endswith("Linear") and hasattr(module, "in_features") and hasattr(module, "out_features"):
         return "linear"
     if cls in ("Conv2d", "LoRACompatibleConv"):
-        return "conv1x1" if tuple(module.kernel_size) == (1, 1) else "conv"
+        return "conv1x1" if tuple(getattr(module, "kernel_size", ())) == (1, 1) else "conv"
     return None
 
 
-def _children_of_targets(root: Any, classes: tuple[str, ...]) -> list[tuple[str, Any]]:
+def _children_of_targets(root: nn.Module, classes: tuple[str, ...]) -> list[tuple[str, nn.Module]]:
     """(path, module) of every Linear/Conv2d inside a module whose class name is in ``classes``, model order."""
-    found: dict[str, Any] = {}
+    found: dict[str, nn.Module] = {}
     for name, module in root.named_modules():
         if module.__class__.__name__ not in classes:
             continue
@@ -110,7 +116,7 @@ def _children_of_targets(root: Any, classes: tuple[str, ...]) -> list[tuple[str,
 
 
 # ---------------------------------------------------------------- UNet names
-def _layers_per_block(unet: Any) -> int:
+def _layers_per_block(unet: nn.Module) -> int:
     lpb = getattr(getattr(unet, "config", None), "layers_per_block", 2)
     if isinstance(lpb, list | tuple):
         if len(set(lpb)) != 1:
@@ -170,12 +176,12 @@ def diffusers_to_sgm(path: str, layers_per_block: int, up_blocks_with_attention:
     raise ValueError(f"no SGM name for UNet module {path!r}")
 
 
-def _up_blocks_with_attention(unet: Any) -> set[int]:
+def _up_blocks_with_attention(unet: nn.Module) -> set[int]:
     blocks = getattr(unet, "up_blocks", [])
     return {i for i, block in enumerate(blocks) if getattr(block, "attentions", None)}
 
 
-def unet_lora_name(arch: str, path: str, unet: Any) -> str:
+def unet_lora_name(arch: str, path: str, unet: nn.Module) -> str:
     """kohya's LoRA name for a UNet module path (diffusers tree)."""
     if arch == "sdxl":
         path = diffusers_to_sgm(path, _layers_per_block(unet), _up_blocks_with_attention(unet))
@@ -233,7 +239,7 @@ def text_encoder_prefixes(arch: str, count: int) -> list[str]:
 
 
 # ---------------------------------------------------------------- discovery
-def unet_targets(arch: str, unet: Any, include_conv: bool) -> list[Target]:
+def unet_targets(arch: str, unet: nn.Module, include_conv: bool) -> list[Target]:
     """The UNet modules kohya trains: Transformer2DModel children, plus ResNet/up/down convs for LoCon."""
     check_arch(arch)
     classes = UNET_TARGET_CLASSES + (UNET_CONV_TARGET_CLASSES if include_conv else ())
@@ -246,12 +252,12 @@ def unet_targets(arch: str, unet: Any, include_conv: bool) -> list[Target]:
     return targets
 
 
-def text_encoder_targets(arch: str, text_encoders: list[Any]) -> list[Target]:
+def text_encoder_targets(arch: str, text_encoders: list[TextEncoder]) -> list[Target]:
     """The text-encoder modules kohya trains: every Linear of CLIPAttention and CLIPMLP."""
     check_arch(arch)
     targets = []
     for prefix, te in zip(text_encoder_prefixes(arch, len(text_encoders)), text_encoders, strict=True):
-        part: Part = prefix[len("lora_") :]  # type: ignore[assignment]
+        part = _TE_PARTS[prefix]
         for path, module in _children_of_targets(te, TEXT_ENCODER_TARGET_CLASSES):
             name = f"{prefix}_{text_encoder_path(path).replace('.', '_')}"
             kind = _kind(module)
@@ -261,7 +267,7 @@ def text_encoder_targets(arch: str, text_encoders: list[Any]) -> list[Target]:
 
 
 def find_targets(
-    arch: str, unet: Any | None, text_encoders: list[Any] | None, include_conv: bool
+    arch: str, unet: UNet2DConditionModel | None, text_encoders: list[TextEncoder] | None, include_conv: bool
 ) -> list[Target]:
     """All targets (text encoders first, like kohya), checked for duplicate names."""
     targets = []

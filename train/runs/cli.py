@@ -12,13 +12,15 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
+    from train.rundir import Event
     from train.runs.state import RunInfo
 
 RUN_HELP = "a run directory, or the name of a run `kiln runs` lists"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "runs", help="list training runs (state, progress, loss, outputs)",
         description="List training runs: those under ./runs, those in DIR, and every run kiln launched or saw "
@@ -113,7 +115,7 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def runs_table(runs: list) -> object:
+def runs_table(runs: list[RunInfo]) -> Table:
     """The `kiln runs` table (a rich Table)."""
     import time
 
@@ -174,7 +176,7 @@ def _watch(args: argparse.Namespace) -> int:
         console.print(render_run(tracker, width=min(console.width, 140), state=info.state, info=info))
         return 0 if info.state not in ("dead", "failed") else 1
     plain = args.plain or not console.is_terminal
-    display = _PlainWatch(console) if plain else LiveDisplay(console=console)
+    display: _PlainWatch | LiveDisplay = _PlainWatch() if plain else LiveDisplay(console=console)
     try:
         info = follow(run_dir, display)
     except KeyboardInterrupt:
@@ -190,12 +192,12 @@ def _watch(args: argparse.Namespace) -> int:
 class _PlainWatch:
     """`kiln watch` into a pipe or log: one line per event (step lines at most every 10 s)."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self) -> None:
         from train.display import PlainDisplay
 
         self.plain = PlainDisplay(stream=sys.stdout, interval=10.0)
 
-    def __call__(self, event: dict) -> None:
+    def __call__(self, event: Event) -> None:
         try:
             self.plain(event)
         except (KeyError, TypeError, ValueError):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
@@ -21,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from curator.textsafe import printable
+from train.rundir import Event, Listener
 from train.runs.chart import loss_chart
 from train.runs.state import RunInfo, read_run
 from train.runs.tail import EventTail
@@ -120,11 +120,11 @@ class LiveDisplay:
             self._live.start()
             self._started = True
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: Event) -> None:
         self.tracker.feed(event)
         self.start()
 
-    def feed_all(self, events: list[dict[str, Any]]) -> None:
+    def feed_all(self, events: list[Event]) -> None:
         self.tracker.feed_all(events)
         self.start()
 
@@ -139,7 +139,7 @@ class LiveDisplay:
             self._started = False
 
 
-def follow(run_dir: Path, display: Any, *, poll: float = 0.5, state_every: float = 2.0,
+def follow(run_dir: Path, display: Listener, *, poll: float = 0.5, state_every: float = 2.0,
            stop_when_ended: bool = True, timeout: float | None = None) -> RunInfo:
     """Feed ``display`` (a LiveDisplay, or any callable taking events) from ``run_dir/events.jsonl`` until the
     run ends (or dies, or ``timeout`` seconds pass). Returns the run's final state. Only reads files."""

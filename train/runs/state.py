@@ -114,11 +114,12 @@ def read_run(run_dir: Path, known_pid: int | None = None, launched_at: float | N
     elif _other_host(status):
         # Written by a trainer on another machine (a shared folder): its pid means nothing here. Trust the
         # status while it keeps being updated.
-        stale = info.updated_at is not None and time.time() - info.updated_at > OTHER_HOST_STALE_S
+        silent_s = time.time() - info.updated_at if info.updated_at is not None else 0.0
+        stale = silent_s > OTHER_HOST_STALE_S
         info.state = "dead" if stale else (written if written in ACTIVE else "starting")
         if stale:
-            info.message = (f"no news from {status.get('host')} for "
-                            f"{(time.time() - info.updated_at) / 60:.0f} min (the trainer runs on that machine)")
+            info.message = (f"no news from {status.get('host')} for {silent_s / 60:.0f} min (the trainer runs on "
+                            "that machine)")
     elif info.pid is not None and pid_alive(info.pid, not_after=info.updated_at):
         info.state = written if written in ACTIVE else "starting"
     elif info.pid is None and not status and not tail:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+
+from train.rundir import Event
 
 
 class EventTail:
@@ -20,7 +21,7 @@ class EventTail:
         self._inode: int | None = None
         self._pending = b""
 
-    def read_new(self, limit_bytes: int = 64 * 2**20) -> list[dict[str, Any]]:
+    def read_new(self, limit_bytes: int = 64 * 2**20) -> list[Event]:
         self.reset = False
         try:
             st = os.stat(self.path)
@@ -40,7 +41,7 @@ class EventTail:
         data = self._pending + data
         cut = data.rfind(b"\n") + 1
         self._pending = data[cut:]
-        events: list[dict[str, Any]] = []
+        events: list[Event] = []
         for line in data[:cut].splitlines():
             if not line.strip():
                 continue
@@ -71,7 +72,7 @@ def read_tail(path: Path, max_bytes: int) -> tuple[bytes, int] | None:
         return None
 
 
-def last_events(path: Path, max_bytes: int = 65536) -> list[dict[str, Any]]:
+def last_events(path: Path, max_bytes: int = 65536) -> list[Event]:
     """The complete events in the last ``max_bytes`` of an events file (cheap on long runs)."""
     tail = read_tail(path, max_bytes)
     if tail is None:
@@ -92,7 +93,7 @@ def last_events(path: Path, max_bytes: int = 65536) -> list[dict[str, Any]]:
     return out
 
 
-def first_event(path: Path) -> dict[str, Any] | None:
+def first_event(path: Path) -> Event | None:
     try:
         with open(path, "rb") as fh:
             line = fh.readline(1 << 20)

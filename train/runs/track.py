@@ -104,7 +104,8 @@ class RunTracker:
         self.images, self.batch_size = e.get("images"), e.get("batch_size")
         self.device = str(e.get("device", ""))
         self.pid = e.get("pid")
-        self.config = e.get("config") if isinstance(e.get("config"), dict) else {}
+        config = e.get("config")
+        self.config = config if isinstance(config, dict) else {}
         self.segment_started_at = _num(e.get("t"))
         self.phase = "training"
         self.phase_done = self.phase_total = None
