@@ -18,7 +18,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from curator.buckets import StepMath
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
-SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+SchedulerName = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
+SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
 DEFAULT_MAX_STEPS = 1600
 BUILTIN_OPTIMIZERS = (
     "AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion", "Lion8bit", "Prodigy", "DAdaptAdam", "Adafactor", "SGD",
@@ -40,14 +41,14 @@ BUILTIN_OPTIMIZERS = (
 class ConfigError(Exception):
     """A config that cannot be used. ``lines`` holds one ``field: problem`` line per problem."""
 
-    def __init__(self, lines: list[str], source: str = ""):
+    def __init__(self, lines: list[str], source: str = "") -> None:
         self.lines = lines
         self.source = source
         head = f"invalid training config{f' ({source})' if source else ''}:"
         super().__init__("\n".join([head, *("  " + line for line in lines)]))
 
 
-def _problem(field: str, value: Any, fix: str) -> ValueError:
+def _problem(field: str, value: object, fix: str) -> ValueError:
     """A cross-field problem, already phrased with its dotted field name (kept verbatim by the formatter)."""
     return ValueError(f"@{field}: {_show(value)} is not allowed: {fix}")
 
@@ -94,7 +95,7 @@ class DatasetConfig(_Section):
 
     @field_validator("resolution", mode="before")
     @classmethod
-    def _resolution_shape(cls, v: Any) -> Any:
+    def _resolution_shape(cls, v: object) -> object:
         if isinstance(v, str) and re.fullmatch(r"\s*\d+\s*([,x]\s*\d+\s*)?", v):
             parts = [int(p) for p in re.split(r"[,x]", v)]
             return parts[0] if len(parts) == 1 else tuple(parts)
@@ -171,7 +172,7 @@ class TrainSection(_Section):
     text_encoder_lr: float | None = Field(
         None, ge=0, description="text encoder learning rate (unset: learning_rate; 0 = UNet only)"
     )
-    lr_scheduler: Literal[SCHEDULERS] = Field("constant", description=" | ".join(SCHEDULERS))  # type: ignore[valid-type]
+    lr_scheduler: SchedulerName = Field("constant", description=" | ".join(SCHEDULERS))
     lr_warmup: float = Field(0, ge=0, description="warmup: steps (>= 1) or a ratio of the total steps (< 1)")
     lr_scheduler_num_cycles: int = Field(1, ge=1, description="restarts for cosine_with_restarts")
     lr_scheduler_power: float = Field(1.0, gt=0, description="power for the polynomial scheduler")
@@ -253,7 +254,7 @@ class SampleSection(_Section):
 
     @field_validator("prompts", mode="before")
     @classmethod
-    def _one_prompt(cls, v: Any) -> Any:
+    def _one_prompt(cls, v: object) -> object:
         return [v] if isinstance(v, str) else v
     negative_prompt: str = Field("", description="negative prompt for every sample")
     every_n_steps: int | None = Field(None, ge=1, description="render samples every N steps")
@@ -348,7 +349,7 @@ class TrainConfig(_Section):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def parse_value(text: str) -> Any:
+def parse_value(text: str) -> object:
     """A ``--set`` value: a TOML literal (``200``, ``true``, ``[1, 2]``, ``"x"``), else the plain string."""
     if text.strip().lower() in ("nan", "inf", "+inf", "-inf", "+nan", "-nan"):
         return text  # no setting wants NaN/inf; a name like "nan" stays a name
@@ -455,7 +456,7 @@ def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _show(value: Any) -> str:
+def _show(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | Path):
@@ -557,7 +558,7 @@ _FALLBACK_COMMENTS = {
 _PLACEHOLDERS = {("model", "path"): "/path/to/base-model.safetensors", ("dataset", "path"): "/path/to/dataset"}
 
 
-def toml_value(value: Any) -> str:
+def toml_value(value: object) -> str:
     """A value as a one-line TOML literal (inline tables for dicts)."""
     if isinstance(value, bool):
         return "true" if value else "false"

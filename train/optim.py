@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
+    from torch.optim.lr_scheduler import LRScheduler
+
+    from train.processes import Accelerator
 
 
 class OptimizerError(RuntimeError):
@@ -103,8 +106,8 @@ def is_adaptive(name: str) -> bool:
     return name in ("Prodigy", "DAdaptAdam")
 
 
-def optimizer_step(accelerator: Any, optimizer: Any, scheduler: Any, params: list[torch.nn.Parameter],
-                   max_grad_norm: float) -> None:
+def optimizer_step(accelerator: Accelerator, optimizer: torch.optim.Optimizer, scheduler: LRScheduler,
+                   params: list[torch.nn.Parameter], max_grad_norm: float) -> None:
     """After every backward pass: once the accumulation is complete (``accelerator.sync_gradients``), clip the
     gradients (accelerate unscales fp16 gradients first), step the optimizer (the fp16 scaler skips a step
     whose gradients overflowed), advance the LR schedule and clear the gradients. In between, nothing."""

@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any, Protocol, TypeAlias
 
 from curator.fsutil import atomic_write_bytes
@@ -20,6 +21,7 @@ from curator.fsutil import atomic_write_bytes
 Event: TypeAlias = dict[str, Any]
 """One line of events.jsonl, a JSON object: ``t``, ``type`` and the type's keys (docs/RUNS.md)."""
 Listener: TypeAlias = Callable[[Event], None]
+SignalHandler: TypeAlias = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
 
 EVENTS = "events.jsonl"
 STATUS = "status.json"
@@ -41,9 +43,9 @@ class RunLog(Protocol):
     """What the training loop reports to and polls: a :class:`RunDir` on the main process, :class:`QuietRun`
     on the others."""
 
-    def emit(self, type: str, **fields: Any) -> Event: ...
+    def emit(self, type: str, **fields: object) -> Event: ...
 
-    def update_status(self, **fields: Any) -> None: ...
+    def update_status(self, **fields: object) -> None: ...
 
     def stop_requested(self) -> bool: ...
 
@@ -54,10 +56,10 @@ class QuietRun:
     """The run as the non-main processes see it: events go nowhere, no requests arrive (the main process
     shares the requests it sees)."""
 
-    def emit(self, type: str, **fields: Any) -> Event:
+    def emit(self, type: str, **fields: object) -> Event:
         return {"type": type, **fields}
 
-    def update_status(self, **fields: Any) -> None:
+    def update_status(self, **fields: object) -> None:
         pass
 
     def stop_requested(self) -> bool:
@@ -70,7 +72,7 @@ class QuietRun:
 class RunDir:
     """One training run's folder. ``emit`` appends an event and forwards it to listeners (the display)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.listeners: list[Listener] = []
         self._status: dict[str, Any] = {"format": FORMAT_VERSION, "state": "starting", "pid": os.getpid(),
@@ -117,7 +119,7 @@ class RunDir:
         atomic_write_bytes(self.config_path, config_toml.encode("utf-8"))
 
     # -- events and status ---------------------------------------------------------------------------------
-    def emit(self, type: str, **fields: Any) -> Event:
+    def emit(self, type: str, **fields: object) -> Event:
         """Append one event (``t`` = unix time, ``type``) to events.jsonl and hand it to the listeners."""
         line = json.dumps({"t": round(time.time(), 3), "type": type, **fields}, ensure_ascii=False,
                           default=_jsonable, allow_nan=False) + "\n"
@@ -128,7 +130,7 @@ class RunDir:
             listener(event)
         return event
 
-    def update_status(self, **fields: Any) -> None:
+    def update_status(self, **fields: object) -> None:
         """Merge ``fields`` into status.json and write it atomically (temp file + fsync + rename)."""
         self._status.update(fields)
         self._status["pid"] = os.getpid()
@@ -218,7 +220,7 @@ class StopSignal:
 
     def __init__(self) -> None:
         self.requested: str | None = None
-        self._previous: dict[int, Any] = {}
+        self._previous: dict[int, SignalHandler] = {}
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -232,13 +234,13 @@ class StopSignal:
             signal.signal(sig, handler)
         self._previous.clear()
 
-    def _handle(self, signum: int, frame: Any) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: stop right now, without saving
         self.requested = signal.Signals(signum).name
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: object) -> object:
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "item"):

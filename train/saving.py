@@ -6,13 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from train.rundir import SAMPLES_DIR, STATE_DIR, RunLog
 from train.state import Progress, save_state
 
 if TYPE_CHECKING:
     import torch
+    from torch.optim import Optimizer
+    from torch.optim.lr_scheduler import LRScheduler
 
     from train.config import OutputSection, SampleSection
     from train.models.loading import BaseModel
@@ -60,7 +62,8 @@ class Saver:
     ``save`` event and adds the LoRA to ``outputs``. ``metadata()``: the ``ss_*`` keys at this moment."""
 
     def __init__(self, output: OutputSection, *, run: RunLog, run_path: Path, enabled: bool, network: Network,
-                 optimizer: Any, scheduler: Any, scaler: torch.amp.GradScaler | None, progress: Progress,
+                 optimizer: Optimizer, scheduler: LRScheduler, scaler: torch.amp.GradScaler | None,
+                 progress: Progress,
                  metadata: Callable[[], dict[str, str]], v_prediction: bool, outputs: list[str]) -> None:
         self.output, self.run, self.run_path, self.enabled = output, run, run_path, enabled
         self.network, self.optimizer, self.scheduler, self.scaler = network, optimizer, scheduler, scaler

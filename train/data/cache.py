@@ -41,7 +41,7 @@ class LatentCache:
     """Latents by key: on disk when ``folder`` is given (read back per batch, so RAM stays flat on big
     datasets), else in memory."""
 
-    def __init__(self, folder: Path | None = None):
+    def __init__(self, folder: Path | None = None) -> None:
         self.folder = Path(folder) if folder else None
         self.memory: dict[str, torch.Tensor] = {}
 

@@ -111,7 +111,7 @@ def load_pickle_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except Exception:  # noqa: BLE001 - mmap refuses some files (legacy format): read it whole, errors reported below
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
+        except Exception as exc:  # whatever the unpickler raises, the message names it
             raise ModelLoadError(
                 f"{path}: cannot read this pickled checkpoint safely ({type(exc).__name__}: {exc}). Convert it to "
                 ".safetensors with a tool you trust."

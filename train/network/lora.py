@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 import torch
 from torch import nn
@@ -81,7 +81,7 @@ class LoRAModule(nn.Module):
         self.org_module.forward = self._org_forward
         self._org_forward = None
 
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
         assert self._org_forward is not None, "apply_to() hooks the module in before it runs"
         org_out = self._org_forward(x, *args, **kwargs)
         if self.multiplier == 0:

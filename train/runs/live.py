@@ -98,7 +98,7 @@ class LiveDisplay:
     """A rich ``Live`` view of a run, fed with events. Use as a trainer listener or with :func:`follow`."""
 
     def __init__(self, console: Console | None = None, refresh_per_second: float = 4.0,
-                 tracker: RunTracker | None = None, transient: bool = False):
+                 tracker: RunTracker | None = None, transient: bool = False) -> None:
         from rich.live import Live
 
         self.console = console or Console()

@@ -14,7 +14,7 @@ class EventTail:
     call. If the file was replaced or truncated (``kiln train --force`` starts over), ``reset`` becomes True
     and reading restarts from the top; the caller should forget what it knew."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.offset = 0
         self.reset = False
