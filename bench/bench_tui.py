@@ -194,7 +194,7 @@ async def _measure(data: Path, count: int, mode: str, t0: float) -> dict:
                 before = list(lst.view)
                 s = time.perf_counter()
                 browser.apply_filter(query)
-                await wait_until(pilot, lambda q=query, b=before: app.filter_text == q and lst.view != b, 60, 0.005)
+                await wait_until(pilot, lambda q=query, b=before: app.model.state.filter_text == q and lst.view != b, 60, 0.005)
                 out[f"filter[{query}]"] = time.perf_counter() - s
                 out[f"filter[{query}]_rows"] = len(lst.view)
             s = time.perf_counter()

@@ -90,7 +90,7 @@ def test_m_switches_layouts_keeping_cursor_selection_filter_and_is_remembered(da
             await pilot.pause()
             assert grid.display and grid.has_focus and not lst.display
             assert lst.cursor_row.path == focused and lst.selected == selected and lst.view == filtered
-            assert app.filter_text == "NOT tag:greyscale"
+            assert app.model.state.filter_text == "NOT tag:greyscale"
             await grid_settled(pilot, grid)
             assert "●" in cell_text(grid, 1) and "●" in cell_text(grid, 2)  # selection marks
             saved = tomllib.loads(prefs_path().read_text())

@@ -115,7 +115,7 @@ def _theme_colors_256(name: str) -> dict[str, int]:
 
     from tui.themes import load_themes
 
-    variables = load_themes()[name].to_color_system().generate()
+    variables = load_themes().themes[name].to_color_system().generate()
     keys = ("background", "surface", "panel", "primary", "accent", "boost", "foreground", "block-cursor-background",
             "error", "warning", "success")
     out = {}

@@ -136,7 +136,7 @@ def test_filter_with_the_query_language_and_a_bad_query(dataset: Path) -> None:
             await pilot.press(*"tag:greyscale")
             await pilot.press("enter")
             assert {r.path for r in lst.view_rows()} == expected
-            assert app.filter_text == "tag:greyscale"
+            assert app.model.state.filter_text == "tag:greyscale"
             # a bad query keeps the current filter and says where it is wrong
             await pilot.press("slash", "ctrl+u")
             await pilot.press(*"(greyscale")
@@ -236,9 +236,9 @@ def test_tag_editor_reorder_add_with_completion_delete_and_undo(dataset: Path) -
 
 
 def test_caption_edited_outside_is_noticed_and_not_overwritten(dataset: Path, monkeypatch) -> None:
-    import tui.app as app_module
+    import tui.shell.captions as captions_module
 
-    monkeypatch.setattr(app_module, "CAPTION_POLL_SECONDS", 0.2)
+    monkeypatch.setattr(captions_module, "CAPTION_POLL_SECONDS", 0.2)
 
     async def run() -> None:
         app = make_app(dataset)

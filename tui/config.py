@@ -1,4 +1,4 @@
-"""The curator TUI's remembered preferences (theme, image protocol, browser layout), in the user config dir."""
+"""The curator TUI's config folder and its remembered preferences (theme, image protocol, browser layout)."""
 
 from __future__ import annotations
 
@@ -20,16 +20,23 @@ class TuiPrefs(BaseModel):
     autotag: dict[str, object] = {}  # the autotag dialog's last settings (curator.autotag.AutotagConfig fields)
 
 
-def prefs_path() -> Path:
-    """``<user config dir>/kiln/tui.toml`` (``KILN_CONFIG_DIR`` overrides the folder, e.g. for tests)."""
+def config_dir() -> Path:
+    """The TUI's config folder: ``<user config dir>/kiln`` (``~/.config/kiln`` on Linux; ``KILN_CONFIG_DIR``
+    overrides it, e.g. for tests). It holds the preferences (``tui.toml``), the keymap (``keymap.toml``) and
+    the user's themes (``themes/*.toml``)."""
     import os
 
     override = os.environ.get("KILN_CONFIG_DIR")
     if override:
-        return Path(override) / CONFIG_NAME
+        return Path(override)
     from platformdirs import user_config_dir
 
-    return Path(user_config_dir("kiln")) / CONFIG_NAME
+    return Path(user_config_dir("kiln"))
+
+
+def prefs_path() -> Path:
+    """``<config dir>/tui.toml``."""
+    return config_dir() / CONFIG_NAME
 
 
 def load_prefs() -> TuiPrefs:

@@ -12,10 +12,14 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.color import Color
 from rich.segment import Segment
 from rich.style import Style
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 PROTOCOLS = ("halfblock", "sixel", "kitty")
 THUMB_MAX = 384  # longest side kept in the cache: enough for a large preview pane, small in memory
@@ -93,13 +97,13 @@ class ThumbnailCache:
         return len(self._items)
 
 
-def decode_thumbnail(path: Path, max_side: int = THUMB_MAX):
+def decode_thumbnail(path: Path, max_side: int = THUMB_MAX) -> Image.Image:
     """Open ``path``, apply EXIF rotation, flatten alpha onto grey, shrink to ``max_side``; RGB result."""
     from PIL import Image, ImageOps
 
-    with Image.open(path) as img:
-        img.draft("RGB", (max_side, max_side))
-        img = ImageOps.exif_transpose(img)
+    with Image.open(path) as opened:
+        opened.draft("RGB", (max_side, max_side))
+        img: Image.Image = ImageOps.exif_transpose(opened)
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             rgba = img.convert("RGBA")
             base = Image.new("RGBA", rgba.size, (128, 128, 128, 255))

@@ -3,22 +3,41 @@
 Thin by design: every decision (layout, scanning, flags, buckets, caption format, journal, queries,
 duplicates, trash) is the curator's; this module only adapts its records into ``Row`` view-models and keeps
 the TUI's copy of caption text fresh. Methods here may block (disk): call them from worker threads.
+
+The model also holds what the user is looking at (``state``: filter, selection, current image, see
+tui/state.py) and announces every change on ``changes`` (rows loaded by the loader, captions written or
+re-read here, buckets re-computed here); views follow that feed as Textual messages (tui/messages.py).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from curator.captions.files import caption_path, caption_target, caption_targets
 from tui.rows import Row
+from tui.state import BrowseState, BucketsChanged, CaptionsChanged, ChangeFeed, Predicate
 
 if TYPE_CHECKING:
+    from rich.text import Text
+
+    from curator.buckets import BucketSettings
+    from curator.captions import Caption
+    from curator.dataset import Dataset
+    from curator.dupes import Cluster
+    from curator.records import Flag, ImageRecord
+    from curator.scan.scanner import ProgressCallback, ScanSummary
     from curator.tags.items import CaptionItem
+    from curator.tags.journal import ApplyResult, CaptionChange, JournalEntry
+    from curator.tags.ops import AbsorbCandidate
     from curator.tags.query import QueryItem
+    from curator.trash import TrashBatch
+
+FlagsByPath = dict[str, list["Flag"]]
+PlanParams = Mapping[str, object]  # a bulk operation's inputs (``DatasetModel.plan``)
 
 INLINE_PRELOAD_MAX = 25_000  # indexed images read before the first paint; more are read in a background thread
 UNKNOWN_MTIME = -1  # caption bytes came from the index cache; the next poll learns the file's mtime
@@ -49,19 +68,32 @@ class DatasetModel:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.dataset: Any = None
+        self._dataset: Dataset | None = None
         self.rows: list[Row] = []
         self.by_path: dict[str, Row] = {}
-        self.bucket_settings: Any = None
+        self.bucket_settings: BucketSettings | None = None
+        self.changes = ChangeFeed()
+        self.state = BrowseState(self.changes)
         self._lock = threading.RLock()
-        self.flag_list: list[Any] = []
-        self.clusters: list[Any] = []  # duplicate clusters found by the last health pass
+        self.flag_list: list[Flag] = []
+        self.clusters: list[Cluster] = []  # duplicate clusters found by the last health pass
         self._vocab: Counter[str] | None = None
         self._bucket_cache: dict[tuple[int, int], tuple[int, int] | None] = {}
-        self._bucket_cache_settings: Any = None
+        self._bucket_cache_settings: BucketSettings | None = None
         self._preload: threading.Thread | None = None
         self._preload_started = False
         self._preload_error: BaseException | None = None
+
+    @property
+    def dataset(self) -> Dataset:
+        """The open curator ``Dataset`` (raises ``ModelError`` before :meth:`open` succeeded)."""
+        if self._dataset is None:
+            raise ModelError(f"{self.root} is not open")
+        return self._dataset
+
+    @property
+    def is_open(self) -> bool:
+        return self._dataset is not None
 
     # ----- opening and scanning ---------------------------------------------------------------
     def start_preload(self, inline_max: int | None = None) -> None:
@@ -72,7 +104,7 @@ class DatasetModel:
         and the switching between the two costs more than it saves (measured: bench/bench_tui.py). A larger
         index is read in a background thread so that the window still appears at once. :meth:`finish_preload`
         collects either."""
-        if self._preload_started or self.dataset is not None:
+        if self._preload_started or self._dataset is not None:
             return
         self._preload_started = True
         try:
@@ -107,14 +139,14 @@ class DatasetModel:
         error, self._preload_error = self._preload_error, None
         if error is not None:
             raise error
-        if self.dataset is None:
+        if self._dataset is None:
             self.open()
 
     def open(self) -> None:
         from curator.dataset import Dataset
 
         try:
-            self.dataset = Dataset.open(self.root, quiet=True)
+            self._dataset = Dataset.open(self.root, quiet=True)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot open {self.root}: {exc}") from exc
         self.bucket_settings = self._default_bucket_settings()
@@ -122,12 +154,12 @@ class DatasetModel:
     @property
     def index_note(self) -> str:
         """A line to show when the index had to live outside the dataset (read-only folder)."""
-        index = self.dataset.index if self.dataset is not None else None
+        index = self._dataset.index if self._dataset is not None else None
         if index is not None and getattr(index, "in_cache", False):
             return f"read-only dataset: index in {index.kiln_dir}"
         return ""
 
-    def _default_bucket_settings(self) -> Any:
+    def _default_bucket_settings(self) -> BucketSettings:
         """The bucket settings of ``bucket:`` queries (``curator.tags.items.bucket_settings_for``: the dataset
         TOML's, else kohya's defaults); kohya's defaults when the TOML's cannot be used."""
         from curator.buckets import BucketSettings
@@ -138,18 +170,18 @@ class DatasetModel:
         except (ValueError, TypeError):
             return BucketSettings()
 
-    def indexed_records(self) -> list[Any]:
+    def indexed_records(self) -> list[ImageRecord]:
         """What the index already knows, without touching the files (instant on a warm index)."""
         with self._lock:
             return list(self.dataset.indexed_records())
 
-    def scan(self, on_progress: Callable[[Any], None] | None = None) -> Any:
+    def scan(self, on_progress: ProgressCallback | None = None) -> ScanSummary:
         """Incremental scan (new/changed files only); ``on_progress(curator ScanProgress)`` after each commit,
         from this thread, with the records just indexed."""
         with self._lock:
             return self.dataset.scan(progress=False, on_progress=on_progress)
 
-    def rows_match_scan(self, summary: Any) -> bool:
+    def rows_match_scan(self, summary: ScanSummary) -> bool:
         """True when a scan that just ran found nothing the rows do not already show (no new, changed, removed
         or moved image): the rows built from the index can stay as they are."""
         if summary.probed or summary.removed:
@@ -164,24 +196,26 @@ class DatasetModel:
                 return False
         return True
 
-    def scanned_records(self) -> list[Any]:
+    def scanned_records(self) -> list[ImageRecord]:
         with self._lock:
             return list(self.dataset.images())
 
-    def all_flags(self, refresh: bool = True) -> dict[str, list[Any]]:
+    def all_flags(self, refresh: bool = True) -> FlagsByPath:
         """Every health flag by image path (``curator.tags.items.flags_by_image``: flags on a caption file
         count for its image). ``refresh``: first bring the index up to date (pass False right after :meth:`scan`)."""
+        from curator.tags.items import flags_by_image
+
         with self._lock:
             flags = self.dataset.flags(refresh=refresh)
         self.flag_list = flags
-        from curator.tags.items import flags_by_image
-
         return flags_by_image(flags, [row.record for row in self.rows])
 
-    def load_rows(self, records: list[Any], flags: dict[str, list[Any]] | None = None,
+    def load_rows(self, records: list[ImageRecord], flags: FlagsByPath | None = None,
                   captions: bool = True) -> list[Row]:
         """Rows for ``records``; replaces ``self.rows``. Caption data known from the previous rows is carried
-        over (so the list does not blink); ``captions`` re-reads them all (see :meth:`read_captions`)."""
+        over (so the list does not blink); ``captions`` re-reads them all (see :meth:`read_captions`). The
+        selection forgets images that are gone. The caller announces ``RowsLoaded`` when it wants the views to
+        show them (the loader does, at most every half second while a scan runs)."""
         previous = self.by_path
         flags = flags or {}
         rows = [self._row(rec, flags[rec.path] if rec.path in flags else list(rec.flags)) for rec in records]
@@ -193,11 +227,12 @@ class DatasetModel:
             self.rows = rows
             self.by_path = {r.path: r for r in rows}
             self._vocab = None
+        self.state.retain(self.by_path)
         if captions:
             self.read_captions(rows)
         return rows
 
-    def add_records(self, records: Iterable[Any], captions: bool = True) -> list[Row]:
+    def add_records(self, records: Iterable[ImageRecord], captions: bool = True) -> list[Row]:
         """Add (or replace, by path) the rows of ``records`` — the images a running scan just indexed — keeping
         every other row; returns the new rows. ``captions``: read theirs (from the caption cache)."""
         fresh = [self._row(rec, list(rec.flags)) for rec in records]
@@ -226,7 +261,7 @@ class DatasetModel:
         from curator.captions import Caption
 
         targets = _caption_targets(rows)
-        data: dict[Any, bytes | None] | None = None
+        data: Mapping[Path, bytes | None] | None = None
         try:
             from curator.tags.cache import CaptionCache
 
@@ -246,13 +281,19 @@ class DatasetModel:
             row.caption_mtime_ns = UNKNOWN_MTIME if raw is not None else None
             row.tags = list(Caption.parse(raw).tags) if raw is not None else []
             row.captions_loaded = True
-        self._vocab = None
+        self._edited()
 
-    def set_flags(self, flags: dict[str, list[Any]]) -> None:
+    def set_flags(self, flags: FlagsByPath) -> None:
         for row in self.rows:
             row.flags = flags.get(row.path, row.flags)
+        self._edited()
 
-    def _row(self, rec: Any, flags: list[Any]) -> Row:
+    def _edited(self) -> None:
+        """Rows changed in place: the vocabulary and the filter's matches are computed again."""
+        self._vocab = None
+        self.state.content_changed()
+
+    def _row(self, rec: ImageRecord, flags: list[Flag]) -> Row:
         subset = rec.subset
         folder = subset.rel_dir if subset is not None else rec.path.rpartition("/")[0]
         return Row(
@@ -266,6 +307,8 @@ class DatasetModel:
         if not width or not height:
             return None
         settings = self.bucket_settings
+        if settings is None:
+            return None
         if self._bucket_cache_settings is not settings:
             self._bucket_cache, self._bucket_cache_settings = {}, settings
         key = (width, height)
@@ -279,12 +322,15 @@ class DatasetModel:
         self._bucket_cache[key] = bucket
         return bucket
 
-    def rebucket(self, settings: Any) -> None:
-        """Use new bucket settings for the bucket column."""
-
+    def rebucket(self, settings: BucketSettings) -> None:
+        """Use new bucket settings for the bucket column (announces ``BucketsChanged``)."""
+        if settings == self.bucket_settings:
+            return
         self.bucket_settings = settings
         for row in self.rows:
             row.bucket = self.bucket_of(row.width, row.height)
+        self.state.content_changed()
+        self.changes.announce(BucketsChanged())
 
     # ----- captions ---------------------------------------------------------------------------
     def read_caption(self, row: Row) -> None:
@@ -294,10 +340,10 @@ class DatasetModel:
         path = caption_path(row.record)
         row.caption_path = path
         row.caption_error = None
+        self._edited()
         if path is None:
             row.caption_raw, row.caption_mtime_ns, row.tags = None, None, []
             row.captions_loaded = True
-            self._vocab = None
             return
         try:
             st = path.stat()
@@ -309,11 +355,17 @@ class DatasetModel:
         row.caption_raw, row.caption_mtime_ns = raw, st.st_mtime_ns
         row.tags = list(Caption.parse(raw).tags)
         row.captions_loaded = True
-        self._vocab = None
 
     def changed_on_disk(self, rows: Iterable[Row]) -> list[Row]:
-        """Rows whose caption file changed (mtime, appeared, vanished) since kiln read it; re-read them."""
-        changed = []
+        """Rows whose caption file changed (mtime, appeared, vanished) since kiln read it; re-read them and
+        announce ``CaptionsChanged`` for them."""
+        changed = self._reread_changed(rows)
+        if changed:
+            self.changes.announce(CaptionsChanged(frozenset(r.path for r in changed)))
+        return changed
+
+    def _reread_changed(self, rows: Iterable[Row]) -> list[Row]:
+        changed: list[Row] = []
         for row in rows:
             path = row.caption_path or caption_target(row.record)
             try:
@@ -331,7 +383,7 @@ class DatasetModel:
                 changed.append(row)
         return changed
 
-    def caption(self, row: Row) -> Any:
+    def caption(self, row: Row) -> Caption | None:
         from curator.captions import Caption
 
         return Caption.parse(row.caption_raw) if row.caption_raw is not None else None
@@ -348,7 +400,7 @@ class DatasetModel:
         return vocab
 
     # ----- writes (all through the journal) ---------------------------------------------------
-    def set_tags(self, row: Row, tags: list[str], description: str) -> Any:
+    def set_tags(self, row: Row, tags: list[str], description: str) -> ApplyResult | None:
         """Write ``row``'s caption with ``tags`` (its conventions kept) through the journal."""
         from curator.captions import Caption
 
@@ -361,55 +413,86 @@ class DatasetModel:
         return self.apply([change], "edit", description)
 
     @staticmethod
-    def _change(path: Path, before: bytes | None, after: bytes | None) -> Any:
+    def _change(path: Path, before: bytes | None, after: bytes | None) -> CaptionChange:
         from curator.tags.journal import CaptionChange
 
         return CaptionChange(caption_path=path, before=before, after=after)
 
-    def apply(self, changes: list[Any], op: str, description: str) -> Any:
+    def apply(self, changes: list[CaptionChange], op: str, description: str) -> ApplyResult:
+        """Write ``changes`` through the journal, re-read the rows they touch, announce ``CaptionsChanged``."""
         from curator.tags.journal import apply_changes
 
         with self._lock:
             result = apply_changes(self.dataset, changes, op, description)
-        self._refresh_caption_paths(c.caption_path for c in changes)
+        touched = self._refresh_caption_paths(c.caption_path for c in changes)
+        self.changes.announce(CaptionsChanged(frozenset(r.path for r in touched)))
         return result
 
-    def _refresh_caption_paths(self, paths: Iterable[Path]) -> None:
-        """Re-read the rows whose caption files were just written."""
+    def _refresh_caption_paths(self, paths: Iterable[Path]) -> list[Row]:
+        """Re-read the rows whose caption files were just written; returns them."""
         wanted = {Path(p) for p in paths}
+        touched: list[Row] = []
         for row in self.rows:
             if row.caption_target is None:
                 row.caption_target = caption_target(row.record)
             if row.caption_target in wanted or (row.caption_path is not None and row.caption_path in wanted):
                 self.read_caption(row)
+                touched.append(row)
+        return touched
 
-    def undo(self) -> Any:
+    def undo(self) -> ApplyResult | None:
+        """Undo the journal's last entry (None: nothing to undo); re-reads what changed."""
         from curator.tags.journal import undo
 
         with self._lock:
             result = undo(self.dataset)
-        self._refresh_all_captions()
+        self.changed_on_disk(self.rows)
         return result
 
-    def redo(self) -> Any:
+    def redo(self) -> ApplyResult | None:
         from curator.tags.journal import redo
 
         with self._lock:
             result = redo(self.dataset)
-        self._refresh_all_captions()
+        self.changed_on_disk(self.rows)
         return result
 
-    def history(self) -> list[Any]:
+    def history(self) -> list[JournalEntry]:
         from curator.tags.journal import history
 
         with self._lock:
             return list(history(self.dataset))
 
-    def _refresh_all_captions(self) -> None:
-        self.changed_on_disk(self.rows)
+    # ----- what the user looks at (tui/state.py) -----------------------------------------------
+    def matching_rows(self) -> list[Row]:
+        """The rows that pass the current filter (every row without one)."""
+        rows = self.rows
+        return [rows[i] for i in self.state.matching(rows)]
+
+    def selected_rows(self) -> list[Row]:
+        """The selected rows, in dataset order."""
+        selected = self.state.selected
+        return [r for r in self.rows if r.path in selected] if selected else []
+
+    def reveal(self, path: str) -> bool:
+        """Make ``path`` the current image, clearing the filter when it hides it. False: no such image."""
+        row = self.by_path.get(path)
+        if row is None:
+            return False
+        predicate = self.state.predicate
+        if predicate is not None and not predicate(row):
+            self.state.set_filter("", None)
+        self.state.set_current(path)
+        return True
+
+    def warm_filter(self, predicate: Predicate) -> None:
+        """Evaluate ``predicate`` on every row once (from a worker thread), so that installing it as the filter
+        on the UI thread only reads each row's cached query item."""
+        for row in list(self.rows):
+            predicate(row)
 
     # ----- queries ----------------------------------------------------------------------------
-    def compile_filter(self, text: str) -> Callable[[Row], bool] | None:
+    def compile_filter(self, text: str) -> Predicate | None:
         """The browser's filter for query ``text`` ('' = none). Raises ``curator.tags.query.QueryError``."""
         text = text.strip()
         if not text:
@@ -433,27 +516,27 @@ class DatasetModel:
         return qitem
 
     # ----- health -----------------------------------------------------------------------------
-    def flags(self) -> list[Any]:
+    def flags(self) -> list[Flag]:
         return [f for row in self.rows for f in row.flags]
 
-    def duplicate_clusters(self) -> list[Any]:
+    def duplicate_clusters(self) -> list[Cluster]:
         """Exact/near duplicate clusters (``curator.dupes.Cluster``: kind, keep, members); also kept in
         ``self.clusters`` for views that show them (computed once per scan by the curator)."""
         with self._lock:
             self.clusters = list(self.dataset.duplicates())
         return self.clusters
 
-    def trash_images(self, paths: list[str], reason: str) -> Any:
+    def trash_images(self, paths: list[str], reason: str) -> TrashBatch:
         from curator.trash import move_to_trash
 
         return move_to_trash(self.root, self.dataset.index.kiln_dir, paths, reason)
 
-    def restore_last_trash(self) -> Any:
+    def restore_last_trash(self) -> TrashBatch | None:
         from curator.trash import restore_last
 
         return restore_last(self.root, self.dataset.index.kiln_dir)
 
-    def trash_batches(self) -> list[Any]:
+    def trash_batches(self) -> list[TrashBatch]:
         from curator.trash import list_batches
 
         return list_batches(self.dataset.index.kiln_dir)
@@ -464,13 +547,14 @@ class DatasetModel:
         (the journal refuses to overwrite a file that changed since)."""
         from curator.tags.items import CaptionItem
 
-        return [
-            CaptionItem(record=r.record, caption_file=str(r.caption_path or caption_target(r.record)),
-                        raw=r.caption_raw, flags=frozenset(r.flag_kinds))
-            for r in rows
-        ]
+        out: list[CaptionItem] = []
+        for r in rows:
+            target = r.caption_path or caption_target(r.record)
+            out.append(CaptionItem(record=r.record, caption_file=str(target), raw=r.caption_raw,
+                                   flags=frozenset(r.flag_kinds)))
+        return out
 
-    def plan(self, op: str, rows: Iterable[Row], params: dict[str, Any]) -> list[Any]:
+    def plan(self, op: str, rows: Iterable[Row], params: PlanParams) -> list[CaptionChange]:
         """Run one ``curator.tags.ops`` operation on ``rows``; returns its ``CaptionChange`` list (nothing written).
 
         Raises ``curator.tags.ops.OperationError`` (bad arguments) with the curator's message.
@@ -479,34 +563,36 @@ class DatasetModel:
 
         items = self.caption_items(rows)
         if op == "add":
-            return ops.add_tags(items, params["tags"], position=params.get("position", "end"))
+            return ops.add_tags(items, _tags(params), position="front" if params.get("position") == "front" else "end")
         if op in ("remove", "delete"):
-            return ops.remove_tags(items, params["tags"])
+            return ops.remove_tags(items, _tags(params))
         if op in ("replace", "rename"):
-            return ops.replace_tag(items, params["old"], params["new"], regex=bool(params.get("regex")))
+            return ops.replace_tag(items, _text(params, "old"), _text(params, "new"), regex=bool(params.get("regex")))
         if op == "dedupe":
             return ops.dedupe(items)
         if op == "sort":
-            return ops.sort_tags(items, by=params.get("by", "alpha"), keep=int(params.get("keep", 0) or 0))
+            keep = _text(params, "keep").strip()
+            return ops.sort_tags(items, by="freq" if params.get("by") == "freq" else "alpha",
+                                 keep=int(keep) if keep else 0)
         if op == "trigger":
-            return ops.set_trigger(items, params.get("word") or None).changes
+            return ops.set_trigger(items, _text(params, "word") or None).changes
         if op == "normalize":
             return ops.normalize(items, spaces=bool(params.get("spaces")), lower=bool(params.get("lower")),
                                  escape=bool(params.get("escape")), unescape=bool(params.get("unescape")))
         if op == "absorb":
-            return ops.absorb(items, params["tags"])
+            return ops.absorb(items, _tags(params))
         if op == "consolidate":
             from curator.tags.consolidate import consolidate, load_rules
 
             return consolidate(items, load_rules(), suffix_heuristic=bool(params.get("suffix"))).changes
         raise ModelError(f"unknown operation {op!r}")
 
-    def absorb_suggestions(self, rows: Iterable[Row], min_share: float = 0.8) -> list[Any]:
+    def absorb_suggestions(self, rows: Iterable[Row], min_share: float = 0.8) -> list[AbsorbCandidate]:
         from curator.tags import ops
 
         return ops.absorb_candidates(self.caption_items(rows), min_share=min_share)
 
-    def diff_text(self, changes: list[Any], limit: int = 300) -> Any:
+    def diff_text(self, changes: list[CaptionChange], limit: int = 300) -> Text:
         """The preview of planned changes as Rich Text: per file, removed tags in red, added in green."""
         from rich.text import Text
 
@@ -543,3 +629,19 @@ class DatasetModel:
         if len(changes) > limit:
             text.append(f"… and {len(changes) - limit} more file(s)\n", style="dim")
         return text
+
+
+def _text(params: PlanParams, key: str) -> str:
+    """A text input of a bulk operation ('' when absent)."""
+    value = params.get(key)
+    return "" if value is None else str(value)
+
+
+def _tags(params: PlanParams) -> list[str]:
+    """The ``tags`` input as a list: given as one, or as comma-separated text (split the curator's way)."""
+    from curator.tags.ops import split_tags
+
+    value = params.get("tags")
+    if isinstance(value, list | tuple):
+        return [str(t) for t in value]
+    return split_tags("" if value is None else str(value))

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from curator.records import Flag, ImageRecord
+    from curator.tags.query import QueryItem
 
 
 @dataclass
 class Row:
     """What the TUI shows about one image. ``record`` is the curator's ``ImageRecord``."""
 
-    record: Any
+    record: ImageRecord
     path: str  # posix, relative to the dataset root (unique key)
     name: str
     folder: str
@@ -25,9 +29,10 @@ class Row:
     caption_raw: bytes | None = None
     caption_mtime_ns: int | None = None
     caption_error: str | None = None
-    flags: list[Any] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)
     captions_loaded: bool = False
-    query_cache: tuple[Any, Any] | None = field(default=None, repr=False)
+    query_cache: tuple[tuple[bytes | None, int, tuple[int, int] | None], QueryItem] | None = field(
+        default=None, repr=False)
 
     @property
     def abs_path(self) -> Path:

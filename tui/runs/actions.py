@@ -9,7 +9,7 @@ from typing import Any
 from rich.text import Text
 
 
-def confirm_stop(app: Any, run_dir: Path | None, after: Callable[[], None] | None = None) -> None:
+def confirm_stop(app: Any, run_dir: Path | None, after: Callable[[], object] | None = None) -> None:
     """Ask, then request a graceful stop (the trainer saves its LoRA and state, then exits)."""
     from train.runs.control import ControlError, stop_run
     from train.runs.state import read_run
@@ -54,7 +54,7 @@ def save_run_now(app: Any, run_dir: Path | None) -> None:
     app.notify(Text(f"{info.name} saves a LoRA and its state at its next step."), timeout=4)
 
 
-def resume_run(app: Any, run_dir: Path | None, after: Callable[[], None] | None = None) -> None:
+def resume_run(app: Any, run_dir: Path | None, after: Callable[[], object] | None = None) -> None:
     """Resume in the background (a worker thread runs the launcher; errors become notifications)."""
     import threading
 

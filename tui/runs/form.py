@@ -13,10 +13,12 @@ from typing import Any
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
+
+from tui.bindings import bindings
+from tui.runs.keys import NEW_RUN
 
 NO_PRESET = "(none)"
 LENGTH_KINDS = (("epochs", "epochs"), ("steps", "steps"))
@@ -68,7 +70,8 @@ def _default(section: str, key: str) -> Any:
     from train.config import TrainConfig
 
     model = TrainConfig.model_fields[section].annotation
-    info = model.model_fields.get(key)
+    fields = getattr(model, "model_fields", {})  # each section is a pydantic model
+    info = fields.get(key)
     if info is None or info.is_required():
         return None
     return info.get_default(call_default_factory=True)
@@ -110,10 +113,7 @@ def field_for_error(line: str) -> str | None:
 class NewRunScreen(ModalScreen):
     """Returns ``train.runs.control.Launched`` when a run was started, None when cancelled."""
 
-    BINDINGS = [
-        Binding("escape", "cancel", "Cancel"),
-        Binding("ctrl+l", "launch", "Launch"),
-    ]
+    BINDINGS = bindings(NEW_RUN)
 
     DEFAULT_CSS = """
     NewRunScreen { align: center middle; }

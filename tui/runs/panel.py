@@ -6,11 +6,12 @@ from __future__ import annotations
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Static
 
 from curator.textsafe import printable
+from tui.bindings import bindings
+from tui.runs.keys import TRAINING_PANEL
 from tui.runs.watcher import RunsSnapshot, runs_watcher
 from tui.runs.widgets import EventLog, LossChart, RunHeader, progress_text, state_text
 
@@ -19,12 +20,7 @@ PANEL_ID = "training-panel"
 
 
 class TrainingPanel(Vertical, can_focus=True):
-    BINDINGS = [
-        Binding("s", "stop", "Stop run"),
-        Binding("S", "save_now", "Save now"),
-        Binding("r", "resume", "Resume run"),
-        Binding("n", "new_run", "New run"),
-    ]
+    BINDINGS = bindings(TRAINING_PANEL)
 
     DEFAULT_CSS = """
     TrainingPanel { dock: right; width: 46; border-left: solid $primary; padding: 0 1; background: $surface; }

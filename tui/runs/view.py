@@ -8,10 +8,12 @@ from pathlib import Path
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static
 
+from curator.textsafe import printable
+from tui.bindings import bindings
+from tui.runs.keys import RUNS_VIEW
 from tui.runs.watcher import RunsSnapshot, runs_watcher
 from tui.runs.widgets import EventLog, LossChart, RunHeader, RunTable
 from tui.views.base import KilnView
@@ -22,14 +24,9 @@ POLL_S = 0.5
 class RunsView(KilnView):
     VIEW_ID = "runs"
     TITLE = "Runs"
+    FOLLOWS_MODEL = False  # it shows runs, not the dataset
 
-    BINDINGS = [
-        Binding("enter", "watch", "Watch"),
-        Binding("n", "new_run", "New run"),
-        Binding("s", "stop", "Stop"),
-        Binding("S", "save_now", "Save now"),
-        Binding("r", "resume", "Resume"),
-    ]
+    BINDINGS = bindings(RUNS_VIEW)
 
     DEFAULT_CSS = """
     RunsView #runs-left { width: 44%; min-width: 36; border-right: solid $panel; }
@@ -130,7 +127,8 @@ class RunsView(KilnView):
         def launched(result) -> None:
             if result is not None:
                 runs_watcher(self.app).watch(result.run_dir)
-                self.app.notify(Text(f"training started in the background: {result.run_dir}"), timeout=6)
+                self.app.notify(printable(f"training started in the background: {result.run_dir}"), markup=False,
+                                timeout=6)
                 self.poll(force=True)
 
         self.app.push_screen(NewRunScreen(), launched)

@@ -3,20 +3,29 @@ focused image's preview, facts (size, bucket, resize and crop, flags) and tag ed
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.timer import Timer
 from textual.widgets import Input, Static
 
 from curator.textsafe import printable, safe_text
+from tui.bindings import bindings
+from tui.messages import ApplyFilter, CaptionsWritten, ShowView, StatusNote
 from tui.rows import Row, human_size
+from tui.state import Predicate
 from tui.views.base import KilnView
 from tui.widgets.image_grid import GridHeader, ImageGrid
 from tui.widgets.image_list import ImageList, ListHeader
 from tui.widgets.preview import ImagePreview
 from tui.widgets.tag_editor import TagEditor, TagList
+
+if TYPE_CHECKING:
+    from curator.buckets import BucketSettings
 
 WARM_FILTER_ROWS = 2000  # above this many images a new filter is evaluated in a worker thread
 PREVIEW_DELAY = 0.06  # seconds the cursor must rest before decoding starts (fast scrolling stays smooth)
@@ -26,11 +35,14 @@ LAYOUTS = ("list", "grid")
 class FilterInput(Input):
     """The `/` query box (the tag engine's query language). Enter applies, esc closes."""
 
-    BINDINGS = [Binding("escape", "close", "Close filter", show=False)]
+    BINDINGS = bindings("filter")
+
+    class Closed(Message):
+        """``esc``: the box was closed (the view gives the keys back to the images)."""
 
     def action_close(self) -> None:
         self.display = False
-        next(a for a in self.ancestors if isinstance(a, BrowserView)).focus_images()
+        self.post_message(self.Closed())
 
 
 class FactsPanel(Static):
@@ -39,7 +51,7 @@ class FactsPanel(Static):
     DEFAULT_CSS = "FactsPanel { height: auto; max-height: 9; padding: 0 1; background: $panel; }"
 
 
-def describe(row: Row, settings) -> Text:
+def describe(row: Row, settings: BucketSettings | None) -> Text:
     """Facts text for ``row`` (all file-derived strings as literal Text)."""
     from curator.buckets import assign_bucket
 
@@ -79,13 +91,9 @@ class BrowserView(KilnView):
 
     VIEW_ID = "browser"
     TITLE = "Browse"
+    LIVE_ROWS = True  # the list fills in while a scan runs
 
-    BINDINGS = [
-        Binding("e", "edit_tags", "Edit tags"),
-        Binding("p", "toggle_side", "Preview pane", show=False),
-        Binding("b", "bulk", "Bulk"),
-        Binding("m", "toggle_layout", "Grid/List"),
-    ]
+    BINDINGS = bindings("browser")
 
     DEFAULT_CSS = """
     BrowserView > Horizontal { height: 1fr; }
@@ -102,8 +110,10 @@ class BrowserView(KilnView):
     BrowserView TagEditor { height: 1fr; }
     """
 
+    _preview_timer: Timer | None = None
+
     def compose(self) -> ComposeResult:
-        self.image_list = ImageList(id="image-list")
+        self.image_list = ImageList(self.model.state, id="image-list")
         self.image_grid = ImageGrid(self.image_list, id="image-grid")
         self.layout_mode = "grid" if self.kiln.prefs.browser_layout == "grid" else "list"
         with Horizontal():
@@ -125,21 +135,36 @@ class BrowserView(KilnView):
                 yield TagEditor(id="tag-editor")
 
     def on_mount(self) -> None:
-        self.focus_images()
-        self._preview_timer = None
-        if self.kiln.model.rows:  # read from the index before the first paint: show them in it
-            self.image_list.set_rows(self.kiln.model.rows)
+        self.focus_images()  # then KilnView shows the rows the index already had, in the first paint
 
-    # ----- data hooks -------------------------------------------------------------------------
+    # ----- the model's changes ----------------------------------------------------------------
     def dataset_loaded(self) -> None:
-        self.image_list.set_rows(self.kiln.model.rows)
-        if self.kiln.filter_text:
-            self.apply_filter(self.kiln.filter_text, quiet=True)
+        self.image_list.set_rows(self.model.rows)
         self._show_focused(immediate=True)
 
     def captions_changed(self) -> None:
         self.image_list.refresh_rows()
         self._show_details(self.image_list.cursor_row, keep_highlight=True)
+
+    def buckets_changed(self) -> None:
+        self.captions_changed()
+
+    def filter_changed(self, text: str) -> None:
+        box = self.query_one(FilterInput)
+        self.query_one("#filter-error").display = False
+        box.remove_class("-error")
+        box.value = text
+        box.display = bool(text) or box.has_focus
+        self.image_list.refresh_rows()
+        self._show_focused()
+
+    def selection_changed(self, count: int) -> None:
+        self.images_widget.refresh()
+
+    def current_changed(self, path: str | None) -> None:
+        row = self.image_list.cursor_row
+        if path is not None and (row is None or row.path != path):
+            self.image_list.move_to_path(path)  # set elsewhere (e.g. the Health view's `o`)
 
     def activated(self) -> None:
         self.focus_images()
@@ -168,10 +193,7 @@ class BrowserView(KilnView):
             self.focus_images()
         if remember and self.kiln.prefs.browser_layout != mode:
             self.kiln.prefs.browser_layout = mode
-            if self.kiln.persist_prefs:
-                from tui.config import save_prefs
-
-                save_prefs(self.kiln.prefs)
+            self.kiln.save_prefs()
 
     def action_toggle_layout(self) -> None:
         self.set_layout("list" if self.layout_mode == "grid" else "grid")
@@ -190,11 +212,6 @@ class BrowserView(KilnView):
             self.image_grid.follow_cursor()
         self._show_focused()
 
-    def on_image_list_selection_changed(self, event: ImageList.SelectionChanged) -> None:
-        if self.layout_mode == "grid":
-            self.image_grid.refresh()
-        self.kiln.update_status()
-
     def on_image_grid_open(self, event: ImageGrid.Open) -> None:
         self.action_edit_tags()
 
@@ -204,22 +221,22 @@ class BrowserView(KilnView):
         if self._preview_timer is not None:
             self._preview_timer.stop()
         path = row.abs_path if row is not None else None
+        preview = self.query_one(ImagePreview)
         if immediate:
-            self.query_one(ImagePreview).show(path)
+            preview.show(path)
         else:
-            self._preview_timer = self.set_timer(PREVIEW_DELAY, lambda: self.query_one(ImagePreview).show(path))
+            self._preview_timer = self.set_timer(PREVIEW_DELAY, lambda: preview.show(path))
 
     def _show_details(self, row: Row | None, keep_highlight: bool = False) -> None:
         facts = self.query_one(FactsPanel)
         editor = self.query_one(TagEditor)
         if row is None:
-            facts.update(Text("no image" if not self.kiln.model.rows else "no image matches the filter",
-                              style="dim"))
-            editor.show([], self.kiln.model.vocabulary())
+            facts.update(Text("no image" if not self.model.rows else "no image matches the filter", style="dim"))
+            editor.show([], self.model.vocabulary())
             return
-        facts.update(describe(row, self.kiln.model.bucket_settings))
+        facts.update(describe(row, self.model.bucket_settings))
         keep_tokens = int(getattr(row.record.subset, "keep_tokens", 0) or 0)
-        editor.show(row.tags, self.kiln.model.vocabulary(), keep_highlight=keep_highlight, keep_tokens=keep_tokens)
+        editor.show(row.tags, self.model.vocabulary(), keep_highlight=keep_highlight, keep_tokens=keep_tokens)
 
     # ----- tag edits --------------------------------------------------------------------------
     def on_tag_editor_edit(self, event: TagEditor.Edit) -> None:
@@ -231,12 +248,12 @@ class BrowserView(KilnView):
     @work(thread=True, group="tag-write")
     def _write_tags(self, row: Row, tags: list[str], description: str) -> None:
         try:
-            result = self.kiln.model.set_tags(row, tags, description)
+            result = self.model.set_tags(row, tags, description)  # the model announces the new captions
         except Exception as exc:  # noqa: BLE001 - show the curator's message, keep the UI alive
-            self.kiln.ui(self.notify, safe_text(f"Could not save tags: {exc}"), severity="error")
-            self.kiln.ui(self.kiln.captions_changed)
+            self.kiln.ui(self.app.notify, printable(f"Could not save tags: {exc}"), severity="error")
+            self.kiln.ui(self._show_details, self.image_list.cursor_row)  # back to the tags on disk
             return
-        self.kiln.ui(self.kiln.report_apply, result, "Tags saved")
+        self.post_message(CaptionsWritten(result, "Tags saved"))
 
     def action_edit_tags(self) -> None:
         self.query_one(TagList).focus()
@@ -245,14 +262,21 @@ class BrowserView(KilnView):
         self.query_one("#side").toggle_class("hidden")
 
     def action_bulk(self) -> None:
-        self.kiln.show_view("bulk")
+        self.post_message(ShowView("bulk"))
 
     # ----- filter -----------------------------------------------------------------------------
     def open_filter(self) -> None:
         box = self.query_one(FilterInput)
         box.display = True
-        box.value = self.kiln.filter_text
+        box.value = self.model.state.filter_text
         box.focus()
+
+    def on_filter_input_closed(self, event: FilterInput.Closed) -> None:
+        event.stop()
+        self.focus_images()
+
+    def on_apply_filter(self, message: ApplyFilter) -> None:
+        self.apply_filter(message.query)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "filter":
@@ -267,12 +291,13 @@ class BrowserView(KilnView):
             self.query_one("#filter-error").display = False
 
     def apply_filter(self, text: str, quiet: bool = False) -> bool:
-        """Filter the list by a query; on a bad query show where it is wrong and keep the old filter."""
+        """Filter the images by a query (the model's state holds it); on a bad query show where it is wrong
+        and keep the old filter."""
         error = self.query_one("#filter-error", Static)
         box = self.query_one(FilterInput)
         try:
-            predicate = self.kiln.model.compile_filter(text)
-            if predicate is not None and not quiet and len(self.image_list.rows) > WARM_FILTER_ROWS:
+            predicate = self.model.compile_filter(text)
+            if predicate is not None and not quiet and len(self.model.rows) > WARM_FILTER_ROWS:
                 self._warm_filter(text, predicate)  # big dataset: evaluate off the UI thread first
                 return True
         except Exception as exc:  # noqa: BLE001 - QueryError (or any parse error) is shown to the user
@@ -293,20 +318,13 @@ class BrowserView(KilnView):
         return True
 
     @work(thread=True, exclusive=True, group="filter")
-    def _warm_filter(self, text: str, predicate) -> None:
-        self.kiln.ui(self.kiln.update_status, "filtering…")
-        for row in list(self.image_list.rows):
-            predicate(row)  # fills each row's query cache; the UI thread then only matches
+    def _warm_filter(self, text: str, predicate: Predicate) -> None:
+        self.post_message(StatusNote("filtering…"))
+        self.model.warm_filter(predicate)  # fills each row's query cache; the UI thread then only matches
         self.kiln.ui(self._set_filter, text, predicate)
-        self.kiln.ui(self.kiln.update_status, "")
+        self.post_message(StatusNote(""))
 
-    def _set_filter(self, text: str, predicate) -> None:
-        error = self.query_one("#filter-error", Static)
-        box = self.query_one(FilterInput)
-        error.display = False
-        self.kiln.filter_text = text.strip()
-        box.value = self.kiln.filter_text
-        box.display = bool(self.kiln.filter_text)
-        self.image_list.set_filter(predicate)
-        self.kiln.update_status()
-        self._show_focused()
+    def _set_filter(self, text: str, predicate: Predicate | None) -> None:
+        self.query_one("#filter-error", Static).display = False
+        self.query_one(FilterInput).display = bool(text.strip())
+        self.model.state.set_filter(text, predicate)  # announced: filter_changed() shows it

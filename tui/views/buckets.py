@@ -3,6 +3,8 @@ highlighted, and the step math for a batch size and a number of epochs."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -10,6 +12,9 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Checkbox, Input, Label, Static
 
 from tui.views.base import KilnView
+
+if TYPE_CHECKING:
+    from curator.buckets import BucketReport, BucketSettings, StepMath
 
 BAR_CHARS = " ▏▎▍▌▋▊▉█"
 
@@ -23,7 +28,7 @@ def bar(value: float, maximum: float, width: int) -> str:
     return "█" * full + (BAR_CHARS[part] if part else "")
 
 
-def chart_text(report, step, width: int) -> Text:
+def chart_text(report: BucketReport, step: StepMath | None, width: int) -> Text:
     """The chart and the step math as Text (pure: easy to test)."""
     text = Text(no_wrap=True)
     buckets = report.buckets
@@ -94,7 +99,7 @@ class BucketsView(KilnView):
             yield Static(id="bucket-chart")
 
     def dataset_loaded(self) -> None:
-        settings = self.kiln.model.bucket_settings
+        settings = self.model.bucket_settings
         if settings is not None and not self.query_one("#res", Input).value:
             w, h = settings.resolution
             self.query_one("#res", Input).value = str(w) if w == h else f"{w},{h}"
@@ -117,10 +122,10 @@ class BucketsView(KilnView):
         event.stop()
         self.recompute(apply_to_browser=True)
 
-    def _settings(self):
+    def _settings(self) -> BucketSettings:
         from curator.buckets import BucketSettings
 
-        current = self.kiln.model.bucket_settings or BucketSettings()
+        current = self.model.bucket_settings or BucketSettings()
         res = self.query_one("#res", Input).value.strip() or "512"
         data = current.model_dump(exclude={"notes"})
         data["resolution"] = res
@@ -136,7 +141,7 @@ class BucketsView(KilnView):
         return BucketSettings(**data)
 
     def recompute(self, apply_to_browser: bool = False) -> None:
-        if not self.kiln.model.rows:
+        if not self.model.rows:
             self.query_one("#bucket-chart", Static).update(Text("No images yet.", style="dim"))
             return
         error = self.query_one("#bucket-error", Static)
@@ -154,10 +159,11 @@ class BucketsView(KilnView):
         self._compute(settings, batch, epochs, width, apply_to_browser)
 
     @work(thread=True, exclusive=True, group="buckets")
-    def _compute(self, settings, batch: int, epochs: int | None, width: int, apply_to_browser: bool) -> None:
+    def _compute(self, settings: BucketSettings, batch: int, epochs: int | None, width: int,
+                 apply_to_browser: bool) -> None:
         from curator.buckets import bucket_report, step_math
 
-        records = [r.record for r in self.kiln.model.rows]
+        records = [r.record for r in self.model.rows]
         try:
             report = bucket_report(records, settings)
             step = step_math(report, batch, epochs=epochs) if report.buckets else None
@@ -172,11 +178,10 @@ class BucketsView(KilnView):
         error.update(Text(message))
         error.display = True
 
-    def _show(self, text: Text, settings, apply_to_browser: bool) -> None:
+    def _show(self, text: Text, settings: BucketSettings, apply_to_browser: bool) -> None:
         self.query_one("#bucket-chart", Static).update(text)
-        if apply_to_browser and settings != self.kiln.model.bucket_settings:
-            self.kiln.model.rebucket(settings)
-            self.kiln.captions_changed()
+        if apply_to_browser:
+            self.model.rebucket(settings)  # announced: the browser's bucket column and facts follow
 
 
 def _first_error(exc: Exception) -> str:

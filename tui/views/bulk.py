@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import (
     Button,
@@ -24,9 +24,17 @@ from textual.widgets import (
 )
 from textual.widgets.option_list import Option
 
-from curator.textsafe import safe_text
+from curator.textsafe import printable, safe_text
+from tui.bindings import bindings
+from tui.messages import CaptionsWritten
+from tui.rows import Row
 from tui.views.base import KilnView
 from tui.widgets.dialogs import ConfirmScreen
+
+if TYPE_CHECKING:
+    from curator.autotag.config import AutotagConfig
+    from curator.tags.journal import CaptionChange, JournalEntry
+    from curator.tags.ops import AbsorbCandidate
 
 
 @dataclass(frozen=True)
@@ -64,12 +72,7 @@ class BulkView(KilnView):
     VIEW_ID = "bulk"
     TITLE = "Bulk"
 
-    BINDINGS = [
-        Binding("ctrl+e", "preview", "Preview diff"),
-        Binding("ctrl+s", "apply", "Apply"),
-        Binding("ctrl+g", "autotag", "Autotag"),
-        Binding("ctrl+x", "cancel_autotag", "Cancel autotag", show=False),
-    ]
+    BINDINGS = bindings("bulk")
 
     DEFAULT_CSS = """
     BulkView > Horizontal { height: 1fr; }
@@ -126,9 +129,9 @@ class BulkView(KilnView):
                 yield Static("history (u undo · ctrl+r redo)", id="history-title")
                 yield OptionList(id="history")
 
+    planned: list[CaptionChange] | None = None
+
     def on_mount(self) -> None:
-        self.planned: list | None = None
-        self.planned_key: tuple | None = None
         self._cancel = threading.Event()
         self.query_one("#op-list", OptionList).highlighted = 0
         self._show_fields(OPERATIONS[0])
@@ -140,23 +143,31 @@ class BulkView(KilnView):
         self.refresh_history()
 
     def dataset_loaded(self) -> None:
+        self._label_scopes()
         self.refresh_history()
 
     def captions_changed(self) -> None:
         self.planned = None
+        self._label_scopes()
         self.refresh_history()
 
+    def filter_changed(self, text: str) -> None:
+        self._label_scopes()
+
+    def selection_changed(self, count: int) -> None:
+        self._label_scopes()
+
     def _default_scope(self) -> None:
-        lst = self.kiln.view("browser").image_list  # type: ignore[attr-defined]
-        target = "scope-selection" if lst.selected else ("scope-filter" if self.kiln.filter_text else "scope-all")
+        state = self.model.state
+        target = "scope-selection" if state.selected else ("scope-filter" if state.filter_text else "scope-all")
         self.query_one(f"#{target}", RadioButton).value = True
         self._label_scopes()
 
     def _label_scopes(self) -> None:
-        lst = self.kiln.view("browser").image_list  # type: ignore[attr-defined]
-        self.query_one("#scope-selection", RadioButton).label = f"selection ({len(lst.selected)})"
-        self.query_one("#scope-filter", RadioButton).label = f"filter ({len(lst.view)})"
-        self.query_one("#scope-all", RadioButton).label = f"all ({len(lst.rows)})"
+        model = self.model
+        self.query_one("#scope-selection", RadioButton).label = f"selection ({len(model.state.selected)})"
+        self.query_one("#scope-filter", RadioButton).label = f"filter ({len(model.state.matching(model.rows))})"
+        self.query_one("#scope-all", RadioButton).label = f"all ({len(model.rows)})"
 
     # ----- form -------------------------------------------------------------------------------
     @property
@@ -200,27 +211,28 @@ class BulkView(KilnView):
     def _invalidate(self) -> None:
         self.planned = None
 
-    def params(self) -> dict:
+    def params(self) -> dict[str, object]:
         spec = self.spec
-        p: dict = {}
+        p: dict[str, object] = {}
         for fid in spec.fields:
             widget = self.query_one(f"#f-{fid}")
-            p[fid] = widget.value
+            if isinstance(widget, Input | Checkbox):
+                p[fid] = widget.value
         if spec.op == "add":
             p["position"] = "front" if p.pop("front", False) else "end"
         if spec.op == "sort":
             p["by"] = "freq" if p.pop("freq", False) else "alpha"
         return p
 
-    def scope_rows(self) -> tuple[str, list]:
-        lst = self.kiln.view("browser").image_list  # type: ignore[attr-defined]
+    def scope_rows(self) -> tuple[str, list[Row]]:
+        """The scope chosen and its rows: the selection, the images the filter shows, or every image."""
         pressed = self.query_one("#scope", RadioSet).pressed_button
         scope = (pressed.id or "scope-all").removeprefix("scope-") if pressed else "all"
         if scope == "selection":
-            return scope, lst.selected_rows()
+            return scope, self.model.selected_rows()
         if scope == "filter":
-            return scope, lst.view_rows()
-        return scope, list(lst.rows)
+            return scope, self.model.matching_rows()
+        return scope, list(self.model.rows)
 
     # ----- preview and apply ------------------------------------------------------------------
     def on_button_pressed(self, event: Button.Pressed) -> None:
@@ -247,8 +259,8 @@ class BulkView(KilnView):
         self._plan(self.spec, self.params(), scope, rows, confirm=True)
 
     @work(thread=True, exclusive=True, group="bulk-plan")
-    def _plan(self, spec: OpSpec, params: dict, scope: str, rows: list, confirm: bool) -> None:
-        model = self.kiln.model
+    def _plan(self, spec: OpSpec, params: dict[str, object], scope: str, rows: list[Row], confirm: bool) -> None:
+        model = self.model
         try:
             if spec.op == "absorb" and not str(params.get("tags", "")).strip():
                 self.kiln.ui(self._show_diff, self._absorb_text(model.absorb_suggestions(rows)))
@@ -263,7 +275,7 @@ class BulkView(KilnView):
         self.kiln.ui(self._planned, changes, description, summary, confirm)
 
     @staticmethod
-    def _absorb_text(candidates: list) -> Text:
+    def _absorb_text(candidates: list[AbsorbCandidate]) -> Text:
         text = Text("Constant traits per folder (put the ones the trigger should absorb in 'tags'):\n\n",
                     style="bold")
         for c in candidates:
@@ -275,7 +287,7 @@ class BulkView(KilnView):
             text.append("none found (no tag is in ≥80% of a folder's captions)", style="dim")
         return text
 
-    def _planned(self, changes: list, description: str, summary: Text, confirm: bool) -> None:
+    def _planned(self, changes: list[CaptionChange], description: str, summary: Text, confirm: bool) -> None:
         self.planned = changes
         self._show_diff(summary)
         if not confirm:
@@ -297,27 +309,27 @@ class BulkView(KilnView):
         self.query_one("#diff-scroll", VerticalScroll).scroll_home(animate=False)
 
     @work(thread=True, exclusive=True, group="bulk-apply")
-    def _apply(self, changes: list, op: str, description: str) -> None:
+    def _apply(self, changes: list[CaptionChange], op: str, description: str) -> None:
         try:
-            result = self.kiln.model.apply(changes, op, description)
+            result = self.model.apply(changes, op, description)
         except Exception as exc:  # noqa: BLE001
-            self.kiln.ui(self.notify, safe_text(f"Apply failed: {exc}"), severity="error")
+            self.kiln.ui(self.app.notify, printable(f"Apply failed: {exc}"), severity="error")
             return
-        self.kiln.ui(self.kiln.report_apply, result, description.capitalize())
+        self.post_message(CaptionsWritten(result, description.capitalize()))
 
     # ----- history ----------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="history")
     def refresh_history(self) -> None:
-        if self.kiln.model.dataset is None:
+        if not self.model.is_open:
             return
         try:
-            entries = self.kiln.model.history()
+            entries = self.model.history()
         except Exception as exc:  # noqa: BLE001
             entries = []
-            self.kiln.ui(self.notify, safe_text(f"history: {exc}"), severity="warning")
+            self.kiln.ui(self.app.notify, printable(f"history: {exc}"), severity="warning")
         self.kiln.ui(self._fill_history, entries)
 
-    def _fill_history(self, entries: list) -> None:
+    def _fill_history(self, entries: list[JournalEntry]) -> None:
         history = self.query_one("#history", OptionList)
         history.clear_options()
         for e in entries:
@@ -341,7 +353,7 @@ class BulkView(KilnView):
             self.notify("Nothing in scope to autotag.", severity="warning")
             return
 
-        def start(config) -> None:
+        def start(config: AutotagConfig | None) -> None:  # None: cancelled
             if config is None:
                 return
             self._remember_autotag(config)
@@ -353,20 +365,18 @@ class BulkView(KilnView):
         label = f"{scope} ({len(rows)} image{'s' if len(rows) != 1 else ''})"
         self.app.push_screen(AutotagScreen(initial_settings(self.kiln.prefs), label), start)
 
-    def _remember_autotag(self, config) -> None:
+    def _remember_autotag(self, config: AutotagConfig) -> None:
         from tui.autotag import remember
-        from tui.config import save_prefs
 
         remember(self.kiln.prefs, config)
-        if self.kiln.persist_prefs:
-            save_prefs(self.kiln.prefs)
+        self.kiln.save_prefs()
 
     def action_cancel_autotag(self) -> None:
         self._cancel.set()
         self.notify("Cancelling autotag…", timeout=2)
 
     @work(thread=True, exclusive=True, group="autotag")
-    def _run_autotag(self, config, rows: list, scope: str) -> None:
+    def _run_autotag(self, config: AutotagConfig, rows: list[Row], scope: str) -> None:
         from tui.autotag import run_autotag
 
         def progress(done: int, total: int) -> None:
@@ -376,11 +386,11 @@ class BulkView(KilnView):
         try:
             changes = run_autotag(config, rows, progress, self._cancel)
         except Exception as exc:  # noqa: BLE001
-            self.kiln.ui(self.notify, safe_text(f"Autotag failed: {exc}"), severity="error")
+            self.kiln.ui(self.app.notify, printable(f"Autotag failed: {exc}"), severity="error")
             changes = None
         self.kiln.ui(self._autotag_done, changes, scope, len(rows))
 
-    def _autotag_done(self, changes: list | None, scope: str, n: int) -> None:
+    def _autotag_done(self, changes: list[CaptionChange] | None, scope: str, n: int) -> None:
         self.query_one("#autotag-row").display = False
         if changes is None:
             return
@@ -389,5 +399,5 @@ class BulkView(KilnView):
             return
         description = f"autotag on {scope} ({n} images)"
         summary = Text(f"{len(changes)} caption(s) would change — {description}\n\n", style="bold")
-        summary.append_text(self.kiln.model.diff_text(changes))
+        summary.append_text(self.model.diff_text(changes))
         self._planned(changes, description, summary, confirm=True)

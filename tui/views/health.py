@@ -3,32 +3,51 @@ previews: "keep this one, move the others to .kiln/trash/" (restorable)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.widgets import ContentSwitcher, Static, Tree
 
 from curator.textsafe import printable, safe_text
-from tui.rows import human_size
+from tui.bindings import bindings
+from tui.messages import Rescan, RevealImage, ShowImages
+from tui.rows import Row, human_size
 from tui.views.base import KilnView
 from tui.widgets.dialogs import ConfirmScreen
 from tui.widgets.preview import HalfBlockImage, ImagePreview
 
+if TYPE_CHECKING:
+    from curator.dupes import Cluster
+    from curator.records import Flag
+    from tui.model import DatasetModel
+
 MAX_LEAVES = 200  # per flag kind; the rest are one `flag:KIND` filter away
 
 
-class HealthTree(Tree):
-    BINDINGS = [
-        Binding("enter", "open", "Open", show=False),
-        Binding("o", "show_in_browser", "Show in browser"),
-        Binding("k", "cursor_up", "Up", show=False),
-        Binding("j", "cursor_down", "Down", show=False),
-        Binding("R", "restore_trash", "Restore trash"),
-    ]
+@dataclass(frozen=True)
+class Finding:
+    """What a leaf of the findings tree stands for: a flagged image, a duplicate cluster, or "show them all"."""
+
+    path: str | None = None
+    row: Row | None = None
+    flag: Flag | None = None
+    cluster: Cluster | None = None
+    query: str | None = None
+
+
+class HealthTree(Tree[Finding]):
+    """The findings: duplicate clusters, then each flag kind with its images."""
+
+    BINDINGS = bindings("health-tree")
+
+    class OpenCluster(Message):
+        """``enter`` on a duplicate cluster: choose the image to keep."""
 
     def action_open(self) -> None:
         node = self.cursor_node
@@ -36,22 +55,10 @@ class HealthTree(Tree):
             return
         if node.children:
             node.toggle()
-        elif isinstance(node.data, dict) and node.data.get("query"):
-            self.app.set_filter_query(node.data["query"])  # type: ignore[attr-defined]
-        elif isinstance(node.data, dict) and node.data.get("cluster") is not None:
-            self.screen.query_one(ClusterPane).focus()
-
-    def action_show_in_browser(self) -> None:
-        node = self.cursor_node
-        path = node.data.get("path") if node is not None and isinstance(node.data, dict) else None
-        if path:
-            browser = self.app.show_view("browser")  # type: ignore[attr-defined]
-            if not browser.image_list.move_to_path(path):
-                browser.apply_filter("")
-                browser.image_list.move_to_path(path)
-
-    def action_restore_trash(self) -> None:
-        self.parent.parent.restore_trash()  # type: ignore[union-attr]
+        elif node.data is not None and node.data.query:
+            self.post_message(ShowImages(node.data.query))
+        elif node.data is not None and node.data.cluster is not None:
+            self.post_message(self.OpenCluster())
 
 
 class MemberCard(Vertical):
@@ -64,8 +71,13 @@ class MemberCard(Vertical):
     MemberCard Static { height: auto; max-height: 4; }
     """
 
-    def __init__(self, path: str, facts: Text, abs_path: Path, **kwargs) -> None:
-        super().__init__(**kwargs)
+    class Clicked(Message):
+        def __init__(self, card: MemberCard) -> None:
+            super().__init__()
+            self.card = card
+
+    def __init__(self, path: str, facts: Text, abs_path: Path) -> None:
+        super().__init__()
         self.rel_path = path
         self.facts = facts
         self.abs_path = abs_path
@@ -78,21 +90,24 @@ class MemberCard(Vertical):
         self.query_one(HalfBlockImage).show(self.abs_path if self.abs_path.exists() else None)
 
     def on_click(self) -> None:
-        pane = self.parent.parent  # type: ignore[union-attr]
-        if isinstance(pane, ClusterPane):
-            pane.current = list(pane.cards).index(self)
-            pane.focus()
+        self.post_message(self.Clicked(self))
 
 
 class ClusterPane(Vertical, can_focus=True):
     """The members of one duplicate cluster side by side; pick the one to keep."""
 
-    BINDINGS = [
-        Binding("left,h", "move(-1)", "Previous image", show=False),
-        Binding("right,l", "move(1)", "Next image", show=False),
-        Binding("K", "keep", "Keep this, trash others"),
-        Binding("escape", "back", "Back to list", show=False),
-    ]
+    BINDINGS = bindings("cluster")
+
+    class Back(Message):
+        """``esc``: back to the findings."""
+
+    class Resolve(Message):
+        """Confirmed: keep ``keep``, move ``others`` to the trash."""
+
+        def __init__(self, keep: str, others: list[str]) -> None:
+            super().__init__()
+            self.keep = keep
+            self.others = others
     DEFAULT_CSS = """
     ClusterPane { height: 1fr; }
     ClusterPane:focus { background: $boost; }
@@ -100,9 +115,9 @@ class ClusterPane(Vertical, can_focus=True):
     ClusterPane #cards { height: 1fr; }
     """
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.cluster = None
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.cluster: Cluster | None = None
         self._current = 0
 
     def compose(self) -> ComposeResult:
@@ -126,7 +141,12 @@ class ClusterPane(Vertical, can_focus=True):
         for i, card in enumerate(cards):
             card.set_class(i == self._current, "-current")
 
-    def show_cluster(self, cluster, model) -> None:
+    def on_member_card_clicked(self, event: MemberCard.Clicked) -> None:
+        event.stop()
+        self.current = self.cards.index(event.card)
+        self.focus()
+
+    def show_cluster(self, cluster: Cluster, model: DatasetModel) -> None:
         self.cluster = cluster
         title = Text(f"{cluster.kind} duplicates, {len(cluster.members)} images", style="bold")
         title.append("   ←/→ choose, K keeps the chosen one and moves the others to .kiln/trash/", style="dim")
@@ -153,7 +173,7 @@ class ClusterPane(Vertical, can_focus=True):
         self.current = self.current + delta
 
     def action_back(self) -> None:
-        self.screen.query_one(HealthTree).focus()
+        self.post_message(self.Back())
 
     def action_keep(self) -> None:
         if self.cluster is None or not self.cards:
@@ -170,7 +190,7 @@ class ClusterPane(Vertical, can_focus=True):
 
         def answer(ok: bool | None) -> None:
             if ok:
-                self.parent.parent.parent.trash(others, keep)  # type: ignore[union-attr]
+                self.post_message(self.Resolve(keep, others))
 
         self.app.push_screen(ConfirmScreen("Resolve duplicates?", body, "Move to trash"), answer)
 
@@ -178,6 +198,8 @@ class ClusterPane(Vertical, can_focus=True):
 class HealthView(KilnView):
     VIEW_ID = "health"
     TITLE = "Health"
+
+    BINDINGS = bindings("health")
 
     DEFAULT_CSS = """
     HealthView > Horizontal { height: 1fr; }
@@ -196,12 +218,13 @@ class HealthView(KilnView):
                     yield Static(id="flag-facts")
                 yield ClusterPane(id="cluster-pane")
 
+    clusters: list[Cluster] = []
+
     def on_mount(self) -> None:
-        self.clusters: list = []
         self.query_one(HealthTree).show_root = False
 
     def dataset_loaded(self) -> None:
-        self.clusters = list(self.kiln.model.clusters) if self.kiln.loaded else []
+        self.clusters = list(self.model.clusters) if self.kiln.loaded else []
         self._fill()
 
     def activated(self) -> None:
@@ -209,23 +232,24 @@ class HealthView(KilnView):
         self._place_cursor()
 
     def _place_cursor(self) -> None:
-        """Put the cursor on the first cluster (or finding) when it is nowhere yet."""
+        """Put the cursor on the first cluster (or finding) when it is nowhere yet, or on the duplicates'
+        heading (where a freshly built tree puts it)."""
         tree = self.query_one(HealthTree)
-        if tree.cursor_line < 0 and tree.last_line >= 0:
+        if tree.cursor_line <= 0 and tree.last_line >= 0:
             tree.cursor_line = 1 if self.clusters else 0
 
     def _fill(self) -> None:
         tree = self.query_one(HealthTree)
         tree.clear()
-        model = self.kiln.model
+        model = self.model
         found = f"{len(self.clusters)} clusters" if self.kiln.loaded else "checking…"
         dup = tree.root.add(Text(f"duplicates ({found})", style="bold"), expand=True)
         for cluster in self.clusters:
             label = Text(f"{cluster.kind}: ")
             label.append_text(safe_text(Path(cluster.keep).name))
             label.append(f" +{len(cluster.members) - 1}", style="dim")
-            dup.add_leaf(label, data={"cluster": cluster, "path": cluster.keep})
-        by_kind: dict[str, list] = {}
+            dup.add_leaf(label, data=Finding(path=cluster.keep, cluster=cluster))
+        by_kind: dict[str, list[tuple[Row, Flag]]] = {}
         for row in model.rows:
             for flag in row.flags:
                 if flag.kind in ("exact-duplicate", "near-duplicate"):
@@ -238,22 +262,22 @@ class HealthView(KilnView):
                 label = safe_text(row.path)
                 label.append("  ")
                 label.append_text(safe_text(flag.detail, style="dim"))
-                node.add_leaf(label, data={"row": row, "flag": flag, "path": row.path})
+                node.add_leaf(label, data=Finding(path=row.path, row=row, flag=flag))
             if len(items) > MAX_LEAVES:
                 more = Text(f"… {len(items) - MAX_LEAVES} more: enter shows them all in the browser", style="italic")
-                node.add_leaf(more, data={"query": f"flag:{kind}"})
+                node.add_leaf(more, data=Finding(query=f"flag:{kind}"))
         if not by_kind and not self.clusters:
             tree.root.add_leaf(Text("no findings" if self.kiln.loaded else "checking…", style="green"))
 
-    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[Finding]) -> None:
         data = event.node.data
         switcher = self.query_one(ContentSwitcher)
-        if isinstance(data, dict) and data.get("cluster") is not None:
+        if data is not None and data.cluster is not None:
             switcher.current = "cluster-pane"
-            self.query_one(ClusterPane).show_cluster(data["cluster"], self.kiln.model)
-        elif isinstance(data, dict) and data.get("row") is not None:
+            self.query_one(ClusterPane).show_cluster(data.cluster, self.model)
+        elif data is not None and data.row is not None and data.flag is not None:
             switcher.current = "flag-detail"
-            row, flag = data["row"], data["flag"]
+            row, flag = data.row, data.flag
             self.query_one("#flag-preview", ImagePreview).show(row.abs_path)
             facts = safe_text(row.path, style="bold")
             facts.append(f"\n{row.width}×{row.height} {human_size(row.size)}\n")
@@ -261,27 +285,56 @@ class HealthView(KilnView):
             facts.append("\no shows it in the browser", style="dim")
             self.query_one("#flag-facts", Static).update(facts)
 
+    # ----- the findings' actions ----------------------------------------------------------------
+    def _finding(self) -> Finding | None:
+        node = self.query_one(HealthTree).cursor_node
+        return node.data if node is not None else None
+
+    def on_health_tree_open_cluster(self, event: HealthTree.OpenCluster) -> None:
+        event.stop()
+        self.query_one(ClusterPane).focus()
+
+    def on_cluster_pane_back(self, event: ClusterPane.Back) -> None:
+        event.stop()
+        self.query_one(HealthTree).focus()
+
+    def on_cluster_pane_resolve(self, event: ClusterPane.Resolve) -> None:
+        event.stop()
+        self.trash(event.others, event.keep)
+
+    def action_show_in_browser(self) -> None:
+        pane = self.query_one(ClusterPane)
+        if pane.has_focus:  # the image chosen in the cluster
+            path = pane.cards[pane.current].rel_path if pane.cards else None
+        else:
+            finding = self._finding()
+            path = finding.path if finding is not None else None
+        if path:
+            self.post_message(RevealImage(path))
+
+    def action_restore_trash(self) -> None:
+        self.restore_trash()
+
     @work(thread=True, exclusive=True, group="trash")
     def trash(self, paths: list[str], keep: str) -> None:
         try:
-            batch = self.kiln.model.trash_images(paths, f"duplicates of {keep}")
+            batch = self.model.trash_images(paths, f"duplicates of {keep}")
         except Exception as exc:  # noqa: BLE001
-            self.kiln.ui(self.notify, safe_text(f"Nothing moved: {exc}"), severity="error")
+            self.kiln.ui(self.app.notify, printable(f"Nothing moved: {exc}"), severity="error")
             return
-        self.kiln.ui(
-            self.notify, safe_text(f"Moved {len(batch.images)} image(s) to .kiln/trash/{batch.batch_id}; R restores."),
-        )
-        self.kiln.ui(self.kiln.action_rescan)
+        self.kiln.ui(self.app.notify,
+                     printable(f"Moved {len(batch.images)} image(s) to .kiln/trash/{batch.batch_id}; R restores."))
+        self.post_message(Rescan())
 
     @work(thread=True, exclusive=True, group="trash")
     def restore_trash(self) -> None:
         try:
-            batch = self.kiln.model.restore_last_trash()
+            batch = self.model.restore_last_trash()
         except Exception as exc:  # noqa: BLE001
-            self.kiln.ui(self.notify, safe_text(f"Restore failed: {exc}"), severity="error")
+            self.kiln.ui(self.app.notify, printable(f"Restore failed: {exc}"), severity="error")
             return
         if batch is None:
-            self.kiln.ui(self.notify, "The trash is empty.", timeout=2)
+            self.kiln.ui(self.app.notify, "The trash is empty.", timeout=2)
             return
-        self.kiln.ui(self.notify, safe_text(f"Restored {printable(', '.join(batch.images))}"))
-        self.kiln.ui(self.kiln.action_rescan)
+        self.kiln.ui(self.app.notify, printable(f"Restored {', '.join(batch.images)}"))
+        self.post_message(Rescan())

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.message import Message
 from textual.widgets import DataTable, Input
 
 from curator.textsafe import printable, safe_text
+from tui.bindings import bindings
+from tui.messages import CaptionsWritten, ShowImages
+from tui.model import PlanParams
 from tui.views.base import KilnView
 from tui.widgets.dialogs import ConfirmScreen, PromptScreen
+
+if TYPE_CHECKING:
+    from curator.tags.journal import CaptionChange
 
 
 def quote_tag(tag: str) -> str:
@@ -18,33 +26,31 @@ def quote_tag(tag: str) -> str:
     return 'tag:"' + tag.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class TagTable(DataTable):
-    BINDINGS = [
-        Binding("enter", "show_images", "Show images"),
-        Binding("r", "rename", "Rename everywhere"),
-        Binding("d,delete", "delete", "Delete everywhere"),
-        Binding("s", "toggle_sort", "Sort count/name"),
-        Binding("slash", "search", "Search tags"),
-        Binding("k", "cursor_up", "Up", show=False),
-        Binding("j", "cursor_down", "Down", show=False),
-        Binding("g", "scroll_top", "First", show=False),
-        Binding("G", "scroll_bottom", "Last", show=False),
-    ]
+class TagTable(DataTable[Text]):
+    """Every tag with its count; vim keys. Its keys on the highlighted tag (show its images, rename, delete…)
+    are the view's to carry out: the table asks with ``Command``."""
+
+    BINDINGS = bindings("tags", "tag-table")
+
+    class Command(Message):
+        def __init__(self, action: str) -> None:
+            super().__init__()
+            self.action = action
 
     def action_show_images(self) -> None:
-        self.parent.show_images()  # type: ignore[union-attr]
+        self.post_message(self.Command("show_images"))
 
     def action_rename(self) -> None:
-        self.parent.rename()  # type: ignore[union-attr]
+        self.post_message(self.Command("rename"))
 
     def action_delete(self) -> None:
-        self.parent.delete()  # type: ignore[union-attr]
+        self.post_message(self.Command("delete"))
 
     def action_toggle_sort(self) -> None:
-        self.parent.toggle_sort()  # type: ignore[union-attr]
+        self.post_message(self.Command("toggle_sort"))
 
     def action_search(self) -> None:
-        self.parent.query_one("#tag-search", Input).focus()  # type: ignore[union-attr]
+        self.post_message(self.Command("search"))
 
 
 class TagsView(KilnView):
@@ -63,9 +69,8 @@ class TagsView(KilnView):
         table.add_column("tag", key="tag")
         yield table
 
-    def on_mount(self) -> None:
-        self.sort_by_count = True
-        self._tags: list[tuple[str, int]] = []
+    sort_by_count = True
+    _tags: list[tuple[str, int]] = []
 
     def dataset_loaded(self) -> None:
         self._reload()
@@ -77,7 +82,7 @@ class TagsView(KilnView):
         self.query_one(TagTable).focus()
 
     def _reload(self) -> None:
-        vocab = self.kiln.model.vocabulary()
+        vocab = self.model.vocabulary()
         if self.sort_by_count:
             self._tags = sorted(vocab.items(), key=lambda kv: (-kv[1], kv[0].lower()))
         else:
@@ -114,6 +119,12 @@ class TagsView(KilnView):
             return None
         return key.value
 
+    def on_tag_table_command(self, event: TagTable.Command) -> None:
+        event.stop()
+        commands = {"show_images": self.show_images, "rename": self.rename, "delete": self.delete,
+                    "toggle_sort": self.toggle_sort, "search": self.query_one("#tag-search", Input).focus}
+        commands[event.action]()
+
     def toggle_sort(self) -> None:
         self.sort_by_count = not self.sort_by_count
         self._reload()
@@ -125,7 +136,7 @@ class TagsView(KilnView):
     def show_images(self) -> None:
         tag = self.current_tag()
         if tag is not None:
-            self.kiln.set_filter_query(quote_tag(tag))
+            self.post_message(ShowImages(quote_tag(tag)))
 
     def rename(self) -> None:
         tag = self.current_tag()
@@ -145,20 +156,20 @@ class TagsView(KilnView):
             self._plan_and_confirm("delete", {"tags": [tag]}, f"delete tag '{printable(tag)}'")
 
     @work(thread=True, exclusive=True, group="tags-plan")
-    def _plan_and_confirm(self, op: str, params: dict, description: str) -> None:
-        model = self.kiln.model
+    def _plan_and_confirm(self, op: str, params: PlanParams, description: str) -> None:
+        model = self.model
         try:
             changes = model.plan(op, model.rows, params)
         except Exception as exc:  # noqa: BLE001
-            self.kiln.ui(self.notify, safe_text(f"{description}: {exc}"), severity="error")
+            self.kiln.ui(self.app.notify, printable(f"{description}: {exc}"), severity="error")
             return
         if not changes:
-            self.kiln.ui(self.notify, "No caption would change.", timeout=2)
+            self.kiln.ui(self.app.notify, "No caption would change.", timeout=2)
             return
         diff = model.diff_text(changes)
         self.kiln.ui(self._confirm, op, changes, description, diff)
 
-    def _confirm(self, op: str, changes: list, description: str, diff: Text) -> None:
+    def _confirm(self, op: str, changes: list[CaptionChange], description: str, diff: Text) -> None:
         body = Text(f"{len(changes)} caption file(s) will change (u undoes):\n\n")
         body.append_text(diff)
 
@@ -169,10 +180,10 @@ class TagsView(KilnView):
         self.app.push_screen(ConfirmScreen(description.capitalize() + "?", body, "Apply"), answer)
 
     @work(thread=True, exclusive=True, group="tags-apply")
-    def _apply(self, op: str, changes: list, description: str) -> None:
+    def _apply(self, op: str, changes: list[CaptionChange], description: str) -> None:
         try:
-            result = self.kiln.model.apply(changes, op, description)
+            result = self.model.apply(changes, op, description)
         except Exception as exc:  # noqa: BLE001
-            self.kiln.ui(self.notify, safe_text(f"{description} failed: {exc}"), severity="error")
+            self.kiln.ui(self.app.notify, printable(f"{description} failed: {exc}"), severity="error")
             return
-        self.kiln.ui(self.kiln.report_apply, result, description.capitalize())
+        self.post_message(CaptionsWritten(result, description.capitalize()))

@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
 
 from curator.textsafe import safe_text
+from tui.bindings import bindings
 from tui.widgets.dialogs import DIALOG_CSS
 
 MODES = (
@@ -67,10 +67,7 @@ class AutotagScreen(ModalScreen[Any]):
     AutotagScreen #at-scope { color: $text-muted; }
     AutotagScreen .buttons { margin-top: 1; height: 1; }
     """
-    BINDINGS = [
-        Binding("escape", "cancel", "Cancel"),
-        Binding("ctrl+s", "run", "Run autotag"),
-    ]
+    BINDINGS = bindings("autotag")
 
     def __init__(self, settings: dict[str, Any], scope_label: str) -> None:
         super().__init__()

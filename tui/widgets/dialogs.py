@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
+
+from curator.textsafe import safe_text
+from tui.bindings import bindings
 
 DIALOG_CSS = """
 ModalScreen { align: center middle; }
@@ -26,10 +28,7 @@ class ConfirmScreen(ModalScreen[bool]):
     """Yes/no for a destructive action. `y`/enter confirms, `n`/esc cancels."""
 
     DEFAULT_CSS = DIALOG_CSS
-    BINDINGS = [
-        Binding("y", "answer(True)", "Yes"),
-        Binding("n,escape", "answer(False)", "No"),
-    ]
+    BINDINGS = bindings("confirm")
 
     def __init__(self, title: str, body: Text | str, confirm_label: str = "Yes") -> None:
         super().__init__()
@@ -60,7 +59,7 @@ class PromptScreen(ModalScreen[str | None]):
     """Ask for one line of text (enter accepts, esc cancels)."""
 
     DEFAULT_CSS = DIALOG_CSS
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS = bindings("prompt")
 
     def __init__(self, title: str, value: str = "", placeholder: str = "") -> None:
         super().__init__()
@@ -81,17 +80,24 @@ class PromptScreen(ModalScreen[str | None]):
 
 
 class HelpScreen(ModalScreen[None]):
-    """Every key binding of the app, grouped by where it applies."""
+    """Every key binding of the app, grouped by where it applies; ``notes`` (the keymap file and what was wrong
+    in it) above them."""
 
     DEFAULT_CSS = DIALOG_CSS + "#dialog { width: 90; height: 90%; } #help { height: 1fr; }"
-    BINDINGS = [Binding("escape,q,question_mark", "close", "Close")]
+    BINDINGS = bindings("help")
 
-    def __init__(self, sections: list[tuple[str, list[tuple[str, str]]]]) -> None:
+    def __init__(self, sections: list[tuple[str, list[tuple[str, str]]]], notes: list[str] | None = None) -> None:
         super().__init__()
         self.sections = sections
+        self.notes = notes or []
 
     def compose(self) -> ComposeResult:
         text = Text()
+        for note in self.notes:
+            text.append_text(safe_text(note, style="dim"))
+            text.append("\n")
+        if self.notes:
+            text.append("\n")
         for title, rows in self.sections:
             text.append(f"{title}\n", style="bold underline")
             for keys, description in rows:

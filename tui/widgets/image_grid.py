@@ -29,7 +29,6 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
-from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
@@ -37,9 +36,10 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from curator.textsafe import printable
+from tui.bindings import bindings
 from tui.imaging import ThumbnailCache, fit_cells, halfblock_lines
 from tui.rows import Row
-from tui.widgets.image_list import MOVE_BINDINGS, SELECTION_BINDINGS, ImageList
+from tui.widgets.image_list import ImageList
 
 MIN_CELL_W = 16  # narrowest cell (15-column tile: a 13-column picture)
 PREF_CELL_W = 20  # the grid uses as many cells as keep them at most about this wide…
@@ -178,13 +178,7 @@ class ThumbnailLoader:
 class ImageGrid(ScrollView, can_focus=True):
     """The dataset as thumbnails; the same keys as the list plus ←→/h l, enter edits the tags."""
 
-    BINDINGS = [
-        *MOVE_BINDINGS,
-        Binding("left,h", "cursor_left", "Left", show=False),
-        Binding("right,l", "cursor_right", "Right", show=False),
-        *SELECTION_BINDINGS,
-        Binding("enter", "open", "Edit tags", show=False),
-    ]
+    BINDINGS = bindings("images", "grid")
 
     COMPONENT_CLASSES = {
         "image-grid--cursor",
@@ -444,9 +438,12 @@ class ImageGrid(ScrollView, can_focus=True):
         self.follow_cursor()
 
     # ----- rendering --------------------------------------------------------------------------
+    _style_key: tuple[object, ...] | None = None
+    _style_cache: dict[str, Style]
+
     def _styles(self) -> dict[str, Style]:
         key = (self.has_focus, self.app.theme, self.styles.background, self.styles.color)
-        if getattr(self, "_style_key", None) != key:
+        if self._style_key != key:
             self._style_key = key
             base = self.rich_style
             self._style_cache = {

@@ -1,7 +1,9 @@
 """A virtualised image list: a Line-API ScrollView that renders only the visible rows.
 
-Holds ``rows`` (every image), ``view`` (indices of the rows that pass the filter, in sort order), a cursor
-into ``view`` and a selection (a set of row paths). Scrolling 100,000 rows costs the same as 20.
+Holds ``rows`` (every image), ``view`` (indices of the rows that pass the filter, in sort order) and a cursor
+into ``view``. The filter, the selection and the current image are not the list's: they live in a
+``BrowseState`` (``tui/state.py``; in the app the dataset model's), which the list reads and changes, so every
+other part of the app sees the same ones. Scrolling 100,000 rows costs the same as 20.
 """
 
 from __future__ import annotations
@@ -9,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
-from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
@@ -23,7 +25,9 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from curator.textsafe import printable
+from tui.bindings import bindings
 from tui.rows import Row, human_size
+from tui.state import BrowseState
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ class Column:
     width: int  # 0 = flexible (takes what is left)
     priority: int  # lower numbers are dropped first when the list is narrow
     cell: Callable[[Row], str]
-    sort_key: Callable[[Row], object]
+    sort_key: Callable[[Row], Any]
     align: str = "left"
 
 
@@ -85,7 +89,7 @@ class ListHeader(Widget):
     ListHeader { height: 1; background: $panel; color: $text-muted; text-style: bold; }
     """
 
-    def __init__(self, image_list: ImageList, **kwargs) -> None:
+    def __init__(self, image_list: ImageList, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.image_list = image_list
 
@@ -109,34 +113,12 @@ class ListHeader(Widget):
             x += width + 1
 
 
-# The keys of the images pane, shared by the list and the grid (tui/widgets/image_grid.py), which both act on
-# this list's rows, cursor and selection.
-MOVE_BINDINGS = [
-    Binding("up,k", "cursor_up", "Up", show=False),
-    Binding("down,j", "cursor_down", "Down", show=False),
-    Binding("pageup,ctrl+b", "page_up", "Page up", show=False),
-    Binding("pagedown,ctrl+f", "page_down", "Page down", show=False),
-    Binding("ctrl+u", "half_page(-1)", "Half page up", show=False),
-    Binding("ctrl+d", "half_page(1)", "Half page down", show=False),
-    Binding("home,g", "first", "First", show=False),
-    Binding("end,G", "last", "Last", show=False),
-]
-SELECTION_BINDINGS = [
-    Binding("space", "toggle_select", "Select"),
-    Binding("v", "visual", "Range"),
-    Binding("ctrl+a", "select_all", "Select all", show=False),
-    Binding("escape", "clear_selection", "Clear selection", show=False),
-    Binding("n", "next_flagged(1)", "Next flag"),
-    Binding("N", "next_flagged(-1)", "Prev flagged", show=False),
-    Binding("s", "cycle_sort", "Sort", show=False),
-    Binding("S", "reverse_sort", "Reverse sort", show=False),
-]
-
-
 class ImageList(ScrollView, can_focus=True):
-    """The dataset as a list; vim keys, `space` to select, `v` for a range."""
+    """The dataset as a list; vim keys, `space` to select, `v` for a range. The keys (context ``images`` of
+    tui/bindings.py) are shared with the grid (tui/widgets/image_grid.py), which acts on this list's rows and
+    cursor."""
 
-    BINDINGS = [*MOVE_BINDINGS, *SELECTION_BINDINGS]
+    BINDINGS = bindings("images")
 
     COMPONENT_CLASSES = {
         "image-list--cursor",
@@ -166,52 +148,41 @@ class ImageList(ScrollView, can_focus=True):
             self.image_list = image_list
             self.row = row
 
-    class SelectionChanged(Message):
-        def __init__(self, image_list: ImageList, count: int) -> None:
-            super().__init__()
-            self.image_list = image_list
-            self.count = count
-
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, state: BrowseState | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.rows: list[Row] = []
+        self.state = state if state is not None else BrowseState()
+        self.rows: Sequence[Row] = []
         self.view: list[int] = []
-        self.selected: set[str] = set()
         self.sort_column = "folder"
         self.sort_reverse = False
-        self._filter: Callable[[Row], bool] | None = None
         self._visual_anchor: int | None = None
-        self._visual_base: set[str] = set()
+        self._visual_base: frozenset[str] = frozenset()
         self.header: ListHeader | None = None
 
-    # ----- data -------------------------------------------------------------------------------
-    def set_rows(self, rows: Sequence[Row], keep_cursor: bool = True) -> None:
-        """Replace every row (after a scan); the cursor stays on the same image when it still exists, or at the
-        top when it was there (rows arriving during a scan do not drag it down)."""
-        current = self.cursor_row.path if keep_cursor and self.cursor_row and self.cursor > 0 else None
-        self.rows = list(rows)
-        paths = {r.path for r in self.rows}
-        self.selected &= paths
-        self._rebuild(current)
+    @property
+    def selected(self) -> frozenset[str]:
+        """The selected image paths (the state's)."""
+        return self.state.selected
 
-    def set_filter(self, predicate: Callable[[Row], bool] | None) -> None:
-        current = self.cursor_row.path if self.cursor_row else None
-        self._filter = predicate
-        self._rebuild(current)
+    # ----- data -------------------------------------------------------------------------------
+    def set_rows(self, rows: Sequence[Row]) -> None:
+        """Show ``rows`` (after a scan; the list keeps the sequence, it never changes it). The cursor stays on
+        the current image when it is still shown, or at the top when it was there (rows arriving during a
+        scan do not drag it down)."""
+        at_top = self.cursor == 0 and (self.cursor_row is None or self.cursor_row.path == self.state.current)
+        self.rows = rows
+        self._rebuild(None if at_top else self.state.current)
 
     def refresh_rows(self) -> None:
-        """Rows changed in place (tags edited): re-sort/re-filter, keep the cursor on its image."""
-        current = self.cursor_row.path if self.cursor_row else None
-        self._rebuild(current)
+        """The filter changed, or rows changed in place (tags edited): re-filter and re-sort, keeping the
+        cursor on the current image."""
+        self._rebuild(self.state.current)
 
     def _rebuild(self, keep_path: str | None) -> None:
-        idx = range(len(self.rows))
-        if self._filter is not None:
-            pred = self._filter
-            idx = [i for i in idx if pred(self.rows[i])]
-        col = next(c for c in COLUMNS if c.key == self.sort_column)
         rows = self.rows
-        self.view = sorted(idx, key=lambda i: col.sort_key(rows[i]), reverse=self.sort_reverse)
+        col = next(c for c in COLUMNS if c.key == self.sort_column)
+        shown = self.state.matching(rows)
+        self.view = sorted(shown, key=lambda i: col.sort_key(rows[i]), reverse=self.sort_reverse)
         self.virtual_size = Size(self.size.width, len(self.view))
         new_cursor = 0
         if keep_path is not None:
@@ -262,11 +233,12 @@ class ImageList(ScrollView, can_focus=True):
     def watch_cursor(self, old: int, new: int) -> None:
         if self._visual_anchor is not None:
             lo, hi = sorted((self._visual_anchor, new))
-            self.selected = self._visual_base | {self.rows[i].path for i in self.view[lo : hi + 1]}
-            self.post_message(self.SelectionChanged(self, len(self.selected)))
+            self.state.set_selection(self._visual_base | {self.rows[i].path for i in self.view[lo : hi + 1]})
+        row = self.cursor_row
+        self.state.set_current(row.path if row is not None else None)
         self.scroll_to_cursor()
         self.refresh()
-        self.post_message(self.CursorMoved(self, self.cursor_row))
+        self.post_message(self.CursorMoved(self, row))
 
     def scroll_to_cursor(self) -> None:
         height = self.scrollable_content_region.height or self.size.height
@@ -324,14 +296,13 @@ class ImageList(ScrollView, can_focus=True):
         row = self.cursor_row
         if row is None:
             return
-        self.selected ^= {row.path}
-        self.post_message(self.SelectionChanged(self, len(self.selected)))
+        self.state.toggle(row.path)
         self.cursor += 1
 
     def action_visual(self) -> None:
         if self._visual_anchor is None:
             self._visual_anchor = self.cursor
-            self._visual_base = set(self.selected)
+            self._visual_base = self.selected
             self.cursor = self.cursor  # apply the one-row range now
             self.notify("Range select: move, then v again to finish (esc cancels).", timeout=2)
         else:
@@ -339,17 +310,15 @@ class ImageList(ScrollView, can_focus=True):
             self.refresh()
 
     def action_select_all(self) -> None:
-        self.selected |= {self.rows[i].path for i in self.view}
-        self.post_message(self.SelectionChanged(self, len(self.selected)))
+        self.state.select(self.rows[i].path for i in self.view)
         self.refresh()
 
     def action_clear_selection(self) -> None:
         if self._visual_anchor is not None:
-            self.selected = self._visual_base
+            self.state.set_selection(self._visual_base)
             self._visual_anchor = None
         else:
-            self.selected = set()
-        self.post_message(self.SelectionChanged(self, len(self.selected)))
+            self.state.clear_selection()
         self.refresh()
 
     @property
@@ -368,18 +337,19 @@ class ImageList(ScrollView, can_focus=True):
         ctrl toggles the image; the cursor moves there."""
         if shift and self.cursor_row is not None:
             lo, hi = sorted((self.cursor, pos))
-            self.selected |= {self.rows[i].path for i in self.view[lo : hi + 1]}
-            self.post_message(self.SelectionChanged(self, len(self.selected)))
+            self.state.select(self.rows[i].path for i in self.view[lo : hi + 1])
         elif ctrl:
-            self.selected ^= {self.rows[self.view[pos]].path}
-            self.post_message(self.SelectionChanged(self, len(self.selected)))
+            self.state.toggle(self.rows[self.view[pos]].path)
         self.cursor = pos
 
     # ----- rendering --------------------------------------------------------------------------
+    _style_key: tuple[object, ...] | None = None
+    _style_cache: tuple[Style, Style, Style, Style, Style]
+
     def _styles(self) -> tuple[Style, Style, Style, Style, Style]:
         """(base, selected, cursor, flagged, dim), cached until focus or theme change."""
         key = (self.has_focus, self.app.theme, self.styles.background, self.styles.color)
-        if getattr(self, "_style_key", None) != key:
+        if self._style_key != key:
             self._style_key = key
             self._style_cache = (
                 self.rich_style,

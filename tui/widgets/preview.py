@@ -155,10 +155,10 @@ class ImagePreview(Widget):
                 thumb = None
         _to_ui(self, self._set_graphics, path, thumb)
 
-    def _set_graphics(self, path: Path | None, thumb) -> None:
+    def _set_graphics(self, path: Path | None, thumb: object) -> None:
         if path != self.path or not self.children:
             return
-        self.children[0].image = thumb
+        setattr(self.children[0], "image", thumb)  # noqa: B010 - textual-image's widget: typed only at runtime
 
 
 class Placeholder(Static):

@@ -8,13 +8,13 @@ from collections import Counter
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
 from curator.textsafe import printable, safe_text
+from tui.bindings import bindings
 
 MAX_SUGGESTIONS = 8
 
@@ -39,15 +39,10 @@ def complete(prefix: str, vocabulary: Counter[str], exclude: set[str], limit: in
 class TagList(OptionList):
     """The tags of one caption, in file order."""
 
-    BINDINGS = [
-        Binding("d,delete", "delete_tag", "Delete tag"),
-        Binding("K,shift+up", "move(-1)", "Move up"),
-        Binding("J,shift+down", "move(1)", "Move down"),
-        Binding("t", "to_front", "To front"),
-        Binding("a,i", "add", "Add tag"),
-        Binding("k", "cursor_up", "Up", show=False),
-        Binding("j", "cursor_down", "Down", show=False),
-    ]
+    BINDINGS = bindings("tag-list")
+
+    class AddRequested(Message):
+        """``a``: the user wants to type a new tag (the editor focuses its input)."""
 
     class Changed(Message):
         """The user asked for a new tag order/content."""
@@ -107,32 +102,29 @@ class TagList(OptionList):
         self._propose(tags, f"move tag '{printable(self.tags[i])}' to front", 0)
 
     def action_add(self) -> None:
-        self.screen.query_one(TagInput).focus()
+        self.post_message(self.AddRequested())
 
 
 class TagInput(Input):
-    """Type a tag; suggestions from the dataset vocabulary appear below (tab/↓ to pick, enter to add)."""
+    """Type a tag; suggestions from the dataset vocabulary appear in ``dropdown`` (tab/↓ to pick, enter to
+    add)."""
 
-    BINDINGS = [
-        Binding("down", "suggest(1)", "Next suggestion", show=False),
-        Binding("up", "suggest(-1)", "Previous suggestion", show=False),
-        Binding("tab", "accept_suggestion", "Complete"),
-        Binding("escape", "leave", "Back to tags", show=False),
-    ]
+    BINDINGS = bindings("tag-input")
 
     class Add(Message):
         def __init__(self, tag: str) -> None:
             super().__init__()
             self.tag = tag
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(placeholder="add tag… (tab completes)", **kwargs)
+    class Left(Message):
+        """``esc``: back to the tag list."""
+
+    def __init__(self, dropdown: OptionList, *, id: str | None = None) -> None:
+        super().__init__(placeholder="add tag… (tab completes)", id=id)
+        self.dropdown = dropdown
         self.vocabulary: Counter[str] = Counter()
         self.exclude: set[str] = set()
-
-    @property
-    def dropdown(self) -> OptionList:
-        return self.parent.query_one("#tag-suggestions", OptionList)  # type: ignore[union-attr]
+        self.suggestions: list[str] = []
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
@@ -143,7 +135,7 @@ class TagInput(Input):
             label = safe_text(tag)
             label.append(f"  {self.vocabulary[tag]}", style="dim")
             dropdown.add_option(Option(label, id=None))
-        dropdown._kiln_values = matches  # type: ignore[attr-defined]
+        self.suggestions = matches
         dropdown.display = bool(matches)
         dropdown.highlighted = None
 
@@ -156,7 +148,7 @@ class TagInput(Input):
 
     def _pick_suggestion(self, default_first: bool) -> str | None:
         dropdown = self.dropdown
-        values = getattr(dropdown, "_kiln_values", [])
+        values = self.suggestions
         if not dropdown.display or not values:
             return None
         idx = dropdown.highlighted
@@ -179,7 +171,7 @@ class TagInput(Input):
 
     def action_leave(self) -> None:
         self.value = ""
-        self.screen.query_one(TagList).focus()
+        self.post_message(self.Left())
 
     def on_blur(self, event: events.Blur) -> None:
         self.dropdown.display = False
@@ -208,10 +200,19 @@ class TagEditor(Vertical):
             self.description = description
 
     def compose(self) -> ComposeResult:
+        suggestions = OptionList(id="tag-suggestions")
         yield Label("tags", id="tag-title")
         yield TagList(id="tag-list")
-        yield TagInput(id="tag-input")
-        yield OptionList(id="tag-suggestions")
+        yield TagInput(suggestions, id="tag-input")
+        yield suggestions
+
+    def on_tag_list_add_requested(self, event: TagList.AddRequested) -> None:
+        event.stop()
+        self.query_one(TagInput).focus()
+
+    def on_tag_input_left(self, event: TagInput.Left) -> None:
+        event.stop()
+        self.query_one(TagList).focus()
 
     def show(self, tags: list[str], vocabulary: Counter[str], title: Text | None = None,
              keep_highlight: bool = False, keep_tokens: int = 0) -> None:
@@ -234,7 +235,7 @@ class TagEditor(Vertical):
         event.stop()
         lst = self.query_one(TagList)
         if event.tag in lst.tags:
-            self.notify(safe_text(f"'{event.tag}' is already there"), timeout=2)
+            self.notify(printable(f"'{event.tag}' is already there"), markup=False, timeout=2)
             return
         tags = [*lst.tags, event.tag]
         self.post_message(self.Edit(tags, f"add tag '{printable(event.tag)}'"))
@@ -244,7 +245,7 @@ class TagEditor(Vertical):
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         if event.option_list.id == "tag-suggestions":
             event.stop()
-            values = getattr(event.option_list, "_kiln_values", [])
+            values = self.query_one(TagInput).suggestions
             if 0 <= event.option_index < len(values):
                 tag_input = self.query_one(TagInput)
                 tag_input.value = ""
