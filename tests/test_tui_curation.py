@@ -182,7 +182,7 @@ def test_help_lists_bindings_and_palette_holds_every_action(dataset: Path) -> No
             from tui.widgets.dialogs import HelpScreen
 
             assert isinstance(app.screen, HelpScreen)
-            text = "\n".join(f"{k} {d}" for _, rows in app.screen.sections for k, d in rows)
+            text = "\n".join(f"{k} {d}" for _, rows in app.screen.sections for k, d, _ in rows)
             for needle in ("Range", "Select", "Undo", "Redo", "Filter", "Keep this, trash others", "Apply",
                            "Delete tag", "To front", "Rename everywhere"):
                 assert needle in text, needle

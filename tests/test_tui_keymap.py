@@ -58,6 +58,15 @@ def test_every_binding_of_the_tui_has_a_registered_id() -> None:
     assert len(ids) == len(set(ids))
 
 
+def test_docs_list_every_binding_id() -> None:
+    import tui.runs
+
+    tui.runs.register()
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "TUI.md").read_text(encoding="utf-8")
+    missing = [i for i in all_keys() if f"`{i}`" not in docs and not i.startswith("app.view-")]
+    assert not missing, f"docs/TUI.md (Changing keys) does not list {missing}"
+
+
 def test_bad_entries_are_named_and_the_good_ones_kept() -> None:
     overrides, problems = check_keymap({
         "app": {"undo": "ctrl+z"},                       # a table per context
@@ -139,7 +148,7 @@ def test_a_user_keymap_moves_keys_and_help_and_palette_show_it(config_dir: Path,
             assert not isinstance(app.screen, HelpScreen)
             await pilot.press("f1")
             assert isinstance(app.screen, HelpScreen)
-            sections = {title: {d: k for k, d in rows} for title, rows in app.screen.sections}
+            sections = {title: {d: k for k, d, _ in rows} for title, rows in app.screen.sections}
             assert sections["Browse view"]["Edit tags"] == "ctrl+e" and sections["Everywhere"]["Help"] == "f1"
             assert any("app.nonsense" in note for note in app.screen.notes)  # help shows the problems too
             assert str(config_dir / "keymap.toml") in app.screen.notes[0]

@@ -40,7 +40,7 @@ def test_a_warm_index_is_in_the_first_frame_and_views_are_built_on_demand(datase
             assert tags.query_one("#tag-table").row_count > 0  # built, then filled with the dataset's tags
             assert {v.id for v in app.views()} == {"browser", "tags"}
             await pilot.press("question_mark")  # help lists every view's keys from the registry…
-            listed = "\n".join(d for _, rows in app.screen.sections for _, d in rows)
+            listed = "\n".join(d for _, rows in app.screen.sections for _, d, _ in rows)
             assert "Keep this, trash others" in listed and "Preview diff" in listed and "Stop" in listed
             assert {v.id for v in app.views()} == {"browser", "tags"}  # …without building the views
 

@@ -40,11 +40,15 @@ def test_browse_state_announces_each_real_change_once() -> None:
     state.set_current("a/2.png")
     state.set_current("a/2.png")
     state.retain({"a/3.png"})  # a rescan removed a/2.png
-    assert seen == [SelectionChanged(2), SelectionChanged(1), CurrentChanged("a/2.png"), SelectionChanged(0)]
+    always = lambda row: True  # noqa: E731
+    state.set_filter(" tag:x ", always)
+    state.set_filter("tag:x", always)  # the same filter again
+    assert seen == [SelectionChanged(2), SelectionChanged(1), CurrentChanged("a/2.png"), SelectionChanged(0),
+                    FilterChanged("tag:x")]
     stop()
     state.clear_selection()
     state.set_current(None)
-    assert len(seen) == 4  # unsubscribed
+    assert len(seen) == 5  # unsubscribed
 
 
 def test_matching_is_evaluated_once_per_rows_filter_and_content() -> None:

@@ -27,7 +27,16 @@ from tui.bindings import bindings, contexts
 from tui.config import TuiPrefs, load_prefs, save_prefs
 from tui.imaging import detect_protocol
 from tui.keymap import load_keymap
-from tui.messages import ApplyFilter, CaptionsWritten, Rescan, RevealImage, ShowImages, ShowView, StatusNote
+from tui.messages import (
+    ApplyFilter,
+    CaptionsWritten,
+    OpenFilter,
+    Rescan,
+    RevealImage,
+    ShowImages,
+    ShowView,
+    StatusNote,
+)
 from tui.model import DatasetModel
 from tui.shell.captions import CaptionWatcher
 from tui.shell.commands import help_sections, palette_commands
@@ -200,10 +209,7 @@ class KilnApp(App[None]):
 
     # ----- global actions ---------------------------------------------------------------------
     def action_filter(self) -> None:
-        browser = self.show_view("browser")
-        open_filter = getattr(browser, "open_filter", None)
-        if open_filter is not None:
-            open_filter()
+        self.show_view("browser").post_message(OpenFilter())
 
     def action_undo(self) -> None:
         self.journal.undo()

@@ -14,7 +14,6 @@ of the help screen) and that entry is ignored; the rest of the file still applie
 
 from __future__ import annotations
 
-import difflib
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -71,6 +70,8 @@ def load_keymap(path: Path | None = None) -> Keymap:
 
 def check_keymap(data: Mapping[str, object], source: str = KEYMAP_NAME) -> tuple[dict[str, str], list[str]]:
     """The valid overrides in ``data`` (parsed TOML) and a message for each entry that is not."""
+    import difflib
+
     known = all_keys()
     overrides: dict[str, str] = {}
     problems: list[str] = []

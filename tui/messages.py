@@ -68,6 +68,10 @@ class ApplyFilter(Message, bubble=False):
         self.query = query
 
 
+class OpenFilter(Message, bubble=False):
+    """To the browser: open the filter box (the `/` key, wherever it is pressed)."""
+
+
 class RevealImage(Message):
     """Show the image ``path`` in the browser (clearing the filter when it hides it)."""
 

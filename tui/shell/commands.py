@@ -15,7 +15,8 @@ from tui.keymap import Keymap
 from tui.shell.views import ViewManager
 from tui.views.registry import ViewSpec
 
-HelpSection = tuple[str, list[tuple[str, str]]]
+HelpRow = tuple[str, str, str]  # keys, what they do, the binding id (for the keymap file)
+HelpSection = tuple[str, list[HelpRow]]
 
 
 def _listed(ctx: Context, specs: list[ViewSpec]) -> bool:
@@ -24,17 +25,17 @@ def _listed(ctx: Context, specs: list[ViewSpec]) -> bool:
 
 
 def help_sections(keymap: Keymap, specs: list[ViewSpec]) -> list[HelpSection]:
-    """(title, [(keys, description)]) for every place that has keys; the views' keys first, in one line."""
+    """(title, [(keys, description, binding id)]) for every place that has keys; the views' keys in one line."""
     view_keys = {k.name: keymap.label(contexts()[0], k) for k in contexts()[0].keys if k.name.startswith("view-")}
     sections: list[HelpSection] = []
     for ctx in contexts():
         if not _listed(ctx, specs):
             continue
-        rows = [(keymap.label(ctx, k), k.title) for k in ctx.keys if not k.name.startswith("view-")]
+        rows = [(keymap.label(ctx, k), k.title, ctx.binding_id(k)) for k in ctx.keys if not k.name.startswith("view-")]
         if ctx.id == "app":
             views = ", ".join(f"{view_keys.get(f'view-{s.key}', s.key)} {s.title}" for s in specs)
-            rows.append(("1…9", f"Views: {views}"))
-            rows.append(("tab / shift+tab", "Move focus between panes"))
+            rows.append(("1…9", f"Views: {views}", "app.view-1 … app.view-9"))
+            rows.append(("tab / shift+tab", "Move focus between panes", ""))
         sections.append((ctx.title, rows))
     return sections
 

@@ -15,7 +15,7 @@ from textual.widgets import Input, Static
 
 from curator.textsafe import printable, safe_text
 from tui.bindings import bindings
-from tui.messages import ApplyFilter, CaptionsWritten, ShowView, StatusNote
+from tui.messages import ApplyFilter, CaptionsWritten, OpenFilter, ShowView, StatusNote
 from tui.rows import Row, human_size
 from tui.state import Predicate
 from tui.views.base import KilnView
@@ -150,6 +150,7 @@ class BrowserView(KilnView):
         self.captions_changed()
 
     def filter_changed(self, text: str) -> None:
+        text = self.model.state.filter_text  # the latest (a later change may be on its way)
         box = self.query_one(FilterInput)
         self.query_one("#filter-error").display = False
         box.remove_class("-error")
@@ -162,9 +163,15 @@ class BrowserView(KilnView):
         self.images_widget.refresh()
 
     def current_changed(self, path: str | None) -> None:
+        """The current image was set elsewhere (the Health view's `o`): focus it; when it is not shown here,
+        the focused image stays the current one."""
+        if path != self.model.state.current:
+            return  # a later change is on its way (the user kept moving)
         row = self.image_list.cursor_row
-        if path is not None and (row is None or row.path != path):
-            self.image_list.move_to_path(path)  # set elsewhere (e.g. the Health view's `o`)
+        if path is None or (row is not None and row.path == path) or self.image_list.move_to_path(path):
+            return
+        if row is not None:
+            self.model.state.set_current(row.path)
 
     def activated(self) -> None:
         self.focus_images()
@@ -277,6 +284,9 @@ class BrowserView(KilnView):
 
     def on_apply_filter(self, message: ApplyFilter) -> None:
         self.apply_filter(message.query)
+
+    def on_open_filter(self, message: OpenFilter) -> None:
+        self.open_filter()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "filter":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -121,7 +122,7 @@ class TagsView(KilnView):
 
     def on_tag_table_command(self, event: TagTable.Command) -> None:
         event.stop()
-        commands = {"show_images": self.show_images, "rename": self.rename, "delete": self.delete,
+        commands: dict[str, Callable[[], object]] = {"show_images": self.show_images, "rename": self.rename, "delete": self.delete,
                     "toggle_sort": self.toggle_sort, "search": self.query_one("#tag-search", Input).focus}
         commands[event.action]()
 

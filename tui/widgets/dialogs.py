@@ -80,13 +80,13 @@ class PromptScreen(ModalScreen[str | None]):
 
 
 class HelpScreen(ModalScreen[None]):
-    """Every key binding of the app, grouped by where it applies; ``notes`` (the keymap file and what was wrong
-    in it) above them."""
+    """Every key binding of the app, grouped by where it applies, with the id a keymap file moves it by;
+    ``notes`` (the keymap file and what was wrong in it) above them."""
 
-    DEFAULT_CSS = DIALOG_CSS + "#dialog { width: 90; height: 90%; } #help { height: 1fr; }"
+    DEFAULT_CSS = DIALOG_CSS + "#dialog { width: 100; height: 90%; } #help { height: 1fr; }"
     BINDINGS = bindings("help")
 
-    def __init__(self, sections: list[tuple[str, list[tuple[str, str]]]], notes: list[str] | None = None) -> None:
+    def __init__(self, sections: list[tuple[str, list[tuple[str, str, str]]]], notes: list[str] | None = None) -> None:
         super().__init__()
         self.sections = sections
         self.notes = notes or []
@@ -100,9 +100,10 @@ class HelpScreen(ModalScreen[None]):
             text.append("\n")
         for title, rows in self.sections:
             text.append(f"{title}\n", style="bold underline")
-            for keys, description in rows:
+            for keys, description, binding_id in rows:
                 text.append(f"  {keys:<22}", style="bold")
-                text.append(f"{description}\n")
+                text.append(f"{description:<32}")
+                text.append(f" {binding_id}\n", style="dim")
             text.append("\n")
         with Vertical(id="dialog"):
             yield Label("Keys  (esc to close; ctrl+p searches every action)", classes="title")
