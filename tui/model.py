@@ -334,27 +334,31 @@ class DatasetModel:
 
     # ----- captions ---------------------------------------------------------------------------
     def read_caption(self, row: Row) -> None:
-        """(Re)read ``row``'s caption file into the row."""
+        """(Re)read ``row``'s caption file into the row (the vocabulary and the filter's matches are computed
+        again only when its content changed: the caption poller re-reads unchanged files to learn their mtime)."""
         from curator.captions import Caption
 
+        before = (row.caption_raw, row.caption_error, row.captions_loaded)
         path = caption_path(row.record)
         row.caption_path = path
         row.caption_error = None
-        self._edited()
         if path is None:
             row.caption_raw, row.caption_mtime_ns, row.tags = None, None, []
             row.captions_loaded = True
-            return
-        try:
-            st = path.stat()
-            raw = path.read_bytes()
-        except OSError as exc:
-            row.caption_raw, row.caption_mtime_ns, row.tags = None, None, []
-            row.caption_error = f"cannot read caption: {exc.strerror or exc}"
-            return
-        row.caption_raw, row.caption_mtime_ns = raw, st.st_mtime_ns
-        row.tags = list(Caption.parse(raw).tags)
-        row.captions_loaded = True
+        else:
+            try:
+                st = path.stat()
+                raw = path.read_bytes()
+            except OSError as exc:
+                row.caption_raw, row.caption_mtime_ns, row.tags = None, None, []
+                row.caption_error = f"cannot read caption: {exc.strerror or exc}"
+            else:
+                if raw != row.caption_raw or not row.captions_loaded:
+                    row.tags = list(Caption.parse(raw).tags)
+                row.caption_raw, row.caption_mtime_ns = raw, st.st_mtime_ns
+                row.captions_loaded = True
+        if (row.caption_raw, row.caption_error, row.captions_loaded) != before:
+            self._edited()
 
     def changed_on_disk(self, rows: Iterable[Row]) -> list[Row]:
         """Rows whose caption file changed (mtime, appeared, vanished) since kiln read it; re-read them and
