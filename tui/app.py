@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer
 
 from curator.textsafe import printable
-from tui.bindings import bindings, contexts
+from tui.bindings import bindings, context
 from tui.config import TuiPrefs, load_prefs, save_prefs
 from tui.imaging import detect_protocol
 from tui.keymap import load_keymap
@@ -112,7 +112,7 @@ class KilnApp(App[None]):
 
     # ----- layout -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        app_keys = contexts()[0]
+        app_keys = context("app")
         labels = {s.view_id: self.keymap.label(app_keys, k) for s in self.specs for k in app_keys.keys
                   if k.name == f"view-{s.key}"}
         yield ViewBar(self.specs, labels, self.dataset_path.name, id="viewbar")

@@ -10,7 +10,7 @@ from functools import partial
 from textual.app import App, SystemCommand
 from textual.widget import Widget
 
-from tui.bindings import Context, contexts
+from tui.bindings import Context, context, contexts
 from tui.keymap import Keymap
 from tui.shell.views import ViewManager
 from tui.views.registry import ViewSpec
@@ -26,7 +26,7 @@ def _listed(ctx: Context, specs: list[ViewSpec]) -> bool:
 
 def help_sections(keymap: Keymap, specs: list[ViewSpec]) -> list[HelpSection]:
     """(title, [(keys, description, binding id)]) for every place that has keys; the views' keys in one line."""
-    view_keys = {k.name: keymap.label(contexts()[0], k) for k in contexts()[0].keys if k.name.startswith("view-")}
+    view_keys = {k.name: keymap.label(context("app"), k) for k in context("app").keys if k.name.startswith("view-")}
     sections: list[HelpSection] = []
     for ctx in contexts():
         if not _listed(ctx, specs):
@@ -42,7 +42,7 @@ def help_sections(keymap: Keymap, specs: list[ViewSpec]) -> list[HelpSection]:
 
 def palette_commands(app: App[None], views: ViewManager, keymap: Keymap) -> Iterator[SystemCommand]:
     """A command per view and per binding the palette may run (dialogs' keys only work inside the dialog)."""
-    app_context = contexts()[0]
+    app_context = context("app")
     for spec in views.specs:
         key = next((k for k in app_context.keys if k.name == f"view-{spec.key}"), None)
         label = keymap.label(app_context, key) if key is not None else spec.key
