@@ -13,9 +13,9 @@ import pytest
 
 pytest.importorskip("textual")
 
-from tests.test_tui_workflows import browser, copy_example, make_app, wait_for, wait_loaded  # noqa: E402
-from tui.bindings import all_keys, contexts  # noqa: E402
-from tui.keymap import check_key, check_keymap, key_label, load_keymap  # noqa: E402
+from tests.test_tui_workflows import browser, copy_example, make_app, wait_for, wait_loaded
+from tui.bindings import all_keys, contexts
+from tui.keymap import check_key, check_keymap, key_label, load_keymap
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("textual")
 
-from tests.test_tui_workflows import browser, copy_example, make_app, wait_for, wait_loaded  # noqa: E402
-from tui.rows import Row  # noqa: E402
-from tui.state import (  # noqa: E402
+from tests.test_tui_workflows import browser, copy_example, make_app, wait_for, wait_loaded
+from tui.rows import Row
+from tui.state import (
     BrowseState,
     ChangeFeed,
     CurrentChanged,

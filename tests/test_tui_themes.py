@@ -10,10 +10,10 @@ import pytest
 
 pytest.importorskip("textual")
 
-from tests.test_tui_workflows import copy_example, wait_for, wait_loaded  # noqa: E402
-from tui.app import KilnApp  # noqa: E402
-from tui.config import TuiPrefs  # noqa: E402
-from tui.themes import ThemeError, load_themes, theme_from_toml  # noqa: E402
+from tests.test_tui_workflows import copy_example, wait_for, wait_loaded
+from tui.app import KilnApp
+from tui.config import TuiPrefs
+from tui.themes import ThemeError, load_themes, theme_from_toml
 
 GOOD = '''name = "ember"
 dark = true
