@@ -51,6 +51,15 @@ def test_user_themes_are_loaded_and_broken_ones_reported(themes_dir: Path) -> No
     assert "typo.toml: unknown field 'primry'" in text
 
 
+def test_the_shipped_themes_pass_every_check() -> None:
+    from importlib import resources
+
+    shipped = [e for e in resources.files("themes").iterdir() if e.name.endswith(".toml")]
+    assert len(shipped) >= 3
+    for entry in shipped:
+        theme_from_toml(entry.read_text(encoding="utf-8"), check_css=True)  # raises ThemeError when not
+
+
 def test_a_user_theme_replaces_a_shipped_one_of_the_same_name(themes_dir: Path) -> None:
     (themes_dir / "mine.toml").write_text('name = "kiln-dark"\nprimary = "#00FF00"\n', encoding="utf-8")
     found = load_themes()
