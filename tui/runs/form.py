@@ -301,8 +301,7 @@ class NewRunScreen(ModalScreen):
             if f.kind == "number":
                 put(f.key, parse_value(text))
             elif f.kind == "resolution":
-                parts = [p for p in re.split(r"[,x× ]+", text) if p]
-                values = [parse_value(p) for p in parts]
+                values = [parse_value(p) for p in re.split(r"[,x× ]+", text) if p]
                 put(f.key, values[0] if len(values) == 1 else values)
             elif f.key.endswith(("path", ".dir")):
                 put(f.key, str(Path(text).expanduser()))
