@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from train.config import TrainConfig
+    from train.preflight import Report
 
 DETACH_WAIT_S = 60.0  # how long --detach waits for the background trainer to write its trainer.pid
 
@@ -111,6 +112,7 @@ def run_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.allow_pickle:
         overrides.append("model.allow_pickle=true")
+    notes: list[str] = []
     try:
         if args.resume is not None:
             run_dir = args.resume
@@ -121,13 +123,24 @@ def run_train(args: argparse.Namespace) -> int:
         elif args.config is None and not args.preset and not args.overrides:
             return _err("give a config file or --preset NAME (start with: kiln train --print-config easy > my.toml)")
         else:
-            cfg = tc.load_config(args.config, preset=args.preset, overrides=overrides)
+            cfg = tc.load_config(args.config, preset=args.preset, overrides=overrides, notes=notes)
             run_dir = cfg.run_dir
     except tc.ConfigError as exc:
         return _err(str(exc))
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    for note in notes if main_process else []:
+        print(f"note: {note}", file=sys.stderr)
 
     if args.check:
         return check(cfg, num_processes=args.num_processes)
+
+    from train.preflight import run_preflight
+
+    report = run_preflight(cfg, stages=("config",), num_processes=args.num_processes)  # before anything is made
+    if main_process:
+        _print_findings(report)
+    if not report.ok:
+        return 1
 
     if args.resume is None and (run_dir / "events.jsonl").exists() and not args.force:
         return _err(f"{run_dir} already holds a run. Continue it with --resume {run_dir}, pick another name "
@@ -150,6 +163,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def train_here(cfg: TrainConfig, resume: Path | None, quiet: bool = False) -> int:
+    """Train in this process (the config-stage pre-flight has passed; the loop runs the dataset stage)."""
     from train.display import make_display
     from train.loop import train
 
@@ -160,7 +174,7 @@ def train_here(cfg: TrainConfig, resume: Path | None, quiet: bool = False) -> in
         remember_run(cfg.run_dir)
     display = make_display(quiet=quiet) if rank == 0 else None
     try:
-        result = train(cfg, resume=resume, listeners=[display] if display else [])
+        result = train(cfg, resume=resume, listeners=[display] if display else [], checked=True)
     finally:
         if display is not None:
             display.close()
@@ -237,31 +251,51 @@ def detach(args: argparse.Namespace, run_dir: Path) -> int:
     return 0
 
 
-def check(cfg: TrainConfig, num_processes: int = 1) -> int:
-    """Validate beyond the schema: the dataset scans and buckets, the model file is a known architecture; print
-    the step count the trainer will run on ``num_processes`` processes."""
-    from train.data.dataset import DatasetError, bucket_counts, build_items
-    from train.optim import optimizer_problem
+def _print_findings(report: Report, *, errors: bool = True) -> None:
+    from curator.textsafe import printable
 
-    problem = optimizer_problem(cfg.train.optimizer)
-    if problem:
-        return _err(problem)
+    if errors and report.errors:
+        _err(report.error_text())
+    for finding in report.warnings:
+        for n, line in enumerate(finding.lines()):
+            print(f"{'warning: ' if n == 0 else '         '}{printable(line)}", file=sys.stderr)
+
+
+def check(cfg: TrainConfig, num_processes: int = 1) -> int:
+    """The whole pre-flight (train.preflight): the config-stage checks, the dataset scan, the dataset-stage
+    checks; print every problem with its fix, or the model, images, buckets, step count and disk estimate."""
+    from train.data.dataset import DatasetError, bucket_counts, build_items
+    from train.models.arch import ModelLoadError
+    from train.preflight import Context, Report, error, run_preflight
+    from train.preflight.storage import estimate_disk, human
+
+    report = run_preflight(cfg, stages=("config",), num_processes=num_processes)
     warnings: list[str] = []
-    try:
-        items, _ = build_items(cfg.dataset, lambda msg, path: warnings.append(msg), progress=False)
-    except (DatasetError, ValueError, OSError) as exc:
-        return _err(str(exc))
+    items, dataset = None, None
+    if not any(f.check == "dataset folder" for f in report.errors):  # scanned even after errors: all at once
+        try:
+            items, dataset = build_items(cfg.dataset, lambda msg, path: warnings.append(msg), progress=False)
+        except (DatasetError, ValueError, OSError) as exc:
+            field, _, text = str(exc).partition(": ")
+            report.findings.insert(0, error(field, text) if text else error("dataset.path", str(exc)))
+    if items is not None:
+        more = run_preflight(cfg, stages=("dataset",), num_processes=num_processes, items=items, dataset=dataset)
+        report = Report(sorted([*report.findings, *more.findings], key=lambda f: f.severity != "error"))
+    _print_findings(report)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if not report.ok or items is None:
+        return 1
     try:
         from train.models.probe import inspect_base_model
 
         info = inspect_base_model(cfg.model, allow_pickle=cfg.model.allow_pickle)
         model_line = f"{info.arch_name} ({info.kind}{', v-prediction' if info.v_prediction else ''})"
-    except ValueError as exc:
+    except ModelLoadError as exc:
         return _err(str(exc))
     counts = bucket_counts(items)
     steps = cfg.train.step_math(counts, num_processes=num_processes)
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
+    need = estimate_disk(Context(cfg=cfg, num_processes=num_processes, items=items, dataset=dataset))
     batch = f"batch {steps.batch_size}" + (f" x {steps.num_processes} processes" if steps.num_processes > 1 else "")
     print("config OK")
     print(f"  model:    {model_line}")
@@ -269,6 +303,8 @@ def check(cfg: TrainConfig, num_processes: int = 1) -> int:
           f"regularization ({sum(i.repeats for i in items)} with repeats), {len(warnings)} skipped")
     print("  buckets:  " + ", ".join(f"{w}x{h}:{n}" for (w, h), n in sorted(counts.items())))
     print(f"  steps:    {steps.total_steps} ({steps.steps_per_epoch} per epoch, {steps.epochs} epochs, {batch})")
+    if need is not None:
+        print(f"  disk:     ~{human(sum(need.by_folder.values()))} ({'; '.join(need.parts)})")
     print(f"  run dir:  {cfg.run_dir}")
     return 0
 

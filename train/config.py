@@ -11,6 +11,7 @@ Errors come back as :class:`ConfigError` whose lines read like
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import math
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from train.data.captions import CaptionSettings
 from train.models.config import ModelConfig
 from train.network.config import NetworkConfig
+from train.optim import OPTIMIZERS
 
 if TYPE_CHECKING:
     from curator.buckets import StepMath
@@ -33,9 +35,7 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 SchedulerName = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
 SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
 DEFAULT_MAX_STEPS = 1600
-BUILTIN_OPTIMIZERS = (
-    "AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion", "Lion8bit", "Prodigy", "DAdaptAdam", "Adafactor", "SGD",
-)
+BUILTIN_OPTIMIZERS: tuple[str, ...] = tuple(OPTIMIZERS)
 
 
 class ConfigError(Exception):
@@ -160,10 +160,7 @@ class DatasetConfig(_Section):
 class TrainSection(_Section):
     """Optimiser, schedule, loss and precision."""
 
-    optimizer: str = Field(
-        "AdamW",
-        description="AdamW, AdamW8bit, PagedAdamW8bit, Lion, Lion8bit, Prodigy, DAdaptAdam, Adafactor, or module.Class",
-    )
+    optimizer: str = Field("AdamW", description=", ".join(BUILTIN_OPTIMIZERS) + ", or module.Class")
     optimizer_args: dict[str, Any] = Field(
         default_factory=dict, description="keyword arguments for the optimizer, e.g. { weight_decay = 0.01 }"
     )
@@ -171,6 +168,9 @@ class TrainSection(_Section):
     unet_lr: float | None = Field(None, gt=0, description="UNet learning rate (unset: learning_rate)")
     text_encoder_lr: float | None = Field(
         None, ge=0, description="text encoder learning rate (unset: learning_rate; 0 = UNet only)"
+    )
+    allow_unusual_lr: bool = Field(
+        False, description="train with learning rates the pre-flight calls wrong for the optimizer (it still warns)"
     )
     lr_scheduler: SchedulerName = Field("constant", description=" | ".join(SCHEDULERS))
     lr_warmup: float = Field(0, ge=0, description="warmup: steps (>= 1) or a ratio of the total steps (< 1)")
@@ -184,7 +184,9 @@ class TrainSection(_Section):
         "auto", description="auto (bf16 on GPUs that have it, else fp16; no on CPU) | no | fp16 | bf16"
     )
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, slower")
-    attention: Literal["sdpa", "eager"] = Field("sdpa", description="sdpa (PyTorch scaled-dot-product) | eager")
+    attention: Literal["sdpa", "xformers", "eager"] = Field(
+        "sdpa", description="sdpa (PyTorch scaled-dot-product) | xformers (needs the xformers package, CUDA) | eager"
+    )
     max_grad_norm: float = Field(1.0, ge=0, description="clip gradients to this norm (0 = off)")
     clip_skip: int = Field(1, ge=1, le=12, description="SD1/SD2 text encoder layer from the end (2 = penultimate)")
     seed: int = Field(42, ge=0, description="random seed (data order, noise, timesteps, augmentation)")
@@ -305,11 +307,6 @@ class TrainConfig(_Section):
                 "train.optimizer_args.relative_step", True,
                 "kiln drives Adafactor with train.learning_rate and the LR scheduler; set relative_step = false",
             )
-        if t.optimizer in ("Prodigy", "DAdaptAdam") and t.learning_rate < 0.1:
-            raise _problem(
-                "train.learning_rate", t.learning_rate,
-                f"{t.optimizer} adapts the step size itself and expects learning_rate around 1.0",
-            )
         return self
 
     # -- derived values the loop needs ---------------------------------------------------------------------
@@ -413,12 +410,15 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def load_config(
-    path: Path | None = None, *, preset: str | None = None, overrides: list[str] | None = None
+    path: Path | None = None, *, preset: str | None = None, overrides: list[str] | None = None,
+    notes: list[str] | None = None,
 ) -> TrainConfig:
     """Build a validated TrainConfig from a preset and/or a TOML file plus ``--set`` overrides.
 
     A config file may name a preset itself with a top-level ``preset = "easy"``; its own keys win over the
-    preset's. Relative paths in a file are resolved against the file's folder.
+    preset's. Relative paths in a file are resolved against the file's folder. When the file or ``--set``
+    replaces the preset's optimizer, the preset's optimizer arguments and learning rates (tuned for its
+    optimizer) are dropped; ``notes`` (when given) receives a sentence saying exactly what was dropped.
     """
     raw: dict[str, Any] = {}
     source = str(path) if path else f"preset {preset}" if preset else "--set"
@@ -426,10 +426,72 @@ def load_config(
         raw = read_toml(Path(path))
         _resolve_relative_paths(raw, Path(path).resolve().parent)
         preset = raw.pop("preset", None) or preset
+    user_keys = set(_dotted_keys(raw)) | {item.partition("=")[0].strip() for item in overrides or []}
+    preset_raw: dict[str, Any] = {}
     if preset:
-        raw = deep_merge(load_preset_raw(preset), raw)
+        if not isinstance(preset, str):
+            raise ConfigError([f"preset: {_show(preset)} is not allowed: give a preset name, one of "
+                               f"{', '.join(list_presets())}"], source)
+        preset_raw = load_preset_raw(preset)
+        raw = deep_merge(copy.deepcopy(preset_raw), raw)
     apply_overrides(raw, list(overrides or []))
+    if preset:
+        note = drop_replaced_optimizer(raw, preset_raw, user_keys, preset)
+        if note and notes is not None:
+            notes.append(note)
     return validate_raw(raw, source)
+
+
+def _dotted_keys(raw: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every key of a nested dict as a dotted path (tables and their keys)."""
+    keys: list[str] = []
+    for key, value in raw.items():
+        keys.append(prefix + str(key))
+        if isinstance(value, dict):
+            keys += _dotted_keys(value, f"{prefix}{key}.")
+    return keys
+
+
+def _is_lr_key(key: str) -> bool:
+    return key == "learning_rate" or key.endswith("_lr")
+
+
+def drop_replaced_optimizer(raw: dict[str, Any], preset_raw: dict[str, Any], user_keys: set[str],
+                            preset: str) -> str:
+    """A preset is a starting point: when the user's file or ``--set`` replaced its optimizer, drop the
+    preset's ``optimizer_args`` and its non-zero learning rates (0 keeps meaning "do not train this part")
+    that the user did not set, and give ``learning_rate`` the new optimizer's usual value. Returns the sentence
+    saying what was dropped ('' when nothing changed)."""
+    from train.optim import spec_of
+
+    theirs, train = preset_raw.get("train"), raw.get("train")
+    if not isinstance(theirs, dict) or not isinstance(train, dict):
+        return ""
+    before, after = theirs.get("optimizer"), train.get("optimizer")
+    if not isinstance(before, str) or not isinstance(after, str) or before.lower() == after.lower():
+        return ""
+    dropped: list[str] = []
+    args = train.get("optimizer_args")
+    if isinstance(args, dict) and "train.optimizer_args" not in user_keys:
+        gone = {key: args.pop(key) for key in list(args)
+                if f"train.optimizer_args.{key}" not in user_keys and key in (theirs.get("optimizer_args") or {})}
+        if gone:
+            dropped.append(f"optimizer_args = {toml_value(gone)}")
+        if not args:
+            train.pop("optimizer_args")
+    for key, value in theirs.items():
+        if (_is_lr_key(key) and f"train.{key}" not in user_keys and key in train
+                and isinstance(value, int | float) and value != 0):
+            dropped.append(f"{key} = {toml_value(train.pop(key))}")
+    if not dropped:
+        return ""
+    name = next((n for n in BUILTIN_OPTIMIZERS if n.lower() == after.lower()), after)
+    said = f"preset {preset!r} is tuned for {before} but train.optimizer = {after!r}: dropped the preset's " + \
+        ", ".join(dropped)
+    if "train.learning_rate" not in user_keys:
+        train["learning_rate"] = spec_of(name).usual_lr
+        said += f"; learning_rate = {train['learning_rate']:g} ({name}'s usual)"
+    return said + ". Set any of them with --set train.KEY=VALUE."
 
 
 def validate_raw(raw: dict[str, Any], source: str = "") -> TrainConfig:
@@ -490,6 +552,53 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     return []
 
 
+KOHYA_DATASET_TOML_KEYS = ("general", "datasets", "subsets")
+
+
+def _section_keys() -> dict[str, list[str]]:
+    """Every section's keys, for suggestions across sections."""
+    out: dict[str, list[str]] = {}
+    for name in TrainConfig.model_fields:
+        model = _section_model(name)
+        if model is not None:
+            out[name] = list(model.model_fields)
+    return out
+
+
+def _unknown_key_hint(loc: tuple[Any, ...]) -> str:
+    """'did you mean' for an unknown key: a close key of the same section, else the same (or a close) key in
+    another section, also for kohya's names (``network_dim`` -> network.dim, ``max_train_steps`` ->
+    train.max_steps); else the section's valid keys."""
+    key = str(loc[-1])
+    here = _fields_at(loc)
+    if len(loc) == 1:
+        here = [*here, "preset"]
+        if key in KOHYA_DATASET_TOML_KEYS:
+            return ("this looks like a kohya dataset TOML ([general] / [[datasets]] / [[datasets.subsets]]): "
+                    "pass it as dataset.path, not as the training config")
+    section = str(loc[0]) if len(loc) > 1 else ""
+    candidates = {key, key.replace("_train_", "_")}
+    for prefix in ("network_", "train_", "output_", "dataset_", "sample_", "model_"):
+        if key.startswith(prefix):
+            candidates.add(key.removeprefix(prefix))
+    for candidate in sorted(candidates):
+        if candidate in here and candidate != key:
+            return f"did you mean '{candidate}'?"
+    close = difflib.get_close_matches(key, here, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    for other, keys in _section_keys().items():
+        if other == section:
+            continue
+        for candidate in candidates:
+            if candidate in keys:
+                return f"did you mean '{other}.{candidate}'? (it belongs in [{other}])"
+    close = difflib.get_close_matches(key, here, n=1, cutoff=0.5)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return f"valid keys: {', '.join(here)}"
+
+
 _RULES = {
     "greater_than": "must be > {gt}",
     "greater_than_equal": "must be >= {ge}",
@@ -509,9 +618,7 @@ def format_validation_error(exc: ValidationError) -> list[str]:
         kind, msg, ctx = err["type"], err["msg"], err.get("ctx") or {}
         value = err.get("input")
         if kind == "extra_forbidden":
-            close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc), n=1, cutoff=0.5)
-            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(_fields_at(loc))}"
-            lines.append(f"{field}: unknown key; {hint}")
+            lines.append(f"{field}: unknown key; {_unknown_key_hint(loc)}")
         elif kind == "missing":
             section = _section_model(field)
             required = [k for k, f in section.model_fields.items() if f.is_required()] if section else []
@@ -532,6 +639,8 @@ def format_validation_error(exc: ValidationError) -> list[str]:
                 lines.append(f"{field}: {text}")
             else:
                 lines.append(f"{field}: {_show(value)} is not allowed: {text}")
+        elif kind == "path_type":
+            lines.append(f"{field}: {_show(value)} is not allowed: must be a path (a quoted string)")
         elif kind in ("model_type", "dict_type") and isinstance(value, str | int | float | bool):
             lines.append(f"{field}: {_show(value)} is not allowed: must be a [{field}] table")
         else:

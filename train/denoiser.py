@@ -116,6 +116,8 @@ def prepare_for_training(base: BaseModel, t: TrainSection, *, trains_text_encode
         from diffusers.models.attention_processor import AttnProcessor
 
         base.unet.set_attn_processor(AttnProcessor())
+    elif t.attention == "xformers":  # the pre-flight checked that xformers is installed and CUDA is there
+        base.unet.enable_xformers_memory_efficient_attention()
     if t.gradient_checkpointing:
         base.unet.enable_gradient_checkpointing()
         base.unet.train()

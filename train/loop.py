@@ -46,10 +46,12 @@ def train(
     listeners: list[Listener] | None = None,
     install_signals: bool = True,
     base: BaseModel | None = None,
+    checked: bool = False,
 ) -> TrainResult:
     """Train a LoRA as ``cfg`` says. ``resume``: a run directory with ``state/`` to continue from.
     ``listeners`` get every event (the display). ``base``: already loaded components (e.g. random full-size
-    weights in bench/) instead of loading ``cfg.model``."""
+    weights in bench/) instead of loading ``cfg.model``. ``checked``: the caller ran the config stage of the
+    pre-flight (``kiln train`` does, before it makes the run directory); the dataset stage always runs here."""
     import torch
     from accelerate.utils import set_seed
 
@@ -64,6 +66,7 @@ def train(
     from train.optim import create_optimizer, current_lrs, optimizer_step
     from train.outputs import training_metadata
     from train.precision import compute_dtype
+    from train.preflight import run_preflight
     from train.processes import make_accelerator, mean_loss, poll_requests
     from train.saving import Sampler, Saver, SaveSchedule
     from train.schedulers import create_scheduler
@@ -91,7 +94,12 @@ def train(
     result = TrainResult(reason="error", run_dir=run_path, step=0)
     started = time.time()
     try:
-        # ------------------------------------------------------------ 2. data: items, buckets, step count
+        # ------------------------------------------------------------ 2. pre-flight, data: items, buckets, steps
+        if not checked:
+            preflight = run_preflight(cfg, stages=("config",), num_processes=world, check_model_file=base is None)
+            for finding in preflight.warnings:
+                run.emit("warning", message="\n".join(finding.lines()))
+            preflight.raise_errors()
         run.update_status(state="starting", phase="scanning dataset")
         run.emit("phase", phase="scanning dataset")
         with accelerator.main_process_first():  # one process updates the dataset index, the others read it
@@ -101,6 +109,11 @@ def train(
         total_steps, epochs = steps.total_steps, steps.epochs
         if total_steps is None or epochs is None:
             raise TrainingError(f"dataset.path: {d.path} gives no batches to train on")
+        preflight = run_preflight(cfg, stages=("dataset",), num_processes=world, items=items, dataset=dataset,
+                                  check_model_file=base is None)
+        for finding in preflight.warnings:
+            run.emit("warning", message="\n".join(finding.lines()))
+        preflight.raise_errors()  # before the model loads
 
         # ------------------------------------------------------------ 3. base model, frozen
         run.emit("phase", phase="loading model")

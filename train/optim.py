@@ -1,13 +1,17 @@
-"""Optimizers by name: AdamW, the bitsandbytes 8-bit family, Lion, Prodigy, DAdaptAdam, Adafactor, SGD, or any
-``module.Class`` with ``optimizer_args``. Missing packages and CPU-only machines get an error naming a fix.
+"""Optimizers by name: AdamW, the bitsandbytes 8-bit family, Lion, Prodigy, the DAdaptation family, Adafactor,
+SGD, or any ``module.Class`` with ``optimizer_args``. Missing packages and CPU-only machines get an error naming
+a fix. :data:`OPTIMIZERS` is the one table of the names kiln knows: where each class lives, its package, its
+family (how its learning rate is read, for the pre-flight) and whether it needs CUDA.
 Also the optimizer step of the training loop (clipping, scaling, schedule) and the learning rates it reports."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import torch
@@ -20,7 +24,89 @@ class OptimizerError(RuntimeError):
     pass
 
 
-_BNB = {"AdamW8bit": "AdamW8bit", "PagedAdamW8bit": "PagedAdamW8bit", "Lion8bit": "Lion8bit"}
+Family = Literal["fixed", "adaptive", "schedule-free", "unknown"]
+"""How an optimizer reads its learning rate: ``fixed`` (the step size itself: AdamW, Lion, SGD, Adafactor
+without relative_step), ``adaptive`` (a multiplier of the step size it estimates: Prodigy, DAdaptation, ~1.0),
+``schedule-free`` (a fixed step size, no decay schedule), ``unknown`` (a ``module.Class`` kiln cannot place)."""
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """Where an optimizer class lives and how it is driven."""
+
+    module: str
+    attr: str
+    package: str  # what `pip install` needs
+    family: Family = "fixed"
+    cuda_only: bool = False  # bitsandbytes' 8-bit optimizers
+    defaults: dict[str, object] = field(default_factory=dict)  # kiln's defaults over the class's own
+    usual_lr: float = 1e-4  # a learning rate that works for LoRA (the pre-flight's suggested fix)
+    lr_range: str = "1e-5 to 5e-4 (LoRA: UNet 1e-4, text encoder 5e-5)"  # what LoRA trainers use
+
+    @property
+    def path(self) -> str:
+        return f"{self.module}.{self.attr}"
+
+
+_ADAFACTOR_DEFAULTS: dict[str, object] = {"relative_step": False, "scale_parameter": False, "warmup_init": False}
+ADAPTIVE_RANGE = "0.5 to 1.0 (1.0 lets it choose the step size)"
+LION_RANGE = "1e-5 to 1e-4 (3-10x lower than AdamW's)"
+
+
+def _adaptive(module: str, attr: str) -> OptimizerSpec:
+    return OptimizerSpec(module, attr, module, family="adaptive", usual_lr=1.0, lr_range=ADAPTIVE_RANGE)
+
+
+def _bnb(attr: str, *, lion: bool = False) -> OptimizerSpec:
+    if lion:
+        return OptimizerSpec("bitsandbytes.optim", attr, "bitsandbytes", cuda_only=True, usual_lr=3e-5,
+                             lr_range=LION_RANGE)
+    return OptimizerSpec("bitsandbytes.optim", attr, "bitsandbytes", cuda_only=True)
+
+
+OPTIMIZERS: dict[str, OptimizerSpec] = {
+    "AdamW": OptimizerSpec("torch.optim", "AdamW", "torch"),
+    "AdamW8bit": _bnb("AdamW8bit"),
+    "PagedAdamW8bit": _bnb("PagedAdamW8bit"),
+    "Lion": OptimizerSpec("lion_pytorch", "Lion", "lion-pytorch", usual_lr=3e-5, lr_range=LION_RANGE),
+    "Lion8bit": _bnb("Lion8bit", lion=True),
+    "Prodigy": _adaptive("prodigyopt", "Prodigy"),
+    "DAdaptAdam": _adaptive("dadaptation", "DAdaptAdam"),
+    "DAdaptLion": _adaptive("dadaptation", "DAdaptLion"),
+    "DAdaptAdaGrad": _adaptive("dadaptation", "DAdaptAdaGrad"),
+    "DAdaptAdan": _adaptive("dadaptation", "DAdaptAdan"),
+    "DAdaptSGD": _adaptive("dadaptation", "DAdaptSGD"),
+    "Adafactor": OptimizerSpec("transformers.optimization", "Adafactor", "transformers",
+                               defaults=_ADAFACTOR_DEFAULTS, lr_range="1e-5 to 1e-3"),
+    "SGD": OptimizerSpec("torch.optim", "SGD", "torch", usual_lr=1e-3, lr_range="1e-4 to 5e-3"),
+}
+
+
+def spec_of(name: str) -> OptimizerSpec:
+    """The spec of a built-in name, or of a ``module.Class`` path (family guessed from the class name)."""
+    if name in OPTIMIZERS:
+        return OPTIMIZERS[name]
+    module, _, attr = name.rpartition(".")
+    for known in OPTIMIZERS.values():
+        if known.path == name:
+            return known
+    lowered = attr.lower()
+    family: Family = "unknown"
+    if "prodigy" in lowered or "dadapt" in lowered:
+        family = "adaptive"
+    elif "schedulefree" in lowered:
+        family = "schedule-free"
+    elif lowered in ("adam", "adamw", "lion", "sgd", "radam", "nadam", "adagrad", "rmsprop", "adamax", "came"):
+        family = "fixed"
+    return OptimizerSpec(module, attr, module.split(".")[0], family=family,
+                         cuda_only=module.startswith("bitsandbytes"))
+
+
+def family_of(name: str, args: dict[str, Any] | None = None) -> Family:
+    """The optimizer's family for these arguments (Adafactor with ``relative_step`` chooses its own step)."""
+    if name == "Adafactor" and (args or {}).get("relative_step"):
+        return "adaptive"
+    return spec_of(name).family
 
 
 def _import(module: str, package: str, name: str) -> ModuleType:
@@ -32,78 +118,66 @@ def _import(module: str, package: str, name: str) -> ModuleType:
         ) from None
 
 
-def create_optimizer(name: str, param_groups: list[dict[str, Any]], lr: float,
-                     args: dict[str, Any]) -> torch.optim.Optimizer:
-    """Build the optimizer for ``param_groups`` (each may carry its own ``lr``)."""
-    import torch
-
-    if "lr" in args:
-        raise OptimizerError("train.optimizer_args: lr is not an optimizer argument here; set train.learning_rate "
-                             "(or unet_lr / text_encoder_lr)")
-    kwargs: dict[str, Any] = {**args, "lr": lr}
-    if "betas" in kwargs and isinstance(kwargs["betas"], list):
-        kwargs["betas"] = tuple(kwargs["betas"])
-    cls: Callable[..., torch.optim.Optimizer]
-    if name == "AdamW":
-        cls = torch.optim.AdamW
-    elif name == "SGD":
-        cls = torch.optim.SGD
-    elif name in _BNB:
-        if not torch.cuda.is_available():
-            alt = "Lion" if "Lion" in name else "AdamW (or Adafactor to save memory)"
-            raise OptimizerError(
-                f"train.optimizer: {name!r} runs on CUDA GPUs only (bitsandbytes) and this machine has none; "
-                f"use optimizer = \"{alt.split(' ')[0]}\" instead ({alt})"
-            )
-        cls = getattr(_import("bitsandbytes.optim", "bitsandbytes", name), _BNB[name])
-    elif name == "Lion":
-        cls = _import("lion_pytorch", "lion-pytorch", name).Lion
-    elif name == "Prodigy":
-        cls = _import("prodigyopt", "prodigyopt", name).Prodigy
-    elif name == "DAdaptAdam":
-        cls = _import("dadaptation", "dadaptation", name).DAdaptAdam
-    elif name == "Adafactor":
-        cls = _import("transformers.optimization", "transformers", name).Adafactor
-        kwargs.setdefault("relative_step", False)
-        kwargs.setdefault("scale_parameter", False)
-        kwargs.setdefault("warmup_init", False)
-        kwargs["lr"] = None if kwargs["relative_step"] else lr
-    else:
-        module_name, _, class_name = name.rpartition(".")
-        found = getattr(_import(module_name, module_name.split(".")[0], name), class_name, None)
-        if found is None:
-            raise OptimizerError(f"train.optimizer: {module_name} has no {class_name!r}")
-        cls = found
-    return cls(param_groups, **kwargs)
+def _no_cuda(name: str) -> str:
+    alt = "Lion" if "Lion" in name else "AdamW"
+    return (f"train.optimizer: {name!r} runs on CUDA GPUs only (bitsandbytes) and this machine has none; "
+            f"use optimizer = \"{alt}\" instead" + (" (or Adafactor to save memory)" if alt == "AdamW" else ""))
 
 
-def optimizer_problem(name: str) -> str | None:
-    """Why ``name`` cannot be used on this machine (missing package, no CUDA), without building it."""
-    import importlib.util
-
-    if name in ("AdamW", "SGD"):
-        return None
-    if name in _BNB:
+def optimizer_class(name: str) -> Callable[..., torch.optim.Optimizer]:
+    """The optimizer class ``name`` stands for, imported (raises OptimizerError naming the fix)."""
+    spec = spec_of(name)
+    if spec.cuda_only:
         import torch
 
         if not torch.cuda.is_available():
-            alt = "Lion" if "Lion" in name else "AdamW"
-            return (f"train.optimizer: {name!r} runs on CUDA GPUs only (bitsandbytes) and this machine has none; "
-                    f"use optimizer = \"{alt}\" instead")
-    module, package = {
-        "AdamW8bit": ("bitsandbytes", "bitsandbytes"), "PagedAdamW8bit": ("bitsandbytes", "bitsandbytes"),
-        "Lion8bit": ("bitsandbytes", "bitsandbytes"), "Lion": ("lion_pytorch", "lion-pytorch"),
-        "Prodigy": ("prodigyopt", "prodigyopt"), "DAdaptAdam": ("dadaptation", "dadaptation"),
-        "Adafactor": ("transformers", "transformers"),
-    }.get(name, (name.rpartition(".")[0].split(".")[0], name.rpartition(".")[0].split(".")[0]))
-    if importlib.util.find_spec(module) is None:
-        return f"train.optimizer: {name!r} needs the '{package}' package: pip install {package}"
+            raise OptimizerError(_no_cuda(name))
+    found = getattr(_import(spec.module, spec.package, name), spec.attr, None)
+    if found is None:
+        raise OptimizerError(f"train.optimizer: {spec.module} has no {spec.attr!r}")
+    cls: Callable[..., torch.optim.Optimizer] = found
+    return cls
+
+
+def optimizer_kwargs(name: str, lr: float, args: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments the optimizer is built with: kiln's defaults for it, ``optimizer_args`` (lists
+    as tuples: TOML has no tuples) and the learning rate."""
+    if "lr" in args:
+        raise OptimizerError("train.optimizer_args: lr is not an optimizer argument here; set train.learning_rate "
+                             "(or unet_lr / text_encoder_lr)")
+    kwargs: dict[str, Any] = {**spec_of(name).defaults}
+    kwargs.update({k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
+    kwargs["lr"] = None if name == "Adafactor" and kwargs.get("relative_step") else lr
+    return kwargs
+
+
+def create_optimizer(name: str, param_groups: list[dict[str, Any]], lr: float,
+                     args: dict[str, Any]) -> torch.optim.Optimizer:
+    """Build the optimizer for ``param_groups`` (each may carry its own ``lr``)."""
+    kwargs = optimizer_kwargs(name, lr, args)
+    return optimizer_class(name)(param_groups, **kwargs)
+
+
+def optimizer_problem(name: str) -> str | None:
+    """Why ``name`` cannot be used on this machine (missing package, no CUDA), without importing it."""
+    spec = spec_of(name)
+    if spec.cuda_only:
+        import torch
+
+        if not torch.cuda.is_available():
+            return _no_cuda(name)
+    try:
+        found = importlib.util.find_spec(spec.module) is not None
+    except (ImportError, ValueError):  # a parent package missing
+        found = False
+    if not found:
+        return f"train.optimizer: {name!r} needs the '{spec.package}' package: pip install {spec.package}"
     return None
 
 
 def is_adaptive(name: str) -> bool:
     """Optimizers that choose their own step size (learning rate ~1.0)."""
-    return name in ("Prodigy", "DAdaptAdam")
+    return family_of(name) == "adaptive"
 
 
 def optimizer_step(accelerator: Accelerator, optimizer: torch.optim.Optimizer, scheduler: LRScheduler,

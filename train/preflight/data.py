@@ -1,0 +1,57 @@
+"""Dataset checks: the dataset folder is there, and the batch size fits the buckets (kohya's batches never mix
+buckets, so a bucket smaller than the batch gives short batches)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from train.preflight.core import Context, Finding, check, error, warning
+
+
+@check("dataset folder")
+def dataset_folder(ctx: Context) -> Iterator[Finding]:
+    """dataset.path exists and is a folder (or a kohya dataset .toml) this user can list."""
+    path = ctx.cfg.dataset.path.expanduser()
+    if not path.exists():
+        yield error("dataset.path", f"{path} does not exist", fix="--set dataset.path=/your/dataset/folder")
+    elif path.is_file() and path.suffix.lower() != ".toml":
+        yield error("dataset.path", f"{path} is a file; give the dataset folder (or a kohya dataset .toml)",
+                    fix=f"--set dataset.path={path.parent}")
+    elif path.is_dir():
+        try:
+            next(iter(path.iterdir()), None)
+        except OSError as exc:
+            yield error("dataset.path", f"{path} cannot be listed: {exc.strerror or exc}",
+                        fix="check the folder's permissions")
+
+
+@check("batch size and buckets", stage="dataset")
+def batch_size_and_buckets(ctx: Context) -> Iterator[Finding]:
+    """The batch fits the buckets: an error when no bucket holds a full batch (every batch would be short),
+    a warning naming the buckets whose batches are short."""
+    from train.data.dataset import bucket_counts
+
+    if not ctx.items:
+        return
+    counts = bucket_counts(ctx.items)
+    t = ctx.cfg.train
+    batch = t.batch_size * ctx.num_processes
+    who = f"train.batch_size = {t.batch_size}" + (f" x {ctx.num_processes} processes" if ctx.num_processes > 1 else "")
+    largest_bucket, largest = max(counts.items(), key=lambda kv: kv[1])
+    if largest < batch:
+        per_process = max(1, largest // ctx.num_processes)
+        yield error("train.batch_size",
+                    f"{who} is larger than every bucket: the largest, {largest_bucket[0]}x{largest_bucket[1]}, "
+                    f"holds {largest} samples (images x repeats), so no batch would ever be full. A batch never "
+                    "mixes buckets (kohya's rule; kohya then trains every batch short without a word, kiln "
+                    "refuses)", fix=f"--set train.batch_size={per_process} (or raise the repeats, or use "
+                    "gradient_accumulation_steps for a larger effective batch)")
+        return
+    short = {b: n for b, n in counts.items() if n % batch and n < batch}
+    if short:
+        listed = ", ".join(f"{w}x{h}:{n}" for (w, h), n in sorted(short.items())[:6])
+        more = f" (+{len(short) - 6} more)" if len(short) > 6 else ""
+        yield warning("train.batch_size",
+                      f"{len(short)} of {len(counts)} buckets hold fewer samples than the batch of {batch} "
+                      f"({listed}{more}): their batches are short. kohya and kiln do the same (a batch never "
+                      "mixes buckets); with several processes kiln fills them by repeating the bucket's samples")
