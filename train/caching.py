@@ -56,7 +56,12 @@ def cache_latents(items: list[TrainItem], cache: LatentCache, vae: AutoencoderKL
     for start in range(0, total, batch_size):
         reason = should_stop()
         if reason:
-            raise StoppedEarly(reason)
+            during = f"caching latents ({done} of {total} encoded)"
+            if cache.folder is None:
+                raise StoppedEarly(reason, during, "they were in memory only and are dropped "
+                                   "(dataset.cache_latents_to_disk = true keeps them between runs)")
+            raise StoppedEarly(reason, during, f"the {done} encoded latents stay in {cache.folder} and the next "
+                               "run reuses them")
         chunk = todo[start:start + batch_size]
         groups: dict[tuple[int, int], list[tuple[str, TrainItem, Placement]]] = {}
         for entry in chunk:

@@ -68,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detach", action="store_true",
                         help="train in the background (own session), logging to <run>/train.log")
     parser.add_argument("--force", action="store_true",
-                        help="start a new run in an existing run directory (its events and state are replaced)")
+                        help="start a new run in an existing run directory (its events and state are replaced); "
+                             "with --resume: accept a learning-rate change")
     parser.add_argument("--quiet", action="store_true", help="plain log lines instead of a progress bar")
 
 
@@ -130,6 +131,18 @@ def run_train(args: argparse.Namespace) -> int:
     main_process = int(os.environ.get("RANK", "0")) == 0
     for note in notes if main_process else []:
         print(f"note: {note}", file=sys.stderr)
+    if args.resume is not None:
+        from curator.textsafe import printable
+        from train.preflight.resume import plan_resume
+
+        plan = plan_resume(run_dir, cfg)
+        if main_process:
+            for line in plan.lines() if plan.progress is not None else []:
+                print(printable(line))
+            sys.stdout.flush()
+        refusal = plan.refusal(force=args.force)
+        if refusal:
+            return _err(refusal)
 
     if args.check:
         return check(cfg, num_processes=args.num_processes)
@@ -198,7 +211,7 @@ def _child_argv(args: argparse.Namespace, *, drop: tuple[str, ...]) -> list[str]
         argv += ["--resume", str(Path(args.resume).resolve())]
     if args.allow_pickle:
         argv.append("--allow-pickle")
-    if args.force and "--force" not in drop:
+    if args.force and ("--force" not in drop or args.resume is not None):  # with --resume it only allows LR changes
         argv.append("--force")
     if args.num_processes > 1 and "--num-processes" not in drop:
         argv += ["--num-processes", str(args.num_processes)]

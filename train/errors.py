@@ -25,7 +25,17 @@ class TrainingError(RuntimeError):
 
 
 class StoppedEarly(Exception):
-    """A stop was requested before the first step (while scanning, loading or caching): nothing to save."""
+    """A stop was requested before the first step (while scanning, loading or caching): nothing to save.
+    ``during`` says what was going on, ``kept`` what of it stays on disk for the next run."""
+
+    def __init__(self, reason: str, during: str = "", kept: str = "") -> None:
+        super().__init__(reason)
+        self.reason, self.during, self.kept = reason, during, kept
+
+    def message(self) -> str:
+        during = f" while {self.during}" if self.during else " before training started"
+        kept = f"; {self.kept}" if self.kept else ""
+        return f"stopped by {self.reason}{during}; nothing was trained or saved{kept}"
 
 
 def check_finite(loss: torch.Tensor, step: int) -> None:

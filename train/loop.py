@@ -69,7 +69,7 @@ def train(
     from train.preflight import run_preflight
     from train.processes import make_accelerator, mean_loss, poll_requests
     from train.saving import Sampler, Saver, SaveSchedule
-    from train.schedulers import create_scheduler
+    from train.schedulers import create_scheduler, rebase_learning_rates
     from train.staging import DeviceStaging, memory_mb
 
     # ---------------------------------------------------------------- 1. processes, devices, run directory
@@ -104,7 +104,9 @@ def train(
         run.emit("phase", phase="scanning dataset")
         with accelerator.main_process_first():  # one process updates the dataset index, the others read it
             items, dataset = build_items(d, lambda msg, path: run.emit("warning", message=msg, path=path),
-                                         progress=False)
+                                         progress=False, should_stop=should_stop)
+        if reason := should_stop():
+            raise StoppedEarly(reason, "scanning the dataset", "the dataset index is complete")
         steps = t.step_math(bucket_counts(items), num_processes=world)
         total_steps, epochs = steps.total_steps, steps.epochs
         if total_steps is None or epochs is None:
@@ -121,6 +123,8 @@ def train(
         staging = DeviceStaging(device, latents_cached=latents_cached, text_cached=d.cache_text_encoder_outputs)
         if base is None:
             base = load_base_model(cfg.model, dtype=dtype, device=staging.home)
+        if reason := should_stop():  # loading cannot be interrupted; stop before caching starts
+            raise StoppedEarly(reason, "loading the model")
         staging.park(base)
         prepare_for_training(base, t, trains_text_encoder=cfg.trains_text_encoder)
         noise_scheduler = base.noise_scheduler
@@ -168,9 +172,14 @@ def train(
         if resume is not None:
             if not has_state(run_path / "state"):
                 raise TrainingError(f"{run_path}: no resumable state/ in this run directory")
+            configured = list(scheduler.base_lrs)
             progress = load_state(run_path / "state", network=network, optimizer=optimizer, scheduler=scheduler,
                                   scaler=accelerator.scaler)
             progress.total_steps = total_steps
+            changed = rebase_learning_rates(optimizer, scheduler, configured)
+            if changed:  # `kiln train --resume` allowed it with --force
+                run.emit("warning", message=f"resumed at step {progress.step} with changed learning rates: "
+                         + "; ".join(changed))
         if reason := should_stop():  # asked to stop while loading or caching
             raise StoppedEarly(reason)
 
@@ -277,7 +286,7 @@ def train(
         result.message = str(exc)
     except StoppedEarly as exc:
         result.reason = "stopped"
-        result.message = f"stopped by {exc} before training started; nothing was saved"
+        result.message = exc.message()
     except KeyboardInterrupt:
         result.message = "interrupted twice: stopped without saving"
     except Exception as exc:  # noqa: BLE001 - every failure ends as an error event with its cause

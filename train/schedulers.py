@@ -16,6 +16,27 @@ def warmup_steps(lr_warmup: float, total_steps: int) -> int:
     return int(round(lr_warmup * total_steps))
 
 
+def rebase_learning_rates(optimizer: Optimizer, scheduler: LRScheduler, base_lrs: list[float]) -> list[str]:
+    """After a resume restored the saved optimizer and schedule: make ``base_lrs`` (the config's, one per
+    parameter group) the schedule's base from the resumed step on. Returns one line per group that changed."""
+    from torch.optim.lr_scheduler import LambdaLR
+
+    changed = []
+    saved = list(scheduler.base_lrs)
+    for i, (group, old, new) in enumerate(zip(optimizer.param_groups, saved, base_lrs, strict=True)):
+        if abs(old - new) <= 1e-12 * max(abs(old), abs(new)):
+            continue
+        factor = scheduler.lr_lambdas[i](scheduler.last_epoch) if isinstance(scheduler, LambdaLR) else \
+            group["lr"] / old if old else 1.0
+        group["initial_lr"] = new
+        group["lr"] = new * factor
+        scheduler.base_lrs[i] = new
+        changed.append(f"{group.get('name', i)}: {old:g} -> {new:g}")
+    if changed:
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what get_last_lr() reports
+    return changed
+
+
 def create_scheduler(name: str, optimizer: Optimizer, *, total_steps: int, lr_warmup: float, num_cycles: int = 1,
                      power: float = 1.0) -> LRScheduler:
     from diffusers.optimization import get_scheduler

@@ -159,6 +159,14 @@ class ScanProgress:
 ProgressCallback = Callable[[ScanProgress], None]
 
 
+def ignore_sigint() -> None:
+    """In a worker: Ctrl-C (sent to the terminal's whole process group) is the parent's to handle, which
+    stops the scan (or, in the trainer, stops the run) and keeps what was committed."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _probe_args(entry: FileEntry, pixel_limit: int) -> tuple[str, str, int, int, int]:
     return (entry.abs_path, entry.path, entry.size, entry.mtime_ns, pixel_limit)
 
@@ -235,7 +243,7 @@ def probe_entries(entries: list[FileEntry], config: ScanConfig) -> Iterator[Prob
         return
     from concurrent.futures import ProcessPoolExecutor  # imported here: opening a dataset stays light
 
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context())
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=ignore_sigint)
     try:
         # The workers take a moment to start (and import PIL/numpy): meanwhile this process probes the first
         # few files itself, so the first results (and the first commit) come at once.

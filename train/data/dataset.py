@@ -91,16 +91,30 @@ def build_items(
     cfg: DatasetConfig,
     warn: Callable[[str, str | None], object],
     progress: bool | None = None,
+    should_stop: Callable[[], str | None] | None = None,
 ) -> tuple[list[TrainItem], Dataset]:
     """Scan the dataset (incrementally, through the curator's index) and return the usable items and the
-    curator Dataset. ``warn(message, path)`` is called once per skipped image."""
+    curator Dataset. ``warn(message, path)`` is called once per skipped image. ``should_stop()`` is asked
+    after every commit to the index (at least every 0.5 s while files are read); a reason to stop ends the
+    scan with :class:`~train.errors.StoppedEarly`, keeping what was indexed."""
     from curator.dataset import Dataset
+    from curator.scan.scanner import ScanProgress
 
     path = Path(cfg.path).expanduser()
     if not path.exists():
         raise DatasetError(f"dataset.path: {str(path)!r} does not exist; point it at a dataset folder or TOML")
     dataset = Dataset.open(path, caption_extension=cfg.caption_extension)
-    dataset.scan(progress=progress)
+
+    def check_stop(report: ScanProgress) -> None:
+        reason = should_stop() if should_stop is not None else None
+        if reason:
+            from train.errors import StoppedEarly
+
+            raise StoppedEarly(reason, f"scanning the dataset ({report.done} of {report.total} new or changed "
+                               "images read)", f"the {report.done} read are kept in the dataset index "
+                               f"({dataset.index.kiln_dir}) and the next run reads only the rest")
+
+    dataset.scan(progress=progress, on_progress=check_stop)
     for message in getattr(dataset.layout, "warnings", []):
         warn(message, None)
     for key, value in (getattr(dataset.layout, "toml_settings", None) or {}).items():

@@ -61,6 +61,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("run", help=RUN_HELP)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="change a config key for the rest of the run, e.g. train.max_steps=3000 (repeatable)")
+    p.add_argument("--force", action="store_true",
+                   help="accept a learning-rate (or LR schedule) change; it is written to the run log")
     p.set_defaults(func=_resume)
 
 
@@ -241,7 +243,7 @@ def _resume(args: argparse.Namespace) -> int:
     from train.runs.control import ControlError, resume_run
 
     try:
-        launched = resume_run(run_dir, args.overrides)
+        launched = resume_run(run_dir, args.overrides, force=args.force)
     except ControlError as exc:
         return _err("resume", str(exc))
     sys.stdout.write(launched.output)

@@ -58,8 +58,9 @@ def wait_until_inactive(run_dir: Path, timeout: float | None = None, poll: float
         time.sleep(poll)
 
 
-def resume_run(run_dir: Path, overrides: list[str] | None = None) -> Launched:
-    """Continue a stopped (or dead / failed) run from its ``state/``: ``kiln train --resume RUN_DIR --detach``."""
+def resume_run(run_dir: Path, overrides: list[str] | None = None, *, force: bool = False) -> Launched:
+    """Continue a stopped (or dead / failed) run from its ``state/``: ``kiln train --resume RUN_DIR --detach``
+    (which first prints what it resumes and refuses unsafe config changes; ``force`` accepts LR changes)."""
     run_dir = Path(run_dir).resolve()
     info = read_run(run_dir)
     if info.active:
@@ -73,6 +74,8 @@ def resume_run(run_dir: Path, overrides: list[str] | None = None) -> Launched:
     argv = ["--resume", str(run_dir)]
     for item in overrides or []:
         argv += ["--set", item]
+    if force:
+        argv.append("--force")
     return _launch(argv, run_dir)
 
 
