@@ -172,7 +172,7 @@ def train(
         if resume is not None:
             if not has_state(run_path / "state"):
                 raise TrainingError(f"{run_path}: no resumable state/ in this run directory")
-            configured = list(scheduler.base_lrs)
+            configured = [float(lr) for lr in scheduler.base_lrs]
             progress = load_state(run_path / "state", network=network, optimizer=optimizer, scheduler=scheduler,
                                   scaler=accelerator.scaler)
             progress.total_steps = total_steps

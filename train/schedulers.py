@@ -22,7 +22,7 @@ def rebase_learning_rates(optimizer: Optimizer, scheduler: LRScheduler, base_lrs
     from torch.optim.lr_scheduler import LambdaLR
 
     changed = []
-    saved = list(scheduler.base_lrs)
+    saved = [float(lr) for lr in scheduler.base_lrs]
     for i, (group, old, new) in enumerate(zip(optimizer.param_groups, saved, base_lrs, strict=True)):
         if abs(old - new) <= 1e-12 * max(abs(old), abs(new)):
             continue
