@@ -13,7 +13,7 @@ def dataset_folder(ctx: Context) -> Iterator[Finding]:
     """dataset.path exists and is a folder (or a kohya dataset .toml) this user can list."""
     path = ctx.cfg.dataset.path.expanduser()
     if not path.exists():
-        yield error("dataset.path", f"{path} does not exist", fix="--set dataset.path=/your/dataset/folder")
+        yield error("dataset.path", f"{path} does not exist", fix="--set dataset.path=<your dataset folder>")
     elif path.is_file() and path.suffix.lower() != ".toml":
         yield error("dataset.path", f"{path} is a file; give the dataset folder (or a kohya dataset .toml)",
                     fix=f"--set dataset.path={path.parent}")

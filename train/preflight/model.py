@@ -97,10 +97,13 @@ SD1_MAX_AREA = 768 * 768  # SD1.x was trained at 512 px
 def resolution_for_arch(ctx: Context) -> Iterator[Finding]:
     """The training resolution suits the model: SDXL near 1024 px, SD1.x near 512 px (a warning)."""
     arch = ctx.arch
-    width, height = ctx.cfg.dataset.resolution_wh
+    d = ctx.cfg.dataset
+    width, height = d.resolution_wh
     if arch == "sdxl" and max(width, height) < SDXL_MIN_SIDE:
+        fix = "--set dataset.resolution=1024" + (" --set dataset.max_bucket_reso=2048" if d.max_bucket_reso < 1024 else "")
         yield warning("dataset.resolution", f"{width}x{height} is small for an SDXL model (trained at ~1024x1024): "
-                      "its LoRA learns soft, low-detail images", fix="--set dataset.resolution=1024")
+                      "its LoRA learns soft, low-detail images", fix=fix)
     elif arch == "sd1" and width * height > SD1_MAX_AREA:
+        fix = "--set dataset.resolution=512" + (" --set dataset.min_bucket_reso=256" if d.min_bucket_reso > 512 else "")
         yield warning("dataset.resolution", f"{width}x{height} is large for an SD1.x model (trained at 512x512): "
-                      "slower and memory-hungry for little gain", fix="--set dataset.resolution=512")
+                      "slower and memory-hungry for little gain", fix=fix)

@@ -141,7 +141,7 @@ def output_writable(ctx: Context) -> Iterator[Finding]:
     base = existing_ancestor(run_dir)
     if not base.is_dir():
         yield error("output.dir", f"{run_dir} cannot be made: {base} is a file, not a folder",
-                    fix="--set output.dir=/a/folder/for/runs")
+                    fix="--set output.dir=<a folder for runs>")
         return
     try:
         fd, probe = tempfile.mkstemp(prefix=".kiln-write-test-", dir=base)
@@ -149,7 +149,7 @@ def output_writable(ctx: Context) -> Iterator[Finding]:
         os.unlink(probe)
     except OSError as exc:
         yield error("output.dir", f"cannot write in {base}: {exc.strerror or exc}",
-                    fix="--set output.dir=/a/writable/folder (or fix the folder's permissions)")
+                    fix="--set output.dir=<a writable folder> (or fix the folder's permissions)")
 
 
 @check("free disk space", stage="dataset")
@@ -180,4 +180,4 @@ def free_disk(ctx: Context) -> Iterator[Finding]:
                         f"the run needs about {human(size)} on the disk of {where} ({'; '.join(need.parts)}) but "
                         f"only {human(free)} is free",
                         fix="free some space, save less (output.save_last_n, a larger save_every_n_steps, "
-                            "output.save_precision = \"fp16\"), lower network.dim, or --set output.dir=/a/bigger/disk")
+                            "output.save_precision = \"fp16\"), lower network.dim, or --set output.dir=<a folder on a bigger disk>")
