@@ -15,6 +15,7 @@ pytest.importorskip("textual")
 from textual.app import App, ComposeResult
 from textual.widgets import Input, Static
 
+from tests.model_fixtures import models_cache, tiny_sd1  # noqa: F401 (fixtures)
 from tests.test_runs_data import T0, write_run
 from tui.runs.panel import TrainingPanel
 from tui.runs.view import RunsView
@@ -166,6 +167,13 @@ def dataset(tmp_path: Path) -> Path:
     return build_kohya_dataset(tmp_path / "ds")
 
 
+async def until(pilot, condition, show=lambda: "", timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, show()
+        await pilot.pause(0.1)
+
+
 async def open_form(pilot):
     from tui.runs.form import NewRunScreen
 
@@ -219,9 +227,12 @@ async def test_form_validates_as_you_type_and_shows_step_math(tmp_path: Path, da
         form.query_one("#dim", Input).value = "8"
         form.query_one("#resolution", Input).value = "512"
         form.query_one("#lr", Input).value = "0.0001"
+        form.query_one("#unet_lr", Input).value = ""  # the UNet and text encoder follow learning_rate
+        form.query_one("#te_lr", Input).value = ""
         await pilot.pause(0.1)
-        if form.value("optimizer") == "Prodigy":
-            assert "expects learning_rate around 1.0" in error_of(form, "lr")
+        if form.value("optimizer") == "Prodigy":  # the pre-flight's finding lands beside the LR
+            await until(pilot, lambda: "far from 1.0" in error_of(form, "lr"), lambda: (form.errors, form.findings))
+            assert form.query_one("#launch").disabled
         form.query_one("#optimizer").value = "AdamW"
         form.query_one("#length-kind").value = "epochs"
         form.query_one("#length", Input).value = "3"
@@ -241,7 +252,10 @@ async def test_form_validates_as_you_type_and_shows_step_math(tmp_path: Path, da
         expected = step_math(bucket_report(records, bucket_settings(form.config.dataset)), 2, epochs=3)
         assert f"{expected.steps_per_epoch} steps/epoch" in math
         assert f"3 epochs → {expected.total_steps} steps" in math
-        assert all(not error_of(form, f) for f in ("model", "lr", "dim", "resolution", "length", "batch"))
+        # the fields are valid; the pre-flight then reads the model file (8 zero bytes here) and says so
+        await until(pilot, lambda: "not a valid .safetensors file" in error_of(form, "model"), lambda: form.errors)
+        assert all(not error_of(form, f) for f in ("lr", "dim", "resolution", "length", "batch"))
+        assert form.query_one("#launch").disabled
         assert form.query_one("#output_dir", Input).value == str(runs)
         write_run(runs, "taken")
         form.query_one("#name", Input).value = "taken"
@@ -252,3 +266,41 @@ async def test_form_validates_as_you_type_and_shows_step_math(tmp_path: Path, da
         assert not isinstance(pilot.app.screen, type(form))
         assert sorted(p.name for p in runs.iterdir()) == ["taken"]  # cancelling wrote nothing
         assert not (tmp_path / "data" / "launches").exists()
+
+
+@sync
+async def test_form_runs_the_preflight_before_launch_is_enabled(tmp_path: Path, dataset: Path, tiny_sd1) -> None:
+    """The easy preset with its optimizer replaced: the LR fields take the new optimizer's rate, the note says
+    what the preset lost, the pre-flight's findings show and Launch is enabled only once it found nothing."""
+    _, paths = tiny_sd1
+    app = RunsHarness(tmp_path / "runs", dataset=dataset)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, RunsView)
+        form = await open_form(pilot)
+        form.query_one("#preset").value = "easy"
+        await pilot.pause(0.2)
+        for fid, value in {"model": str(paths.diffusers_dir), "resolution": "64", "buckets": "64,128",
+                           "dim": "4"}.items():
+            form.query_one(f"#{fid}", Input).value = value
+        await pilot.pause(0.2)
+        assert form.value("optimizer") == "Prodigy" and form.value("lr") == "1"
+        checks = form.query_one("#newrun-checks", Static)
+        form.query_one("#optimizer").value = "AdamW"
+        await until(pilot, lambda: form.value("lr") == "0.0001", lambda: form.value("lr"))
+        assert form.value("unet_lr") == "" and form.value("te_lr") == ""
+        assert "preset 'easy' is tuned for Prodigy" in form.note and "decouple" in form.note
+        assert "decouple" not in str(form.raw["train"].get("optimizer_args", {}))
+        await until(pilot, lambda: form.preflight_ok, lambda: (form.errors, form.findings, str(checks.render())))
+        assert not form.query_one("#launch").disabled and "pre-flight: OK" in str(checks.render())
+        # a problem only the pre-flight sees (the form's fields are all valid): shown, Launch disabled
+        form.query_one("#lr", Input).value = "0.5"
+        await pilot.pause(0.05)
+        assert form.query_one("#launch").disabled  # at once, while the check runs
+        await until(pilot, lambda: "step size" in error_of(form, "lr"),
+                    lambda: (form.errors, form.findings, str(checks.render()), form.general, form.value("lr")))
+        assert form.query_one("#launch").disabled and not form.preflight_ok
+        form.query_one("#lr", Input).value = "0.0001"
+        form.query_one("#batch", Input).value = "500"  # larger than every bucket: not a field's own rule
+        await until(pilot, lambda: "larger than every bucket" in error_of(form, "batch"),
+                    lambda: (form.errors, form.findings))
+        assert form.query_one("#launch").disabled

@@ -277,23 +277,14 @@ def _print_findings(report: Report, *, errors: bool = True) -> None:
 def check(cfg: TrainConfig, num_processes: int = 1) -> int:
     """The whole pre-flight (train.preflight): the config-stage checks, the dataset scan, the dataset-stage
     checks; print every problem with its fix, or the model, images, buckets, step count and disk estimate."""
-    from train.data.dataset import DatasetError, bucket_counts, build_items
+    from train.data.dataset import bucket_counts
     from train.models.arch import ModelLoadError
-    from train.preflight import Context, Report, error, run_preflight
+    from train.preflight import Context, full_preflight
     from train.preflight.storage import estimate_disk, human
 
-    report = run_preflight(cfg, stages=("config",), num_processes=num_processes)
     warnings: list[str] = []
-    items, dataset = None, None
-    if not any(f.check == "dataset folder" for f in report.errors):  # scanned even after errors: all at once
-        try:
-            items, dataset = build_items(cfg.dataset, lambda msg, path: warnings.append(msg), progress=False)
-        except (DatasetError, ValueError, OSError) as exc:
-            field, _, text = str(exc).partition(": ")
-            report.findings.insert(0, error(field, text) if text else error("dataset.path", str(exc)))
-    if items is not None:
-        more = run_preflight(cfg, stages=("dataset",), num_processes=num_processes, items=items, dataset=dataset)
-        report = Report(sorted([*report.findings, *more.findings], key=lambda f: f.severity != "error"))
+    report, items, dataset = full_preflight(cfg, num_processes=num_processes,
+                                            warn=lambda msg, path: warnings.append(msg))
     _print_findings(report)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)

@@ -20,6 +20,8 @@ import ctypes
 import ctypes.util
 import glob
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from types import ModuleType
@@ -51,7 +53,7 @@ def _disabled() -> bool:
 
 def refresh() -> None:
     """Look again at ``KILN_NO_FAST_DECODE`` and the installed decoders (they are looked up once)."""
-    for loader in (_libwebp, _wuffs, _pyspng):
+    for loader in (_libwebp, _wuffs_maker, _pyspng):
         loader.cache_clear()
 
 
@@ -182,8 +184,8 @@ def webp_luma(data: bytes) -> np.ndarray | None:
 
 
 @lru_cache(maxsize=1)
-def _wuffs() -> tuple[_WuffsDecoder, _WuffsDecoder] | None:
-    """(grey decoder, RGBA decoder), or None without a working pywuffs."""
+def _wuffs_maker() -> Callable[[], tuple[_WuffsDecoder, _WuffsDecoder]] | None:
+    """What makes a (grey decoder, RGBA decoder) pair, or None without a working pywuffs."""
     if _disabled():
         return None
     try:
@@ -199,10 +201,31 @@ def _wuffs() -> tuple[_WuffsDecoder, _WuffsDecoder] | None:
         made: _WuffsDecoder = ImageDecoder(config)
         return made
 
-    try:
+    def pair() -> tuple[_WuffsDecoder, _WuffsDecoder]:
         return decoder(PixelFormat.Y), decoder(PixelFormat.RGBA_NONPREMUL)
+
+    try:
+        pair()
     except Exception:  # noqa: BLE001 - an incompatible pywuffs build: use the next decoder
         return None
+    return pair
+
+
+_PER_THREAD = threading.local()
+
+
+def _wuffs() -> tuple[_WuffsDecoder, _WuffsDecoder] | None:
+    """This thread's (grey decoder, RGBA decoder), or None without a working pywuffs. A decoder keeps its
+    decoding state, so two threads scanning at once (the TUI's scan and its run form's pre-flight) must not
+    share one: that crashes the process."""
+    maker = _wuffs_maker()
+    if maker is None:
+        return None
+    made: tuple[Callable[[], object], tuple[_WuffsDecoder, _WuffsDecoder]] | None = getattr(_PER_THREAD, "wuffs", None)
+    if made is None or made[0] is not maker:  # refresh() makes a new maker
+        made = (maker, maker())
+        _PER_THREAD.wuffs = made
+    return made[1]
 
 
 @lru_cache(maxsize=1)

@@ -22,6 +22,7 @@ from train.preflight.core import (
     Report,
     check,
     error,
+    full_preflight,
     run_preflight,
     warning,
 )
@@ -29,7 +30,7 @@ from train.preflight.core import (
 CHECK_MODULES = ("optimizer", "device", "model", "storage", "data")
 
 __all__ = ["CHECKS", "CHECK_MODULES", "Check", "Context", "DeviceFacts", "Finding", "PreflightError", "Report",
-           "check", "error", "load_checks", "run_preflight", "warning"]
+           "check", "error", "full_preflight", "load_checks", "run_preflight", "warning"]
 
 
 def load_checks() -> None:

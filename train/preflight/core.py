@@ -208,3 +208,27 @@ def run_preflight(cfg: TrainConfig, *, stages: tuple[Stage, ...] = ("config",), 
             found.append(Finding(finding.field, finding.problem, finding.fix, finding.severity, registered.name))
     found.sort(key=lambda f: f.severity != "error")
     return Report(found)
+
+
+def full_preflight(cfg: TrainConfig, *, num_processes: int = 1,
+                   warn: Callable[[str, str | None], object] | None = None,
+                   ) -> tuple[Report, list[TrainItem] | None, Dataset | None]:
+    """Everything ``kiln train --check`` and the TUI's run form look at: the config-stage checks, the dataset
+    scan (even after config errors, so every problem shows at once) and the dataset-stage checks. Returns the
+    report (errors first) and the items and dataset when the scan worked; ``warn`` gets each skipped image."""
+    from train.data.dataset import DatasetError, build_items
+
+    report = run_preflight(cfg, stages=("config",), num_processes=num_processes)
+    items: list[TrainItem] | None = None
+    dataset: Dataset | None = None
+    if not any(f.check == "dataset folder" for f in report.errors):
+        try:
+            items, dataset = build_items(cfg.dataset, warn or (lambda message, path: None), progress=False)
+        except (DatasetError, ValueError, OSError) as exc:
+            field, _, text = str(exc).partition(": ")
+            report.findings.insert(0, Finding(field, text, check="dataset scan") if text else
+                                   Finding("dataset.path", str(exc), check="dataset scan"))
+    if items is not None:
+        more = run_preflight(cfg, stages=("dataset",), num_processes=num_processes, items=items, dataset=dataset)
+        report = Report(sorted([*report.findings, *more.findings], key=lambda f: f.severity != "error"))
+    return report, items, dataset

@@ -1,10 +1,13 @@
-"""New run: pick a preset, edit the main settings (validated as you type by the trainer's TrainConfig, errors
-beside each field), see the step math for the dataset, launch (always detached)."""
+"""New run: pick a preset, edit the main settings (validated as you type by the trainer's TrainConfig, then by
+the trainer's pre-flight, errors beside each field), see the step math for the dataset, launch (always
+detached; Launch is enabled once the pre-flight of what the form shows found no problem)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +136,7 @@ class NewRunScreen(ModalScreen):
     NewRunScreen #length { width: 30; }
     NewRunScreen #newrun-math { height: auto; padding: 0 1; border-top: solid $panel; }
     NewRunScreen #newrun-general { height: auto; color: $error; padding: 0 1; }
+    NewRunScreen #newrun-checks { height: auto; max-height: 8; padding: 0 1; }
     NewRunScreen #newrun-buttons { height: 3; align-horizontal: right; }
     NewRunScreen Button { margin-left: 1; }
     """
@@ -150,6 +154,11 @@ class NewRunScreen(ModalScreen):
         self.step_text: Text = Text("")
         self.launching = False
         self._records_cache: tuple[Path, list[Any]] | None = None
+        self.generation = 0  # bumped by every validation; a pre-flight result counts for its own generation only
+        self.preflight_ok = False  # the pre-flight of the current form found no error
+        self.findings: list[str] = []  # its problems and warnings not shown beside a field
+        self.note = ""  # what the preset lost when its optimizer was replaced
+        self._check_lock = threading.Lock()  # one pre-flight at a time; a stale one is skipped
 
     # ----- layout -------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -181,9 +190,10 @@ class NewRunScreen(ModalScreen):
                             yield Input(id=f.id, placeholder="optional" if f.optional else "")
                         yield Static(Text(f.help), classes="help", id=f"help-{f.id}")
             yield Static(id="newrun-math")
+            yield Static(id="newrun-checks")
             yield Static(id="newrun-general")
             with Horizontal(id="newrun-buttons"):
-                yield Button("Launch (ctrl+l)", variant="primary", id="launch")
+                yield Button("Launch (ctrl+l)", variant="primary", id="launch", disabled=True)
                 yield Button("Cancel (esc)", id="cancel")
 
     def on_mount(self) -> None:
@@ -266,7 +276,7 @@ class NewRunScreen(ModalScreen):
 
     def build_raw(self) -> dict[str, Any]:
         """The config the form describes: the preset, with the fields on top."""
-        from train.config import deep_merge, load_preset_raw, parse_value
+        from train.config import deep_merge, drop_replaced_optimizer, load_preset_raw, parse_value
 
         top: dict[str, Any] = {}
 
@@ -297,6 +307,8 @@ class NewRunScreen(ModalScreen):
             if not text:
                 if not f.optional:
                     put(f.key, text)  # the validator says what is missing
+                elif f.kind == "number":
+                    put(f.key, None)  # empty means unset (e.g. UNet LR: the learning rate), not the preset's
                 continue
             if f.kind == "number":
                 put(f.key, parse_value(text))
@@ -308,9 +320,14 @@ class NewRunScreen(ModalScreen):
             else:
                 put(f.key, text)
         base = load_preset_raw(self.preset) if self.preset else {}
-        raw = deep_merge(base, top)
+        raw = deep_merge(copy.deepcopy(base), top)
         if raw.get("train", {}).get("max_epochs") is None:
             raw["train"].pop("max_epochs", None)
+        self.note = ""
+        if self.preset:  # the trainer's rule: a replaced optimizer takes the preset's args and rates with it
+            changed = {f"{section}.{key}" for section, table in top.items() for key, value in table.items()
+                       if _lookup(base, f"{section}.{key}") != value}
+            self.note = drop_replaced_optimizer(raw, base, changed, self.preset)
         return raw
 
     # ----- validation ---------------------------------------------------------------------------
@@ -343,9 +360,15 @@ class NewRunScreen(ModalScreen):
                 self.errors["name"] = f"{run_dir} already holds a run: pick another name"
         self.show_errors()
         ok = self.config is not None and not self.errors
+        self.generation += 1
+        self.preflight_ok = False
+        self.query_one("#launch", Button).disabled = True
         if ok:
             self.compute_steps(self.config)
+            self.query_one("#newrun-checks", Static).update(Text("pre-flight: checking…", style="grey62"))
+            self.run_preflight(self.config, self.generation)
         else:
+            self.query_one("#newrun-checks", Static).update(Text(self.note, style="grey62"))
             self.query_one("#newrun-math", Static).update(Text("step math: fix the fields marked in red",
                                                                style="grey62"))
         return ok
@@ -372,7 +395,68 @@ class NewRunScreen(ModalScreen):
         if event.select.id == "preset" and event.value == event.select.value \
                 and str(event.value) != (self.preset or NO_PRESET):  # a user's pick, not a stale message
             self.fill_from_preset(str(event.value))
+        elif event.select.id == "optimizer" and event.value == event.select.value:
+            self.rates_for_optimizer(str(event.value))
         self.validate_form()
+
+    def rates_for_optimizer(self, optimizer: str) -> None:
+        """The optimizer changed: the preset's learning rates were for its own optimizer, so the LR fields
+        take the new optimizer's usual rate (UNet and text encoder rates follow it; a 0 stays: not trained)."""
+        from train.config import load_preset_raw
+        from train.optim import spec_of
+
+        preset_optimizer = str(_lookup(load_preset_raw(self.preset), "train.optimizer")) if self.preset else ""
+        if optimizer.lower() == preset_optimizer.lower():
+            self.fill_from_preset(self.preset or NO_PRESET)
+            return
+        self.query_one("#lr", Input).value = _show(spec_of(optimizer).usual_lr)
+        for fid in ("unet_lr", "te_lr"):
+            widget = self.query_one(f"#{fid}", Input)
+            if widget.value.strip() not in ("0", "0.0"):
+                widget.value = ""
+
+    # ----- pre-flight ---------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="newrun-preflight")
+    def run_preflight(self, cfg: Any, generation: int) -> None:
+        """The trainer's pre-flight (what `kiln train --check` runs) on the form's config."""
+        from train.preflight import full_preflight
+
+        with self._check_lock:
+            if generation != self.generation:  # typed over while the previous check ran
+                return
+            try:
+                report, _items, _dataset = full_preflight(cfg)
+            except Exception as exc:  # noqa: BLE001 - a check that breaks is shown, never hides the form
+                self.app.call_from_thread(self._show_preflight, generation, None, f"pre-flight failed: {exc}")
+                return
+        self.app.call_from_thread(self._show_preflight, generation, report, "")
+
+    def _show_preflight(self, generation: int, report: Any, failure: str) -> None:
+        if generation != self.generation:  # the form changed since: its own check is on the way
+            return
+        text = Text()
+        self.findings = []
+        if report is None:
+            text.append(failure, style="yellow")
+        else:
+            for finding in report:
+                line = "\n".join(finding.lines())
+                fid = field_for_error(f"{finding.field}: {finding.problem}")
+                if finding.severity == "error" and fid and fid not in self.errors:
+                    self.errors[fid] = finding.problem
+                    continue
+                self.findings.append(line)
+                text.append(("problem: " if finding.severity == "error" else "warning: ") + line + "\n",
+                            style="red" if finding.severity == "error" else "yellow")
+            if report.ok:
+                text.append("pre-flight: OK" + (f" ({len(report.warnings)} warnings)" if report.warnings else ""),
+                            style="green")
+        if self.note:
+            text.append("\n" + self.note, style="grey62")
+        self.show_errors()
+        self.query_one("#newrun-checks", Static).update(text)
+        self.preflight_ok = report is not None and report.ok and not self.errors
+        self.query_one("#launch", Button).disabled = not self.preflight_ok
 
     # ----- step math ----------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="newrun-steps")
@@ -442,9 +526,14 @@ class NewRunScreen(ModalScreen):
     def _launch(self, raw: dict[str, Any], cfg: Any) -> None:
         from curator.fsutil import atomic_write_bytes
         from train.config import commented_config
+        from train.preflight import full_preflight
         from train.runs.control import ControlError, launch_run
         from train.runs.discover import data_dir
 
+        report, _items, _dataset = full_preflight(cfg)  # what the form shows was checked (pressed before it ended)
+        if not report.ok:
+            self.app.call_from_thread(self._launch_failed, report.error_text())
+            return
         try:
             folder = data_dir() / "launches"
             folder.mkdir(parents=True, exist_ok=True)
