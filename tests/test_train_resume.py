@@ -68,6 +68,7 @@ def test_non_finite_loss_stops_with_the_likely_causes(models, dataset, tmp_path)
     from train.loop import train
 
     cfg = tiny_config(models["sd1"] / "diffusers", dataset, tmp_path, "nan", "train.learning_rate=1e30",
+                      "train.allow_unusual_lr=true",  # the pre-flight would refuse it: this is about the NaN
                       "train.max_grad_norm=0", "train.optimizer=SGD", "train.max_steps=4")
     result = train(cfg)
     assert result.reason == "error"

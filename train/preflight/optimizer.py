@@ -155,7 +155,9 @@ def learning_rates(ctx: Context) -> Iterator[Finding]:
                        fix=f"--set {field}=1.0" + escape)
         elif family in ("fixed", "schedule-free") and value >= FIXED_HIGH:
             usual = spec.usual_lr / 2 if is_te and spec.usual_lr < 1e-3 else spec.usual_lr
-            yield make(field, f"{_fmt(value)} is a step size {value / usual:.0f}x the usual {_fmt(usual)} for "
+            ratio = value / usual
+            times = f"{ratio:.0f}" if ratio < 1e6 else f"{ratio:.0e}"
+            yield make(field, f"{_fmt(value)} is a step size {times}x the usual {_fmt(usual)} for "
                        f"{t.optimizer}, which takes the learning rate as its step size: the LoRA's weights blow "
                        f"up within a few steps; the usual range is {spec.lr_range}{override}",
                        fix=f"--set {field}={_fmt(usual)}" + escape)
