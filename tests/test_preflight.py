@@ -105,7 +105,7 @@ BROKEN: list[tuple[str, str | None, list[str], str]] = [
     ("a LoRA as the base model", None, ["model.path={lora}"], "this is a LoRA/LyCORIS file, not a base model"),
     ("SDXL preset on an SD1 model", "sdxl-lowmem",
      ["train.mixed_precision=no", "dataset.resolution=64", "model.path={single}", "model.config_dir={config_dir}"],
-     "model.architecture = 'sdxl' but {single} is an SD1 checkpoint"),
+     "model.architecture: model.architecture = 'sdxl' but {single} is an SD1 checkpoint"),
     ("output folder under a file", None, ["output.dir={a_file}/runs"], "output.dir: {a_file}/runs/{name} cannot be made"),
     ("disk too small for the saves", None,
      ["network.dim=4096", "train.max_steps=100000", "output.save_every_n_steps=1"], "the run needs about"),

@@ -15,7 +15,8 @@ def _field_and_text(message: str, default: str) -> tuple[str, str]:
     head, sep, rest = message.partition(": ")
     if sep and re.fullmatch(r"[a-z_]+\.[a-z_.]+", head):
         return head, rest
-    return default, message
+    named = re.match(r"([a-z_]+\.[a-z_]+) = ", message)  # "model.architecture = 'sdxl' but ..."
+    return (named.group(1) if named else default), message
 
 
 def _readable(path: Path, field: str) -> Finding | None:
