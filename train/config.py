@@ -91,6 +91,9 @@ class DatasetConfig(_Section):
         False, description="encode every caption once (needs frozen text encoders and static captions)"
     )
     vae_batch_size: int = Field(1, ge=1, description="images per VAE call while caching latents")
+    pin_memory: bool = Field(
+        False, description="batches in pinned memory, copied to the GPU without blocking (CUDA only)"
+    )
     num_workers: int = Field(0, ge=0, description="data loader worker processes (0 = load in the main process)")
 
     @field_validator("resolution", mode="before")
@@ -186,6 +189,14 @@ class TrainSection(_Section):
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, slower")
     attention: Literal["sdpa", "xformers", "eager"] = Field(
         "sdpa", description="sdpa (PyTorch scaled-dot-product) | xformers (needs the xformers package, CUDA) | eager"
+    )
+    sdpa_backend: Literal["auto", "flash", "efficient", "cudnn", "math"] = Field(
+        "auto", description="scaled-dot-product kernel: auto (PyTorch picks) | flash | efficient | cudnn (GPU) | math"
+    )
+    channels_last: bool = Field(False, description="UNet weights and activations in channels-last memory format")
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
+        "off", description="torch.compile the UNet with this mode (reduce-overhead adds CUDA graphs); the first "
+        "step of each bucket size compiles (minutes)"
     )
     max_grad_norm: float = Field(1.0, ge=0, description="clip gradients to this norm (0 = off)")
     clip_skip: int = Field(1, ge=1, le=12, description="SD1/SD2 text encoder layer from the end (2 = penultimate)")

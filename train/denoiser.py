@@ -8,12 +8,14 @@ The frozen models are held outside the module tree, so DDP neither broadcasts no
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from train.data.dataset import mix_seed
 from train.data.loader import Batch
+from train.errors import TrainingError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -70,15 +72,17 @@ class TextConditioning:
 class Denoiser(torch.nn.Module):
     """``forward(noisy latents, timesteps, batch)`` -> the UNet's prediction, with the network applied."""
 
-    def __init__(self, network: Network, base: BaseModel, conditioning: TextConditioning) -> None:
+    def __init__(self, network: Network, base: BaseModel, conditioning: TextConditioning,
+                 sdpa_backend: SdpaBackend = "auto") -> None:
         super().__init__()
         self.network = network  # the only registered child: the trained parameters
         self.base = base  # a dataclass, not a module: not part of the module tree
         self.conditioning = conditioning
+        self.sdpa_backend = sdpa_backend
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, batch: Batch) -> torch.Tensor:
         unet = self.base.unet
-        with self.conditioning.autocast():
+        with self.conditioning.autocast(), attention_kernels(self.sdpa_backend):
             hidden, pooled = self.conditioning(batch["captions"])
             extra = None
             if self.base.is_sdxl:
@@ -92,13 +96,37 @@ class Denoiser(torch.nn.Module):
         return prediction
 
 
+SdpaBackend = Literal["auto", "flash", "efficient", "cudnn", "math"]
+_SDPA_BACKENDS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
+                  "math": "MATH"}
+
+
+def attention_kernels(backend: SdpaBackend) -> contextlib.AbstractContextManager[None]:
+    """Scaled-dot-product attention restricted to one kernel (``auto``: PyTorch's own choice). Backward runs the
+    kernel the forward chose."""
+    if backend == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([getattr(SDPBackend, _SDPA_BACKENDS[backend])])
+
+
+def check_sdpa_backend(backend: SdpaBackend, device: torch.device) -> None:
+    """The GPU kernels exist on CUDA only: say so before loading anything (PyTorch would fail at the first step
+    with 'No available kernel')."""
+    if backend in ("flash", "efficient", "cudnn") and device.type != "cuda":
+        raise TrainingError(f"train.sdpa_backend: {backend!r} is a CUDA kernel and this run is on {device.type}; "
+                         "use 'auto' or 'math'")
+
+
 def batch_latents(batch: Batch, vae: AutoencoderKL, device: torch.device) -> torch.Tensor:
     """The batch's latents: cached ones, or the VAE's encoding of its pixels (one draw from the latent
-    distribution per sample, seeded by the sample: the same however batches are split)."""
+    distribution per sample, seeded by the sample: the same however batches are split). The copies do not
+    block (they overlap with queued GPU work when the batch is in pinned memory: ``dataset.pin_memory``)."""
     if "latents" in batch:
-        return batch["latents"].to(device, dtype=torch.float32)
+        return batch["latents"].to(device, dtype=torch.float32, non_blocking=True)
     with torch.no_grad():
-        pixels = batch["pixels"].to(device, dtype=torch.float32)
+        pixels = batch["pixels"].to(device, dtype=torch.float32, non_blocking=True)
         dist = vae.encode(pixels).latent_dist
         eps = torch.stack([torch.randn(dist.mean.shape[1:], generator=torch.Generator().manual_seed(
             mix_seed(s, 1))) for s in batch["seeds"]]).to(device)
@@ -112,6 +140,9 @@ def prepare_for_training(base: BaseModel, t: TrainSection, *, trains_text_encode
     and CLIP have no active dropout)."""
     vae: torch.nn.Module = base.vae  # diffusers' wrapped .to() defeats type checkers
     vae.to(torch.float32)
+    if t.channels_last:
+        unet: torch.nn.Module = base.unet
+        unet.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack this overload
     if t.attention == "eager":
         from diffusers.models.attention_processor import AttnProcessor
 
@@ -125,6 +156,16 @@ def prepare_for_training(base: BaseModel, t: TrainSection, *, trains_text_encode
             for te in base.text_encoders:
                 enable_checkpointing(te)
                 te.train()
+
+
+def compile_unet(base: BaseModel, mode: str) -> None:
+    """``torch.compile`` the UNet in place (``nn.Module.compile``: the module stays the one the network hooks
+    and the staging moves) with ``mode``; ``off`` leaves it alone. Call it after the network is applied so its
+    hooks are traced with the UNet. Nothing compiles until the first step; each new bucket size compiles again."""
+    if mode == "off":
+        return
+    unet: torch.nn.Module = base.unet
+    unet.compile(mode=mode)
 
 
 def enable_checkpointing(text_encoder: PreTrainedModel) -> None:

@@ -58,7 +58,14 @@ def train(
     from train.caching import cache_latents, cache_text_outputs
     from train.data.cache import LatentCache, vae_identity
     from train.data.loader import BatchBuilder, epoch_loader
-    from train.denoiser import Denoiser, TextConditioning, batch_latents, prepare_for_training
+    from train.denoiser import (
+        Denoiser,
+        TextConditioning,
+        batch_latents,
+        check_sdpa_backend,
+        compile_unet,
+        prepare_for_training,
+    )
     from train.loss import add_noise, diffusion_loss, diffusion_target, sample_noise, snr_table
     from train.meter import Throughput
     from train.models.loading import load_base_model
@@ -118,6 +125,7 @@ def train(
         preflight.raise_errors()  # before the model loads
 
         # ------------------------------------------------------------ 3. base model, frozen
+        check_sdpa_backend(t.sdpa_backend, device)
         run.emit("phase", phase="loading model")
         latents_cached = d.cache_latents or d.cache_latents_to_disk
         staging = DeviceStaging(device, latents_cached=latents_cached, text_cached=d.cache_text_encoder_outputs)
@@ -155,6 +163,7 @@ def train(
         network = create_network(base.arch.value, base.unet, base.text_encoders if cfg.trains_text_encoder else None,
                                  cfg.network, device=device)
         network.apply()
+        compile_unet(base, t.compile)  # after the network's hooks are in, so they are traced with the UNet
         network.to(device=device, dtype=torch.float32)
         network.train()
         param_groups = network.trainable_params(cfg.unet_lr, cfg.text_encoder_lr)
@@ -165,7 +174,7 @@ def train(
         scheduler = create_scheduler(t.lr_scheduler, optimizer, total_steps=total_steps, lr_warmup=t.lr_warmup,
                                      num_cycles=t.lr_scheduler_num_cycles, power=t.lr_scheduler_power)
         # DDP (several processes) wraps the denoiser and averages the network's gradients in backward.
-        model, optimizer = accelerator.prepare(Denoiser(network, base, conditioning), optimizer)
+        model, optimizer = accelerator.prepare(Denoiser(network, base, conditioning, t.sdpa_backend), optimizer)
 
         # ------------------------------------------------------------ 6. resume
         progress = Progress(total_steps=total_steps, seed=t.seed)
@@ -208,7 +217,8 @@ def train(
             epoch = progress.epoch
             plan = plan_epoch(items, steps.global_batch, t.seed, epoch, pad=world > 1)
             loader = epoch_loader(builder, plan, epoch=epoch, rank=accelerator.process_index,
-                                  per_process=t.batch_size, start=progress.batch_in_epoch, num_workers=d.num_workers)
+                                  per_process=t.batch_size, start=progress.batch_in_epoch, num_workers=d.num_workers,
+                                  pin_memory=d.pin_memory and device.type == "cuda")
             for batch in loader:
                 with accelerator.accumulate(model):
                     # ---- forward: latents + noise at a random timestep; predict the noise (or v)

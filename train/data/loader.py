@@ -116,18 +116,19 @@ class EpochBatches(torch_data.Dataset[Batch]):
 
 
 def epoch_loader(builder: BatchBuilder, plan: list[list[Sample]], *, epoch: int, rank: int, per_process: int,
-                 start: int, num_workers: int) -> Iterable[Batch]:
+                 start: int, num_workers: int, pin_memory: bool = False) -> Iterable[Batch]:
     """This process's batches of one epoch, from batch ``start`` on (a resumed epoch), in plan order.
 
     The plan is sharded here, not by accelerate, so every sample keeps its place in the epoch (and its seed);
     the loader is accelerate's ``DataLoaderShard`` all the same, which tells ``accelerator.accumulate`` which
     batch ends the epoch (the last optimizer step of an epoch takes what is left). Its shuffling generator is
-    its own, so the global RNG is left alone."""
+    its own, so the global RNG is left alone. ``pin_memory``: the batches' tensors come in page-locked memory
+    (CUDA only), so their copies to the GPU need not block."""
     from accelerate.data_loader import DataLoaderShard
 
     loader: Iterable[Batch] = DataLoaderShard(
         EpochBatches(builder, plan, epoch, rank, per_process), batch_size=None,
-        sampler=range(start, len(plan)), num_workers=num_workers, persistent_workers=False,
+        sampler=range(start, len(plan)), num_workers=num_workers, persistent_workers=False, pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(mix_seed(builder.seed, epoch)),
     )
     return loader
