@@ -497,7 +497,9 @@ def run_rows(plan: Plan, *, kohya: Path | None, kohya_env: KohyaEnv, kohya_pytho
              datasets: dict[str, Path], started: float, skipped: list[dict[str, str]]) -> list[Result]:
     results: list[Result] = []
     kohya_results: dict[Row, Side] = {}
-    estimate: dict[tuple[str, Tool], float] = {}
+    # seconds one side of a row takes, for --deadline: first guesses for an H100/H200, then the last run's
+    estimate: dict[tuple[str, Tool], float] = {("sd15", "kohya"): 45.0, ("sd15", "kiln"): 45.0,
+                                               ("sdxl", "kohya"): 150.0, ("sdxl", "kiln"): 150.0}
     tokenizers = kohya_tokenizers(work / "kohya-tokenizers") if kohya_env.ready else work
     total = plan.warmup + plan.steps
     for row in plan.rows:
@@ -617,6 +619,19 @@ def plan_rows(archs: list[str], batches: list[int], gcs: list[bool], optimizers:
     return rows + [Row(b.arch, b.batch, b.grad_ckpt, b.optimizer, lever) for lever in levers for b in bases]
 
 
+def parse_row(text: str) -> Row:
+    """A row from its id, ``<arch>-b<batch>-gc<0|1>-<optimizer>[.<lever>]`` (as the table names it)."""
+    base, _, lever = text.strip().partition(".")
+    parts = base.split("-")
+    ok = (len(parts) == 4 and parts[0] in ARCHS and parts[1][:1] == "b" and parts[1][1:].isdigit()
+          and int(parts[1][1:]) >= 1 and parts[2] in ("gc0", "gc1") and parts[3] in OPTIMIZERS
+          and (not lever or lever in LEVERS))
+    if not ok:
+        raise SystemExit(f"--rows: {text!r} is not a row id; write e.g. sd15-b4-gc0-AdamW or sdxl-b1-gc1-AdamW8bit, "
+                         f"optionally .LEVER ({', '.join(sorted(LEVERS))})")
+    return Row(parts[0], int(parts[1][1:]), parts[2] == "gc1", parts[3], lever or None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kohya", type=Path, help="a fetched kohya-ss/sd-scripts work tree (kept out of the repo)")
@@ -631,6 +646,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lever", action="append", default=[], choices=sorted(LEVERS),
                         help="also run kiln with this opt-in setting (extra rows; repeatable)")
     parser.add_argument("--lever-base", help="comma list of row ids the levers run on (default: each arch's first)")
+    parser.add_argument("--rows", help="comma list of row ids to run, in this order (instead of --arch/--batch/"
+                        "--grad-ckpt/--optimizer/--lever), e.g. sd15-b4-gc0-AdamW,sdxl-b1-gc1-AdamW.channels_last")
     parser.add_argument("--steps", type=int, help="measured steps (default 30; tiny models 3)")
     parser.add_argument("--warmup", type=int, help="steps before measuring (default 5; tiny models 2)")
     parser.add_argument("--images", type=int, help="photos in each dataset (default 100; tiny models 8)")
@@ -663,8 +680,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     global CPU_THREADS
     CPU_THREADS = None if cuda else str(args.cpu_threads)
     skipped: list[dict[str, str]] = []
-    rows = plan_rows(archs, batches, gcs, optimizers, args.lever,
-                     [s.strip() for s in args.lever_base.split(",")] if args.lever_base else None)
+    if args.rows:
+        rows = list(dict.fromkeys(parse_row(r) for r in args.rows.split(",") if r.strip()))
+        archs = [a for a in ARCHS if any(r.arch == a for r in rows)]
+        batches = sorted({r.batch for r in rows})
+        optimizers = [o for o in OPTIMIZERS if any(r.optimizer == o for r in rows)]
+    else:
+        rows = plan_rows(archs, batches, gcs, optimizers, args.lever,
+                         [s.strip() for s in args.lever_base.split(",")] if args.lever_base else None)
 
     device = torch.cuda.get_device_name(0) if cuda else f"CPU ({platform.processor() or platform.machine()})"
     print(f"kiln vs kohya sd-scripts on {device}: {models} models, {precision} mixed precision, "
@@ -687,7 +710,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     checkpoints: dict[str, Checkpoint] = {}
     datasets: dict[str, Path] = {}
     bucket_counts: dict[str, dict[str, int]] = {}
-    build_device = "cuda" if cuda else "cpu"
+    build_device = "cpu"  # this process never holds GPU memory while the two programs are measured
     for arch in archs:
         t0 = time.perf_counter()
         checkpoints[arch] = build_checkpoint(arch, models, work / "models", build_device)
@@ -695,8 +718,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         bucket_counts[arch] = build_dataset(datasets[arch], checkpoints[arch], images, max(batches))
         print(f"{arch}: checkpoint {checkpoints[arch].path.name}, {sum(bucket_counts[arch].values())} photos in "
               f"buckets {bucket_counts[arch]} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    if cuda:
-        torch.cuda.empty_cache()
 
     plan = Plan(rows=rows, models=models, precision=precision, steps=steps, warmup=warmup, workers=args.workers,
                 timeout=args.timeout, deadline=args.deadline)
