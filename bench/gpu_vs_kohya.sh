@@ -23,8 +23,17 @@ done
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
   python3 -c "import sys, torch; print(sys.version); print('torch', torch.__version__, torch.version.cuda)"
-  PYTHONPATH="$SITE/kiln" python3 -c "import diffusers, transformers, accelerate, pydantic, bitsandbytes; print('kiln side:', 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__, 'bitsandbytes', bitsandbytes.__version__)"
-  PYTHONPATH="$SITE/kohya" python3 -c "import diffusers, transformers, accelerate, bitsandbytes; print('kohya side:', 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__, 'bitsandbytes', bitsandbytes.__version__)"
+  for side in kiln kohya; do
+    PYTHONPATH="$SITE/$side" python3 -c "
+import importlib.metadata as md, sys
+names = ('diffusers', 'transformers', 'accelerate', 'huggingface-hub', 'tokenizers', 'pydantic', 'bitsandbytes')
+def version(name):
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return 'missing'
+print(sys.argv[1], 'side:', ', '.join(f'{n} {version(n)}' for n in names))" "$side"
+  done
   echo "kohya commit: $(cat bench/out/sd-scripts/.commit 2>/dev/null || echo unknown)"
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
