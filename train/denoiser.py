@@ -15,7 +15,6 @@ import torch
 
 from train.data.dataset import mix_seed
 from train.data.loader import Batch
-from train.errors import TrainingError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -109,14 +108,6 @@ def attention_kernels(backend: SdpaBackend) -> contextlib.AbstractContextManager
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel([getattr(SDPBackend, _SDPA_BACKENDS[backend])])
-
-
-def check_sdpa_backend(backend: SdpaBackend, device: torch.device) -> None:
-    """The GPU kernels exist on CUDA only: say so before loading anything (PyTorch would fail at the first step
-    with 'No available kernel')."""
-    if backend in ("flash", "efficient", "cudnn") and device.type != "cuda":
-        raise TrainingError(f"train.sdpa_backend: {backend!r} is a CUDA kernel and this run is on {device.type}; "
-                         "use 'auto' or 'math'")
 
 
 def batch_latents(batch: Batch, vae: AutoencoderKL, device: torch.device) -> torch.Tensor:

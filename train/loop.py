@@ -62,7 +62,6 @@ def train(
         Denoiser,
         TextConditioning,
         batch_latents,
-        check_sdpa_backend,
         compile_unet,
         prepare_for_training,
     )
@@ -125,7 +124,6 @@ def train(
         preflight.raise_errors()  # before the model loads
 
         # ------------------------------------------------------------ 3. base model, frozen
-        check_sdpa_backend(t.sdpa_backend, device)
         run.emit("phase", phase="loading model")
         latents_cached = d.cache_latents or d.cache_latents_to_disk
         staging = DeviceStaging(device, latents_cached=latents_cached, text_cached=d.cache_text_encoder_outputs)

@@ -25,7 +25,13 @@ def mixed_precision(ctx: Context) -> Iterator[Finding]:
 
 @check("attention backend")
 def attention_backend(ctx: Context) -> Iterator[Finding]:
-    """The attention implementation asked for is installed (xformers) and can run here (CUDA)."""
+    """The attention implementation and the scaled-dot-product kernel asked for are installed (xformers) and can
+    run here (CUDA): said before loading anything (PyTorch would fail at the first step with 'No available
+    kernel')."""
+    backend = ctx.cfg.train.sdpa_backend
+    if backend in ("flash", "efficient", "cudnn") and not ctx.device.cuda:
+        yield error("train.sdpa_backend", f"{backend!r} is a CUDA kernel and this machine has no CUDA GPU",
+                    fix="--set train.sdpa_backend=auto (or math)")
     if ctx.cfg.train.attention != "xformers":
         return
     if importlib.util.find_spec("xformers") is None:
