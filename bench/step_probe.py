@@ -9,7 +9,8 @@ What it records, written to ``--stats`` as JSON when the process ends (also afte
     optimizer step post-hook (``torch.optim.optimizer.register_optimizer_step_post_hook``) after a
     ``torch.cuda.synchronize()``, so a step's GPU work is finished when its time is taken. Any optimizer that
     subclasses ``torch.optim.Optimizer`` (torch's AdamW, bitsandbytes' AdamW8bit, ...) fires it; accelerate's
-    wrapper (which steps the inner optimizer) is ignored so that a step counts once.
+    wrapper (which steps the inner optimizer) is ignored so that a step counts once, and so is an optimizer over a
+    single parameter tensor (kiln's pre-flight takes one trial step on a dummy parameter before loading).
   - ``peak_allocated_mib`` / ``peak_reserved_mib``: ``torch.cuda.max_memory_allocated`` / ``max_memory_reserved``
     over the whole process. A script that resets the peak counters (kiln does, between caching and training) would
     hide its earlier peak, so ``torch.cuda.reset_peak_memory_stats`` is wrapped to fold the peak so far into the
@@ -82,6 +83,8 @@ def _install(warmup: int) -> None:
     def after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if type(optimizer).__module__.startswith("accelerate"):
             return  # accelerate's wrapper: the inner optimizer's step is the one counted
+        if sum(len(group["params"]) for group in optimizer.param_groups) < 2:
+            return  # a trial step over one lone parameter (kiln's pre-flight) is not a training step
         if _cuda_ready():
             torch.cuda.synchronize()
         _state["step_t"].append(time.time())

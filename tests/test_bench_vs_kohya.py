@@ -84,10 +84,12 @@ def test_probe_times_each_optimizer_step_once(tmp_path) -> None:
     script.write_text(
         "import sys, torch\n"
         "from accelerate import Accelerator\n"
-        "w = torch.nn.Parameter(torch.ones(3))\n"
-        "opt = Accelerator(cpu=True).prepare(torch.optim.AdamW([w], lr=0.1))\n"
+        "trial = torch.nn.Parameter(torch.ones(2)); trial.grad = torch.ones(2)\n"
+        "torch.optim.AdamW([trial], lr=0.1).step()\n"  # a pre-flight's trial step on a lone parameter
+        "w, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(1))\n"
+        "opt = Accelerator(cpu=True).prepare(torch.optim.AdamW([w, b], lr=0.1))\n"
         "for _ in range(int(sys.argv[1])):\n"
-        "    (w ** 2).sum().backward(); opt.step(); opt.zero_grad()\n"
+        "    (w ** 2 + b).sum().backward(); opt.step(); opt.zero_grad()\n"
         "sys.exit(3)\n", encoding="utf-8")
     stats = tmp_path / "stats.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "step_probe.py"), "--stats", str(stats),
@@ -95,7 +97,8 @@ def test_probe_times_each_optimizer_step_once(tmp_path) -> None:
                           check=False, timeout=120)
     assert proc.returncode == 3, proc.stderr
     record = json.loads(stats.read_text(encoding="utf-8"))
-    assert len(record["step_t"]) == 4 and record["exit"] == 3  # accelerate's wrapper is not counted again
+    # neither accelerate's wrapper nor the trial step is counted
+    assert len(record["step_t"]) == 4 and record["exit"] == 3
     assert record["launch_t"] <= record["probe_start_t"] <= record["step_t"][0] <= record["end_t"]
     assert record["step_t"] == sorted(record["step_t"])
 

@@ -239,7 +239,7 @@ async def test_form_validates_as_you_type_and_shows_step_math(tmp_path: Path, da
         form.query_one("#batch", Input).value = "2"
         await pilot.pause(0.1)
         deadline = time.monotonic() + 30
-        while "steps/epoch" not in str(form.query_one("#newrun-math", Static).render()):
+        while "batch 2" not in (math := str(form.query_one("#newrun-math", Static).render())) or "3 epochs" not in math:
             assert time.monotonic() < deadline, str(form.query_one("#newrun-math", Static).render())
             await pilot.pause(0.1)
         math = str(form.query_one("#newrun-math", Static).render())
