@@ -33,7 +33,7 @@ def test_a_warm_index_is_in_the_first_frame_and_views_are_built_on_demand(datase
         async with app.run_test(size=(100, 30)) as pilot:
             assert len(browser(app).image_list.rows) == images  # in the first frame
             assert [v.id for v in app.views()] == ["browser"]  # nothing else built yet
-            app.view_manager.last_input = float("inf")  # a user who keeps typing: nothing is built behind their back
+            app.view_manager.prewarm_enabled = False  # a user who keeps typing: nothing is built behind their back
             await pilot.press("2")
             await wait_for(pilot, lambda: app.active_view.id == "tags" and not app.view_manager.is_mounting("tags"))
             tags = app.view("tags")

@@ -25,6 +25,7 @@ class ViewManager:
         self.app = app
         self.specs = specs
         self.last_input = time.monotonic()
+        self.prewarm_enabled = True  # False: views are built only when shown (tests that count built views)
         self._mounting: dict[str, Awaitable[None]] = {}  # view id -> mount of a view being built
         self._prewarm: Timer | None = None
 
@@ -98,7 +99,7 @@ class ViewManager:
         opening one later costs a switch (~50 ms), not a build (~150–250 ms on 10,000 images)."""
 
         def tick() -> None:
-            if not loaded() or self._mounting or time.monotonic() - self.last_input < PREWARM_IDLE_SECONDS:
+            if not self.prewarm_enabled or not loaded() or self._mounting or time.monotonic() - self.last_input < PREWARM_IDLE_SECONDS:
                 return
             built = {view.id for view in self.mounted()}
             pending = [s for s in self.specs if s.prewarm and s.view_id not in built]
