@@ -7,6 +7,11 @@ bytes, never a mix. The target keeps its permission bits; a new file gets the us
 
 ``atomic_write_many`` does the same for thousands of files at once with a single filesystem sync instead of
 one fsync per file (the data of every temporary file is durable before any rename happens).
+
+A full disk stops a batch before any rename: every temporary file is removed and nothing is replaced (the
+error is a :class:`curator.faults.DiskFullError` naming the disk and the space needed). Writes can be
+*confined* to the dataset's folders: a symlink whose target lies outside them is refused
+(:class:`OutsideFoldersError`), never written through.
 """
 
 from __future__ import annotations
@@ -14,19 +19,37 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
+import hashlib
 import itertools
 import os
 import stat
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
+
+from curator.faults import DISK_FULL_ERRNOS, DiskFullError, block_size, space_for
 
 _A = TypeVar("_A")
 _R = TypeVar("_R")
 
 TEMP_PREFIX = ".kiln-tmp-"
 """Temporary files are named ``.kiln-tmp-<target name>.<random>``; leftovers can be removed safely."""
+
+_TEMP_NAME_MAX = 200  # bytes of the target's name kept in a temporary name (NAME_MAX is 255 on most systems)
+
+
+class OutsideFoldersError(OSError):
+    """A write would follow a symlink out of the folders it is confined to (the dataset's)."""
+
+    def __init__(self, link: str, target: str):
+        super().__init__(
+            errno.EXDEV,
+            f"it is a symlink to {target}, outside the dataset; kiln does not write through it "
+            "(replace the link with a copy of the file to edit it here)",
+            link,
+        )
 
 
 def _umask() -> int:
@@ -87,12 +110,20 @@ def read_files(paths: Iterable[Path | str]) -> list[bytes | None]:
 
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+def atomic_write_bytes(path: Path | str, data: bytes, *, what: str = "") -> None:
     """Replace ``path`` with ``data`` atomically (temp file in the same folder, fsync, rename, fsync dir).
-    A symlink is written through (its target is replaced)."""
+    A symlink is written through (its target is replaced). On a full disk the old file is kept and
+    :class:`DiskFullError` says how much space ``what`` (default: writing the file's name) needs."""
     umask = _umask()
     target, mode = _prepare_target(os.fspath(path), 0o666 & ~umask)
-    tmp = _create_temp(target, data, mode, sync=True, umask=umask)
+    try:
+        tmp = _create_temp(target, data, mode, sync=True, umask=umask)
+    except OSError as exc:
+        if exc.errno in DISK_FULL_ERRNOS:
+            folder = os.path.dirname(target) or "."
+            needed = space_for([len(data)], block_size(folder))
+            raise DiskFullError(target, what or f"writing {os.path.basename(target)}", needed) from exc
+        raise
     try:
         os.replace(tmp, target)
     except BaseException:
@@ -199,14 +230,25 @@ def _rename_all(pairs: list[tuple[str, str]]) -> list[OSError | None]:
 
     head = pairs[:_PROBE]
     start = time.perf_counter()
-    outcomes = [one(p) for p in head]
+    outcomes: list[OSError | None] = []
+    for pair in head:
+        outcomes.append(one(pair))
+        if _full(outcomes[-1]):  # a full disk: the remaining renames would fail alike; they are not tried
+            return outcomes + [outcomes[-1]] * (len(pairs) - len(outcomes))
     slow = head and (time.perf_counter() - start) / len(head) > _SLOW_RENAME_S
     rest = pairs[_PROBE:]
     if slow and len(rest) >= _PARALLEL_MIN:
         outcomes += _parallel_map(lambda p: os.replace(p[1], p[0]), rest)
     else:
-        outcomes += [one(p) for p in rest]
+        for pair in rest:
+            outcomes.append(one(pair))
+            if _full(outcomes[-1]):
+                return outcomes + [outcomes[-1]] * (len(pairs) - len(outcomes))
     return outcomes
+
+
+def _full(outcome: object) -> bool:
+    return isinstance(outcome, OSError) and outcome.errno in DISK_FULL_ERRNOS
 
 
 def atomic_write_many(items: Iterable[tuple[Path | str, bytes]]) -> list[Path]:
@@ -216,14 +258,18 @@ def atomic_write_many(items: Iterable[tuple[Path | str, bytes]]) -> list[Path]:
     anyway), made durable with one filesystem sync per filesystem touched (or one fsync each where ``syncfs``
     is unavailable), then renamed over their targets (on a thread pool when renames turn out to be slow:
     renames over existing files wait on the disk and overlap well); finally each touched folder is fsynced.
-    Returns the targets renamed. If any temporary file cannot be written nothing is renamed; if a rename
-    fails the others still happen. Either way the first ``OSError`` is raised after cleaning up.
+    Returns the targets renamed. If any temporary file cannot be written nothing is renamed (a full disk
+    raises :class:`DiskFullError`); if a rename fails the others still happen. Either way the first
+    ``OSError`` is raised after cleaning up.
     """
     items = list(items)
     if not items:
         return []
     originals = [Path(p) for p, _d in items]
     outcomes = write_files_atomically(items, all_or_nothing=True)
+    full = next((o for o in outcomes if isinstance(o, DiskFullError)), None)
+    if full is not None:
+        raise full
     temp_errors = [o for o in outcomes if isinstance(o, _TempError)]
     if temp_errors:
         raise temp_errors[0].cause
@@ -242,15 +288,18 @@ class _TempError(OSError):
         self.cause = cause
 
 
-def _prepare_target(path: str, default_mode: int) -> tuple[str, int]:
-    """(the file to replace, its permission bits): a symlink is written through to its target; one ``lstat``
-    tells both for the usual plain file."""
+def _prepare_target(path: str, default_mode: int, confine: Sequence[str] = ()) -> tuple[str, int]:
+    """(the file to replace, its permission bits): a symlink is written through to its target (refused with
+    :class:`OutsideFoldersError` when ``confine`` names folders and the target is in none of them); one
+    ``lstat`` tells both for the usual plain file."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return path, default_mode
     if stat.S_ISLNK(st.st_mode):
         real = os.path.realpath(path)
+        if confine and not any(real.startswith(folder) for folder in confine):  # folders end with a separator
+            raise OutsideFoldersError(path, real)
         try:
             return real, stat.S_IMODE(os.stat(real).st_mode)
         except FileNotFoundError:  # a dangling link: its target is created
@@ -262,6 +311,8 @@ def _create_temp(target: str, data: bytes, mode: int, sync: bool, umask: int) ->
     """Write ``data`` to a new temporary file next to ``target`` with permission bits ``mode`` (created with
     them when the ``umask`` keeps them all, else fixed with ``fchmod``)."""
     folder, name = os.path.split(target)
+    if len(os.fsencode(name)) > _TEMP_NAME_MAX:  # a long name plus the temporary suffix would pass NAME_MAX
+        name = hashlib.sha1(os.fsencode(name)).hexdigest()
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     exact = not (mode & umask) and not (mode & ~0o777)
     while True:
@@ -311,7 +362,11 @@ def _target_path(target: tuple[str, int] | OSError) -> str:
 
 
 def write_files_atomically(
-    items: list[tuple[Path | str, bytes]], all_or_nothing: bool = False
+    items: list[tuple[Path | str, bytes]],
+    all_or_nothing: bool = False,
+    *,
+    confine: Sequence[Path | str] = (),
+    what: str = "",
 ) -> list[OSError | None]:
     """Atomically replace each ``(path, data)``; returns per item ``None`` (replaced) or the ``OSError``.
 
@@ -319,16 +374,22 @@ def write_files_atomically(
     data made durable (one ``syncfs`` per filesystem on Linux, else an fsync per file), then the renames, then
     one fsync per touched folder. A file whose temporary file cannot be written is not renamed (with
     ``all_or_nothing``, then no file is). Paths are handled as strings: no ``Path`` object per file.
+
+    A full disk (``ENOSPC``/``EDQUOT`` while writing or syncing the temporary files) stops the batch before any
+    rename: every item's outcome is then the same :class:`DiskFullError`, saying how much space ``what``
+    (default: "writing N files") needs on that disk. ``confine``: folders the writes must stay in; a symlink
+    leading out of them is that item's :class:`OutsideFoldersError`.
     """
     if not items:
         return []
     fast = sys.platform.startswith("linux")
     umask = _umask()
     default_mode = 0o666 & ~umask
+    folders_in = [os.path.join(os.path.realpath(f), "") for f in confine]
     targets: list[tuple[str, int] | OSError] = []
     for path, _data in items:
         try:
-            targets.append(_prepare_target(os.fspath(path), default_mode))
+            targets.append(_prepare_target(os.fspath(path), default_mode, folders_in))
         except OSError as exc:
             targets.append(exc)
 
@@ -338,10 +399,39 @@ def write_files_atomically(
             raise target
         return _create_temp(target[0], items[i][1], target[1], sync=not fast, umask=umask)
 
+    def disk_full(exc: OSError) -> list[OSError | None]:
+        """Every item fails with one DiskFullError; no temporary file is left."""
+        for temp in made.values():
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+        path = exc.filename or _target_path(next(t for t in targets if not isinstance(t, OSError)))
+        folder = os.path.dirname(os.fspath(path)) or "."
+        sizes = [len(data) for (_p, data), t in zip(items, targets, strict=True) if not isinstance(t, OSError)]
+        needed = space_for(sizes, block_size(folder))
+        error = DiskFullError(folder, what or f"writing {len(items)} file(s)", needed)
+        return [error] * len(items)
+
     create_workers = _env_int("KILN_IO_CREATE_WORKERS", 1)
-    temps = _parallel_map(create, list(range(len(items))), workers=create_workers)
-    outcomes: list[OSError | None] = [_TempError(t) if isinstance(t, OSError) else None for t in temps]
-    made = {i: t for i, t in enumerate(temps) if not isinstance(t, OSError)}  # item -> its temporary file
+    made: dict[int, str] = {}  # item -> its temporary file
+    outcomes: list[OSError | None] = [None] * len(items)
+    if create_workers == 1 or len(items) < _PARALLEL_MIN:
+        for i in range(len(items)):  # one after another, stopping at a full disk
+            try:
+                made[i] = create(i)
+            except OSError as exc:
+                if exc.errno in DISK_FULL_ERRNOS:
+                    return disk_full(exc)
+                outcomes[i] = _TempError(exc)
+    else:
+        temps = _parallel_map(create, list(range(len(items))), workers=create_workers)
+        for i, temp in enumerate(temps):
+            if isinstance(temp, OSError):
+                outcomes[i] = _TempError(temp)
+            else:
+                made[i] = temp
+        first_full = next((t for t in temps if isinstance(t, OSError) and t.errno in DISK_FULL_ERRNOS), None)
+        if isinstance(first_full, OSError):
+            return disk_full(first_full)
     if all_or_nothing and len(made) < len(items):
         for temp in made.values():
             with contextlib.suppress(OSError):
@@ -355,6 +445,13 @@ def write_files_atomically(
                     os.fsync(fd)
                 finally:
                     os.close(fd)
+    except OSError as exc:  # some filesystems (NFS, delayed allocation) report a full disk only here
+        if exc.errno in DISK_FULL_ERRNOS:
+            return disk_full(exc)
+        for temp in made.values():
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+        raise
     except BaseException:
         for temp in made.values():
             with contextlib.suppress(OSError):
@@ -362,8 +459,17 @@ def write_files_atomically(
         raise
     renamed = _rename_all([(_target_path(targets[i]), temp) for i, temp in made.items()])
     folders = set()
+    full: DiskFullError | None = None
     for (i, temp), out in zip(made.items(), renamed, strict=True):
         if isinstance(out, OSError):
+            if _full(out):  # rare (a folder that must grow): the files renamed so far stay replaced
+                if full is None:
+                    done = sum(o is None for o in renamed)
+                    folder = os.path.dirname(temp) or "."
+                    needed = space_for([len(items[j][1]) for j in made], block_size(folder))
+                    note = f"{done} of {len(items)} file(s) were replaced before the disk filled"
+                    full = DiskFullError(folder, what or f"writing {len(items)} file(s)", needed, note=note)
+                out = full
             outcomes[i] = out
             with contextlib.suppress(OSError):
                 os.unlink(temp)

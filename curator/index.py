@@ -12,9 +12,12 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from curator.faults import INDEX_MIN_NEEDS, DiskFullError, busy_timeout, index_error, is_disk_full
+
 KILN_DIR = ".kiln"
 INDEX_NAME = "index.sqlite"
 SCHEMA_VERSION = 1
+OPEN_NEEDS = INDEX_MIN_NEEDS  # opening a WAL database creates its -shm (32 KiB) and -wal files
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -65,7 +68,7 @@ def _make_kiln_dir(root: Path) -> Path:
 
 
 def _connect(db_path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(db_path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(db_path, timeout=busy_timeout(), isolation_level=None, check_same_thread=False)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -92,13 +95,22 @@ class Index:
 
     @classmethod
     def open(cls, root: Path | str, *, quiet: bool = False) -> Index:
-        """Open (creating if needed) the index of the dataset at ``root``."""
+        """Open (creating if needed) the index of the dataset at ``root``.
+
+        A read-only dataset gets its index in the user cache (said once on stderr). A full disk is not a
+        reason to go there: the dataset's own index holds its caption journal, so a full disk raises
+        :class:`curator.faults.DiskFullError`; so does a busy or damaged index (``curator.faults``)."""
         root = Path(root).resolve()
+        db_path = root / KILN_DIR / INDEX_NAME
         try:
             kiln_dir = _make_kiln_dir(root)
             conn = _connect(kiln_dir / INDEX_NAME)
             index = cls(root, kiln_dir, conn, in_cache=False)
-        except (OSError, sqlite3.OperationalError) as first:
+        except (OSError, sqlite3.Error) as first:
+            if is_disk_full(first, db_path):
+                raise DiskFullError(db_path, "opening the dataset index", OPEN_NEEDS) from first
+            if isinstance(first, sqlite3.Error) and not _is_read_only(first):
+                raise index_error(first, db_path, "opening the dataset index") from first
             kiln_dir = cache_index_dir(root)
             try:
                 kiln_dir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +121,11 @@ class Index:
                 _announced.add(str(root))
                 print(f"kiln: {root} is read-only; its index lives in {kiln_dir}", file=sys.stderr)
             index = cls(root, kiln_dir, conn, in_cache=True)
-        index._migrate()
+        try:
+            index._migrate()
+        except sqlite3.Error as exc:
+            index.close()
+            raise index_error(exc, index.path, "opening the dataset index", needed=OPEN_NEEDS) from exc
         return index
 
     def _migrate(self) -> None:
@@ -127,15 +143,21 @@ class Index:
         """Run ``CREATE TABLE IF NOT EXISTS ...`` statements for a module's own tables."""
         self.conn.executescript(sql)
 
-    def transaction(self) -> _Transaction:
-        return _Transaction(self.conn)
+    def transaction(self, what: str = "updating the dataset index", needed: int | None = None) -> _Transaction:
+        """``with index.transaction() as tx:`` one write transaction; a SQLite fault in it is rolled back and
+        raised as the ``OSError`` of :func:`curator.faults.index_error` (``what`` names the operation,
+        ``needed`` the bytes it needs, for a full disk's message)."""
+        return _Transaction(self.conn, self.path, what, needed)
 
     def get_meta(self, key: str) -> str | None:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
     def set_meta(self, key: str, value: str) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        try:
+            self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        except sqlite3.Error as exc:
+            raise index_error(exc, self.path, "updating the dataset index") from exc
 
     def close(self) -> None:
         self.conn.close()
@@ -147,18 +169,40 @@ class Index:
         self.close()
 
 
-class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection."""
+def _is_read_only(exc: sqlite3.Error) -> bool:
+    """SQLite could not write (or create) the file: the dataset folder or its disk is read-only."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    return code in (8, 14) or "readonly" in str(exc) or "unable to open" in str(exc)  # READONLY, CANTOPEN
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error, a failed ``COMMIT`` included) on an autocommit
+    connection; SQLite faults leave as :func:`curator.faults.index_error`'s ``OSError``."""
+
+    def __init__(self, conn: sqlite3.Connection, db_path: Path, what: str, needed: int | None) -> None:
         self.conn = conn
+        self.db_path = db_path
+        self.what = what
+        self.needed = needed
 
     def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise index_error(exc, self.db_path, self.what, needed=self.needed) from exc
         return self.conn
 
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            if exc_type is None:
+                self.conn.execute("COMMIT")  # a full disk usually shows here, when the WAL is written
+                return
+        except sqlite3.Error as failed:
+            exc = failed
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise index_error(exc, self.db_path, self.what, needed=self.needed) from exc
 
 
 def to_signed64(value: int | None) -> int | None:

@@ -202,8 +202,8 @@ def test_atomic_write_many_and_single(tmp_path: Path) -> None:
         atomic_write_bytes(tmp_path / "missing-dir" / "x.txt", b"x")
 
 
-def test_symlinked_caption_is_written_through(ds_path: Path, tmp_path: Path) -> None:
-    real = tmp_path / "elsewhere.txt"
+def test_symlinked_caption_inside_the_dataset_is_written_through(ds_path: Path) -> None:
+    real = ds_path / "shared.txt"  # a caption shared through a link, inside the dataset
     real.write_bytes(b"dog, grass\n")
     link = ds_path / "5_sks dog/d.txt"
     link.unlink()
@@ -213,6 +213,19 @@ def test_symlinked_caption_is_written_through(ds_path: Path, tmp_path: Path) -> 
         assert result.applied == [link]
         assert link.is_symlink() and real.read_bytes() == b"dog, sand\n"
         journal.undo(ds)
+    assert link.is_symlink() and real.read_bytes() == b"dog, grass\n"
+
+
+def test_symlinked_caption_outside_the_dataset_is_not_written_through(ds_path: Path, tmp_path: Path) -> None:
+    real = tmp_path / "elsewhere.txt"
+    real.write_bytes(b"dog, grass\n")
+    link = ds_path / "5_sks dog/d.txt"
+    link.unlink()
+    link.symlink_to(real)
+    with Dataset.open(ds_path) as ds:
+        result = journal.apply_changes(ds, replace_tag(load_items(ds), "grass", "sand"), "replace", "x")
+    assert result.applied == [] and [p for p, _r in result.errors] == [link]
+    assert "outside the dataset" in result.errors[0][1] and str(real) in result.errors[0][1]
     assert link.is_symlink() and real.read_bytes() == b"dog, grass\n"
 
 

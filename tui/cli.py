@@ -8,6 +8,7 @@ implementation only when the command runs.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,6 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except (OSError, sqlite3.Error) as exc:  # a fault of the machine (full disk, busy index): one line, no traceback
+        from curator.faults import describe
+
+        print(f"kiln: {describe(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

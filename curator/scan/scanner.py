@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from curator.index import Index, to_signed64, to_unsigned64
+from curator.index import OPEN_NEEDS, Index, to_signed64, to_unsigned64
 from curator.layout import DatasetLayout, Subset, is_image_name
 from curator.records import Flag, ImageRecord
 from curator.scan.config import ScanConfig
@@ -40,6 +40,7 @@ COMMIT_SECONDS = 0.5  # later commits at least this often
 CHUNKSIZE = 8
 WINDOW = 2048  # files submitted to the pool at a time
 HEAD = 16  # files probed in-process while the worker processes start
+ROW_BYTES = 1024  # index space per image (its row, its share of the path index, the WAL copy), for messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,7 +423,8 @@ def scan_dataset(
 
         def commit() -> None:
             nonlocal batch, last_commit, limit
-            with index.transaction() as tx:
+            needed = (len(to_probe) - done + len(batch)) * ROW_BYTES + OPEN_NEEDS  # what is left to index
+            with index.transaction(f"indexing {len(to_probe)} new or changed image(s)", needed) as tx:
                 tx.executemany(_INSERT, batch)
             if on_progress is not None:
                 records = tuple(record_from_row(row, subsets[row[1]]) for row in batch if row[1] in subsets)

@@ -71,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
     except _Fail as exc:
         return _err(str(exc))
     except OSError as exc:
-        return _err(f"{exc.filename or ''}: {exc.strerror or exc}")
+        from curator.faults import describe
+
+        return _err(describe(exc))
     finally:
         dataset.close()
 

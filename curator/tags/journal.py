@@ -8,6 +8,13 @@ after. The protocol makes a bulk operation safe against being killed at any mome
    is left alone), then written atomically (temp file, sync, rename) or moved to ``.kiln/trash/``;
 3. the per-file outcome and the state ``applied`` are committed.
 
+A full disk is refused before step 1 when the free space is visibly too small, and otherwise stops the
+operation before any file is replaced (the temporary files are written first): either way nothing changes and
+the user gets one :class:`curator.faults.DiskFullError` naming the disk and the space needed. Two names for one
+file (a case-insensitive filesystem, hard links) are written once, never twice. A symlinked caption whose
+target lies outside the dataset's folders is refused, not written through. SQLite faults ("database is
+locked", a full disk) reach callers as the ``OSError``s of :mod:`curator.faults`, never as ``sqlite3`` errors.
+
 If the process dies between 1 and 3, the next journal call finds the entry still ``pending`` and recovers it
 by looking at each file: holding ``after`` means applied, holding ``before`` means not applied, anything else
 is a conflict. Undo and redo follow the same pattern (states ``undoing``/``redoing``). Every file is at every
@@ -33,6 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from curator.faults import (
+    DiskFullError,
+    block_size,
+    ensure_space,
+    index_error,
+    is_disk_full,
+    space_for,
+)
 from curator.fsutil import fsync_dir, read_file, remove_stale_temps, write_files_atomically
 from curator.tags.bulk import paused_gc
 from curator.tags.cache import CaptionCache
@@ -67,6 +82,11 @@ CREATE INDEX IF NOT EXISTS tag_journal_state ON tag_journal(state);
 """
 
 TRANSITIONAL = ("pending", "undoing", "redoing")
+_DB_MARGIN = 256 * 1024  # WAL and b-tree pages beyond the blobs themselves
+_UNRECORDED = (
+    "the captions were written but the journal could not record it; the next kiln tags command settles the "
+    "entry (undo works after that)"
+)
 _VERB = {"pending": "apply", "undoing": "undo", "redoing": "redo"}
 
 
@@ -139,28 +159,33 @@ class JournalError(RuntimeError):
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
-def _read_current(path: str) -> tuple[bytes | None, bool]:
-    """A file's bytes (None: missing) and whether it is read-only: no write permission bit at all
-    (chmod a-w), the user's way of saying "do not touch" (even for root). One open, fstat and read."""
+_Current = tuple[bytes | None, bool, tuple[int, int] | None]
+
+
+def _read_current(path: str) -> _Current:
+    """A file's bytes (None: missing), whether it is read-only: no write permission bit at all (chmod a-w),
+    the user's way of saying "do not touch" (even for root), and its identity (device, inode), which tells two
+    names of one file apart from two files. One open, fstat and read."""
     try:
         fd = os.open(path, _READ_FLAGS)
     except FileNotFoundError:
-        return None, False
+        return None, False, None
     try:
-        read_only = not (os.fstat(fd).st_mode & 0o222)
+        st = os.fstat(fd)
+        read_only = not (st.st_mode & 0o222)
         chunks = [os.read(fd, 16384)]
         while chunks[-1]:
             chunks.append(os.read(fd, 1 << 20))
     finally:
         os.close(fd)
-    return (chunks[0] if len(chunks) == 2 else b"".join(chunks)), read_only
+    return (chunks[0] if len(chunks) == 2 else b"".join(chunks)), read_only, (st.st_dev, st.st_ino)
 
 
-def _read_many(paths: list[str]) -> list[tuple[bytes | None, bool] | OSError]:
+def _read_many(paths: list[str]) -> list[_Current | OSError]:
     """Current content of many files (see :func:`_read_current`; an OSError: unreadable). Serial: these
     files were just read by the operation, so they come from the page cache and threads would only add
     overhead."""
-    out: list[tuple[bytes | None, bool] | OSError] = []
+    out: list[_Current | OSError] = []
     for path in paths:
         try:
             out.append(_read_current(path))
@@ -170,12 +195,26 @@ def _read_many(paths: list[str]) -> list[tuple[bytes | None, bool] | OSError]:
 
 
 def _bulk(method: Callable[P, R]) -> Callable[P, R]:
-    """Run a journal operation with the cyclic garbage collector paused (see :func:`paused_gc`)."""
+    """Run a journal operation with the cyclic garbage collector paused (see :func:`paused_gc`); a SQLite
+    fault becomes the ``OSError`` of :func:`curator.faults.index_error` (locked, full, read-only, damaged)."""
 
     @functools.wraps(method)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         with paused_gc():
-            return method(*args, **kwargs)
+            try:
+                return method(*args, **kwargs)
+            except sqlite3.Error as exc:
+                journal = args[0]
+                assert isinstance(journal, Journal)
+                raise index_error(exc, journal.index.path, f"recording {method.__name__} in the caption journal",
+                                  needed=journal._needed) from exc
+            except OSError as exc:
+                if isinstance(exc, DiskFullError) or not is_disk_full(exc):
+                    raise
+                journal = args[0]
+                assert isinstance(journal, Journal)
+                raise DiskFullError(exc.filename or journal.root, f"the caption journal's {method.__name__}",
+                                    journal._needed) from exc
 
     return run
 
@@ -183,15 +222,23 @@ def _bulk(method: Callable[P, R]) -> Callable[P, R]:
 class Journal:
     """The journal of one dataset (its index database + the dataset root for resolving paths)."""
 
-    def __init__(self, index: Index, root: Path | None = None) -> None:
+    def __init__(self, index: Index, root: Path | None = None, folders: Sequence[Path] = ()) -> None:
+        """``folders``: the dataset's folders besides ``root`` (a dataset TOML's image folders); caption
+        writes stay inside these and ``root`` (a symlink leading out of them is refused)."""
         self.index = index
         self.conn = index.conn
         self.root = Path(root if root is not None else index.root).resolve()
         self._root_text = str(self.root)
         self._prefix = self._root_text + os.sep
         self.kiln_dir = Path(index.kiln_dir)
+        self.folders = [self.root, *(Path(f) for f in folders)]
         self._cache: CaptionCache | None = None  # made on first use
-        index.ensure_schema(SCHEMA)
+        self._needed: int | None = None  # bytes the running operation needs on disk (for a full-disk message)
+        self._stopped: DiskFullError | None = None  # the full disk that stopped the running operation's writes
+        try:
+            index.ensure_schema(SCHEMA)
+        except sqlite3.Error as exc:
+            raise index_error(exc, index.path, "opening the caption journal", needed=_DB_MARGIN) from exc
 
     # ---- paths -----------------------------------------------------------------------------------------
     def _key(self, path: Path) -> str:
@@ -243,10 +290,11 @@ class Journal:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn
+                self.conn.execute("COMMIT")  # a full disk usually shows here, when the WAL is written
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
                 raise
-            self.conn.execute("COMMIT")
         finally:
             self.conn.execute("PRAGMA synchronous=NORMAL")
 
@@ -265,44 +313,80 @@ class Journal:
         result = ApplyResult(entry_id=None, op=op, description=description)
         if not changes:
             return result
+        what = f"{description} ({len(changes)} caption file(s))"
+        self._check_space(changes, what)
         with self._lock():
             self._recover_locked()
-            with self._durable_tx() as conn:
-                conn.execute("UPDATE tag_journal SET state = 'discarded' WHERE state = 'undone'")
-                cur = conn.execute(
-                    "INSERT INTO tag_journal (created, op, description, state, n_changes) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (time.time(), op, description, "pending", len(changes)),
-                )
-                entry_id = cur.lastrowid
-                assert entry_id is not None  # set by the INSERT just above
-                conn.executemany(
-                    "INSERT INTO tag_journal_changes (entry_id, seq, path, before, after, status) "
-                    "VALUES (?, ?, ?, ?, ?, 'pending')",
-                    [
-                        (entry_id, i, key, c.before, c.after)
-                        for i, (key, c) in enumerate(zip(keys, changes, strict=True))
-                    ],
-                )
+            try:
+                with self._durable_tx() as conn:
+                    conn.execute("UPDATE tag_journal SET state = 'discarded' WHERE state = 'undone'")
+                    cur = conn.execute(
+                        "INSERT INTO tag_journal (created, op, description, state, n_changes) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (time.time(), op, description, "pending", len(changes)),
+                    )
+                    entry_id = cur.lastrowid
+                    assert entry_id is not None  # set by the INSERT just above
+                    conn.executemany(
+                        "INSERT INTO tag_journal_changes (entry_id, seq, path, before, after, status) "
+                        "VALUES (?, ?, ?, ?, ?, 'pending')",
+                        [
+                            (entry_id, i, key, c.before, c.after)
+                            for i, (key, c) in enumerate(zip(keys, changes, strict=True))
+                        ],
+                    )
+            except sqlite3.Error as exc:  # nothing was written: the entry is not there either
+                raise index_error(exc, self.index.path, what, needed=self._needed) from exc
             result.entry_id = entry_id
             rows = [(i, key, c.before, c.after) for i, (key, c) in enumerate(zip(keys, changes, strict=True))]
+            self._stopped = None
             statuses = self._transition(rows, result=result, given=[c.caption_path for c in changes])
             ok = any(s == "applied" for s in statuses.values())
-            with self._durable_tx() as conn:
-                conn.executemany(
-                    "UPDATE tag_journal_changes SET status = ? WHERE entry_id = ? AND seq = ?",
-                    [(s, entry_id, seq) for seq, s in statuses.items() if s != "applied"],
-                )
-                conn.execute(
-                    "UPDATE tag_journal_changes SET status = 'applied' "
-                    "WHERE entry_id = ? AND status = 'pending'",
-                    (entry_id,),
-                )
-                conn.execute(
-                    "UPDATE tag_journal SET state = ? WHERE id = ?", ("applied" if ok else "failed", entry_id)
-                )
+            try:
+                with self._durable_tx() as conn:
+                    conn.executemany(
+                        "UPDATE tag_journal_changes SET status = ? WHERE entry_id = ? AND seq = ?",
+                        [(s, entry_id, seq) for seq, s in statuses.items() if s != "applied"],
+                    )
+                    conn.execute(
+                        "UPDATE tag_journal_changes SET status = 'applied' "
+                        "WHERE entry_id = ? AND status = 'pending'",
+                        (entry_id,),
+                    )
+                    conn.execute(
+                        "UPDATE tag_journal SET state = ? WHERE id = ?", ("applied" if ok else "failed", entry_id)
+                    )
+            except sqlite3.Error as exc:  # the entry stays pending; the next journal call settles it
+                note = _UNRECORDED if ok else DiskFullError.NOTHING_CHANGED
+                raise index_error(exc, self.index.path, what, needed=self._needed, note=note) from exc
+        if self._stopped is not None:
+            raise self._stopped
         self._forget_cached([keys[seq] for seq, s in statuses.items() if s == "applied"])
         return result
+
+    def _space_needed(self, changes: Sequence[CaptionChange], db_factor: int) -> tuple[int, int]:
+        """(bytes on the captions' disk, bytes on the index's disk) an operation needs: the new files (whole
+        blocks each: they exist beside the old ones until the renames) and the journal's writes (a new entry:
+        every before and after, written to the WAL and rewritten when the outcome is recorded, ``db_factor``
+        3; an undo or redo rewrites the entry's rows once, 1)."""
+        files = space_for([len(c.after) for c in changes if c.after is not None], block_size(self.root))
+        blobs = sum(len(c.before or b"") + len(c.after or b"") + 96 for c in changes)
+        return files, db_factor * blobs + _DB_MARGIN
+
+    def _check_space(self, changes: Sequence[CaptionChange], what: str, db_factor: int = 3) -> None:
+        """Refuse an operation the disk visibly cannot hold (:class:`DiskFullError`), before anything is
+        written; an operation that passes and still meets a full disk is stopped by the write protocol."""
+        files, db = self._space_needed(changes, db_factor)
+        try:
+            same_disk = os.stat(self.root).st_dev == os.stat(self.kiln_dir).st_dev
+        except OSError:
+            same_disk = True
+        self._needed = files + db if same_disk else files
+        if same_disk:
+            ensure_space(self.root, files + db, what)
+        else:
+            ensure_space(self.root, files, what)
+            ensure_space(self.kiln_dir, db, what)
 
     @_bulk
     def undo(self) -> ApplyResult | None:
@@ -422,8 +506,7 @@ class Journal:
     ) -> tuple[ApplyResult, list[str]]:
         """Walk an entry's files to ``end_state``; returns the result and the keys of the files written."""
         result = ApplyResult(entry_id=entry_id, op=op, description=description)
-        with self._durable_tx() as conn:
-            conn.execute("UPDATE tag_journal SET state = ? WHERE id = ?", (mid_state, entry_id))
+        start_state = "applied" if end_state == "undone" else "undone"
         rows = self.conn.execute(
             "SELECT seq, path, before, after FROM tag_journal_changes "
             "WHERE entry_id = ? AND status = ? ORDER BY seq",
@@ -431,7 +514,20 @@ class Journal:
         ).fetchall()
         if expect == "after":  # undo: write the befores over the afters
             rows = [(seq, path, after, before) for seq, path, before, after in rows]
+        verb = "undo" if end_state == "undone" else "redo"
+        self._check_space(
+            [CaptionChange(Path(key), old, new) for _seq, key, old, new in rows],
+            f"{verb} of #{entry_id} {description} ({len(rows)} caption file(s))",
+            db_factor=1,
+        )
+        with self._durable_tx() as conn:
+            conn.execute("UPDATE tag_journal SET state = ? WHERE id = ?", (mid_state, entry_id))
+        self._stopped = None
         statuses = self._transition(rows, result=result)
+        if self._stopped is not None and not result.applied:  # a full disk: the entry stays as it was
+            with self._durable_tx() as conn:
+                conn.execute("UPDATE tag_journal SET state = ? WHERE id = ?", (start_state, entry_id))
+            raise self._stopped
         done_status = "reverted" if end_state == "undone" else "applied"
         with self._durable_tx() as conn:
             # every file of the walk to done_status in one statement, then the few that were not written
@@ -450,6 +546,9 @@ class Journal:
             )
             conn.execute("UPDATE tag_journal SET state = ? WHERE id = ?", (end_state, entry_id))
         written = [key for seq, key, _old, _new in rows if statuses.get(seq) == "applied"]
+        if self._stopped is not None:  # part of the files were written before the disk filled (recorded above)
+            self._forget_cached(written)
+            raise self._stopped
         return result, written
 
     def _transition(
@@ -478,12 +577,21 @@ class Journal:
             return path
 
         currents = _read_many(texts)
+        names: dict[tuple[int, int], str] = {}  # file identity -> the first name it was reached by
         for (seq, _key, old, new), text, mine, current in zip(rows, texts, given, currents, strict=True):
             if isinstance(current, OSError):
                 statuses[seq] = "skipped"
                 result.errors.append((as_path(text, mine), current.strerror or str(current)))
                 continue
-            data, read_only = current
+            data, read_only, identity = current
+            first_name = names.setdefault(identity, text) if identity is not None else text
+            if first_name != text:  # A.txt and a.txt on a case-insensitive disk, or two hard links
+                statuses[seq] = "skipped"
+                result.errors.append(
+                    (as_path(text, mine), f"it is the same file as {self._rel_text(first_name)} (names that differ "
+                     "only in case on this filesystem, or links); changed once, through that name")
+                )
+                continue
             if data == new:  # already there (e.g. an earlier interrupted run)
                 statuses[seq] = "applied"
                 result.applied.append(as_path(text, mine))
@@ -507,7 +615,14 @@ class Journal:
                     result.applied.append(paths[text])
                 else:
                     statuses[seq] = "skipped"
-                    result.errors.append((paths[text], outcome.strerror or str(outcome)))
+                    if isinstance(outcome, DiskFullError):
+                        self._stopped = outcome
+                    else:
+                        result.errors.append((paths[text], outcome.strerror or str(outcome)))
+        if self._stopped is not None:  # a full disk stopped the writes: no file was replaced, none is trashed
+            for seq, _text in removals:
+                statuses[seq] = "skipped"
+            return statuses
         for seq, text in removals:
             path = paths[text]
             try:
@@ -520,9 +635,29 @@ class Journal:
         return statuses
 
     def _write_batch(self, writes: list[tuple[int, str, bytes]]) -> list[OSError | None]:
-        """Write each file atomically; per write None (done) or the error."""
-        outcomes = write_files_atomically([(text, data) for _seq, text, data in writes])
+        """Write each file atomically, inside the dataset's folders; per write None (done) or the error (the
+        same :class:`DiskFullError` for every write when the disk filled up: then none was done)."""
+        outcomes = write_files_atomically(
+            [(text, data) for _seq, text, data in writes],
+            confine=self.folders,
+            what=f"writing {len(writes)} caption file(s)",
+        )
+        full = next((out for out in outcomes if isinstance(out, DiskFullError)), None)
+        if full is not None:
+            done = sum(out is None for out in outcomes)
+            note = (
+                f"{done} of {len(outcomes)} caption file(s) were changed before the disk filled; "
+                "kiln tags undo reverts them"
+                if done
+                else DiskFullError.NOTHING_CHANGED
+            )
+            full = DiskFullError(full.path, full.what, max(self._needed or 0, full.needed or 0), note=note)
+            return [full if isinstance(out, DiskFullError) else out for out in outcomes]
         return [getattr(out, "cause", out) for out in outcomes]
+
+    def _rel_text(self, text: str) -> str:
+        """A file's name for messages: relative to the dataset root when inside it."""
+        return text[len(self._prefix) :] if text.startswith(self._prefix) else text
 
     def _trash(self, path: Path) -> Path:
         """Move a caption file to ``.kiln/trash/caption-journal/<time>/<its path>`` (never delete user data).
@@ -622,7 +757,8 @@ def journal_for(dataset: Dataset) -> Journal:
     """The journal of an open dataset (one per ``Dataset``, made on first use)."""
     journal = _JOURNALS.get(dataset)
     if journal is None:
-        journal = _JOURNALS[dataset] = Journal(dataset.index, dataset.root)
+        folders = [subset.image_dir for subset in dataset.layout.subsets]
+        journal = _JOURNALS[dataset] = Journal(dataset.index, dataset.root, folders)
     return journal
 
 
