@@ -259,3 +259,79 @@ def snapshot(root: Path, skip_kiln: bool = True) -> dict[str, bytes]:
             if p.is_file() and not p.is_symlink():
                 out[p.relative_to(root).as_posix()] = p.read_bytes()
     return out
+
+
+# ---- SIGKILL at random moments ---------------------------------------------------------------------------------
+
+
+@dataclass
+class KillReport:
+    trials: int = 0
+    killed: int = 0  # SIGKILL landed before the operation finished
+    finished: int = 0
+
+
+def fork_and_kill(operation: Callable[[], object], delay: float) -> bool:
+    """Run ``operation`` in a forked child (this process's imports already loaded, so a trial costs the
+    operation, not an interpreter start) and SIGKILL it after ``delay`` seconds. Returns True when the kill
+    landed before the operation finished."""
+    import signal
+    import time
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no output, no pytest, no atexit handlers
+        code = 0
+        try:
+            os.close(read_end)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            os.write(write_end, b"go")
+            operation()
+        except BaseException:  # noqa: BLE001 - the child reports failure through its exit code
+            code = 3
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    os.read(read_end, 2)  # the child is running
+    os.close(read_end)
+    deadline = time.perf_counter() + delay
+    done, status = 0, 0
+    while not done and time.perf_counter() < deadline:
+        time.sleep(min(0.002, max(0.0, deadline - time.perf_counter())))
+        done, status = os.waitpid(pid, os.WNOHANG)
+    if not done:
+        os.kill(pid, signal.SIGKILL)
+        _pid, status = os.waitpid(pid, 0)
+    if os.WIFEXITED(status):
+        assert os.WEXITSTATUS(status) == 0, "the operation failed in the child"
+        return False
+    return True
+
+
+def kill_trials(setup: Callable[[int], None], operation: Callable[[], object], check: Callable[[int], None],
+                trials: int, span: float, seed: int = 14) -> KillReport:
+    """``trials`` times: ``setup(i)``, run ``operation`` in a child killed at a random moment within
+    ``span`` seconds, ``check(i)``."""
+    import random
+
+    rng = random.Random(seed)
+    report = KillReport()
+    for i in range(trials):
+        setup(i)
+        killed = fork_and_kill(operation, rng.uniform(0.0, span))
+        report.trials += 1
+        report.killed += killed
+        report.finished += not killed
+        check(i)
+    return report
+
+
+def timed(operation: Callable[[], object]) -> float:
+    """Seconds one uninterrupted run of ``operation`` takes."""
+    import time
+
+    start = time.perf_counter()
+    operation()
+    return time.perf_counter() - start
