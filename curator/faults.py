@@ -173,7 +173,7 @@ def index_error(
         return IndexBusyError(
             errno.EBUSY,
             f"the dataset index {db_path} is busy: another kiln process (a scan, the TUI, kiln tags) has held it "
-            f"for longer than kiln waits ({busy_timeout():.0f} s, env KILN_DB_TIMEOUT) while {what}; "
+            f"for longer than kiln waits ({busy_timeout():g} s, env KILN_DB_TIMEOUT) while {what}; "
             "retry when it is done",
             str(db_path),
         )

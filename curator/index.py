@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -67,13 +68,28 @@ def _make_kiln_dir(root: Path) -> Path:
     return kiln_dir
 
 
+_CREATED = re.compile(r"CREATE\s+(?:TABLE|INDEX)\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.IGNORECASE)
+
+
+def _create_missing(conn: sqlite3.Connection, sql: str) -> None:
+    """Run a ``CREATE ... IF NOT EXISTS`` script unless everything it creates exists already: even a no-op
+    CREATE takes the write lock, which would make every reader wait while another process writes."""
+    wanted = set(_CREATED.findall(sql))
+    if wanted:
+        have = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        if wanted <= have:
+            return
+    conn.executescript(sql)
+
+
 def _connect(db_path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(db_path, timeout=busy_timeout(), isolation_level=None, check_same_thread=False)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
+        if conn.execute("PRAGMA journal_mode").fetchone() != ("wal",):  # asking costs no write lock
+            conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA temp_store=MEMORY")
-        conn.executescript(_SCHEMA)  # fails here when the file system is read-only
+        _create_missing(conn, _SCHEMA)  # fails here when the file system is read-only
     except sqlite3.Error:
         conn.close()
         raise
@@ -140,8 +156,9 @@ class Index:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
 
     def ensure_schema(self, sql: str) -> None:
-        """Run ``CREATE TABLE IF NOT EXISTS ...`` statements for a module's own tables."""
-        self.conn.executescript(sql)
+        """Run ``CREATE TABLE IF NOT EXISTS ...`` statements for a module's own tables (nothing is written, no
+        lock taken, when they all exist)."""
+        _create_missing(self.conn, sql)
 
     def transaction(self, what: str = "updating the dataset index", needed: int | None = None) -> _Transaction:
         """``with index.transaction() as tx:`` one write transaction; a SQLite fault in it is rolled back and

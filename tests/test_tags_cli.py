@@ -116,21 +116,34 @@ def test_bucket_query_on_a_toml_kohya_refuses_says_why(ds: Path, tmp_path: Path,
     assert captions(ds) == before
 
 
-def test_conflict_exits_2_and_lists_the_file(ds: Path, capsys, monkeypatch) -> None:
+def test_a_file_edited_meanwhile_is_merged_not_overwritten(ds: Path, capsys, monkeypatch) -> None:
     import curator.tags.journal as journal_mod
 
     target = ds / "10_ohwx woman/a.txt"
     original_apply = journal_mod.Journal.apply
 
-    def edit_then_apply(self, changes, op, description):
+    def edit_then_apply(self, changes, op, description, rebase=None):
         target.write_bytes(b"edited by another program\n")  # between kiln reading and writing
-        return original_apply(self, changes, op, description)
+        return original_apply(self, changes, op, description, rebase)
 
     monkeypatch.setattr(journal_mod.Journal, "apply", edit_then_apply)
     code, out, _ = kiln(capsys, "tags", "add", str(ds), "solo")
+    assert code == 0 and "merged: 1 caption file(s)" in out
+    assert target.read_bytes() == b"edited by another program, solo\n"  # both edits kept
+    assert captions(ds)["10_ohwx woman/b.txt"] == b"1girl, short hair, solo\n"
+    monkeypatch.undo()
+    assert kiln(capsys, "tags", "undo", str(ds))[0] == 0  # one entry: undo reverts to the other program's text
+    assert target.read_bytes() == b"edited by another program\n"
+
+
+def test_conflict_exits_2_and_lists_the_file(ds: Path, capsys) -> None:
+    target = ds / "10_ohwx woman/a.txt"
+    assert kiln(capsys, "tags", "add", str(ds), "solo")[0] == 0
+    target.write_bytes(b"edited by another program\n")  # after kiln wrote it: undo must not clobber it
+    code, out, _ = kiln(capsys, "tags", "undo", str(ds))
     assert code == 2 and "conflict" in out and "10_ohwx woman/a.txt" in out
     assert target.read_bytes() == b"edited by another program\n"
-    assert captions(ds)["10_ohwx woman/b.txt"] == b"1girl, short hair, solo\n"
+    assert captions(ds)["10_ohwx woman/b.txt"] == b"1girl, short hair\n"
 
 
 def test_files_scope_trigger_keep_tokens_and_stats(ds: Path, capsys) -> None:

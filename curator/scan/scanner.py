@@ -445,8 +445,10 @@ def scan_dataset(
         finally:
             bar.close()
         summary.probe_seconds = time.perf_counter() - probe_started
-    index.set_meta("pixel_limit", str(config.pixel_limit))
-    index.set_meta("last_scan", str(time.time()))
+    if to_probe or removed or moved or stored_limit != str(config.pixel_limit):
+        # an unchanged dataset writes nothing: reading commands work while another process holds the index
+        index.set_meta("pixel_limit", str(config.pixel_limit))
+        index.set_meta("last_scan", str(time.time()))
     summary.images = len(walk.images)
     counts: Counter[str] = Counter()
     for (flags,) in conn.execute("SELECT flags FROM images WHERE flags != '[]'"):

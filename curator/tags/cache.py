@@ -42,7 +42,11 @@ class CaptionCache:
         self.root = Path(root).resolve()
         self._prefix = str(self.root) + os.sep
         self.keys: dict[Path | str, list[str]] = {}  # the last read_many's tag keys per existing file
-        index.ensure_schema(SCHEMA)
+        try:
+            index.ensure_schema(SCHEMA)
+            self.available = True
+        except sqlite3.Error:  # a busy or read-only index: without its table the cache reads the files
+            self.available = False
 
     def _key(self, path: Path | str) -> str:
         text = os.fspath(path)
@@ -55,12 +59,16 @@ class CaptionCache:
         """Current bytes of each caption file (``None`` when it does not exist), from the cache when fresh.
         ``self.keys`` then maps each existing file to its tag keys (split with ``separator``)."""
         # row: (path, size, mtime_ns, cached_ns, data, sep, keys)
-        rows = {
-            row[0]: row
-            for row in self.conn.execute(
-                "SELECT path, size, mtime_ns, cached_ns, data, sep, keys FROM caption_cache_v2"
-            )
-        }
+        rows = (
+            {
+                row[0]: row
+                for row in self.conn.execute(
+                    "SELECT path, size, mtime_ns, cached_ns, data, sep, keys FROM caption_cache_v2"
+                )
+            }
+            if self.available
+            else {}
+        )
         out: dict[_P, bytes | None] = {}
         keys: dict[Path | str, list[str]] = {}
         self.keys = keys
@@ -105,7 +113,7 @@ class CaptionCache:
             cap = Caption.parse(data, separator)
             keys[path] = cap.keys
             upserts.append((key, st.st_size, st.st_mtime_ns, now, data, separator, _KEY_SEP.join(cap.keys)))
-        if upserts or deletes:
+        if (upserts or deletes) and self.available:
             self._store(upserts, deletes)
         return out
 
@@ -119,7 +127,8 @@ class CaptionCache:
 
     def forget_keys(self, keys: list[str]) -> None:
         """:meth:`forget` by row key (posix path relative to the dataset root, absolute outside it)."""
-        self._store([], [(k,) for k in keys])
+        if self.available:
+            self._store([], [(k,) for k in keys])
 
     def _store(self, upserts: list[tuple[str, int, int, int, bytes, str, str]], deletes: list[tuple[str]]) -> None:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
     from curator.dataset import Dataset
     from curator.tags.items import CaptionItem
-    from curator.tags.journal import ApplyResult, CaptionChange
+    from curator.tags.journal import ApplyResult, CaptionChange, Rebase
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFLICT = 0, 1, 2
 
@@ -87,6 +88,35 @@ def _items(dataset: Dataset, args: argparse.Namespace, cached: bool = False) -> 
 # ---- writing ----------------------------------------------------------------------------------------------
 
 
+Plan = Callable[[list["CaptionItem"]], list["CaptionChange"]]
+
+
+def _planned(
+    dataset: Dataset,
+    args: argparse.Namespace,
+    plan: Plan,
+    op: str,
+    description: str,
+    extra: dict[str, Any] | None = None,
+    items: list[CaptionItem] | None = None,
+) -> int:
+    """Work ``plan`` out on the selected items and apply it (see :func:`_apply`); files another process
+    changes meanwhile get the plan worked out again on their new content (merged, never overwritten)."""
+    items = _items(dataset, args) if items is None else items
+    return _apply(dataset, args, plan(items), op, description, extra, rebase=_rebaser(dataset, args, items, plan))
+
+
+def _rebaser(dataset: Dataset, args: argparse.Namespace, items: list[CaptionItem], plan: Plan) -> Rebase:
+    """The journal's ``rebase`` for ``plan``: worked out again on files' new content, still in scope."""
+    from curator.tags.items import refreshed_items
+
+    def rebase(currents: list[tuple[Path, bytes | None]]) -> dict[Path, bytes | None]:
+        fresh = refreshed_items(dataset, items, currents, where=args.where)
+        return {c.caption_path: c.after for c in plan(fresh)}
+
+    return rebase
+
+
 def _apply(
     dataset: Dataset,
     args: argparse.Namespace,
@@ -94,8 +124,9 @@ def _apply(
     op: str,
     description: str,
     extra: dict[str, Any] | None = None,
+    rebase: Rebase | None = None,
 ) -> int:
-    """Preview (``--dry-run``) or apply through the journal; report conflicts."""
+    """Preview (``--dry-run``) or apply through the journal; report conflicts and merges."""
     from curator.tags.journal import apply_changes
     from curator.tags.ops import plan_to_diff
     from curator.tags.preview import render_diffs
@@ -135,7 +166,7 @@ def _apply(
         else:
             print("no caption needs changing.")
         return EXIT_OK
-    result = apply_changes(dataset, changes, op, description)
+    result = apply_changes(dataset, changes, op, description, rebase=rebase)
     return _report(dataset, args, result, extra)
 
 
@@ -158,6 +189,14 @@ def _report(
                 "changed"
             )
         )
+        if result.merged:
+            con.print(
+                Text(
+                    f"merged: {len(result.merged)} caption file(s) were changed by another process since kiln "
+                    "read them; the operation was worked out again on their new content",
+                    style="yellow",
+                )
+            )
         for path in result.conflicts:
             con.print(
                 Text(
@@ -188,30 +227,46 @@ def _add(dataset: Dataset, args: argparse.Namespace) -> int:
     from curator.tags.ops import Position, add_tags
 
     position: Position = "front" if args.front else (int(args.at) if args.at is not None else "end")
-    changes = add_tags(_items(dataset, args), args.tag, position=position, create=not args.no_create)
     where = "front" if position == "front" else ("end" if position == "end" else f"position {position}")
-    return _apply(dataset, args, changes, "add", f"add {args.tag!r} at {where}")
+    return _planned(
+        dataset,
+        args,
+        lambda items: add_tags(items, args.tag, position=position, create=not args.no_create),
+        "add",
+        f"add {args.tag!r} at {where}",
+    )
 
 
 def _remove(dataset: Dataset, args: argparse.Namespace) -> int:
     from curator.tags.ops import remove_tags
 
-    changes = remove_tags(_items(dataset, args), args.tags)
-    return _apply(dataset, args, changes, "remove", "remove " + ", ".join(repr(t) for t in args.tags))
+    return _planned(
+        dataset,
+        args,
+        lambda items: remove_tags(items, args.tags),
+        "remove",
+        "remove " + ", ".join(repr(t) for t in args.tags),
+    )
 
 
 def _replace(dataset: Dataset, args: argparse.Namespace) -> int:
     from curator.tags.ops import replace_tag
 
-    changes = replace_tag(_items(dataset, args), args.old, args.new, regex=args.regex)
     kind = "regex " if args.regex else ""
-    return _apply(dataset, args, changes, "replace", f"replace {kind}{args.old!r} -> {args.new!r}")
+    return _planned(
+        dataset,
+        args,
+        lambda items: replace_tag(items, args.old, args.new, regex=args.regex),
+        "replace",
+        f"replace {kind}{args.old!r} -> {args.new!r}",
+    )
 
 
 def _trigger(dataset: Dataset, args: argparse.Namespace) -> int:
     from curator.tags.ops import set_trigger
 
-    plan = set_trigger(_items(dataset, args), args.word, separator=args.separator)
+    items = _items(dataset, args)
+    plan = set_trigger(items, args.word, separator=args.separator)
     if not plan.words:
         return _err(
             "no trigger word: give one (kiln tags trigger DATASET WORD) or use kohya folders "
@@ -223,7 +278,10 @@ def _trigger(dataset: Dataset, args: argparse.Namespace) -> int:
         "folders_without_class_tokens": plan.skipped_folders,
     }
     words = sorted({", ".join(w) for w in plan.words.values()})
-    code = _apply(dataset, args, plan.changes, "trigger", "trigger first: " + " / ".join(words), extra)
+    rebase = _rebaser(dataset, args, items, lambda it: set_trigger(it, args.word, separator=args.separator).changes)
+    code = _apply(
+        dataset, args, plan.changes, "trigger", "trigger first: " + " / ".join(words), extra, rebase=rebase
+    )
     if not args.json:
         print(
             f"train with keep_tokens = {plan.keep_tokens} (kohya --keep_tokens / TOML keep_tokens) so "
@@ -241,7 +299,8 @@ def _consolidate(dataset: Dataset, args: argparse.Namespace) -> int:
         rules = load_rules(args.rules, builtin=not args.no_builtin)
     except RulesError as exc:
         return _err(str(exc))
-    plan = consolidate(_items(dataset, args), rules, suffix_heuristic=args.suffix_heuristic)
+    items = _items(dataset, args)
+    plan = consolidate(items, rules, suffix_heuristic=args.suffix_heuristic)
     extra = {"rules": [{"kind": h.kind, "rule": h.rule, "files": h.files} for h in plan.hits]}
     if args.dry_run and not args.json:
         from rich.table import Table
@@ -260,7 +319,10 @@ def _consolidate(dataset: Dataset, args: argparse.Namespace) -> int:
         + (", suffix heuristic" if args.suffix_heuristic else "")
         + ")"
     )
-    return _apply(dataset, args, plan.changes, "consolidate", desc, extra)
+    rebase = _rebaser(
+        dataset, args, items, lambda it: consolidate(it, rules, suffix_heuristic=args.suffix_heuristic).changes
+    )
+    return _apply(dataset, args, plan.changes, "consolidate", desc, extra, rebase=rebase)
 
 
 def _absorb(dataset: Dataset, args: argparse.Namespace) -> int:
@@ -268,13 +330,13 @@ def _absorb(dataset: Dataset, args: argparse.Namespace) -> int:
 
     items = _items(dataset, args)
     if args.apply:
-        changes = absorb(items, args.apply)
-        return _apply(
+        return _planned(
             dataset,
             args,
-            changes,
+            lambda chosen: absorb(chosen, args.apply),
             "absorb",
             "absorb into the trigger: remove " + ", ".join(repr(t) for t in args.apply),
+            items=items,
         )
     cands = absorb_candidates(items, args.min_share)
     if args.json:
@@ -320,28 +382,34 @@ def _sort(dataset: Dataset, args: argparse.Namespace) -> int:
         from curator.tags.stats import tag_frequencies
 
         freq = tag_frequencies(dataset).counts
-    changes = sort_tags(_items(dataset, args), by=args.by, keep=args.keep, frequencies=freq)
-    return _apply(dataset, args, changes, "sort", f"sort by {args.by}, first {args.keep} kept")
+    return _planned(
+        dataset,
+        args,
+        lambda items: sort_tags(items, by=args.by, keep=args.keep, frequencies=freq),
+        "sort",
+        f"sort by {args.by}, first {args.keep} kept",
+    )
 
 
 def _dedupe(dataset: Dataset, args: argparse.Namespace) -> int:
     from curator.tags.ops import dedupe
 
-    return _apply(dataset, args, dedupe(_items(dataset, args)), "dedupe", "remove repeated tags")
+    return _planned(dataset, args, dedupe, "dedupe", "remove repeated tags")
 
 
 def _normalize(dataset: Dataset, args: argparse.Namespace) -> int:
     from curator.tags.ops import normalize
 
-    changes = normalize(
-        _items(dataset, args),
-        spaces=args.spaces,
-        lower=args.lower,
-        escape=args.escape,
-        unescape=args.unescape,
-    )
     what = [n for n in ("spaces", "lower", "escape", "unescape") if getattr(args, n)]
-    return _apply(dataset, args, changes, "normalize", "normalize: " + ", ".join(what))
+    return _planned(
+        dataset,
+        args,
+        lambda items: normalize(
+            items, spaces=args.spaces, lower=args.lower, escape=args.escape, unescape=args.unescape
+        ),
+        "normalize",
+        "normalize: " + ", ".join(what),
+    )
 
 
 def _undo_redo(dataset: Dataset, args: argparse.Namespace) -> int:

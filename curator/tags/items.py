@@ -291,6 +291,24 @@ def _load_items(
     return select(dataset, items, query, bucket_settings)
 
 
+def refreshed_items(
+    dataset: Dataset,
+    items: Iterable[CaptionItem],
+    currents: Iterable[tuple[Path, bytes | None]],
+    where: Query | str | None = None,
+) -> list[CaptionItem]:
+    """The ``items`` whose caption files are in ``currents`` (caption path, bytes on disk now), holding those
+    bytes, and still matching ``where`` (an operation worked out again on files another process changed)."""
+    by_file = {it.caption_file: it for it in items}
+    fresh = [
+        CaptionItem(old.record, old.caption_file, raw, old.separator)
+        for path, raw in currents
+        if (old := by_file.get(str(path))) is not None
+    ]
+    query = where if isinstance(where, Query) else parse_query(where)
+    return select(dataset, fresh, query)
+
+
 def query_items(dataset: Dataset, bucket_settings: BucketSettings | None = None, cached: bool = True) -> list[QueryItem]:
     """Every image of ``dataset`` as a :class:`QueryItem` (for the TUI and the trainer to filter with
     ``parse_query(text).matches(item)``). Bucket settings default to the dataset TOML's, else kohya's."""

@@ -102,7 +102,9 @@ class CaptionChange:
 @dataclass(slots=True)
 class ApplyResult:
     """What an apply/undo/redo did. ``conflicts``: files changed on disk since they were read, left alone;
-    ``errors``: files that could not be written (path, reason)."""
+    ``errors``: files that could not be written (path, reason); ``merged``: files changed on disk since they
+    were read whose operation was worked out again on their new content (see ``rebase`` of
+    :meth:`Journal.apply`)."""
 
     entry_id: int | None
     applied: list[Path] = field(default_factory=list)
@@ -110,6 +112,7 @@ class ApplyResult:
     errors: list[tuple[Path, str]] = field(default_factory=list)
     op: str = ""
     description: str = ""
+    merged: list[Path] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -123,7 +126,15 @@ class ApplyResult:
             "applied": [str(p) for p in self.applied],
             "conflicts": [str(p) for p in self.conflicts],
             "errors": [{"path": str(p), "reason": r} for p, r in self.errors],
+            "merged": [str(p) for p in self.merged],
         }
+
+
+Rebase = Callable[[list[tuple[Path, bytes | None]]], dict[Path, bytes | None]]
+"""Given files changed on disk since an operation read them, as (path, current bytes), the operation's new
+content for each (a path left out, or mapped to its current bytes: nothing to change there)."""
+
+MERGE_ROUNDS = 3  # how many times an operation is worked out again when other processes keep changing files
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,8 +311,14 @@ class Journal:
 
     # ---- public operations -------------------------------------------------------------------------------
     @_bulk
-    def apply(self, changes: list[CaptionChange], op: str, description: str) -> ApplyResult:
-        """Record then apply ``changes`` as one entry. Changes whose before equals after are dropped."""
+    def apply(
+        self, changes: list[CaptionChange], op: str, description: str, rebase: Rebase | None = None
+    ) -> ApplyResult:
+        """Record then apply ``changes`` as one entry. Changes whose before equals after are dropped.
+
+        A file changed on disk since it was read (another process edited it) is a conflict, left alone; with
+        ``rebase``, the operation is worked out again on its new content instead and that is applied, in the
+        same entry (up to :data:`MERGE_ROUNDS` times), so neither process's edit is lost."""
         changes = [c for c in changes if c.before != c.after]
         keys = [self._key(c.caption_path) for c in changes]
         if len(set(keys)) != len(keys):
@@ -341,6 +358,10 @@ class Journal:
             rows = [(i, key, c.before, c.after) for i, (key, c) in enumerate(zip(keys, changes, strict=True))]
             self._stopped = None
             statuses = self._transition(rows, result=result, given=[c.caption_path for c in changes])
+            rounds = 0
+            while rebase is not None and result.conflicts and self._stopped is None and rounds < MERGE_ROUNDS:
+                rounds += 1
+                statuses.update(self._rebase(entry_id, rows, statuses, result, rebase))
             ok = any(s == "applied" for s in statuses.values())
             try:
                 with self._durable_tx() as conn:
@@ -363,6 +384,47 @@ class Journal:
             raise self._stopped
         self._forget_cached([keys[seq] for seq, s in statuses.items() if s == "applied"])
         return result
+
+    def _rebase(
+        self,
+        entry_id: int,
+        rows: list[tuple[int, str, bytes | None, bytes | None]],
+        statuses: dict[int, str],
+        result: ApplyResult,
+        rebase: Rebase,
+    ) -> dict[int, str]:
+        """Work the operation out again for the conflicted files on their current content; record the new
+        before/after durably (so recovery and undo know them), then write them. Returns their statuses."""
+        conflicted = {self._abs_text(key): seq for seq, key, _b, _a in rows if statuses.get(seq) == "conflict"}
+        by_text = {str(p): p for p in result.conflicts}
+        result.conflicts = [p for p in result.conflicts if str(p) not in conflicted]
+        currents: list[tuple[Path, bytes | None]] = []
+        for text in conflicted:
+            try:
+                currents.append((by_text.get(text, Path(text)), read_file(text)))
+            except OSError as exc:
+                result.errors.append((by_text.get(text, Path(text)), exc.strerror or str(exc)))
+        afters = rebase(currents)
+        again: list[tuple[int, str, bytes | None, bytes | None]] = []
+        done: dict[int, str] = {}
+        for path, current in currents:
+            seq = conflicted[str(path)]
+            after = afters.get(path, current)
+            result.merged.append(path)
+            if after == current:  # the other edit already holds what this operation wants, or it no longer applies
+                done[seq] = "skipped"
+            else:
+                again.append((seq, rows[seq][1], current, after))
+        if again:
+            with self._durable_tx() as conn:
+                conn.executemany(
+                    "UPDATE tag_journal_changes SET before = ?, after = ? WHERE entry_id = ? AND seq = ?",
+                    [(before, after, entry_id, seq) for seq, _key, before, after in again],
+                )
+            for seq, key, before, after in again:
+                rows[seq] = (seq, key, before, after)
+            done.update(self._transition(again, result=result))
+        return done
 
     def _space_needed(self, changes: Sequence[CaptionChange], db_factor: int) -> tuple[int, int]:
         """(bytes on the captions' disk, bytes on the index's disk) an operation needs: the new files (whole
@@ -762,9 +824,12 @@ def journal_for(dataset: Dataset) -> Journal:
     return journal
 
 
-def apply_changes(dataset: Dataset, changes: list[CaptionChange], op: str, description: str) -> ApplyResult:
-    """Record ``changes`` as one journal entry and write them (atomic, conflict-checked)."""
-    return journal_for(dataset).apply(changes, op, description)
+def apply_changes(
+    dataset: Dataset, changes: list[CaptionChange], op: str, description: str, rebase: Rebase | None = None
+) -> ApplyResult:
+    """Record ``changes`` as one journal entry and write them (atomic, conflict-checked; with ``rebase``,
+    files another process changed meanwhile get the operation worked out again on their new content)."""
+    return journal_for(dataset).apply(changes, op, description, rebase)
 
 
 def undo(dataset: Dataset) -> ApplyResult | None:
