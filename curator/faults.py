@@ -139,6 +139,16 @@ def ensure_space(path: Path | str, needed: int, what: str) -> None:
         raise DiskFullError(path, what, needed)
 
 
+def write_refusal(exc: OSError) -> str:
+    """Why a file could not be written, in words a user can act on (per-file messages of bulk edits)."""
+    code = exc.errno
+    if code == errno.EROFS:
+        return f"the disk holding it is mounted read-only ({mount_point(exc.filename or '.')})"
+    if code in (errno.EACCES, errno.EPERM):
+        return "permission denied: the file or its folder is read-only, immutable (chattr +i) or another user's"
+    return exc.strerror or str(exc)
+
+
 class IndexFaultError(OSError):
     """The dataset index could not do what was asked; the message says why and what to do."""
 

@@ -3,7 +3,8 @@
 A write never changes a file in place. The new content goes to a temporary file in the same folder, is
 flushed to disk (fsync), then renamed over the target (atomic on POSIX), and the folder is fsynced so the
 rename itself survives a power cut. A reader (or a crash) therefore sees either the old bytes or the new
-bytes, never a mix. The target keeps its permission bits; a new file gets the usual ``0o666 & ~umask``.
+bytes, never a mix. The target keeps its permission bits, and its owner where this process may set it (root
+editing a user's file leaves it the user's); a new file gets the usual ``0o666 & ~umask``.
 
 ``atomic_write_many`` does the same for thousands of files at once with a single filesystem sync instead of
 one fsync per file (the data of every temporary file is durable before any rename happens).
@@ -115,9 +116,9 @@ def atomic_write_bytes(path: Path | str, data: bytes, *, what: str = "") -> None
     A symlink is written through (its target is replaced). On a full disk the old file is kept and
     :class:`DiskFullError` says how much space ``what`` (default: writing the file's name) needs."""
     umask = _umask()
-    target, mode = _prepare_target(os.fspath(path), 0o666 & ~umask)
+    target, mode, owner = _prepare_target(os.fspath(path), 0o666 & ~umask)
     try:
-        tmp = _create_temp(target, data, mode, sync=True, umask=umask)
+        tmp = _create_temp(target, data, mode, sync=True, umask=umask, owner=owner)
     except OSError as exc:
         if exc.errno in DISK_FULL_ERRNOS:
             folder = os.path.dirname(target) or "."
@@ -288,28 +289,43 @@ class _TempError(OSError):
         self.cause = cause
 
 
-def _prepare_target(path: str, default_mode: int, confine: Sequence[str] = ()) -> tuple[str, int]:
-    """(the file to replace, its permission bits): a symlink is written through to its target (refused with
-    :class:`OutsideFoldersError` when ``confine`` names folders and the target is in none of them); one
-    ``lstat`` tells both for the usual plain file."""
+_Target = tuple[str, int, tuple[int, int] | None]  # (file to replace, permission bits, owner to keep)
+_OWN = (os.geteuid(), os.getegid()) if hasattr(os, "geteuid") else None
+
+
+def _owner(st: os.stat_result) -> tuple[int, int] | None:
+    """The (uid, gid) a replacement must be given to keep ``st``'s owner; None when it is this process's."""
+    if _OWN is None or (st.st_uid, st.st_gid) == _OWN:
+        return None
+    return st.st_uid, st.st_gid
+
+
+def _prepare_target(path: str, default_mode: int, confine: Sequence[str] = ()) -> _Target:
+    """(the file to replace, its permission bits, its owner when not ours): a symlink is written through to
+    its target (refused with :class:`OutsideFoldersError` when ``confine`` names folders and the target is in
+    none of them); one ``lstat`` tells all for the usual plain file."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        return path, default_mode
+        return path, default_mode, None
     if stat.S_ISLNK(st.st_mode):
         real = os.path.realpath(path)
         if confine and not any(real.startswith(folder) for folder in confine):  # folders end with a separator
             raise OutsideFoldersError(path, real)
         try:
-            return real, stat.S_IMODE(os.stat(real).st_mode)
+            st = os.stat(real)
         except FileNotFoundError:  # a dangling link: its target is created
-            return real, default_mode
-    return path, stat.S_IMODE(st.st_mode)
+            return real, default_mode, None
+        return real, stat.S_IMODE(st.st_mode), _owner(st)
+    return path, stat.S_IMODE(st.st_mode), _owner(st)
 
 
-def _create_temp(target: str, data: bytes, mode: int, sync: bool, umask: int) -> str:
+def _create_temp(
+    target: str, data: bytes, mode: int, sync: bool, umask: int, owner: tuple[int, int] | None = None
+) -> str:
     """Write ``data`` to a new temporary file next to ``target`` with permission bits ``mode`` (created with
-    them when the ``umask`` keeps them all, else fixed with ``fchmod``)."""
+    them when the ``umask`` keeps them all, else fixed with ``fchmod``) and, where this process may set it,
+    the target's ``owner``."""
     folder, name = os.path.split(target)
     if len(os.fsencode(name)) > _TEMP_NAME_MAX:  # a long name plus the temporary suffix would pass NAME_MAX
         name = hashlib.sha1(os.fsencode(name)).hexdigest()
@@ -327,7 +343,10 @@ def _create_temp(target: str, data: bytes, mode: int, sync: bool, umask: int) ->
         while view:
             written = os.write(fd, view)
             view = view[written:]
-        if hasattr(os, "fchmod") and not exact:
+        if owner is not None:
+            with contextlib.suppress(OSError):  # only root may give a file away; others keep what they can
+                os.fchown(fd, *owner)
+        if hasattr(os, "fchmod") and (not exact or owner is not None):  # fchown may clear set-id bits
             os.fchmod(fd, mode)
         if sync:
             os.fsync(fd)
@@ -354,7 +373,7 @@ def _sync_filesystems(folders: Iterable[str]) -> bool:
     return all(_syncfs(Path(folder)) for folder in devices.values())
 
 
-def _target_path(target: tuple[str, int] | OSError) -> str:
+def _target_path(target: _Target | OSError) -> str:
     """The path of a prepared target (only items whose temporary file was made reach the renames)."""
     if isinstance(target, OSError):
         raise target
@@ -386,7 +405,7 @@ def write_files_atomically(
     umask = _umask()
     default_mode = 0o666 & ~umask
     folders_in = [os.path.join(os.path.realpath(f), "") for f in confine]
-    targets: list[tuple[str, int] | OSError] = []
+    targets: list[_Target | OSError] = []
     for path, _data in items:
         try:
             targets.append(_prepare_target(os.fspath(path), default_mode, folders_in))
@@ -397,7 +416,7 @@ def write_files_atomically(
         target = targets[i]
         if isinstance(target, OSError):
             raise target
-        return _create_temp(target[0], items[i][1], target[1], sync=not fast, umask=umask)
+        return _create_temp(target[0], items[i][1], target[1], sync=not fast, umask=umask, owner=target[2])
 
     def disk_full(exc: OSError) -> list[OSError | None]:
         """Every item fails with one DiskFullError; no temporary file is left."""

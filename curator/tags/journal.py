@@ -47,6 +47,7 @@ from curator.faults import (
     index_error,
     is_disk_full,
     space_for,
+    write_refusal,
 )
 from curator.fsutil import fsync_dir, read_file, remove_stale_temps, write_files_atomically
 from curator.tags.bulk import paused_gc
@@ -170,20 +171,38 @@ class JournalError(RuntimeError):
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
-_Current = tuple[bytes | None, bool, tuple[int, int] | None]
+_Current = tuple[bytes | None, str | None, tuple[int, int] | None]
+_EUID = os.geteuid() if hasattr(os, "geteuid") else 0
+
+
+def _read_only_reason(path: str, st: os.stat_result) -> str | None:
+    """Why kiln must not replace a file it could replace by renaming over it: no write permission bit at all
+    (chmod a-w, the user's "do not touch", even for root), or another user's file this user may not write
+    (a rename in a shared folder would silently take it over)."""
+    if not st.st_mode & 0o222:
+        return "the file is read-only"
+    if st.st_uid == _EUID or os.access(path, os.W_OK):
+        return None
+    try:
+        import pwd
+
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except (ImportError, KeyError):
+        owner = f"uid {st.st_uid}"
+    return f"the file belongs to {owner} and is not writable by you"
 
 
 def _read_current(path: str) -> _Current:
-    """A file's bytes (None: missing), whether it is read-only: no write permission bit at all (chmod a-w),
-    the user's way of saying "do not touch" (even for root), and its identity (device, inode), which tells two
-    names of one file apart from two files. One open, fstat and read."""
+    """A file's bytes (None: missing), why kiln must not replace it (None: it may; see
+    :func:`_read_only_reason`), and its identity (device, inode), which tells two names of one file apart
+    from two files. One open, fstat and read."""
     try:
         fd = os.open(path, _READ_FLAGS)
     except FileNotFoundError:
-        return None, False, None
+        return None, None, None
     try:
         st = os.fstat(fd)
-        read_only = not (st.st_mode & 0o222)
+        read_only = _read_only_reason(path, st)
         chunks = [os.read(fd, 16384)]
         while chunks[-1]:
             chunks.append(os.read(fd, 1 << 20))
@@ -662,7 +681,7 @@ class Journal:
                 result.conflicts.append(as_path(text, mine))
             elif data is not None and read_only:
                 statuses[seq] = "skipped"  # a read-only caption is the user's way of saying "do not touch"
-                result.errors.append((as_path(text, mine), "the file is read-only"))
+                result.errors.append((as_path(text, mine), read_only))
             elif new is None:
                 as_path(text, mine)
                 removals.append((seq, text))
@@ -680,7 +699,7 @@ class Journal:
                     if isinstance(outcome, DiskFullError):
                         self._stopped = outcome
                     else:
-                        result.errors.append((paths[text], outcome.strerror or str(outcome)))
+                        result.errors.append((paths[text], write_refusal(outcome)))
         if self._stopped is not None:  # a full disk stopped the writes: no file was replaced, none is trashed
             for seq, _text in removals:
                 statuses[seq] = "skipped"
@@ -693,7 +712,7 @@ class Journal:
                 result.applied.append(path)
             except OSError as exc:
                 statuses[seq] = "skipped"
-                result.errors.append((path, exc.strerror or str(exc)))
+                result.errors.append((path, write_refusal(exc)))
         return statuses
 
     def _write_batch(self, writes: list[tuple[int, str, bytes]]) -> list[OSError | None]:
