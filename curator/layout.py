@@ -99,9 +99,25 @@ def _has_images(folder: Path) -> bool:
         return False
 
 
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symlink loop, a folder that vanished
+        return False
+
+
 def _subdirs(folder: Path) -> list[os.DirEntry[str]]:
     with os.scandir(folder) as entries:
-        return sorted((e for e in entries if not e.name.startswith(".") and e.is_dir()), key=lambda e: e.name)
+        return sorted((e for e in entries if not e.name.startswith(".") and _is_dir(e)), key=lambda e: e.name)
+
+
+def is_utf8_name(name: str) -> bool:
+    """A name that decoded from the filesystem without surrogates (kiln's index stores UTF-8 only)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _kohya_subsets(folder: Path, root: Path, is_reg: bool, ext: str, warnings: list[str]) -> list[Subset]:
@@ -110,6 +126,10 @@ def _kohya_subsets(folder: Path, root: Path, is_reg: bool, ext: str, warnings: l
         match = KOHYA_FOLDER.match(entry.name)
         rel = Path(entry.path).relative_to(root).as_posix()
         if not match:
+            continue
+        if not is_utf8_name(rel):
+            shown = os.fsencode(rel).decode("utf-8", "replace")
+            warnings.append(f"{shown}/: the folder name is not valid UTF-8; kiln skips it (rename it to use it)")
             continue
         repeats = int(match.group(1))
         if repeats < 1:

@@ -3,7 +3,9 @@
 Each removal is a *batch* (e.g. "keep this one of a duplicate cluster, trash the others"):
 ``<kiln_dir>/trash/<batch_id>/files/<original relative path>`` plus ``<batch_id>/manifest.json`` recording
 what moved where, so ``restore`` can put everything back, and a person can too, by hand.
-An image's same-stem caption files (``.txt``/``.caption``) travel with it.
+An image's same-stem caption files (``.txt``/``.caption``) travel with it. Given the index records the
+decision was made on, an image that changed on disk since (size, modification time or content hash differ)
+is refused, with nothing moved: the user decided about the file kiln showed, not about a new one.
 """
 
 from __future__ import annotations
@@ -12,12 +14,17 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from curator.captions.files import caption_candidates
 from curator.fsutil import atomic_write_bytes
 from curator.layout import CAPTION_EXTENSIONS
+
+if TYPE_CHECKING:
+    from curator.records import ImageRecord
 
 TRASH_DIRNAME = "trash"
 MANIFEST = "manifest.json"
@@ -61,14 +68,38 @@ def _write_manifest(folder: Path, batch: TrashBatch) -> None:
     atomic_write_bytes(folder / MANIFEST, json.dumps(asdict(batch), indent=2).encode("utf-8"))
 
 
-def move_to_trash(root: Path, kiln_dir: Path, images: list[str], reason: str) -> TrashBatch:
+def _unchanged(source: Path, rel: str, record: ImageRecord) -> None:
+    """Raise :class:`TrashError` unless ``source`` is still the file ``record`` describes (size + mtime, then
+    the content hash: a same-size rewrite within one timestamp tick is caught too)."""
+    from curator.scan.hashing import stream_sha256
+
+    st = source.stat()
+    if (st.st_size, st.st_mtime_ns) != (record.size, record.mtime_ns) or stream_sha256(str(source)) != record.sha256:
+        raise TrashError(
+            f"{rel} changed on disk since kiln scanned it (size, modification time or content differ); "
+            "nothing was moved: look at it again (rescan) and retry"
+        )
+
+
+def move_to_trash(
+    root: Path, kiln_dir: Path, images: list[str], reason: str, expected: Iterable[ImageRecord] = ()
+) -> TrashBatch:
     """Move ``images`` (posix paths relative to ``root``) and their caption files into a new trash batch.
 
-    Stops at the first failure after putting back what it already moved (all or nothing).
+    ``expected``: the index records the decision was made on; an image that no longer matches its record is
+    refused (:class:`TrashError`) before anything moves. Stops at the first failure after putting back what it
+    already moved (all or nothing).
     """
     root = Path(root)
     if not images:
         raise TrashError("nothing to move to the trash")
+    records = {record.path: record for record in expected}
+    for rel in images:
+        if rel in records:
+            source = root / _safe_rel(rel)
+            if not source.is_file():
+                raise TrashError(f"{rel}: not found (was it moved or renamed outside kiln? rescan and retry)")
+            _unchanged(source, rel, records[rel])
     batch = TrashBatch(f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}", reason, time.time())
     folder = trash_root(kiln_dir) / batch.batch_id
     files_dir = folder / "files"

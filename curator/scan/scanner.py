@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from curator.index import OPEN_NEEDS, Index, to_signed64, to_unsigned64
-from curator.layout import DatasetLayout, Subset, is_image_name
+from curator.layout import DatasetLayout, Subset, is_image_name, is_utf8_name
 from curator.records import Flag, ImageRecord
 from curator.scan.config import ScanConfig
 
@@ -62,14 +62,6 @@ class WalkResult:
     other_files: dict[str, set[str]] = field(default_factory=dict)  # subset rel_dir -> names (captions...)
     unreadable_dirs: list[str] = field(default_factory=list)
     bad_names: list[str] = field(default_factory=list)  # names that are not valid UTF-8 (skipped)
-
-
-def _utf8_name(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 @dataclass(slots=True)
@@ -127,7 +119,7 @@ def walk_layout(layout: DatasetLayout) -> WalkResult:
                 name = entry.name
                 if name.startswith("."):
                     continue
-                if not _utf8_name(name):
+                if not is_utf8_name(name):
                     result.bad_names.append(prefix + name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
                     continue
                 try:

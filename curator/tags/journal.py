@@ -208,7 +208,10 @@ def _read_current(path: str) -> _Current:
             chunks.append(os.read(fd, 1 << 20))
     finally:
         os.close(fd)
-    return (chunks[0] if len(chunks) == 2 else b"".join(chunks)), read_only, (st.st_dev, st.st_ino)
+    # one directory entry reached by two names (a case-insensitive disk, symlinks) is one file to write; hard
+    # links are separate entries, each replaced by its own atomic write (never written through into the others)
+    identity = (st.st_dev, st.st_ino) if st.st_nlink == 1 else None
+    return (chunks[0] if len(chunks) == 2 else b"".join(chunks)), read_only, identity
 
 
 def _read_many(paths: list[str]) -> list[_Current | OSError]:
@@ -423,9 +426,14 @@ class Journal:
                 currents.append((by_text.get(text, Path(text)), read_file(text)))
             except OSError as exc:
                 result.errors.append((by_text.get(text, Path(text)), exc.strerror or str(exc)))
-        afters = rebase(currents)
-        again: list[tuple[int, str, bytes | None, bytes | None]] = []
+        vanished = [(p, c) for p, c in currents if c is None and rows[conflicted[str(p)]][2] is not None]
+        currents = [(p, c) for p, c in currents if (p, c) not in vanished]
         done: dict[int, str] = {}
+        for path, _none in vanished:  # deleted since read: not brought back by working the edit out again
+            done[conflicted[str(path)]] = "conflict"
+            result.conflicts.append(path)
+        afters = rebase(currents) if currents else {}
+        again: list[tuple[int, str, bytes | None, bytes | None]] = []
         for path, current in currents:
             seq = conflicted[str(path)]
             after = afters.get(path, current)
@@ -670,7 +678,7 @@ class Journal:
                 statuses[seq] = "skipped"
                 result.errors.append(
                     (as_path(text, mine), f"it is the same file as {self._rel_text(first_name)} (names that differ "
-                     "only in case on this filesystem, or links); changed once, through that name")
+                     "only in case on this filesystem, or symlinks); changed once, through that name")
                 )
                 continue
             if data == new:  # already there (e.g. an earlier interrupted run)
