@@ -53,7 +53,18 @@ def config_with_toml(config: ScanConfig, layout: DatasetLayout) -> ScanConfig:
             updates[field] = int(settings[key])
     if not updates:
         return config
-    return ScanConfig.model_validate({**config.model_dump(exclude_unset=True), **updates})
+    from pydantic import ValidationError
+
+    try:
+        return ScanConfig.model_validate({**config.model_dump(exclude_unset=True), **updates})
+    except ValidationError as exc:
+        names = {"resolution": "resolution", "min_bucket": "min_bucket_reso", "max_bucket": "max_bucket_reso",
+                 "bucket_step": "bucket_reso_steps"}
+        problems = "; ".join(
+            f"{names.get(str(e['loc'][0]), e['loc'][0])}: {str(e['msg']).removeprefix('Value error, ')}"
+            for e in exc.errors(include_url=False)
+        )
+        raise LayoutError(f"{layout.toml_path or layout.root}: {problems}") from None
 
 
 class Dataset:

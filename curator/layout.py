@@ -199,6 +199,11 @@ def _load_toml(toml_path: Path, caption_extension: str | None) -> DatasetLayout:
         data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise LayoutError(f"{toml_path}: not a readable kohya dataset TOML ({exc})") from exc
+    from curator.dataset_toml import check_dataset_toml
+
+    problems = check_dataset_toml(data, toml_path)
+    if problems:
+        raise LayoutError("\n".join(problems))
     general = data.get("general", {}) or {}
     datasets = data.get("datasets")
     if not isinstance(datasets, list) or not datasets:

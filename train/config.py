@@ -414,6 +414,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not a TOML text file (not UTF-8 at byte {exc.start})"]) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
