@@ -35,6 +35,21 @@ def printable(text: object, *, keep_newlines: bool = False) -> str:
     return _CONTROL.sub(REPLACEMENT, value)
 
 
+# What JSON leaves raw with ensure_ascii=False but a terminal acts on: DEL, C1 controls, bidi marks, line and
+# paragraph separators (JSON itself escapes C0).
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def dumps_json(data: object, *, indent: int | None = 2) -> str:
+    """``data`` as JSON for a terminal or a script: readable UTF-8, with every character a terminal would act
+    on written as a ``\\uXXXX`` escape, so the document parses back to exactly ``data`` and printing it moves
+    no cursor and reorders no text."""
+    import json
+
+    text = json.dumps(data, indent=indent, ensure_ascii=False)
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def shorten(text: str, limit: int = 80) -> str:
     """``text`` cut to ``limit`` characters with an ellipsis, for table cells."""
     return text if len(text) <= limit else text[: max(0, limit - 1)] + "\u2026"

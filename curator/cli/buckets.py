@@ -6,10 +6,11 @@ Registration is light; the dataset engine, rich and the bucket logic are importe
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from curator.textsafe import dumps_json
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -205,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.json:
         payload = report_to_json(report, steps, skipped=skipped, notes=notes)
-        json.dump(payload, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write(dumps_json(payload))
         sys.stdout.write("\n")
     else:
         print_report(

@@ -7,10 +7,11 @@ was read (even with findings), 1 when it cannot be read at all (the reason goes 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from curator.textsafe import dumps_json
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -154,7 +155,7 @@ def run_scan(args: argparse.Namespace) -> int:
             out["layout"] = dataset.layout.source
             out["index"] = str(dataset.index.path)
             out["subsets"] = _subset_rows(dataset, records)
-            print(json.dumps(out, ensure_ascii=False, indent=2))
+            print(dumps_json(out))
             return 0
         _print_scan(dataset, summary, records)
     return 0
@@ -232,7 +233,7 @@ def run_check(args: argparse.Namespace) -> int:
             flags = [f for f in flags if f.kind in set(args.kind)]
         images = len(dataset.images())
         if args.json:
-            print(json.dumps({"images": images, "flags": [f.to_dict() for f in flags]}, ensure_ascii=False, indent=2))
+            print(dumps_json({"images": images, "flags": [f.to_dict() for f in flags]}))
             return 0
         _print_check(dataset, images, flags)
     return 0
@@ -279,7 +280,7 @@ def run_dupes(args: argparse.Namespace) -> int:
             return _error(f"{dataset.root}: no subset folder could be read")
         clusters = dataset.duplicates()
         if args.json:
-            print(json.dumps({"clusters": [c.to_dict() for c in clusters]}, ensure_ascii=False, indent=2))
+            print(dumps_json({"clusters": [c.to_dict() for c in clusters]}))
             return 0
         _print_dupes(dataset, clusters)
     return 0

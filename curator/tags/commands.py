@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from curator.textsafe import printable
+from curator.textsafe import dumps_json, printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -33,7 +32,7 @@ def _console() -> Console:
 
 
 def _emit_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(dumps_json(data) + "\n")
 
 
 def _open(args: argparse.Namespace) -> Dataset:
