@@ -68,15 +68,18 @@ def _tree_rss(pid: int) -> int:
 
 def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
     """(seconds, peak resident bytes of the process tree, stdout) of one command."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, _tree_rss(proc.pid))
-        time.sleep(0.02)
-    out, err = proc.communicate()
-    seconds = time.perf_counter() - started
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+        started = time.perf_counter()  # output goes to files: a pipe would fill up and stall a --json command
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out_file, stderr=err_file, text=True,
+                                env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, _tree_rss(proc.pid))
+            time.sleep(0.02)
+        seconds = time.perf_counter() - started
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
     if proc.returncode not in (0, 2):
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err[-3000:]}")
     return seconds, peak, out

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from curator.faults import DISK_FULL_ERRNOS, DiskFullError, block_size, space_for
+from curator.faults import DISK_FULL_ERRNOS, DiskFullError, block_size, ensure_space, space_for
 
 _A = TypeVar("_A")
 _R = TypeVar("_R")
@@ -116,7 +116,7 @@ def atomic_write_bytes(path: Path | str, data: bytes, *, what: str = "") -> None
     A symlink is written through (its target is replaced). On a full disk the old file is kept and
     :class:`DiskFullError` says how much space ``what`` (default: writing the file's name) needs."""
     umask = _umask()
-    target, mode, owner = _prepare_target(os.fspath(path), 0o666 & ~umask)
+    target, mode, owner, _exists = _prepare_target(os.fspath(path), 0o666 & ~umask)
     try:
         tmp = _create_temp(target, data, mode, sync=True, umask=umask, owner=owner)
     except OSError as exc:
@@ -134,28 +134,58 @@ def atomic_write_bytes(path: Path | str, data: bytes, *, what: str = "") -> None
     fsync_dir(os.path.dirname(target) or ".")
 
 
-def atomic_write_with(path: Path | str, write: Callable[[Path], None]) -> None:
+def atomic_write_with(
+    path: Path | str, write: Callable[[Path], None], *, size: int | None = None, what: str = ""
+) -> None:
     """Replace ``path`` atomically with the file ``write(temp_path)`` produces next to it: for writers that
     stream to a path (safetensors' ``save_file``), so a multi-gigabyte file is never held in memory as bytes.
     Same protocol as :func:`atomic_write_bytes`: the temporary file is fsynced, renamed over ``path`` and the
-    folder fsynced; if ``write`` raises, the temporary file is removed and ``path`` is untouched."""
+    folder fsynced; if ``write`` raises, the temporary file is removed and ``path`` is untouched.
+
+    ``size``: about how many bytes the file will have; the disk is checked for them first. A full disk (before or
+    while writing, whatever the writer raises for it) is a :class:`DiskFullError` saying how much ``what``
+    (default: writing the file's name) needs."""
     umask = _umask()
-    target, mode = _prepare_target(os.fspath(path), 0o666 & ~umask)
-    tmp = _create_temp(target, b"", mode, sync=False, umask=umask)
+    target, mode, owner, _exists = _prepare_target(os.fspath(path), 0o666 & ~umask)
+    folder = os.path.dirname(target) or "."
+    label = what or f"writing {os.path.basename(target)}"
+    needed = space_for([size], block_size(folder)) if size is not None else None
+    if needed is not None:
+        ensure_space(folder, needed, label)
+    try:
+        tmp = _create_temp(target, b"", mode, sync=False, umask=umask)
+    except OSError as exc:
+        if exc.errno in DISK_FULL_ERRNOS:
+            raise DiskFullError(target, label, needed) from exc
+        raise
     try:
         write(Path(tmp))
         os.chmod(tmp, mode)  # the writer may have recreated the file
+        if owner is not None:
+            with contextlib.suppress(OSError):
+                os.chown(tmp, *owner)
         fd = os.open(tmp, _READ_FLAGS)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if _says_disk_full(exc):
+            raise DiskFullError(target, label, needed) from exc
         raise
-    fsync_dir(os.path.dirname(target) or ".")
+    fsync_dir(folder)
+
+
+def _says_disk_full(exc: BaseException) -> bool:
+    """A writer's way of reporting ENOSPC: an ``OSError``, or a library error that carries the OS error's text
+    (safetensors: ``IoError(Os { code: 28, kind: StorageFull, ... })``; torch: "file write failed")."""
+    if isinstance(exc, OSError):
+        return exc.errno in DISK_FULL_ERRNOS
+    text = str(exc)
+    return any(sign in text for sign in ("No space left on device", "StorageFull", "code: 28", "Disk quota exceeded"))
 
 
 def _syncfs(folder: Path) -> bool:
@@ -216,15 +246,23 @@ _PROBE = 16  # renames timed serially before deciding whether a thread pool pays
 _SLOW_RENAME_S = 0.0003  # on tmpfs / a fast SSD a rename takes ~0.01-0.05 ms; a busy disk takes milliseconds
 
 
-def _rename_all(pairs: list[tuple[str, str]]) -> list[OSError | None]:
-    """``os.replace(tmp, target)`` for each pair (outcome None or the OSError). The first renames run one by
+def _rename_all(pairs: list[tuple[str, str, bool]]) -> tuple[list[OSError | None], int]:
+    """Put each temporary file in place: ``(target, temp, exchange)`` -> swapped with the target when
+    ``exchange`` and the filesystem can (the old content stays at ``temp``), else ``os.replace(temp, target)``.
+    Returns the outcomes (None or the OSError) and how many were swapped. The first plain renames run one by
     one and are timed; when they are slow (renames over existing files waiting on the disk), the rest run on
     a thread pool, where those waits overlap."""
     import time
 
-    def one(pair: tuple[str, str]) -> OSError | None:
+    swapped = 0
+
+    def one(pair: tuple[str, str, bool]) -> OSError | None:
+        nonlocal swapped
         try:
-            os.replace(pair[1], pair[0])
+            if pair[2] and _exchange(pair[1], pair[0]):
+                swapped += 1
+            else:
+                os.replace(pair[1], pair[0])
             return None
         except OSError as exc:
             return exc
@@ -235,17 +273,17 @@ def _rename_all(pairs: list[tuple[str, str]]) -> list[OSError | None]:
     for pair in head:
         outcomes.append(one(pair))
         if _full(outcomes[-1]):  # a full disk: the remaining renames would fail alike; they are not tried
-            return outcomes + [outcomes[-1]] * (len(pairs) - len(outcomes))
+            return outcomes + [outcomes[-1]] * (len(pairs) - len(outcomes)), swapped
     slow = head and (time.perf_counter() - start) / len(head) > _SLOW_RENAME_S
     rest = pairs[_PROBE:]
-    if slow and len(rest) >= _PARALLEL_MIN:
+    if slow and len(rest) >= _PARALLEL_MIN and not any(p[2] for p in rest):
         outcomes += _parallel_map(lambda p: os.replace(p[1], p[0]), rest)
     else:
         for pair in rest:
             outcomes.append(one(pair))
             if _full(outcomes[-1]):
-                return outcomes + [outcomes[-1]] * (len(pairs) - len(outcomes))
-    return outcomes
+                return outcomes + [outcomes[-1]] * (len(pairs) - len(outcomes)), swapped
+    return outcomes, swapped
 
 
 def _full(outcome: object) -> bool:
@@ -289,7 +327,7 @@ class _TempError(OSError):
         self.cause = cause
 
 
-_Target = tuple[str, int, tuple[int, int] | None]  # (file to replace, permission bits, owner to keep)
+_Target = tuple[str, int, tuple[int, int] | None, bool]  # (file to replace, its mode bits, owner to keep, exists)
 _OWN = (os.geteuid(), os.getegid()) if hasattr(os, "geteuid") else None
 
 
@@ -307,7 +345,7 @@ def _prepare_target(path: str, default_mode: int, confine: Sequence[str] = ()) -
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        return path, default_mode, None
+        return path, default_mode, None, False
     if stat.S_ISLNK(st.st_mode):
         real = os.path.realpath(path)
         if confine and not any(real.startswith(folder) for folder in confine):  # folders end with a separator
@@ -315,18 +353,26 @@ def _prepare_target(path: str, default_mode: int, confine: Sequence[str] = ()) -
         try:
             st = os.stat(real)
         except FileNotFoundError:  # a dangling link: its target is created
-            return real, default_mode, None
-        return real, stat.S_IMODE(st.st_mode), _owner(st)
-    return path, stat.S_IMODE(st.st_mode), _owner(st)
+            return real, default_mode, None, False
+        return real, stat.S_IMODE(st.st_mode), _owner(st), True
+    return path, stat.S_IMODE(st.st_mode), _owner(st), True
 
 
 def _create_temp(
-    target: str, data: bytes, mode: int, sync: bool, umask: int, owner: tuple[int, int] | None = None
+    target: str,
+    data: bytes,
+    mode: int,
+    sync: bool,
+    umask: int,
+    owner: tuple[int, int] | None = None,
+    in_folder: str | None = None,
 ) -> str:
-    """Write ``data`` to a new temporary file next to ``target`` with permission bits ``mode`` (created with
-    them when the ``umask`` keeps them all, else fixed with ``fchmod``) and, where this process may set it,
-    the target's ``owner``."""
+    """Write ``data`` to a new temporary file next to ``target`` (or in ``in_folder``, a staging folder on the
+    same filesystem) with permission bits ``mode`` (created with them when the ``umask`` keeps them all, else
+    fixed with ``fchmod``) and, where this process may set it, the target's ``owner``."""
     folder, name = os.path.split(target)
+    if in_folder is not None:
+        folder = in_folder
     if len(os.fsencode(name)) > _TEMP_NAME_MAX:  # a long name plus the temporary suffix would pass NAME_MAX
         name = hashlib.sha1(os.fsencode(name)).hexdigest()
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
@@ -373,6 +419,111 @@ def _sync_filesystems(folders: Iterable[str]) -> bool:
     return all(_syncfs(Path(folder)) for folder in devices.values())
 
 
+# ---- staging: a bulk write without freeing the old files on the way ------------------------------------------
+#
+# Creating thousands of temporary files inside a caption folder of 100,000 entries makes every creation slow,
+# and renaming over an existing file frees its blocks there and then (on a disk mounted with ``discard`` that
+# is a TRIM per file, a fraction of a millisecond each). With a staging folder (``.kiln/staging``) on the same
+# filesystem the temporary files are made there, and each is *exchanged* with its target
+# (``renameat2(RENAME_EXCHANGE)``: atomic like a rename, the target holds the new bytes at once): the old
+# contents end up in the staging batch, freed afterwards, in the background for big batches.
+
+_RENAME_EXCHANGE = 2
+_BACKGROUND_FREE_MIN = 256  # old files freed by a detached process from this many on
+_CLEANER = "import os, shutil, sys\ntry:\n    os.nice(19)\nexcept OSError:\n    pass\nshutil.rmtree(sys.argv[1], True)\n"
+_renameat2: Callable[..., int] | None | bool = None  # None: not looked up yet; False: unavailable
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swap the files at ``a`` and ``b``; False where the system or filesystem cannot (the caller
+    renames instead). Other errors are raised."""
+    global _renameat2
+    if _renameat2 is None:
+        _renameat2 = False
+        if sys.platform.startswith("linux"):
+            try:
+                fn = ctypes.CDLL(None, use_errno=True).renameat2
+                fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+                _renameat2 = fn
+            except (AttributeError, OSError):
+                pass
+    if not callable(_renameat2):
+        return False
+    at_cwd = -100
+    if _renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), b)
+
+
+def _stage_batch(stage: Path | str | None) -> tuple[str, int] | None:
+    """A new batch folder in ``stage`` and its device, or None (no staging: temporary files go beside their
+    targets)."""
+    if stage is None or os.environ.get("KILN_IO_STAGING", "1") == "0":
+        return None
+    batch = os.path.join(os.fspath(stage), f"batch-{os.getpid()}-{next(_counter)}")
+    try:
+        os.makedirs(batch)
+        return batch, os.stat(batch).st_dev
+    except OSError:
+        return None
+
+
+def _free_batch(batch: str, old_files: int) -> None:
+    """Remove a staging batch (the old contents swapped out of their targets): a detached low-priority process
+    frees big ones, so the caller does not wait for the disk; small ones go at once."""
+    if old_files >= _BACKGROUND_FREE_MIN and os.environ.get("KILN_IO_BACKGROUND_FREE", "1") != "0":
+        import subprocess
+
+        try:
+            subprocess.Popen([sys.executable, "-S", "-c", _CLEANER, batch], start_new_session=True,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return
+        except OSError:
+            pass
+    import shutil
+
+    shutil.rmtree(batch, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def clean_stage(stage: Path | str, older_than_s: float = 600.0) -> int:
+    """Remove the staging batches in ``stage`` whose writer is gone (killed, or finished while its detached
+    cleaner died), and any older than ``older_than_s`` (a reused pid); returns how many."""
+    import shutil
+    import time
+
+    removed = 0
+    try:
+        entries = list(os.scandir(stage))
+    except OSError:
+        return 0
+    now = time.time()
+    for entry in entries:
+        if not entry.name.startswith("batch-"):
+            continue
+        try:
+            pid = int(entry.name.split("-")[1])
+            stale = not _alive(pid) or now - entry.stat().st_mtime > older_than_s
+        except (OSError, ValueError, IndexError):
+            continue
+        if stale:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 def _target_path(target: _Target | OSError) -> str:
     """The path of a prepared target (only items whose temporary file was made reach the renames)."""
     if isinstance(target, OSError):
@@ -386,6 +537,7 @@ def write_files_atomically(
     *,
     confine: Sequence[Path | str] = (),
     what: str = "",
+    stage: Path | str | None = None,
 ) -> list[OSError | None]:
     """Atomically replace each ``(path, data)``; returns per item ``None`` (replaced) or the ``OSError``.
 
@@ -397,7 +549,9 @@ def write_files_atomically(
     A full disk (``ENOSPC``/``EDQUOT`` while writing or syncing the temporary files) stops the batch before any
     rename: every item's outcome is then the same :class:`DiskFullError`, saying how much space ``what``
     (default: "writing N files") needs on that disk. ``confine``: folders the writes must stay in; a symlink
-    leading out of them is that item's :class:`OutsideFoldersError`.
+    leading out of them is that item's :class:`OutsideFoldersError`. ``stage``: a staging folder for the
+    temporary files (see the notes above :func:`_exchange`); targets on another filesystem get theirs beside
+    them, as without one.
     """
     if not items:
         return []
@@ -412,17 +566,36 @@ def write_files_atomically(
         except OSError as exc:
             targets.append(exc)
 
+    batch = _stage_batch(stage) if len(items) >= _PARALLEL_MIN else None
+    devices: dict[str, int] = {}
+
+    def staged(target: str) -> str | None:
+        """The staging batch folder when ``target`` is on its filesystem."""
+        if batch is None:
+            return None
+        folder = os.path.dirname(target) or "."
+        dev = devices.get(folder)
+        if dev is None:
+            try:
+                dev = devices[folder] = os.stat(folder).st_dev
+            except OSError:
+                dev = devices[folder] = -1
+        return batch[0] if dev == batch[1] else None
+
     def create(i: int) -> str:
         target = targets[i]
         if isinstance(target, OSError):
             raise target
-        return _create_temp(target[0], items[i][1], target[1], sync=not fast, umask=umask, owner=target[2])
+        return _create_temp(target[0], items[i][1], target[1], sync=not fast, umask=umask, owner=target[2],
+                            in_folder=staged(target[0]))
 
     def disk_full(exc: OSError) -> list[OSError | None]:
         """Every item fails with one DiskFullError; no temporary file is left."""
         for temp in made.values():
             with contextlib.suppress(OSError):
                 os.unlink(temp)
+        if batch is not None:
+            _free_batch(batch[0], 0)
         path = exc.filename or _target_path(next(t for t in targets if not isinstance(t, OSError)))
         folder = os.path.dirname(os.fspath(path)) or "."
         sizes = [len(data) for (_p, data), t in zip(items, targets, strict=True) if not isinstance(t, OSError)]
@@ -455,6 +628,8 @@ def write_files_atomically(
         for temp in made.values():
             with contextlib.suppress(OSError):
                 os.unlink(temp)
+        if batch is not None:
+            _free_batch(batch[0], 0)
         return outcomes
     try:
         if fast and not _sync_filesystems({os.path.dirname(temp) for temp in made.values()}):
@@ -470,13 +645,18 @@ def write_files_atomically(
         for temp in made.values():
             with contextlib.suppress(OSError):
                 os.unlink(temp)
+        if batch is not None:
+            _free_batch(batch[0], 0)
         raise
     except BaseException:
         for temp in made.values():
             with contextlib.suppress(OSError):
                 os.unlink(temp)
+        if batch is not None:
+            _free_batch(batch[0], 0)
         raise
-    renamed = _rename_all([(_target_path(targets[i]), temp) for i, temp in made.items()])
+    swap = {i for i in made if batch is not None and made[i].startswith(batch[0]) and _exists(targets[i])}
+    renamed, swapped = _rename_all([(_target_path(targets[i]), temp, i in swap) for i, temp in made.items()])
     folders = set()
     full: DiskFullError | None = None
     for (i, temp), out in zip(made.items(), renamed, strict=True):
@@ -493,10 +673,16 @@ def write_files_atomically(
             with contextlib.suppress(OSError):
                 os.unlink(temp)
         else:
-            folders.add(os.path.dirname(temp))
+            folders.add(os.path.dirname(_target_path(targets[i])))
     for folder in folders:
         fsync_dir(folder)
+    if batch is not None:
+        _free_batch(batch[0], swapped)
     return outcomes
+
+
+def _exists(target: _Target | OSError) -> bool:
+    return not isinstance(target, OSError) and target[3]
 
 
 class PartialWriteError(OSError):

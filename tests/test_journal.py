@@ -247,3 +247,40 @@ def test_prune_keeps_newest(ds_path: Path) -> None:
         assert j.prune(1) == 2
         assert [e.description for e in journal.history(ds)] == ["three"]
         assert journal.undo(ds) is not None and journal.undo(ds) is None
+
+
+def test_bulk_writes_stage_outside_the_caption_folder_and_swap_in(tmp_path: Path, monkeypatch) -> None:
+    """A big batch makes its temporary files in the staging folder, swaps them in atomically (the old contents
+    land in the batch, which is then freed) and leaves nothing behind; where the filesystem cannot swap, it
+    renames as before."""
+    import curator.fsutil as fsutil
+    from curator.fsutil import clean_stage, write_files_atomically
+
+    folder, stage = tmp_path / "captions", tmp_path / ".kiln" / "staging"
+    folder.mkdir()
+    stage.mkdir(parents=True)
+    files = [folder / f"c{i:03d}.txt" for i in range(300)]
+    for i, path in enumerate(files):
+        path.write_bytes(b"old %d\n" % i)
+    monkeypatch.setenv("KILN_IO_BACKGROUND_FREE", "0")  # freed in this process: the test sees the end state
+    created: list[str] = []
+    real_create = fsutil._create_temp
+
+    def spy(target, data, mode, sync, umask, owner=None, in_folder=None):
+        tmp = real_create(target, data, mode, sync, umask, owner, in_folder)
+        created.append(tmp)
+        return tmp
+
+    monkeypatch.setattr(fsutil, "_create_temp", spy)
+    outcomes = write_files_atomically([(p, b"new %d\n" % i) for i, p in enumerate(files)], stage=stage)
+    assert outcomes == [None] * 300
+    assert all(p.read_bytes() == b"new %d\n" % i for i, p in enumerate(files))
+    assert all(t.startswith(str(stage)) for t in created)  # nothing was created among the captions
+    assert sorted(os.listdir(folder)) == sorted(p.name for p in files) and os.listdir(stage) == []
+    monkeypatch.setattr(fsutil, "_exchange", lambda a, b: False)  # a filesystem without RENAME_EXCHANGE
+    outcomes = write_files_atomically([(p, b"third %d\n" % i) for i, p in enumerate(files)], stage=stage)
+    assert outcomes == [None] * 300 and files[7].read_bytes() == b"third 7\n" and os.listdir(stage) == []
+    (stage / "batch-999999999-1").mkdir()  # left by a killed writer (no such process)
+    (stage / "batch-999999999-1" / ".kiln-tmp-x").write_bytes(b"old")
+    (stage / f"batch-{os.getpid()}-99").mkdir()  # a live writer's batch: kept
+    assert clean_stage(stage) == 1 and os.listdir(stage) == [f"batch-{os.getpid()}-99"]

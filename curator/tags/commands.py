@@ -131,8 +131,8 @@ def _apply(
     from curator.tags.preview import render_diffs
 
     extra = extra or {}
-    diffs = plan_to_diff(changes, args.separator)
     if args.dry_run:
+        diffs = plan_to_diff(changes, args.separator)
         if args.json:
             _emit_json(
                 {

@@ -21,7 +21,7 @@ from curator.captions.tagtext import tag_key
 from curator.fsutil import read_files
 from curator.records import Flag, ImageRecord
 from curator.tags.bulk import paused_gc
-from curator.tags.query import Query, QueryItem, parse_query
+from curator.tags.query import CAPTION_FIELDS, Query, QueryItem, parse_query
 
 if TYPE_CHECKING:
     from curator.buckets import BucketSettings
@@ -274,6 +274,11 @@ def _load_items(
         records = [r for r in records if not r.subset.is_reg]
     if files is not None:
         records = _select_files(records, files, Path(dataset.root))
+    image_only = bool(query.fields) and not query.fields & CAPTION_FIELDS
+    if image_only:  # the query looks at the images only: choose them first, read just their captions
+        chosen = select(dataset, [CaptionItem(r, "", None, separator) for r in records], query, bucket_settings)
+        records = [it.record for it in chosen]
+        kept = {it.record.path: it.flags for it in chosen}
     paths = caption_targets(records)
     cached_keys: dict[Path | str, list[str]] = {}
     if cached:
@@ -288,6 +293,10 @@ def _load_items(
         CaptionItem(r, p, data.get(p), separator, cached_keys=cached_keys.get(p))
         for r, p in zip(records, paths, strict=True)
     ]
+    if image_only:
+        for it in items:
+            it.flags = kept[it.record.path]
+        return items
     return select(dataset, items, query, bucket_settings)
 
 

@@ -49,7 +49,7 @@ from curator.faults import (
     space_for,
     write_refusal,
 )
-from curator.fsutil import fsync_dir, read_file, remove_stale_temps, write_files_atomically
+from curator.fsutil import clean_stage, fsync_dir, read_file, remove_stale_temps, write_files_atomically
 from curator.tags.bulk import paused_gc
 from curator.tags.cache import CaptionCache
 
@@ -83,6 +83,7 @@ CREATE INDEX IF NOT EXISTS tag_journal_state ON tag_journal(state);
 """
 
 TRANSITIONAL = ("pending", "undoing", "redoing")
+STAGING = "staging"  # <kiln_dir>/staging: bulk writes' temporary files (see curator.fsutil)
 _DB_MARGIN = 256 * 1024  # WAL and b-tree pages beyond the blobs themselves
 _UNRECORDED = (
     "the captions were written but the journal could not record it; the next kiln tags command settles the "
@@ -730,6 +731,7 @@ class Journal:
             [(text, data) for _seq, text, data in writes],
             confine=self.folders,
             what=f"writing {len(writes)} caption file(s)",
+            stage=self.kiln_dir / STAGING,
         )
         full = next((out for out in outcomes if isinstance(out, DiskFullError)), None)
         if full is not None:
@@ -770,6 +772,7 @@ class Journal:
         return dest
 
     def _recover_locked(self) -> list[int]:
+        clean_stage(self.kiln_dir / STAGING)  # batches a killed process left (old contents, temporary files)
         recovered = []
         rows = self.conn.execute(
             "SELECT id, state FROM tag_journal WHERE state IN ('pending', 'undoing', 'redoing') ORDER BY id"

@@ -36,6 +36,7 @@ from curator.captions.tagtext import tag_key
 
 FIELDS = ("tag", "name", "folder", "flag", "bucket", "tokens", "tags")
 NUMERIC = ("tokens", "tags")
+CAPTION_FIELDS = frozenset({"tag", "tokens", "tags"})  # what needs the caption file; the rest is the image's
 OPS = ("<=", ">=", "<", ">", "=")
 
 

@@ -167,6 +167,10 @@ def _guarded(command: str, args: argparse.Namespace, run: Any) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except OSError as exc:  # disk full, permission denied while writing: the temporary file is gone already
+        from curator.faults import DiskFullError
+
+        if isinstance(exc, DiskFullError):  # names the disk and the space needed; the old output is untouched
+            return _err(command, str(exc))
         return _err(command, f"{exc.strerror or exc} ({exc.filename or 'output'}); the output was not written")
     except KeyboardInterrupt:
         if command == "grid":

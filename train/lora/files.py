@@ -140,19 +140,22 @@ def check_output(path: Path, *, force: bool, flag: str = "--out", suffixes: tupl
     return path
 
 
-def write_with(path: Path, write: Callable[[Path], None]) -> None:
-    """Create the parent folder and write ``path`` atomically through ``write(temp_path)``."""
+def write_with(path: Path, write: Callable[[Path], None], size: int | None = None) -> None:
+    """Create the parent folder and write ``path`` atomically through ``write(temp_path)`` (``size``: the bytes
+    expected, checked against the disk's free space first)."""
     from curator.fsutil import atomic_write_with
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_with(path, write)
+    atomic_write_with(path, write, size=size)
 
 
 def save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """A safetensors file written atomically and streamed (no second in-memory copy of the data)."""
     from safetensors.torch import save_file
 
-    write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    size = sum(t.numel() * t.element_size() for t in tensors.values())
+    size += sum(len(k) + 96 for k in tensors) + sum(len(k) + len(v) + 8 for k, v in metadata.items())
+    write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), size=size)
 
 
 @dataclass
