@@ -458,6 +458,35 @@ def _exchange(a: str, b: str) -> bool:
     raise OSError(code, os.strerror(code), b)
 
 
+def exchange_paths(a: Path | str, b: Path | str) -> bool:
+    """Atomically swap two files or folders on one filesystem (Linux ``RENAME_EXCHANGE``); False where that is
+    not possible, and the caller must do otherwise."""
+    try:
+        return _exchange(os.fspath(a), os.fspath(b))
+    except OSError:
+        return False
+
+
+def write_new_file(path: Path | str, data: bytes) -> None:
+    """Create ``path`` (it must not exist: a file in a private temporary folder) with ``data``, fsynced. A full
+    disk raises the ``OSError`` (ENOSPC) with ``path``; a partly written file is removed."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        if exc.filename is None:
+            exc.filename = os.fspath(path)
+        raise
+    os.close(fd)
+
+
 def _stage_batch(stage: Path | str | None) -> tuple[str, int] | None:
     """A new batch folder in ``stage`` and its device, or None (no staging: temporary files go beside their
     targets)."""

@@ -199,6 +199,10 @@ class TrainSection(_Section):
         "step of each bucket size compiles (minutes)"
     )
     max_grad_norm: float = Field(1.0, ge=0, description="clip gradients to this norm (0 = off)")
+    max_bad_steps: int = Field(
+        3, ge=0, description="steps in a row with a NaN/inf loss that are skipped (no update); one more stops the "
+        "run, the last good weights saved (0 = stop at the first)"
+    )
     clip_skip: int = Field(1, ge=1, le=12, description="SD1/SD2 text encoder layer from the end (2 = penultimate)")
     seed: int = Field(42, ge=0, description="random seed (data order, noise, timesteps, augmentation)")
     loss_type: Literal["l2", "huber"] = Field("l2", description="l2 | huber (pseudo-Huber, see huber_c)")

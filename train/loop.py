@@ -21,12 +21,16 @@ from typing import TYPE_CHECKING, Literal
 
 from train.config import TrainConfig, dump_config
 from train.data.dataset import bucket_counts, build_items, plan_epoch
-from train.errors import StoppedEarly, TrainingError, check_finite, explain_failure, is_oom, user_errors
+from train.errors import StoppedEarly, TrainingError, explain_failure, is_oom, non_finite_stop, user_errors
 from train.rundir import Listener, QuietRun, RunDir, RunLog, StopSignal
-from train.state import Progress, has_state, load_state
+from train.state import Progress, latest_state, load_progress, load_state
 
 if TYPE_CHECKING:
+    import torch
+    from accelerate import Accelerator
+
     from train.models.loading import BaseModel
+    from train.saving import Saver
 
 
 @dataclass
@@ -99,6 +103,8 @@ def train(
 
     result = TrainResult(reason="error", run_dir=run_path, step=0)
     started = time.time()
+    progress: Progress | None = None
+    saver: Saver | None = None
     try:
         # ------------------------------------------------------------ 2. pre-flight, data: items, buckets, steps
         if not checked:
@@ -177,10 +183,11 @@ def train(
         # ------------------------------------------------------------ 6. resume
         progress = Progress(total_steps=total_steps, seed=t.seed)
         if resume is not None:
-            if not has_state(run_path / "state"):
+            state_dir = latest_state(run_path)  # state/, or state.old/ after a kill mid-save; never a half one
+            if state_dir is None:
                 raise TrainingError(f"{run_path}: no resumable state/ in this run directory")
             configured = [float(lr) for lr in scheduler.base_lrs]
-            progress = load_state(run_path / "state", network=network, optimizer=optimizer, scheduler=scheduler,
+            progress = load_state(state_dir, network=network, optimizer=optimizer, scheduler=scheduler,
                                   scaler=accelerator.scaler)
             progress.total_steps = total_steps
             changed = rebase_learning_rates(optimizer, scheduler, configured)
@@ -210,6 +217,7 @@ def train(
         meter = Throughput()
         batch_losses: list[torch.Tensor] = []
         stopping: str | None = None
+        bad_steps, window_bad, bad_value = 0, False, 0.0  # NaN/inf losses: steps in a row, this step's, its value
         optimizer.zero_grad(set_to_none=True)
         while progress.step < total_steps and not stopping:
             epoch = progress.epoch
@@ -230,15 +238,29 @@ def train(
                     loss = diffusion_loss(pred, target, timesteps, loss_weights=batch["loss_weights"],
                                           loss_type=t.loss_type, huber_c=t.huber_c, min_snr_gamma=t.min_snr_gamma,
                                           snr=snr, v_prediction=base.v_prediction)
-                    check_finite(loss, step=progress.step + 1)
+                    if not finite_everywhere(accelerator, loss):  # agreed by every process
+                        window_bad, bad_value = True, float(loss.detach().float().item())
 
                     # ---- backward (DDP averages the gradients); a step once the accumulation is complete
-                    accelerator.backward(loss)
-                    optimizer_step(accelerator, optimizer, scheduler, params, t.max_grad_norm)
+                    if not window_bad:
+                        accelerator.backward(loss)
+                        optimizer_step(accelerator, optimizer, scheduler, params, t.max_grad_norm)
                 progress.batch_in_epoch += 1
-                batch_losses.append(loss.detach())
+                if not window_bad:
+                    batch_losses.append(loss.detach())
                 if not accelerator.sync_gradients:
                     continue
+                if window_bad:  # a NaN/inf loss: no update from this step (the network keeps its good weights)
+                    optimizer.zero_grad(set_to_none=True)
+                    batch_losses.clear()
+                    bad_steps, window_bad = bad_steps + 1, False
+                    if bad_steps > t.max_bad_steps:
+                        raise non_finite_stop(bad_value, progress.step + 1, bad_steps, t.max_bad_steps)
+                    run.emit("warning", message=f"step {progress.step + 1}: the loss is {bad_value}; the step was "
+                             f"skipped without an update ({bad_steps} in a row; train.max_bad_steps = "
+                             f"{t.max_bad_steps})")
+                    continue
+                bad_steps = 0
 
                 # ---- one optimizer step done
                 if cfg.network.scale_weight_norms:
@@ -291,16 +313,20 @@ def train(
         result.step = progress.step
         accelerator.wait_for_everyone()
     except user_errors() as exc:  # a problem the message explains: no traceback needed
-        result.message = str(exc)
+        result.message = str(exc) + _rescue(saver, progress, run_path, exc)
     except StoppedEarly as exc:
         result.reason = "stopped"
         result.message = exc.message()
     except KeyboardInterrupt:
         result.message = "interrupted twice: stopped without saving"
     except Exception as exc:  # noqa: BLE001 - every failure ends as an error event with its cause
-        result.message = explain_failure(exc)
+        result.message = explain_failure(exc, step=progress.step + 1 if progress is not None else None)
         if main and not is_oom(exc):
             run.emit("error", message="".join(traceback.format_exception(exc))[-4000:], kind="traceback")
+        if is_oom(exc):  # let go of the failed step's activations (held by the traceback's frames) before saving
+            exc.__traceback__ = None
+            _free_memory()
+        result.message += _rescue(saver, progress, run_path, exc)
     finally:
         stop.restore()
     result.outputs[:] = [p for p in dict.fromkeys(result.outputs) if Path(p).exists()]  # pruned saves are gone
@@ -311,3 +337,47 @@ def train(
     run.update_status(state={"finished": "finished", "stopped": "stopped"}.get(result.reason, "failed"),
                       step=result.step, outputs=result.outputs, message=result.message)
     return result
+
+
+def finite_everywhere(accelerator: Accelerator, loss: torch.Tensor) -> bool:
+    """Whether ``loss`` is finite on every process (they skip a step together or not at all)."""
+    import torch
+
+    finite = bool(torch.isfinite(loss.detach()).all())
+    if accelerator.num_processes > 1:
+        flag = torch.tensor([0.0 if finite else 1.0], device=accelerator.device)
+        finite = bool(accelerator.reduce(flag, reduction="sum").item() == 0)
+    return finite
+
+
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _rescue(saver: Saver | None, progress: Progress | None, run_path: Path, exc: BaseException) -> str:
+    """After a failure mid-run (out of memory, NaN losses, the dataset gone, a save that failed): save the
+    LoRA and the state of the last completed step so the run can be resumed; returns what to add to the
+    message. Nothing is tried before the first step, nor when the disk is full (the save would fail too)."""
+    from curator.faults import DiskFullError, describe
+
+    if saver is None or progress is None or progress.step == 0 or not saver.enabled:
+        return ""
+    if not isinstance(exc, DiskFullError):
+        try:
+            saver.save("step", with_state=True)
+            return (f" The LoRA and the training state of step {progress.step} were saved: fix the cause, then "
+                    f"continue with: kiln train --resume {run_path}")
+        except Exception as failed:  # noqa: BLE001 - the rescue must not hide the first failure
+            exc = failed
+    last = latest_state(run_path)
+    if last is None:
+        return f" Saving step {progress.step} failed too ({describe(exc)}); there is no resumable state."
+    step = load_progress(last).step
+    return (f" The run could not save step {progress.step}; its last complete state is step {step} ({last}): "
+            f"kiln train --resume {run_path} continues from there once the cause is fixed.")

@@ -75,6 +75,7 @@ class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.listeners: list[Listener] = []
+        self.write_error: OSError | None = None  # the first failure to write events/status (a full disk)
         self._status: dict[str, Any] = {"format": FORMAT_VERSION, "state": "starting", "pid": os.getpid(),
                                          "step": 0, "total_steps": None}
 
@@ -123,8 +124,11 @@ class RunDir:
         """Append one event (``t`` = unix time, ``type``) to events.jsonl and hand it to the listeners."""
         line = json.dumps({"t": round(time.time(), 3), "type": type, **fields}, ensure_ascii=False,
                           default=_jsonable, allow_nan=False) + "\n"
-        with open(self.events_path, "a", encoding="utf-8") as fh:
-            fh.write(line)
+        try:
+            with open(self.events_path, "a", encoding="utf-8") as fh:
+                fh.write(line)
+        except OSError as exc:  # a full disk: the run goes on (its saves say why they fail); told once
+            self._cannot_write(self.events_path, exc)
         event: Event = json.loads(line)  # listeners see exactly what the file holds
         for listener in self.listeners:
             listener(event)
@@ -137,7 +141,22 @@ class RunDir:
         self._status["host"] = _HOST  # a pid means something only on this machine (runs on a shared disk)
         self._status["updated_at"] = round(time.time(), 3)
         data = json.dumps(self._status, indent=2, default=_jsonable, allow_nan=False) + "\n"
-        atomic_write_bytes(self.status_path, data.encode("utf-8"))
+        try:
+            atomic_write_bytes(self.status_path, data.encode("utf-8"))
+        except OSError as exc:  # the previous status.json stays whole (atomic write)
+            self._cannot_write(self.status_path, exc)
+
+    def _cannot_write(self, path: Path, exc: OSError) -> None:
+        """Say once on stderr that the run log cannot be written (and why), keep going."""
+        if self.write_error is not None:
+            return
+        self.write_error = exc
+        import sys
+
+        from curator.faults import describe
+
+        print(f"kiln: cannot write {path}: {describe(exc)}; the run goes on without recording its events",
+              file=sys.stderr)
 
     # -- requests from other processes ------------------------------------------------------------------------
     def stop_requested(self) -> bool:

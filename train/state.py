@@ -1,7 +1,12 @@
 """Resumable training state in ``<run>/state/``: network weights (fp32), optimizer, LR scheduler, grad scaler,
 RNG states (torch, CUDA, numpy, python) and the trainer's position (step, epoch, batch in epoch, running loss).
 
-Written to ``state.tmp/`` and renamed over ``state/`` so a crash mid-save keeps the previous state.
+A save is never half-done, whenever the process dies: everything is serialised in memory first, the disk is
+checked for room (a full disk is a :class:`curator.faults.DiskFullError` and ``state/`` stays as it was),
+the files are written and fsynced in ``state.tmp/`` with a ``COMPLETE`` marker last, and the folder is swapped
+with ``state/`` atomically (``renameat2(RENAME_EXCHANGE)``; where the filesystem cannot, ``state/`` is first
+renamed to ``state.old/``). :func:`latest_state` is what a resume loads: ``state/``, or ``state.old/`` when a
+kill came between those two renames; never a folder without its marker.
 """
 
 from __future__ import annotations
@@ -49,23 +54,34 @@ class Progress:
         self.epoch_loss_sum, self.epoch_loss_count = 0.0, 0
 
 
-def save_state(folder: Path, *, network: torch.nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
-               scaler: torch.amp.GradScaler | None, progress: Progress) -> None:
-    """Write everything a resume needs (see the module docstring) to ``folder``, replacing it atomically."""
+COMPLETE = "COMPLETE"  # written last into a state folder: its files are all there and durable
+
+
+def _torch_bytes(obj: object) -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def state_files(*, network: torch.nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
+                scaler: torch.amp.GradScaler | None, progress: Progress) -> dict[str, bytes]:
+    """Everything a resume needs, serialised: file name -> bytes (``COMPLETE`` not included)."""
     import numpy as np
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     weights = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in network.state_dict().items()}
-    save_file(weights, str(tmp / "network.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    files = {
+        "network.safetensors": save(weights),
+        "optimizer.pt": _torch_bytes(optimizer.state_dict()),
+        "scheduler.pt": _torch_bytes(scheduler.state_dict()),
+    }
     if scaler is not None:
-        torch.save(scaler.state_dict(), tmp / "scaler.pt")
+        files["scaler.pt"] = _torch_bytes(scaler.state_dict())
     np_state = np.random.get_state(legacy=True)
     assert isinstance(np_state, tuple), "the legacy numpy state is a tuple"
     rng = {
@@ -73,25 +89,78 @@ def save_state(folder: Path, *, network: torch.nn.Module, optimizer: Optimizer, 
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
     }
-    torch.save(rng, tmp / "rng.pt")
+    files["rng.pt"] = _torch_bytes(rng)
     py_version, py_state, py_gauss = random.getstate()
     rng_json = {"numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
                 "python": [py_version, list(py_state), py_gauss]}
-    (tmp / "rng.json").write_text(json.dumps(rng_json), encoding="utf-8")
-    (tmp / "trainer.json").write_text(json.dumps(asdict(progress), indent=2) + "\n", encoding="utf-8")
-    for child in tmp.iterdir():
-        with open(child, "rb") as fh:
-            os.fsync(fh.fileno())
+    files["rng.json"] = json.dumps(rng_json).encode("utf-8")
+    files["trainer.json"] = (json.dumps(asdict(progress), indent=2) + "\n").encode("utf-8")
+    return files
+
+
+def save_state(folder: Path, *, network: torch.nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
+               scaler: torch.amp.GradScaler | None, progress: Progress) -> None:
+    """Write everything a resume needs (see the module docstring) to ``folder``, replacing it atomically."""
+    files = state_files(network=network, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                        progress=progress)
+    write_state_folder(Path(folder), files, step=progress.step)
+
+
+def write_state_folder(folder: Path, files: dict[str, bytes], step: int = 0) -> None:
+    """``files`` as the state folder ``folder``, replacing the one there atomically (the module docstring)."""
+    from curator.faults import DiskFullError, block_size, ensure_space, is_disk_full, space_for
+    from curator.fsutil import exchange_paths, fsync_dir, write_new_file
+
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
     old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    what = f"saving the training state (step {step})"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if old.exists() and has_state(folder):  # a kill between the two renames of an earlier save
+        shutil.rmtree(old, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    needed = space_for([len(b) for b in files.values()], block_size(folder.parent)) + 4096
+    ensure_space(folder.parent, needed, what)
+    try:
+        tmp.mkdir()
+        for name, data in files.items():
+            write_new_file(tmp / name, data)
+        write_new_file(tmp / COMPLETE, f"{step}\n".encode())
+        fsync_dir(tmp)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(exc):
+            kept = "the previous state/ is kept" if has_state(folder) else "no state was saved"
+            raise DiskFullError(folder.parent, what, needed, note=kept) from exc
+        raise
+    if folder.exists() and exchange_paths(tmp, folder):  # one atomic step: state/ is the new one
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    fsync_dir(folder.parent)
 
 
 def has_state(folder: Path) -> bool:
-    return (Path(folder) / "trainer.json").is_file() and (Path(folder) / "network.safetensors").is_file()
+    """A complete state folder: its files and, for states written by this version, its ``COMPLETE`` marker."""
+    folder = Path(folder)
+    if not ((folder / "trainer.json").is_file() and (folder / "network.safetensors").is_file()):
+        return False
+    return (folder / COMPLETE).is_file() or not folder.name.endswith((".tmp", ".old"))
+
+
+def latest_state(run_dir: Path) -> Path | None:
+    """The state a resume continues from: ``state/``, else ``state.old/`` (a save killed between its two
+    renames), else None. ``state.tmp/`` (a save killed while writing) is never used."""
+    from train.rundir import STATE_DIR
+
+    for name in (STATE_DIR, STATE_DIR + ".old"):
+        folder = Path(run_dir) / name
+        if has_state(folder):
+            return folder
+    return None
 
 
 def load_progress(folder: Path) -> Progress:

@@ -16,6 +16,7 @@ from train.data.cache import LatentCache, latent_key
 from train.data.captions import CaptionSettings, process_caption
 from train.data.dataset import Sample, TrainItem, mix_seed
 from train.data.images import Placement, load_rgb, place, render, to_tensor
+from train.errors import TrainingError
 
 
 class Batch(TypedDict):
@@ -71,10 +72,18 @@ class BatchBuilder:
                 key = latent_key(item.sha256, placement.bucket, placement.resized, placement.crop, flip, self.vae_id)
                 latent = self.latents.get(key)
                 if latent is None:
-                    raise RuntimeError(f"latent cache entry missing for {item.path}; delete the cache and retry")
+                    raise TrainingError(f"dataset.cache_latents_to_disk: the cached latent of {item.path} is gone "
+                                        "(was .kiln/latents deleted while training?); resume to rebuild it")
                 latents.append(latent)
             else:
-                pixels.append(to_tensor(render(load_rgb(item.abs_path), placement)))
+                try:
+                    image = load_rgb(item.abs_path)
+                except OSError as exc:  # the file vanished or changed since the scan
+                    raise TrainingError(
+                        f"dataset.path: {item.abs_path} can no longer be read ({exc.strerror or exc}): was the "
+                        "dataset moved, deleted or unmounted while training?"
+                    ) from None
+                pixels.append(to_tensor(render(image, placement)))
             captions.append(process_caption(item.caption, self.captions, epoch=epoch, rng=rng,
                                             subset_keep_tokens=item.keep_tokens))
             weights.append(self.prior_loss_weight if item.is_reg else 1.0)
