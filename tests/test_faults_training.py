@@ -30,7 +30,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("data"), broken=False)
 
 
-def _base(cfg):  # noqa: ANN001, ANN202 - the loaded tiny model, to plant faults in its UNet
+def _base(cfg):
     import torch
 
     from train.models.loading import load_base_model
@@ -38,11 +38,11 @@ def _base(cfg):  # noqa: ANN001, ANN202 - the loaded tiny model, to plant faults
     return load_base_model(cfg.model, dtype=torch.float32)
 
 
-def _fault_at(base, calls: set[int], fault) -> list[int]:  # noqa: ANN001
+def _fault_at(base, calls: set[int], fault) -> list[int]:
     """Run ``fault()`` in the UNet's forward on the given (1-based) calls; returns the call counter."""
     count = [0]
 
-    def hook(_module, _args, _kwargs=None):  # noqa: ANN001, ANN202
+    def hook(_module, _args, _kwargs=None):
         count[0] += 1
         if count[0] in calls:
             fault()
@@ -63,10 +63,10 @@ def _cuda_oom() -> None:
     raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 23.6 GiB total)")
 
 
-def _nan_output(base, calls: set[int]) -> None:  # noqa: ANN001
+def _nan_output(base, calls: set[int]) -> None:
     count = [0]
 
-    def hook(_module, _args, output):  # noqa: ANN001, ANN202
+    def hook(_module, _args, output):
         count[0] += 1
         if count[0] in calls:
             output.sample.fill_(float("nan"))
