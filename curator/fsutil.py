@@ -127,9 +127,13 @@ def atomic_write_bytes(path: Path | str, data: bytes, *, what: str = "") -> None
         raise
     try:
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            folder = os.path.dirname(target) or "."
+            raise DiskFullError(target, what or f"writing {os.path.basename(target)}",
+                                space_for([len(data)], block_size(folder))) from exc
         raise
     fsync_dir(os.path.dirname(target) or ".")
 
