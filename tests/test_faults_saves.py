@@ -24,6 +24,7 @@ import pytest
 
 from curator.faults import DiskFullError, mount_point
 from tests.faults import REPO, WriteFaults, kill_trials, timed, tiny_disk
+from tests.model_fixtures import models_cache, tiny_sd1  # noqa: F401 (fixtures)
 
 TRIALS = 50
 
@@ -345,3 +346,38 @@ def test_killed_training_resumes_from_the_newest_complete_state(tmp_path: Path, 
     result = train(load_config(overrides=overrides), resume=run)
     assert result.reason == "finished" and result.step == 6, result.message
     assert [e["resumed_step"] for e in read_events(run) if e["type"] == "start"][-1] == done
+
+
+@pytest.mark.parametrize("command", ["merge", "extract"])
+def test_lora_tool_output_on_a_full_disk(tiny_sd1, tmp_path: Path, capsys, command: str) -> None:
+    """``kiln lora merge --into`` (a whole checkpoint) and ``kiln lora extract`` onto a full disk: one line
+    naming the disk and the space needed; the previous output (replaced with --force) byte-identical."""
+    from tests.test_lora_tools import _tuned_copy, lora_file
+    from train.models.tiny import build_tiny
+    from train.network import NetworkConfig
+    from tui.cli import main
+
+    _model, paths = tiny_sd1
+    lora, _net = lora_file(tmp_path / "a.safetensors", "sd1", build_tiny("sd1", seed=1234), NetworkConfig(dim=4, alpha=4))
+    with tiny_disk(tmp_path / "disk", "64m") as disk:
+        out = disk.path / "out.safetensors"
+        if command == "merge":
+            argv = ["lora", "merge", "--into", str(paths.single_file), str(lora), "--device", "cpu", "--out", str(out),
+                    "--config-dir", str(paths.config_dir)]
+        else:
+            tuned, _deltas, _model = _tuned_copy("sd1", tmp_path / "tuned", te_parts=("te",))
+            argv = ["lora", "extract", "--base", str(paths.single_file), "--tuned", str(tuned.single_file), "--dim",
+                    "4", "--device", "cpu", "--out", str(out), "--config-dir", str(paths.config_dir)]
+        first = main(argv)
+        first_err = capsys.readouterr().err
+        assert first == 0 and out.is_file(), first_err
+        before = out.read_bytes()
+        disk.fill(4096)
+        code = main([*argv, "--force"])
+        err = capsys.readouterr().err
+        disk.unfill()
+        assert code == 1 and "Traceback" not in err, err
+        lines = [line for line in err.splitlines() if "no space left" in line]
+        assert len(lines) == 1 and f"no space left on {disk.path}" in lines[0] and "needs" in lines[0], err
+        assert out.read_bytes() == before
+        assert sorted(os.listdir(disk.path)) == ["out.safetensors"]
