@@ -203,3 +203,38 @@ def test_sqlite_error_never_escapes_the_journal(root: Path, monkeypatch: pytest.
         assert not ds.index.conn.in_transaction
         assert j.apply(add_tags(load_items(ds), "solo"), "add", "x").ok  # the connection is usable again
     other.close()
+
+
+def test_the_tui_picks_up_another_process_bulk_edit(tmp_path: Path) -> None:
+    """The TUI open while ``kiln tags replace`` runs in another shell: every row (not only the visible ones)
+    shows the new tags within a poll or two; an edit the TUI then makes on a caption the other process changed
+    meanwhile is refused, never written over it."""
+    import asyncio
+
+    from tests.test_tui_workflows import make_app, wait_for, wait_loaded
+
+    root = build(tmp_path / "ds", n=120)  # far more rows than the 100x30 screen shows
+
+    async def run() -> None:
+        app = make_app(root)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_loaded(pilot)
+            model = app.model
+            assert all("long hair" in row.tags for row in model.rows)
+            env = {**os.environ, "PYTHONPATH": str(REPO)}
+            done = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "tui.cli", "tags", "replace", str(root), "long hair",
+                                 "short hair"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+            await wait_for(pilot, lambda: all("short hair" in row.tags for row in model.rows), timeout=15)
+            assert not any("long hair" in row.tags for row in model.rows)
+            # the other process changes one caption again; the TUI's stale edit of it is refused
+            row = model.rows[-1]
+            stale = list(row.tags)
+            target = root / row.path.rsplit(".", 1)[0]
+            Path(str(target) + ".txt").write_bytes(b"edited elsewhere\n")
+            result = await asyncio.to_thread(model.set_tags, row, [*stale, "solo"], "add solo")
+            assert result is not None and result.conflicts
+            assert Path(str(target) + ".txt").read_bytes() == b"edited elsewhere\n"
+
+    asyncio.run(run())

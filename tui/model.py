@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from curator.records import Flag, ImageRecord
     from curator.scan.scanner import ProgressCallback, ScanSummary
     from curator.tags.items import CaptionItem
-    from curator.tags.journal import ApplyResult, CaptionChange, JournalEntry
+    from curator.tags.journal import ApplyResult, CaptionChange, JournalEntry, JournalWatch
     from curator.tags.ops import AbsorbCandidate
     from curator.tags.query import QueryItem
     from curator.trash import TrashBatch
@@ -84,6 +84,7 @@ class DatasetModel:
         self._preload: threading.Thread | None = None
         self._preload_started = False
         self._preload_error: BaseException | None = None
+        self._journal_watch: JournalWatch | None = None
 
     @property
     def dataset(self) -> Dataset:
@@ -535,9 +536,30 @@ class DatasetModel:
         return self.clusters
 
     def trash_images(self, paths: list[str], reason: str) -> TrashBatch:
+        """Move ``paths`` (and their captions) to the trash; an image that changed on disk since the scan the
+        user decided on (size, mtime, hash) is refused, and nothing moves."""
         from curator.trash import move_to_trash
 
-        return move_to_trash(self.root, self.dataset.index.kiln_dir, paths, reason)
+        records = [self.by_path[p].record for p in paths if p in self.by_path]
+        return move_to_trash(self.root, self.dataset.index.kiln_dir, paths, reason, expected=records)
+
+    def journal_changes(self) -> list[Row]:
+        """Rows whose captions another kiln process changed through the journal since the last call (a
+        ``kiln tags`` run in another shell), re-read and announced; every row is looked at, not only the
+        visible ones. Cheap when nothing happened (one ``PRAGMA``)."""
+        from curator.tags.journal import JournalWatch, journal_for
+
+        with self._lock:
+            if self._dataset is None:
+                return []
+            if self._journal_watch is None:
+                self._journal_watch = JournalWatch(journal_for(self._dataset))
+                return []
+            paths = set(self._journal_watch.changed())
+        if not paths:
+            return []
+        rows = [row for row, target in zip(self.rows, _caption_targets(self.rows), strict=True) if target in paths]
+        return self.changed_on_disk(rows)
 
     def restore_last_trash(self) -> TrashBatch | None:
         from curator.trash import restore_last

@@ -839,6 +839,50 @@ class Journal:
             pass
 
 
+class JournalWatch:
+    """What changed through the journal since the last look, for a long-running reader (the TUI): entries
+    another process added (``kiln tags``, ``kiln autotag``) and entries whose state moved (an undo, a redo, a
+    recovery). :meth:`changed` costs one ``PRAGMA data_version`` when nothing happened."""
+
+    WINDOW = 200  # the newest entries compared (older ones no longer change, save for a prune)
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self._version = self._data_version()
+        self._states = self._entry_states()
+
+    def _data_version(self) -> int:
+        row = self.journal.conn.execute("PRAGMA data_version").fetchone()
+        return int(row[0]) if row else 0
+
+    def _entry_states(self) -> dict[int, str]:
+        rows = self.journal.conn.execute(
+            "SELECT id, state FROM tag_journal ORDER BY id DESC LIMIT ?", (self.WINDOW,)
+        ).fetchall()
+        return {int(entry_id): str(state) for entry_id, state in rows}
+
+    def changed(self) -> list[Path]:
+        """The caption files of every entry added or moved since the previous call (another process's
+        commits; this connection's own show up too, once another process has written)."""
+        try:
+            version = self._data_version()
+            if version == self._version:
+                return []
+            self._version = version
+            states = self._entry_states()
+            moved = [i for i, state in states.items() if self._states.get(i) != state]
+            self._states = states
+            if not moved:
+                return []
+            marks = ",".join("?" * len(moved))
+            rows = self.journal.conn.execute(
+                f"SELECT DISTINCT path FROM tag_journal_changes WHERE entry_id IN ({marks})", moved
+            ).fetchall()
+        except sqlite3.Error:  # a busy or vanished index: look again at the next poll
+            return []
+        return [self.journal._abs(path) for (path,) in rows]
+
+
 # ---- module-level API (what the TUI, the CLI and the autotagger call) --------------------------------------
 
 

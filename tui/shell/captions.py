@@ -1,6 +1,7 @@
-"""Captions edited outside kiln (another editor, a script): every ``CAPTION_POLL_SECONDS`` the captions the
-views show (the focused image's and the visible ones) are checked in a worker; a changed one is re-read (the
-model announces it, every view follows) and the user is told."""
+"""Captions edited outside kiln: every ``CAPTION_POLL_SECONDS`` a worker looks at the journal (what another
+kiln process, a ``kiln tags`` in another shell, changed: every row it touched, visible or not) and at the
+captions the views show (the focused image's and the visible ones, for other editors and scripts); a changed
+one is re-read (the model announces it, every view follows) and the user is told."""
 
 from __future__ import annotations
 
@@ -41,11 +42,12 @@ class CaptionWatcher:
         if not self.loaded():
             return
         rows = self.watched()
-        if rows:
-            self.app.run_worker(lambda: self._check(rows), thread=True, exclusive=True, group="caption-poll")
+        self.app.run_worker(lambda: self._check(rows), thread=True, exclusive=True, group="caption-poll")
 
     def _check(self, rows: list[Row]) -> None:
-        changed = self.model.changed_on_disk(rows)  # announces CaptionsChanged
+        changed = self.model.journal_changes()  # what other kiln processes wrote; announces CaptionsChanged
+        seen = {row.path for row in changed}
+        changed += [row for row in self.model.changed_on_disk(rows) if row.path not in seen]
         if changed:
             names = ", ".join(r.name for r in changed[:3]) + (" …" if len(changed) > 3 else "")
             call_ui(self.app, self.warn, f"Caption changed outside kiln, reloaded: {names}")

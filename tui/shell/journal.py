@@ -34,8 +34,13 @@ class JournalActions:
             names = ", ".join(Path(c).name for c in conflicts[:3])
             self.notify(f"{what}: {len(conflicts)} caption(s) changed on disk and were NOT overwritten: {names}. "
                         "They were reloaded; review and retry.", severity="warning", timeout=10)
-        else:
+        elif not result.errors:
             self.notify(f"{what}: {len(result.applied)} caption(s) written. u undoes.", timeout=3)
+        if result.errors:  # read-only, another user's, a symlink out of the dataset: each says why
+            path, reason = result.errors[0]
+            more = f" (and {len(result.errors) - 1} more)" if len(result.errors) > 1 else ""
+            self.notify(f"{what}: {len(result.applied)} written; {len(result.errors)} NOT written: "
+                        f"{Path(path).name}: {reason}{more}", severity="error", timeout=10)
 
     def undo(self) -> None:
         self._step("undo")
