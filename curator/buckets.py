@@ -492,6 +492,12 @@ def kohya_reg_repeats(reg_repeats: list[int], num_train_with_repeats: int) -> li
     return result
 
 
+def bucketable(record: ImageRecord) -> bool:
+    """An image kohya can bucket: it decoded, with a real size (broken files are left out, and listed by the
+    health checks)."""
+    return record.width > 0 and record.height > 0 and record.readable
+
+
 def bucket_report(items: Iterable[BucketItem | ImageRecord | Mapping[str, Any]], settings: BucketSettings) -> BucketReport:
     """Bucket every image and total per bucket, including kohya's reg-image repetition.
 

@@ -492,3 +492,47 @@ def test_every_mode_loads_for_training_and_probes(image_bytes: dict[str, bytes],
     rgb = load_rgb(path)
     assert rgb.mode == "RGB" and rgb.size == (96, 64)
     assert os.path.getsize(path) > 0
+
+
+@FUZZ_SLOW
+@given(data=st.data())
+def test_any_mutated_image_previews_or_raises_oserror(image_bytes: dict[str, bytes],
+                                                      tmp_path_factory: pytest.TempPathFactory,
+                                                      data: st.DataObject) -> None:
+    """The TUI's thumbnail decoder: an image, at most THUMB_MAX a side, or an OSError (its documented contract),
+    whatever the bytes."""
+    from tui.imaging import THUMB_MAX, decode_thumbnail
+
+    name = data.draw(st.sampled_from(sorted(image_bytes)))
+    path = tmp_path_factory.getbasetemp() / f"thumb-{name}"
+    path.write_bytes(_mutate(data.draw, image_bytes[name]))
+    try:
+        thumb = decode_thumbnail(path)
+    except OSError:
+        return
+    assert thumb.mode == "RGB" and max(thumb.size) <= THUMB_MAX
+
+
+def test_a_decompression_bomb_is_not_decoded_for_a_preview(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from PIL import Image
+
+    from tui.imaging import decode_thumbnail
+
+    ihdr = struct.pack(">IIBBBBB", 15_000, 10_000, 8, 2, 0, 0, 0)  # 150 MP: under Pillow's error limit
+    raw = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        _png_chunk(b"IEND", b"")
+    path = tmp_path / "bomb.png"
+    path.write_bytes(raw)
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # what the scan sets for a moment while it probes, in another thread
+    tracemalloc.start()
+    try:
+        with pytest.raises(OSError, match="not decoded for a preview"):
+            decode_thumbnail(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        Image.MAX_IMAGE_PIXELS = saved
+    assert peak < 20 * 2**20

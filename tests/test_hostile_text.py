@@ -130,3 +130,55 @@ def test_error_messages_are_clean_too(hostile: Path, capsys: pytest.CaptureFixtu
     assert code == 1 and "no\ufffd[2Jsuch" in err
     code, _out, err = _run(capsys, "tags", "stats", str(hostile), "--where", f"(tag:{CLEAR} OR")
     assert code == 1 and "bad query" in err
+
+
+def _screen_clean(svg: str, where: str) -> None:
+    found = RAW_CONTROL.search(svg.replace("\n", "").replace("\t", ""))
+    assert found is None, f"{where}: raw {found.group()!r} reached the screen"
+
+
+def test_the_tui_shows_file_text_literally(hostile: Path) -> None:
+    import asyncio
+
+    from tests.test_tui_workflows import make_app, wait_loaded
+
+    async def run() -> None:
+        app = make_app(hostile)
+        async with app.run_test(size=(140, 40)) as pilot:
+            await wait_loaded(pilot)
+            seen_markup = False
+            for key, view in (("1", "browser"), ("2", "tags"), ("3", "bulk"), ("4", "buckets"), ("5", "health")):
+                await pilot.press(key)
+                await pilot.pause(0.3)
+                svg = app.export_screenshot()
+                _screen_clean(svg, f"the {view} view")
+                seen_markup |= "[bold]" in svg.replace("&#160;", " ")
+            await pilot.press("1")
+            for _ in range(len(_names())):  # every hostile name as the current image, in the details pane
+                await pilot.press("down")
+                await pilot.pause(0.05)
+                _screen_clean(app.export_screenshot(), "the browser's details")
+            assert seen_markup  # "[bold]" shown as written, not eaten as markup
+            assert all(row.name for row in app.model.rows)
+
+    asyncio.run(run())
+
+
+@pytest.mark.slow  # trains a tiny model for two steps
+def test_the_run_log_and_kiln_watch_show_file_text_literally(hostile: Path, tmp_path: Path, request,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_train_loop import tiny_models
+
+    models = tiny_models(Path(request.config.cache.mkdir("kiln-tiny-models")), ("sd1",))
+    sets = [f"model.path={models['sd1'] / 'diffusers'}", f"dataset.path={hostile}", "dataset.resolution=64",
+            "dataset.min_bucket_reso=64", "dataset.max_bucket_reso=128", f"output.dir={tmp_path}",
+            "output.name=hostile", "network.dim=4", "train.max_steps=2", "train.mixed_precision=no",
+            "sample.enabled=false"]
+    code, out, err = _run(capsys, "train", *[a for s in sets for a in ("--set", s)])  # the plain run log
+    assert code == 0, err
+    assert "broken.png" in out + err  # the broken file is named in the log, its bidi mark made harmless
+    run = tmp_path / "hostile"
+    for argv in (["watch", str(run), "--once"], ["watch", str(run), "--plain"], ["runs", str(tmp_path)],
+                 ["runs", str(tmp_path), "--json"]):
+        code, out, err = _run(capsys, *argv)
+        assert code == 0, (argv, err)

@@ -98,10 +98,29 @@ class ThumbnailCache:
 
 
 def decode_thumbnail(path: Path, max_side: int = THUMB_MAX) -> Image.Image:
-    """Open ``path``, apply EXIF rotation, flatten alpha onto grey, shrink to ``max_side``; RGB result."""
+    """Open ``path``, apply EXIF rotation, flatten alpha onto grey, shrink to ``max_side``; RGB result.
+
+    Raises ``OSError`` for anything that cannot be shown: a broken file (whatever the decoder raised), or one
+    whose header declares more than the scan's pixel limit (a decompression bomb is refused before any pixel
+    is decoded, whatever Pillow's own global limit is at that moment)."""
+    try:
+        return _decode_thumbnail(path, max_side)
+    except OSError:
+        raise
+    except Exception as exc:  # decoders raise ValueError, SyntaxError, EOFError...: one kind for the callers
+        raise OSError(f"cannot decode {path.name}: {exc}") from exc
+
+
+def _decode_thumbnail(path: Path, max_side: int) -> Image.Image:
     from PIL import Image, ImageOps
 
+    from curator.scan.config import DEFAULT_PIXEL_LIMIT
+
     with Image.open(path) as opened:
+        width, height = opened.size
+        if width * height > DEFAULT_PIXEL_LIMIT:
+            raise OSError(f"{path.name}: {width}x{height} is more than {DEFAULT_PIXEL_LIMIT // 1_000_000} MP; "
+                          "not decoded for a preview")
         opened.draft("RGB", (max_side, max_side))
         img: Image.Image = ImageOps.exif_transpose(opened)
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):

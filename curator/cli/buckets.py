@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
     from curator.buckets import BucketReport, StepMath
     from curator.dataset import Dataset
-    from curator.records import ImageRecord
 
 _T = TypeVar("_T")
 
@@ -124,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from pydantic import ValidationError
 
-    from curator.buckets import BucketSettings, bucket_report, step_math
+    from curator.buckets import BucketSettings, bucket_report, bucketable, step_math
     from curator.layout import load_layout
 
     path: Path = args.dataset
@@ -191,8 +190,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         dataset.close()
 
-    usable = [r for r in records if _readable(r)]
-    skipped = [r.path for r in records if not _readable(r)]
+    usable = [r for r in records if bucketable(r)]
+    skipped = [r.path for r in records if not bucketable(r)]
     if not usable:
         print(f"kiln buckets: {path}: no readable images to bucket", file=sys.stderr)
         return 1
@@ -225,10 +224,6 @@ def _open_dataset(path: Path, caption_extension: str | None) -> Dataset:
     from curator.dataset import Dataset
 
     return Dataset.open(path, caption_extension=caption_extension)
-
-
-def _readable(record: ImageRecord) -> bool:
-    return record.width > 0 and record.height > 0 and record.readable
 
 
 def _pick(cli_value: _T | None, toml_value: Any, default: _T) -> _T:  # noqa: ANN401 - raw TOML value

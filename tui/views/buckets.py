@@ -11,6 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Checkbox, Input, Label, Static
 
+from curator.textsafe import printable
 from tui.views.base import KilnView
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ class BucketsView(KilnView):
             epochs_text = self.query_one("#epochs", Input).value.strip()
             epochs = int(epochs_text) if epochs_text else None
         except ValueError as exc:
-            error.update(Text(_first_error(exc)))
+            error.update(Text(printable(_first_error(exc), keep_newlines=True)))
             error.display = True
             return
         error.display = False
@@ -161,9 +162,9 @@ class BucketsView(KilnView):
     @work(thread=True, exclusive=True, group="buckets")
     def _compute(self, settings: BucketSettings, batch: int, epochs: int | None, width: int,
                  apply_to_browser: bool) -> None:
-        from curator.buckets import bucket_report, step_math
+        from curator.buckets import bucket_report, bucketable, step_math
 
-        records = [r.record for r in self.model.rows]
+        records = [r.record for r in self.model.rows if bucketable(r.record)]  # broken files: the health view
         try:
             report = bucket_report(records, settings)
             step = step_math(report, batch, epochs=epochs) if report.buckets else None
@@ -175,7 +176,7 @@ class BucketsView(KilnView):
 
     def _show_error(self, message: str) -> None:
         error = self.query_one("#bucket-error", Static)
-        error.update(Text(message))
+        error.update(Text(printable(message, keep_newlines=True)))  # may name a file: data, not terminal codes
         error.display = True
 
     def _show(self, text: Text, settings: BucketSettings, apply_to_browser: bool) -> None:
