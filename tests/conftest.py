@@ -176,3 +176,16 @@ def build_defect_dataset(root: Path) -> dict[str, str]:
     expected["near-duplicate"] = img("original_small.jpg", good.resize((560, 560), Image.Resampling.LANCZOS), quality=80)
     del original
     return expected
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The tally of faults the reliability tests planted (docs/RELIABILITY.md), when any ran."""
+    import sys
+
+    faults = sys.modules.get("tests.faults")
+    tally: dict[str, int] = getattr(faults, "PLANTED", {}) if faults is not None else {}
+    if tally:
+        terminalreporter.section("faults planted")
+        for kind, count in sorted(tally.items()):
+            terminalreporter.write_line(f"{count:6d}  {kind}")
+        terminalreporter.write_line(f"{sum(tally.values()):6d}  in all")

@@ -30,6 +30,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+PLANTED: dict[str, int] = {}
+"""Faults planted in this test session, by kind (tests/conftest.py prints the tally at the end)."""
+
+
+def planted(kind: str, count: int = 1) -> None:
+    PLANTED[kind] = PLANTED.get(kind, 0) + count
+
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
@@ -56,6 +63,7 @@ class WriteFaults:
         self.calls.append((kind, path))
         if self.fail_at is not None and n == self.fail_at:
             self.planted = True
+            planted(f"injected {errno.errorcode.get(self.code, self.code)} ({kind})")
             raise InjectedFault(self.code, os.strerror(self.code), path if kind != "write" else None)
 
     @contextlib.contextmanager
@@ -132,6 +140,7 @@ class TinyDisk:
         """Allocate a filler file so that about ``leave`` bytes stay free (rounded down to a page);
         returns the free bytes left."""
         self.unfill()
+        planted("full tmpfs (real ENOSPC)")
         size = self.free() - leave
         if size > 0:
             fd = os.open(self.path / self.FILLER, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -186,6 +195,7 @@ def deny_writes(*paths: Path) -> Iterator[str]:
     ("chmod" or "chattr +i"). Skips the test where writes cannot be denied."""
     if os.geteuid() != 0:
         modes = {p: p.stat().st_mode for p in paths}
+        planted("write denied (chmod a-w)", len(paths))
         for p in paths:
             p.chmod(modes[p] & ~0o222)
         try:
@@ -200,6 +210,7 @@ def deny_writes(*paths: Path) -> Iterator[str]:
             if not _chattr_immutable(p, True):
                 pytest.skip(f"running as root, and chattr +i is not supported on {p}'s filesystem")
             done.append(p)
+            planted("write denied (chattr +i)")
         yield "chattr +i"
     finally:
         for p in done:
@@ -232,6 +243,7 @@ def run_on_read_only_mount(folder: Path, argv: list[str], env: dict[str, str] | 
     the command ends)."""
     prefix = _unshare_prefix()
     assert prefix is not None
+    planted("read-only bind mount (EROFS)")
     quoted = " ".join(_sh_quote(a) for a in argv)
     script = (f"mount --bind {_sh_quote(str(folder))} {_sh_quote(str(folder))} && "
               f"mount -o remount,bind,ro {_sh_quote(str(folder))} && exec {quoted}")
@@ -321,6 +333,7 @@ def kill_trials(setup: Callable[[int], None], operation: Callable[[], object], c
     for i in range(trials):
         setup(i)
         killed = fork_and_kill(operation, rng.uniform(0.0, span))
+        planted("SIGKILL at a random moment")
         report.trials += 1
         report.killed += killed
         report.finished += not killed

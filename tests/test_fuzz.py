@@ -387,6 +387,27 @@ def test_any_safetensors_header_is_read_or_refused_clearly(tmp_path_factory: pyt
         assert "network.init_from" in str(exc)
 
 
+
+@FUZZ_SLOW
+@given(safetensors_files())
+@example(struct.pack("<Q", 2**64 - 1) + b"{}")
+def test_kiln_lora_info_on_any_file_reports_or_says_why(tmp_path_factory: pytest.TempPathFactory,
+                                                        data: bytes) -> None:
+    import contextlib
+    import io
+
+    from tui.cli import main
+
+    path = tmp_path_factory.getbasetemp() / "info-fuzz.safetensors"
+    path.write_bytes(data)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["lora", "info", str(path)])  # a report, or one clear line
+    assert code in (0, 1) and "Traceback" not in err.getvalue()
+    if code:
+        assert err.getvalue().count("\n") <= 2 and "kiln lora" in err.getvalue(), err.getvalue()
+
+
 # ---- image files -------------------------------------------------------------------------------------------
 
 

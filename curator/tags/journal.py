@@ -11,9 +11,13 @@ after. The protocol makes a bulk operation safe against being killed at any mome
 A full disk is refused before step 1 when the free space is visibly too small, and otherwise stops the
 operation before any file is replaced (the temporary files are written first): either way nothing changes and
 the user gets one :class:`curator.faults.DiskFullError` naming the disk and the space needed. Two names for one
-file (a case-insensitive filesystem, hard links) are written once, never twice. A symlinked caption whose
-target lies outside the dataset's folders is refused, not written through. SQLite faults ("database is
-locked", a full disk) reach callers as the ``OSError``s of :mod:`curator.faults`, never as ``sqlite3`` errors.
+file (a case-insensitive filesystem, two symlinks) are written once, never twice; hard links are separate
+names, each replaced by its own atomic write. A symlinked caption whose target lies outside the dataset's
+folders is refused, not written through. A file another process changed since it was read is a conflict, or,
+given a ``rebase``, gets the operation worked out again on its new content (merged, in the same entry). SQLite
+faults ("database is locked", a full disk) reach callers as the ``OSError``s of :mod:`curator.faults`, never
+as ``sqlite3`` errors. Big batches make their temporary files in ``<kiln_dir>/staging`` (see
+``curator.fsutil``).
 
 If the process dies between 1 and 3, the next journal call finds the entry still ``pending`` and recovers it
 by looking at each file: holding ``after`` means applied, holding ``before`` means not applied, anything else
