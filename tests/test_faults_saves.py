@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from curator.faults import DiskFullError, mount_point
-from tests.faults import REPO, WriteFaults, kill_trials, timed, tiny_disk
+from tests.faults import REPO, WriteFaults, kill_trials, planted, timed, tiny_disk
 from tests.model_fixtures import models_cache, tiny_sd1  # noqa: F401 (fixtures)
 
 TRIALS = 50
@@ -309,7 +309,7 @@ def test_saves_on_a_real_full_disk(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # a real trainer process on a tiny model, then a resume
-def test_killed_training_resumes_from_the_newest_complete_state(tmp_path: Path, request) -> None:
+def test_killed_training_resumes_from_the_newest_complete_state(tmp_path: Path, request, capsys) -> None:
     """A real ``kiln train`` process SIGKILLed while it saves every step; ``--resume`` finishes the run from
     whichever state was complete."""
     from tests.test_train_loop import make_dataset, tiny_models
@@ -336,16 +336,28 @@ def test_killed_training_resumes_from_the_newest_complete_state(tmp_path: Path, 
     time.sleep(0.05)  # inside the next step or save
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
+    planted("SIGKILL of a real kiln train")
     state = latest_state(run)
     assert state is not None
     done = load_progress(state).step
     assert 2 <= done < 6
-    from train.config import load_config
-    from train.loop import train
+    if state.name == "state":  # also plant the rarer outcome: a kill between a save's two renames (state.old/)
+        state.rename(run / "state.old")
+    half = run / "state.tmp"  # and a save killed while writing: newer, but without its COMPLETE marker
+    shutil.rmtree(half, ignore_errors=True)
+    shutil.copytree(run / "state.old", half)
+    (half / "COMPLETE").unlink()
+    (half / "trainer.json").write_text((half / "trainer.json").read_text().replace(f'"step": {done}', '"step": 5'))
+    from tui.cli import main
 
-    result = train(load_config(overrides=overrides), resume=run)
-    assert result.reason == "finished" and result.step == 6, result.message
-    assert [e["resumed_step"] for e in read_events(run) if e["type"] == "start"][-1] == done
+    code = main(["train", "--resume", str(run), "--quiet"])  # what the user types: the plan, then the loop
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"step {done} of 6" in out and "continuing from state.old/" in out
+    events = list(read_events(run))
+    assert [e["resumed_step"] for e in events if e["type"] == "start"][-1] == done
+    assert events[-1]["type"] == "end" and events[-1]["reason"] == "finished" and events[-1]["step"] == 6
+    assert (run / "killed.safetensors").is_file()
 
 
 @pytest.mark.parametrize("command", ["merge", "extract"])

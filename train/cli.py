@@ -161,7 +161,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume is None and args.force:
         for name in ("events.jsonl", "status.json"):
             (run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "state", ignore_errors=True)
+        for name in ("state", "state.old", "state.tmp"):  # no state of the old run is left to resume from
+            shutil.rmtree(run_dir / name, ignore_errors=True)
 
     if args.detach:
         return detach(args, run_dir)

@@ -164,17 +164,20 @@ def plan_resume(run_dir: Path, new: TrainConfig) -> ResumePlan:
     """Read ``run_dir``'s state and config and compare them with ``new`` (the config the resume would use)."""
     from train.config import ConfigError, load_config
     from train.rundir import CONFIG, STATE_DIR
-    from train.state import has_state, load_progress
+    from train.state import latest_state, load_progress
 
     run_dir = Path(run_dir)
-    state = run_dir / STATE_DIR
-    if not has_state(state):
+    state = latest_state(run_dir)  # what the loop resumes from: state/, or state.old/ after a kill mid-save
+    if state is None:
         return ResumePlan(run_dir, None, problem=f"{run_dir}: no resumable state/ in this run directory (it is "
                           "written when a run is stopped, with save-now, or with output.save_state = true)")
     try:
         old = load_config(run_dir / CONFIG)
         progress = load_progress(state)
         found = _state_lines(state, progress, old)
+        if state.name != STATE_DIR:
+            found.append(f"{STATE_DIR}/ was being replaced when the run stopped: continuing from {state.name}/, "
+                         "the last complete state")
     except (ConfigError, ValueError, OSError) as exc:
         return ResumePlan(run_dir, None, problem=f"{run_dir}: cannot read the stopped run: {exc}")
     return ResumePlan(run_dir, progress, found=found, changes=config_changes(old, new, progress))
