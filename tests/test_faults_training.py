@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults import tiny_disk
+from tests.faults import planted, tiny_disk
 from tests.test_train_loop import make_dataset, models, one_thread, tiny_config  # noqa: F401 (fixtures)
 from train.rundir import read_events, read_status
 
@@ -45,6 +45,7 @@ def _fault_at(base, calls: set[int], fault) -> list[int]:
     def hook(_module, _args, _kwargs=None):
         count[0] += 1
         if count[0] in calls:
+            planted("out of memory in a training step")
             fault()
 
     base.unet.register_forward_pre_hook(hook)
@@ -69,6 +70,7 @@ def _nan_output(base, calls: set[int]) -> None:
     def hook(_module, _args, output):
         count[0] += 1
         if count[0] in calls:
+            planted("NaN loss in a training step")
             output.sample.fill_(float("nan"))
         return output
 
@@ -150,21 +152,32 @@ def test_nan_steps_past_the_limit_stop_with_the_last_good_weights(models, datase
         assert all(bool(t.float().isfinite().all()) for t in weights.values())
 
 
-def test_a_truncated_base_checkpoint_is_refused_before_loading(models, dataset, tmp_path, capsys) -> None:
+@pytest.mark.parametrize("cut", ["single-file", "diffusers-unet", "diffusers-text-encoder"])
+def test_a_truncated_base_checkpoint_is_refused_before_loading(models, dataset, tmp_path, capsys, cut) -> None:
+    """A download that stopped at 60 %: a single-file checkpoint, or one part of a diffusers folder."""
     from tui.cli import main
 
     single = models["sd1"] / "tiny-sd1.safetensors"
-    cut = tmp_path / "cut.safetensors"
-    data = single.read_bytes()
-    cut.write_bytes(data[: len(data) * 6 // 10])  # a download that stopped at 60 %
-    code = main(["train", "--set", f"model.path={cut}", "--set", f"model.config_dir={single.parent / 'config'}",
-                 "--set", f"dataset.path={dataset}", "--set", f"output.dir={tmp_path}", "--set",
-                 "dataset.resolution=64", "--set", "dataset.min_bucket_reso=64", "--set", "dataset.max_bucket_reso=128",
+    if cut == "single-file":
+        model, broken = tmp_path / "cut.safetensors", tmp_path / "cut.safetensors"
+        shutil.copyfile(single, model)
+        extra = ["--set", f"model.config_dir={single.parent / 'config'}"]
+    else:
+        model = tmp_path / "cut-model"
+        shutil.copytree(models["sd1"] / "diffusers", model)
+        part = "unet/diffusion_pytorch_model.safetensors" if cut == "diffusers-unet" else "text_encoder/model.safetensors"
+        broken, extra = model / part, []
+    data = broken.read_bytes()
+    broken.write_bytes(data[: len(data) * 6 // 10])
+    code = main(["train", "--set", f"model.path={model}", *extra, "--set", f"dataset.path={dataset}",
+                 "--set", f"output.dir={tmp_path}", "--set", "dataset.resolution=64",
+                 "--set", "dataset.min_bucket_reso=64", "--set", "dataset.max_bucket_reso=128",
                  "--set", "train.max_steps=1", "--set", "sample.enabled=false",
                  "--set", "train.mixed_precision=no"])
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err, err
-    assert "truncated or corrupted download" in err and "model.path" in err and str(cut) in err
+    assert "truncated or corrupted download" in err and "model.path" in err and str(broken) in err
+    planted("truncated base checkpoint")
 
 
 def test_dataset_deleted_mid_run(models, tmp_path) -> None:
@@ -179,6 +192,7 @@ def test_dataset_deleted_mid_run(models, tmp_path) -> None:
     def delete_at_step_two(event: dict) -> None:
         if event["type"] == "step" and event["step"] == 2:
             shutil.rmtree(data)  # the user removed (or unmounted) the dataset while training
+            planted("dataset folder deleted mid-run")
 
     result = train(cfg, listeners=[delete_at_step_two])
     assert result.reason == "error", result.message
@@ -193,7 +207,7 @@ def test_run_directory_disk_full(models, dataset, tmp_path, capsys) -> None:
     from train.loop import train
     from train.state import latest_state, load_progress
 
-    with tiny_disk(tmp_path / "disk", "8m") as disk:
+    with tiny_disk(tmp_path / "disk", "96m") as disk:  # room for what the pre-flight estimates
         cfg = tiny_config(models["sd1"] / "diffusers", dataset, disk.path, "full", "train.max_steps=6",
                           "output.save_every_n_steps=2", "output.save_state=true")
         run = disk.path / "full"
@@ -217,3 +231,20 @@ def test_run_directory_disk_full(models, dataset, tmp_path, capsys) -> None:
         disk.unfill()
         resumed = train(cfg, resume=run)
         assert resumed.reason == "finished" and resumed.step == 6, resumed.message
+
+
+def test_run_directory_too_small_is_refused_before_training(models, dataset, tmp_path) -> None:
+    """A run directory on a disk without room for the run's saves: the pre-flight refuses it before the model
+    loads, naming output.dir, the space the run needs and what is free; no LoRA or state is written."""
+    from train.loop import train
+    from train.state import latest_state
+
+    with tiny_disk(tmp_path / "disk", "8m") as disk:
+        cfg = tiny_config(models["sd1"] / "diffusers", dataset, disk.path, "small", "train.max_steps=6",
+                          "output.save_every_n_steps=2", "output.save_state=true")
+        result = train(cfg)
+        assert result.reason == "error" and result.step == 0
+        assert "output.dir" in result.message and "the run needs about" in result.message
+        assert "is free" in result.message and "Traceback" not in result.message
+        run = disk.path / "small"
+        assert not list(run.glob("*.safetensors")) and latest_state(run) is None

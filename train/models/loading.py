@@ -19,6 +19,7 @@ from .arch import Arch, ModelLoadError
 from .assemble import assemble_config_dir, shipped_config_name
 from .config import ModelConfig
 from .probe import (
+    DIFFUSERS_PARTS,
     PICKLE_SUFFIXES,
     SAFETENSORS_SUFFIXES,
     Inspection,
@@ -26,6 +27,7 @@ from .probe import (
     load_pickle_state_dict,
     pickle_refusal,
     read_safetensors_header,
+    weights_variant,
 )
 
 if TYPE_CHECKING:
@@ -167,16 +169,6 @@ def make_noise_scheduler(v_prediction: bool) -> DDPMScheduler:
     return scheduler
 
 
-def _weights_variant(folder: Path) -> str | None:
-    """'fp16' when a diffusers folder holds only `*.fp16.safetensors` UNet weights."""
-    unet = folder / "unet"
-    if any(unet.glob("diffusion_pytorch_model.safetensors")) or any(unet.glob("diffusion_pytorch_model.bin")):
-        return None
-    if any(unet.glob("*.fp16.safetensors")):
-        return "fp16"
-    return None
-
-
 @dataclass
 class _Parts:
     unet: UNet2DConditionModel
@@ -190,13 +182,13 @@ def _load_diffusers_folder(folder: Path, arch: Arch, dtype: torch.dtype | None, 
     from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    subs = ["unet", "vae", "text_encoder"] + (["text_encoder_2"] if arch is Arch.SDXL else [])
+    subs = [*DIFFUSERS_PARTS] + (["text_encoder_2"] if arch is Arch.SDXL else [])
     safe = {sub: any((folder / sub).glob("*.safetensors")) for sub in subs}
     for sub in subs:
         if not safe[sub] and not allow_pickle:
             pickled = sorted((folder / sub).glob("*.bin")) or [folder / sub / "(no weights)"]
             raise pickle_refusal(pickled[0])
-    variant = _weights_variant(folder)
+    variant = weights_variant(folder)
     extra = {"variant": variant} if variant else {}
 
     def dkw(sub: str) -> dict[str, Any]:

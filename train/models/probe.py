@@ -189,6 +189,33 @@ def _config_dir_v_prediction(config_dir: Path | None) -> bool | None:
     return None if pred is None else pred == "v_prediction"
 
 
+DIFFUSERS_PARTS = ("unet", "vae", "text_encoder")
+
+
+def weights_variant(folder: Path) -> str | None:
+    """'fp16' when a diffusers folder holds only `*.fp16.safetensors` UNet weights (what kiln then loads)."""
+    unet = folder / "unet"
+    if any(unet.glob("diffusion_pytorch_model.safetensors")) or any(unet.glob("diffusion_pytorch_model.bin")):
+        return None
+    if any(unet.glob("*.fp16.safetensors")):
+        return "fp16"
+    return None
+
+
+def diffusers_weight_files(folder: Path, arch: Arch) -> list[Path]:
+    """The ``.safetensors`` files of a diffusers folder that loading it reads: every part's weights (shards
+    included) of the variant kiln loads."""
+    variant = weights_variant(folder)
+    parts = DIFFUSERS_PARTS + (("text_encoder_2",) if arch is Arch.SDXL else ())
+    files: list[Path] = []
+    for part in parts:
+        for weights in sorted((folder / part).glob("*.safetensors")):
+            infix = weights.name.removesuffix(".safetensors").split(".")[1:]
+            if (variant is None and not infix) or (variant is not None and variant in ".".join(infix)):
+                files.append(weights)
+    return files
+
+
 def inspect_base_model(cfg: ModelConfig, *, allow_pickle: bool = False) -> Inspection:
     """Validate `cfg.path` and detect its architecture without loading weights (pickled files excepted)."""
     path = cfg.path
@@ -206,6 +233,8 @@ def inspect_base_model(cfg: ModelConfig, *, allow_pickle: bool = False) -> Inspe
                                  f"model_index.json).{hint}")
         arch, v_file = detect_diffusers_folder(path)
         _check_override(cfg, arch, where)
+        for weights in diffusers_weight_files(path, arch):  # a download that stopped part-way is said here
+            read_safetensors_header(weights)
         v = _resolve_v_prediction(cfg, arch, v_file, where, marker=False)
         return Inspection(kind="diffusers", path=path, arch=arch, v_prediction=v)
     suffix = path.suffix.lower()
