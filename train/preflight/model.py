@@ -33,7 +33,7 @@ def _readable(path: Path, field: str) -> Finding | None:
 @check("base model")
 def base_model(ctx: Context) -> Iterator[Finding]:
     """model.path exists and is readable, a complete safetensors file (header vs file size) or a diffusers
-    folder, a base model (not a LoRA, VAE or embedding) of the architecture asked for."""
+    folder whose weight files are complete, a base model (not a LoRA, VAE or embedding) of the architecture asked for."""
     from train.models.arch import ModelLoadError
     from train.models.probe import PICKLE_SUFFIXES, inspect_base_model, pickle_refusal
 
