@@ -27,7 +27,7 @@ SOURCES = (
 )  # fmt: skip
 FORMATS = ("jpg", "png", "webp")
 
-_sources: list[Image.Image] = []
+_sources: dict[str, Image.Image] = {}
 
 
 def skimage_photo_dir() -> Path:
@@ -36,13 +36,13 @@ def skimage_photo_dir() -> Path:
     return Path(skimage.__file__).parent / "data"
 
 
-def _load_sources() -> list[Image.Image]:
-    if not _sources:
-        folder = skimage_photo_dir()
-        for name in SOURCES:
+def _load_sources(names: tuple[str, ...] = SOURCES) -> list[Image.Image]:
+    folder = skimage_photo_dir()
+    for name in names:
+        if name not in _sources:
             with Image.open(folder / name) as image:
-                _sources.append(image.convert("RGB"))
-    return _sources
+                _sources[name] = image.convert("RGB")
+    return [_sources[name] for name in names]
 
 
 def _random_crop(rng: random.Random, source: Image.Image, aspect: float) -> Image.Image:
@@ -60,10 +60,10 @@ def _random_crop(rng: random.Random, source: Image.Image, aspect: float) -> Imag
     return crop
 
 
-def make_photo(seed: int, long_side: int) -> Image.Image:
-    """One distinct photograph-like image of the given long side."""
+def make_photo(seed: int, long_side: int, sources_from: tuple[str, ...] = SOURCES) -> Image.Image:
+    """One distinct photograph-like image of the given long side, made from ``sources_from`` photographs."""
     rng = random.Random(seed)
-    sources = _load_sources()
+    sources = _load_sources(sources_from)
     aspect = rng.choice([1.0, 4 / 3, 3 / 2, 16 / 9, 3 / 4, 2 / 3, 9 / 16, 1.25])
     w = long_side if aspect >= 1 else int(long_side * aspect)
     h = int(long_side / aspect) if aspect >= 1 else long_side

@@ -25,7 +25,8 @@ from curator.scan.scanner import (
 )
 
 if TYPE_CHECKING:
-    from curator.dupes import Cluster
+    from curator.dupes import Cluster, Features
+    from curator.scan.quality import ImageStats
 
 __all__ = ["Dataset", "DatasetError", "ScanConfig", "ScanProgress", "ScanSummary"]
 
@@ -171,15 +172,47 @@ class Dataset:
     # --------------------------------------------------------------------------------------------- health
 
     def duplicates(self, threshold: int | None = None) -> list[Cluster]:
-        """Exact and near duplicate clusters (``curator.dupes.Cluster``)."""
-        from curator.dupes import find_clusters
+        """Exact and near duplicate clusters (``curator.dupes.Cluster``), each with its reasons."""
+        from curator.dupes import DupeSettings, find_clusters
 
         limit = self.config.near_threshold if threshold is None else threshold
         records = self.images()
         clusters = self._clusters.get(limit)
         if clusters is None:  # computed once per scan (health flags and the duplicates view share it)
-            clusters = self._clusters[limit] = find_clusters(records, limit, pixel_digest=self._pixel_digest)
+            settings = DupeSettings(threshold=limit, geometric=self.config.geometric)
+            clusters = self._clusters[limit] = find_clusters(
+                records, pixel_digest=self._pixel_digest, features=self.duplicate_features(records), settings=settings
+            )
         return list(clusters)
+
+    def duplicate_features(self, records: list[ImageRecord] | None = None) -> Features:
+        """``curator.dupes.Features`` row-aligned with ``records`` (default: :meth:`images`), from the index."""
+        import numpy as np
+
+        from curator.dupes import Features
+        from curator.index import to_unsigned64
+        from curator.scan.hashing import THUMB_SIDE
+
+        records = self.images() if records is None else records
+        side = THUMB_SIDE * THUMB_SIDE
+        stored = {
+            path: (mirror, thumb)
+            for path, mirror, thumb in self.index.conn.execute("SELECT path, phash_mirror, thumb FROM features")
+        }
+        n = len(records)
+        phash = np.zeros(n, dtype=np.uint64)
+        mirror = np.zeros(n, dtype=np.uint64)
+        thumbs = np.zeros((n, THUMB_SIDE, THUMB_SIDE), dtype=np.uint8)
+        valid = np.zeros(n, dtype=bool)
+        for k, record in enumerate(records):
+            row = stored.get(record.path)
+            if record.phash is None or row is None or row[0] is None or row[1] is None or len(row[1]) != side:
+                continue
+            phash[k] = record.phash
+            mirror[k] = to_unsigned64(row[0]) or 0
+            thumbs[k] = np.frombuffer(row[1], dtype=np.uint8).reshape(THUMB_SIDE, THUMB_SIDE)
+            valid[k] = True
+        return Features(phash=phash, mirror=mirror, thumbs=thumbs, valid=valid)
 
     def _pixel_digest(self, record: ImageRecord) -> str | None:
         from curator.scan.probe import pixel_digest
@@ -202,23 +235,40 @@ class Dataset:
         ``refresh``: first bring the index up to date with the files (a stat walk; captions are always
         read fresh). Pass False right after :meth:`scan`.
         """
-        from curator.checks import SizeRules, caption_flags, image_flags
+        from curator.checks import SizeRules, caption_flags, image_flags, quality_flags
         from curator.dupes import duplicate_flags
 
         if refresh:
             self.scan(progress=False)
         records = self.images()
         rules = SizeRules.from_config(self.config)
+        stats = self.image_stats()
         found: list[Flag] = []
         for record in records:
-            found += image_flags(record, rules)
+            # with statistics the quality checks judge transparency (with its colour) instead of the scan's flag
+            found += [f for f in image_flags(record, rules) if not (f.kind == "alpha" and record.path in stats)]
+        found += quality_flags(records, stats, self.config.quality, rules.bucket_settings, rules.widest_aspect)
         found += caption_flags(self.layout, records, self.walk.other_files)
         found += duplicate_flags(self.duplicates(threshold))
         found.sort(key=lambda f: (f.path, _KIND_ORDER.get(f.kind, 99), f.detail))
         with self.index.transaction() as tx:
             tx.execute("DELETE FROM flags")
-            tx.executemany("INSERT INTO flags (path, kind, detail) VALUES (?, ?, ?)", [(f.path, f.kind, f.detail) for f in found])
+            tx.executemany(
+                "INSERT INTO flags (path, kind, detail, score) VALUES (?, ?, ?, ?)",
+                [(f.path, f.kind, f.detail, f.score) for f in found],
+            )
         return found
+
+    def image_stats(self) -> dict[str, ImageStats]:
+        """``curator.scan.quality.ImageStats`` of every decoded image, by path, from the index."""
+        import json
+
+        from curator.scan.quality import ImageStats
+
+        return {
+            path: ImageStats.from_dict(json.loads(text))
+            for path, text in self.index.conn.execute("SELECT path, stats FROM features WHERE stats != '{}'")
+        }
 
     def close(self) -> None:
         self.index.close()

@@ -1,7 +1,9 @@
 """The persistent index: ``<dataset>/.kiln/index.sqlite`` (WAL), or the user cache when the folder is read-only.
 
-Tables owned here: ``meta`` (key/value), ``images`` (one row per image file: stat, hashes, probe results)
-and ``flags`` (the last full check). Other modules add their own tables through :meth:`Index.ensure_schema`.
+Tables owned here: ``meta`` (key/value), ``images`` (one row per image file: stat, hashes, probe results),
+``features`` (per image: the 64x64 grey thumbnail, the mirror pHash and the quality statistics, read only by the
+duplicate search and the quality checks, so listing images stays light) and ``flags`` (the last full check).
+Other modules add their own tables through :meth:`Index.ensure_schema`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from curator.faults import INDEX_MIN_NEEDS, DiskFullError, busy_timeout, index_e
 
 KILN_DIR = ".kiln"
 INDEX_NAME = "index.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: imagehash pHash of the stored thumbnail, the features table, flag scores
 OPEN_NEEDS = INDEX_MIN_NEEDS  # opening a WAL database creates its -shm (32 KiB) and -wal files
 
 _SCHEMA = """
@@ -39,7 +41,15 @@ CREATE TABLE IF NOT EXISTS images (
     flags TEXT NOT NULL            -- JSON [[kind, detail], ...] found by the probe
 );
 CREATE INDEX IF NOT EXISTS images_sha ON images(sha256);
-CREATE TABLE IF NOT EXISTS flags (path TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS features (
+    path TEXT PRIMARY KEY,         -- the image (images.path)
+    phash_mirror INTEGER,          -- pHash of the mirrored image, signed int64
+    thumb BLOB,                    -- 64x64 grey uint8, row-major (curator.scan.hashing.THUMB_SIDE)
+    stats TEXT NOT NULL            -- JSON of curator.scan.quality.ImageStats
+);
+CREATE TABLE IF NOT EXISTS flags (
+    path TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL, score REAL
+);
 CREATE INDEX IF NOT EXISTS flags_path ON flags(path);
 """
 
@@ -149,10 +159,12 @@ class Index:
         if version is None:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
         elif int(version) != SCHEMA_VERSION:
-            # An index is a cache of the files: an unknown version is rebuilt, never trusted.
+            # An index is a cache of the files: an unknown version is rebuilt, never trusted. Other modules'
+            # tables (the caption journal, caches) are kept.
             with self.transaction():
-                self.conn.execute("DELETE FROM images")
-                self.conn.execute("DELETE FROM flags")
+                for table in ("images", "features", "flags"):
+                    self.conn.execute(f"DROP TABLE IF EXISTS {table}")
+            self.conn.executescript(_SCHEMA)
             self.set_meta("schema_version", str(SCHEMA_VERSION))
 
     def ensure_schema(self, sql: str) -> None:

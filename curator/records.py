@@ -11,6 +11,16 @@ from curator.layout import Subset
 IMAGE_FILE_KINDS = ("unreadable", "truncated", "empty-file", "not-image", "too-large")
 IMAGE_SIZE_KINDS = ("low-res", "tiny", "extreme-aspect")
 IMAGE_FORMAT_KINDS = ("animated", "cmyk", "high-bit-depth", "alpha", "exif-rotated")
+IMAGE_QUALITY_KINDS = (
+    "blurry",
+    "too-dark",
+    "overexposed",
+    "low-information",
+    "grayscale",
+    "odd-aspect",
+    "heavy-jpeg",
+    "letterbox",
+)
 CAPTION_KINDS = (
     "missing-caption",
     "empty-caption",
@@ -21,7 +31,9 @@ CAPTION_KINDS = (
     "multiline-caption",
 )
 DUPLICATE_KINDS = ("exact-duplicate", "near-duplicate")
-FLAG_KINDS = IMAGE_FILE_KINDS + IMAGE_SIZE_KINDS + IMAGE_FORMAT_KINDS + CAPTION_KINDS + DUPLICATE_KINDS
+FLAG_KINDS = (
+    IMAGE_FILE_KINDS + IMAGE_SIZE_KINDS + IMAGE_FORMAT_KINDS + IMAGE_QUALITY_KINDS + CAPTION_KINDS + DUPLICATE_KINDS
+)
 
 # Kinds that mean kohya cannot train on the image at all.
 BROKEN_KINDS = frozenset(IMAGE_FILE_KINDS)
@@ -29,14 +41,22 @@ BROKEN_KINDS = frozenset(IMAGE_FILE_KINDS)
 
 @dataclass(frozen=True, slots=True)
 class Flag:
-    """One health finding. ``path`` is posix, relative to the dataset root (an image or a caption file)."""
+    """One health finding. ``path`` is posix, relative to the dataset root (an image or a caption file).
+
+    ``score`` (image-quality kinds and ``alpha``): how bad, 0 at the kind's threshold to 1 at the worst; the
+    detail gives the measured value and the threshold. None for findings that are simply true or false.
+    """
 
     path: str
     kind: str
     detail: str
+    score: float | None = None
 
-    def to_dict(self) -> dict[str, str]:
-        return {"path": self.path, "kind": self.kind, "detail": self.detail}
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"path": self.path, "kind": self.kind, "detail": self.detail}
+        if self.score is not None:
+            out["score"] = round(self.score, 4)
+        return out
 
 
 @dataclass(slots=True)

@@ -152,6 +152,28 @@ def build_defect_dataset(root: Path) -> dict[str, str]:
     exif = Image.Exif()
     exif[0x0112] = 6
     expected["exif-rotated"] = img("rotated.jpg", photo("rocket.jpg", (800, 600)), quality=90, exif=exif.tobytes())
+    # image quality (tests/test_quality.py checks each against clean photographs); halves of photographs used
+    # elsewhere here, so none is a near duplicate of another file
+    from PIL import ImageEnhance, ImageFilter
+
+    def half(name: str, side: str, size: tuple[int, int]) -> Image.Image:
+        full = photo(name)
+        w, h = full.size
+        boxes = {"left": (0, 0, w // 2, h), "right": (w // 2, 0, w, h), "top": (0, 0, w, h // 2), "bottom": (0, h // 2, w, h)}
+        return full.crop(boxes[side]).resize(size, Image.Resampling.LANCZOS)
+
+    soft = half("motorcycle_right.png", "left", (480, 640)).filter(ImageFilter.GaussianBlur(6))
+    expected["blurry"] = img("soft.jpg", soft, quality=90)
+    dark = ImageEnhance.Brightness(half("retina.jpg", "top", (640, 320))).enhance(0.15)
+    expected["too-dark"] = img("dark.jpg", dark, quality=90)
+    expected["overexposed"] = img("washed.png", half("chelsea.png", "right", (480, 600)).point(lambda v: min(255, v * 3 + 80)))
+    expected["low-information"] = img("flat.png", Image.new("RGB", (640, 480), (90, 140, 200)))
+    expected["grayscale"] = img("grey.jpg", half("rocket.jpg", "top", (640, 480)).convert("L").convert("RGB"), quality=90)
+    expected["odd-aspect"] = img("panorama.jpg", half("coffee.png", "bottom", (966, 500)), quality=90)
+    expected["heavy-jpeg"] = img("blocky.jpg", half("astronaut.png", "right", (400, 800)), quality=12)
+    framed = Image.new("RGB", (640, 600), (0, 0, 0))
+    framed.paste(half("ihc.png", "left", (640, 480)), (0, 60))
+    expected["letterbox"] = img("framed.png", framed)
     # captions
     expected["missing-caption"] = img("nocap.jpg", photo("gravel.png", (700, 700)), caption=None, quality=90)
     img("blank.jpg", photo("camera.png", (700, 700)), caption="", quality=90)

@@ -50,7 +50,12 @@ def test_check_json_contract(messy: Path, capsys: pytest.CaptureFixture[str]) ->
     assert code == 0
     report = json.loads(out)
     assert set(report) == {"images", "flags"} and report["images"] == 11
-    assert all(set(f) == {"path", "kind", "detail"} for f in report["flags"])
+    assert all(set(f) in ({"path", "kind", "detail"}, {"path", "kind", "detail", "score"}) for f in report["flags"])
+    from curator.records import IMAGE_QUALITY_KINDS
+
+    scored = {"alpha", *IMAGE_QUALITY_KINDS}  # quality findings carry a score 0..1, the rest none
+    assert all(("score" in f) == (f["kind"] in scored) for f in report["flags"])
+    assert all(0 <= f["score"] <= 1 for f in report["flags"] if "score" in f)
     found = {(f["path"], f["kind"]) for f in report["flags"]}
     sub = "10_sks dog/"
     expected = {
@@ -79,7 +84,11 @@ def test_dupes_json_contract(messy: Path, capsys: pytest.CaptureFixture[str]) ->
     code, out, _err = run(["dupes", str(messy), "--json"], capsys)
     assert code == 0
     clusters = json.loads(out)["clusters"]
-    assert all(set(c) == {"kind", "keep", "members"} and c["keep"] in c["members"] for c in clusters)
+    keys = {"kind", "keep", "members", "distance", "keep_reason", "why"}
+    assert all(set(c) == keys and c["keep"] in c["members"] for c in clusters)
+    for c in clusters:  # every member but the kept one says what it matched, how and how far
+        assert set(c["why"]) == set(c["members"]) - {c["keep"]}
+        assert all({"matched", "how", "transform", "distance"} <= set(w) for w in c["why"].values())
     exact = [c for c in clusters if c["kind"] == "exact"]
     near = [c for c in clusters if c["kind"] == "near"]
     assert [set(c["members"]) for c in exact] == [{"10_sks dog/chelsea.png", "10_sks dog/chelsea_copy.png"}]
@@ -87,6 +96,8 @@ def test_dupes_json_contract(messy: Path, capsys: pytest.CaptureFixture[str]) ->
     assert [(c["keep"], set(c["members"])) for c in near] == [
         ("10_sks dog/astronaut.jpg", {"10_sks dog/astronaut.jpg", "10_sks dog/small.jpg"})
     ]
+    assert near[0]["why"]["10_sks dog/small.jpg"]["transform"].startswith("resized 640x512 -> 200x200")
+    assert near[0]["keep_reason"].startswith("largest resolution")
 
 
 def test_human_tables(messy: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -117,8 +128,8 @@ def test_missing_dataset_exits_1_with_a_message(tmp_path: Path, command: str, ca
 def test_bad_option_value_names_the_field(messy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _out, err = run(["dupes", str(messy), "--threshold", "99"], capsys)
     assert code == 1 and "near_threshold" in err and "99" in err
-    code, _out, err = run(["check", str(messy), "--kind", "blurry"], capsys)
-    assert code == 1 and "unknown kind 'blurry'" in err
+    code, _out, err = run(["check", str(messy), "--kind", "smudged"], capsys)
+    assert code == 1 and "unknown kind 'smudged'" in err and "blurry" in err  # the message lists the kinds
 
 
 def test_commands_write_nothing_in_the_dataset_but_kiln(messy: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -107,3 +107,95 @@ def test_every_member_is_flagged_and_told_whether_to_keep(dupe_dataset: Path) ->
         keep = [f for f in mine if "keep this one" in f.detail]
         assert [f.path for f in keep] == [cluster.keep]
         assert all(cluster.keep in f.detail for f in mine if f.path != cluster.keep)
+
+
+# ------------------------------------------------------------------------------------------ trainers' edits
+
+
+EDITED = ("astronaut.png", "chelsea.png", "coffee.png")
+UNRELATED = ("rocket.jpg", "motorcycle_left.png", "camera.png", "retina.jpg", "ihc.png", "hubble_deep_field.jpg",
+             "moon.png", "coins.png", "brick.png", "grass.png")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def edited_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import random
+
+    from tests.image_edits import EDITS, save_edit
+
+    folder = tmp_path_factory.mktemp("edits") / "ds" / "1_set"
+    folder.mkdir(parents=True)
+    for k, name in enumerate(EDITED):
+        original = photo(name)
+        save_photo(original, folder / f"{Path(name).stem}.png")
+        for n, edit in enumerate(EDITS):
+            save_edit(original, edit, random.Random(k * 100 + n), folder, f"{Path(name).stem}_{edit}")
+    for name in UNRELATED:
+        save_photo(photo(name), folder / f"other_{Path(name).stem}.jpg", quality=90)
+    return folder.parent
+
+
+def test_every_edit_lands_with_its_original_and_unrelated_photos_do_not(edited_dataset: Path) -> None:
+    from tests.image_edits import EDITS
+
+    with Dataset.open(edited_dataset) as ds:
+        clusters = ds.duplicates()
+    cluster_of: dict[str, set[int]] = {}
+    for cluster in clusters:
+        for member in cluster.members:
+            cluster_of.setdefault(member.rpartition("/")[2].rpartition(".")[0], set()).add(cluster.id)
+
+    def together(a: str, b: str) -> bool:
+        # an exact group appears once in a near cluster, through its kept member
+        linked = {c.id for c in clusters if any(m.rpartition("/")[2].startswith(a) for m in c.members)}
+        return any(b in (m.rpartition("/")[2].rpartition(".")[0] for m in c.members) for c in clusters if c.id in linked)
+
+    for name in EDITED:
+        stem = Path(name).stem
+        for edit in EDITS:
+            assert together(stem, f"{stem}_{edit}"), f"{stem}_{edit} is not in a cluster with {stem}"
+    for name in UNRELATED:
+        assert f"other_{Path(name).stem}" not in cluster_of, f"{name} was clustered: {clusters}"
+    stems = {Path(n).stem for n in EDITED}
+    for cluster in clusters:  # and no cluster mixes two originals
+        owners = {s for m in cluster.members for s in stems if m.rpartition("/")[2].startswith(s)}
+        assert len(owners) == 1, cluster.members
+
+
+def test_each_member_says_which_edit_matched(edited_dataset: Path) -> None:
+    with Dataset.open(edited_dataset) as ds:
+        clusters = ds.duplicates()
+    why = {path.rpartition("/")[2].rpartition(".")[0]: reason for c in clusters for path, reason in c.why.items()}
+    for stem in (Path(n).stem for n in EDITED):
+        flip = why.get(f"{stem}_flip") or next(r for k, r in why.items() if r["matched"].endswith(f"{stem}_flip.jpg"))
+        assert flip["how"] == "mirrored" and "mirrored" in flip["transform"]
+        for edit, how, words in (("crop", "crop", "cropped"), ("rotate", "rotation", "rotated")):
+            reason = why.get(f"{stem}_{edit}")
+            if reason is not None and reason["how"] == how:
+                assert words in reason["transform"] and reason["distance"] <= 10
+        resized = why.get(f"{stem}_resize") or {}
+        if resized.get("how") == "whole-frame":
+            assert resized["transform"].startswith("resized")
+
+
+def test_keep_rule_resolution_then_compression_then_age(tmp_path: Path) -> None:
+    import os
+
+    folder = tmp_path / "ds" / "1_set"
+    image = photo("chelsea.png")
+    save_photo(image, folder / "a_lossy.jpg", quality=80)
+    save_photo(image, folder / "b_lossless.png")
+    save_photo(photo("coffee.png"), folder / "c_small.jpg", quality=70)
+    save_photo(photo("coffee.png"), folder / "d_big.jpg", quality=97)
+    save_photo(photo("rocket.jpg"), folder / "e_new.jpg", quality=90)
+    save_photo(photo("rocket.jpg"), folder / "f_old.jpg", quality=91)
+    os.utime(folder / "f_old.jpg", ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+    os.utime(folder / "e_new.jpg", ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+    with Dataset.open(tmp_path / "ds") as ds:
+        clusters = {frozenset(m.rpartition("/")[2] for m in c.members): c for c in ds.duplicates()}
+    chelsea = clusters[frozenset({"a_lossy.jpg", "b_lossless.png"})]
+    assert chelsea.keep.endswith("b_lossless.png") and "lossless" in chelsea.keep_reason
+    coffee = clusters[frozenset({"c_small.jpg", "d_big.jpg"})]
+    assert coffee.keep.endswith("d_big.jpg") and "bytes/pixel" in coffee.keep_reason
+    rocket = clusters[frozenset({"e_new.jpg", "f_old.jpg"})]
+    assert "bytes/pixel" in rocket.keep_reason or "oldest" in rocket.keep_reason

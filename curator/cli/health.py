@@ -56,6 +56,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     check.add_argument("--threshold", type=int, default=None, metavar="BITS", help="near-duplicate pHash distance")
     check.add_argument("--kind", action="append", default=None, metavar="KIND", help="only these kinds (repeatable)")
+    check.add_argument(
+        "--quality",
+        action="append",
+        default=[],
+        metavar="KIND=VALUE",
+        help="an image-quality threshold, e.g. blurry=0.3, too-dark=0.1, heavy-jpeg=40, letterbox=off (repeatable; "
+        "see docs/DATASET.md)",
+    )
+    check.add_argument(
+        "--sort",
+        choices=["path", "kind", "score"],
+        default="path",
+        help="order of the findings (score: the worst first; findings without a score last)",
+    )
+    check.add_argument("--no-geometric", action="store_true", help="near duplicates by whole-frame hash only")
     check.set_defaults(func=run_check)
 
     dupes = subparsers.add_parser(
@@ -66,6 +81,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _common(dupes)
     dupes.add_argument(
         "--threshold", type=int, default=None, metavar="BITS", help="near-duplicate pHash distance in bits (default 8)"
+    )
+    dupes.add_argument(
+        "--no-geometric", action="store_true", help="skip the search for cropped, rotated and locally edited copies"
     )
     dupes.set_defaults(func=run_dupes)
 
@@ -215,7 +233,22 @@ def _print_scan(dataset: Dataset, summary: ScanSummary, records: list[ImageRecor
 
 
 def run_check(args: argparse.Namespace) -> int:
-    overrides = {"resolution": args.resolution, "near_threshold": args.threshold}
+    from pydantic import ValidationError
+
+    from curator.scan.config import QualityThresholds, config_error_message
+
+    try:
+        quality = QualityThresholds.parse(args.quality) if args.quality else None
+    except ValidationError as exc:
+        return _error("--quality " + config_error_message(exc).replace("\n", "\n--quality "))
+    except ValueError as exc:
+        return _error(str(exc))
+    overrides = {
+        "resolution": args.resolution,
+        "near_threshold": args.threshold,
+        "quality": quality,
+        "geometric": False if args.no_geometric else None,
+    }
     dataset = _open(args, **overrides)
     if isinstance(dataset, int):
         return dataset
@@ -231,12 +264,25 @@ def run_check(args: argparse.Namespace) -> int:
         flags = dataset.flags(refresh=False)
         if args.kind:
             flags = [f for f in flags if f.kind in set(args.kind)]
+        flags = sort_flags(flags, args.sort)
         images = len(dataset.images())
         if args.json:
             print(dumps_json({"images": images, "flags": [f.to_dict() for f in flags]}))
             return 0
         _print_check(dataset, images, flags)
     return 0
+
+
+def sort_flags(flags: list[Flag], order: str) -> list[Flag]:
+    """Findings by path (as found), by kind, or by score: the worst first, unscored findings after."""
+    from curator.records import FLAG_KINDS
+
+    rank = {kind: n for n, kind in enumerate(FLAG_KINDS)}
+    if order == "kind":
+        return sorted(flags, key=lambda f: (rank.get(f.kind, 99), f.path))
+    if order == "score":
+        return sorted(flags, key=lambda f: (f.score is None, -(f.score or 0.0), rank.get(f.kind, 99), f.path))
+    return list(flags)
 
 
 def _print_check(dataset: Dataset, images: int, flags: list[Flag]) -> None:
@@ -253,9 +299,11 @@ def _print_check(dataset: Dataset, images: int, flags: list[Flag]) -> None:
     table = Table(title=_text(f"{dataset.root}: {len(flags):,} findings in {images:,} images"), title_justify="left")
     table.add_column("path", overflow="fold")
     table.add_column("kind", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
     table.add_column("detail", overflow="fold")
     for flag in flags:
-        table.add_row(_text(flag.path), _text(flag.kind), _text(flag.detail))
+        score = "" if flag.score is None else f"{flag.score:.2f}"
+        table.add_row(_text(flag.path), _text(flag.kind), score, _text(flag.detail))
     console.print(table)
     counts = Counter(f.kind for f in flags)
     summary = Table(title="by kind", title_justify="left")
@@ -271,7 +319,7 @@ def _print_check(dataset: Dataset, images: int, flags: list[Flag]) -> None:
 
 
 def run_dupes(args: argparse.Namespace) -> int:
-    dataset = _open(args, near_threshold=args.threshold)
+    dataset = _open(args, near_threshold=args.threshold, geometric=False if args.no_geometric else None)
     if isinstance(dataset, int):
         return dataset
     with dataset:
@@ -298,16 +346,32 @@ def _print_dupes(dataset: Dataset, clusters: list[Cluster]) -> None:
         title=_text(f"{len(clusters)} duplicate clusters (near threshold {dataset.config.near_threshold} bits)"),
         title_justify="left",
     )
-    for column in ("cluster", "kind", "", "path", "size", "bytes"):
-        table.add_column(column, justify="right" if column in ("cluster", "bytes") else "left")
+    for column in ("cluster", "kind", "", "path (and why)", "size", "bytes"):
+        table.add_column(column, justify="right" if column in ("cluster", "bytes") else "left",
+                         overflow="fold" if column.startswith("path") else "ellipsis")  # fmt: skip
     for cluster in clusters:
         for number, path in enumerate(cluster.members):
             record = records.get(path)
             size = f"{record.width}x{record.height}" if record else ""
             nbytes = f"{record.size:,}" if record else ""
             mark = "keep" if path == cluster.keep else "remove?"
+            if path == cluster.keep:
+                why = cluster.keep_reason
+            else:
+                reason = cluster.why.get(path, {})
+                distance = f", pHash {reason['distance']} bits" if cluster.kind == "near" else ""
+                why = f"{reason.get('transform', '')}{distance} (vs {reason.get('matched', cluster.keep)})"
+            cell = _text(path)
+            if why:
+                cell.append("\n")
+                cell.append(_text(why).plain, style="dim")
             table.add_row(
-                str(cluster.id) if number == 0 else "", cluster.kind if number == 0 else "", mark, _text(path), size, nbytes
+                str(cluster.id) if number == 0 else "",
+                cluster.kind if number == 0 else "",
+                mark,
+                cell,
+                size,
+                nbytes,
             )
         table.add_section()
     console.print(table)

@@ -11,6 +11,55 @@ DEFAULT_NEAR_THRESHOLD = 8  # pHash bits; chosen by bench/bench_scan.py (see doc
 MAX_NEAR_THRESHOLD = 24
 
 
+class QualityThresholds(BaseModel):
+    """Where each image-quality check starts flagging (``kiln check --quality KIND=VALUE``; None turns a check
+    off). Defaults calibrated on real photographs with ``bench/bench_quality.py`` (docs/DATASET.md)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    blurry: float | None = Field(0.2, ge=0.0, le=2.0, description="sharpness (fine/coarse detail) below this")
+    blurry_detail: float | None = Field(
+        0.03, ge=0.0, le=1.0, description="or coarse detail (relative to the contrast) below this: blurred smooth"
+    )
+    too_dark: float | None = Field(0.12, ge=0.0, le=1.0, description="mean brightness (0-1) below this")
+    overexposed: float | None = Field(0.75, ge=0.0, le=1.0, description="median brightness (0-1) above this")
+    low_information: float | None = Field(3.0, ge=0.0, le=8.0, description="grey-level entropy (bits) below this")
+    one_colour: float | None = Field(0.85, ge=0.0, le=1.0, description="share of the most common colour above this")
+    grayscale: float | None = Field(0.01, ge=0.0, le=1.0, description="share of colourful pixels below this")
+    colour_set: float = Field(0.5, ge=0.0, le=1.0, description="grayscale is flagged when this share of images has colour")
+    odd_aspect: float | None = Field(0.12, ge=0.0, le=1.0, description="share cropped away by the bucket above this")
+    heavy_jpeg: int | None = Field(50, ge=1, le=100, description="estimated JPEG quality below this")
+    letterbox: float | None = Field(0.04, ge=0.0, le=0.45, description="flat bars covering at least this share per side")
+    alpha: float | None = Field(0.0, ge=0.0, le=1.0, description="share of transparent pixels above this")
+
+    @classmethod
+    def kinds(cls) -> dict[str, str]:
+        """Flag kind -> field name (``too-dark`` -> ``too_dark``); ``one-colour`` is part of low-information."""
+        return {name.replace("_", "-"): name for name in cls.model_fields if name not in ("colour_set",)}
+
+    @classmethod
+    def parts(cls) -> dict[str, str]:
+        """Thresholds that belong to another kind's check (``--quality`` name -> the flag kind)."""
+        return {"blurry-detail": "blurry", "one-colour": "low-information", "colour-set": "grayscale"}
+
+    @classmethod
+    def parse(cls, items: list[str]) -> QualityThresholds:
+        """``["blurry=0.3", "heavy-jpeg=off"]`` -> thresholds; raises ValueError naming the bad item and the fix."""
+        values: dict[str, object] = {}
+        fields = {**cls.kinds(), "colour-set": "colour_set"}
+        for item in items:
+            name, sep, raw = item.partition("=")
+            key = fields.get(name.strip().lower())
+            if not sep or key is None:
+                raise ValueError(
+                    f"--quality {item!r}: use KIND=VALUE with KIND one of {', '.join(sorted(fields))} "
+                    "and VALUE a number or off"
+                )
+            text = raw.strip().lower()
+            values[key] = None if text in ("off", "none") else text
+        return cls.model_validate(values)
+
+
 class ScanConfig(BaseModel):
     """Settings of ``kiln scan`` / ``kiln check`` / ``kiln dupes``."""
 
@@ -26,6 +75,8 @@ class ScanConfig(BaseModel):
     tiny_side: int = Field(256, description="shorter sides under this many px are flagged tiny")
     pixel_limit: int = Field(DEFAULT_PIXEL_LIMIT, description="images with more pixels are refused (not decoded)")
     near_threshold: int = Field(DEFAULT_NEAR_THRESHOLD, description="max pHash distance (bits) of near-duplicates")
+    geometric: bool = Field(True, description="also find cropped, rotated and locally edited copies")
+    quality: QualityThresholds = Field(default_factory=QualityThresholds, description="image-quality thresholds")
     workers: int | None = Field(None, description="scan processes; None: one per CPU core")
 
     @field_validator("caption_extension")

@@ -157,8 +157,11 @@ def webp_info(data: bytes) -> WebPInfo | None:
     )
 
 
-def webp_luma(data: bytes) -> np.ndarray | None:
-    """The luma (grey) plane of a still WebP as a uint8 array, or None."""
+def webp_yuv(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The Y (full size) and U, V (half size) planes of a still WebP as uint8 arrays, or None.
+
+    libwebp's YUV is ITU-R BT.601 with studio range (Y 16..235, U/V 16..240 around 128).
+    """
     lib = _libwebp()
     if lib is None:
         return None
@@ -177,10 +180,20 @@ def webp_luma(data: bytes) -> np.ndarray | None:
     if not pointer:
         return None
     try:
-        plane = np.ctypeslib.as_array(pointer, shape=(height.value, stride.value))
-        return plane[:, : width.value].copy()
+        w, h = width.value, height.value
+        cw, ch = (w + 1) // 2, (h + 1) // 2
+        luma = np.ctypeslib.as_array(pointer, shape=(h, stride.value))[:, :w].copy()
+        plane_u = np.ctypeslib.as_array(u, shape=(ch, uv_stride.value))[:, :cw].copy()
+        plane_v = np.ctypeslib.as_array(v, shape=(ch, uv_stride.value))[:, :cw].copy()
+        return luma, plane_u, plane_v
     finally:
         lib.WebPFree(pointer)
+
+
+def webp_luma(data: bytes) -> np.ndarray | None:
+    """The luma (grey) plane of a still WebP as a uint8 array, or None."""
+    planes = webp_yuv(data)
+    return None if planes is None else planes[0]
 
 
 @lru_cache(maxsize=1)

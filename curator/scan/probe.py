@@ -1,29 +1,36 @@
-"""Probe one image file: size from the header, cheap reduced decode for the perceptual hash, file flags.
+"""Probe one image file: size from the header, one reduced decode, file flags, hashes and statistics.
 
-Runs in worker processes. Decodes as little as possible: JPEG uses Pillow's draft mode (libjpeg scales by
-1/2..1/8 while decoding, straight to greyscale); PNG and WebP decode straight to their luma plane where a fast
-decoder is installed (``fastdecode``); the rest decode once through Pillow and are reduced. The pixel limit is
-checked on the header size before any decoding, so decompression bombs are refused without allocation. A
-still, opaque WebP is probed without Pillow at all (``_probe_webp``); anything that fast path does not handle,
-or fails on, goes through Pillow, which classifies the errors.
+Runs in worker processes. Decodes as little as possible, to a *reduced image* whose short side is at least
+``ANALYSIS_SIDE`` px (smaller images stay as they are): JPEG uses Pillow's draft mode (libjpeg scales by 1/2..1/8
+while decoding); 8-bit PNGs decode with Wuffs (``fastdecode``) and are box-reduced; a still, opaque WebP is read
+with libwebp alone (header, luma and chroma planes, no Pillow canvas, ``_probe_webp``); the rest decode once
+through Pillow and are box-reduced. The pixel limit is checked on the header size before any decoding, so
+decompression bombs are refused without allocation. Anything a fast path does not handle, or fails on, goes
+through Pillow, which classifies the errors.
+
+From the reduced image (EXIF orientation applied, transparency composited on white) come the 64x64 grey
+thumbnail the index keeps, kiln's pHash and mirror pHash (imagehash's, ``curator.scan.hashing``) and the image
+statistics of the quality checks (``curator.scan.quality``).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import cast
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from curator.scan.fastdecode import png_grey, png_pixels, png_rgba, webp_info, webp_luma
-from curator.scan.hashing import HASH_SIDE, file_sha256, phash_from_grey, stream_sha256
+from curator.scan.fastdecode import png_grey, png_pixels, png_rgba, webp_info, webp_yuv
+from curator.scan.hashing import THUMB_SIDE, file_sha256, stream_sha256, thumb_hashes, thumbnail
+from curator.scan.quality import ImageStats, jpeg_quality, measure
 
 READ_WHOLE_LIMIT = 256 << 20  # files up to this size are read once into memory (hash + decode)
-DRAFT_REQUEST = (64, 64)  # JPEG draft: libjpeg picks the largest 1/n scale keeping both sides >= this
+ANALYSIS_SIDE = 128  # the reduced decode keeps the short side at least this long
+DRAFT_REQUEST = (ANALYSIS_SIDE, ANALYSIS_SIDE)  # JPEG draft: the largest 1/n scale keeping both sides >= this
 HIGH_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F", "RGB;16", "RGBA;16"})
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 ORIENTATION_TAG = 0x0112
@@ -66,6 +73,9 @@ class ProbeResult:
     exif_rotated: bool = False
     phash: int | None = None
     flags: list[tuple[str, str]] = field(default_factory=list)
+    phash_mirror: int | None = None
+    thumb: bytes | None = None  # THUMB_SIDE x THUMB_SIDE grey, row-major
+    stats: str | None = None  # ImageStats.to_dict() as JSON (encoded in the worker)
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -146,24 +156,26 @@ _TRANSPOSE = {
 }
 
 
-def _orient_array(grey: np.ndarray, orientation: int) -> np.ndarray:
-    """Apply an EXIF orientation to the small grey array, as ImageOps.exif_transpose does to the image."""
+def _orient(image: Image.Image, orientation: int) -> Image.Image:
+    """Apply an EXIF orientation to the reduced image, as ImageOps.exif_transpose does to the full one."""
     method = _TRANSPOSE.get(orientation)
-    if method is None:
-        return grey
-    oriented = Image.fromarray(grey.astype(np.float32)).transpose(method)
-    return np.asarray(oriented, dtype=np.float64)
-
-
-def _shrink_to_hash(image: Image.Image) -> np.ndarray:
-    """A decoded 8-bit L image → the HASH_SIDE² grey array (box filtered)."""
-    return np.asarray(image.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX), dtype=np.float64)
+    return image if method is None else image.transpose(method)
 
 
 def _reduce(image: Image.Image) -> Image.Image:
-    """Cheap box reduction to about 4x the hash side (the resize to the hash side follows)."""
-    factor = max(1, min(image.width, image.height) // (HASH_SIDE * 4))
+    """Box reduction by a whole factor, keeping the short side at least ANALYSIS_SIDE."""
+    factor = max(1, min(image.width, image.height) // ANALYSIS_SIDE)
     return image.reduce(factor) if factor > 1 else image
+
+
+@dataclass(slots=True)
+class _Reduced:
+    """The reduced decode: an RGB image, or a grey one (then ``chroma`` may say how colourful it was)."""
+
+    image: Image.Image  # "RGB" or "L"
+    chroma: np.ndarray | None = None  # per-pixel chroma 0..255 from separate colour planes (WebP)
+    transparent: float = 0.0
+    hidden_rgb: tuple[int, int, int] | None = None
 
 
 def _alpha_flag(low: int, result: ProbeResult) -> None:
@@ -186,15 +198,38 @@ def _grey_image(grey: np.ndarray) -> Image.Image:
     return Image.fromarray(grey)
 
 
-def _composite_grey(rgba: Image.Image) -> np.ndarray:
-    """RGBA → reduced, composited on white, grey, HASH_SIDE² thumbnail."""
+def _rgba_image(rgba: np.ndarray) -> Image.Image:
+    height, width = rgba.shape[:2]
+    if rgba.flags.c_contiguous:
+        return Image.frombuffer("RGBA", (width, height), rgba, "raw", "RGBA", 0, 1)
+    return Image.fromarray(rgba, "RGBA")
+
+
+def _composite(rgba: Image.Image, result: ProbeResult) -> _Reduced:
+    """An RGBA image → flag, transparency statistics, reduced and composited on white (RGB)."""
+    alpha = np.asarray(rgba.getchannel("A"))
+    _alpha_flag(int(alpha.min()), result)
+    reduced = _Reduced(Image.new("RGB", (1, 1)))
+    reduced.transparent = float((alpha < 255).mean())
+    clear = alpha == 0
+    if clear.any():
+        hidden = np.asarray(rgba.convert("RGB"))[clear]
+        reduced.hidden_rgb = tuple(int(round(v)) for v in hidden.mean(axis=0))  # type: ignore[assignment]
     small = _reduce(rgba)
     white = Image.new("RGBA", small.size, (255, 255, 255, 255))
-    return _shrink_to_hash(Image.alpha_composite(white, small).convert("L"))
+    reduced.image = Image.alpha_composite(white, small).convert("RGB")
+    return reduced
 
 
-def _fast_png_grey(image: Image.Image, data: bytes, result: ProbeResult) -> np.ndarray | None:
-    """The grey thumbnail of a plain 8-bit PNG through Wuffs or libspng, or None to use Pillow."""
+def _opaque_rgb(rgba: np.ndarray) -> Image.Image:
+    """An opaque (H, W, 4) decode → reduced RGB (the fourth channel is ignored, no premultiplying)."""
+    height, width = rgba.shape[:2]
+    image = Image.frombuffer("RGBX", (width, height), rgba, "raw", "RGBX", 0, 1)
+    return _reduce(image).convert("RGB")
+
+
+def _fast_png(image: Image.Image, data: bytes, result: ProbeResult) -> _Reduced | None:
+    """A plain 8-bit PNG through Wuffs or libspng, or None to use Pillow."""
     if (
         image.mode not in ("L", "LA", "RGB", "RGBA", "P")
         or "transparency" in image.info
@@ -202,72 +237,106 @@ def _fast_png_grey(image: Image.Image, data: bytes, result: ProbeResult) -> np.n
         or _png_bit_depth(data[:64]) != 8
     ):
         return None
+    if image.mode == "L":
+        grey = png_grey(data, image.size)
+        return None if grey is None else _Reduced(_reduce(_grey_image(grey)))
+    rgba = png_rgba(data, image.size)
+    if rgba is None:
+        pixels = png_pixels(data) if image.mode in ("RGB", "RGBA") else None
+        if pixels is None or pixels.dtype != np.uint8 or pixels.shape[:2] != (image.height, image.width):
+            return None
+        if pixels.ndim == 3 and pixels.shape[2] == 3:
+            return _Reduced(_reduce(Image.fromarray(pixels, "RGB")))
+        if pixels.ndim != 3 or pixels.shape[2] != 4:
+            return None
+        rgba = pixels
     if image.mode in ("LA", "RGBA"):
-        rgba = png_rgba(data, image.size)
-        if rgba is None:
-            pixels = png_pixels(data) if image.mode == "RGBA" else None
-            if pixels is None or pixels.dtype != np.uint8 or pixels.shape != (image.height, image.width, 4):
-                return None
-            rgba = pixels
-        _alpha_flag(int(rgba[..., 3].min()), result)
-        return _composite_grey(Image.fromarray(rgba))
-    grey = png_grey(data, image.size)
-    if grey is not None:
-        return _shrink_to_hash(_reduce(_grey_image(grey)))
-    if image.mode == "P":
-        return None
-    pixels = png_pixels(data)
-    if pixels is None or pixels.dtype != np.uint8 or pixels.shape[:2] != (image.height, image.width):
-        return None
-    small = _reduce(Image.fromarray(pixels))
-    return _shrink_to_hash(small if small.mode == "L" else small.convert("L"))
+        return _composite(_rgba_image(rgba), result)
+    return _Reduced(_opaque_rgb(rgba))
 
 
-def _fast_grey(image: Image.Image, data: bytes | None, result: ProbeResult) -> np.ndarray | None:
-    """The grey thumbnail through a faster decoder (WebP luma, Wuffs/libspng), or None to use Pillow."""
+_STUDIO_TO_FULL = np.clip(np.round((np.arange(256) - 16) * 255.0 / 219.0), 0, 255).astype(np.uint8)
+
+
+def _yuv_chroma(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """max - min of R, G, B (0..255) from BT.601 studio-range chroma planes; luma cancels out."""
+    cu = u.astype(np.float32) - 128.0
+    cv = v.astype(np.float32) - 128.0
+    red, green, blue = 1.596 * cv, -0.813 * cv - 0.391 * cu, 2.018 * cu
+    spread = np.maximum(np.maximum(red, green), blue) - np.minimum(np.minimum(red, green), blue)
+    return np.asarray(np.clip(spread, 0, 255), dtype=np.uint8)
+
+
+def _webp_reduced(data: bytes, size: tuple[int, int]) -> _Reduced | None:
+    """A still, opaque WebP's luma (full range) and chroma planes, reduced; None to use Pillow."""
+    planes = webp_yuv(data)
+    if planes is None or planes[0].shape != (size[1], size[0]):
+        return None
+    luma, u, v = planes
+    grey = _reduce(_grey_image(luma))
+    full = Image.fromarray(_STUDIO_TO_FULL[np.asarray(grey)])
+    factor = max(1, min(u.shape) * 2 // ANALYSIS_SIDE // 2)
+    return _Reduced(full, chroma=_yuv_chroma(u[::factor, ::factor], v[::factor, ::factor]))
+
+
+def _fast_reduced(image: Image.Image, data: bytes | None, result: ProbeResult) -> _Reduced | None:
+    """The reduced decode through a faster decoder (libwebp planes, Wuffs/libspng), or None to use Pillow."""
     if data is None or result.frames != 1:
         return None
     if image.format == "WEBP" and image.mode == "RGB":
-        luma = webp_luma(data)
-        if luma is None or luma.shape != (image.height, image.width):
-            return None
-        return _shrink_to_hash(_reduce(_grey_image(luma)))
+        return _webp_reduced(data, image.size)
     if image.format == "PNG":
-        return _fast_png_grey(image, data, result)
+        return _fast_png(image, data, result)
     return None
 
 
-def _grey_thumbnail(image: Image.Image, result: ProbeResult, data: bytes | None = None) -> np.ndarray:
-    """Decode (reduced where possible) and return the HASH_SIDE² grey thumbnail; sets the alpha flag."""
-    fast = _fast_grey(image, data, result)
+def _high_bit(image: Image.Image) -> Image.Image:
+    """16-bit / float samples → an 8-bit reduced grey image."""
+    array = np.asarray(image, dtype=np.float64)
+    if array.ndim == 3:
+        array = array[..., :3].mean(axis=2)
+    top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+    return _reduce(Image.fromarray(np.clip(array * (255.0 / top), 0, 255).astype(np.uint8), "L"))
+
+
+def _decode_reduced(image: Image.Image, result: ProbeResult, data: bytes | None = None) -> _Reduced:
+    """Decode (reduced where possible); sets the alpha flag."""
+    fast = _fast_reduced(image, data, result)
     if fast is not None:
         return fast
     if image.format == "JPEG":
         try:
-            image.draft("L", DRAFT_REQUEST)
+            image.draft("RGB" if image.mode in ("RGB", "YCbCr") else image.mode, DRAFT_REQUEST)
         except (ValueError, OSError):
             pass
     image.load()
     mode = image.mode
     if mode in HIGH_BIT_MODES:
-        array = np.asarray(image, dtype=np.float64)
-        if array.ndim == 3:
-            array = array[..., :3].mean(axis=2)
-        top = 65535.0 if mode.startswith("I;16") or array.max() > 255 else 255.0
-        small = Image.fromarray(np.clip(array * (255.0 / top), 0, 255).astype(np.uint8), "L")
-        return np.asarray(small.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX), dtype=np.float64)
-    # Shrink first (cheap box reduction), then handle transparency and colour on the small image.
+        return _Reduced(_high_bit(image))
     if mode == "P" or (mode in ("L", "RGB") and "transparency" in image.info):
         image = image.convert("RGBA")
         mode = "RGBA"
     if mode in ALPHA_MODES:
-        if mode != "RGBA":
-            image = image.convert("RGBA")
-        low, _high = cast(tuple[int, int], image.getchannel("A").getextrema())  # one 8-bit band: (min, max)
-        _alpha_flag(low, result)
-        return _composite_grey(image)
-    image = _reduce(image)
-    return _shrink_to_hash(image.convert("L") if image.mode != "L" else image)
+        return _composite(image if mode == "RGBA" else image.convert("RGBA"), result)
+    small = _reduce(image)
+    if small.mode in ("L", "1", "I", "F"):
+        return _Reduced(small.convert("L") if small.mode != "L" else small)
+    return _Reduced(small.convert("RGB") if small.mode != "RGB" else small)
+
+
+def _analyse(reduced: _Reduced, orientation: int, result: ProbeResult, quality: int | None = None) -> None:
+    """Thumbnail, hashes and statistics of the reduced image."""
+    image = _orient(reduced.image, orientation)
+    grey = image.convert("L") if image.mode != "L" else image
+    thumb = thumbnail(grey)
+    result.phash, result.phash_mirror = thumb_hashes(thumb)
+    result.thumb = thumb.tobytes()
+    rgb = np.asarray(image.resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX)) if image.mode == "RGB" else None
+    stats: ImageStats = measure(np.asarray(grey), thumb, rgb=rgb, chroma=reduced.chroma)
+    stats.jpeg_quality = quality
+    stats.transparent = reduced.transparent
+    stats.hidden_rgb = reduced.hidden_rgb
+    result.stats = json.dumps(stats.to_dict(), separators=(",", ":"))
 
 
 def probe_file(abs_path: str, rel_path: str, size: int, mtime_ns: int, pixel_limit: int) -> ProbeResult:
@@ -370,7 +439,7 @@ def _describe(
 
 
 def _probe_webp(data: bytes, head: bytes, pixel_limit: int, base: ProbeResult) -> ProbeResult | None:
-    """A still, opaque WebP probed without Pillow (header from libwebp, luma-only decode), or None.
+    """A still, opaque WebP probed without Pillow (header from libwebp, YUV planes), or None.
 
     None (for the Pillow path) when libwebp is missing, the file is animated, has alpha or an XMP packet
     (where Pillow also looks for an orientation), or does not decode (Pillow then classifies the error).
@@ -382,11 +451,10 @@ def _probe_webp(data: bytes, head: bytes, pixel_limit: int, base: ProbeResult) -
     orientation = _exif_orientation(info.exif)
     if not _describe(result, "WEBP", "RGB", 1, (info.width, info.height), orientation, head, pixel_limit):
         return result
-    luma = webp_luma(data)
-    if luma is None or luma.shape != (info.height, info.width):
+    reduced = _webp_reduced(data, (info.width, info.height))
+    if reduced is None:
         return None
-    grey = _shrink_to_hash(_reduce(_grey_image(luma)))
-    result.phash = phash_from_grey(_orient_array(grey, orientation))
+    _analyse(reduced, orientation, result)
     return result
 
 
@@ -400,14 +468,15 @@ def _probe_image(
     orientation = _orientation(image)
     if not _describe(result, image.format or "", image.mode, frames, image.size, orientation, head, pixel_limit):
         return
+    quality = jpeg_quality(getattr(image, "quantization", None)) if image.format == "JPEG" else None
     try:
-        grey = _grey_thumbnail(image, result, data if isinstance(data, bytes) else None)
+        reduced = _decode_reduced(image, result, data if isinstance(data, bytes) else None)
     except Exception as exc:  # noqa: BLE001
         kind = _classify_decode_error(exc)
         what = "the file ends before the image data does" if kind == "truncated" else "decoding failed"
         result.flags.append((kind, f"{what}: {exc}"))
         return
-    result.phash = phash_from_grey(_orient_array(grey, orientation))
+    _analyse(reduced, orientation, result, quality)
 
 
 def pixel_digest(abs_path: str, pixel_limit: int) -> str | None:

@@ -40,7 +40,8 @@ COMMIT_SECONDS = 0.5  # later commits at least this often
 CHUNKSIZE = 8
 WINDOW = 2048  # files submitted to the pool at a time
 HEAD = 16  # files probed in-process while the worker processes start
-ROW_BYTES = 1024  # index space per image (its row, its share of the path index, the WAL copy), for messages
+ROW_BYTES = 10_240  # index space per image (its row, its features: the 4 KiB thumbnail and statistics, its
+# share of the path index, the WAL copy), for messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +180,10 @@ def _mp_context() -> BaseContext:
         method = "spawn"
     if method != "fork":
         _ensure_resource_tracker()
-    return multiprocessing.get_context(method)
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(["curator.scan.probe"])  # workers start with PIL, numpy and scipy loaded
+    return context
 
 
 def _ensure_resource_tracker() -> None:
@@ -265,6 +269,13 @@ _INSERT = (
     "INSERT OR REPLACE INTO images (path, subset, size, mtime_ns, sha256, width, height, format, mode, frames, "
     "exif_rotated, phash, pixel_sha, flags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)"
 )
+
+
+_INSERT_FEATURES = "INSERT OR REPLACE INTO features (path, phash_mirror, thumb, stats) VALUES (?, ?, ?, ?)"
+
+
+def _feature_row(result: ProbeResult) -> tuple[str, int | None, bytes | None, str]:
+    return (result.path, to_signed64(result.phash_mirror), result.thumb, result.stats or "{}")
 
 
 def _row(result: ProbeResult, subset: str) -> tuple[object, ...]:
@@ -400,6 +411,7 @@ def scan_dataset(
     if removed or moved:
         with index.transaction() as tx:
             tx.executemany("DELETE FROM images WHERE path = ?", [(p,) for p in removed])
+            tx.executemany("DELETE FROM features WHERE path = ?", [(p,) for p in removed])
             tx.executemany("UPDATE images SET subset = ? WHERE path = ?", moved)
     if on_progress is not None:
         on_progress(ScanProgress(0, len(to_probe)))
@@ -409,25 +421,29 @@ def scan_dataset(
         probe_started = time.perf_counter()
         subsets = {s.rel_dir: s for s in layout.subsets}
         batch: list[tuple[object, ...]] = []
+        feature_batch: list[tuple[str, int | None, bytes | None, str]] = []
         done = 0
         limit = FIRST_BATCH
         last_commit = time.perf_counter()
 
         def commit() -> None:
-            nonlocal batch, last_commit, limit
+            nonlocal batch, feature_batch, last_commit, limit
             needed = (len(to_probe) - done + len(batch)) * ROW_BYTES + OPEN_NEEDS  # what is left to index
             with index.transaction(f"indexing {len(to_probe)} new or changed image(s)", needed) as tx:
                 tx.executemany(_INSERT, batch)
+                tx.executemany(_INSERT_FEATURES, feature_batch)
             if on_progress is not None:
                 records = tuple(record_from_row(row, subsets[row[1]]) for row in batch if row[1] in subsets)
                 on_progress(ScanProgress(done, len(to_probe), records))
             batch = []
+            feature_batch = []
             last_commit = time.perf_counter()
             limit = BATCH
 
         try:
             for result in probe_entries(to_probe, config):
                 batch.append(_row(result, walk.images[result.path].subset))
+                feature_batch.append(_feature_row(result))
                 done += 1
                 bar.advance(1, done)
                 if len(batch) >= limit or time.perf_counter() - last_commit >= COMMIT_SECONDS:

@@ -1,0 +1,160 @@
+"""Image-quality checks: each planted defect in a real photograph is flagged with a score; clean real photographs
+are not; thresholds change from the config model and the CLI; findings sort by score."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance, ImageFilter
+
+from curator.dataset import Dataset
+from curator.records import IMAGE_QUALITY_KINDS
+from curator.scan.config import QualityThresholds, ScanConfig
+from tests.conftest import photo, save_photo
+from tui.cli import main as kiln
+
+CLEAN = {
+    "astronaut.jpg": ("astronaut.png", (720, 720), {"quality": 92}),
+    "chelsea.png": ("chelsea.png", (640, 480), {}),
+    "coffee.webp": ("coffee.png", (640, 480), {"quality": 90}),
+    "rocket.jpg": ("rocket.jpg", (480, 640), {"quality": 92}),
+    "motorcycle.png": ("motorcycle_left.png", (720, 540), {}),
+    "retina.jpg": ("retina.jpg", (700, 700), {"quality": 90}),
+}
+
+
+def _bars(image: Image.Image, vertical: bool, colour: tuple[int, int, int]) -> Image.Image:
+    w, h = image.size
+    bar = round((h if vertical else w) * 0.12)
+    canvas = Image.new("RGB", (w, h + 2 * bar) if vertical else (w + 2 * bar, h), colour)
+    canvas.paste(image, (0, bar) if vertical else (bar, 0))
+    return canvas
+
+
+def _cutout(background: tuple[int, int, int]) -> Image.Image:
+    rgba = photo("coffee.png", (640, 480)).convert("RGBA")
+    rgba.paste((*background, 0), (0, 0, 320, 240))
+    return rgba
+
+
+def _flat() -> Image.Image:
+    noise = np.random.default_rng(0).normal(0, 1.5, (480, 640, 1))
+    return Image.fromarray(np.clip(np.full((480, 640, 3), (90, 140, 200)) + noise, 0, 255).astype(np.uint8))
+
+
+PLANTED: dict[str, tuple[str, Image.Image, dict[str, object]]] = {}
+
+
+def _planted() -> dict[str, tuple[str, Image.Image, dict[str, object]]]:
+    if not PLANTED:
+        PLANTED.update({
+            "blurry": ("blurred.jpg", photo("astronaut.png", (720, 720)).filter(ImageFilter.GaussianBlur(6)), {"quality": 92}),
+            "too-dark": ("dark.jpg", ImageEnhance.Brightness(photo("coffee.png", (640, 480))).enhance(0.15), {"quality": 92}),
+            "overexposed": ("washed.png", photo("chelsea.png", (640, 480)).point(lambda v: min(255, v * 3 + 80)), {}),
+            "low-information": ("flat.png", _flat(), {}),
+            "grayscale": ("grey.jpg", photo("rocket.jpg", (480, 640)).convert("L").convert("RGB"), {"quality": 92}),
+            "odd-aspect": ("panorama.jpg", photo("motorcycle_left.png", (966, 500)), {"quality": 92}),
+            "heavy-jpeg": ("blocky.jpg", photo("retina.jpg", (700, 700)), {"quality": 12}),
+            "letterbox": ("letterbox.png", _bars(photo("astronaut.png", (640, 480)), True, (0, 0, 0)), {}),
+            "alpha": ("cutout.png", _cutout((0, 0, 0)), {}),
+        })  # fmt: skip
+    return PLANTED
+
+
+@pytest.fixture(scope="module")
+def quality_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("quality") / "ds"
+    folder = root / "10_set"
+    for name, (source, size, params) in CLEAN.items():
+        save_photo(photo(source, size), folder / name, **params)
+    for name, image, params in _planted().values():
+        save_photo(image, folder / name, **params)
+    save_photo(_bars(photo("chelsea.png", (640, 480)), False, (255, 255, 255)), folder / "pillarbox.png")
+    save_photo(_cutout((255, 255, 255)), folder / "cutout_white.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def quality_flags(quality_set: Path) -> list:
+    with Dataset.open(quality_set, config=ScanConfig(workers=1)) as ds:
+        return ds.flags()
+
+
+QUALITY = (*IMAGE_QUALITY_KINDS, "alpha")
+
+
+@pytest.mark.parametrize("kind", QUALITY)
+def test_planted_defect_is_flagged_with_a_score(quality_flags: list, kind: str) -> None:
+    name = _planted()[kind][0]
+    found = [f for f in quality_flags if f.path == f"10_set/{name}" and f.kind == kind]
+    assert len(found) == 1, f"{kind} not reported on {name}: {[(f.path, f.kind) for f in quality_flags]}"
+    assert found[0].score is not None and 0.0 <= found[0].score <= 1.0
+    assert found[0].detail
+
+
+@pytest.mark.parametrize("kind", QUALITY)
+def test_clean_real_photographs_are_not_flagged(quality_flags: list, kind: str) -> None:
+    clean = {f"10_set/{name}" for name in CLEAN}
+    assert not [f.path for f in quality_flags if f.kind == kind and f.path in clean]
+
+
+def test_details_say_how_much(quality_flags: list) -> None:
+    by = {(f.path.rpartition("/")[2], f.kind): f.detail for f in quality_flags}
+    bars = by[("letterbox.png", "letterbox")]  # 58 px bars on a 640x596 canvas: 9.7% each side
+    top, bottom = (int(x) for x in re.findall(r"(\d+)% (?:top|bottom)", bars))
+    assert bars.startswith("letterbox: flat black bars") and 8 <= top <= 10 and 8 <= bottom <= 10
+    assert "pillarbox: flat white bars" in by[("pillarbox.png", "letterbox")]
+    assert "shows black (#000000)" in by[("cutout.png", "alpha")]
+    assert "shows white (#ffffff)" in by[("cutout_white.png", "alpha")]
+    assert "25% of pixels are transparent" in by[("cutout.png", "alpha")]
+    assert "quality 12" in by[("blocky.jpg", "heavy-jpeg")]
+    assert "1.93:1" in by[("panorama.jpg", "odd-aspect")]
+    # the scan's plain alpha finding is replaced by the scored one, not repeated
+    assert [f.kind for f in quality_flags if f.path == "10_set/cutout.png"].count("alpha") == 1
+
+
+def test_grayscale_only_in_a_colour_set(tmp_path: Path) -> None:
+    folder = tmp_path / "greys" / "1_scans"
+    for name in ("camera.png", "coins.png", "moon.png", "page.png"):
+        save_photo(photo(name).convert("L"), folder / name)
+    save_photo(photo("astronaut.png", (512, 512)), folder / "one_in_colour.jpg", quality=90)
+    with Dataset.open(tmp_path / "greys") as ds:
+        assert not [f for f in ds.flags() if f.kind == "grayscale"]
+
+
+def test_thresholds_come_from_the_config(quality_set: Path) -> None:
+    strict = QualityThresholds(blurry=1.9, heavy_jpeg=None)
+    with Dataset.open(quality_set, config=ScanConfig(workers=1, quality=strict)) as ds:
+        flags = ds.flags()
+    blurry = {f.path.rpartition("/")[2] for f in flags if f.kind == "blurry"}
+    assert "astronaut.jpg" in blurry and "blurred.jpg" in blurry  # a higher bar catches sharp photos too
+    assert not [f for f in flags if f.kind == "heavy-jpeg"]  # None turns the check off
+
+
+def test_threshold_parsing_names_the_problem() -> None:
+    assert QualityThresholds.parse(["blurry=0.3", "heavy-jpeg=off", "too-dark=0.1"]) == QualityThresholds(
+        blurry=0.3, heavy_jpeg=None, too_dark=0.1
+    )
+    with pytest.raises(ValueError, match="KIND=VALUE"):
+        QualityThresholds.parse(["sharpness=0.3"])
+    with pytest.raises(ValueError, match="blurry"):
+        QualityThresholds.parse(["blurry=7"])
+
+
+def test_cli_sorts_by_score_and_takes_thresholds(quality_set: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = kiln(["check", str(quality_set), "--json", "--sort", "score", "--quality", "blurry=1.9",
+                 "--kind", "blurry", "--no-progress"])  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    scores = [f["score"] for f in out["flags"]]
+    assert len(scores) >= 3 and scores == sorted(scores, reverse=True)
+    assert out["flags"][0]["path"] == "10_set/blurred.jpg"  # the planted blur is the worst
+    code = kiln(["check", str(quality_set), "--quality", "blurry=9", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "blurry" in err and "2" in err  # names the field and its range
+    code = kiln(["check", str(quality_set), "--quality", "wobbly=1", "--no-progress"])
+    assert code == 1 and "too-dark" in capsys.readouterr().err  # lists the kinds there are
