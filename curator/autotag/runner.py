@@ -19,6 +19,7 @@ from curator.autotag.model import ModelError, TaggerModel, resolve_model
 from curator.autotag.pipeline import tag_images
 from curator.autotag.thresholds import Prediction
 from curator.captions.files import caption_target
+from curator.captions.tagtext import tag_key
 from curator.records import ImageRecord
 from curator.tags.items import CaptionItem, ScopeError, select
 from curator.tags.journal import CaptionChange, apply_changes
@@ -233,6 +234,7 @@ def run_autotag(
     on_done = progress(len(todo), 0) if progress else None
     changes: list[CaptionChange] = []
     planned: list[tuple[ImageOutcome, Path]] = []
+    scores: dict[str, dict[str, float]] = {}  # image path -> caption tag -> probability, kept in the index
     start = time.perf_counter()
     try:
         for result in tag_images(
@@ -245,6 +247,8 @@ def run_autotag(
                 continue
             outcome, change = _plan_one(record, cap, befores[i], result.prediction, config, root)
             report.outcomes.append(outcome)
+            final = {tag_key(t) for t in outcome.tags}
+            scores[record.path] = {t: p for t, p in result.prediction.scores.items() if tag_key(t) in final}
             if change is not None:
                 changes.append(change)
                 planned.append((outcome, cap))
@@ -255,6 +259,11 @@ def run_autotag(
 
     if changes and not config.dry_run:
         _apply(dataset, changes, planned, config, report, model)
+    if scores and not config.dry_run:
+        from curator.autotag.scores import store
+
+        written = {o.path for o in report.outcomes if o.status in ("tagged", "unchanged")}
+        store(dataset.index, {path: s for path, s in scores.items() if path in written}, model.files.name)
     return report
 
 

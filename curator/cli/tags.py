@@ -117,6 +117,54 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.set_defaults(func=_run, op="consolidate")
 
+    p = sub.add_parser(
+        "suggest",
+        help="consolidations and implications found in the captions (red footwear, red boots -> red boots)",
+        description="List tag consolidations (one specific tag makes others redundant: 'boots, red footwear, "
+        "red boots' -> keep 'red boots') and implications (a general tag in every caption with a specific one), "
+        "each with its counts and an example; apply one, several or all with --apply (one journal entry).",
+    )
+    _common(p)
+    p.add_argument(
+        "--apply", nargs="+", metavar="ID", default=None, help="apply these suggestions: numbers as listed, ids, or all"
+    )
+    p.add_argument(
+        "--kind", action="append", choices=["consolidate", "implication"], default=None, help="only this kind"
+    )
+    p.add_argument("--rules", action="append", default=[], metavar="FILE", help="your rules TOML (repeatable)")
+    p.add_argument("--no-builtin", action="store_true", help="do not use the built-in Danbooru table")
+    p.add_argument(
+        "--min-implication", type=int, default=3, metavar="N",
+        help="an implication needs its specific tag in at least N captions (default 3)",
+    )  # fmt: skip
+    p.add_argument(
+        "--save-rules", type=Path, default=None, metavar="FILE",
+        help="with --apply: write the chosen suggestions as [implications] to FILE instead of editing captions",
+    )  # fmt: skip
+    p.set_defaults(func=_run, op="suggest")
+
+    p = sub.add_parser(
+        "suspects",
+        help="probably wrong tags: low autotag confidence, contradictions, tags in one or two images",
+        description="List tags to review: the autotagger was unsure of them (its probabilities are kept in the "
+        "index), they contradict another tag of the caption, or they are in only one or two captions. "
+        "--remove deletes them from the images where they are suspect (one journal entry).",
+    )
+    _common(p)
+    p.add_argument(
+        "--kind", action="append", choices=["low-confidence", "contradiction", "rare"], default=None,
+        help="only this kind (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--below", type=float, default=0.5, metavar="P", help="low confidence: under P (default 0.5)")
+    p.add_argument("--rare", type=int, default=2, metavar="N", help="rare: in N captions or fewer (default 2)")
+    p.add_argument("--conflicts", action="append", default=[], metavar="FILE", help="your conflicts TOML (repeatable)")
+    p.add_argument("--no-builtin", action="store_true", help="do not use the built-in contradictions")
+    p.add_argument(
+        "--remove", nargs="+", metavar="WHAT", default=None,
+        help="remove suspects: a kind (low-confidence, contradiction, rare), tags, or all",
+    )  # fmt: skip
+    p.set_defaults(func=_run, op="suspects")
+
     p = sub.add_parser("absorb", help="list tags in >= X%% of a concept's images; remove the chosen ones")
     _common(p)
     p.add_argument(

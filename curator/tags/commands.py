@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from curator.dataset import Dataset
     from curator.tags.items import CaptionItem
     from curator.tags.journal import ApplyResult, CaptionChange, Rebase
+    from curator.tags.suggest import Suggestion
+    from curator.tags.suspects import Suspect
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFLICT = 0, 1, 2
 
@@ -573,6 +575,150 @@ def _stats(dataset: Dataset, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _suggest(dataset: Dataset, args: argparse.Namespace) -> int:
+    from curator.tags.consolidate import RulesError, load_rules
+    from curator.tags.suggest import choose, suggest, suggestion_changes
+
+    try:
+        rules = load_rules(args.rules, builtin=not args.no_builtin)
+    except RulesError as exc:
+        return _err(str(exc))
+    items = _items(dataset, args)
+    found = suggest(items, rules, min_implication=args.min_implication, kinds=args.kind)
+    if args.apply is None:
+        if args.json:
+            _emit_json({"suggestions": [s.to_dict() for s in found]})
+        else:
+            _print_suggestions(found, args)
+        return EXIT_OK
+    try:
+        chosen = choose(found, args.apply)
+    except ValueError as exc:
+        return _err(str(exc))
+    if not chosen:
+        return _err("no suggestion to apply")
+    if args.save_rules is not None:
+        return _save_rules(args.save_rules, chosen, args)
+    changes = suggestion_changes(items, chosen)
+    names = ", ".join(s.id for s in chosen[:5]) + (f" and {len(chosen) - 5} more" if len(chosen) > 5 else "")
+    extra = {"suggestions": [s.to_dict() for s in chosen]}
+    rebase = _rebaser(dataset, args, items, lambda fresh: suggestion_changes(fresh, chosen))
+    return _apply(dataset, args, changes, "suggest", f"suggestions: {names}", extra, rebase=rebase)
+
+
+def _print_suggestions(found: list[Suggestion], args: argparse.Namespace) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    con = _console()
+    if not found:
+        con.print("no consolidation or implication found in these captions.")
+        return
+    table = Table(title=f"{len(found)} suggestion(s): keep the first tag, drop the others where it is",
+                  title_justify="left", show_lines=True)  # fmt: skip
+    for col in ("#", "kind", "keep", "drop (captions together / with the tag)", "files"):
+        table.add_column(col, justify="right" if col in ("#", "files") else "left", overflow="fold")
+    for n, s in enumerate(found[: args.limit or None], start=1):
+        drops = Text()
+        for d in s.drop:
+            drops.append(printable(d.tag), style="red")
+            drops.append(f"  {d.together}/{d.count}  ")
+            drops.append(printable(d.reason), style="dim")
+            drops.append("\n")
+        if s.example:
+            drops.append("e.g. " + printable(s.example[0]) + " after: ", style="dim")
+            drops.append(printable(s.example[2]))
+        table.add_row(str(n), s.kind, Text(f"{printable(s.keep)} ({s.keep_count})"), drops, str(s.files))
+    con.print(table)
+    con.print(
+        "apply with: kiln tags suggest DATASET --apply 1 3 (numbers or ids, or all); add --dry-run to see every "
+        "file's diff first"
+    )
+
+
+def _save_rules(path: Path, chosen: list[Suggestion], args: argparse.Namespace) -> int:
+    import tomllib
+
+    import tomli_w
+
+    from curator.fsutil import atomic_write_bytes
+
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            return _err(f"{path}: cannot add to it ({exc}); give a new file or fix this one")
+    implications = data.setdefault("implications", {})
+    for s in chosen:
+        known = list(implications.get(s.keep, []))
+        implications[s.keep] = known + [d.tag for d in s.drop if d.tag not in known]
+    if args.dry_run:
+        print(tomli_w.dumps(data), end="")
+        return EXIT_OK
+    atomic_write_bytes(path, tomli_w.dumps(data).encode("utf-8"))
+    if args.json:
+        _emit_json({"saved": str(path), "implications": {s.keep: [d.tag for d in s.drop] for s in chosen}})
+    else:
+        print(f"saved {len(chosen)} rule(s) to {printable(str(path))}; use them with: kiln tags consolidate DATASET "
+              f"--rules {printable(str(path))}")  # fmt: skip
+    return EXIT_OK
+
+
+def _suspects(dataset: Dataset, args: argparse.Namespace) -> int:
+    from curator.autotag.scores import load
+    from curator.tags.suspects import KINDS, ConflictError, find_suspects, load_conflicts, removal_changes
+
+    if not 0 < args.below <= 1:
+        return _err(f"--below {args.below}: use a probability in (0, 1], e.g. 0.5")
+    if args.rare < 1:
+        return _err(f"--rare {args.rare}: use 1 or more (captions)")
+    try:
+        conflicts = load_conflicts(args.conflicts, builtin=not args.no_builtin)
+    except ConflictError as exc:
+        return _err(str(exc))
+    items = _items(dataset, args)
+    confidences = load(dataset.index, [it.path for it in items])
+    found = find_suspects(items, confidences, conflicts, args.below, args.rare, args.kind or KINDS)
+    if args.remove is None:
+        if args.json:
+            _emit_json({"suspects": [s.to_dict() for s in found]})
+        else:
+            _print_suspects(found, args)
+        return EXIT_OK
+    wanted = {w.strip() for w in args.remove}
+    from curator.captions.tagtext import tag_key
+
+    keys = {tag_key(w) for w in wanted if w not in KINDS and w != "all"}
+    chosen = [s for s in found if "all" in wanted or s.kind in wanted or s.tag in keys]
+    missing = sorted(k for k in keys if not any(s.tag == k for s in found))
+    if missing:
+        return _err(f"not a suspect here: {', '.join(missing)} (list them first: kiln tags suspects DATASET)")
+    changes = removal_changes(items, chosen)
+    what = ", ".join(sorted(wanted))
+    rebase = _rebaser(dataset, args, items, lambda fresh: removal_changes(fresh, chosen))
+    return _apply(dataset, args, changes, "suspects", f"remove suspect tags: {what}",
+                  {"removed": [s.to_dict() for s in chosen]}, rebase=rebase)  # fmt: skip
+
+
+def _print_suspects(found: list[Suspect], args: argparse.Namespace) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    con = _console()
+    if not found:
+        con.print("no suspect tag.")
+        return
+    table = Table(title=f"{len(found)} suspect tag(s)", title_justify="left")
+    for col in ("kind", "tag", "images", "why", "where"):
+        table.add_column(col, justify="right" if col == "images" else "left", overflow="fold")
+    for s in found[: args.limit or None]:
+        where = ", ".join(printable(p) for p in s.paths[:3]) + (f" +{len(s.paths) - 3}" if len(s.paths) > 3 else "")
+        table.add_row(s.kind, Text(printable(s.tag)), str(len(s.paths)), Text(printable(s.detail)), Text(where))
+    con.print(table)
+    con.print("remove with: kiln tags suspects DATASET --remove low-confidence (a kind, tags, or all); --dry-run first")
+
+
 _HANDLERS = {
     "stats": _stats,
     "add": _add,
@@ -581,6 +727,8 @@ _HANDLERS = {
     "trigger": _trigger,
     "consolidate": _consolidate,
     "absorb": _absorb,
+    "suggest": _suggest,
+    "suspects": _suspects,
     "sort": _sort,
     "dedupe": _dedupe,
     "normalize": _normalize,
