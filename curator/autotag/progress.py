@@ -9,7 +9,7 @@ ProgressFactory = Callable[[int, int], Callable[[int], None]]
 
 
 @contextlib.contextmanager
-def progress_factory(enabled: bool) -> Iterator[ProgressFactory | None]:
+def progress_factory(enabled: bool, label: str = "autotag") -> Iterator[ProgressFactory | None]:
     """Yields `start(total, done) -> advance(n)`, or None when disabled (pipes, --json, tests)."""
     if not enabled:
         yield None
@@ -34,7 +34,7 @@ def progress_factory(enabled: bool) -> Iterator[ProgressFactory | None]:
             return Text(f"{speed:6.1f} img/s" if speed else "    -- img/s", style="progress.data.speed")
 
     with Progress(
-        TextColumn("autotag"),
+        TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
         RateColumn(),
@@ -45,7 +45,7 @@ def progress_factory(enabled: bool) -> Iterator[ProgressFactory | None]:
     ) as bar:
 
         def start(total: int, done: int) -> Callable[[int], None]:
-            task = bar.add_task("autotag", total=total, completed=done)
+            task = bar.add_task(label, total=total, completed=done)
             return lambda n: bar.advance(task, n)
 
         yield start

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 
-from curator.cli import autotag, buckets, health, tags
+from curator.cli import autotag, buckets, caption, health, tags
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add scan, check, dupes (health), buckets, tags and autotag."""
-    for module in (health, buckets, tags, autotag):
+    """Add scan, check, dupes (health), buckets, tags, autotag and caption."""
+    for module in (health, buckets, tags, autotag, caption):
         module.register(subparsers)
