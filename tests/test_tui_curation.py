@@ -388,3 +388,66 @@ def test_autotag_settings_survive_a_restart(tmp_path: Path) -> None:
     settings = initial_settings(load_prefs())
     again = AutotagConfig.model_validate(settings)
     assert again.model_dump() == {**config.model_dump(), "workers": again.workers}
+
+
+# ------------------------------------------------------------------------------------ suggestions, quality
+
+
+def test_tag_suggestions_are_reviewed_and_applied(tmp_path: Path) -> None:
+    from tests.conftest import photo, save_photo
+    from tui.widgets.dialogs import ConfirmScreen
+    from tui.widgets.suggestions import SuggestionsScreen
+
+    root = tmp_path / "ds"
+    folder = root / "10_laetitia"
+    for n, name in enumerate(("astronaut.png", "chelsea.png", "coffee.png")):
+        save_photo(photo(name, (96, 96)), folder / f"img{n}.jpg", quality=90)
+        (folder / f"img{n}.txt").write_text("laetitia, red boots, boots, red footwear, smile\n")
+
+    async def run() -> None:
+        app = make_app(root)
+        async with app.run_test(size=(110, 34)) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("2")
+            app.query_one("#tag-table").focus()
+            await pilot.press("S")
+            await wait_for(pilot, lambda: isinstance(app.screen, SuggestionsScreen))
+            screen = app.screen
+            assert screen.suggestions[0].id == "consolidate:red boots"
+            assert "red footwear" in str(screen.query_one("#suggestion-detail").render())
+            await pilot.press("space", "ctrl+s")  # tick the first, apply
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await wait_for(pilot, lambda: (folder / "img0.txt").read_text() == "laetitia, red boots, smile\n")
+            assert all((folder / f"img{n}.txt").read_text() == "laetitia, red boots, smile\n" for n in range(3))
+            await pilot.press("u")
+            await wait_for(pilot, lambda: "red footwear" in (folder / "img0.txt").read_text())
+
+    asyncio.run(run())
+
+
+def test_health_view_lists_quality_findings_worst_first(tmp_path: Path) -> None:
+    from PIL import ImageFilter
+
+    from tests.conftest import photo, save_photo
+
+    folder = tmp_path / "ds" / "1_set"
+    save_photo(photo("chelsea.png", (640, 480)), folder / "sharp.jpg", quality=92)
+    save_photo(photo("astronaut.png", (640, 640)).filter(ImageFilter.GaussianBlur(3)), folder / "soft.jpg", quality=92)
+    save_photo(photo("coffee.png", (640, 480)).filter(ImageFilter.GaussianBlur(8)), folder / "softer.jpg", quality=92)
+
+    async def run() -> None:
+        app = make_app(tmp_path / "ds")
+        async with app.run_test(size=(110, 34)) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("5")
+            tree = app.query_one("#health-tree")
+            await wait_for(pilot, lambda: any("blurry" in str(n.label) for n in tree.root.children))
+            node = next(n for n in tree.root.children if str(n.label).startswith("blurry"))
+            scores = [leaf.data["flag"].score for leaf in node.children]
+            paths = [leaf.data["path"] for leaf in node.children]
+            assert scores == sorted(scores, reverse=True) and len(scores) >= 1
+            assert "1_set/sharp.jpg" not in paths
+            assert str(node.children[0].label).startswith(f"{scores[0]:.2f} ")
+
+    asyncio.run(run())

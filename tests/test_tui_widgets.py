@@ -112,6 +112,14 @@ def test_completion_ranks_prefix_matches_by_count() -> None:
     assert complete("hair", vocab, set()) == ["hair ornament", "long hair", "short hair"]
     assert complete("long h", vocab, {"long hair"}) == []
     assert complete("", vocab, set()) == []
+    # the shipped Danbooru table fills in tags the dataset does not use yet, after the dataset's own
+    from curator.tags.consolidate import known_tags
+
+    table = known_tags()
+    assert "very long hair" in table and "long hair" in table
+    found = complete("long", vocab, set(), limit=6, known=table)
+    assert found[:2] == ["long_sleeves", "long hair"] and "long sleeves" not in found[:2]
+    assert any(t.startswith("long ") and t not in vocab for t in found[2:])
 
 
 def test_bar_chart_cells() -> None:

@@ -124,6 +124,7 @@ _BUILTIN: tuple[Context, ...] = (
         Key("rename", "r", "rename", "Rename everywhere"),
         Key("delete", "d,delete", "delete", "Delete everywhere"),
         Key("sort", "s", "toggle_sort", "Sort count/name"),
+        Key("suggestions", "S", "suggestions", "Suggestions", long="Tag suggestions: consolidations and implications"),
         Key("search", "slash", "search", "Search tags"),
     )),
     Context("tag-table", "Tags view · moving in the table", "tags", "TagTable", (
@@ -162,6 +163,11 @@ _BUILTIN: tuple[Context, ...] = (
     ), palette=False),
     Context("help", "Dialogs · help", None, "HelpScreen", (
         Key("close", "escape,q,question_mark", "close", "Close"),
+    ), palette=False),
+    Context("suggestions", "Dialogs · tag suggestions", None, "SuggestionsScreen", (
+        Key("apply", "ctrl+s", "apply", "Apply ticked"),
+        Key("toggle-all", "a", "toggle_all", "Tick all/none"),
+        Key("close", "escape", "close", "Close"),
     ), palette=False),
     Context("autotag", "Dialogs · autotag", None, "AutotagScreen", (
         Key("cancel", "escape", "cancel", "Cancel"),

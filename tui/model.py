@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from curator.tags.journal import ApplyResult, CaptionChange, JournalEntry, JournalWatch
     from curator.tags.ops import AbsorbCandidate
     from curator.tags.query import QueryItem
+    from curator.tags.suggest import Suggestion
     from curator.trash import TrashBatch
 
 FlagsByPath = dict[str, list["Flag"]]
@@ -615,7 +616,18 @@ class DatasetModel:
             from curator.tags.consolidate import consolidate, load_rules
 
             return consolidate(items, load_rules(), suffix_heuristic=bool(params.get("suffix"))).changes
+        if op == "suggest":
+            from curator.tags.suggest import suggestion_changes
+
+            return suggestion_changes(items, _suggestions(params))
         raise ModelError(f"unknown operation {op!r}")
+
+    def suggestions(self, rows: Iterable[Row]) -> list[Suggestion]:
+        """``curator.tags.suggest`` consolidations and implications for rows (built-in rules)."""
+        from curator.tags.consolidate import load_rules
+        from curator.tags.suggest import suggest
+
+        return suggest(self.caption_items(rows), load_rules())
 
     def absorb_suggestions(self, rows: Iterable[Row], min_share: float = 0.8) -> list[AbsorbCandidate]:
         from curator.tags import ops
@@ -659,6 +671,16 @@ class DatasetModel:
         if len(changes) > limit:
             text.append(f"… and {len(changes) - limit} more file(s)\n", style="dim")
         return text
+
+
+def _suggestions(params: PlanParams) -> list[Suggestion]:
+    """The chosen ``curator.tags.suggest`` suggestions of a ``suggest`` operation."""
+    from curator.tags.suggest import Suggestion
+
+    value = params.get("suggestions")
+    if not isinstance(value, list) or not all(isinstance(s, Suggestion) for s in value):
+        raise ModelError("suggest needs a list of suggestions")
+    return value
 
 
 def _text(params: PlanParams, key: str) -> str:

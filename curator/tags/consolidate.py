@@ -21,6 +21,7 @@ import tomllib
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -117,6 +118,18 @@ def load_rules(files: Iterable[Path | str] = (), builtin: bool = True) -> RuleSe
     for f in files:
         rules.add_file(Path(f))
     return rules
+
+
+@lru_cache(maxsize=1)
+def known_tags() -> tuple[str, ...]:
+    """Every canonical tag the built-in table names (aliases' targets, specific and general tags of the
+    implications), sorted: what the TUI's tag completion offers beside the dataset's own tags."""
+    rules = load_rules()
+    names = set(rules.aliases.values())
+    for specific, general in rules.implications.items():
+        names.add(specific)
+        names.update(general)
+    return tuple(sorted({" ".join(n.split()) for n in names} - set(rules.aliases)))
 
 
 @dataclass

@@ -68,7 +68,7 @@ class MemberCard(Vertical):
     MemberCard { width: 1fr; border: round $panel; padding: 0; }
     MemberCard.-current { border: round $accent; }
     MemberCard HalfBlockImage { height: 1fr; }
-    MemberCard Static { height: auto; max-height: 4; }
+    MemberCard Static { height: auto; max-height: 6; }
     """
 
     class Clicked(Message):
@@ -159,6 +159,13 @@ class ClusterPane(Vertical, can_focus=True):
             facts = safe_text(Path(path).name, style="bold")
             if path == cluster.keep:
                 facts.append("  suggested", style="green")
+                if cluster.keep_reason:
+                    facts.append("\n")
+                    facts.append_text(safe_text(cluster.keep_reason, style="green"))
+            elif path in cluster.why:
+                facts.append("\n")
+                facts.append_text(safe_text(f"{cluster.why[path].get('transform', '')} "
+                                            f"({cluster.why[path].get('distance', '?')} bits)", style="dim"))  # fmt: skip
             if row is not None:
                 facts.append(f"\n{row.width}×{row.height} {human_size(row.size)} {len(row.tags)} tags")
                 facts.append("\n")
@@ -257,9 +264,12 @@ class HealthView(KilnView):
                 by_kind.setdefault(flag.kind, []).append((row, flag))
         for kind in sorted(by_kind, key=lambda k: (-len(by_kind[k]), k)):
             items = by_kind[kind]
+            # scored kinds (image quality, alpha) list the worst first; the others keep path order
+            items.sort(key=lambda rf: (rf[1].score is None, -(rf[1].score or 0.0)))
             node = tree.root.add(Text(f"{kind} ({len(items)})", style="bold yellow"), expand=False)
             for row, flag in items[:MAX_LEAVES]:
-                label = safe_text(row.path)
+                label = Text(f"{flag.score:.2f} ", style="bold") if flag.score is not None else Text()
+                label.append_text(safe_text(row.path))
                 label.append("  ")
                 label.append_text(safe_text(flag.detail, style="dim"))
                 node.add_leaf(label, data=Finding(path=row.path, row=row, flag=flag))

@@ -20,6 +20,7 @@ from tui.widgets.dialogs import ConfirmScreen, PromptScreen
 
 if TYPE_CHECKING:
     from curator.tags.journal import CaptionChange
+    from curator.tags.suggest import Suggestion
 
 
 def quote_tag(tag: str) -> str:
@@ -52,6 +53,9 @@ class TagTable(DataTable[Text]):
 
     def action_search(self) -> None:
         self.post_message(self.Command("search"))
+
+    def action_suggestions(self) -> None:
+        self.post_message(self.Command("suggestions"))
 
 
 class TagsView(KilnView):
@@ -123,7 +127,7 @@ class TagsView(KilnView):
     def on_tag_table_command(self, event: TagTable.Command) -> None:
         event.stop()
         commands: dict[str, Callable[[], object]] = {"show_images": self.show_images, "rename": self.rename, "delete": self.delete,
-                    "toggle_sort": self.toggle_sort, "search": self.query_one("#tag-search", Input).focus}
+                    "toggle_sort": self.toggle_sort, "suggestions": self.suggestions, "search": self.query_one("#tag-search", Input).focus}
         commands[event.action]()
 
     def toggle_sort(self) -> None:
@@ -150,6 +154,27 @@ class TagsView(KilnView):
                                        f"rename tag '{printable(tag)}' to '{printable(new.strip())}'")
 
         self.app.push_screen(PromptScreen(f"Rename tag '{printable(tag)}' in every caption to:", tag), done)
+
+    @work(thread=True, exclusive=True, group="tags-plan")
+    def suggestions(self) -> None:
+        """Find the dataset's tag suggestions, let the user tick some, then preview and apply them."""
+        model = self.model
+        try:
+            found = model.suggestions(model.rows)
+        except Exception as exc:  # noqa: BLE001
+            self.kiln.ui(self.app.notify, printable(f"Suggestions failed: {exc}"), severity="error")
+            return
+        self.kiln.ui(self._review, found)
+
+    def _review(self, found: list[Suggestion]) -> None:
+        from tui.widgets.suggestions import SuggestionsScreen
+
+        def chosen(picked: list[Suggestion] | None) -> None:
+            if picked:
+                names = ", ".join(s.id for s in picked[:3]) + (f" +{len(picked) - 3}" if len(picked) > 3 else "")
+                self._plan_and_confirm("suggest", {"suggestions": picked}, f"apply suggestions: {printable(names)}")
+
+        self.app.push_screen(SuggestionsScreen(found), chosen)
 
     def delete(self) -> None:
         tag = self.current_tag()

@@ -19,8 +19,15 @@ from tui.bindings import bindings
 MAX_SUGGESTIONS = 8
 
 
-def complete(prefix: str, vocabulary: Counter[str], exclude: set[str], limit: int = MAX_SUGGESTIONS) -> list[str]:
-    """Vocabulary tags containing ``prefix`` (prefix matches first, then by count), minus ``exclude``."""
+def complete(
+    prefix: str,
+    vocabulary: Counter[str],
+    exclude: set[str],
+    limit: int = MAX_SUGGESTIONS,
+    known: tuple[str, ...] = (),
+) -> list[str]:
+    """Tags containing ``prefix``, minus ``exclude``: the dataset's (prefix matches first, then by count), then
+    ``known`` ones it does not use yet (the shipped Danbooru table), prefix matches first."""
     needle = prefix.strip().lower().replace("_", " ")
     if not needle:
         return []
@@ -33,7 +40,13 @@ def complete(prefix: str, vocabulary: Counter[str], exclude: set[str], limit: in
             starts.append((-count, tag))
         elif needle in norm:
             contains.append((-count, tag))
-    return [t for _, t in sorted(starts)[:limit] + sorted(contains)[: max(0, limit - len(starts))]][:limit]
+    found = [t for _, t in sorted(starts)[:limit] + sorted(contains)[: max(0, limit - len(starts))]][:limit]
+    if len(found) < limit and known:
+        have = set(found) | exclude | set(vocabulary)
+        extra = [t for t in known if t not in have and needle in t]
+        extra.sort(key=lambda t: (not t.startswith(needle), t))
+        found += extra[: limit - len(found)]
+    return found
 
 
 class TagList(OptionList):
@@ -125,15 +138,21 @@ class TagInput(Input):
         self.vocabulary: Counter[str] = Counter()
         self.exclude: set[str] = set()
         self.suggestions: list[str] = []
+        self.known: tuple[str, ...] = ()  # the shipped Danbooru table's tags (curator.tags.consolidate.known_tags)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
-        matches = complete(event.value, self.vocabulary, self.exclude)
+        if not self.known:
+            from curator.tags.consolidate import known_tags
+
+            self.known = known_tags()
+        matches = complete(event.value, self.vocabulary, self.exclude, known=self.known)
         dropdown = self.dropdown
         dropdown.clear_options()
         for tag in matches:
             label = safe_text(tag)
-            label.append(f"  {self.vocabulary[tag]}", style="dim")
+            count = self.vocabulary.get(tag, 0)
+            label.append(f"  {count}" if count else "  table", style="dim")
             dropdown.add_option(Option(label, id=None))
         self.suggestions = matches
         dropdown.display = bool(matches)
