@@ -10,7 +10,8 @@ detail says the value, the threshold and what training will make of it.
   underexposed photograph); overexposed: the median brightness above (half the picture nearly white: washed
   out, or mostly a white background);
 * low-information: grey-level entropy below, or one colour covering more than ``one_colour`` of the image;
-* grayscale: almost no colourful pixels, only in a colour set (``colour_set`` of the images have colour);
+* grayscale: almost no colourful pixels, only in a colour set (``colour_set`` of the images of its concept folder
+  have colour: a folder of black-and-white photographs is a concept of its own);
 * odd-aspect: kohya's bucket crops more than ``odd_aspect`` of the image away (images beyond the widest bucket
   are ``extreme-aspect`` instead);
 * heavy-jpeg: a JPEG whose quantisation tables are those of a low quality setting;
@@ -117,7 +118,7 @@ def image_quality_flags(
         share = stats.chroma_share if stats.chroma_share is not None else 0.0
         if share < t.grayscale:
             source = "a greyscale file" if stats.chroma_share is None else f"{share:.1%} of pixels have colour"
-            flags.append(Flag(path, "grayscale", f"no colour ({source}) in a colour dataset; the model learns "
+            flags.append(Flag(path, "grayscale", f"no colour ({source}) in a colour folder; the model learns "
                               "greyscale for whatever this image shows", _below(share, t.grayscale)))  # fmt: skip
     crop = _crop_share(record, bucket_settings)
     aspect = max(record.width, record.height) / max(1, min(record.width, record.height))
@@ -185,8 +186,12 @@ def quality_flags(
 ) -> list[Flag]:
     """Quality findings of every record that has statistics (decoded images)."""
     chosen = [(r, stats[r.path]) for r in records if r.path in stats and r.readable]
-    colour = is_colour_set((s for _r, s in chosen), thresholds)
+    by_folder: dict[str, list[ImageStats]] = {}
+    for record, image_stats in chosen:
+        by_folder.setdefault(record.subset.rel_dir, []).append(image_stats)
+    colour = {folder: is_colour_set(group, thresholds) for folder, group in by_folder.items()}
     flags: list[Flag] = []
     for record, image_stats in chosen:
-        flags += image_quality_flags(record, image_stats, thresholds, colour, bucket_settings, widest_aspect)
+        in_colour = colour[record.subset.rel_dir]
+        flags += image_quality_flags(record, image_stats, thresholds, in_colour, bucket_settings, widest_aspect)
     return flags
