@@ -444,8 +444,8 @@ def test_health_view_lists_quality_findings_worst_first(tmp_path: Path) -> None:
             tree = app.query_one("#health-tree")
             await wait_for(pilot, lambda: any("blurry" in str(n.label) for n in tree.root.children))
             node = next(n for n in tree.root.children if str(n.label).startswith("blurry"))
-            scores = [leaf.data["flag"].score for leaf in node.children]
-            paths = [leaf.data["path"] for leaf in node.children]
+            scores = [leaf.data.flag.score for leaf in node.children]
+            paths = [leaf.data.path for leaf in node.children]
             assert scores == sorted(scores, reverse=True) and len(scores) >= 1
             assert "1_set/sharp.jpg" not in paths
             assert str(node.children[0].label).startswith(f"{scores[0]:.2f} ")
