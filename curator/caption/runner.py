@@ -8,6 +8,7 @@ thread pool while the model works on the previous batch.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +27,7 @@ from curator.tags.items import CaptionItem
 
 if TYPE_CHECKING:
     from curator.dataset import Dataset
+    from curator.tags.journal import ApplyResult, CaptionChange
 
 JOURNAL_OP = "caption"
 DECODE_SIDE = 1024  # images are decoded at least this large on the short side (JPEG DCT scaling) or fully
@@ -138,16 +140,9 @@ def _prefix(config: CaptionConfig, item: CaptionItem) -> list[str]:
     return words
 
 
-def _jobs(dataset: Dataset, config: CaptionConfig, captioner: Captioner, report: CaptionReport) -> list[_Job]:
-    from curator.tags.items import load_items
-    from curator.tags.query import QueryError
-
-    try:
-        items = load_items(dataset, where=config.where, include_reg=config.include_reg)
-    except QueryError as exc:
-        raise CaptionError(f"--where: {exc}") from exc
+def _jobs(items: list[CaptionItem], root: Path, config: CaptionConfig, captioner: Captioner,
+          report: CaptionReport) -> list[_Job]:
     report.images = len(items)
-    root = Path(dataset.root)
     template = config.prompt if config.prompt is not None else captioner.default_prompt()
     jobs: list[_Job] = []
     owner: dict[Path, str] = {}
@@ -190,30 +185,43 @@ def _batches(jobs: list[_Job], size: int, workers: int = 4) -> Iterator[list[tup
             pending = following
 
 
-def run_caption(
-    dataset: Dataset,
+@dataclass
+class CaptionPlan:
+    """Captions made for some images, not written yet: the report (outcomes per image) and the changes."""
+
+    report: CaptionReport
+    changes: list[CaptionChange]
+    planned: dict[Path, Outcome]  # resolved caption path -> its outcome (for conflicts at apply time)
+
+
+def caption_items(
+    items: list[CaptionItem],
+    root: Path,
     config: CaptionConfig,
     captioner: Captioner,
     progress: Callable[[int, int], Callable[[int], None]] | None = None,
-) -> CaptionReport:
-    """Caption the dataset's images per ``config`` with a loaded ``captioner``."""
+    cancel: threading.Event | None = None,
+) -> CaptionPlan:
+    """Caption ``items`` (images of the dataset at ``root``) per ``config``; nothing is written. Stops after the
+    current batch when ``cancel`` is set or on Ctrl-C (``report.interrupted``), keeping what was captioned.
+    ``progress(total, 0)`` returns the callback told how many images each batch finished."""
     from curator.tags.journal import CaptionChange
 
     report = CaptionReport(captioner.name, captioner.family, captioner.device, config.mode, config.dry_run)
-    jobs = _jobs(dataset, config, captioner, report)
+    jobs = _jobs(items, root, config, captioner, report)
     report.considered = len(jobs)
+    plan = CaptionPlan(report, [], {})
     if not jobs:
         if report.count("exists"):
             report.reason = "every chosen image already has its caption file (add --force to replace them)"
         elif config.where:
             report.reason = f"no image matches --where {config.where!r}"
-        else:
+        elif not items:
             report.reason = "the dataset has no image to caption"
-        return report
-    root = Path(dataset.root)
+        else:
+            report.reason = "no image left to caption (the chosen ones are unreadable or share a caption file)"
+        return plan
     on_done = progress(len(jobs), 0) if progress else None
-    changes: list[CaptionChange] = []
-    planned: dict[Path, Outcome] = {}
     started = time.perf_counter()
     try:
         for batch in _batches(jobs, config.batch_size):
@@ -231,26 +239,59 @@ def run_caption(
                     outcome = Outcome(job.item.path, _rel(job.target, root), status, sentence)
                     report.outcomes.append(outcome)
                     if status == "captioned":
-                        changes.append(CaptionChange(job.target, job.before, after))
-                        planned[job.target.resolve()] = outcome
+                        plan.changes.append(CaptionChange(job.target, job.before, after))
+                        plan.planned[job.target.resolve()] = outcome
             if on_done is not None:
                 on_done(len(batch))
+            if cancel is not None and cancel.is_set():
+                report.interrupted = True
+                break
     except KeyboardInterrupt:
         report.interrupted = True
     report.seconds = time.perf_counter() - started
     report.outcomes.sort(key=lambda o: o.path)
-    if changes and not config.dry_run:
+    return plan
+
+
+def journal_description(captioner: Captioner, config: CaptionConfig, files: int) -> str:
+    """The journal entry's description of a caption run."""
+    where = f", {config.extension}" if config.mode == "write" else ""
+    return f"caption {captioner.name} ({config.mode}{where}): {files} file(s)"
+
+
+def mark_apply_result(plan: CaptionPlan, result: ApplyResult) -> None:
+    """Outcomes of files the journal did not write: changed on disk meanwhile (conflict) or a write error."""
+    for path in result.conflicts:
+        hit = plan.planned.get(Path(path).resolve())
+        if hit is not None:
+            hit.status, hit.error = "conflict", "the caption changed on disk while kiln captioned; left as it is"
+    for path, reason in result.errors:
+        hit = plan.planned.get(Path(path).resolve())
+        if hit is not None:
+            hit.status, hit.error = "error", reason
+
+
+def run_caption(
+    dataset: Dataset,
+    config: CaptionConfig,
+    captioner: Captioner,
+    progress: Callable[[int, int], Callable[[int], None]] | None = None,
+) -> CaptionReport:
+    """Caption the dataset's images per ``config`` with a loaded ``captioner`` and write the captions through the
+    journal (one entry) unless ``config.dry_run``."""
+    from curator.tags.items import load_items
+    from curator.tags.query import QueryError
+
+    try:
+        items = load_items(dataset, where=config.where, include_reg=config.include_reg)
+    except QueryError as exc:
+        raise CaptionError(f"--where: {exc}") from exc
+    plan = caption_items(items, Path(dataset.root), config, captioner, progress)
+    report = plan.report
+    if plan.changes and not config.dry_run:
         from curator.tags.journal import apply_changes
 
-        description = f"caption {captioner.name} ({config.mode}{', ' + config.extension if config.mode == 'write' else ''})"
-        result = apply_changes(dataset, changes, JOURNAL_OP, f"{description}: {len(changes)} file(s)")
+        result = apply_changes(dataset, plan.changes, JOURNAL_OP, journal_description(captioner, config, len(plan.changes)))
         report.entry_id = result.entry_id
-        for path in result.conflicts:
-            hit = planned.get(Path(path).resolve())
-            if hit is not None:
-                hit.status, hit.error = "conflict", "the caption changed on disk while kiln captioned; left as it is"
-        for path, reason in result.errors:
-            hit = planned.get(Path(path).resolve())
-            if hit is not None:
-                hit.status, hit.error = "error", reason
+        mark_apply_result(plan, result)
     return report
