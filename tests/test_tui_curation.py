@@ -451,3 +451,101 @@ def test_health_view_lists_quality_findings_worst_first(tmp_path: Path) -> None:
             assert str(node.children[0].label).startswith(f"{scores[0]:.2f} ")
 
     asyncio.run(run())
+
+
+# ------------------------------------------------------------------------------------------------ captions
+
+
+def test_caption_dialog_checks_then_captions_the_scope_and_undo_reverts(dataset: Path, tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    """ctrl+k in the Bulk view: a bad model or value is named in the dialog and nothing runs; a tiny BLIP then
+    captions every image into .caption files (the tag captions untouched), previewed and confirmed, one journal
+    entry that u reverts; the settings are remembered."""
+    from tests.caption_models import make_blip
+    from tui.widgets.caption_dialog import CaptionScreen
+    from tui.widgets.dialogs import ConfirmScreen
+
+    monkeypatch.delenv("KILN_CAPTION_MODEL", raising=False)
+    blip = make_blip(tmp_path / "blip-tiny")
+    images = sorted(p for p in dataset.rglob("*") if p.suffix.lower() in (".jpg", ".png", ".webp")
+                    and ".kiln" not in p.parts)  # fmt: skip
+    tags_before = {p: p.read_bytes() for p in dataset.rglob("*.txt")}
+    prefs = TuiPrefs()
+
+    def captions() -> list[Path]:
+        return [p for p in dataset.rglob("*.caption") if ".kiln" not in p.relative_to(dataset).parts]
+
+    async def run() -> None:
+        app = KilnApp(dataset, image_protocol="halfblock", prefs=prefs, persist_prefs=False)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("3")
+            app.query_one("#scope-all").value = True
+            await pilot.press("ctrl+k")
+            await wait_for(pilot, lambda: isinstance(app.screen, CaptionScreen))
+            dialog = app.screen
+            error = dialog.query_one("#cap-error")
+
+            dialog.query_one("#cap-model").value = str(tmp_path / "no-such-model")
+            await pilot.press("ctrl+s")
+            assert isinstance(app.screen, CaptionScreen) and "no such model folder" in str(error.render())
+
+            dialog.query_one("#cap-model").value = str(blip)
+            dialog.query_one("#cap-max-new-tokens").value = "0"
+            await pilot.press("ctrl+s")
+            assert isinstance(app.screen, CaptionScreen) and "max_new_tokens" in str(error.render())
+
+            dialog.query_one("#cap-max-new-tokens").value = "5"
+            dialog.query_one("#cap-num-beams").value = "1"
+            dialog.query_one("#cap-batch-size").value = "4"
+            await pilot.press("ctrl+s")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), timeout=120)
+            assert not captions()  # nothing written before the confirmation
+            await pilot.press("y")
+            await wait_for(pilot, lambda: len(captions()) == len(images))
+            for image in images:
+                text = image.with_suffix(".caption").read_text()
+                assert text.startswith("a photo of") and text.endswith("\n") and text.count("\n") == 1
+            assert {p: p.read_bytes() for p in dataset.rglob("*.txt")} == tags_before
+            assert prefs.caption["model"] == str(blip) and prefs.caption["max_new_tokens"] == 5
+
+            await pilot.press("escape")
+            await pilot.press("u")
+            await wait_for(pilot, lambda: not captions())  # undone: moved to the journal's trash
+
+            await pilot.press("ctrl+k")  # the next dialog starts from the last settings
+            await wait_for(pilot, lambda: isinstance(app.screen, CaptionScreen))
+            assert app.screen.query_one("#cap-model").value == str(blip)
+            assert app.screen.query_one("#cap-max-new-tokens").value == "5"
+            await pilot.press("escape")
+
+    asyncio.run(run())
+
+
+def test_tui_captioning_stops_when_cancelled(dataset: Path, tmp_path: Path) -> None:
+    """The background run stops after the batch in progress when cancelled, keeping what it captioned."""
+    import threading
+
+    from curator.caption.config import CaptionConfig
+    from tests.caption_models import make_blip
+    from tui.captioning import run_caption
+
+    rows = scanned_rows(dataset)
+    assert len(rows) > 2
+    config = CaptionConfig(model=str(make_blip(tmp_path / "blip-tiny")), batch_size=1, max_new_tokens=3, num_beams=1)
+    cancel = threading.Event()
+    seen: list[tuple[int, int]] = []
+
+    def progress(done: int, total: int) -> None:
+        seen.append((done, total))
+        if done >= 2:
+            cancel.set()
+
+    from tui.model import DatasetModel
+
+    model = DatasetModel(dataset)
+    model.open()
+    plan = run_caption(config, model.caption_items(rows), dataset, progress, cancel)
+    assert plan.report.interrupted and len(plan.changes) == 2 and seen[0] == (0, len(rows))
+    assert all(c.caption_path.suffix == ".caption" and c.before is None for c in plan.changes)
+    assert not [p for p in dataset.rglob("*.caption")]  # planning writes nothing

@@ -137,7 +137,9 @@ _BUILTIN: tuple[Context, ...] = (
         Key("preview", "ctrl+e", "preview", "Preview diff"),
         Key("apply", "ctrl+s", "apply", "Apply"),
         Key("autotag", "ctrl+g", "autotag", "Autotag"),
-        Key("cancel-autotag", "ctrl+x", "cancel_autotag", "Cancel autotag", show=False),
+        Key("caption", "ctrl+k", "caption", "Caption", long="Caption with a local BLIP, Florence-2 or VLM model"),
+        Key("cancel-autotag", "ctrl+x", "cancel_autotag", "Cancel autotag", show=False,
+            long="Cancel the autotag or caption run"),
     )),
     Context("health", "Health view", "health", "HealthView", (
         Key("show-in-browser", "o", "show_in_browser", "Show in browser"),
@@ -168,6 +170,10 @@ _BUILTIN: tuple[Context, ...] = (
         Key("apply", "ctrl+s", "apply", "Apply ticked"),
         Key("toggle-all", "a", "toggle_all", "Tick all/none"),
         Key("close", "escape", "close", "Close"),
+    ), palette=False),
+    Context("caption", "Dialogs · caption", None, "CaptionScreen", (
+        Key("cancel", "escape", "cancel", "Cancel"),
+        Key("run", "ctrl+s", "run", "Run captioning"),
     ), palette=False),
     Context("autotag", "Dialogs · autotag", None, "AutotagScreen", (
         Key("cancel", "escape", "cancel", "Cancel"),

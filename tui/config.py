@@ -18,6 +18,7 @@ class TuiPrefs(BaseModel):
     autotag_model: str | None = None
     browser_layout: str = "list"  # the Browse view's layout: "list" or "grid" (`m` switches)
     autotag: dict[str, object] = {}  # the autotag dialog's last settings (curator.autotag.AutotagConfig fields)
+    caption: dict[str, object] = {}  # the caption dialog's last settings (curator.caption.CaptionConfig fields)
 
 
 def config_dir() -> Path:

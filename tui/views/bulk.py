@@ -1,10 +1,11 @@
 """Bulk panel: every tag-engine operation on the selection, the filter or everything, with the diff shown
-before applying; undo/redo with the journal's history list; autotagging in the background."""
+before applying; undo/redo with the journal's history list; autotagging and captioning in the background."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -33,6 +34,8 @@ from tui.widgets.dialogs import ConfirmScreen
 
 if TYPE_CHECKING:
     from curator.autotag.config import AutotagConfig
+    from curator.caption.config import CaptionConfig
+    from curator.caption.runner import CaptionPlan
     from curator.tags.journal import CaptionChange, JournalEntry
     from curator.tags.ops import AbsorbCandidate
 
@@ -272,7 +275,7 @@ class BulkView(KilnView):
         description = f"{spec.label.lower()} on {scope} ({len(rows)} images)"
         summary = Text(f"{len(changes)} of {len(rows)} caption(s) would change — {description}\n\n", style="bold")
         summary.append_text(model.diff_text(changes))
-        self.kiln.ui(self._planned, changes, description, summary, confirm)
+        self.kiln.ui(self._planned, changes, spec.op, description, summary, confirm)
 
     @staticmethod
     def _absorb_text(candidates: list[AbsorbCandidate]) -> Text:
@@ -287,7 +290,7 @@ class BulkView(KilnView):
             text.append("none found (no tag is in ≥80% of a folder's captions)", style="dim")
         return text
 
-    def _planned(self, changes: list[CaptionChange], description: str, summary: Text, confirm: bool) -> None:
+    def _planned(self, changes: list[CaptionChange], op: str, description: str, summary: Text, confirm: bool) -> None:
         self.planned = changes
         self._show_diff(summary)
         if not confirm:
@@ -300,7 +303,7 @@ class BulkView(KilnView):
 
         def answer(ok: bool | None) -> None:
             if ok:
-                self._apply(changes, self.spec.op, description)
+                self._apply(changes, op, description)
 
         self.app.push_screen(ConfirmScreen(f"Apply: {description}?", body, "Apply"), answer)
 
@@ -400,4 +403,74 @@ class BulkView(KilnView):
         description = f"autotag on {scope} ({n} images)"
         summary = Text(f"{len(changes)} caption(s) would change — {description}\n\n", style="bold")
         summary.append_text(self.model.diff_text(changes))
-        self._planned(changes, description, summary, confirm=True)
+        self._planned(changes, "autotag", description, summary, confirm=True)
+
+    # ----- caption ----------------------------------------------------------------------------
+    def action_caption(self) -> None:
+        """Ask for the captioning model and settings (caption dialog), then caption the scope in the background."""
+        from tui.captioning import initial_settings
+        from tui.widgets.caption_dialog import CaptionScreen
+
+        scope, rows = self.scope_rows()
+        if not rows:
+            self.notify("Nothing in scope to caption.", severity="warning")
+            return
+
+        def start(config: CaptionConfig | None) -> None:  # None: cancelled
+            if config is None:
+                return
+            from tui.captioning import remember
+
+            remember(self.kiln.prefs, config)
+            self.kiln.save_prefs()
+            self._cancel.clear()
+            self.query_one("#autotag-row").display = True
+            self.query_one("#autotag-progress", ProgressBar).update(total=len(rows), progress=0)
+            self._run_caption(config, rows, scope)
+
+        label = f"{scope} ({len(rows)} image{'s' if len(rows) != 1 else ''})"
+        self.app.push_screen(CaptionScreen(initial_settings(self.kiln.prefs), label), start)
+
+    @work(thread=True, exclusive=True, group="autotag")
+    def _run_caption(self, config: CaptionConfig, rows: list[Row], scope: str) -> None:
+        from tui.captioning import run_caption
+
+        def progress(done: int, total: int) -> None:
+            self.kiln.ui(self.query_one("#autotag-progress", ProgressBar).update, total=total, progress=done)
+
+        model = self.model
+        try:
+            plan = run_caption(config, model.caption_items(rows), Path(model.dataset.root), progress, self._cancel)
+        except Exception as exc:  # noqa: BLE001 - model errors and friends: show the message
+            self.kiln.ui(self.app.notify, printable(f"Caption failed: {exc}"), severity="error")
+            self.kiln.ui(self._caption_done, None, config, scope)
+            return
+        self.kiln.ui(self._caption_done, plan, config, scope)
+
+    def _caption_done(self, plan: CaptionPlan | None, config: CaptionConfig, scope: str) -> None:
+        self.query_one("#autotag-row").display = False
+        if plan is None:
+            return
+        report = plan.report
+        if report.reason and not plan.changes:
+            self.notify(printable(f"Caption: {report.reason}"), severity="warning", timeout=5)
+            return
+        where = f"{config.extension} files" if config.mode == "write" else f"{config.mode} to the tag captions"
+        name = Path(config.model).name or config.model
+        description = printable(f"caption with {name} on {scope} ({report.considered} images, {where})")
+        summary = Text(f"{len(plan.changes)} caption file(s) would change — {description}", style="bold")
+        if report.interrupted:
+            done = report.count("captioned") + report.count("unchanged")
+            summary.append(f"\nstopped early: {done} of {report.considered} images captioned",
+                           style="yellow")
+        skipped = report.count("exists")
+        if skipped:
+            summary.append(f"\n{skipped} image(s) already have their caption file (tick 'replace' to redo them)",
+                           style="yellow")
+        for outcome in report.outcomes:
+            if outcome.status == "bad":
+                summary.append("\n")
+                summary.append_text(safe_text(f"{outcome.path}: {outcome.error}", style="red"))
+        summary.append("\n\n")
+        summary.append_text(self.model.diff_text(plan.changes))
+        self._planned(plan.changes, "caption", description, summary, confirm=True)
