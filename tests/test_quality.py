@@ -139,6 +139,10 @@ def test_threshold_parsing_names_the_problem() -> None:
     assert QualityThresholds.parse(["blurry=0.3", "heavy-jpeg=off", "too-dark=0.1"]) == QualityThresholds(
         blurry=0.3, heavy_jpeg=None, too_dark=0.1
     )
+    off = QualityThresholds.parse(["blurry=off", "low-information=off", "one-colour=0.9"])
+    assert off.blurry is None and off.blurry_detail is None  # the whole check
+    assert off.low_information is None and off.one_colour == 0.9  # a part given explicitly stays
+    assert QualityThresholds.parse(["grayscale=off"]).colour_set == 0.5
     with pytest.raises(ValueError, match="KIND=VALUE"):
         QualityThresholds.parse(["sharpness=0.3"])
     with pytest.raises(ValueError, match="blurry"):

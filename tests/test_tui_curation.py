@@ -549,3 +549,36 @@ def test_tui_captioning_stops_when_cancelled(dataset: Path, tmp_path: Path) -> N
     assert plan.report.interrupted and len(plan.changes) == 2 and seen[0] == (0, len(rows))
     assert all(c.caption_path.suffix == ".caption" and c.before is None for c in plan.changes)
     assert not [p for p in dataset.rglob("*.caption")]  # planning writes nothing
+
+
+def test_quality_thresholds_given_to_the_tui_judge_its_health_view(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``kiln DATASET --quality KIND=VALUE`` sets the health view's thresholds: a blurred photograph flagged by
+    default is not with blurry=off; a bad value is named and the TUI does not start."""
+    from PIL import ImageFilter
+
+    from curator.scan.config import QualityThresholds
+    from tests.conftest import photo, save_photo
+    from tui.cli import main as kiln
+
+    folder = tmp_path / "ds" / "1_set"
+    save_photo(photo("chelsea.png", (640, 480)), folder / "sharp.jpg", quality=92)
+    save_photo(photo("coffee.png", (640, 480)).filter(ImageFilter.GaussianBlur(8)), folder / "softer.jpg", quality=92)
+
+    async def kinds(quality: QualityThresholds | None) -> set[str]:
+        app = KilnApp(tmp_path / "ds", image_protocol="halfblock", prefs=TuiPrefs(), persist_prefs=False,
+                      quality=quality)  # fmt: skip
+        async with app.run_test(size=(110, 34)) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("5")
+            tree = app.query_one("#health-tree")
+            await wait_for(pilot, lambda: bool(tree.root.children))
+            return {str(n.label).split(" (")[0] for n in tree.root.children}
+
+    assert "blurry" in asyncio.run(kinds(None))
+    assert "blurry" not in asyncio.run(kinds(QualityThresholds.parse(["blurry=off"])))
+
+    assert kiln([str(tmp_path / "ds"), "--quality", "blurry=7"]) == 1
+    assert "blurry" in capsys.readouterr().err
+    assert kiln([str(tmp_path / "ds"), "--quality", "sharpness=0.3"]) == 1
+    assert "sharpness" in capsys.readouterr().err

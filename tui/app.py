@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import events
@@ -50,6 +50,9 @@ from tui.themes import DEFAULT_THEME, load_themes, resolve_theme_name
 from tui.views.base import KilnView
 from tui.views.registry import all_views
 
+if TYPE_CHECKING:
+    from curator.scan.config import QualityThresholds
+
 
 class KilnApp(App[None]):
     """The curator app."""
@@ -63,10 +66,11 @@ class KilnApp(App[None]):
     BINDINGS = bindings("app")
 
     def __init__(self, dataset_path: Path, *, image_protocol: str | None = None, theme: str | None = None,
-                 prefs: TuiPrefs | None = None, persist_prefs: bool = True) -> None:
+                 prefs: TuiPrefs | None = None, persist_prefs: bool = True,
+                 quality: QualityThresholds | None = None) -> None:
         super().__init__()
         self.dataset_path = Path(dataset_path)
-        self.model = DatasetModel(self.dataset_path)
+        self.model = DatasetModel(self.dataset_path, quality=quality)
         self.model.start_preload()  # open the dataset and read the index while Textual starts
         self.prefs = prefs or load_prefs()
         self.persist_prefs = persist_prefs
@@ -259,8 +263,10 @@ def _register_optional_views() -> None:
     register_runs()
 
 
-def run_curator(path: Path, *, image_protocol: str | None = None, theme: str | None = None) -> int:
-    """Run the curator on ``path`` (the entry point ``kiln DATASET`` calls). Returns the exit code."""
+def run_curator(path: Path, *, image_protocol: str | None = None, theme: str | None = None,
+                quality: QualityThresholds | None = None) -> int:
+    """Run the curator on ``path`` (the entry point ``kiln DATASET`` calls); ``quality``: the image-quality
+    thresholds of the health view (None: the defaults). Returns the exit code."""
     import sys
 
     path = Path(path)
@@ -277,7 +283,7 @@ def run_curator(path: Path, *, image_protocol: str | None = None, theme: str | N
             import textual_image.widget  # noqa: F401
         except Exception:  # noqa: BLE001
             protocol = "halfblock"
-    app = KilnApp(path, image_protocol=protocol, theme=theme)
+    app = KilnApp(path, image_protocol=protocol, theme=theme, quality=quality)
     app.run()
     return app.return_code or 0
 

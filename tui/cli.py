@@ -38,6 +38,14 @@ def _add_curate(subparsers: argparse._SubParsersAction) -> None:
         help="how previews are drawn (default: auto-detect; env KILN_IMAGE_PROTOCOL)",
     )
     parser.add_argument("--theme", default=None, help="theme name from themes/ (dark, light, high-contrast, ...)")
+    parser.add_argument(
+        "--quality",
+        action="append",
+        default=[],
+        metavar="KIND=VALUE",
+        help="an image-quality threshold for the health view, e.g. blurry=0.3, heavy-jpeg=40, letterbox=off "
+        "(repeatable; as `kiln check --quality`, see docs/DATASET.md)",
+    )
     parser.set_defaults(func=_run_curate)
 
 
@@ -46,10 +54,22 @@ def _run_curate(args: argparse.Namespace) -> int:
     if not dataset.exists():
         print(f"kiln: {dataset}: no such dataset folder or TOML file", file=sys.stderr)
         return 1
+    from pydantic import ValidationError
+
+    from curator.scan.config import QualityThresholds, config_error_message
+
+    try:
+        quality = QualityThresholds.parse(args.quality) if args.quality else None
+    except ValidationError as exc:
+        print("kiln: --quality " + config_error_message(exc).replace("\n", "\nkiln: --quality "), file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"kiln: {exc}", file=sys.stderr)
+        return 1
     from tui.app import run_curator  # Textual is imported only here
 
     protocol = None if args.image_protocol in (None, "auto") else args.image_protocol
-    return run_curator(dataset, image_protocol=protocol, theme=args.theme)
+    return run_curator(dataset, image_protocol=protocol, theme=args.theme, quality=quality)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from curator.dataset import Dataset
     from curator.dupes import Cluster
     from curator.records import Flag, ImageRecord
+    from curator.scan.config import QualityThresholds
     from curator.scan.scanner import ProgressCallback, ScanSummary
     from curator.tags.items import CaptionItem
     from curator.tags.journal import ApplyResult, CaptionChange, JournalEntry, JournalWatch
@@ -68,8 +69,9 @@ def _carry_caption(old: Row, row: Row) -> None:
 class DatasetModel:
     """The open dataset as the TUI sees it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, quality: QualityThresholds | None = None) -> None:
         self.root = Path(root)
+        self.quality = quality  # the image-quality thresholds of the health pass (None: the defaults)
         self._dataset: Dataset | None = None
         self.rows: list[Row] = []
         self.by_path: dict[str, Row] = {}
@@ -150,9 +152,11 @@ class DatasetModel:
 
     def open(self) -> None:
         from curator.dataset import Dataset
+        from curator.scan.config import ScanConfig
 
         try:
-            self._dataset = Dataset.open(self.root, quiet=True)
+            config = ScanConfig(quality=self.quality) if self.quality is not None else None
+            self._dataset = Dataset.open(self.root, config=config, quiet=True)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot open {self.root}: {exc}") from exc
         self.bucket_settings = self._default_bucket_settings()

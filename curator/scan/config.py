@@ -44,7 +44,9 @@ class QualityThresholds(BaseModel):
 
     @classmethod
     def parse(cls, items: list[str]) -> QualityThresholds:
-        """``["blurry=0.3", "heavy-jpeg=off"]`` -> thresholds; raises ValueError naming the bad item and the fix."""
+        """``["blurry=0.3", "heavy-jpeg=off"]`` -> thresholds; raises ValueError naming the bad item and the fix.
+        ``off`` turns the whole check off: ``blurry=off`` also its detail part, ``low-information=off`` its
+        one-colour part (unless given too)."""
         values: dict[str, object] = {}
         fields = {**cls.kinds(), "colour-set": "colour_set"}
         for item in items:
@@ -57,6 +59,12 @@ class QualityThresholds(BaseModel):
                 )
             text = raw.strip().lower()
             values[key] = None if text in ("off", "none") else text
+        kinds = cls.kinds()
+        for part, kind in cls.parts().items():  # a kind turned off takes its other threshold with it
+            part_key = fields[part]
+            if kind in kinds and kinds[kind] in values and values[kinds[kind]] is None and part_key not in values:
+                if cls.model_fields[part_key].default is not None and part_key != "colour_set":
+                    values[part_key] = None
         return cls.model_validate(values)
 
 
