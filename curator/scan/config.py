@@ -61,10 +61,10 @@ class QualityThresholds(BaseModel):
             values[key] = None if text in ("off", "none") else text
         kinds = cls.kinds()
         for part, kind in cls.parts().items():  # a kind turned off takes its other threshold with it
-            part_key = fields[part]
-            if kind in kinds and kinds[kind] in values and values[kinds[kind]] is None and part_key not in values:
-                if cls.model_fields[part_key].default is not None and part_key != "colour_set":
-                    values[part_key] = None
+            part_key, kind_key = fields[part], kinds[kind]
+            turned_off = kind_key in values and values[kind_key] is None
+            if turned_off and part_key not in values and part_key != "colour_set":  # colour_set is no check
+                values[part_key] = None
         return cls.model_validate(values)
 
 
