@@ -582,3 +582,51 @@ def test_quality_thresholds_given_to_the_tui_judge_its_health_view(tmp_path: Pat
     assert "blurry" in capsys.readouterr().err
     assert kiln([str(tmp_path / "ds"), "--quality", "sharpness=0.3"]) == 1
     assert "sharpness" in capsys.readouterr().err
+
+
+def test_suspect_tags_are_reviewed_and_removed_where_suspected(tmp_path: Path) -> None:
+    """x in the Tags view: a low-confidence autotag (its kept probability) and a contradiction are listed with
+    why; the ticked one is removed only from the image it is suspected in, previewed, and u restores it."""
+    from curator.autotag.scores import store
+    from curator.dataset import Dataset
+    from tests.conftest import photo, save_photo
+    from tui.widgets.dialogs import ConfirmScreen
+    from tui.widgets.suspects import SuspectsScreen
+
+    folder = tmp_path / "ds" / "10_laetitia"
+    names = ("astronaut.png", "chelsea.png", "coffee.png")
+    captions = ("laetitia, 1girl, solo, hat, long hair", "laetitia, 1girl, solo, hat, long hair, short hair",
+                "laetitia, 1girl, solo, long hair")  # fmt: skip
+    for n, (name, caption) in enumerate(zip(names, captions, strict=True)):
+        save_photo(photo(name, (96, 96)), folder / f"img{n}.jpg", quality=90)
+        (folder / f"img{n}.txt").write_text(caption + "\n")
+    with Dataset.open(tmp_path / "ds") as ds:
+        ds.scan(progress=False)
+        store(ds.index, {"10_laetitia/img0.jpg": {"hat": 0.31, "long hair": 0.9},
+                         "10_laetitia/img1.jpg": {"hat": 0.93, "short hair": 0.4, "long hair": 0.8}}, "wd-test")  # fmt: skip
+    before = {n: (folder / f"img{n}.txt").read_bytes() for n in range(3)}
+
+    async def run() -> None:
+        app = make_app(tmp_path / "ds")
+        async with app.run_test(size=(110, 34)) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("2")
+            app.query_one("#tag-table").focus()
+            await pilot.press("x")
+            await wait_for(pilot, lambda: isinstance(app.screen, SuspectsScreen))
+            screen = app.screen
+            found = {(s.kind, s.tag): s for s in screen.suspects}
+            assert found[("low-confidence", "hat")].paths == ["10_laetitia/img0.jpg"]  # sure of it in img1
+            assert found[("contradiction", "short hair")].paths == ["10_laetitia/img1.jpg"]
+            assert screen.suspects[0].kind == "low-confidence"
+            assert "0.31" in str(screen.query_one("#suspect-detail").render())
+            await pilot.press("space", "ctrl+s")  # tick the low-confidence hat, remove it
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await wait_for(pilot, lambda: (folder / "img0.txt").read_bytes() != before[0])
+            assert (folder / "img0.txt").read_text() == "laetitia, 1girl, solo, long hair\n"
+            assert (folder / "img1.txt").read_bytes() == before[1]  # its hat was a sure one
+            await pilot.press("u")
+            await wait_for(pilot, lambda: (folder / "img0.txt").read_bytes() == before[0])
+
+    asyncio.run(run())

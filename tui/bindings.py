@@ -125,6 +125,8 @@ _BUILTIN: tuple[Context, ...] = (
         Key("delete", "d,delete", "delete", "Delete everywhere"),
         Key("sort", "s", "toggle_sort", "Sort count/name"),
         Key("suggestions", "S", "suggestions", "Suggestions", long="Tag suggestions: consolidations and implications"),
+        Key("suspects", "x", "suspects", "Suspects",
+            long="Suspect tags: low autotag confidence, contradictions, rare tags"),
         Key("search", "slash", "search", "Search tags"),
     )),
     Context("tag-table", "Tags view · moving in the table", "tags", "TagTable", (
@@ -174,6 +176,11 @@ _BUILTIN: tuple[Context, ...] = (
     Context("caption", "Dialogs · caption", None, "CaptionScreen", (
         Key("cancel", "escape", "cancel", "Cancel"),
         Key("run", "ctrl+s", "run", "Run captioning"),
+    ), palette=False),
+    Context("suspects", "Dialogs · suspect tags", None, "SuspectsScreen", (
+        Key("apply", "ctrl+s", "apply", "Remove ticked"),
+        Key("toggle-all", "a", "toggle_all", "Tick all/none"),
+        Key("close", "escape", "close", "Close"),
     ), palette=False),
     Context("autotag", "Dialogs · autotag", None, "AutotagScreen", (
         Key("cancel", "escape", "cancel", "Cancel"),

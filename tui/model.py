@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from curator.tags.ops import AbsorbCandidate
     from curator.tags.query import QueryItem
     from curator.tags.suggest import Suggestion
+    from curator.tags.suspects import Suspect
     from curator.trash import TrashBatch
 
 FlagsByPath = dict[str, list["Flag"]]
@@ -624,6 +625,10 @@ class DatasetModel:
             from curator.tags.suggest import suggestion_changes
 
             return suggestion_changes(items, _suggestions(params))
+        if op == "suspects":
+            from curator.tags.suspects import removal_changes
+
+            return removal_changes(items, _suspects(params))
         raise ModelError(f"unknown operation {op!r}")
 
     def suggestions(self, rows: Iterable[Row]) -> list[Suggestion]:
@@ -632,6 +637,17 @@ class DatasetModel:
         from curator.tags.suggest import suggest
 
         return suggest(self.caption_items(rows), load_rules())
+
+    def suspects(self, rows: Iterable[Row]) -> list[Suspect]:
+        """``curator.tags.suspects`` for rows: tags the autotagger was unsure of (its kept probabilities),
+        contradictions (the built-in conflicts table), tags in two captions or fewer; the curator's defaults."""
+        from curator.autotag.scores import load
+        from curator.tags.suspects import find_suspects, load_conflicts
+
+        items = self.caption_items(rows)
+        with self._lock:
+            confidences = load(self.dataset.index, [it.path for it in items])
+        return find_suspects(items, confidences, load_conflicts())
 
     def absorb_suggestions(self, rows: Iterable[Row], min_share: float = 0.8) -> list[AbsorbCandidate]:
         from curator.tags import ops
@@ -684,6 +700,16 @@ def _suggestions(params: PlanParams) -> list[Suggestion]:
     value = params.get("suggestions")
     if not isinstance(value, list) or not all(isinstance(s, Suggestion) for s in value):
         raise ModelError("suggest needs a list of suggestions")
+    return value
+
+
+def _suspects(params: PlanParams) -> list[Suspect]:
+    """The chosen ``curator.tags.suspects`` suspects of a ``suspects`` (removal) operation."""
+    from curator.tags.suspects import Suspect
+
+    value = params.get("suspects")
+    if not isinstance(value, list) or not all(isinstance(s, Suspect) for s in value):
+        raise ModelError("suspects needs a list of suspect tags")
     return value
 
 

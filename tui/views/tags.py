@@ -1,4 +1,5 @@
-"""Tags view: every tag with its count; pick one to filter the images by it; rename or delete it everywhere."""
+"""Tags view: every tag with its count; pick one to filter the images by it; rename or delete it everywhere;
+review the dataset's tag suggestions (S) and suspect tags (x) and apply the ones chosen."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tui.widgets.dialogs import ConfirmScreen, PromptScreen
 if TYPE_CHECKING:
     from curator.tags.journal import CaptionChange
     from curator.tags.suggest import Suggestion
+    from curator.tags.suspects import Suspect
 
 
 def quote_tag(tag: str) -> str:
@@ -56,6 +58,9 @@ class TagTable(DataTable[Text]):
 
     def action_suggestions(self) -> None:
         self.post_message(self.Command("suggestions"))
+
+    def action_suspects(self) -> None:
+        self.post_message(self.Command("suspects"))
 
 
 class TagsView(KilnView):
@@ -126,8 +131,11 @@ class TagsView(KilnView):
 
     def on_tag_table_command(self, event: TagTable.Command) -> None:
         event.stop()
-        commands: dict[str, Callable[[], object]] = {"show_images": self.show_images, "rename": self.rename, "delete": self.delete,
-                    "toggle_sort": self.toggle_sort, "suggestions": self.suggestions, "search": self.query_one("#tag-search", Input).focus}
+        commands: dict[str, Callable[[], object]] = {
+            "show_images": self.show_images, "rename": self.rename, "delete": self.delete,
+            "toggle_sort": self.toggle_sort, "suggestions": self.suggestions, "suspects": self.suspects,
+            "search": self.query_one("#tag-search", Input).focus,
+        }  # fmt: skip
         commands[event.action]()
 
     def toggle_sort(self) -> None:
@@ -175,6 +183,27 @@ class TagsView(KilnView):
                 self._plan_and_confirm("suggest", {"suggestions": picked}, f"apply suggestions: {printable(names)}")
 
         self.app.push_screen(SuggestionsScreen(found), chosen)
+
+    @work(thread=True, exclusive=True, group="tags-plan")
+    def suspects(self) -> None:
+        """Find the suspect tags, let the user tick some, then preview and remove them where suspected."""
+        model = self.model
+        try:
+            found = model.suspects(model.rows)
+        except Exception as exc:  # noqa: BLE001
+            self.kiln.ui(self.app.notify, printable(f"Suspects failed: {exc}"), severity="error")
+            return
+        self.kiln.ui(self._review_suspects, found)
+
+    def _review_suspects(self, found: list[Suspect]) -> None:
+        from tui.widgets.suspects import SuspectsScreen
+
+        def chosen(picked: list[Suspect] | None) -> None:
+            if picked:
+                names = ", ".join(s.tag for s in picked[:3]) + (f" +{len(picked) - 3}" if len(picked) > 3 else "")
+                self._plan_and_confirm("suspects", {"suspects": picked}, f"remove suspect tags: {printable(names)}")
+
+        self.app.push_screen(SuspectsScreen(found), chosen)
 
     def delete(self) -> None:
         tag = self.current_tag()
