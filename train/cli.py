@@ -311,6 +311,10 @@ def check(cfg: TrainConfig, num_processes: int = 1) -> int:
     if need is not None:
         print(f"  disk:     ~{human(sum(need.by_folder.values()))} ({'; '.join(need.parts)})")
     print(f"  run dir:  {cfg.run_dir}")
+    if cfg.network.type == "full":
+        from train.finetune.memory import planned_memory
+
+        print("  memory:   " + "\n            ".join(planned_memory(cfg, info.arch).lines()))
     return 0
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from train.data.captions import CaptionSettings
+from train.finetune.config import FinetuneSection, finetune_problems
 from train.models.config import ModelConfig
 from train.network.config import NetworkConfig
 from train.optim import OPTIMIZERS
@@ -255,6 +256,16 @@ class OutputSection(_Section):
     save_last_n: int | None = Field(None, ge=1, description="keep only the last N intermediate saves (unset: all)")
     save_state: bool = Field(False, description="also write a resumable state/ with every intermediate save")
     comment: str = Field("", description="free text stored as ss_training_comment in the LoRA metadata")
+    extract_dim: int | None = Field(
+        None, ge=1, le=4096, description="full fine-tune: when the run ends, extract a LoRA of this rank from base "
+        "-> tuned (<name>-lora<dim>.safetensors)",
+    )
+    extract_conv_dim: int | None = Field(None, ge=1, le=4096, description="rank of the 3x3 convs in that LoRA "
+                                                                         "(unset: linear layers only)")
+    extract_clamp_quantile: float = Field(0.99, gt=0, le=1, description="clamp the extracted factors at this "
+                                                                         "quantile (1 = off; kohya's default 0.99)")
+    extract_min_diff: float = Field(0.01, ge=0, description="a text encoder whose weights changed by no more than "
+                                                            "this is left out of that LoRA (kohya's min_diff)")
 
     @field_validator("name")
     @classmethod
@@ -294,10 +305,13 @@ class TrainConfig(_Section):
     train: TrainSection = Field(default_factory=TrainSection)
     output: OutputSection = Field(default_factory=OutputSection)
     sample: SampleSection = Field(default_factory=SampleSection)
+    finetune: FinetuneSection = Field(default_factory=FinetuneSection)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> TrainConfig:
         d, t = self.dataset, self.train
+        for field, value, fix in finetune_problems(self):
+            raise _problem(field, value, fix)
         caching = d.cache_latents or d.cache_latents_to_disk
         if caching and d.random_crop:
             raise _problem(
@@ -348,7 +362,8 @@ class TrainConfig(_Section):
         """The few values a run list shows (the ``config`` of the ``start`` event)."""
         return {
             "arch": arch, "model": str(self.model.path), "dataset": str(self.dataset.path),
-            "network": f"{self.network.type} dim {self.network.dim} alpha {self.network.alpha}",
+            "network": "full fine-tune" if self.network.type == "full"
+            else f"{self.network.type} dim {self.network.dim} alpha {self.network.alpha}",
             "optimizer": self.train.optimizer, "learning_rate": self.train.learning_rate, "unet_lr": self.unet_lr,
             "text_encoder_lr": self.text_encoder_lr, "resolution": list(self.dataset.resolution_wh),
             "batch_size": self.train.batch_size, "scheduler": self.train.lr_scheduler,

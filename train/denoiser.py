@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from train.config import TrainSection
     from train.data.cache import TextCache
+    from train.finetune.model import FullModel
     from train.models.kinds import AutoencoderKL
     from train.models.loading import BaseModel
     from train.network.network import Network
@@ -71,10 +72,10 @@ class TextConditioning:
 class Denoiser(torch.nn.Module):
     """``forward(noisy latents, timesteps, batch)`` -> the UNet's prediction, with the network applied."""
 
-    def __init__(self, network: Network, base: BaseModel, conditioning: TextConditioning,
+    def __init__(self, network: Network | FullModel, base: BaseModel, conditioning: TextConditioning,
                  sdpa_backend: SdpaBackend = "auto") -> None:
         super().__init__()
-        self.network = network  # the only registered child: the trained parameters
+        self.network = network  # the only registered child: the trained parameters (a full fine-tune: the UNet)
         self.base = base  # a dataclass, not a module: not part of the module tree
         self.conditioning = conditioning
         self.sdpa_backend = sdpa_backend

@@ -23,7 +23,7 @@ from train.config import TrainConfig, dump_config
 from train.data.dataset import bucket_counts, build_items, plan_epoch
 from train.errors import StoppedEarly, TrainingError, explain_failure, is_oom, non_finite_stop, user_errors
 from train.rundir import Listener, QuietRun, RunDir, RunLog, StopSignal
-from train.state import Progress, latest_state, load_progress, load_state
+from train.state import Progress, latest_state, load_extra_state, load_progress, load_state
 
 if TYPE_CHECKING:
     import torch
@@ -69,12 +69,15 @@ def train(
         compile_unet,
         prepare_for_training,
     )
+    from train.finetune.extract import extract_lora
+    from train.finetune.model import FullModel
     from train.loss import add_noise, diffusion_loss, diffusion_target, sample_noise, snr_table
     from train.meter import Throughput
     from train.models.loading import load_base_model
     from train.network import create_network
+    from train.network.network import Network
     from train.optim import create_optimizer, current_lrs, optimizer_step
-    from train.outputs import training_metadata
+    from train.outputs import final_file, training_metadata
     from train.precision import compute_dtype
     from train.preflight import run_preflight
     from train.processes import make_accelerator, mean_loss, poll_requests
@@ -164,17 +167,27 @@ def train(
         setup_mem_mb = staging.for_training(base)
 
         # ------------------------------------------------------------ 5. network, optimizer, LR schedule
-        network = create_network(base.arch.value, base.unet, base.text_encoders if cfg.trains_text_encoder else None,
-                                 cfg.network, device=device)
-        network.apply()
+        network: Network | FullModel
+        full: FullModel | None = None
+        if cfg.network.type == "full":  # the base model's own weights are trained (train/finetune)
+            network = full = FullModel(base, cfg.finetune, train_unet=cfg.network.train_unet,
+                                       train_text_encoder=cfg.trains_text_encoder, seed=t.seed, num_processes=world)
+            run.emit("phase", phase=full.memory_plan(t.optimizer, t.optimizer_args).summary())
+        else:
+            network = create_network(base.arch.value, base.unet,
+                                     base.text_encoders if cfg.trains_text_encoder else None, cfg.network,
+                                     device=device)
+            network.apply()
+            network.to(device=device, dtype=torch.float32)
         compile_unet(base, t.compile)  # after the network's hooks are in, so they are traced with the UNet
-        network.to(device=device, dtype=torch.float32)
         network.train()
         param_groups = network.trainable_params(cfg.unet_lr, cfg.text_encoder_lr)
         if not param_groups:
             raise TrainingError("nothing to train: every network group has learning rate 0")
         params = [p for g in param_groups for p in g["params"]]
         optimizer = create_optimizer(t.optimizer, param_groups, t.learning_rate, t.optimizer_args)
+        if full is not None:
+            full.attach(optimizer, t.max_grad_norm)  # bf16 updates, the step in backward
         scheduler = create_scheduler(t.lr_scheduler, optimizer, total_steps=total_steps, lr_warmup=t.lr_warmup,
                                      num_cycles=t.lr_scheduler_num_cycles, power=t.lr_scheduler_power)
         # DDP (several processes) wraps the denoiser and averages the network's gradients in backward.
@@ -189,6 +202,8 @@ def train(
             configured = [float(lr) for lr in scheduler.base_lrs]
             progress = load_state(state_dir, network=network, optimizer=optimizer, scheduler=scheduler,
                                   scaler=accelerator.scaler)
+            if full is not None:
+                full.load_extra_state(load_extra_state(state_dir))
             progress.total_steps = total_steps
             changed = rebase_learning_rates(optimizer, scheduler, configured)
             if changed:  # `kiln train --resume` allowed it with --force
@@ -210,7 +225,8 @@ def train(
                       scheduler=scheduler, scaler=accelerator.scaler, progress=progress,
                       metadata=lambda: training_metadata(cfg, base=base, items=items, step=progress.step,
                                                          epoch=progress.epoch, steps=steps, started=started),
-                      v_prediction=base.v_prediction, outputs=result.outputs)
+                      v_prediction=base.v_prediction, outputs=result.outputs,
+                      extra_state=full.extra_state if full is not None else None)
         sampler = Sampler(cfg.sample, run=run, run_path=run_path, enabled=main, base=base, network=network,
                           staging=staging, resolution=d.resolution_wh, dtype=dtype, progress=progress)
         name = cfg.output.name
@@ -263,7 +279,10 @@ def train(
                 bad_steps = 0
 
                 # ---- one optimizer step done
-                if cfg.network.scale_weight_norms:
+                if full is not None:
+                    full.after_step()  # the EMA
+                elif cfg.network.scale_weight_norms:
+                    assert isinstance(network, Network), "full fine-tunes refuse scale_weight_norms"
                     network.apply_max_norm(cfg.network.scale_weight_norms, device)
                 progress.step += 1
                 step_loss = mean_loss(accelerator, batch_losses)
@@ -307,6 +326,15 @@ def train(
             result.message = f"stopped by {stopping}; resume with: kiln train --resume {run_path}"
         else:
             saver.save("final", with_state=False)
+            if full is not None and cfg.output.extract_dim is not None and main:
+                run.emit("phase", phase="extracting a LoRA from the fine-tune")
+
+                def tell(note: str) -> None:
+                    run.emit("phase", phase=f"extract: {note}")
+
+                lora = extract_lora(cfg, run_path / final_file(name), device=device, say=tell)
+                run.emit("save", path=str(lora), step=progress.step, epoch=progress.epoch, kind="extract")
+                result.outputs.append(str(lora))
             if schedule.sample_at_end():
                 sampler.render(f"{name}-final")
             result.reason = "finished"

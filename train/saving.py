@@ -1,4 +1,4 @@
-"""Save and sample scheduling: when a run saves a LoRA (and its resumable state) and renders samples, and doing
+"""Save and sample scheduling: when a run saves a LoRA or a full fine-tune's checkpoint (and its resumable state) and renders samples, and doing
 it. Only the main process writes; on the others every call does nothing."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from torch.optim.lr_scheduler import LRScheduler
 
     from train.config import OutputSection, SampleSection
+    from train.finetune.model import FullModel
     from train.models.loading import BaseModel
     from train.network.network import Network
     from train.staging import DeviceStaging
@@ -61,11 +62,13 @@ class Saver:
     """Writes the LoRA named for what triggered the save, and the resumable ``state/``; reports each as a
     ``save`` event and adds the LoRA to ``outputs``. ``metadata()``: the ``ss_*`` keys at this moment."""
 
-    def __init__(self, output: OutputSection, *, run: RunLog, run_path: Path, enabled: bool, network: Network,
+    def __init__(self, output: OutputSection, *, run: RunLog, run_path: Path, enabled: bool, network: Network | FullModel,
                  optimizer: Optimizer, scheduler: LRScheduler, scaler: torch.amp.GradScaler | None,
                  progress: Progress,
-                 metadata: Callable[[], dict[str, str]], v_prediction: bool, outputs: list[str]) -> None:
+                 metadata: Callable[[], dict[str, str]], v_prediction: bool, outputs: list[str],
+                 extra_state: Callable[[], dict[str, torch.Tensor]] | None = None) -> None:
         self.output, self.run, self.run_path, self.enabled = output, run, run_path, enabled
+        self.extra_state = extra_state
         self.network, self.optimizer, self.scheduler, self.scaler = network, optimizer, scheduler, scaler
         self.progress, self.metadata, self.v_prediction, self.outputs = progress, metadata, v_prediction, outputs
 
@@ -97,7 +100,8 @@ class Saver:
         if with_state:
             state = self.run_path / STATE_DIR
             save_state(state, network=self.network, optimizer=self.optimizer, scheduler=self.scheduler,
-                       scaler=self.scaler, progress=progress)
+                       scaler=self.scaler, progress=progress,
+                       extra=self.extra_state() if self.extra_state is not None else None)
             self.run.emit("save", path=str(state), step=progress.step, epoch=progress.epoch, kind="state")
 
 
@@ -106,7 +110,7 @@ class Sampler:
     device for the moment; reports each image as a ``sample`` event."""
 
     def __init__(self, sample: SampleSection, *, run: RunLog, run_path: Path, enabled: bool, base: BaseModel,
-                 network: Network, staging: DeviceStaging, resolution: tuple[int, int], dtype: torch.dtype,
+                 network: Network | FullModel, staging: DeviceStaging, resolution: tuple[int, int], dtype: torch.dtype,
                  progress: Progress) -> None:
         self.sample, self.run, self.samples_dir, self.enabled = sample, run, run_path / SAMPLES_DIR, enabled
         self.base, self.network, self.staging = base, network, staging

@@ -1,5 +1,6 @@
 """Resumable training state in ``<run>/state/``: network weights (fp32), optimizer, LR scheduler, grad scaler,
-RNG states (torch, CUDA, numpy, python) and the trainer's position (step, epoch, batch in epoch, running loss).
+RNG states (torch, CUDA, numpy, python) and the trainer's position (step, epoch, batch in epoch, running loss);
+``extra.safetensors`` holds what else a model keeps (a full fine-tune's fp32 masters and EMA).
 
 A save is never half-done, whenever the process dies: everything is serialised in memory first, the disk is
 checked for room (a full disk is a :class:`curator.faults.DiskFullError` and ``state/`` stays as it was),
@@ -68,7 +69,8 @@ def _torch_bytes(obj: object) -> bytes:
 
 
 def state_files(*, network: torch.nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
-                scaler: torch.amp.GradScaler | None, progress: Progress) -> dict[str, bytes]:
+                scaler: torch.amp.GradScaler | None, progress: Progress,
+                extra: dict[str, torch.Tensor] | None = None) -> dict[str, bytes]:
     """Everything a resume needs, serialised: file name -> bytes (``COMPLETE`` not included)."""
     import numpy as np
     import torch
@@ -77,6 +79,7 @@ def state_files(*, network: torch.nn.Module, optimizer: Optimizer, scheduler: LR
     weights = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in network.state_dict().items()}
     files = {
         "network.safetensors": save(weights),
+        **({"extra.safetensors": save({k: v.contiguous() for k, v in extra.items()})} if extra else {}),
         "optimizer.pt": _torch_bytes(optimizer.state_dict()),
         "scheduler.pt": _torch_bytes(scheduler.state_dict()),
     }
@@ -99,10 +102,11 @@ def state_files(*, network: torch.nn.Module, optimizer: Optimizer, scheduler: LR
 
 
 def save_state(folder: Path, *, network: torch.nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
-               scaler: torch.amp.GradScaler | None, progress: Progress) -> None:
+               scaler: torch.amp.GradScaler | None, progress: Progress,
+               extra: dict[str, torch.Tensor] | None = None) -> None:
     """Write everything a resume needs (see the module docstring) to ``folder``, replacing it atomically."""
     files = state_files(network=network, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                        progress=progress)
+                        progress=progress, extra=extra)
     write_state_folder(Path(folder), files, step=progress.step)
 
 
@@ -161,6 +165,14 @@ def latest_state(run_dir: Path) -> Path | None:
         if has_state(folder):
             return folder
     return None
+
+
+def load_extra_state(folder: Path) -> dict[str, torch.Tensor]:
+    """``extra.safetensors`` of a state folder (empty when the run kept nothing extra)."""
+    from safetensors.torch import load_file
+
+    path = Path(folder) / "extra.safetensors"
+    return load_file(str(path)) if path.is_file() else {}
 
 
 def load_progress(folder: Path) -> Progress:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-NetworkType = Literal["lora", "locon", "loha", "lokr", "ia3", "dora"]
+NetworkType = Literal["lora", "locon", "loha", "lokr", "ia3", "dora", "full"]
 BLOCK_LR_PRESETS = ("cosine", "sine", "linear", "reverse_linear", "zeros")
 
 
@@ -19,7 +19,7 @@ class NetworkConfig(BaseModel):
     type: NetworkType = Field(
         "lora",
         description="lora = attention/MLP linears (kohya LierLa); locon = + ResNet/up/down convs (C3Lier); "
-        "loha, lokr, ia3, dora = LyCORIS algorithms",
+        "loha, lokr, ia3, dora = LyCORIS algorithms; full = fine-tune the weights themselves (see [finetune])",
     )
     dim: int = Field(16, ge=1, le=4096, description="rank of linear and 1x1-conv modules (network_dim)")
     alpha: float = Field(8.0, gt=0, description="network_alpha: the update is scaled by alpha / dim")
@@ -79,6 +79,9 @@ class NetworkConfig(BaseModel):
             raise ValueError(
                 "train_unet: false together with train_text_encoder: false trains nothing; enable one of them"
             )
+        if self.type == "full" and (self.conv_dim is not None or self.conv_alpha is not None):
+            raise ValueError("conv_dim / conv_alpha: a full fine-tune has no rank; remove them (the rank of an "
+                             "extracted LoRA is output.extract_dim / extract_conv_dim)")
         if self.type == "lora" and self.conv_dim is not None:
             raise ValueError(
                 f"conv_dim: {self.conv_dim} is not used by type 'lora' (linear layers only); "
