@@ -203,7 +203,7 @@ def train(
             progress = load_state(state_dir, network=network, optimizer=optimizer, scheduler=scheduler,
                                   scaler=accelerator.scaler)
             if full is not None:
-                full.load_extra_state(load_extra_state(state_dir))
+                full.load_extra_state(load_extra_state(state_dir), state_dir)
             progress.total_steps = total_steps
             changed = rebase_learning_rates(optimizer, scheduler, configured)
             if changed:  # `kiln train --resume` allowed it with --force

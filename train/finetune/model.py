@@ -17,7 +17,7 @@ from train.finetune.config import FinetuneSection
 from train.finetune.ema import WeightAverage
 from train.finetune.fused import FusedBackward
 from train.finetune.memory import MemoryPlan, plan_memory
-from train.finetune.precision import MasterWeights, StochasticRounding
+from train.finetune.precision import MasterWeights, StochasticRounding, restore_state_dtypes
 
 if TYPE_CHECKING:
     from train.models.loading import BaseModel
@@ -55,6 +55,8 @@ class FullModel(nn.Module):
             finetune.bf16_update == "master" else None
         self.ema = WeightAverage(self.optimizer_params(), finetune.ema_decay, on_cpu=finetune.ema_on_cpu) \
             if finetune.ema else None
+        self.rounding: StochasticRounding | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
 
     # ---------------------------------------------------------------- what the optimizer steps
     def optimizer_params(self, part: str | None = None) -> list[nn.Parameter]:
@@ -78,8 +80,9 @@ class FullModel(nn.Module):
 
     def attach(self, optimizer: torch.optim.Optimizer, max_grad_norm: float) -> None:
         """Hook the precision and optimizer-step options into ``optimizer`` (built on :meth:`trainable_params`)."""
+        self.optimizer = optimizer
         if self.finetune.weights == "bf16" and self.masters is None:
-            StochasticRounding(optimizer, self.seed)
+            self.rounding = StochasticRounding(optimizer, self.seed)
         if self.masters is not None:
             self.masters.attach(optimizer)
         if self.finetune.fused_backward:
@@ -161,10 +164,17 @@ class FullModel(nn.Module):
             out.update({f"master.{i}": m.detach().to("cpu") for i, m in enumerate(self.masters.masters)})
         if self.ema is not None:
             out.update(self.ema.tensors())
+        if self.rounding is not None:
+            out["rounding.calls"] = torch.tensor(self.rounding.calls, dtype=torch.int64)
         return out
 
-    def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Restore :meth:`extra_state` (after the weights were loaded)."""
+    def load_extra_state(self, tensors: dict[str, torch.Tensor], folder: Path) -> None:
+        """Restore :meth:`extra_state` (after ``folder``'s weights and optimizer state were loaded), and the fp32
+        optimizer state of bf16 weights."""
+        if self.rounding is not None and self.optimizer is not None:
+            saved = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
+            restore_state_dtypes(self.optimizer, saved)
+            self.rounding.calls = int(tensors.get("rounding.calls", torch.tensor(0)))
         if self.masters is not None:
             masters = self.masters.masters
             if f"master.{len(masters) - 1}" not in tensors:

@@ -46,8 +46,10 @@ class StochasticRounding:
 
     def __init__(self, optimizer: torch.optim.Optimizer, seed: int) -> None:
 
-        self.generator: torch.Generator | None = None
         self.seed = seed
+        self.calls = 0
+        """Steps rounded so far: the rounding noise of each comes from ``(seed, calls)``, so a resumed run
+        (which restores the count) rounds exactly as an uninterrupted one."""
         self.widened: list[torch.Tensor] = []
         optimizer.register_step_pre_hook(self._widen)
         optimizer.register_step_post_hook(self._round)
@@ -66,11 +68,16 @@ class StochasticRounding:
     def _round(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         import torch
 
+        from train.data.dataset import mix_seed
+
+        generators: dict[torch.device, torch.Generator] = {}
         for p in self.widened:
-            if self.generator is None or self.generator.device != p.device:
-                self.generator = torch.Generator(device=p.device).manual_seed(self.seed)
-            p.data = stochastic_round_bf16(p.data, self.generator)
+            if p.device not in generators:
+                generators[p.device] = torch.Generator(device=p.device).manual_seed(mix_seed(self.seed, self.calls))
+            p.data = stochastic_round_bf16(p.data, generators[p.device])
             p.grad = None
+        if self.widened:
+            self.calls += 1
         self.widened = []
 
 
@@ -123,3 +130,18 @@ class MasterWeights:
         with torch.no_grad():
             for master, p in zip(self.masters, self.model_params, strict=True):
                 p.copy_(master)
+
+
+def restore_state_dtypes(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Put back the fp32 optimizer state of bf16 weights after ``optimizer.load_state_dict(saved)``: torch
+    casts loaded state to each parameter's dtype, which would round the moments of a bf16 weight to bf16."""
+    import torch
+
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for index, state in saved["state"].items():
+        live = optimizer.state[params[int(index)]]
+        for key, value in state.items():
+            current = live.get(key)
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and isinstance(current, torch.Tensor) \
+                    and current.dtype != value.dtype:
+                live[key] = value.to(current.device)
