@@ -94,7 +94,6 @@ def test_full_finetune_saves_a_loadable_checkpoint_and_extracts_a_lora(sd1, data
 
 @pytest.mark.slow
 def test_step_in_backward_equals_the_plain_step_and_ema_is_the_moving_average(sd1, dataset, tmp_path):
-    import torch
     from safetensors.torch import load_file
 
     from train.loop import train

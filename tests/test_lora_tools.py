@@ -642,6 +642,18 @@ def test_grid_control_column_is_the_base_models_own_image(tiny_sd1, trained_run,
     assert len(index["cells"]) == 2 * (1 + 3) and len(index["rows"]) == 2 * 3
     sheet = Image.open(out)
     assert sheet.size[0] > 2 * 32 and sheet.size[1] > 6 * 32
+    # what the TUI's grid browser reads: every axis position names a rendered image
+    from train.lora.gridindex import find_grids, read_grid_index
+
+    assert find_grids(tmp_path) == [tmp_path / "grid.json"]
+    browsed = read_grid_index(tmp_path / "grid.json")
+    assert len(browsed.bases) == 2 and len(browsed.loras) == 3 and browsed.presets == ("NONE",)
+    for b in range(2):
+        control = browsed.cell(b, 1, 0, 0, 0)
+        strong_cell = browsed.cell(b, 2, 0, 1, 0)
+        assert control is not None and control.lora is None and control.image.is_file()
+        assert strong_cell is not None and strong_cell.lora == str(strong) and strong_cell.image.is_file()
+        assert strong_cell.base == index["bases"][b] and strong_cell.image != control.image
 
     def pixels(rel: str) -> np.ndarray:
         return np.asarray(Image.open(tmp_path / rel).convert("RGB"))

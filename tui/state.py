@@ -157,3 +157,32 @@ class BrowseState:
         if path != self.current:
             self.current = path
             self.feed.announce(CurrentChanged(path))
+
+
+GridAxis = str
+"""``base``, ``lora``, ``preset``, ``strength`` or ``prompt``: the axes of a LoRA test grid."""
+GRID_AXES: tuple[GridAxis, ...] = ("base", "lora", "preset", "strength", "prompt")
+
+
+@dataclass(frozen=True, slots=True)
+class GridCursor:
+    """Where the grid browser is: one position on each axis of a LoRA test grid (``sizes`` per axis). Moving
+    stops at the ends (``wrap`` for the axes cycled with one key)."""
+
+    sizes: tuple[int, int, int, int, int]
+    position: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
+
+    def at(self, axis: GridAxis) -> int:
+        return self.position[GRID_AXES.index(axis)]
+
+    def moved(self, axis: GridAxis, delta: int, *, wrap: bool = False) -> GridCursor:
+        i = GRID_AXES.index(axis)
+        size = max(self.sizes[i], 1)
+        value = (self.position[i] + delta) % size if wrap else min(max(self.position[i] + delta, 0), size - 1)
+        position = list(self.position)
+        position[i] = value
+        return GridCursor(self.sizes, (position[0], position[1], position[2], position[3], position[4]))
+
+    def placed(self, axis: GridAxis, value: int) -> GridCursor:
+        """At ``value`` on ``axis`` (clamped)."""
+        return self.moved(axis, value - self.at(axis))

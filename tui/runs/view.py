@@ -1,5 +1,6 @@
 """The full-screen runs view: every known run on the left, the watched one on the right (progress, figures,
-loss curve, event log, latest sample). Keys: enter watch, n new run, s stop, S save now, r resume."""
+loss curve, event log, latest sample). Keys: enter watch, n new run, s stop, S save now, r resume, g the run's
+LoRA test grid (tui/runs/grid.py)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ class RunsView(KilnView):
         with Horizontal():
             with Vertical(id="runs-left"):
                 yield RunTable(id="runs-table")
-                yield Static(Text("enter watch · n new · s stop · S save now · r resume"), id="runs-hint")
+                yield Static(Text("enter watch · n new · s stop · S save now · r resume · g grid"), id="runs-hint")
             with Vertical(id="runs-right"):
                 yield RunHeader(id="runs-header")
                 yield LossChart(id="runs-chart")
@@ -147,3 +148,25 @@ class RunsView(KilnView):
         from tui.runs.actions import resume_run
 
         resume_run(self.app, self.selected_dir(), after=lambda: self.poll(force=True))
+
+    def action_open_grid(self) -> None:
+        """The newest `kiln lora grid` index in the selected run's folder, in the grid browser."""
+        from train.lora.errors import LoraToolError
+        from train.lora.gridindex import find_grids, read_grid_index
+        from tui.runs.grid import GridBrowser
+
+        run_dir = self.selected_dir()
+        if run_dir is None:
+            self.app.notify("No run selected.", timeout=2)
+            return
+        grids = find_grids(run_dir)
+        if not grids:
+            self.app.notify(printable(f"no test grid in {run_dir.name}: render one with kiln lora grid --lora "
+                                      f"{run_dir} ... --out {run_dir / 'grid.png'}"), markup=False, timeout=6)
+            return
+        try:
+            index = read_grid_index(grids[0])
+        except LoraToolError as exc:
+            self.app.notify(printable(str(exc)), markup=False, severity="warning", timeout=6)
+            return
+        self.app.push_screen(GridBrowser(index, getattr(self.app, "image_protocol", "halfblock")))
