@@ -215,6 +215,8 @@ def test_memory_plan_counts_what_each_option_costs():
     master = plan_memory(n, 10, finetune=FinetuneSection(weights="bf16", bf16_update="master", ema=True,
                                                          ema_on_cpu=True), optimizer="Adafactor", compute_bytes=2)
     assert master.on("device") == n * (2 + 4 + 4) + 20 and master.on("cpu") == n * 4
+    with_vae = plan_memory(n, 0, finetune=FinetuneSection(), optimizer="SGD", compute_bytes=2, vae=5)
+    assert with_vae.on("device") == n * (4 + 4) + 5 * 4  # SGD without momentum keeps no state; the VAE is fp32
     assert any("Adafactor" in line for line in master.lines())
 
 

@@ -47,9 +47,9 @@ def gib(size: float) -> str:
 
 
 def plan_memory(trained: int, frozen: int, *, finetune: FinetuneSection, optimizer: str, compute_bytes: int,
-                sgd_momentum: bool = False) -> MemoryPlan:
-    """The plan for ``trained`` weights trained and ``frozen`` weights held in the compute dtype
-    (``compute_bytes`` per weight: 2 under bf16/fp16 mixed precision, else 4)."""
+                sgd_momentum: bool = False, vae: int = 0) -> MemoryPlan:
+    """The plan for ``trained`` weights trained, ``frozen`` weights held in the compute dtype (``compute_bytes``
+    per weight: 2 under bf16/fp16 mixed precision, else 4) and ``vae`` VAE weights on the device (always fp32)."""
     plan = MemoryPlan()
     weight_bytes = 2 if finetune.weights == "bf16" else 4
     master = finetune.weights == "bf16" and finetune.bf16_update == "master"
@@ -76,8 +76,8 @@ def plan_memory(trained: int, frozen: int, *, finetune: FinetuneSection, optimiz
     if finetune.weights == "bf16" and finetune.bf16_update == "stochastic" and not finetune.fused_backward:
         plan.notes.append("the optimizer step widens the weights to fp32 while it runs (+2 bytes per weight for "
                           "that moment; finetune.fused_backward steps one tensor at a time instead)")
-    if frozen:
-        plan.parts.append(("frozen parts (VAE, untrained text encoders)", frozen * compute_bytes, "device"))
+    if frozen or vae:
+        plan.parts.append(("frozen parts on the device", frozen * compute_bytes + vae * 4, "device"))
     return plan
 
 
@@ -93,11 +93,15 @@ def planned_memory(cfg: TrainConfig, arch: Arch) -> MemoryPlan:
     unet = count_parameters(meta.unet)
     encoders = sum(count_parameters(te) for te in meta.text_encoders)
     trained = (unet if cfg.network.train_unet else 0) + (encoders if cfg.trains_text_encoder else 0)
-    frozen = vae + unet + encoders - trained
+    d = cfg.dataset
+    # with caches, the VAE / the text encoders leave the GPU once they are filled (train.staging)
+    vae_on_device = 0 if d.cache_latents or d.cache_latents_to_disk else vae
+    frozen = (0 if cfg.network.train_unet else unet) \
+        + (0 if cfg.trains_text_encoder or d.cache_text_encoder_outputs else encoders)
     mixed = cfg.train.mixed_precision
     compute = 4 if mixed == "no" else 2  # auto: bf16/fp16 on a GPU
     return plan_memory(trained, frozen, finetune=cfg.finetune, optimizer=cfg.train.optimizer, compute_bytes=compute,
-                       sgd_momentum=bool(cfg.train.optimizer_args.get("momentum")))
+                       sgd_momentum=bool(cfg.train.optimizer_args.get("momentum")), vae=vae_on_device)
 
 
 def _folder_vae_size(folder: Path) -> int:

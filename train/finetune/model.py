@@ -102,12 +102,18 @@ class FullModel(nn.Module):
         """The memory this run holds beyond activations (said in the run's log before the first step)."""
         trained = sum(p.numel() for p in self.model_params)
         trained_ids = {id(p) for p in self.model_params}
-        frozen_modules: list[nn.Module] = [self.base.vae, *self.base.text_encoders, self.base.unet]
-        frozen = sum(p.numel() for m in frozen_modules for p in m.parameters() if id(p) not in trained_ids)
-        compute = self.base.unet.dtype if "unet" not in self.parts else next(self.base.vae.parameters()).dtype
+        device = self.model_params[0].device
+
+        def on_device(modules: list[nn.Module]) -> tuple[int, torch.dtype | None]:
+            """Frozen weights of ``modules`` on the training device (cached parts wait in CPU memory)."""
+            params = [p for m in modules for p in m.parameters() if id(p) not in trained_ids and p.device == device]
+            return sum(p.numel() for p in params), params[0].dtype if params else None
+
+        frozen, dtype = on_device([*self.base.text_encoders, self.base.unet])
+        vae, _ = on_device([self.base.vae])
         return plan_memory(trained, frozen, finetune=self.finetune, optimizer=optimizer,
-                           compute_bytes=2 if compute in (torch.float16, torch.bfloat16) else 4,
-                           sgd_momentum=bool(optimizer_args.get("momentum")))
+                           compute_bytes=2 if dtype in (torch.float16, torch.bfloat16) else 4,
+                           sgd_momentum=bool(optimizer_args.get("momentum")), vae=vae)
 
     # ---------------------------------------------------------------- saving
     def save(self, path: Path | str, dtype: str | torch.dtype = "fp16", metadata: Mapping[str, object] | None = None,
