@@ -45,7 +45,8 @@ def finetune_problems(cfg: TrainConfig) -> list[tuple[str, object, str]]:
     n, f, t, o = cfg.network, cfg.finetune, cfg.train, cfg.output
     problems: list[tuple[str, object, str]] = []
     if n.type != "full":
-        set_fields = sorted(f.model_fields_set)
+        defaults = FinetuneSection()
+        set_fields = sorted(k for k in f.model_fields_set if getattr(f, k) != getattr(defaults, k))
         if set_fields:
             problems.append((f"finetune.{set_fields[0]}", getattr(f, set_fields[0]),
                              "the [finetune] options apply to a full fine-tune; set network.type = \"full\" or "
