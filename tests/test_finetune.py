@@ -86,6 +86,9 @@ def test_full_finetune_saves_a_loadable_checkpoint_and_extracts_a_lora(sd1, data
     assert any(k.startswith("lora_unet_") for k in lora_sd) and any(k.startswith("lora_te_") for k in lora_sd)
     with safe_open(str(lora), "pt") as fh:
         assert '"dim": 4' in fh.metadata()["ss_kiln_extract"]
+    from train.lora.grid import lora_inputs
+
+    assert [i.path for i in lora_inputs([tmp_path / "ft"])] == [lora]  # the grid tests the LoRA, not the checkpoint
     events = list(read_events(tmp_path / "ft"))
     assert [e["kind"] for e in events if e["type"] == "save"] == ["final", "extract"]
     plan = [e["phase"] for e in events if e["type"] == "phase" and e["phase"].startswith("full fine-tune memory")]

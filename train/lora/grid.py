@@ -128,14 +128,28 @@ def _epoch_of(path: Path) -> tuple[int | None, int | None]:
         return None, None
 
 
+def _is_finetune_checkpoint(path: Path) -> bool:
+    """A full fine-tune's checkpoint in a run directory (not a LoRA: the grid tests its extracted LoRA)."""
+    from train.lora.files import read_header
+
+    try:
+        return "kiln_finetune" in read_header(path, "--lora").metadata
+    except LoraToolError:
+        return False  # a broken file is reported when it is read as a LoRA
+
+
 def lora_inputs(specs: list[Path]) -> list[LoraInput]:
     """The LoRA files to test: files as given, and for a run directory its saved files, oldest first (the
-    final ``<name>.safetensors`` last)."""
+    final ``<name>.safetensors`` last; a full fine-tune's run: its extracted LoRA, not its checkpoints)."""
     found: list[LoraInput] = []
     for spec in specs:
         spec = require_input(spec, "--lora")
         if spec.is_dir():
-            files = sorted(p for p in spec.glob("*.safetensors") if not p.name.startswith("."))
+            saved = sorted(p for p in spec.glob("*.safetensors") if not p.name.startswith("."))
+            files = [p for p in saved if not _is_finetune_checkpoint(p)]
+            if saved and not files:
+                raise LoraToolError(f"--lora: {spec} holds full fine-tune checkpoints and no LoRA; set "
+                                    "output.extract_dim to extract one when the run ends, or kiln lora extract one")
             if not files:
                 raise LoraToolError(f"--lora: {spec} holds no saved .safetensors files (is it a run directory whose "
                                     "training saved nothing yet?)")
