@@ -57,7 +57,7 @@ def test_full_finetune_saves_a_loadable_checkpoint_and_extracts_a_lora(sd1, data
     from train.models.loading import offline
 
     cfg = full_config(sd1, dataset, tmp_path, "ft", "train.learning_rate=1e-2", "output.extract_dim=4",
-                      "output.extract_min_diff=0", "output.extract_clamp_quantile=1")
+                      "output.extract_conv_dim=2", "output.extract_min_diff=0", "output.extract_clamp_quantile=1")
     result = train(cfg)
     assert result.reason == "finished", result.message
     ckpt, lora = tmp_path / "ft" / "ft.safetensors", tmp_path / "ft" / "ft-lora4.safetensors"
@@ -84,6 +84,8 @@ def test_full_finetune_saves_a_loadable_checkpoint_and_extracts_a_lora(sd1, data
 
     lora_sd = load_file(str(lora))
     assert any(k.startswith("lora_unet_") for k in lora_sd) and any(k.startswith("lora_te_") for k in lora_sd)
+    convs = [v for k, v in lora_sd.items() if "resnets_0_conv1.lora_down" in k]
+    assert convs and all(v.shape[0] == 2 and v.ndim == 4 for v in convs)  # LoCon at extract_conv_dim
     with safe_open(str(lora), "pt") as fh:
         assert '"dim": 4' in fh.metadata()["ss_kiln_extract"]
     from train.lora.grid import lora_inputs
@@ -131,8 +133,12 @@ def test_bf16_weights_train_and_resume_exactly(sd1, dataset, tmp_path, update):
 
     extra = ("finetune.weights=bf16", f"finetune.bf16_update={update}", "finetune.ema=true",
              "network.train_text_encoder=false", "train.max_steps=3", "train.learning_rate=1e-3")
-    straight = train(full_config(sd1, dataset, tmp_path, "straight", *extra))
+    samples = ("sample.enabled=true", "sample.prompts=['alice woman']", "sample.steps=1", "sample.every_n_steps=2",
+               "sample.width=64", "sample.height=64")
+    straight = train(full_config(sd1, dataset, tmp_path, "straight", *extra, *samples))
     assert straight.reason == "finished", straight.message
+    # samples render the bf16 UNet beside the fp32 VAE and text encoder (without mixed precision too)
+    assert [e["step"] for e in read_events(tmp_path / "straight") if e["type"] == "sample"] == [2]
     base = unet_keys(load_file(str(sd1 / "tiny-sd1.safetensors")))
     trained = unet_keys(load_file(str(tmp_path / "straight" / "straight.safetensors")))
     assert any(not torch.equal(base[k], trained[k]) for k in base)

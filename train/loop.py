@@ -227,8 +227,9 @@ def train(
                                                          epoch=progress.epoch, steps=steps, started=started),
                       v_prediction=base.v_prediction, outputs=result.outputs,
                       extra_state=full.extra_state if full is not None else None)
+        sample_dtype = full.sample_dtype(dtype) if full is not None else dtype
         sampler = Sampler(cfg.sample, run=run, run_path=run_path, enabled=main, base=base, network=network,
-                          staging=staging, resolution=d.resolution_wh, dtype=dtype, progress=progress)
+                          staging=staging, resolution=d.resolution_wh, dtype=sample_dtype, progress=progress)
         name = cfg.output.name
         meter = Throughput()
         batch_losses: list[torch.Tensor] = []

@@ -93,6 +93,11 @@ class FullModel(nn.Module):
 
             FusedBackward(optimizer, self.model_params, stepped_for, max_grad_norm)
 
+    def sample_dtype(self, compute: torch.dtype) -> torch.dtype:
+        """The autocast dtype samples render under: bf16 weights need it even without mixed precision (the
+        fp32 VAE and text encoders meet the bf16 UNet)."""
+        return torch.bfloat16 if self.finetune.weights == "bf16" else compute
+
     def after_step(self) -> None:
         """One optimizer step is done: update the EMA."""
         if self.ema is not None:
