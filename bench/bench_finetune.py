@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_train import make_dataset, measure, random_base, tiny_base  # noqa: E402 - after the path setup
 
-FULL = ["network.type=full", "output.save_precision=fp16"]
+FULL = ["network.type=full", "output.save_precision=fp16", "train.learning_rate=1e-6"]
 LEAN = ["finetune.weights=bf16", "finetune.bf16_update=stochastic", "finetune.fused_backward=true",
         "train.optimizer=Adafactor", "train.gradient_checkpointing=true"]
 SD15 = {

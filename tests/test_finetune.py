@@ -36,9 +36,10 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def full_config(sd1: Path, dataset: Path, out: Path, name: str, *extra: str):
-    """Full fine-tune of the tiny SD1 single file, 2 steps, fp32 saves, no gradient clipping (unless asked)."""
+    """Full fine-tune of the tiny SD1 single file, 2 steps, fp32 saves, no gradient clipping (unless asked), at
+    the tiny tests' learning rates (far above a real fine-tune's: accepted explicitly)."""
     return tiny_config(sd1 / "tiny-sd1.safetensors", dataset, out, name, "network.type=full", "train.max_steps=2",
-                       "output.save_precision=float", "train.max_grad_norm=0", *extra)
+                       "output.save_precision=float", "train.max_grad_norm=0", "train.allow_unusual_lr=true", *extra)
 
 
 def unet_keys(tensors: dict) -> dict:
@@ -247,12 +248,18 @@ def test_bad_finetune_configs_name_the_field_and_the_fix(tmp_path, overrides, me
     assert message in str(err.value)
 
 
-def test_check_prints_the_memory_plan_up_front(sd1, dataset, tmp_path, capsys):
+def test_check_judges_a_full_finetune_by_its_own_rates_sizes_and_memory(sd1, dataset, tmp_path, capsys):
     from train.cli import main
 
-    rc = main([f"--set=model.path={sd1 / 'tiny-sd1.safetensors'}", f"--set=model.config_dir={sd1 / 'config'}",
-               f"--set=dataset.path={dataset}", "--set=dataset.resolution=64", "--set=dataset.min_bucket_reso=64",
-               "--set=network.type=full", "--set=finetune.ema=true", "--check"])
+    common = [f"--set=model.path={sd1 / 'tiny-sd1.safetensors'}", f"--set=model.config_dir={sd1 / 'config'}",
+              f"--set=dataset.path={dataset}", "--set=dataset.resolution=64", "--set=dataset.min_bucket_reso=64",
+              f"--set=output.dir={tmp_path}", "--set=network.type=full", "--check"]
+    rc = main([*common, "--set=train.learning_rate=1e-4"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "train.learning_rate: 0.0001 is high for a full fine-tune" in err and "1e-06" in err
+    rc = main([*common, "--set=train.learning_rate=1e-6", "--set=finetune.ema=true"])
     out = capsys.readouterr().out
     assert rc == 0, out
+    assert "checkpoint save" in out  # the disk estimate counts whole checkpoints, not LoRA files
+    # the memory plan, said up front
     assert "memory:" in out and "EMA (fp32, decay 0.9999)" in out and "optimizer state (AdamW)" in out

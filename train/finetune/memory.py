@@ -81,18 +81,45 @@ def plan_memory(trained: int, frozen: int, *, finetune: FinetuneSection, optimiz
     return plan
 
 
-def planned_memory(cfg: TrainConfig, arch: Arch) -> MemoryPlan:
-    """The plan for ``cfg`` before any weight is loaded: the weights counted on meta-device models of the
-    architecture (of ``model.config_dir`` or the diffusers folder when there is one)."""
+@dataclass(frozen=True)
+class WeightCounts:
+    """Weights of the model ``cfg`` fine-tunes, by part (counted on meta-device models, no memory)."""
+
+    unet: int
+    text_encoders: int
+    vae: int
+
+    @property
+    def total(self) -> int:
+        return self.unet + self.text_encoders + self.vae
+
+    def trained(self, cfg: TrainConfig) -> int:
+        return (self.unet if cfg.network.train_unet else 0) + (self.text_encoders if cfg.trains_text_encoder else 0)
+
+
+def weight_counts(cfg: TrainConfig, arch: Arch) -> WeightCounts:
+    """The sizes of ``cfg``'s model: of ``model.config_dir`` or the diffusers folder when there is one, else the
+    architecture's standard ones."""
     from train.models.meta import count_parameters, meta_model, meta_model_from_dir, meta_vae
 
     path, config_dir = Path(cfg.model.path), cfg.model.config_dir
     folder = config_dir if config_dir is not None else path if path.is_dir() else None
     meta = meta_model_from_dir(folder, arch) if folder is not None else meta_model(arch)
     vae = count_parameters(meta_vae(arch)) if folder is None else _folder_vae_size(folder)
-    unet = count_parameters(meta.unet)
-    encoders = sum(count_parameters(te) for te in meta.text_encoders)
-    trained = (unet if cfg.network.train_unet else 0) + (encoders if cfg.trains_text_encoder else 0)
+    return WeightCounts(count_parameters(meta.unet), sum(count_parameters(te) for te in meta.text_encoders), vae)
+
+
+def extra_state_bytes(finetune: FinetuneSection, trained: int) -> int:
+    """``state/extra.safetensors``: the fp32 masters and the EMA."""
+    masters = finetune.weights == "bf16" and finetune.bf16_update == "master"
+    return trained * 4 * (int(masters) + int(finetune.ema))
+
+
+def planned_memory(cfg: TrainConfig, arch: Arch) -> MemoryPlan:
+    """The plan for ``cfg`` before any weight is loaded (sizes from :func:`weight_counts`)."""
+    counts = weight_counts(cfg, arch)
+    unet, encoders, vae = counts.unet, counts.text_encoders, counts.vae
+    trained = counts.trained(cfg)
     d = cfg.dataset
     # with caches, the VAE / the text encoders leave the GPU once they are filled (train.staging)
     vae_on_device = 0 if d.cache_latents or d.cache_latents_to_disk else vae

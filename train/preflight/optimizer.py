@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 ADAPTIVE_LOW, ADAPTIVE_HIGH = 0.1, 10.0  # an adaptive optimizer's multiplier outside this is a mistake
 FIXED_HIGH = 0.01  # a fixed step size at or above this wrecks a LoRA within a few steps
 LION_WARN = 1e-3  # Lion wants 3-10x less than AdamW
+FULL_HIGH = 1e-4  # a full fine-tune (network.type = "full") at or above this degrades the model (the seed: 1e-6)
 
 
 @check("optimizer available")
@@ -153,6 +154,10 @@ def learning_rates(ctx: Context) -> Iterator[Finding]:
             yield make(field, f"{_fmt(value)} is far from 1.0: {t.optimizer} chooses the step size itself and the "
                        f"learning rate only scales it; the usual range is {spec.lr_range}{override}",
                        fix=f"--set {field}=1.0" + escape)
+        elif family in ("fixed", "schedule-free") and ctx.cfg.network.type == "full" and value >= FULL_HIGH:
+            yield make(field, f"{_fmt(value)} is high for a full fine-tune: it changes the model's own weights, "
+                       f"which degrade at LoRA rates; the usual range is 1e-7 to 1e-5 (the seed's SDXL fine-tune: "
+                       f"1e-6){override}", fix=f"--set {field}=1e-06" + escape)
         elif family in ("fixed", "schedule-free") and value >= FIXED_HIGH:
             usual = spec.usual_lr / 2 if is_te and spec.usual_lr < 1e-3 else spec.usual_lr
             ratio = value / usual

@@ -21,6 +21,9 @@ SAFE_KEYS = {
     "model.allow_pickle", "dataset.num_workers", "dataset.vae_batch_size", "train.gradient_checkpointing",
     "train.attention", "train.allow_unusual_lr", "output.save_every_n_epochs", "output.save_every_n_steps",
     "output.save_last_n", "output.save_state", "output.comment",
+    # a full fine-tune's end: the LoRA extracted after it, which weights its checkpoints hold
+    "output.extract_dim", "output.extract_conv_dim", "output.extract_clamp_quantile", "output.extract_min_diff",
+    "finetune.save_ema",
 }
 SAFE_SECTIONS = ("sample.",)
 SCHEDULE_KEYS = {"train.lr_scheduler", "train.lr_warmup", "train.lr_scheduler_num_cycles", "train.lr_scheduler_power"}

@@ -92,17 +92,29 @@ def estimate_disk(ctx: Context) -> DiskNeed | None:
     need = DiskNeed()
     steps = cfg.train.step_math(bucket_counts(ctx.items), num_processes=ctx.num_processes)
     total, epochs = steps.total_steps or 0, steps.epochs or 0
-    params = network_params(ctx.arch, ctx)
-    lora = params * SAVE_BYTES[cfg.output.save_precision]
     out = cfg.output
+    full = cfg.network.type == "full"
+    extra = 0
+    if full:  # a full fine-tune saves the whole model; its state holds the trained weights (train/finetune)
+        from train.finetune.memory import extra_state_bytes, weight_counts
+        from train.models.arch import Arch
+
+        counts = weight_counts(cfg, Arch(ctx.arch.removesuffix("-v")))
+        params = counts.trained(cfg)
+        lora = counts.total * SAVE_BYTES[out.save_precision]
+        extra = extra_state_bytes(cfg.finetune, params)
+    else:
+        params = network_params(ctx.arch, ctx)
+        lora = params * SAVE_BYTES[out.save_precision]
+    what = "checkpoint" if full else "LoRA"
     saves = 1  # the final file
     for every, count in ((out.save_every_n_steps, max(total - 1, 0)), (out.save_every_n_epochs, max(epochs - 1, 0))):
         if every:
             kept = count // every
             saves += min(kept, out.save_last_n) if out.save_last_n else kept
-    need.add(cfg.run_dir, saves * lora, f"{saves} LoRA save{'s' * (saves != 1)} x {human(lora)} =")
+    need.add(cfg.run_dir, saves * lora, f"{saves} {what} save{'s' * (saves != 1)} x {human(lora)} =")
     # state/: fp32 weights + optimizer moments; written beside the previous one before it is replaced
-    state = params * (4 + optimizer_state_bytes_per_param(cfg.train.optimizer))
+    state = params * (4 + optimizer_state_bytes_per_param(cfg.train.optimizer)) + extra
     copies = 2 if out.save_state else 1  # a stop or save-now writes one even without save_state
     need.add(cfg.run_dir, copies * state, "resumable state")
     if cfg.dataset.cache_latents_to_disk:
