@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from curator.layout import LayoutError, load_layout
+from curator.layout import IMAGE_EXTENSIONS, LayoutError, is_image_name, load_layout
 from tests.conftest import photo, save_photo
 
 
@@ -124,3 +127,13 @@ def test_missing_path_and_non_dataset_file(tmp_path: Path) -> None:
         load_layout(other)
     with pytest.raises(LayoutError, match="not a file extension"):
         load_layout(tmp_path, caption_extension="a/b")
+
+
+_NAME_PIECES = [*"aJ.P-g_ éx", ".jpg", ".JPEG", ".png", ".webp", ".txt", "jpg"]
+
+
+@given(st.lists(st.sampled_from(_NAME_PIECES), max_size=8).map("".join))
+def test_is_image_name_follows_the_splitext_rule(name: str) -> None:
+    """The walk's fast image-name test agrees with ``os.path.splitext`` on every name."""
+    expected = not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    assert is_image_name(name) is expected

@@ -177,14 +177,7 @@ class Caption:
     # ---- writing -------------------------------------------------------------------------------------
     def conform(self, tag: str) -> str:
         """Write a new tag the way this file writes tags (underscores, escaped parentheses)."""
-        tag = " ".join(tag.split())
-        style = self.style
-        if style.underscores:
-            tag = spaces_to_underscores(tag)
-        elif style.spaces:
-            tag = " ".join(underscores_to_spaces(tag).split())
-        tag = escape_parens(tag) if style.escaped_parens else unescape_parens(tag)
-        return tag
+        return _conformed(tag, self.style)
 
     def _copy(self, tags: list[str], style: CaptionStyle | None = None) -> Caption:
         return Caption(
@@ -316,6 +309,18 @@ def _detect_style(
         underscores, spaces = multi_underscore > multi_space, multi_space > multi_underscore
     escaped = (line is None or "\\" in line) and any("\\(" in t or "\\)" in t for t in tags)
     return _shared_style(joiner, underscores, spaces, escaped, trailing)
+
+
+@lru_cache(maxsize=4096)
+def _conformed(tag: str, style: CaptionStyle) -> str:
+    """``tag`` written in ``style`` (cached: a bulk edit conforms the same new tag for thousands of files that
+    share a handful of styles)."""
+    tag = " ".join(tag.split())
+    if style.underscores:
+        tag = spaces_to_underscores(tag)
+    elif style.spaces:
+        tag = " ".join(underscores_to_spaces(tag).split())
+    return escape_parens(tag) if style.escaped_parens else unescape_parens(tag)
 
 
 @lru_cache(maxsize=512)

@@ -55,6 +55,7 @@ class _Fail(Exception):
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch one ``kiln tags`` subcommand; returns the exit code."""
+    from curator.tags.bulk import paused_gc
     from curator.tags.items import ScopeError
     from curator.tags.ops import OperationError
     from curator.tags.query import QueryError
@@ -65,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         return _err(str(exc))
     try:
         handler = _HANDLERS[args.op]
-        return handler(dataset, args)
+        with paused_gc():  # see curator.tags.bulk; the collector resumes once the items are freed
+            return handler(dataset, args)
     except QueryError as exc:
         return _err(f"bad query: {exc.message}\n  {exc.text}\n  {' ' * exc.position}^")
     except (OperationError, ScopeError) as exc:

@@ -108,6 +108,8 @@ class CaptionItem:
             from curator.buckets import bucket_of
 
             bucket = bucket_of(rec.width, rec.height, bucket_settings)
+        if self.raw is None:  # no caption file: no tags (and no empty Caption built per image)
+            return query_item(rec, None, tags=(), flags=self.flags, bucket=bucket)
         return query_item(rec, self.raw, caption=self.caption, flags=self.flags, bucket=bucket)
 
 
