@@ -300,20 +300,21 @@ def record_from_row(row: tuple[Any, ...], subset: Subset) -> ImageRecord:
     """An ``ImageRecord`` from an ``images`` row (path, subset, size, mtime_ns, sha256, width, height,
     format, mode, frames, exif_rotated, phash, flags[, pixel_sha ignored])."""
     path, _subset, size, mtime, sha, width, height, fmt, mode, frames, rotated, phash, flags = row[:13]
+    # positional, in ImageRecord's field order (the TUI's start and every bulk edit build 100k of these)
     return ImageRecord(
-        path=path,
-        subset=subset,
-        size=size,
-        mtime_ns=mtime,
-        sha256=sha,
-        width=width,
-        height=height,
-        format=fmt,
-        mode=mode,
-        frames=frames,
-        exif_rotated=bool(rotated),
-        phash=to_unsigned64(phash),
-        flags=[Flag(path, kind, detail) for kind, detail in json.loads(flags)] if flags != "[]" else [],
+        path,
+        subset,
+        size,
+        mtime,
+        sha,
+        width,
+        height,
+        fmt,
+        mode,
+        frames,
+        bool(rotated),
+        to_unsigned64(phash),
+        [Flag(path, kind, detail) for kind, detail in json.loads(flags)] if flags != "[]" else [],
     )
 
 
