@@ -39,7 +39,7 @@ def errors_for(*overrides: str) -> list[str]:
         ("train.lr_scheduler=cosin", "train.lr_scheduler: 'cosin' is not allowed: did you mean 'cosine'? must be one of"),
         ("train.optimizer=AdamX", "train.optimizer: 'AdamX' is not allowed: did you mean 'AdamW'?"),
         ("train.mixed_precision=fp8", "train.mixed_precision: 'fp8' is not allowed: must be one of 'auto'"),
-        ("train.loss_type=l1", "train.loss_type: 'l1' is not allowed: must be one of 'l2' or 'huber'"),
+        ("train.loss_type=l3", "train.loss_type: 'l3' is not allowed: must be one of 'l2', 'l1', 'huber' or 'smooth_l1'"),
         ("train.min_snr_gamma=0", "train.min_snr_gamma: 0 is not allowed: must be > 0"),
         ("train.noise_offset=-0.1", "train.noise_offset: -0.1 is not allowed: must be >= 0"),
         ("train.lerning_rate=1e-4", "train.lerning_rate: unknown key; did you mean 'learning_rate'?"),

@@ -21,8 +21,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from train.aliases import KohyaNamed
 from train.data.captions import CaptionSettings
 from train.finetune.config import FinetuneSection, finetune_problems
 from train.models.config import ModelConfig
@@ -31,6 +32,9 @@ from train.optim import OPTIMIZERS
 
 if TYPE_CHECKING:
     from curator.buckets import StepMath
+
+LossType = Literal["l2", "l1", "huber", "smooth_l1"]
+HuberSchedule = Literal["snr", "exponential", "constant"]
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 SchedulerName = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
@@ -54,12 +58,14 @@ def _problem(field: str, value: object, fix: str) -> ValueError:
     return ValueError(f"@{field}: {_show(value)} is not allowed: {fix}")
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class _Section(KohyaNamed):
+    """A section of the config: unknown keys are refused, kohya's names for a key are accepted."""
 
 
 class DatasetConfig(_Section):
     """Where the images are and how they become batches."""
+
+    section = "dataset"
 
     path: Path = Field(description="kiln/kohya dataset folder, flat image folder, or kohya dataset .toml")
     caption_extension: str = Field(".txt", description="caption file extension next to each image")
@@ -164,6 +170,8 @@ class DatasetConfig(_Section):
 class TrainSection(_Section):
     """Optimiser, schedule, loss and precision."""
 
+    section = "train"
+
     optimizer: str = Field("AdamW", description=", ".join(BUILTIN_OPTIMIZERS) + ", or module.Class")
     optimizer_args: dict[str, Any] = Field(
         default_factory=dict, description="keyword arguments for the optimizer, e.g. { weight_decay = 0.01 }"
@@ -206,10 +214,48 @@ class TrainSection(_Section):
     )
     clip_skip: int = Field(1, ge=1, le=12, description="SD1/SD2 text encoder layer from the end (2 = penultimate)")
     seed: int = Field(42, ge=0, description="random seed (data order, noise, timesteps, augmentation)")
-    loss_type: Literal["l2", "huber"] = Field("l2", description="l2 | huber (pseudo-Huber, see huber_c)")
-    huber_c: float = Field(0.1, gt=0, description="pseudo-Huber loss parameter")
+    loss_type: LossType = Field(
+        "l2", description="l2 | l1 | huber (pseudo-Huber) | smooth_l1 (huber and smooth_l1 follow huber_schedule)"
+    )
+    huber_schedule: HuberSchedule = Field(
+        "snr", description="Huber parameter per timestep (kohya's default snr): snr = (1 - huber_c) / (1 + sigma_t)^2 "
+        "+ huber_c | exponential = exp(-t ln(1/huber_c) / 1000) * huber_scale | constant = huber_c * huber_scale",
+    )
+    huber_c: float = Field(0.1, gt=0, le=1, description="Huber loss parameter (the schedule's floor / decay)")
+    huber_scale: float = Field(1.0, gt=0, description="Huber parameter scale (exponential and constant schedules)")
     min_snr_gamma: float | None = Field(None, gt=0, description="Min-SNR weighting gamma (5 is common; unset = off)")
+    scale_v_pred_loss_like_noise_pred: bool = Field(
+        False, description="v-prediction models: scale the loss by SNR/(SNR+1) to weigh timesteps like noise prediction"
+    )
+    v_pred_like_loss: float | None = Field(
+        None, gt=0, description="noise-prediction models: add this times a v-prediction-like loss (kohya)"
+    )
+    debiased_estimation_loss: bool = Field(
+        False, description="weight the loss by 1/sqrt(SNR) (v-prediction: 1/(SNR+1)), the debiased estimation"
+    )
     noise_offset: float = Field(0.0, ge=0, description="noise offset (0.05-0.1 helps very dark/bright images)")
+    noise_offset_random_strength: bool = Field(
+        False, description="draw each sample's noise offset uniformly between 0 and noise_offset"
+    )
+    adaptive_noise_scale: float | None = Field(
+        None, description="add this times the latent's mean absolute value (per channel) to noise_offset"
+    )
+    multires_noise_iterations: int | None = Field(
+        None, ge=1, le=64, description="multires (pyramid) noise levels (6-10 is common; unset = off)"
+    )
+    multires_noise_discount: float = Field(
+        0.3, gt=0, le=1, description="weight of each lower multires noise level (discount^level)"
+    )
+    ip_noise_gamma: float | None = Field(
+        None, gt=0, description="input perturbation noise strength (0.1 is common; unset = off)"
+    )
+    ip_noise_gamma_random_strength: bool = Field(
+        False, description="draw each sample's perturbation strength uniformly between 0 and ip_noise_gamma"
+    )
+    zero_terminal_snr: bool | None = Field(
+        None, description="rescale the noise schedule to zero terminal SNR (unset: on for checkpoints that say "
+        "they were trained so, off otherwise)",
+    )
     prior_loss_weight: float = Field(1.0, ge=0, description="loss weight of regularisation images")
     min_timestep: int = Field(0, ge=0, le=1000, description="smallest noise timestep sampled")
     max_timestep: int = Field(1000, ge=1, le=1000, description="largest noise timestep sampled (exclusive)")
@@ -232,6 +278,22 @@ class TrainSection(_Section):
             raise _problem("train.min_timestep", self.min_timestep, f"must be < max_timestep ({self.max_timestep})")
         return self
 
+    @model_validator(mode="after")
+    def _noise_options(self) -> TrainSection:
+        needs = (("adaptive_noise_scale", self.adaptive_noise_scale is not None, "noise_offset", self.noise_offset),
+                 ("noise_offset_random_strength", self.noise_offset_random_strength, "noise_offset",
+                  self.noise_offset),
+                 ("ip_noise_gamma_random_strength", self.ip_noise_gamma_random_strength, "ip_noise_gamma",
+                  self.ip_noise_gamma))
+        for name, given, base, base_value in needs:
+            if given and not base_value:
+                raise _problem(f"train.{name}", getattr(self, name), f"needs train.{base} (it scales it); set both")
+        if self.scale_v_pred_loss_like_noise_pred and self.v_pred_like_loss:
+            raise _problem("train.v_pred_like_loss", self.v_pred_like_loss,
+                           "is for noise-prediction models and scale_v_pred_loss_like_noise_pred for v-prediction "
+                           "ones; keep the one that fits the model")
+        return self
+
     def step_math(self, bucket_counts: Mapping[tuple[int, int], int], num_processes: int = 1) -> StepMath:
         """How long this run is for a dataset's images x repeats per bucket, on ``num_processes`` processes:
         the curator's :func:`~curator.buckets.step_math` with this section's batch size, accumulation and
@@ -247,6 +309,8 @@ class TrainSection(_Section):
 
 class OutputSection(_Section):
     """Where the run directory goes and what is saved."""
+
+    section = "output"
 
     dir: Path = Field(Path("runs"), description="parent folder of run directories")
     name: str = Field("lora", description="run and file name: <dir>/<name>/<name>.safetensors")
@@ -277,6 +341,8 @@ class OutputSection(_Section):
 
 class SampleSection(_Section):
     """Preview images rendered while training."""
+
+    section = "sample"
 
     prompts: list[str] = Field(default_factory=list, description="prompts to render (empty = no samples)")
 

@@ -71,11 +71,12 @@ def train(
     )
     from train.finetune.extract import extract_lora
     from train.finetune.model import FullModel
-    from train.loss import add_noise, diffusion_loss, diffusion_target, sample_noise, snr_table
+    from train.loss import DiffusionLoss, add_noise, diffusion_target
     from train.meter import Throughput
-    from train.models.loading import load_base_model
+    from train.models.loading import load_base_model, make_noise_scheduler
     from train.network import create_network
     from train.network.network import Network
+    from train.noise import NoiseSettings, draw_noise, zero_terminal_snr
     from train.optim import create_optimizer, current_lrs, optimizer_step
     from train.outputs import final_file, training_metadata
     from train.precision import compute_dtype
@@ -142,8 +143,14 @@ def train(
             raise StoppedEarly(reason, "loading the model")
         staging.park(base)
         prepare_for_training(base, t, trains_text_encoder=cfg.trains_text_encoder)
+        ztsnr, notes = zero_terminal_snr(t, checkpoint_ztsnr=base.ztsnr, v_prediction=base.v_prediction)
+        if ztsnr:  # samples follow: their samplers are built from this schedule's config
+            base.noise_scheduler = make_noise_scheduler(base.v_prediction, zero_terminal_snr=True)
+        for note in notes:
+            run.emit("warning", message=note)
         noise_scheduler = base.noise_scheduler
-        snr = snr_table(noise_scheduler).to(device) if t.min_snr_gamma else None
+        loss_fn = DiffusionLoss.from_config(t, noise_scheduler, v_prediction=base.v_prediction)
+        noise_settings = NoiseSettings.from_train(t)
 
         # ------------------------------------------------------------ 4. caches (latents, text encoder outputs)
         captions = d.caption_settings()
@@ -246,15 +253,12 @@ def train(
                 with accelerator.accumulate(model):
                     # ---- forward: latents + noise at a random timestep; predict the noise (or v)
                     latents = batch_latents(batch, base.vae, device)
-                    noise, timesteps = sample_noise(tuple(latents.shape[1:]), batch["seeds"], t.noise_offset,
-                                                    (t.min_timestep, t.max_timestep), device)
-                    noisy = add_noise(noise_scheduler, latents, noise, timesteps)
-                    pred = model(noisy, timesteps, batch)
-                    target = diffusion_target(noise_scheduler, latents, noise, timesteps,
+                    drawn = draw_noise(latents, batch["seeds"], noise_settings, (t.min_timestep, t.max_timestep))
+                    noisy = add_noise(noise_scheduler, latents, drawn.noisy_noise, drawn.timesteps)
+                    pred = model(noisy, drawn.timesteps, batch)
+                    target = diffusion_target(noise_scheduler, latents, drawn.noise, drawn.timesteps,
                                               v_prediction=base.v_prediction)
-                    loss = diffusion_loss(pred, target, timesteps, loss_weights=batch["loss_weights"],
-                                          loss_type=t.loss_type, huber_c=t.huber_c, min_snr_gamma=t.min_snr_gamma,
-                                          snr=snr, v_prediction=base.v_prediction)
+                    loss = loss_fn(pred, target, drawn.timesteps, batch["loss_weights"])
                     if not finite_everywhere(accelerator, loss):  # agreed by every process
                         window_bad, bad_value = True, float(loss.detach().float().item())
 

@@ -161,11 +161,15 @@ class BaseModel:
         return self.arch is Arch.SDXL
 
 
-def make_noise_scheduler(v_prediction: bool) -> DDPMScheduler:
+def make_noise_scheduler(v_prediction: bool, zero_terminal_snr: bool = False) -> DDPMScheduler:
+    """The training noise schedule; ``zero_terminal_snr`` rescales its betas so the last timestep is pure noise
+    (Lin et al. 2023, Algorithm 1: kohya's ``fix_noise_scheduler_betas_for_zero_terminal_snr``). Samplers built
+    from its config (``from_config``) inherit the rescaling."""
     from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
     scheduler: DDPMScheduler = DDPMScheduler(**TRAIN_SCHEDULER_KWARGS,
-                                             prediction_type="v_prediction" if v_prediction else "epsilon")
+                                             prediction_type="v_prediction" if v_prediction else "epsilon",
+                                             rescale_betas_zero_snr=zero_terminal_snr)
     return scheduler
 
 
