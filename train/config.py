@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from train.aliases import KohyaNamed
+from train.aliases import KohyaNamed, kohya
 from train.data.captions import CaptionSettings
 from train.finetune.config import FinetuneSection, finetune_problems
 from train.models.config import ModelConfig
@@ -40,6 +40,9 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 SchedulerName = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
 SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
 DEFAULT_MAX_STEPS = 1600
+PATH_FIELDS = (("model", "path"), ("model", "vae"), ("model", "config_dir"), ("dataset", "path"),
+               ("output", "dir"), ("network", "init_from"))
+"""(section, key) of the paths a config file may give relative to its own folder."""
 BUILTIN_OPTIMIZERS: tuple[str, ...] = tuple(OPTIMIZERS)
 
 
@@ -67,8 +70,12 @@ class DatasetConfig(_Section):
 
     section = "dataset"
 
-    path: Path = Field(description="kiln/kohya dataset folder, flat image folder, or kohya dataset .toml")
-    caption_extension: str = Field(".txt", description="caption file extension next to each image")
+    path: Path = Field(validation_alias=kohya("train_data_dir", "dataset_config"),
+                       description="kiln/kohya dataset folder, flat image folder, or kohya dataset .toml "
+                       "(kohya: train_data_dir, dataset_config)")
+    caption_extension: str = Field(".txt", validation_alias=kohya("caption_extention"),
+                                   description="caption file extension next to each image (a dataset TOML's own "
+                                   "value wins; kohya: caption_extention, its old spelling)")
     resolution: int | tuple[int, int] = Field(512, description="training resolution: 512 or [width, height]")
     enable_bucket: bool = Field(True, description="aspect-ratio buckets (kohya); off = center-crop to resolution")
     min_bucket_reso: int = Field(256, ge=64, description="smallest bucket side in pixels")
@@ -101,7 +108,9 @@ class DatasetConfig(_Section):
     pin_memory: bool = Field(
         False, description="batches in pinned memory, copied to the GPU without blocking (CUDA only)"
     )
-    num_workers: int = Field(0, ge=0, description="data loader worker processes (0 = load in the main process)")
+    num_workers: int = Field(0, ge=0, validation_alias=kohya("max_data_loader_n_workers"),
+                             description="data loader worker processes (0 = load in the main process) "
+                             "(kohya: max_data_loader_n_workers)")
 
     @field_validator("resolution", mode="before")
     @classmethod
@@ -172,7 +181,10 @@ class TrainSection(_Section):
 
     section = "train"
 
-    optimizer: str = Field("AdamW", description=", ".join(BUILTIN_OPTIMIZERS) + ", or module.Class")
+    optimizer: str = Field(
+        "AdamW", validation_alias=kohya("optimizer_type"),
+        description=", ".join(BUILTIN_OPTIMIZERS) + ", or module.Class (kohya: optimizer_type)",
+    )
     optimizer_args: dict[str, Any] = Field(
         default_factory=dict, description="keyword arguments for the optimizer, e.g. { weight_decay = 0.01 }"
     )
@@ -185,12 +197,19 @@ class TrainSection(_Section):
         False, description="train with learning rates the pre-flight calls wrong for the optimizer (it still warns)"
     )
     lr_scheduler: SchedulerName = Field("constant", description=" | ".join(SCHEDULERS))
-    lr_warmup: float = Field(0, ge=0, description="warmup: steps (>= 1) or a ratio of the total steps (< 1)")
+    lr_warmup: float = Field(0, ge=0, validation_alias=kohya("lr_warmup_steps"),
+                             description="warmup: steps (>= 1) or a ratio of the total steps (< 1) "
+                             "(kohya: lr_warmup_steps)")
     lr_scheduler_num_cycles: int = Field(1, ge=1, description="restarts for cosine_with_restarts")
     lr_scheduler_power: float = Field(1.0, gt=0, description="power for the polynomial scheduler")
-    max_steps: int | None = Field(DEFAULT_MAX_STEPS, ge=1, description="optimizer steps to train (ignored if max_epochs is set)")
-    max_epochs: int | None = Field(None, ge=1, description="epochs to train (overrides max_steps)")
-    batch_size: int = Field(1, ge=1, description="images per batch per process (one bucket per batch)")
+    max_steps: int | None = Field(DEFAULT_MAX_STEPS, ge=1, validation_alias=kohya("max_train_steps"),
+                                  description="optimizer steps to train (ignored if max_epochs is set) "
+                                  "(kohya: max_train_steps)")
+    max_epochs: int | None = Field(None, ge=1, validation_alias=kohya("max_train_epochs"),
+                                   description="epochs to train (overrides max_steps) (kohya: max_train_epochs)")
+    batch_size: int = Field(1, ge=1, validation_alias=kohya("train_batch_size"),
+                            description="images per batch per process (one bucket per batch; a dataset TOML's "
+                            "batch_size wins) (kohya: train_batch_size)")
     gradient_accumulation_steps: int = Field(1, ge=1, description="batches summed into one optimizer step")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
         "auto", description="auto (bf16 on GPUs that have it, else fp16; no on CPU) | no | fp16 | bf16"
@@ -312,14 +331,18 @@ class OutputSection(_Section):
 
     section = "output"
 
-    dir: Path = Field(Path("runs"), description="parent folder of run directories")
-    name: str = Field("lora", description="run and file name: <dir>/<name>/<name>.safetensors")
+    dir: Path = Field(Path("runs"), validation_alias=kohya("output_dir"),
+                      description="parent folder of run directories (kohya: output_dir)")
+    name: str = Field("lora", validation_alias=kohya("output_name"),
+                      description="run and file name: <dir>/<name>/<name>.safetensors (kohya: output_name)")
     save_precision: Literal["fp16", "bf16", "float"] = Field("fp16", description="dtype of saved LoRA files")
     save_every_n_epochs: int | None = Field(None, ge=1, description="save <name>-000001.safetensors every N epochs")
     save_every_n_steps: int | None = Field(None, ge=1, description="save <name>-step00000100.safetensors every N steps")
     save_last_n: int | None = Field(None, ge=1, description="keep only the last N intermediate saves (unset: all)")
     save_state: bool = Field(False, description="also write a resumable state/ with every intermediate save")
-    comment: str = Field("", description="free text stored as ss_training_comment in the LoRA metadata")
+    comment: str = Field("", validation_alias=kohya("training_comment"),
+                         description="free text stored as ss_training_comment in the LoRA metadata "
+                         "(kohya: training_comment)")
     extract_dim: int | None = Field(
         None, ge=1, le=4096, description="full fine-tune: when the run ends, extract a LoRA of this rank from base "
         "-> tuned (<name>-lora<dim>.safetensors)",
@@ -351,10 +374,14 @@ class SampleSection(_Section):
     def _one_prompt(cls, v: object) -> object:
         return [v] if isinstance(v, str) else v
     negative_prompt: str = Field("", description="negative prompt for every sample")
-    every_n_steps: int | None = Field(None, ge=1, description="render samples every N steps")
-    every_n_epochs: int | None = Field(None, ge=1, description="render samples every N epochs")
+    every_n_steps: int | None = Field(None, ge=1, validation_alias=kohya("sample_every_n_steps"),
+                                      description="render samples every N steps (kohya: sample_every_n_steps)")
+    every_n_epochs: int | None = Field(None, ge=1, validation_alias=kohya("sample_every_n_epochs"),
+                                       description="render samples every N epochs (kohya: sample_every_n_epochs)")
     steps: int = Field(20, ge=1, le=150, description="inference steps per sample")
-    sampler: Literal["euler_a", "euler", "ddim", "dpmsolver++"] = Field("euler_a", description="sampler")
+    sampler: Literal["euler_a", "euler", "ddim", "dpmsolver++"] = Field(
+        "euler_a", validation_alias=kohya("sample_sampler"), description="sampler (kohya: sample_sampler)"
+    )
     cfg_scale: float = Field(7.0, ge=1, description="classifier-free guidance scale")
     width: int | None = Field(None, ge=64, description="sample width (unset: training resolution)")
     height: int | None = Field(None, ge=64, description="sample height (unset: training resolution)")
@@ -601,14 +628,17 @@ def validate_raw(raw: dict[str, Any], source: str = "") -> TrainConfig:
 
 def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
     """Relative paths written in a config file are relative to that file's folder."""
-    for section, key in (("model", "path"), ("model", "vae"), ("model", "config_dir"), ("dataset", "path"),
-                         ("output", "dir"), ("network", "init_from")):
+    from train.aliases import aliases_of
+
+    for section, field in PATH_FIELDS:
         table = raw.get(section)
-        if not isinstance(table, dict):
+        model = _section_model(section)
+        if not isinstance(table, dict) or model is None:
             continue
-        value = table.get(key)
-        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-            table[key] = str((base / Path(value).expanduser()).resolve())
+        for key in (field, *aliases_of(model, field)):  # kohya's names for the key too
+            value = table.get(key)
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                table[key] = str((base / Path(value).expanduser()).resolve())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -754,14 +784,6 @@ def format_validation_error(exc: ValidationError) -> list[str]:
 # Commented config output (--print-config)
 # ---------------------------------------------------------------------------------------------------------------
 
-_FALLBACK_COMMENTS = {
-    ("model", "path"): "base model: single-file .safetensors checkpoint or a diffusers folder",
-    ("model", "vae"): "replacement VAE (single file or diffusers folder); unset: the model's own",
-    ("model", "architecture"): "auto | sd1 | sd2 | sd2-v | sdxl (auto detects it from the checkpoint)",
-    ("model", "v_prediction"): "force v-prediction on/off (unset: from the checkpoint / architecture)",
-    ("model", "allow_pickle"): "allow pickled .ckpt/.pt checkpoints (they can run code: trusted files only)",
-    ("model", "config_dir"): "diffusers-style config folder for unusual model sizes (unset: the shipped one)",
-}
 _PLACEHOLDERS = {("model", "path"): "/path/to/base-model.safetensors", ("dataset", "path"): "/path/to/dataset"}
 
 
@@ -803,7 +825,7 @@ def commented_config(raw: dict[str, Any] | None = None, title: str = "") -> str:
         out += ["", f"[{section}]" + (f"  # {doc}" if doc else "")]
         given = raw.get(section, {}) if isinstance(raw.get(section), dict) else {}
         for name, info in model.model_fields.items():
-            comment = info.description or _FALLBACK_COMMENTS.get((section, name))
+            comment = info.description
             if comment:
                 out.append(f"# {comment}")
             if name in given:
@@ -825,8 +847,7 @@ def commented_config(raw: dict[str, Any] | None = None, title: str = "") -> str:
 def dump_config(cfg: TrainConfig) -> str:
     """The resolved config as TOML (what a run directory stores as config.toml)."""
     raw = cfg.model_dump(mode="json", exclude_none=True)
-    for section, key in (("model", "path"), ("model", "vae"), ("model", "config_dir"), ("dataset", "path"),
-                         ("output", "dir"), ("network", "init_from")):
+    for section, key in PATH_FIELDS:
         if raw.get(section, {}).get(key):
             raw[section][key] = str(Path(raw[section][key]).expanduser().resolve())
     return commented_config(raw, title="resolved")
