@@ -28,7 +28,7 @@ from train.data.captions import CaptionSettings
 from train.finetune.config import FinetuneSection, finetune_problems
 from train.models.config import ModelConfig
 from train.network.config import NetworkConfig
-from train.optim import OPTIMIZERS
+from train.optim import OPTIMIZERS, SCHEDULE_FREE_OPTIMIZERS
 
 if TYPE_CHECKING:
     from curator.buckets import StepMath
@@ -37,7 +37,8 @@ LossType = Literal["l2", "l1", "huber", "smooth_l1"]
 HuberSchedule = Literal["snr", "exponential", "constant"]
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
-SchedulerName = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
+SchedulerName = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
+                        "cosine_with_min_lr", "warmup_stable_decay"]
 SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
 DEFAULT_MAX_STEPS = 1600
 PATH_FIELDS = (("model", "path"), ("model", "vae"), ("model", "config_dir"), ("dataset", "path"),
@@ -202,6 +203,12 @@ class TrainSection(_Section):
                              "(kohya: lr_warmup_steps)")
     lr_scheduler_num_cycles: int = Field(1, ge=1, description="restarts for cosine_with_restarts")
     lr_scheduler_power: float = Field(1.0, gt=0, description="power for the polynomial scheduler")
+    lr_scheduler_min_lr_ratio: float | None = Field(
+        None, ge=0, lt=1, description="floor of cosine_with_min_lr and warmup_stable_decay, as a ratio of the LR"
+    )
+    lr_decay_steps: float = Field(
+        0, ge=0, description="warmup_stable_decay: decay steps (>= 1) or a ratio of the total steps (< 1)"
+    )
     max_steps: int | None = Field(DEFAULT_MAX_STEPS, ge=1, validation_alias=kohya("max_train_steps"),
                                   description="optimizer steps to train (ignored if max_epochs is set) "
                                   "(kohya: max_train_steps)")
@@ -295,6 +302,17 @@ class TrainSection(_Section):
     def _timesteps(self) -> TrainSection:
         if self.min_timestep >= self.max_timestep:
             raise _problem("train.min_timestep", self.min_timestep, f"must be < max_timestep ({self.max_timestep})")
+        return self
+
+    @model_validator(mode="after")
+    def _schedule(self) -> TrainSection:
+        if self.lr_scheduler == "cosine_with_min_lr" and self.lr_scheduler_min_lr_ratio is None:
+            raise _problem("train.lr_scheduler", self.lr_scheduler,
+                           "cosine_with_min_lr needs train.lr_scheduler_min_lr_ratio (e.g. 0.1); set it")
+        if self.optimizer in SCHEDULE_FREE_OPTIMIZERS and (self.lr_scheduler != "constant" or self.lr_warmup):
+            raise _problem("train.lr_scheduler", self.lr_scheduler,
+                           f"{self.optimizer} schedules itself: set lr_scheduler = \"constant\" and lr_warmup = 0 "
+                           "(its own warmup is optimizer_args.warmup_steps)")
         return self
 
     @model_validator(mode="after")

@@ -196,7 +196,8 @@ def train(
         if full is not None:
             full.attach(optimizer, t.max_grad_norm)  # bf16 updates, the step in backward
         scheduler = create_scheduler(t.lr_scheduler, optimizer, total_steps=total_steps, lr_warmup=t.lr_warmup,
-                                     num_cycles=t.lr_scheduler_num_cycles, power=t.lr_scheduler_power)
+                                     num_cycles=t.lr_scheduler_num_cycles, power=t.lr_scheduler_power,
+                                     min_lr_ratio=t.lr_scheduler_min_lr_ratio, lr_decay=t.lr_decay_steps)
         # DDP (several processes) wraps the denoiser and averages the network's gradients in backward.
         model, optimizer = accelerator.prepare(Denoiser(network, base, conditioning, t.sdpa_backend), optimizer)
 
@@ -236,7 +237,8 @@ def train(
                       extra_state=full.extra_state if full is not None else None)
         sample_dtype = full.sample_dtype(dtype) if full is not None else dtype
         sampler = Sampler(cfg.sample, run=run, run_path=run_path, enabled=main, base=base, network=network,
-                          staging=staging, resolution=d.resolution_wh, dtype=sample_dtype, progress=progress)
+                          staging=staging, resolution=d.resolution_wh, dtype=sample_dtype, progress=progress,
+                          optimizer=optimizer)
         name = cfg.output.name
         meter = Throughput()
         batch_losses: list[torch.Tensor] = []

@@ -74,9 +74,14 @@ class Saver:
 
     def save(self, kind: SaveKind, *, with_state: bool) -> None:
         """Save ``<name>-<epoch>`` / ``<name>-step<step>`` / ``<name>`` (final); keep the last
-        ``output.save_last_n`` intermediate ones; with ``with_state`` also ``state/``."""
+        ``output.save_last_n`` intermediate ones; with ``with_state`` also ``state/``. A schedule-free
+        optimizer's evaluation weights are what the LoRA file holds; ``state/`` keeps its training weights.
+        Every process calls this (the optimizer's mode switches on all of them alike); the main one writes."""
+        from train.optim import evaluation_weights
+
         if not self.enabled:
-            return
+            with evaluation_weights(self.optimizer):
+                return
         from train.outputs import epoch_file, final_file, prune, step_file
         from train.precision import save_dtype
 
@@ -88,8 +93,9 @@ class Saver:
         else:
             filename = step_file(name, progress.step)
         path = str(self.run_path / filename)
-        self.network.save(path, dtype=save_dtype(self.output.save_precision), metadata=self.metadata(),
-                          v_prediction=self.v_prediction)
+        with evaluation_weights(self.optimizer):
+            self.network.save(path, dtype=save_dtype(self.output.save_precision), metadata=self.metadata(),
+                              v_prediction=self.v_prediction)
         if kind in ("epoch", "step"):
             kept = progress.saves.setdefault(kind, [])
             if path not in kept:
@@ -111,18 +117,22 @@ class Sampler:
 
     def __init__(self, sample: SampleSection, *, run: RunLog, run_path: Path, enabled: bool, base: BaseModel,
                  network: Network | FullModel, staging: DeviceStaging, resolution: tuple[int, int], dtype: torch.dtype,
-                 progress: Progress) -> None:
+                 progress: Progress, optimizer: Optimizer | None = None) -> None:
         self.sample, self.run, self.samples_dir, self.enabled = sample, run, run_path / SAMPLES_DIR, enabled
         self.base, self.network, self.staging = base, network, staging
         self.resolution, self.dtype, self.progress = resolution, dtype, progress
+        self.optimizer = optimizer
 
     def render(self, stem: str) -> None:
-        """``<stem>-NN.png`` for every prompt."""
-        if not self.enabled:
-            return
+        """``<stem>-NN.png`` for every prompt, with a schedule-free optimizer's evaluation weights. Every
+        process calls this (the optimizer's mode switches on all of them alike); the main one renders."""
+        from train.optim import evaluation_weights
         from train.sample import render_samples
 
-        with self.staging.for_sampling(self.base):
+        if not self.enabled:
+            with evaluation_weights(self.optimizer):
+                return
+        with self.staging.for_sampling(self.base), evaluation_weights(self.optimizer):
             self.network.eval()
             try:
                 paths = render_samples(self.base, self.sample, resolution=self.resolution, out_dir=self.samples_dir,
