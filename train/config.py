@@ -191,8 +191,9 @@ class TrainSection(_Section):
     )
     learning_rate: float = Field(1e-4, gt=0, description="base learning rate")
     unet_lr: float | None = Field(None, gt=0, description="UNet learning rate (unset: learning_rate)")
-    text_encoder_lr: float | None = Field(
-        None, ge=0, description="text encoder learning rate (unset: learning_rate; 0 = UNet only)"
+    text_encoder_lr: float | list[float] | None = Field(
+        None, description="text encoder learning rate (unset: learning_rate; 0 = UNet only); SDXL: [TE1, TE2] "
+        "gives each encoder its own (0 leaves one untrained), kohya's list form",
     )
     allow_unusual_lr: bool = Field(
         False, description="train with learning rates the pre-flight calls wrong for the optimizer (it still warns)"
@@ -285,6 +286,16 @@ class TrainSection(_Section):
     prior_loss_weight: float = Field(1.0, ge=0, description="loss weight of regularisation images")
     min_timestep: int = Field(0, ge=0, le=1000, description="smallest noise timestep sampled")
     max_timestep: int = Field(1000, ge=1, le=1000, description="largest noise timestep sampled (exclusive)")
+
+    @field_validator("text_encoder_lr")
+    @classmethod
+    def _te_lrs(cls, v: float | list[float] | None) -> float | list[float] | None:
+        values = v if isinstance(v, list) else [] if v is None else [v]
+        if isinstance(v, list) and len(v) not in (1, 2):
+            raise ValueError(f"{_show(v)} is not allowed: give one rate, or [TE1, TE2] for SDXL's two encoders")
+        if any(x < 0 for x in values):
+            raise ValueError(f"{_show(v)} is not allowed: rates must be >= 0")
+        return v[0] if isinstance(v, list) and len(v) == 1 else v
 
     @field_validator("optimizer")
     @classmethod
@@ -452,7 +463,8 @@ class TrainConfig(_Section):
     # -- derived values the loop needs ---------------------------------------------------------------------
     @property
     def trains_text_encoder(self) -> bool:
-        return self.network.train_text_encoder and self.train.text_encoder_lr != 0
+        te = self.train.text_encoder_lr
+        return self.network.train_text_encoder and any(te != 0 for te in (te if isinstance(te, list) else [te]))
 
     @property
     def unet_lr(self) -> float:
@@ -460,10 +472,19 @@ class TrainConfig(_Section):
 
     @property
     def text_encoder_lr(self) -> float:
+        """The text encoder's rate (SDXL with two rates: the first encoder's)."""
+        return self.text_encoder_lrs[0]
+
+    @property
+    def text_encoder_lrs(self) -> tuple[float, ...]:
+        """One rate for every text encoder, or (TE1, TE2) when SDXL's encoders have their own; 0 when the
+        text encoders are not trained."""
         if not self.trains_text_encoder:
-            return 0.0
+            return (0.0,)
         te = self.train.text_encoder_lr
-        return te if te is not None else self.train.learning_rate
+        if isinstance(te, list):
+            return tuple(te)
+        return (te if te is not None else self.train.learning_rate,)
 
     @property
     def run_dir(self) -> Path:

@@ -188,7 +188,7 @@ def train(
             network.to(device=device, dtype=torch.float32)
         compile_unet(base, t.compile)  # after the network's hooks are in, so they are traced with the UNet
         network.train()
-        param_groups = network.trainable_params(cfg.unet_lr, cfg.text_encoder_lr)
+        param_groups = network.trainable_params(cfg.unet_lr, cfg.text_encoder_lrs)
         if not param_groups:
             raise TrainingError("nothing to train: every network group has learning rate 0")
         params = [p for g in param_groups for p in g["params"]]
