@@ -296,8 +296,8 @@ def test_short_buckets_are_a_warning_that_says_what_kohya_does(tmp_path, world) 
     # at 128 px, coffee (96x64) gets its own bucket (160x96): 1 image x 2 repeats; the others share 128x128 (4)
     cfg = cfg_for(world, tmp_path, "train.batch_size=4", "dataset.resolution=128", "dataset.max_bucket_reso=256",
                   "dataset.bucket_reso_steps=32")
-    items, dataset = build_items(cfg.dataset, lambda m, p: None, progress=False)
-    report = run_preflight(cfg, stages=("dataset",), items=items, dataset=dataset)
+    data = build_items(cfg.dataset, lambda m, p: None, progress=False, batch_size=cfg.train.batch_size)
+    report = run_preflight(cfg, stages=("dataset",), data=data)
     (finding,) = [f for f in report if f.check == "batch size and buckets"]
     assert finding.severity == "warning" and "kohya and kiln do the same" in finding.problem
     assert "1 of 2 buckets hold fewer samples than the batch of 4 (160x96:2)" in finding.problem
@@ -311,8 +311,8 @@ def test_disk_estimate_counts_kept_saves_state_and_latents(world, tmp_path) -> N
     cfg = cfg_for(world, tmp_path, "network.dim=32", "train.max_steps=1000", "output.save_every_n_steps=100",
                   "output.save_last_n=3", "output.save_precision=fp16", "dataset.cache_latents_to_disk=true",
                   "dataset.flip_aug=true")
-    items, dataset = build_items(cfg.dataset, lambda m, p: None, progress=False)
-    need = estimate_disk(Context(cfg=cfg, items=items, dataset=dataset))
+    data = build_items(cfg.dataset, lambda m, p: None, progress=False)
+    need = estimate_disk(Context(cfg=cfg, data=data))
     assert need is not None
     params = 32 * (PARAMS_PER_RANK["sd1"]["unet"] + PARAMS_PER_RANK["sd1"]["te"])
     lora = params * 2

@@ -310,7 +310,7 @@ def test_build_items_repeats_reg_images_kohya_style_and_weights_them(tmp_path: P
                                  "dataset.min_bucket_reso=64", "dataset.max_bucket_reso=128",
                                  "dataset.bucket_reso_steps=32"]).dataset
     warnings: list[tuple[str, str | None]] = []
-    items, _ = build_items(cfg, lambda m, p: warnings.append((m, p)))
+    items = build_items(cfg, lambda m, p: warnings.append((m, p))).items
     assert any(p == "2_alice woman/bad.jpg" for _, p in warnings)
     train = [i for i in items if not i.is_reg]
     reg = [i for i in items if i.is_reg]

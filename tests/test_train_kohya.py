@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from tests.test_train_loop import dataset, models, one_thread, tiny_config  # noqa: F401 - fixtures
@@ -44,3 +46,83 @@ def test_schedule_free_optimizer_samples_and_saves_its_evaluation_weights(models
     assert modes == [("save", False), ("save", False)]  # step 1 and the final file: evaluation weights
     assert optimizer_mode()  # back in train mode after each save
     assert len([e for e in read_events(tmp_path / "sf") if e["type"] == "step"]) == 2
+
+
+def test_fp8_base_with_full_bf16_trains(models, dataset, tmp_path, monkeypatch) -> None:
+    """bf16 on the CPU: the frozen UNet and text encoder stored in float8, the network and its optimizer in bf16."""
+    import torch
+
+    import train.optim as optim
+    from train.loop import train
+
+    seen: list[torch.dtype] = []
+    make = optim.create_optimizer
+
+    def create(name, groups, *args, **kwargs):
+        seen.extend(p.dtype for g in groups for p in g["params"])
+        return make(name, groups, *args, **kwargs)
+
+    monkeypatch.setattr(optim, "create_optimizer", create)
+    cfg = tiny_config(models["sd1"] / "diffusers", dataset, tmp_path, "f8", "train.mixed_precision=bf16",
+                      "train.full_bf16=true", "train.fp8_base=true", "train.max_steps=2", "network.dim=8",
+                      "network.alpha=8")
+    result = train(cfg)
+    assert result.reason == "finished", result.message
+    assert seen and set(seen) == {torch.bfloat16}
+    assert all(math.isfinite(x) for x in result.losses) and len(result.losses) == 2
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "f8" / "f8.safetensors"), "pt") as fh:
+        meta = fh.metadata()
+    assert meta["ss_fp8_base"] == "True" and meta["ss_mixed_precision"] == "bf16"
+
+
+def test_dataset_toml_with_two_datasets_masks_and_cached_latents(models, tmp_path) -> None:
+    """Two [[datasets]] (own resolution and batch size), alpha masks kept with the cached latents."""
+    from PIL import Image
+    from skimage import data as skdata
+
+    from train.config import load_config
+    from train.loop import train
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("astronaut", "coffee", "chelsea"):
+        rgba = Image.fromarray(getattr(skdata, name)()).resize((64, 64)).convert("RGBA")
+        rgba.putalpha(Image.new("L", (64, 64), 255).crop((0, 0, 64, 64)))
+        rgba.paste((0, 0, 0, 0), (0, 0, 16, 64))
+        rgba.save(folder / f"{name}.png")
+        (folder / f"{name}.caption").write_text(f"{name}, photo", encoding="utf-8")
+    (tmp_path / "ds.toml").write_text(
+        "[general]\nalpha_mask = true\n"
+        "[[datasets]]\nresolution = 64\nmin_bucket_reso = 64\nmax_bucket_reso = 128\nbatch_size = 3\n"
+        "[[datasets.subsets]]\nimage_dir = 'imgs'\nnum_repeats = 2\n"
+        "[[datasets]]\nresolution = 96\nmin_bucket_reso = 64\nmax_bucket_reso = 128\nbucket_reso_steps = 32\n"
+        "[[datasets.subsets]]\nimage_dir = 'imgs'\n", encoding="utf-8")
+    cfg = load_config(overrides=[
+        f"model.path={models['sd1'] / 'diffusers'}", f"dataset.path={tmp_path / 'ds.toml'}",
+        f"output.dir={tmp_path}", "output.name=toml", "network.dim=4", "network.alpha=4", "train.max_epochs=1",
+        "train.mixed_precision=no", "sample.enabled=false", "dataset.cache_latents=true",
+    ])
+    result = train(cfg)
+    assert result.reason == "finished", result.message
+    start = next(e for e in read_events(tmp_path / "toml") if e["type"] == "start")
+    assert start["steps_per_epoch"] == 2 + 3  # 6 samples in batches of 3, then 3 at 96 px in batches of 1
+    assert len(result.losses) == 5 and all(math.isfinite(x) for x in result.losses)
+
+
+def test_text_encoder_outputs_cached_on_disk_are_reused(models, dataset, tmp_path) -> None:  # noqa: F811
+    from train.loop import train
+
+    extra = ("network.train_text_encoder=false", "dataset.cache_text_encoder_outputs_to_disk=true",
+             "train.max_steps=1")
+    first = train(tiny_config(models["sd1"] / "diffusers", dataset, tmp_path, "te1", *extra))
+    assert first.reason == "finished", first.message
+    files = list((dataset / ".kiln" / "text").rglob("*.safetensors"))
+    assert len(files) >= 3  # one per caption
+    second = train(tiny_config(models["sd1"] / "diffusers", dataset, tmp_path, "te2", *extra))
+    assert second.reason == "finished", second.message
+    phases = [e for e in read_events(tmp_path / "te2") if e["type"] == "phase"
+              and e["phase"] == "caching text encoder outputs"]
+    assert phases and phases[-1]["total"] == 0  # nothing left to encode
+    assert first.losses == second.losses  # the same conditioning, read back from disk

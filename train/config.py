@@ -74,9 +74,11 @@ class DatasetConfig(_Section):
     path: Path = Field(validation_alias=kohya("train_data_dir", "dataset_config"),
                        description="kiln/kohya dataset folder, flat image folder, or kohya dataset .toml "
                        "(kohya: train_data_dir, dataset_config)")
-    caption_extension: str = Field(".txt", validation_alias=kohya("caption_extention"),
-                                   description="caption file extension next to each image (a dataset TOML's own "
-                                   "value wins; kohya: caption_extention, its old spelling)")
+    caption_extension: str | None = Field(
+        None, validation_alias=kohya("caption_extention"),
+        description="caption file extension next to each image (unset: .txt for folders; a kohya dataset TOML's "
+        "own, else kohya's .caption) (kohya: caption_extention, its old spelling)",
+    )
     resolution: int | tuple[int, int] = Field(512, description="training resolution: 512 or [width, height]")
     enable_bucket: bool = Field(True, description="aspect-ratio buckets (kohya); off = center-crop to resolution")
     min_bucket_reso: int = Field(256, ge=64, description="smallest bucket side in pixels")
@@ -93,10 +95,19 @@ class DatasetConfig(_Section):
     caption_dropout_rate: float = Field(0.0, ge=0, le=1, description="chance of training with an empty caption")
     caption_dropout_every_n_epochs: int = Field(0, ge=0, description="drop all captions every N-th epoch (0=off)")
     caption_tag_dropout_rate: float = Field(0.0, ge=0, le=1, description="chance of dropping each (unkept) tag")
+    caption_separator: str = Field(",", min_length=1, description="what separates tags (kohya's caption_separator)")
     max_token_length: Literal[75, 150, 225] = Field(
         75, description="caption length in tokens: 75, 150 or 225 (kohya's 75-token chunks)"
     )
     flip_aug: bool = Field(False, description="random horizontal flip")
+    color_aug: bool = Field(
+        False, description="kohya's color augmentation: a third of the samples get a hue shift (up to 8/180) or "
+        "kohya's gamma (0.95-1.05 on 0-255 values); not with cached latents",
+    )
+    alpha_mask: bool = Field(
+        False, description="weight the loss by each image's alpha channel (transparent = not learned; images "
+        "without alpha count fully)",
+    )
     random_crop: bool = Field(False, description="random crop instead of center crop inside the bucket")
     cache_latents: bool = Field(False, description="encode every image with the VAE once, before training")
     cache_latents_to_disk: bool = Field(
@@ -104,6 +115,10 @@ class DatasetConfig(_Section):
     )
     cache_text_encoder_outputs: bool = Field(
         False, description="encode every caption once (needs frozen text encoders and static captions)"
+    )
+    cache_text_encoder_outputs_to_disk: bool = Field(
+        False, description="keep the text-encoder outputs in <dataset>/.kiln/text/ between runs (implies "
+        "cache_text_encoder_outputs)",
     )
     vae_batch_size: int = Field(1, ge=1, description="images per VAE call while caching latents")
     pin_memory: bool = Field(
@@ -137,7 +152,9 @@ class DatasetConfig(_Section):
 
     @field_validator("caption_extension")
     @classmethod
-    def _ext(cls, v: str) -> str:
+    def _ext(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         if not v:
             raise ValueError("'' is not allowed: give an extension such as '.txt' or '.caption'")
         return v if v.startswith(".") else "." + v
@@ -168,8 +185,12 @@ class DatasetConfig(_Section):
             keep_tokens_separator=self.keep_tokens_separator, prefix=self.caption_prefix,
             suffix=self.caption_suffix, dropout_rate=self.caption_dropout_rate,
             dropout_every_n_epochs=self.caption_dropout_every_n_epochs,
-            tag_dropout_rate=self.caption_tag_dropout_rate,
+            tag_dropout_rate=self.caption_tag_dropout_rate, separator=self.caption_separator,
         )
+
+    @property
+    def caches_text_encoder_outputs(self) -> bool:
+        return self.cache_text_encoder_outputs or self.cache_text_encoder_outputs_to_disk
 
     @property
     def static_captions(self) -> bool:
@@ -222,6 +243,13 @@ class TrainSection(_Section):
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
         "auto", description="auto (bf16 on GPUs that have it, else fp16; no on CPU) | no | fp16 | bf16"
     )
+    full_fp16: bool = Field(False, description="network weights, gradients and optimizer state in fp16 (needs "
+                            "mixed_precision fp16; kohya's experimental option)")
+    full_bf16: bool = Field(False, description="network weights, gradients and optimizer state in bf16 (needs "
+                            "mixed_precision bf16): less memory, best with Adafactor or an 8-bit optimizer")
+    fp8_base: bool = Field(False, description="store the frozen UNet and text encoders in float8, each layer "
+                           "up-cast while it runs: about half the memory of fp16 weights")
+    fp8_base_unet: bool = Field(False, description="float8 storage for the UNet only (text encoders as they are)")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, slower")
     attention: Literal["sdpa", "xformers", "eager"] = Field(
         "sdpa", description="sdpa (PyTorch scaled-dot-product) | xformers (needs the xformers package, CUDA) | eager"
@@ -284,6 +312,10 @@ class TrainSection(_Section):
         "they were trained so, off otherwise)",
     )
     prior_loss_weight: float = Field(1.0, ge=0, description="loss weight of regularisation images")
+    masked_loss: bool = Field(
+        False, description="weight the loss by a mask for every image: its alpha channel, or with a dataset TOML "
+        "subset's conditioning_data_dir the same-named image there (kohya's masked loss)",
+    )
     min_timestep: int = Field(0, ge=0, le=1000, description="smallest noise timestep sampled")
     max_timestep: int = Field(1000, ge=1, le=1000, description="largest noise timestep sampled (exclusive)")
 
@@ -316,6 +348,16 @@ class TrainSection(_Section):
         return self
 
     @model_validator(mode="after")
+    def _precision(self) -> TrainSection:
+        if self.full_fp16 and self.full_bf16:
+            raise _problem("train.full_bf16", True, "full_fp16 and full_bf16 exclude each other; keep one")
+        for flag, wanted in (("full_fp16", "fp16"), ("full_bf16", "bf16")):
+            if getattr(self, flag) and self.mixed_precision not in (wanted, "auto"):
+                raise _problem(f"train.{flag}", True, f"it needs mixed_precision = \"{wanted}\" (not "
+                               f"{self.mixed_precision!r}); set that, or turn {flag} off")
+        return self
+
+    @model_validator(mode="after")
     def _schedule(self) -> TrainSection:
         if self.lr_scheduler == "cosine_with_min_lr" and self.lr_scheduler_min_lr_ratio is None:
             raise _problem("train.lr_scheduler", self.lr_scheduler,
@@ -342,16 +384,18 @@ class TrainSection(_Section):
                            "ones; keep the one that fits the model")
         return self
 
-    def step_math(self, bucket_counts: Mapping[tuple[int, int], int], num_processes: int = 1) -> StepMath:
+    def step_math(self, bucket_counts: Mapping[Any, int], num_processes: int = 1,
+                  batch_sizes: Mapping[Any, int] | None = None) -> StepMath:
         """How long this run is for a dataset's images x repeats per bucket, on ``num_processes`` processes:
-        the curator's :func:`~curator.buckets.step_math` with this section's batch size, accumulation and
-        length (``max_epochs`` wins over ``max_steps``)."""
+        the curator's :func:`~curator.buckets.step_math` with this section's batch size (or one per count key
+        in ``batch_sizes``: a dataset TOML's own), accumulation and length (``max_epochs`` wins)."""
         from curator.buckets import step_math
 
         return step_math(
             bucket_counts, self.batch_size, epochs=self.max_epochs,
             max_steps=None if self.max_epochs else (self.max_steps or DEFAULT_MAX_STEPS),
             gradient_accumulation=self.gradient_accumulation_steps, num_processes=num_processes,
+            batch_sizes=batch_sizes,
         )
 
 
@@ -440,7 +484,13 @@ class TrainConfig(_Section):
                 "dataset.cache_latents", True,
                 "cached latents cannot be randomly cropped; set dataset.random_crop = false or turn caching off",
             )
-        if d.cache_text_encoder_outputs:
+        if caching and d.color_aug:
+            raise _problem(
+                "dataset.cache_latents", True,
+                "cached latents cannot be color-augmented (kohya refuses it too); set dataset.color_aug = false "
+                "or turn caching off",
+            )
+        if d.caches_text_encoder_outputs:
             if self.trains_text_encoder:
                 raise _problem(
                     "dataset.cache_text_encoder_outputs", True,
@@ -453,6 +503,10 @@ class TrainConfig(_Section):
                     "captions change every epoch (shuffle_caption / caption dropout / tag dropout); "
                     "turn those off or turn this cache off",
                 )
+        if (t.fp8_base or t.fp8_base_unet) and self.network.is_lycoris:
+            raise _problem("train.fp8_base", True, f"LyCORIS {self.network.type} modules read the base weights "
+                           "themselves, which fp8 storage keeps in float8; use type lora, locon or dylora, or turn "
+                           "fp8_base off")
         if t.optimizer == "Adafactor" and t.optimizer_args.get("relative_step"):
             raise _problem(
                 "train.optimizer_args.relative_step", True,

@@ -240,6 +240,13 @@ def optimizer_step(accelerator: Accelerator, optimizer: torch.optim.Optimizer, s
     optimizer.zero_grad(set_to_none=True)
 
 
+def optimizer_label(optimizer: torch.optim.Optimizer) -> str:
+    """kohya's ``ss_optimizer`` name: the optimizer class with its module (``torch.optim.adamw.AdamW``)."""
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
+    cls = type(inner)
+    return f"{cls.__module__}.{cls.__name__}"
+
+
 def current_lrs(optimizer: torch.optim.Optimizer) -> list[float]:
     """The effective learning rate per group (d * lr for DAdaptation / Prodigy)."""
     lrs = []

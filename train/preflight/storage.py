@@ -84,13 +84,11 @@ def existing_ancestor(path: Path) -> Path:
 
 def estimate_disk(ctx: Context) -> DiskNeed | None:
     """Bytes the run writes (None before the dataset is scanned or when the architecture is unknown)."""
-    if ctx.items is None or ctx.arch is None:
+    if ctx.data is None or ctx.items is None or ctx.arch is None:
         return None
-    from train.data.dataset import bucket_counts
-
     cfg = ctx.cfg
     need = DiskNeed()
-    steps = cfg.train.step_math(bucket_counts(ctx.items), num_processes=ctx.num_processes)
+    steps = ctx.data.step_math(cfg.train, num_processes=ctx.num_processes)
     total, epochs = steps.total_steps or 0, steps.epochs or 0
     out = cfg.output
     full = cfg.network.type == "full"
