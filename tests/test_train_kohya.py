@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +127,38 @@ def test_text_encoder_outputs_cached_on_disk_are_reused(models, dataset, tmp_pat
               and e["phase"] == "caching text encoder outputs"]
     assert phases and phases[-1]["total"] == 0  # nothing left to encode
     assert first.losses == second.losses  # the same conditioning, read back from disk
+
+
+def test_ztsnr_checkpoint_prompt_file_and_samples_at_first(request, dataset, tmp_path) -> None:  # noqa: F811
+    """A v-prediction checkpoint whose scheduler says zero terminal SNR: the rescaled schedule is used (with a
+    note), kohya's sample-prompt file renders with its per-prompt options, before the first step too."""
+    import json
+    import shutil
+
+    from PIL import Image
+    from safetensors import safe_open
+
+    from tests.test_train_loop import tiny_models
+    from train.loop import train
+
+    sd2 = tiny_models(Path(request.config.cache.mkdir("kiln-tiny-models")), ("sd2",))["sd2"]
+    model = tmp_path / "ztsnr-model"
+    shutil.copytree(sd2 / "diffusers", model)
+    config = model / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "rescale_betas_zero_snr": True}))
+    (tmp_path / "prompts.txt").write_text("# kohya's form\nalice woman --w 64 --h 96 --s 2 --d 5 --ss euler\n"
+                                          "a photo --n blurry --s 1\n", encoding="utf-8")
+    cfg = tiny_config(model, dataset, tmp_path, "z", "train.max_steps=1", "sample.enabled=true",
+                      f"sample.prompt_file={tmp_path / 'prompts.txt'}", "sample.at_first=true", "sample.steps=2",
+                      "train.scale_v_pred_loss_like_noise_pred=true", "train.min_snr_gamma=5")
+    result = train(cfg)
+    assert result.reason == "finished", result.message
+    events = list(read_events(tmp_path / "z"))
+    assert any(e["type"] == "warning" and "zero terminal SNR" in e["message"] for e in events)
+    with safe_open(str(tmp_path / "z" / "z.safetensors"), "pt") as fh:
+        assert fh.metadata()["ss_zero_terminal_snr"] == "True"
+    kinds = [(e["type"], Path(e.get("path", "")).name) for e in events if e["type"] in ("sample", "step")]
+    assert kinds[:3] == [("sample", "z-step00000000-00.png"), ("sample", "z-step00000000-01.png"), ("step", "")]
+    samples = tmp_path / "z" / "samples"
+    assert Image.open(samples / "z-step00000000-00.png").size == (64, 96)  # --w 64 --h 96
+    assert Image.open(samples / "z-final-01.png").size == (64, 64)  # the training resolution

@@ -29,6 +29,7 @@ from train.finetune.config import FinetuneSection, finetune_problems
 from train.models.config import ModelConfig
 from train.network.config import NetworkConfig
 from train.optim import OPTIMIZERS, SCHEDULE_FREE_OPTIMIZERS
+from train.prompts import SamplerName
 
 if TYPE_CHECKING:
     from curator.buckets import StepMath
@@ -42,7 +43,7 @@ SchedulerName = Literal["constant", "constant_with_warmup", "linear", "cosine", 
 SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
 DEFAULT_MAX_STEPS = 1600
 PATH_FIELDS = (("model", "path"), ("model", "vae"), ("model", "config_dir"), ("dataset", "path"),
-               ("output", "dir"), ("network", "init_from"))
+               ("output", "dir"), ("network", "init_from"), ("sample", "prompt_file"))
 """(section, key) of the paths a config file may give relative to its own folder."""
 BUILTIN_OPTIMIZERS: tuple[str, ...] = tuple(OPTIMIZERS)
 
@@ -440,20 +441,46 @@ class SampleSection(_Section):
 
     section = "sample"
 
-    prompts: list[str] = Field(default_factory=list, description="prompts to render (empty = no samples)")
+    prompts: list[str] = Field(
+        default_factory=list, description="prompts to render, each may end in kohya's options --n negative --w --h "
+        "--d seed --s steps --l cfg --ss sampler (empty and no prompt_file = no samples)",
+    )
+    prompt_file: Path | None = Field(
+        None, validation_alias=kohya("sample_prompts"),
+        description="kohya sample-prompt file (.txt one prompt a line with --n --w --h --d --s --l --ss, or kohya's "
+        ".toml / .json), rendered after prompts (kohya: sample_prompts)",
+    )
+    at_first: bool = Field(
+        False, validation_alias=kohya("sample_at_first"),
+        description="also render before the first step (kohya: sample_at_first)",
+    )
 
     @field_validator("prompts", mode="before")
     @classmethod
     def _one_prompt(cls, v: object) -> object:
         return [v] if isinstance(v, str) else v
+
+    @field_validator("prompts")
+    @classmethod
+    def _kohya_options(cls, v: list[str]) -> list[str]:
+        from train.prompts import PromptError, parse_prompt_line
+
+        for index, text in enumerate(v):
+            try:
+                parse_prompt_line(text, f"prompt {index + 1}")
+            except PromptError as exc:
+                raise ValueError(f"{str(exc)!r} is not allowed: fix the prompt's options") from None
+        return v
     negative_prompt: str = Field("", description="negative prompt for every sample")
     every_n_steps: int | None = Field(None, ge=1, validation_alias=kohya("sample_every_n_steps"),
                                       description="render samples every N steps (kohya: sample_every_n_steps)")
     every_n_epochs: int | None = Field(None, ge=1, validation_alias=kohya("sample_every_n_epochs"),
                                        description="render samples every N epochs (kohya: sample_every_n_epochs)")
     steps: int = Field(20, ge=1, le=150, description="inference steps per sample")
-    sampler: Literal["euler_a", "euler", "ddim", "dpmsolver++"] = Field(
-        "euler_a", validation_alias=kohya("sample_sampler"), description="sampler (kohya: sample_sampler)"
+    sampler: SamplerName = Field(
+        "euler_a", validation_alias=kohya("sample_sampler"),
+        description="sampler: kohya's names (euler_a, euler, ddim, dpmsolver++, dpmsolver, dpmsingle, pndm, lms, "
+        "heun, dpm_2, dpm_2_a, k_*) (kohya: sample_sampler)",
     )
     cfg_scale: float = Field(7.0, ge=1, description="classifier-free guidance scale")
     width: int | None = Field(None, ge=64, description="sample width (unset: training resolution)")

@@ -81,6 +81,7 @@ def train(
     from train.precision import compute_dtype, fp8_store_unet_and_text_encoders, network_dtype
     from train.preflight import run_preflight
     from train.processes import allow_fp16_gradients, make_accelerator, mean_loss, poll_requests
+    from train.sample import sample_prompts
     from train.saving import Sampler, Saver, SaveSchedule
     from train.schedulers import create_scheduler, rebase_learning_rates
     from train.staging import DeviceStaging, memory_mb
@@ -117,6 +118,7 @@ def train(
             preflight.raise_errors()
         run.update_status(state="starting", phase="scanning dataset")
         run.emit("phase", phase="scanning dataset")
+        prompts = sample_prompts(cfg.sample) if cfg.sample.enabled else []  # a bad prompt file stops us here
         with accelerator.main_process_first():  # one process updates the dataset index, the others read it
             data = build_items(d, lambda msg, path: run.emit("warning", message=msg, path=path), progress=False,
                                should_stop=should_stop, batch_size=t.batch_size, masked_loss=t.masked_loss)
@@ -246,13 +248,16 @@ def train(
         sample_dtype = full.sample_dtype(dtype) if full is not None else dtype
         sampler = Sampler(cfg.sample, run=run, run_path=run_path, enabled=main, base=base, network=network,
                           staging=staging, resolution=d.resolution_wh, dtype=sample_dtype, progress=progress,
-                          optimizer=optimizer)
+                          optimizer=optimizer, prompts=prompts, clip_skip=t.clip_skip,
+                          max_token_length=d.max_token_length)
         name = cfg.output.name
         meter = Throughput()
         batch_losses: list[torch.Tensor] = []
         stopping: str | None = None
         bad_steps, window_bad, bad_value = 0, False, 0.0  # NaN/inf losses: steps in a row, this step's, its value
         optimizer.zero_grad(set_to_none=True)
+        if schedule.sample_at_first(progress.step):
+            sampler.render(f"{name}-step{0:08d}")
         while progress.step < total_steps and not stopping:
             epoch = progress.epoch
             plan = plan_epoch(items, {i: b * world for i, b in data.batch_sizes().items()}, t.seed, epoch,

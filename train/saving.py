@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from train.finetune.model import FullModel
     from train.models.loading import BaseModel
     from train.network.network import Network
+    from train.prompts import Prompt
     from train.staging import DeviceStaging
 
 SaveKind = Literal["epoch", "step", "request", "final"]
@@ -35,7 +36,11 @@ class SaveSchedule:
 
     @property
     def samples(self) -> bool:
-        return self.sample.enabled and bool(self.sample.prompts)
+        return self.sample.enabled and bool(self.sample.prompts or self.sample.prompt_file)
+
+    def sample_at_first(self, step: int) -> bool:
+        """kohya's ``sample_at_first``: samples of the untrained LoRA before the first step (not on resume)."""
+        return self.samples and self.sample.at_first and step == 0
 
     def save_at_step(self, step: int, *, last: bool) -> bool:
         n = self.output.save_every_n_steps
@@ -117,11 +122,13 @@ class Sampler:
 
     def __init__(self, sample: SampleSection, *, run: RunLog, run_path: Path, enabled: bool, base: BaseModel,
                  network: Network | FullModel, staging: DeviceStaging, resolution: tuple[int, int], dtype: torch.dtype,
-                 progress: Progress, optimizer: Optimizer | None = None) -> None:
+                 progress: Progress, optimizer: Optimizer | None = None, prompts: list[Prompt] | None = None,
+                 clip_skip: int = 1, max_token_length: int = 75) -> None:
         self.sample, self.run, self.samples_dir, self.enabled = sample, run, run_path / SAMPLES_DIR, enabled
         self.base, self.network, self.staging = base, network, staging
         self.resolution, self.dtype, self.progress = resolution, dtype, progress
-        self.optimizer = optimizer
+        self.optimizer, self.prompts, self.clip_skip = optimizer, prompts or [], clip_skip
+        self.max_token_length = max_token_length
 
     def render(self, stem: str) -> None:
         """``<stem>-NN.png`` for every prompt, with a schedule-free optimizer's evaluation weights. Every
@@ -135,8 +142,10 @@ class Sampler:
         with self.staging.for_sampling(self.base), evaluation_weights(self.optimizer):
             self.network.eval()
             try:
-                paths = render_samples(self.base, self.sample, resolution=self.resolution, out_dir=self.samples_dir,
-                                       stem=stem, device=self.staging.device, dtype=self.dtype)
+                paths = render_samples(self.base, self.sample, self.prompts, resolution=self.resolution,
+                                       out_dir=self.samples_dir, stem=stem, device=self.staging.device,
+                                       dtype=self.dtype, clip_skip=self.clip_skip,
+                                       max_token_length=self.max_token_length)
             finally:
                 self.network.train()
         for p in paths:
