@@ -112,7 +112,7 @@ def test_dataset_toml_with_two_datasets_masks_and_cached_latents(models, tmp_pat
     assert len(result.losses) == 5 and all(math.isfinite(x) for x in result.losses)
 
 
-def test_text_encoder_outputs_cached_on_disk_are_reused(models, dataset, tmp_path) -> None:  # noqa: F811
+def test_text_encoder_outputs_cached_on_disk_are_reused(models, dataset, tmp_path) -> None:
     from train.loop import train
 
     extra = ("network.train_text_encoder=false", "dataset.cache_text_encoder_outputs_to_disk=true",
@@ -129,7 +129,7 @@ def test_text_encoder_outputs_cached_on_disk_are_reused(models, dataset, tmp_pat
     assert first.losses == second.losses  # the same conditioning, read back from disk
 
 
-def test_ztsnr_checkpoint_prompt_file_and_samples_at_first(request, dataset, tmp_path) -> None:  # noqa: F811
+def test_ztsnr_checkpoint_prompt_file_and_samples_at_first(request, dataset, tmp_path) -> None:
     """A v-prediction checkpoint whose scheduler says zero terminal SNR: the rescaled schedule is used (with a
     note), kohya's sample-prompt file renders with its per-prompt options, before the first step too."""
     import json
