@@ -56,3 +56,25 @@ def test_full_precision_options_need_their_mixed_precision() -> None:
         load_config(overrides=[*base, "train.full_fp16=true", "train.mixed_precision=bf16"])
     with pytest.raises(ConfigError, match="full_fp16 and full_bf16 exclude each other"):
         load_config(overrides=[*base, "train.full_fp16=true", "train.full_bf16=true"])
+
+
+def test_full_fp16_lets_the_scaler_unscale_fp16_gradients() -> None:
+    from types import SimpleNamespace
+
+    from train.processes import allow_fp16_gradients
+
+    def step(patched: bool) -> torch.Tensor:
+        weight = torch.nn.Parameter(torch.ones(4, dtype=torch.float16))
+        opt = torch.optim.SGD([weight], lr=0.5)
+        scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+        if patched:
+            allow_fp16_gradients(SimpleNamespace(scaler=scaler))
+        scaler.scale((weight.float() * 2).sum()).backward()
+        scaler.unscale_(opt)  # torch refuses fp16 gradients here unless patched (kohya's full_fp16 patch)
+        scaler.step(opt)
+        return weight.detach()
+
+    with pytest.raises(ValueError, match="Attempting to unscale FP16 gradients"):
+        step(patched=False)
+    assert step(patched=True).tolist() == [0.0, 0.0, 0.0, 0.0]  # 1 - 0.5 * 2: the true, unscaled gradient
+    allow_fp16_gradients(SimpleNamespace(scaler=None))  # no scaler (CPU, bf16): nothing to do
