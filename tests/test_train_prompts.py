@@ -50,8 +50,8 @@ def test_kohyas_three_prompt_file_forms(tmp_path: Path) -> None:
 
 def test_sample_section_takes_kohyas_names_and_checks_inline_prompts(tmp_path: Path) -> None:
     (tmp_path / "prompts.txt").write_text("a cat\n", encoding="utf-8")
-    (tmp_path / "cfg.toml").write_text('[sample]\nsample_prompts = "prompts.txt"\nsample_at_first = true\n'
-                                       'sample_sampler = "k_dpm_2_a"\n', encoding="utf-8")
+    (tmp_path / "cfg.toml").write_text('[sample]\nprompt_file = "prompts.txt"\nsample_at_first = true\n'
+                                       'sampler = "k_dpm_2_a"\n', encoding="utf-8")
     cfg = load_config(tmp_path / "cfg.toml", overrides=BASE)
     assert cfg.sample.prompt_file == tmp_path / "prompts.txt" and cfg.sample.at_first
     assert cfg.sample.sampler == "k_dpm_2_a"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from train.aliases import KohyaNamed, kohya
+from train.aliases import KohyaNamed
 from train.data.captions import CaptionSettings
 from train.finetune.config import FinetuneSection, finetune_problems
 from train.models.config import ModelConfig
@@ -72,12 +72,10 @@ class DatasetConfig(_Section):
 
     section = "dataset"
 
-    path: Path = Field(validation_alias=kohya("train_data_dir", "dataset_config"),
-                       description="kiln/kohya dataset folder, flat image folder, or kohya dataset .toml "
+    path: Path = Field(description="kiln/kohya dataset folder, flat image folder, or kohya dataset .toml "
                        "(kohya: train_data_dir, dataset_config)")
     caption_extension: str | None = Field(
-        None, validation_alias=kohya("caption_extention"),
-        description="caption file extension next to each image (unset: .txt for folders; a kohya dataset TOML's "
+        None, description="caption file extension next to each image (unset: .txt for folders; a kohya dataset TOML's "
         "own, else kohya's .caption) (kohya: caption_extention, its old spelling)",
     )
     resolution: int | tuple[int, int] = Field(512, description="training resolution: 512 or [width, height]")
@@ -125,8 +123,7 @@ class DatasetConfig(_Section):
     pin_memory: bool = Field(
         False, description="batches in pinned memory, copied to the GPU without blocking (CUDA only)"
     )
-    num_workers: int = Field(0, ge=0, validation_alias=kohya("max_data_loader_n_workers"),
-                             description="data loader worker processes (0 = load in the main process) "
+    num_workers: int = Field(0, ge=0, description="data loader worker processes (0 = load in the main process) "
                              "(kohya: max_data_loader_n_workers)")
 
     @field_validator("resolution", mode="before")
@@ -205,8 +202,7 @@ class TrainSection(_Section):
     section = "train"
 
     optimizer: str = Field(
-        "AdamW", validation_alias=kohya("optimizer_type"),
-        description=", ".join(BUILTIN_OPTIMIZERS) + ", or module.Class (kohya: optimizer_type)",
+        "AdamW", description=", ".join(BUILTIN_OPTIMIZERS) + ", or module.Class (kohya: optimizer_type)",
     )
     optimizer_args: dict[str, Any] = Field(
         default_factory=dict, description="keyword arguments for the optimizer, e.g. { weight_decay = 0.01 }"
@@ -221,8 +217,7 @@ class TrainSection(_Section):
         False, description="train with learning rates the pre-flight calls wrong for the optimizer (it still warns)"
     )
     lr_scheduler: SchedulerName = Field("constant", description=" | ".join(SCHEDULERS))
-    lr_warmup: float = Field(0, ge=0, validation_alias=kohya("lr_warmup_steps"),
-                             description="warmup: steps (>= 1) or a ratio of the total steps (< 1) "
+    lr_warmup: float = Field(0, ge=0, description="warmup: steps (>= 1) or a ratio of the total steps (< 1) "
                              "(kohya: lr_warmup_steps)")
     lr_scheduler_num_cycles: int = Field(1, ge=1, description="restarts for cosine_with_restarts")
     lr_scheduler_power: float = Field(1.0, gt=0, description="power for the polynomial scheduler")
@@ -232,13 +227,10 @@ class TrainSection(_Section):
     lr_decay_steps: float = Field(
         0, ge=0, description="warmup_stable_decay: decay steps (>= 1) or a ratio of the total steps (< 1)"
     )
-    max_steps: int | None = Field(DEFAULT_MAX_STEPS, ge=1, validation_alias=kohya("max_train_steps"),
-                                  description="optimizer steps to train (ignored if max_epochs is set) "
+    max_steps: int | None = Field(DEFAULT_MAX_STEPS, ge=1, description="optimizer steps to train (ignored if max_epochs is set) "
                                   "(kohya: max_train_steps)")
-    max_epochs: int | None = Field(None, ge=1, validation_alias=kohya("max_train_epochs"),
-                                   description="epochs to train (overrides max_steps) (kohya: max_train_epochs)")
-    batch_size: int = Field(1, ge=1, validation_alias=kohya("train_batch_size"),
-                            description="images per batch per process (one bucket per batch; a dataset TOML's "
+    max_epochs: int | None = Field(None, ge=1, description="epochs to train (overrides max_steps) (kohya: max_train_epochs)")
+    batch_size: int = Field(1, ge=1, description="images per batch per process (one bucket per batch; a dataset TOML's "
                             "batch_size wins) (kohya: train_batch_size)")
     gradient_accumulation_steps: int = Field(1, ge=1, description="batches summed into one optimizer step")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
@@ -405,17 +397,14 @@ class OutputSection(_Section):
 
     section = "output"
 
-    dir: Path = Field(Path("runs"), validation_alias=kohya("output_dir"),
-                      description="parent folder of run directories (kohya: output_dir)")
-    name: str = Field("lora", validation_alias=kohya("output_name"),
-                      description="run and file name: <dir>/<name>/<name>.safetensors (kohya: output_name)")
+    dir: Path = Field(Path("runs"), description="parent folder of run directories (kohya: output_dir)")
+    name: str = Field("lora", description="run and file name: <dir>/<name>/<name>.safetensors (kohya: output_name)")
     save_precision: Literal["fp16", "bf16", "float"] = Field("fp16", description="dtype of saved LoRA files")
     save_every_n_epochs: int | None = Field(None, ge=1, description="save <name>-000001.safetensors every N epochs")
     save_every_n_steps: int | None = Field(None, ge=1, description="save <name>-step00000100.safetensors every N steps")
     save_last_n: int | None = Field(None, ge=1, description="keep only the last N intermediate saves (unset: all)")
     save_state: bool = Field(False, description="also write a resumable state/ with every intermediate save")
-    comment: str = Field("", validation_alias=kohya("training_comment"),
-                         description="free text stored as ss_training_comment in the LoRA metadata "
+    comment: str = Field("", description="free text stored as ss_training_comment in the LoRA metadata "
                          "(kohya: training_comment)")
     extract_dim: int | None = Field(
         None, ge=1, le=4096, description="full fine-tune: when the run ends, extract a LoRA of this rank from base "
@@ -446,13 +435,11 @@ class SampleSection(_Section):
         "--d seed --s steps --l cfg --ss sampler (empty and no prompt_file = no samples)",
     )
     prompt_file: Path | None = Field(
-        None, validation_alias=kohya("sample_prompts"),
-        description="kohya sample-prompt file (.txt one prompt a line with --n --w --h --d --s --l --ss, or kohya's "
+        None, description="kohya sample-prompt file (.txt one prompt a line with --n --w --h --d --s --l --ss, or kohya's "
         ".toml / .json), rendered after prompts (kohya: sample_prompts)",
     )
     at_first: bool = Field(
-        False, validation_alias=kohya("sample_at_first"),
-        description="also render before the first step (kohya: sample_at_first)",
+        False, description="also render before the first step (kohya: sample_at_first)",
     )
 
     @field_validator("prompts", mode="before")
@@ -472,14 +459,11 @@ class SampleSection(_Section):
                 raise ValueError(f"{str(exc)!r} is not allowed: fix the prompt's options") from None
         return v
     negative_prompt: str = Field("", description="negative prompt for every sample")
-    every_n_steps: int | None = Field(None, ge=1, validation_alias=kohya("sample_every_n_steps"),
-                                      description="render samples every N steps (kohya: sample_every_n_steps)")
-    every_n_epochs: int | None = Field(None, ge=1, validation_alias=kohya("sample_every_n_epochs"),
-                                       description="render samples every N epochs (kohya: sample_every_n_epochs)")
+    every_n_steps: int | None = Field(None, ge=1, description="render samples every N steps (kohya: sample_every_n_steps)")
+    every_n_epochs: int | None = Field(None, ge=1, description="render samples every N epochs (kohya: sample_every_n_epochs)")
     steps: int = Field(20, ge=1, le=150, description="inference steps per sample")
     sampler: SamplerName = Field(
-        "euler_a", validation_alias=kohya("sample_sampler"),
-        description="sampler: kohya's names (euler_a, euler, ddim, dpmsolver++, dpmsolver, dpmsingle, pndm, lms, "
+        "euler_a", description="sampler: kohya's names (euler_a, euler, ddim, dpmsolver++, dpmsolver, dpmsingle, pndm, lms, "
         "heun, dpm_2, dpm_2_a, k_*) (kohya: sample_sampler)",
     )
     cfg_scale: float = Field(7.0, ge=1, description="classifier-free guidance scale")
@@ -600,13 +584,25 @@ def parse_value(text: str) -> object:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` strings to a raw config dict (in place; also returned)."""
+    """Apply ``section.key=value`` strings to a raw config dict (in place; also returned). A kohya name
+    (``network.network_dim=8``) sets kiln's key; both names of one setting in the same ``--set`` list are an
+    error."""
+    from train.aliases import both_names, canonical
+
+    fields = _section_keys()
+    given: dict[str, str] = {}
     for item in overrides:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError([f"--set {item!r}: expected section.key=value, e.g. train.max_steps=200"])
         *parents, leaf = key.split(".")
+        if len(parents) == 1 and parents[0] in fields:
+            kiln = canonical(parents[0], leaf, set(fields[parents[0]]))
+            spelt = given.setdefault(f"{parents[0]}.{kiln}", leaf)
+            if spelt != leaf:
+                raise ConfigError([both_names(parents[0], leaf if kiln == spelt else spelt, kiln)], "--set")
+            leaf = kiln
         node = raw
         for part in parents:
             child = node.setdefault(part, {})
@@ -669,6 +665,7 @@ def load_config(
     source = str(path) if path else f"preset {preset}" if preset else "--set"
     if path is not None:
         raw = read_toml(Path(path))
+        _kiln_names(raw, source)
         _resolve_relative_paths(raw, Path(path).resolve().parent)
         preset = raw.pop("preset", None) or preset
     user_keys = set(_dotted_keys(raw)) | {item.partition("=")[0].strip() for item in overrides or []}
@@ -678,6 +675,7 @@ def load_config(
             raise ConfigError([f"preset: {_show(preset)} is not allowed: give a preset name, one of "
                                f"{', '.join(list_presets())}"], source)
         preset_raw = load_preset_raw(preset)
+        _kiln_names(preset_raw, f"preset {preset}")
         raw = deep_merge(copy.deepcopy(preset_raw), raw)
     apply_overrides(raw, list(overrides or []))
     if preset:
@@ -746,19 +744,25 @@ def validate_raw(raw: dict[str, Any], source: str = "") -> TrainConfig:
         raise ConfigError(format_validation_error(exc), source) from None
 
 
-def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
-    """Relative paths written in a config file are relative to that file's folder."""
-    from train.aliases import aliases_of
+def _kiln_names(raw: dict[str, Any], source: str) -> None:
+    """One config layer (a file, a preset) in kiln's key names: kohya's names renamed (train/aliases.py)."""
+    from train.aliases import to_kiln_names
 
+    problems = to_kiln_names(raw, {k: set(v) for k, v in _section_keys().items()})
+    if problems:
+        raise ConfigError(problems, source)
+
+
+def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
+    """Relative paths written in a config file are relative to that file's folder (the layer is already in
+    kiln's names)."""
     for section, field in PATH_FIELDS:
         table = raw.get(section)
-        model = _section_model(section)
-        if not isinstance(table, dict) or model is None:
+        if not isinstance(table, dict):
             continue
-        for key in (field, *aliases_of(model, field)):  # kohya's names for the key too
-            value = table.get(key)
-            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-                table[key] = str((base / Path(value).expanduser()).resolve())
+        value = table.get(field)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            table[field] = str((base / Path(value).expanduser()).resolve())
 
 
 # ---------------------------------------------------------------------------------------------------------------

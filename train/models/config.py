@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from train.aliases import KohyaNamed, kohya
+from train.aliases import KohyaNamed
 
 ArchitectureChoice = Literal["auto", "sd1", "sd2", "sd2-v", "sdxl"]
 
@@ -40,7 +40,6 @@ class ModelConfig(KohyaNamed):
     section = "model"
 
     path: Path = Field(
-        validation_alias=kohya("pretrained_model_name_or_path"),
         description="base model: single-file .safetensors checkpoint or a diffusers folder "
         "(kohya: pretrained_model_name_or_path)",
     )
@@ -49,8 +48,7 @@ class ModelConfig(KohyaNamed):
         "auto", description="auto | sd1 | sd2 | sd2-v | sdxl (auto detects it from the checkpoint)"
     )
     v_prediction: bool | None = Field(
-        None, validation_alias=kohya("v_parameterization"),
-        description="force v-prediction on/off (unset: from the checkpoint / architecture) (kohya: v_parameterization)",
+        None, description="force v-prediction on/off (unset: from the checkpoint / architecture) (kohya: v_parameterization)",
     )
     allow_pickle: bool = Field(
         False, description="allow pickled .ckpt/.pt checkpoints (they can run code: trusted files only)"

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from train.aliases import KohyaNamed, kohya
+from train.aliases import KohyaNamed
 
 NetworkType = Literal["lora", "locon", "dylora", "loha", "lokr", "ia3", "dora", "full"]
 BLOCK_LR_PRESETS = ("cosine", "sine", "linear", "reverse_linear", "zeros")
@@ -27,25 +27,20 @@ class NetworkConfig(KohyaNamed):
         "loha, lokr, ia3, dora = LyCORIS algorithms; full = fine-tune the weights themselves (see [finetune])",
     )
     dylora_unit: int = Field(
-        1, ge=1, validation_alias=kohya("unit"),
-        description="DyLoRA: ranks are trained in blocks of this many (dim must be a multiple) (kohya: unit)",
+        1, ge=1, description="DyLoRA: ranks are trained in blocks of this many (dim must be a multiple) (kohya: unit)",
     )
-    dim: int = Field(16, ge=1, le=4096, validation_alias=kohya("network_dim"),
-                     description="rank of linear and 1x1-conv modules (kohya: network_dim)")
-    alpha: float = Field(8.0, gt=0, validation_alias=kohya("network_alpha"),
-                         description="the update is scaled by alpha / dim (kohya: network_alpha)")
+    dim: int = Field(16, ge=1, le=4096, description="rank of linear and 1x1-conv modules (kohya: network_dim)")
+    alpha: float = Field(8.0, gt=0, description="the update is scaled by alpha / dim (kohya: network_alpha)")
     conv_dim: int | None = Field(
         None, ge=1, le=4096, description="rank of 3x3 convs (locon: defaults to dim; LyCORIS types train convs only when set)"
     )
     conv_alpha: float | None = Field(None, gt=0, description="alpha of 3x3 convs (unset: 1 as in kohya, or alpha when conv_dim is unset too)")
-    dropout: float | None = Field(None, ge=0, lt=1, validation_alias=kohya("network_dropout"),
-                                  description="neuron dropout on the LoRA down output (kohya: network_dropout)")
+    dropout: float | None = Field(None, ge=0, lt=1, description="neuron dropout on the LoRA down output (kohya: network_dropout)")
     rank_dropout: float | None = Field(None, ge=0, lt=1, description="drop whole ranks during training")
     module_dropout: float | None = Field(None, ge=0, lt=1, description="skip whole modules during training")
     train_unet: bool = Field(True, description="train the UNet modules")
     train_text_encoder: bool = Field(True, description="train the text encoder(s) too")
-    init_from: Path | None = Field(None, validation_alias=kohya("network_weights"),
-                                   description="start from this kohya LoRA .safetensors (names must match) "
+    init_from: Path | None = Field(None, description="start from this kohya LoRA .safetensors (names must match) "
                                    "(kohya: network_weights)")
     down_lr_weight: list[float] | str | None = Field(
         None, description="kohya block lr weights for the down blocks (12 for SD1/2, 9 for SDXL) or a preset: "
