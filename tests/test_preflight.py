@@ -114,7 +114,7 @@ BROKEN: list[tuple[str, str | None, list[str], str]] = [
     ("no trainable images", None, ["dataset.path={broken_dataset}"], "has no usable training images"),
     ("dataset folder missing", None, ["dataset.path={root}/no-such-dataset"], "does not exist"),
     ("misspelt key", None, ["train.lerning_rate=1e-4"], "train.lerning_rate: unknown key; did you mean 'learning_rate'?"),
-    ("kohya key name", None, ["network.network_dim=8"], "network.network_dim: unknown key; did you mean 'dim'?"),
+    ("kohya key in the wrong section", None, ["train.network_dim=8"], "train.network_dim: unknown key; did you mean 'network.dim'?"),
     ("key in the wrong section", None, ["train.dim=8"], "train.dim: unknown key; did you mean 'network.dim'?"),
     ("wrong value type", None, ["train.batch_size=two"], "train.batch_size: 'two' is not allowed: input should be a valid integer"),
 ]
@@ -344,8 +344,8 @@ def test_params_per_rank_table_matches_the_real_architectures() -> None:
 def test_config_errors_suggest_the_right_key(tmp_path) -> None:
     base = ["model.path=/m.safetensors", "dataset.path=/d"]
     for sets, expected in [
-        (["train.max_train_steps=10"], "train.max_train_steps: unknown key; did you mean 'max_steps'?"),
-        (["network.network_alpha=8"], "network.network_alpha: unknown key; did you mean 'alpha'?"),
+        (["train.max_train_epochs=10"], "train.max_train_epochs: unknown key; did you mean 'max_epochs'?"),
+        (["network.network_dropout=0.1"], "network.network_dropout: unknown key; did you mean 'dropout'?"),
         (["train.output_name=x"], "train.output_name: unknown key; did you mean 'output.name'?"),
         (["model.path=5"], "model.path: 5 is not allowed: must be a path (a quoted string)"),
     ]:

@@ -126,9 +126,9 @@ def resolve(cfg: DatasetConfig, layout: DatasetLayout, *, batch_size: int, maske
         config = _apply(cfg, {k: options[k] for k in _CONFIG_DATASET_KEYS if options.get(k) is not None},
                         f"{where}: datasets[{index}]")
         size = options.get("batch_size")
-        own = isinstance(size, int) and size >= 1
-        datasets.append(DatasetSpec(index=index, config=config, batch_size=int(size) if own else batch_size,
-                                    batch_from_toml=own))
+        own = size if isinstance(size, int) and size >= 1 else None
+        datasets.append(DatasetSpec(index=index, config=config, batch_size=own or batch_size,
+                                    batch_from_toml=own is not None))
     subsets: list[SubsetSpec] = []
     for index, subset in enumerate(layout.training_subsets):
         options = dict(subset.options)

@@ -70,3 +70,38 @@ def _batch_findings(ctx: Context, counts: dict[tuple[int, int], int], size: int,
                       f"{where}{len(short)} of {len(counts)} buckets hold fewer samples than the batch of {batch} "
                       f"({listed}{more}): their batches are short. kohya and kiln do the same (a batch never "
                       "mixes buckets); with several processes kiln fills them by repeating the bucket's samples")
+
+
+@check("loss masks", stage="dataset")
+def loss_masks(ctx: Context) -> Iterator[Finding]:
+    """Subsets trained with a loss mask (``masked_loss``, a subset's ``alpha_mask`` or ``conditioning_data_dir``)
+    have one: an error for images without a same-named mask in the conditioning folder (the run would stop
+    when it reaches them); a warning for alpha-mask subsets where no image has an alpha channel (every mask
+    would be all ones: the loss is not masked)."""
+    from train.data.images import MASK_EXTENSIONS
+
+    if ctx.data is None or ctx.dataset is None:
+        return
+    alpha = {r.path for r in ctx.dataset.images() if any(f.kind == "alpha" for f in r.flags)}
+    for spec in ctx.data.run.subsets:
+        if not spec.masks:
+            continue
+        items = {i.path: i for i in ctx.data.items if i.subset == spec.index}
+        if not items:
+            continue
+        name = spec.subset.image_dir.name
+        if spec.conditioning_dir is not None:
+            folder = spec.conditioning_dir
+            missing = sorted(p for p, i in items.items()
+                             if not any((folder / (i.abs_path.stem + ext)).is_file() for ext in MASK_EXTENSIONS))
+            if missing:
+                shown = ", ".join(missing[:3]) + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else "")
+                yield error("dataset.path", f"subset {name!r}: {len(missing)} of {len(items)} images have no mask "
+                            f"image of the same name in {folder} ({shown})",
+                            fix=f"add <image name>.png masks to {folder} (white = trained, black = ignored)")
+        elif not any(path in alpha for path in items):
+            yield warning("train.masked_loss" if ctx.cfg.train.masked_loss else "dataset.path",
+                          f"subset {name!r}: loss masks come from the alpha channel, and none of its {len(items)} "
+                          "images has one: every mask is all ones, the loss is not masked",
+                          fix="save the images as RGBA PNG/WebP with the background transparent, or give the "
+                              "subset a conditioning_data_dir of masks")

@@ -92,6 +92,9 @@ def _trial_step(cls: Callable[..., torch.optim.Optimizer], kwargs: dict[str, obj
     weight = torch.nn.Parameter(torch.zeros(4, 4, device=device))
     try:
         optimizer = cls([{"params": [weight], "lr": cfg.unet_lr}], **kwargs)
+        modes = getattr(optimizer, "train", None)
+        if callable(modes):  # schedule-free optimizers step in train mode only (create_optimizer does this too)
+            modes()
         weight.grad = torch.full_like(weight, 1e-3)
         optimizer.step()
     except Exception as exc:  # noqa: BLE001 - whatever the optimizer raises, its message is the finding
@@ -119,8 +122,12 @@ def learning_rates_in_effect(cfg: TrainConfig) -> list[tuple[str, float]]:
     if cfg.network.train_unet:
         found["train.unet_lr" if t.unet_lr is not None else "train.learning_rate"] = cfg.unet_lr
     if cfg.trains_text_encoder:
-        found["train.text_encoder_lr" if t.text_encoder_lr is not None else "train.learning_rate"] = \
-            cfg.text_encoder_lr
+        lrs = cfg.text_encoder_lrs
+        if len(set(lrs)) > 1:  # SDXL's TE1 / TE2 rates, each checked
+            for index, value in enumerate(lrs):
+                found[f"train.text_encoder_lr[{index}]"] = value
+        else:
+            found["train.text_encoder_lr" if t.text_encoder_lr is not None else "train.learning_rate"] = lrs[0]
     for name in type(t).model_fields:
         value = getattr(t, name)
         if name.endswith("_lr") and f"train.{name}" not in found and name not in ("unet_lr", "text_encoder_lr"):
