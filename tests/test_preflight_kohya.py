@@ -138,3 +138,15 @@ def test_the_checks_are_registered(name: str) -> None:
 
     load_checks()
     assert name in {c.name for c in CHECKS}
+
+
+def test_each_text_encoder_rate_is_checked_for_the_optimizer(world, tmp_path) -> None:
+    from train.preflight.optimizer import learning_rates_in_effect
+
+    cfg = cfg_for(world, tmp_path, "train.optimizer=Prodigy", "train.learning_rate=1.0",
+                  "train.text_encoder_lr=[1.0, 1e-4]")
+    assert learning_rates_in_effect(cfg) == [("train.learning_rate", 1.0), ("train.text_encoder_lr[0]", 1.0),
+                                             ("train.text_encoder_lr[1]", 1e-4)]
+    lines = found(run_preflight(cfg), "learning rates")
+    assert len(lines) == 1 and lines[0].startswith("train.text_encoder_lr[1]: ")
+    assert "--set 'train.text_encoder_lr=[1, 1]'" in lines[0]

@@ -138,6 +138,17 @@ def learning_rates_in_effect(cfg: TrainConfig) -> list[tuple[str, float]]:
     return [(k, v) for k, v in found.items() if v > 0]
 
 
+def _set_rate(cfg: TrainConfig, field: str, value: float) -> str:
+    """The ``--set`` line giving ``field`` this rate; ``train.text_encoder_lr[1]`` (one of SDXL's two) sets
+    the whole list with that entry replaced."""
+    name, bracket, index = field.partition("[")
+    if not bracket:
+        return f"--set {field}={_fmt(value)}"
+    rates = list(cfg.text_encoder_lrs)
+    rates[int(index.rstrip("]"))] = value
+    return f"--set '{name}=[{', '.join(_fmt(r) for r in rates)}]'"
+
+
 def _fmt(value: float) -> str:
     return f"{value:g}"
 
@@ -160,11 +171,11 @@ def learning_rates(ctx: Context) -> Iterator[Finding]:
         if family == "adaptive" and t.optimizer != "Adafactor" and not ADAPTIVE_LOW <= value <= ADAPTIVE_HIGH:
             yield make(field, f"{_fmt(value)} is far from 1.0: {t.optimizer} chooses the step size itself and the "
                        f"learning rate only scales it; the usual range is {spec.lr_range}{override}",
-                       fix=f"--set {field}=1.0" + escape)
+                       fix=_set_rate(ctx.cfg, field, 1.0) + escape)
         elif family in ("fixed", "schedule-free") and ctx.cfg.network.type == "full" and value >= FULL_HIGH:
             yield make(field, f"{_fmt(value)} is high for a full fine-tune: it changes the model's own weights, "
                        f"which degrade at LoRA rates; the usual range is 1e-7 to 1e-5 (the seed's SDXL fine-tune: "
-                       f"1e-6){override}", fix=f"--set {field}=1e-06" + escape)
+                       f"1e-6){override}", fix=_set_rate(ctx.cfg, field, 1e-6) + escape)
         elif family in ("fixed", "schedule-free") and value >= FIXED_HIGH:
             usual = spec.usual_lr / 2 if is_te and spec.usual_lr < 1e-3 else spec.usual_lr
             ratio = value / usual
@@ -172,7 +183,7 @@ def learning_rates(ctx: Context) -> Iterator[Finding]:
             yield make(field, f"{_fmt(value)} is a step size {times}x the usual {_fmt(usual)} for "
                        f"{t.optimizer}, which takes the learning rate as its step size: the LoRA's weights blow "
                        f"up within a few steps; the usual range is {spec.lr_range}{override}",
-                       fix=f"--set {field}={_fmt(usual)}" + escape)
+                       fix=_set_rate(ctx.cfg, field, usual) + escape)
         elif family == "fixed" and "Lion" in t.optimizer and value >= LION_WARN:
             yield warning(field, f"{_fmt(value)} is high for {t.optimizer}: Lion's sign updates want a learning "
                           f"rate 3-10x lower than AdamW's ({spec.lr_range})", fix=f"--set {field}=3e-05")
