@@ -150,3 +150,29 @@ def test_each_text_encoder_rate_is_checked_for_the_optimizer(world, tmp_path) ->
     lines = found(run_preflight(cfg), "learning rates")
     assert len(lines) == 1 and lines[0].startswith("train.text_encoder_lr[1]: ")
     assert "--set 'train.text_encoder_lr=[1, 1]'" in lines[0]
+
+
+def test_disk_estimate_counts_the_text_encoder_cache_and_each_subsets_flip(world, tmp_path) -> None:
+    from train.data.dataset import build_items
+    from train.preflight.core import Context
+    from train.preflight.storage import ENTRY_OVERHEAD, estimate_disk
+
+    cfg = cfg_for(world, tmp_path, "dataset.cache_text_encoder_outputs_to_disk=true",
+                  "network.train_text_encoder=false", "dataset.max_token_length=150")
+    need = estimate_disk(Context(cfg=cfg, data=build_items(cfg.dataset, lambda m, p: None), given_device=CPU))
+    assert need is not None
+    per = 152 * 768 * 4 + ENTRY_OVERHEAD  # SD1: 150 + 2 tokens x 768, fp32 on the CPU
+    (part,) = [p for p in need.parts if p.startswith("text-encoder cache")]
+    assert part == f"text-encoder cache {3 * per / 2**20:.1f} MB"  # 3 distinct captions
+    # a dataset TOML subset's own flip_aug doubles its latents (not [dataset] flip_aug)
+    images = world.dataset / "2_alice woman"
+    toml = tmp_path / "ds.toml"
+    toml.write_text(f'[[datasets]]\nresolution = 64\n[[datasets.subsets]]\nimage_dir = "{images}"\n'
+                    'flip_aug = true\nnum_repeats = 1\ncaption_extension = ".txt"\n', encoding="utf-8")
+    cfg = cfg_for(world, tmp_path, f"dataset.path={toml}", "dataset.cache_latents_to_disk=true")
+    flipped = estimate_disk(Context(cfg=cfg, data=build_items(cfg.dataset, lambda m, p: None)))
+    plain = cfg_for(world, tmp_path, "dataset.cache_latents_to_disk=true")
+    unflipped = estimate_disk(Context(cfg=plain, data=build_items(plain.dataset, lambda m, p: None)))
+    assert flipped is not None and unflipped is not None
+    latent = [p for p in flipped.parts if p.startswith("latent cache")]
+    assert latent and latent != [p for p in unflipped.parts if p.startswith("latent cache")]
