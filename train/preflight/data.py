@@ -99,7 +99,7 @@ def loss_masks(ctx: Context) -> Iterator[Finding]:
                 yield error("dataset.path", f"subset {name!r}: {len(missing)} of {len(items)} images have no mask "
                             f"image of the same name in {folder} ({shown})",
                             fix=f"add <image name>.png masks to {folder} (white = trained, black = ignored)")
-        elif not any(path in alpha for path in items):
+        elif not spec.subset.is_reg and not any(path in alpha for path in items):  # reg images: unmasked is usual
             yield warning("train.masked_loss" if ctx.cfg.train.masked_loss else "dataset.path",
                           f"subset {name!r}: loss masks come from the alpha channel, and none of its {len(items)} "
                           "images has one: every mask is all ones, the loss is not masked",
