@@ -194,7 +194,10 @@ def train(
             network.to(device=device, dtype=network_dtype(t, mixed))  # float32 unless full_fp16 / full_bf16
         compile_unet(base, t.compile)  # after the network's hooks are in, so they are traced with the UNet
         network.train()
-        param_groups = network.trainable_params(cfg.unet_lr, cfg.text_encoder_lrs)
+        if isinstance(network, Network):
+            param_groups = network.trainable_params(cfg.unet_lr, cfg.text_encoder_lrs)
+        else:  # a full fine-tune: one text-encoder rate (SDXL's TE1/TE2 rates are a LoRA option)
+            param_groups = network.trainable_params(cfg.unet_lr, cfg.text_encoder_lr)
         if not param_groups:
             raise TrainingError("nothing to train: every network group has learning rate 0")
         params = [p for g in param_groups for p in g["params"]]
