@@ -273,7 +273,8 @@ def test_failure_messages_and_rich_display() -> None:
     from train.errors import OOM_HELP, explain_failure
 
     oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-    assert explain_failure(oom) == OOM_HELP
+    assert explain_failure(oom) == OOM_HELP.format(memory="GPU", where=" before the first step")
+    assert explain_failure(oom, step=7).startswith("out of GPU memory at step 7. Options that cut memory")
     for option in ("batch_size", "gradient_checkpointing", "cache_latents", "AdamW8bit", "resolution",
                    "train_text_encoder = false"):
         assert option in OOM_HELP
