@@ -1,0 +1,71 @@
+"""The scan's per-image results are pinned: hashes, thumbnail and quality statistics of every photograph in
+``skimage/data`` must equal ``tests/data/probe_golden.json``, recorded before the scan was made cheaper.
+
+The quality thresholds are calibrated on these statistics (docs/DATASET.md) and the pHash is imagehash's, so a
+speed change to the probe must leave every value as it was. The files are skimage's own (fixed bytes), probed
+exactly as the scan probes them. To re-record after an intended change of the measurement itself, run this
+module as a script (``python tests/test_probe_golden.py``) and say why in the commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from curator.scan.probe import probe_file  # noqa: E402
+
+GOLDEN = Path(__file__).parent / "data" / "probe_golden.json"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
+
+
+def _photos() -> list[Path]:
+    import skimage
+
+    root = Path(skimage.__file__).parent / "data"
+    return sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def probe_record(path: Path) -> dict[str, object] | None:
+    result = probe_file(str(path), path.name, path.stat().st_size, 0, 200_000_000)
+    if result.phash is None or result.thumb is None or result.stats is None:
+        return None
+    return {
+        "phash": result.phash,
+        "phash_mirror": result.phash_mirror,
+        "thumb_sha256": hashlib.sha256(result.thumb).hexdigest(),
+        "stats": json.loads(result.stats),
+        "width": result.width,
+        "height": result.height,
+        "mode": result.mode,
+        "flags": [kind for kind, _ in result.flags],
+    }
+
+
+GOLDEN_RECORDS: dict[str, dict[str, object]] = json.loads(GOLDEN.read_text())
+
+
+def test_the_golden_set_covers_every_decode_path_it_claims() -> None:
+    modes = {str(record["mode"]) for record in GOLDEN_RECORDS.values()}
+    assert {"RGB", "L", "RGBA", "P"} <= modes
+    assert len(GOLDEN_RECORDS) >= 20
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_RECORDS))
+def test_probe_results_equal_the_recorded_ones(name: str) -> None:
+    path = next((p for p in _photos() if p.name == name), None)
+    if path is None:
+        pytest.skip(f"{name} is not in this scikit-image's data folder")
+    assert probe_record(path) == GOLDEN_RECORDS[name]
+
+
+if __name__ == "__main__":
+    records = {p.name: r for p in _photos() if (r := probe_record(p)) is not None}
+    GOLDEN.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
+    print(f"recorded {len(records)} photographs in {GOLDEN}")
