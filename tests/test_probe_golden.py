@@ -69,3 +69,33 @@ if __name__ == "__main__":
     records = {p.name: r for p in _photos() if (r := probe_record(p)) is not None}
     GOLDEN.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
     print(f"recorded {len(records)} photographs in {GOLDEN}")
+
+
+@pytest.mark.parametrize(("name", "size"), [("astronaut.png", (511, 383)), ("coffee.png", (199, 131)), ("chelsea.png", (77, 61))])
+def test_the_in_place_webp_reduction_equals_the_copying_one(name: str, size: tuple[int, int]) -> None:
+    """WebP pixels are reduced inside libwebp's buffer (through its row stride; odd sizes give padded rows);
+    the result must be what reducing copied planes gives (the scan's earlier way), pixel for pixel."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from curator.scan import fastdecode, probe
+
+    if not fastdecode.available()["webp-luma"]:
+        pytest.skip("libwebp is not loadable here")
+    with Image.open(next(p for p in _photos() if p.name == name)) as source:
+        buffer = io.BytesIO()
+        source.convert("RGB").resize(size).save(buffer, "WEBP", quality=80)
+    data = buffer.getvalue()
+    planes = fastdecode.webp_yuv(data)
+    assert planes is not None
+    luma, u, v = planes
+    expected_grey = probe._STUDIO_TO_FULL[np.asarray(probe._reduce(probe._grey_image(luma)))]
+    factor = max(1, min(u.shape) * 2 // probe.ANALYSIS_SIDE // 2)
+    expected_chroma = probe._yuv_chroma(u[::factor, ::factor], v[::factor, ::factor])
+    reduced = probe._webp_reduced(data, size)
+    assert reduced is not None and reduced.chroma is not None
+    assert np.array_equal(np.asarray(reduced.image), expected_grey)
+    assert np.array_equal(reduced.chroma, expected_chroma)
+    assert probe._webp_reduced(data, (size[0] + 1, size[1])) is None  # a header/planes size mismatch is refused
