@@ -73,8 +73,8 @@ if __name__ == "__main__":
 
 @pytest.mark.parametrize(("name", "size"), [("astronaut.png", (511, 383)), ("coffee.png", (199, 131)), ("chelsea.png", (77, 61))])
 def test_the_in_place_webp_reduction_equals_the_copying_one(name: str, size: tuple[int, int]) -> None:
-    """WebP pixels are reduced inside libwebp's buffer (through its row stride; odd sizes give padded rows);
-    the result must be what reducing copied planes gives (the scan's earlier way), pixel for pixel."""
+    """WebP pixels are reduced inside libwebp's buffer; the result must be what reducing copied planes gives
+    (the scan's earlier way), pixel for pixel, at odd sizes and at a size that needs no reduction."""
     import io
 
     import numpy as np
@@ -99,3 +99,26 @@ def test_the_in_place_webp_reduction_equals_the_copying_one(name: str, size: tup
     assert np.array_equal(np.asarray(reduced.image), expected_grey)
     assert np.array_equal(reduced.chroma, expected_chroma)
     assert probe._webp_reduced(data, (size[0] + 1, size[1])) is None  # a header/planes size mismatch is refused
+
+
+def test_padded_yuv_rows_are_read_through_their_stride() -> None:
+    """libwebp may hand out rows longer than the image (its API returns a stride): the padding is not image."""
+    import numpy as np
+
+    from curator.scan import probe
+    from curator.scan.fastdecode import YUVPlanes
+
+    rng = np.random.default_rng(0)
+    width, height, pad = 301, 263, 13
+    luma = rng.integers(16, 236, (height, width), dtype=np.uint8)
+    u = rng.integers(16, 241, ((height + 1) // 2, (width + 1) // 2), dtype=np.uint8)
+    v = rng.integers(16, 241, u.shape, dtype=np.uint8)
+
+    def padded(plane: np.ndarray) -> np.ndarray:
+        return np.concatenate([plane, np.full((plane.shape[0], pad), 255, np.uint8)], axis=1)
+
+    tight = probe._yuv_reduced(YUVPlanes(width, height, luma, u, v), (width, height))
+    loose = probe._yuv_reduced(YUVPlanes(width, height, padded(luma), padded(u), padded(v)), (width, height))
+    assert tight is not None and loose is not None and tight.chroma is not None and loose.chroma is not None
+    assert np.array_equal(np.asarray(tight.image), np.asarray(loose.image))
+    assert np.array_equal(tight.chroma, loose.chroma)

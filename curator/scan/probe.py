@@ -267,25 +267,24 @@ def _yuv_chroma(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.asarray(np.clip(spread, 0, 255), dtype=np.uint8)
 
 
+def _yuv_reduced(planes: YUVPlanes, size: tuple[int, int]) -> _Reduced | None:
+    """Reduced luma (full range) and chroma from YUV planes (read through their row strides, subsampled before
+    anything is copied); what is returned owns its memory. None when the planes are not ``size``."""
+    if (planes.width, planes.height) != size:
+        return None
+    luma = Image.frombuffer("L", size, np.ascontiguousarray(planes.luma), "raw", "L", planes.luma.shape[1], 1)
+    grey = _reduce(luma)
+    full = Image.fromarray(_STUDIO_TO_FULL[np.asarray(grey)])  # a new array: independent of the buffer
+    cw = (planes.width + 1) // 2
+    u, v = planes.u[:, :cw], planes.v[:, :cw]
+    factor = max(1, min(u.shape) * 2 // ANALYSIS_SIDE // 2)
+    return _Reduced(full, chroma=_yuv_chroma(u[::factor, ::factor], v[::factor, ::factor]))
+
+
 def _webp_reduced(data: bytes, size: tuple[int, int]) -> _Reduced | None:
-    """A still, opaque WebP's luma (full range) and chroma planes, reduced; None to use Pillow.
-
-    Works on libwebp's buffer in place (the luma plane is read through its row stride, the chroma planes are
-    subsampled before anything is copied); what is returned owns its memory."""
-
-    def reduce(planes: YUVPlanes) -> _Reduced | None:
-        if (planes.width, planes.height) != size:
-            return None
-        stride = planes.luma.shape[1]
-        luma = Image.frombuffer("L", size, planes.luma, "raw", "L", stride, 1)
-        grey = _reduce(luma)
-        full = Image.fromarray(_STUDIO_TO_FULL[np.asarray(grey)])  # a new array: independent of the buffer
-        cw = (planes.width + 1) // 2
-        u, v = planes.u[:, :cw], planes.v[:, :cw]
-        factor = max(1, min(u.shape) * 2 // ANALYSIS_SIDE // 2)
-        return _Reduced(full, chroma=_yuv_chroma(u[::factor, ::factor], v[::factor, ::factor]))
-
-    return webp_yuv_apply(data, reduce)
+    """A still, opaque WebP's luma (full range) and chroma planes, reduced inside libwebp's buffer; None to use
+    Pillow."""
+    return webp_yuv_apply(data, lambda planes: _yuv_reduced(planes, size))
 
 
 def _fast_reduced(image: Image.Image, data: bytes | None, result: ProbeResult) -> _Reduced | None:
