@@ -1,9 +1,11 @@
-# kiln: `make run` sets everything up and opens kiln on the bundled sample dataset;
-# `make test` sets everything up and runs the whole test suite.
+# kiln: `make run` sets everything up and opens kiln on a working copy of the bundled sample dataset
+# (build/sample-dataset, made from examples/dataset the first time, so the repository's copy stays as shipped);
+# `make test` sets everything up and runs the whole test suite. kiln itself is .venv/bin/kiln.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kiln-installed
+SAMPLE := build/sample-dataset
 
 .PHONY: setup run test lint bench clean
 
@@ -18,7 +20,8 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/kiln examples/dataset
+	@test -d $(SAMPLE) || { mkdir -p build && cp -R examples/dataset $(SAMPLE) && rm -rf $(SAMPLE)/.kiln; }
+	$(BIN)/kiln $(SAMPLE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -6,6 +6,9 @@
 * ``flat_dataset``: 4 captioned photos directly in a folder.
 * ``build_defect_dataset(root)``: one image/caption per health-flag kind (see tests/test_checks.py); returns
   ``{kind: relative path that must carry that flag}``.
+* ``copy_sample(dest)``: a fresh copy of ``examples/dataset`` (its images and captions only: whatever kiln left in
+  it, a ``.kiln/`` index, trash or journal from ``kiln examples/dataset``, stays behind). Every test that uses the
+  sample goes through it, so no test depends on the state a previous run left in the repository.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "dataset"
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg", "ihc.png")
 
 
@@ -31,6 +35,12 @@ def _private_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "xdg-config"))
     monkeypatch.setenv("KILN_CONFIG_DIR", str(home / "config"))  # the TUI's remembered preferences
     monkeypatch.delenv("KILN_IMAGE_PROTOCOL", raising=False)  # the runner's terminal must not pick the previews
+
+
+def copy_sample(dest: Path, source: Path = SAMPLE) -> Path:
+    """A copy of the sample dataset at ``dest`` without kiln's state (dot-folders such as ``.kiln/``)."""
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns(".*"))
+    return dest
 
 
 def skimage_data_dir() -> Path:

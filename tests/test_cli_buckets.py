@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from curator.cli import buckets as buckets_cli
+from tests.conftest import SAMPLE, copy_sample
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLE = REPO / "examples" / "dataset"
 PHOTO = "10_kilnsample photo"
 TEXTURE = "5_kilnsample texture"
 
@@ -29,9 +29,7 @@ def run_kiln(*argv: str) -> int:
 
 @pytest.fixture()
 def sample(tmp_path: Path) -> Path:
-    root = tmp_path / "sample"
-    shutil.copytree(SAMPLE, root)
-    return root
+    return copy_sample(tmp_path / "sample")
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int, bytes]]:

@@ -7,7 +7,6 @@ caption) copied to a temp folder, drives the app with keys like a person would, 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from pathlib import Path
 
@@ -15,18 +14,18 @@ import pytest
 
 pytest.importorskip("textual")
 
+from tests.conftest import SAMPLE, copy_sample
 from tui.app import KilnApp
 from tui.config import TuiPrefs
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "dataset"
+EXAMPLE = SAMPLE
 PHOTO_DIR = "10_kilnsample photo"
 
 
 def copy_example(dest: Path) -> Path:
     """A fresh copy of examples/dataset at ``dest`` (no index), or one built from scikit-image photos."""
     if EXAMPLE.is_dir():
-        shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".kiln"))
-        return dest
+        return copy_sample(dest)
     from tests.conftest import photo, save_photo, write_caption
 
     folder = dest / PHOTO_DIR
