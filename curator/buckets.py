@@ -262,6 +262,12 @@ def bucket_of(width: int, height: int, settings: BucketSettings) -> tuple[int, i
     return assignment.bucket if assignment.usable else None
 
 
+def record_bucket(record: ImageRecord, settings: BucketSettings) -> tuple[int, int] | None:
+    """:func:`bucket_of` for an indexed image: None also when the file is broken (``ImageRecord.readable``),
+    which kohya cannot train on and :func:`bucket_report` leaves out."""
+    return bucket_of(record.width, record.height, settings) if record.readable else None
+
+
 @lru_cache(maxsize=65536)
 def _assign_cached(width: int, height: int, settings: BucketSettings) -> BucketAssignment:
     return _assign(width, height, settings, None if settings.no_upscale else _predefined(settings))
@@ -379,13 +385,20 @@ def _select_no_upscale(
 
 @dataclass(frozen=True, slots=True)
 class BucketItem:
-    """One image as bucketing sees it. ``repeats`` is the subset's kohya repeat count."""
+    """One image as bucketing sees it. ``repeats`` is the subset's kohya repeat count; ``readable`` is False for
+    a file kohya cannot train on (broken, empty, not an image: ``ImageRecord.readable``)."""
 
     path: str
     width: int
     height: int
     repeats: int = 1
     is_reg: bool = False
+    readable: bool = True
+
+    @property
+    def usable(self) -> bool:
+        """A decoded image with a real size: what bucketing can place."""
+        return self.readable and self.width > 0 and self.height > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,6 +452,8 @@ class BucketReport:
     reg_used_with_repeats: int
     reg_unused: list[str] = field(default_factory=list)
     mean_ar_error: float = 0.0
+    unreadable: list[str] = field(default_factory=list)
+    """Images left out because they have no usable size (broken, empty or not an image; kohya skips them too)."""
 
     @property
     def total_with_repeats(self) -> int:
@@ -460,9 +475,11 @@ def _item_fields(item: BucketItem | ImageRecord | Mapping[str, Any]) -> BucketIt
             height=int(item["height"]),
             repeats=int(item.get("repeats", 1)),
             is_reg=bool(item.get("is_reg", False)),
+            readable=bool(item.get("readable", True)),
         )
     return BucketItem(
-        path=item.path, width=item.width, height=item.height, repeats=item.subset.repeats, is_reg=item.subset.is_reg
+        path=item.path, width=item.width, height=item.height, repeats=item.subset.repeats, is_reg=item.subset.is_reg,
+        readable=item.readable,
     )
 
 
@@ -502,14 +519,20 @@ def bucket_report(items: Iterable[BucketItem | ImageRecord | Mapping[str, Any]],
     """Bucket every image and total per bucket, including kohya's reg-image repetition.
 
     ``items``: :class:`BucketItem`, ``ImageRecord`` or mappings with path/width/height/repeats/is_reg.
-    Items with repeats < 1 are skipped, as kohya ignores such subsets. Reg images are taken in path order
-    (kohya sorts each folder's file list; folders in the order given).
+    Items with repeats < 1 are skipped, as kohya ignores such subsets. Images without a usable size (broken,
+    empty, not an image) are left out and listed in ``unreadable``: the one place every bucket figure (``kiln
+    buckets``, the TUI's Buckets view, the run form's step math) leaves them out. Reg images are taken in path
+    order (kohya sorts each folder's file list; folders in the order given).
     """
     train: list[BucketItem] = []
     reg: list[BucketItem] = []
+    unreadable: list[str] = []
     for raw in items:
         item = _item_fields(raw)
         if item.repeats < 1:
+            continue
+        if not item.usable:
+            unreadable.append(item.path)
             continue
         (reg if item.is_reg else train).append(item)
     reg = _kohya_reg_order(reg)
@@ -538,10 +561,6 @@ def bucket_report(items: Iterable[BucketItem | ImageRecord | Mapping[str, Any]],
         size = (item.width, item.height)
         assignment = cache.get(size)
         if assignment is None:
-            if item.width <= 0 or item.height <= 0:
-                raise ValueError(
-                    f"{item.path}: image size {item.width}x{item.height} is not a real image size"
-                )
             assignment = cache[size] = _assign(item.width, item.height, settings, table)
         image = ImageBucket(item.path, item.width, item.height, repeats, item.is_reg, assignment)
         images.append(image)
@@ -578,6 +597,7 @@ def bucket_report(items: Iterable[BucketItem | ImageRecord | Mapping[str, Any]],
         reg_used_with_repeats=sum(reg_effective),
         reg_unused=reg_unused,
         mean_ar_error=error_sum / (len(images) - len(unusable)) if len(images) > len(unusable) else 0.0,
+        unreadable=unreadable,
     )
 
 

@@ -326,3 +326,31 @@ def test_halfway_aspect_follows_kohyas_float_arithmetic():
     # ar 1.143 > 1 -> match heights: scale 512/700, width int(800*512/700 + .5) = int(585.6) = 585, crop 36.
     a = assign_bucket(800, 700, SD15)
     assert (a.bucket, a.resized, a.crop) == ((512, 512), (585, 512), (36, 0))
+
+
+def test_images_without_a_usable_size_are_left_out_and_listed():
+    items = [
+        BucketItem("a/ok.png", 512, 512),
+        BucketItem("a/empty.png", 0, 0),  # a 0-byte file: the index has no size
+        BucketItem("a/cut.jpg", 640, 480, readable=False),  # header size known, pixels broken
+        {"path": "a/m.png", "width": 0, "height": 10},
+    ]
+    report = bucket_report(items, SD15)
+    assert report.unreadable == ["a/empty.png", "a/cut.jpg", "a/m.png"]
+    assert [i.path for i in report.images] == ["a/ok.png"]
+    assert report.total_with_repeats == 1
+    assert record_bucket_of_broken() is None
+
+
+def record_bucket_of_broken() -> tuple[int, int] | None:
+    from curator.buckets import record_bucket
+    from curator.layout import Subset
+    from curator.records import Flag, ImageRecord
+
+    subset = Subset(image_dir=SAMPLE, rel_dir="", repeats=1, class_tokens="", is_reg=False,
+                    caption_extension=".txt", keep_tokens=0)
+    record = ImageRecord("cut.jpg", subset, 10, 0, "", 640, 480, "JPEG", "RGB", 1, False, None,
+                         [Flag("cut.jpg", "truncated", "")])
+    assert record_bucket(ImageRecord("ok.jpg", subset, 10, 0, "", 640, 480, "JPEG", "RGB", 1, False, None),
+                         SD15) is not None
+    return record_bucket(record, SD15)

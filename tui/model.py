@@ -310,7 +310,7 @@ class DatasetModel:
         return Row(
             record=rec, path=rec.path, name=rec.path.rpartition("/")[2], folder=folder or ".",
             size=rec.size, width=rec.width, height=rec.height,
-            bucket=self.bucket_of(rec.width, rec.height), flags=flags,
+            bucket=self.bucket_of(rec.width, rec.height) if rec.readable else None, flags=flags,
         )
 
     def bucket_of(self, width: int, height: int) -> tuple[int, int] | None:
@@ -339,7 +339,7 @@ class DatasetModel:
             return
         self.bucket_settings = settings
         for row in self.rows:
-            row.bucket = self.bucket_of(row.width, row.height)
+            row.bucket = self.bucket_of(row.width, row.height) if row.record.readable else None
         self.state.content_changed()
         self.changes.announce(BucketsChanged())
 

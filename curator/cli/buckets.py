@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from pydantic import ValidationError
 
-    from curator.buckets import BucketSettings, bucket_report, bucketable, step_math
+    from curator.buckets import BucketSettings, bucket_report, step_math
     from curator.layout import load_layout
 
     path: Path = args.dataset
@@ -190,13 +190,12 @@ def run(args: argparse.Namespace) -> int:
     finally:
         dataset.close()
 
-    usable = [r for r in records if bucketable(r)]
-    skipped = [r.path for r in records if not bucketable(r)]
-    if not usable:
+    report = bucket_report(records, settings)
+    skipped = report.unreadable
+    if not report.images:
         print(f"kiln buckets: {path}: no readable images to bucket", file=sys.stderr)
         return 1
 
-    report = bucket_report(usable, settings)
     try:
         steps = steps_for(report)
     except ValueError as exc:

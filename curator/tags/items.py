@@ -105,9 +105,9 @@ class CaptionItem:
         rec = self.record
         bucket = None
         if bucket_settings is not None:
-            from curator.buckets import bucket_of
+            from curator.buckets import record_bucket
 
-            bucket = bucket_of(rec.width, rec.height, bucket_settings)
+            bucket = record_bucket(rec, bucket_settings)
         if self.raw is None:  # no caption file: no tags (and no empty Caption built per image)
             return query_item(rec, None, tags=(), flags=self.flags, bucket=bucket)
         return query_item(rec, self.raw, caption=self.caption, flags=self.flags, bucket=bucket)

@@ -65,7 +65,9 @@ def describe(row: Row, settings: BucketSettings | None) -> Text:
         extra = f"  ×{subset.repeats}" + ("  reg" if subset.is_reg else "")
         text.append(extra, style="dim")
     text.append(f"\n{row.width}×{row.height} {printable(rec.format)} {human_size(row.size)}")
-    if row.width and row.height and settings is not None:
+    if not rec.readable:
+        text.append("\nnot trained: kohya cannot read this file", style="red")
+    elif row.width and row.height and settings is not None:
         try:
             a = assign_bucket(row.width, row.height, settings)
             text.append(f"\nbucket {a.bucket[0]}×{a.bucket[1]}  resize {a.resized[0]}×{a.resized[1]}")

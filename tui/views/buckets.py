@@ -11,13 +11,14 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Checkbox, Input, Label, Static
 
-from curator.textsafe import printable
+from curator.textsafe import printable, safe_text
 from tui.views.base import KilnView
 
 if TYPE_CHECKING:
     from curator.buckets import BucketReport, BucketSettings, StepMath
 
 BAR_CHARS = " ▏▎▍▌▋▊▉█"
+UNREADABLE_LISTED = 5  # unreadable images named under the chart (the Health view lists them all)
 
 
 def bar(value: float, maximum: float, width: int) -> str:
@@ -35,6 +36,7 @@ def chart_text(report: BucketReport, step: StepMath | None, width: int) -> Text:
     buckets = report.buckets
     if not buckets:
         text.append("No usable image to bucket.", style="dim")
+        _unreadable_note(text, report)
         return text
     peak = max(b.with_repeats for b in buckets) or 1
     label_w = max(len(f"{b.bucket[0]}×{b.bucket[1]}") for b in buckets)
@@ -59,6 +61,7 @@ def chart_text(report: BucketReport, step: StepMath | None, width: int) -> Text:
         text.append(f"\n{len(report.unusable)} image(s) fit no bucket", style="red")
     if report.reg_unused:
         text.append(f"\n{len(report.reg_unused)} regularization image(s) unused by kohya", style="dim")
+    _unreadable_note(text, report)
     for note in report.settings.notes:
         text.append(f"\nnote: {note}", style="dim")
     if step is not None:
@@ -70,6 +73,17 @@ def chart_text(report: BucketReport, step: StepMath | None, width: int) -> Text:
             text.append(f", {step.epochs} epochs → ")
             text.append(f"{step.total_steps} steps", style="bold")
     return text
+
+
+def _unreadable_note(text: Text, report: BucketReport) -> None:
+    """Name the images bucketing left out (``BucketReport.unreadable``)."""
+    if not report.unreadable:
+        return
+    text.append(f"\n{len(report.unreadable)} unreadable image(s) left out: ", style="yellow")
+    shown = report.unreadable[:UNREADABLE_LISTED]
+    text.append_text(safe_text(", ".join(shown), style="yellow"))
+    if len(report.unreadable) > len(shown):
+        text.append(f" … {len(report.unreadable) - len(shown)} more (Health view: 5)", style="yellow")
 
 
 class BucketsView(KilnView):
@@ -162,9 +176,9 @@ class BucketsView(KilnView):
     @work(thread=True, exclusive=True, group="buckets")
     def _compute(self, settings: BucketSettings, batch: int, epochs: int | None, width: int,
                  apply_to_browser: bool) -> None:
-        from curator.buckets import bucket_report, bucketable, step_math
+        from curator.buckets import bucket_report, step_math
 
-        records = [r.record for r in self.model.rows if bucketable(r.record)]  # broken files: the health view
+        records = [r.record for r in self.model.rows]  # broken files: left out and named by bucket_report
         try:
             report = bucket_report(records, settings)
             step = step_math(report, batch, epochs=epochs) if report.buckets else None
