@@ -1,5 +1,6 @@
-"""The journal from the app's side: undo and redo (in a worker), and one way of telling the user how a
-journaled write went (written, nothing to do, or refused because the file changed on disk)."""
+"""The journal from the app's side: undo and redo (in a worker), and the one way of telling the user how a
+journaled write went: what was written, and for every file that was not, which file and why (changed on disk
+since kiln read it, read-only, no permission, …), for an edit, a bulk operation, an undo or a redo alike."""
 
 from __future__ import annotations
 
@@ -13,9 +14,39 @@ from tui.model import DatasetModel
 from tui.shell.threads import call_ui
 
 if TYPE_CHECKING:
+    from textual.notifications import SeverityLevel
+
     from curator.tags.journal import ApplyResult
 
 Notify = Callable[..., None]  # App.notify
+FILES_NAMED = 8  # files listed by name in a report; the rest are counted
+
+
+def write_report(result: ApplyResult, what: str, root: Path) -> tuple[str, SeverityLevel]:
+    """The message and severity telling how a journaled write went: the files written, then each file that
+    was not with its reason (names relative to the dataset ``root``)."""
+    problems = [(path, "changed on disk since kiln read it (reloaded, not overwritten)") for path in result.conflicts]
+    problems += list(result.errors)
+    written = len(result.applied)
+    if not problems:
+        return f"{what}: {written} caption(s) written. u undoes.", "information"
+    done = f"{written} caption(s) written" if written else "nothing written"
+    lines = [f"{what}: {done}, {len(problems)} not written:"]
+    for path, reason in problems[:FILES_NAMED]:
+        lines.append(f"  {_name(path, root)}: {reason}")
+    if len(problems) > FILES_NAMED:
+        more = f"  … and {len(problems) - FILES_NAMED} more"
+        lines.append(more + (f" (kiln tags history --show {result.entry_id})" if result.entry_id else ""))
+    if written:
+        lines.append("u undoes the written ones.")
+    return "\n".join(lines), "warning" if written else "error"
+
+
+def _name(path: Path, root: Path) -> str:
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
 class JournalActions:
@@ -29,18 +60,8 @@ class JournalActions:
         if result is None:
             self.notify("No change.", timeout=2)
             return
-        conflicts = list(result.conflicts)
-        if conflicts:
-            names = ", ".join(Path(c).name for c in conflicts[:3])
-            self.notify(f"{what}: {len(conflicts)} caption(s) changed on disk and were NOT overwritten: {names}. "
-                        "They were reloaded; review and retry.", severity="warning", timeout=10)
-        elif not result.errors:
-            self.notify(f"{what}: {len(result.applied)} caption(s) written. u undoes.", timeout=3)
-        if result.errors:  # read-only, another user's, a symlink out of the dataset: each says why
-            path, reason = result.errors[0]
-            more = f" (and {len(result.errors) - 1} more)" if len(result.errors) > 1 else ""
-            self.notify(f"{what}: {len(result.applied)} written; {len(result.errors)} NOT written: "
-                        f"{Path(path).name}: {reason}{more}", severity="error", timeout=10)
+        message, severity = write_report(result, what, self.model.root)
+        self.notify(message, severity=severity, timeout=3 if severity == "information" else 15)
 
     def undo(self) -> None:
         self._step("undo")
@@ -63,8 +84,9 @@ class JournalActions:
         if result is None:
             self.notify(f"Nothing to {which}.", timeout=2)
             return
-        desc = result.description
-        msg = f"{which.capitalize()} done: {desc}" if desc else f"{which.capitalize()} done."
-        if result.conflicts:
-            msg += f" {len(result.conflicts)} caption(s) changed on disk were left as they are."
-        self.notify(msg, severity="warning" if result.conflicts else "information", timeout=4)
+        what = f"{which.capitalize()} of {result.description}" if result.description else which.capitalize()
+        if result.ok:
+            self.notify(f"{what}: done, {len(result.applied)} caption(s) written.", timeout=4)
+            return
+        message, severity = write_report(result, what, self.model.root)
+        self.notify(message.replace("u undoes the written ones.", ""), severity=severity, timeout=15)

@@ -262,7 +262,7 @@ class BrowserView(KilnView):
             self.kiln.ui(self.app.notify, printable(f"Could not save tags: {exc}"), severity="error")
             self.kiln.ui(self._show_details, self.image_list.cursor_row)  # back to the tags on disk
             return
-        self.post_message(CaptionsWritten(result, "Tags saved"))
+        self.post_message(CaptionsWritten(result, "Tag edit"))
 
     def action_edit_tags(self) -> None:
         self.query_one(TagList).focus()
