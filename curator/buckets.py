@@ -15,11 +15,13 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 if TYPE_CHECKING:
+    from curator.dataset import Dataset
     from curator.records import ImageRecord
 
 THIN_BUCKET_MAX_IMAGES = 2
@@ -134,26 +136,186 @@ class BucketSettings(BaseModel):
         return self.resolution[0] * self.resolution[1]
 
 
+# The kohya names of the bucket options (a dataset TOML's [general]/[[datasets]], a kiln train config's
+# [dataset], sd-scripts' command line without the dashes) -> the ``BucketSettings`` field.
+KOHYA_KEYS: dict[str, str] = {
+    "resolution": "resolution",
+    "min_bucket_reso": "min_bucket",
+    "max_bucket_reso": "max_bucket",
+    "bucket_reso_steps": "step",
+    "bucket_no_upscale": "no_upscale",
+}
+FIELDS = tuple(KOHYA_KEYS.values())
+KOHYA_NAMES = {field: key for key, field in KOHYA_KEYS.items()}
+DEFAULTS_SOURCE = "kohya's defaults"
+
+DEFAULT_BATCH_SIZE = 1
+"""Batch size of the step math when nothing sets one: kohya's ``--train_batch_size`` default and ``kiln train``'s
+``train.batch_size``, so the figure matches what a run with default settings does."""
+DEFAULT_EPOCHS = 10
+"""Epochs of the step math when nothing sets them (``kiln buckets``, the TUI's Buckets view): a planning figure;
+kohya has no epoch default (it stops after ``--max_train_steps``)."""
+
+
 def settings_from_toml(settings: Mapping[str, Any] | None) -> BucketSettings:
     """The ``BucketSettings`` of a kohya dataset TOML's ``[general]`` options (``resolution``,
     ``min_bucket_reso``, ``max_bucket_reso``, ``bucket_reso_steps``, ``bucket_no_upscale``); kohya's defaults for
     what it leaves out."""
-    settings = dict(settings or {})
-    kwargs: dict[str, Any] = {}
-    reso = settings.get("resolution")
-    if isinstance(reso, int):
-        kwargs["resolution"] = (reso, reso)
-    elif isinstance(reso, list | tuple) and len(reso) == 2:
-        kwargs["resolution"] = (int(reso[0]), int(reso[1]))
-    for src, dst in (
-        ("min_bucket_reso", "min_bucket"),
-        ("max_bucket_reso", "max_bucket"),
-        ("bucket_reso_steps", "step"),
-        ("bucket_no_upscale", "no_upscale"),
-    ):
-        if src in settings:
-            kwargs[dst] = settings[src]
-    return BucketSettings(**kwargs)
+    choice = choose_bucket_settings(("dataset TOML", settings or {}))
+    return choice.require()
+
+
+class BucketSettingsError(ValueError):
+    """Bucket options kohya would refuse; the message names each option (with where it was set) and the fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class BucketChoice:
+    """The one set of bucket settings a dataset is looked at with (``kiln buckets``, ``kiln check``, the
+    ``bucket:`` query, the TUI), and where each option came from.
+
+    ``settings`` is None when the options chosen are ones kohya refuses (``error`` says why, naming them).
+    ``origins``: (field, source) for each option that is not kohya's default."""
+
+    settings: BucketSettings | None
+    origins: tuple[tuple[str, str], ...] = ()
+    error: str = ""
+
+    @property
+    def source(self) -> str:
+        """Where the settings come from, in words: ``"kohya's defaults"``, ``"the dataset TOML"``,
+        ``"resolution from the command line, the rest from the run config train.toml"``…"""
+        by_source: dict[str, list[str]] = {}
+        for field_name, origin in self.origins:
+            by_source.setdefault(origin, []).append(KOHYA_NAMES.get(field_name, field_name))
+        if not by_source:
+            return DEFAULTS_SOURCE
+        if len(by_source) == 1 and len(next(iter(by_source.values()))) == len(FIELDS):
+            return next(iter(by_source))
+        parts = [f"{', '.join(names)} from {origin}" for origin, names in by_source.items()]
+        rest = len(FIELDS) - sum(len(names) for names in by_source.values())
+        return "; ".join(parts) + (f"; the rest {DEFAULTS_SOURCE}" if rest else "")
+
+    def require(self) -> BucketSettings:
+        """The settings; raises :class:`BucketSettingsError` when kohya would refuse them."""
+        if self.settings is None:
+            raise BucketSettingsError(self.error)
+        return self.settings
+
+
+def choose_bucket_settings(
+    *layers: tuple[str, Mapping[str, Any]], spelling: Mapping[str, Mapping[str, str]] | None = None
+) -> BucketChoice:
+    """Merge bucket options option by option: ``layers`` are (source, options) from the lowest priority to the
+    highest (e.g. the dataset TOML, then a run config, then the command line); options are keyed by their kohya
+    name or their ``BucketSettings`` field, None values are not set. What no layer sets is kohya's default
+    (``BucketSettings()``: 512, buckets 256-1024, step 64, upscaling). Never raises: options kohya refuses give a
+    ``BucketChoice`` with ``settings`` None and the reason, each option that was set spelled as its source
+    spells it (``spelling[source][field]``, e.g. ``--max-bucket`` for the command line; else its kohya name)."""
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for source, options in layers:
+        for key, value in options.items():
+            field_name = KOHYA_KEYS.get(key, key)
+            if field_name in FIELDS and value is not None:
+                values[field_name] = value
+                origins[field_name] = source
+    ordered = tuple((f, origins[f]) for f in FIELDS if f in origins)
+    from pydantic import ValidationError
+
+    try:
+        return BucketChoice(BucketSettings(**values), ordered)
+    except (ValidationError, ValueError) as exc:
+        spelling = spelling or {}
+        # the options set somewhere are named as their source spells them; kohya's defaults keep their plain names
+        names = {f: spelling.get(origin, {}).get(f, KOHYA_NAMES[f]) for f, origin in origins.items()}
+        where = BucketChoice(None, ordered).source
+        return BucketChoice(None, ordered, f"{bucket_error_message(exc, names)} ({where})")
+
+
+def bucket_error_message(exc: Exception, names: Mapping[str, str] | None = None) -> str:
+    """A ``BucketSettings`` validation error as one line, each field spelled as ``names`` says (an option name,
+    a TOML key): ``"--max-bucket: max_bucket 1024 is smaller than …"``."""
+    import re
+
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    names = names or {}
+    # a field name as a word (not "the resolution's long side")
+    pattern = re.compile(r"(?<![-\w])(" + "|".join(map(re.escape, names)) + r")(?![-'\w])") if names else None
+    parts = []
+    for error in errors():
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        if pattern is not None:
+            message = pattern.sub(lambda m: names[m.group(1)], message)
+        loc = [str(p) for p in error.get("loc", ()) if not isinstance(p, int)]
+        field_name = names.get(loc[0], loc[0]) if loc else ""
+        parts.append(f"{field_name}: {message}" if field_name and field_name not in message else message)
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfigBuckets:
+    """What a kiln train config (``kiln train CONFIG.toml``) says about buckets and the step count: its
+    ``[dataset]`` bucket options (kohya names, as the trainer reads them) and its ``[train]`` batch size,
+    accumulation and length, each only when the file sets it."""
+
+    path: Path
+    options: dict[str, Any]
+    enable_bucket: bool = True
+    batch_size: int | None = None
+    gradient_accumulation: int | None = None
+    max_epochs: int | None = None
+    max_steps: int | None = None
+
+    @property
+    def source(self) -> str:
+        return f"the run config {self.path.name}"
+
+
+def read_train_config_buckets(path: Path | str) -> TrainConfigBuckets:
+    """The bucket options of a kiln train config (TOML with a ``[dataset]`` table); raises ``ValueError`` naming
+    the file and what is wrong. Only these keys are read here: ``kiln train CONFIG --check`` validates the rest."""
+    import tomllib
+
+    path = Path(path).expanduser()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the train config ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: not a TOML train config ({exc})") from None
+    dataset = data.get("dataset")
+    if not isinstance(dataset, dict):
+        raise ValueError(f"{path}: no [dataset] table; give a kiln train config (kiln train --print-config easy)")
+    found = data.get("train")
+    train: dict[str, Any] = found if isinstance(found, dict) else {}
+
+    def whole(table: Mapping[str, Any], key: str) -> int | None:
+        value = table.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{path}: [train] {key} = {value!r} is not a whole number >= 1")
+        return value
+
+    return TrainConfigBuckets(
+        path=path,
+        options={key: dataset[key] for key in KOHYA_KEYS if key in dataset},
+        enable_bucket=bool(dataset.get("enable_bucket", True)),
+        batch_size=whole(train, "batch_size"),
+        gradient_accumulation=whole(train, "gradient_accumulation_steps"),
+        max_epochs=whole(train, "max_epochs"),
+        max_steps=whole(train, "max_steps"),
+    )
+
+
+def bucket_settings_for(dataset: Dataset) -> BucketSettings:
+    """The bucket settings of an open dataset (``Dataset.buckets``: its TOML's options, or the run config's it
+    was opened with, else kohya's defaults); raises :class:`BucketSettingsError` when kohya would refuse them.
+    What ``bucket:WxH`` queries, ``kiln check`` and the TUI use."""
+    return dataset.buckets.require()
 
 
 def parse_resolution(text: str) -> tuple[int, int]:

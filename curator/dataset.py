@@ -25,6 +25,7 @@ from curator.scan.scanner import (
 )
 
 if TYPE_CHECKING:
+    from curator.buckets import BucketChoice
     from curator.dupes import Cluster, Features
     from curator.scan.quality import ImageStats
 
@@ -37,44 +38,39 @@ class DatasetError(LayoutError):
     """The dataset cannot be read at all (missing, not a folder, no permission)."""
 
 
-def config_with_toml(config: ScanConfig, layout: DatasetLayout) -> ScanConfig:
-    """Fill resolution/bucket settings from a dataset TOML where the config kept its defaults."""
-    settings = layout.toml_settings
-    updates: dict[str, object] = {}
-    fields_set = config.model_fields_set
-    resolution = settings.get("resolution")
-    if "resolution" not in fields_set and resolution is not None:
-        if isinstance(resolution, list | tuple) and resolution:
-            side = int((int(resolution[0]) * int(resolution[-1])) ** 0.5)
-        else:
-            side = int(resolution)
-        updates["resolution"] = side
-    for key, field in (("min_bucket_reso", "min_bucket"), ("max_bucket_reso", "max_bucket"), ("bucket_reso_steps", "bucket_step")):
-        if field not in fields_set and key in settings:
-            updates[field] = int(settings[key])
-    if not updates:
-        return config
-    from pydantic import ValidationError
+GIVEN_SOURCE = "the command line"
 
-    try:
-        return ScanConfig.model_validate({**config.model_dump(exclude_unset=True), **updates})
-    except ValidationError as exc:
-        names = {"resolution": "resolution", "min_bucket": "min_bucket_reso", "max_bucket": "max_bucket_reso",
-                 "bucket_step": "bucket_reso_steps"}
-        problems = "; ".join(
-            f"{names.get(str(e['loc'][0]), e['loc'][0])}: {str(e['msg']).removeprefix('Value error, ')}"
-            for e in exc.errors(include_url=False)
-        )
-        raise LayoutError(f"{layout.toml_path or layout.root}: {problems}") from None
+
+def choose_buckets(layout: DatasetLayout, config: ScanConfig) -> BucketChoice:
+    """The bucket settings a dataset is looked at with: the options ``config`` gives (the command line), over
+    the train config it names (its ``[dataset]``), over the dataset TOML's, over kohya's defaults (see
+    ``curator.buckets.choose_bucket_settings``). Raises ``LayoutError`` when the train config cannot be read."""
+    from curator.buckets import choose_bucket_settings, read_train_config_buckets
+
+    layers: list[tuple[str, dict[str, object]]] = []
+    if layout.source == "toml":
+        name = layout.toml_path.name if layout.toml_path is not None else "TOML"
+        layers.append((f"the dataset TOML {name}", dict(layout.toml_settings)))
+    if config.train_config is not None:
+        try:
+            train = read_train_config_buckets(config.train_config)
+        except ValueError as exc:
+            raise LayoutError(str(exc)) from None
+        layers.append((train.source, train.options))
+    layers.append((GIVEN_SOURCE, config.bucket_options()))
+    spelling = {GIVEN_SOURCE: {"resolution": "--resolution", "min_bucket": "--min-bucket",
+                               "max_bucket": "--max-bucket", "step": "--step", "no_upscale": "--no-upscale"}}
+    return choose_bucket_settings(*layers, spelling=spelling)
 
 
 class Dataset:
     """An open dataset. Use :meth:`open`; call :meth:`close` (or use ``with``) when done."""
 
-    def __init__(self, layout: DatasetLayout, index: Index, config: ScanConfig) -> None:
+    def __init__(self, layout: DatasetLayout, index: Index, config: ScanConfig, buckets: BucketChoice) -> None:
         self.layout = layout
         self.index = index
         self.config = config
+        self.buckets = buckets  # the one set of bucket settings (checks, bucket: queries, kiln buckets, the TUI)
         self._walk: WalkResult | None = None
         self._records: list[ImageRecord] | None = None
         self._by_path: dict[str, ImageRecord] | None = None
@@ -95,9 +91,9 @@ class Dataset:
         if caption_extension is not None:
             config = config.model_copy(update={"caption_extension": caption_extension})
         layout = load_layout(path, config.caption_extension)
-        config = config_with_toml(config, layout)
+        buckets = choose_buckets(layout, config)
         index = Index.open(layout.root, quiet=quiet)
-        return cls(layout, index, config)
+        return cls(layout, index, config, buckets)
 
     @property
     def root(self) -> Path:
@@ -241,7 +237,7 @@ class Dataset:
         if refresh:
             self.scan(progress=False)
         records = self.images()
-        rules = SizeRules.from_config(self.config)
+        rules = SizeRules.from_config(self.config, self.buckets.settings)
         stats = self.image_stats()
         found: list[Flag] = []
         for record in records:

@@ -325,5 +325,5 @@ def test_where_bucket_on_a_toml_kohya_refuses_exits_1_with_the_reason(dataset, m
     )
     before = captions(dataset)
     code, _out, err = kiln_autotag([str(toml), "--model", str(model), "--mode", "replace", "--where", "bucket:640x640"], capsys)
-    assert code == 1 and "--where: bucket:" in err and "not a multiple of step 64" in err
+    assert code == 1 and "--where: bucket:" in err and "not a multiple of bucket_reso_steps 64" in err
     assert captions(dataset) == before

@@ -156,7 +156,9 @@ def test_toml_dataset_end_to_end(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     with Dataset.open(config) as ds:
-        assert ds.config.resolution == 1024 and ds.root == tmp_path.resolve()
+        assert ds.buckets.settings is not None and ds.buckets.settings.resolution == (1024, 1024)
+        assert ds.buckets.source == "resolution from the dataset TOML dataset.toml; the rest kohya's defaults"
+        assert ds.root == tmp_path.resolve()
         records = {r.path: r for r in ds.images()}
         flags = {(f.path, f.kind) for f in ds.flags()}
     assert records["train/cat.png"].subset.repeats == 4 and records["reg/cup.jpg"].subset.is_reg

@@ -84,7 +84,7 @@ def test_json_on_the_sample_dataset(sample: Path, capsys: pytest.CaptureFixture[
 
 
 def test_max_steps_gives_epochs_and_no_upscale(sample: Path, capsys: pytest.CaptureFixture[str]):
-    data = json_report(capsys, str(sample), "--resolution", "512", "--max-steps", "1500")
+    data = json_report(capsys, str(sample), "--resolution", "512", "--batch-size", "4", "--max-steps", "1500")
     # ceil(1500 / 54) = 28 epochs
     assert (data["steps"]["epochs"], data["steps"]["total_steps"]) == (28, 1500)
     data = json_report(capsys, str(sample), "--resolution", "512", "--no-upscale")

@@ -112,7 +112,7 @@ def test_bucket_query_on_a_toml_kohya_refuses_says_why(ds: Path, tmp_path: Path,
     )
     before = captions(ds)
     code, _, err = kiln(capsys, "tags", "add", str(toml), "x", "--where", "bucket:640x640")
-    assert code == 1 and "bucket:" in err and "not a multiple of step 64" in err and "Traceback" not in err
+    assert code == 1 and "bucket:" in err and "not a multiple of bucket_reso_steps 64" in err and "Traceback" not in err
     assert captions(ds) == before
 
 

@@ -67,10 +67,10 @@ class KilnApp(App[None]):
 
     def __init__(self, dataset_path: Path, *, image_protocol: str | None = None, theme: str | None = None,
                  prefs: TuiPrefs | None = None, persist_prefs: bool = True,
-                 quality: QualityThresholds | None = None) -> None:
+                 quality: QualityThresholds | None = None, train_config: Path | None = None) -> None:
         super().__init__()
         self.dataset_path = Path(dataset_path)
-        self.model = DatasetModel(self.dataset_path, quality=quality)
+        self.model = DatasetModel(self.dataset_path, quality=quality, train_config=train_config)
         self.model.start_preload()  # open the dataset and read the index while Textual starts
         self.prefs = prefs or load_prefs()
         self.persist_prefs = persist_prefs
@@ -264,9 +264,10 @@ def _register_optional_views() -> None:
 
 
 def run_curator(path: Path, *, image_protocol: str | None = None, theme: str | None = None,
-                quality: QualityThresholds | None = None) -> int:
+                quality: QualityThresholds | None = None, train_config: Path | None = None) -> int:
     """Run the curator on ``path`` (the entry point ``kiln DATASET`` calls); ``quality``: the image-quality
-    thresholds of the health view (None: the defaults). Returns the exit code."""
+    thresholds of the health view (None: the defaults); ``train_config``: a kiln train config whose bucket
+    options to use. Returns the exit code."""
     import sys
 
     path = Path(path)
@@ -283,7 +284,7 @@ def run_curator(path: Path, *, image_protocol: str | None = None, theme: str | N
             import textual_image.widget  # noqa: F401
         except Exception:  # noqa: BLE001
             protocol = "halfblock"
-    app = KilnApp(path, image_protocol=protocol, theme=theme, quality=quality)
+    app = KilnApp(path, image_protocol=protocol, theme=theme, quality=quality, train_config=train_config)
     app.run()
     return app.return_code or 0
 

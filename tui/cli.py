@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from curator import __version__ as curator_version
+from curator.cli.options import add_train_config
 
 DESCRIPTION = """\
 kiln: curate image datasets and train LoRA adapters for Stable Diffusion, from the terminal.
@@ -37,7 +38,9 @@ def _add_curate(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="how previews are drawn (default: auto-detect; env KILN_IMAGE_PROTOCOL)",
     )
-    parser.add_argument("--theme", default=None, help="theme name from themes/ (dark, light, high-contrast, ...)")
+    parser.add_argument(
+        "--theme", default=None, help="theme name from themes/ or your themes folder (default: the last one used, else kiln-dark)"
+    )
     parser.add_argument(
         "--quality",
         action="append",
@@ -46,6 +49,7 @@ def _add_curate(subparsers: argparse._SubParsersAction) -> None:
         help="an image-quality threshold for the health view, e.g. blurry=0.3, heavy-jpeg=40, letterbox=off "
         "(repeatable; as `kiln check --quality`, see docs/DATASET.md)",
     )
+    add_train_config(parser)
     parser.set_defaults(func=_run_curate)
 
 
@@ -69,7 +73,8 @@ def _run_curate(args: argparse.Namespace) -> int:
     from tui.app import run_curator  # Textual is imported only here
 
     protocol = None if args.image_protocol in (None, "auto") else args.image_protocol
-    return run_curator(dataset, image_protocol=protocol, theme=args.theme, quality=quality)
+    return run_curator(dataset, image_protocol=protocol, theme=args.theme, quality=quality,
+                       train_config=args.train_config)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ from tui.state import BrowseState, BucketsChanged, CaptionsChanged, ChangeFeed, 
 if TYPE_CHECKING:
     from rich.text import Text
 
-    from curator.buckets import BucketSettings
+    from curator.buckets import BucketSettings, TrainConfigBuckets
     from curator.captions import Caption
     from curator.dataset import Dataset
     from curator.dupes import Cluster
@@ -70,13 +70,17 @@ def _carry_caption(old: Row, row: Row) -> None:
 class DatasetModel:
     """The open dataset as the TUI sees it."""
 
-    def __init__(self, root: Path, quality: QualityThresholds | None = None) -> None:
+    def __init__(self, root: Path, quality: QualityThresholds | None = None, train_config: Path | None = None) -> None:
         self.root = Path(root)
         self.quality = quality  # the image-quality thresholds of the health pass (None: the defaults)
+        self.train_config = train_config  # a kiln train config whose [dataset] bucket options to use
         self._dataset: Dataset | None = None
         self.rows: list[Row] = []
         self.by_path: dict[str, Row] = {}
         self.bucket_settings: BucketSettings | None = None
+        self.bucket_source = ""  # where bucket_settings come from, in words (shown in the Buckets view)
+        self.bucket_error = ""  # why the dataset's own bucket options could not be used ('' when they could)
+        self.train_steps: TrainConfigBuckets | None = None  # the train config's batch size and length
         self.changes = ChangeFeed()
         self.state = BrowseState(self.changes)
         self._lock = threading.RLock()
@@ -152,15 +156,20 @@ class DatasetModel:
             self.open()
 
     def open(self) -> None:
+        from curator.buckets import read_train_config_buckets
         from curator.dataset import Dataset
         from curator.scan.config import ScanConfig
 
         try:
-            config = ScanConfig(quality=self.quality) if self.quality is not None else None
+            config = ScanConfig(train_config=self.train_config)
+            if self.quality is not None:
+                config = ScanConfig(quality=self.quality, train_config=self.train_config)
             self._dataset = Dataset.open(self.root, config=config, quiet=True)
+            if self.train_config is not None:
+                self.train_steps = read_train_config_buckets(self.train_config)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot open {self.root}: {exc}") from exc
-        self.bucket_settings = self._default_bucket_settings()
+        self._use_dataset_buckets()
 
     @property
     def index_note(self) -> str:
@@ -170,16 +179,17 @@ class DatasetModel:
             return f"read-only dataset: index in {index.kiln_dir}"
         return ""
 
-    def _default_bucket_settings(self) -> BucketSettings:
-        """The bucket settings of ``bucket:`` queries (``curator.tags.items.bucket_settings_for``: the dataset
-        TOML's, else kohya's defaults); kohya's defaults when the TOML's cannot be used."""
-        from curator.buckets import BucketSettings
-        from curator.tags.items import bucket_settings_for
+    def _use_dataset_buckets(self) -> None:
+        """The dataset's bucket settings (``Dataset.buckets``: the train config's, the dataset TOML's, else kohya's
+        defaults: what ``kiln buckets``, ``kiln check`` and ``bucket:`` queries use); kohya's defaults, with the
+        reason in ``bucket_error``, when kohya would refuse them."""
+        from curator.buckets import DEFAULTS_SOURCE, BucketSettings
 
-        try:
-            return bucket_settings_for(self.dataset)
-        except (ValueError, TypeError):
-            return BucketSettings()
+        choice = self.dataset.buckets
+        if choice.settings is not None:
+            self.bucket_settings, self.bucket_source, self.bucket_error = choice.settings, choice.source, ""
+        else:
+            self.bucket_settings, self.bucket_source, self.bucket_error = BucketSettings(), DEFAULTS_SOURCE, choice.error
 
     def indexed_records(self) -> list[ImageRecord]:
         """What the index already knows, without touching the files (instant on a warm index)."""
@@ -333,11 +343,11 @@ class DatasetModel:
         self._bucket_cache[key] = bucket
         return bucket
 
-    def rebucket(self, settings: BucketSettings) -> None:
-        """Use new bucket settings for the bucket column (announces ``BucketsChanged``)."""
+    def rebucket(self, settings: BucketSettings, source: str = "the Buckets view") -> None:
+        """Use new bucket settings for the bucket column and ``bucket:`` filters (announces ``BucketsChanged``)."""
         if settings == self.bucket_settings:
             return
-        self.bucket_settings = settings
+        self.bucket_settings, self.bucket_source = settings, source
         for row in self.rows:
             row.bucket = self.bucket_of(row.width, row.height) if row.record.readable else None
         self.state.content_changed()

@@ -12,48 +12,32 @@ from curator.scan.config import ScanConfig
 
 @dataclass(frozen=True, slots=True)
 class SizeRules:
-    """The size limits derived from a ``ScanConfig`` and kohya's buckets."""
+    """The size limits of a scan config and the dataset's bucket settings (``Dataset.buckets``)."""
 
-    resolution: int
+    resolution: tuple[int, int]
     tiny_side: int
     pixel_limit: int
     widest_aspect: float
     widest_bucket: tuple[int, int] | None
-    bucket_settings: BucketSettings | None  # None when kohya would refuse the scan config's bucket options
+    bucket_settings: BucketSettings | None  # None when kohya would refuse the dataset's bucket options
 
     @classmethod
-    def from_config(cls, config: ScanConfig) -> SizeRules:
-        settings = _bucket_settings(config)
-        widest, bucket = _widest(config, settings)
-        return cls(config.resolution, config.tiny_side, config.pixel_limit, widest, bucket, settings)
+    def from_config(cls, config: ScanConfig, settings: BucketSettings | None = None) -> SizeRules:
+        """``settings``: the dataset's bucket settings (None: kohya would refuse them; the bucket checks are
+        then left out and the low-res check uses the resolution given, else kohya's default)."""
+        resolution = settings.resolution if settings is not None else (config.resolution or BucketSettings().resolution)
+        widest, bucket = _widest(settings)
+        return cls(resolution, config.tiny_side, config.pixel_limit, widest, bucket, settings)
+
+    @property
+    def resolution_text(self) -> str:
+        w, h = self.resolution
+        return f"{w}²" if w == h else f"{w}x{h}"
 
 
-def _bucket_settings(config: ScanConfig) -> BucketSettings | None:
-    res = config.resolution
-    try:
-        return BucketSettings(
-            resolution=(res, res),
-            min_bucket=min(config.min_bucket, res),
-            max_bucket=max(config.max_bucket, res),
-            step=config.bucket_step,
-        )
-    except ValueError:
-        return None
-
-
-def _widest(config: ScanConfig, settings: BucketSettings | None) -> tuple[float, tuple[int, int] | None]:
+def _widest(settings: BucketSettings | None) -> tuple[float, tuple[int, int] | None]:
     """The widest bucket's ratio (long/short) and that bucket."""
-    buckets: list[tuple[int, int]] = []
-    if settings is not None:
-        buckets = bucket_resolutions(settings)
-    else:  # kohya's make_bucket_resolutions, for bucket options BucketSettings refuses (resolution not a step multiple)
-        area, step = config.resolution**2, config.bucket_step
-        width = config.min_bucket
-        while width <= config.max_bucket:
-            height = min(config.max_bucket, (area // width) // step * step)
-            if height >= config.min_bucket:
-                buckets.append((width, height))
-            width += step
+    buckets = bucket_resolutions(settings) if settings is not None else []
     if not buckets:
         return math.inf, None
     best = max(buckets, key=lambda b: max(b) / min(b))
@@ -74,7 +58,7 @@ def size_flags(record: ImageRecord, rules: SizeRules) -> list[Flag]:
         flags.append(
             Flag(record.path, "too-large", f"{w}x{h} = {w * h / 1e6:.1f} MP is over the {rules.pixel_limit / 1e6:.1f} MP limit")
         )
-    target = rules.resolution**2
+    target = rules.resolution[0] * rules.resolution[1]
     area = w * h
     if area < target:
         shortfall = 1 - area / target
@@ -83,7 +67,7 @@ def size_flags(record: ImageRecord, rules: SizeRules) -> list[Flag]:
             Flag(
                 record.path,
                 "low-res",
-                f"{w}x{h} = {area:,} px is {shortfall:.0%} below {rules.resolution}² = {target:,} px; "
+                f"{w}x{h} = {area:,} px is {shortfall:.0%} below {rules.resolution_text} = {target:,} px; "
                 f"training upscales it ×{scale:.2f}",
             )
         )

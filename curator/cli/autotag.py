@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from curator.cli.options import QUERY_HELP, add_caption_extension, add_dataset, add_json, add_train_config
 
 if TYPE_CHECKING:
     from curator.autotag.config import AutotagConfig
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("dataset", type=Path, help="dataset folder (kohya layout or flat) or kohya dataset TOML")
+    add_dataset(p)
     p.add_argument("--model", required=True, help="folder with model.onnx + selected_tags.csv, or a cached HF repo id")
     p.add_argument("--general", type=float, default=0.35, metavar="P", help="general tag threshold (default 0.35)")
     p.add_argument("--character", type=float, default=0.85, metavar="P", help="character tag threshold (default 0.85)")
@@ -64,11 +65,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--workers", type=int, default=None, metavar="N", help="decode threads (default: CPU cores, max 8)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "rocm"], default="auto",
                    help="execution provider (auto: CUDA or ROCm when onnxruntime offers it, else CPU)")
-    p.add_argument("--caption-extension", default=None, metavar="EXT",
-                   help="caption file extension (default: the dataset's, .txt for folders)")
-    p.add_argument("--where", default=None, metavar="QUERY", help="only images matching a `kiln tags` query")
-    p.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
-    p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    add_caption_extension(p)
+    p.add_argument("--where", default=None, metavar="QUERY", help=QUERY_HELP)
+    add_train_config(p)
+    p.add_argument("--dry-run", action="store_true", help="print the per-file diff, change nothing")
+    add_json(p)
     p.set_defaults(func=run)
 
 
@@ -135,8 +136,11 @@ def run(args: argparse.Namespace) -> int:
     ext = args.caption_extension
     if ext and not ext.startswith("."):
         ext = "." + ext
+    from curator.scan.config import ScanConfig
+
     try:
-        dataset = Dataset.open(args.dataset, caption_extension=ext, quiet=args.json)
+        dataset = Dataset.open(args.dataset, caption_extension=ext, config=ScanConfig(train_config=args.train_config),
+                               quiet=args.json)
     except (OSError, ValueError) as exc:  # LayoutError, IndexOpenError: the dataset cannot be read
         return _fail(f"{args.dataset}: {exc}", args.json)
     with dataset:

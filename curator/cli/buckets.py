@@ -8,26 +8,29 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
+from curator.cli.options import (
+    OPTION_SPELLING,
+    add_bucket_options,
+    add_caption_extension,
+    add_dataset,
+    add_json,
+    scan_config,
+)
 from curator.textsafe import dumps_json
 
 if TYPE_CHECKING:
-    from pydantic import ValidationError
     from rich.console import Console
     from rich.table import Table
 
     from curator.buckets import BucketReport, StepMath
     from curator.dataset import Dataset
+    from curator.scan.config import ScanConfig
 
-_T = TypeVar("_T")
 
-DEFAULT_RESOLUTION = "1024"
-DEFAULT_MIN_BUCKET = 256
-DEFAULT_MAX_BUCKET = 2048
-DEFAULT_STEP = 64
-DEFAULT_BATCH_SIZE = 4
-DEFAULT_EPOCHS = 10
+DEFAULT_BATCH_SIZE = 1  # curator.buckets.DEFAULT_BATCH_SIZE (kohya's, kiln train's), without importing it here
+DEFAULT_EPOCHS = 10  # curator.buckets.DEFAULT_EPOCHS
 LIST_LIMIT = 20  # rows shown per problem list unless --all
 
 
@@ -39,61 +42,33 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Show how kohya sd-scripts will bucket the dataset: the bucket list, each image's bucket, resize and "
             "centre crop, images that get upscaled, buckets holding only one or two images, and the steps per "
-            "epoch for a batch size (kohya forms batches per bucket). Options not given are read from a kohya "
-            "dataset TOML when DATASET is one, else kohya/SDXL defaults are used. Writes nothing in the dataset "
-            "except its .kiln/ index."
+            "epoch for a batch size (kohya forms batches per bucket). Options not given come from --train-config "
+            "(a kiln train config), else from the dataset TOML when DATASET is one, else kohya's defaults "
+            "(resolution 512, buckets 256-1024 px, step 64, batch size 1): the same settings kiln check, the "
+            "bucket: query and the TUI use. Writes nothing in the dataset except its .kiln/ index."
         ),
     )
-    parser.add_argument("dataset", type=Path, help="dataset folder or kohya dataset TOML")
-    parser.add_argument(
-        "--resolution",
-        default=None,
-        metavar="R",
-        help=f"training resolution: N or W,H (default {DEFAULT_RESOLUTION})",
-    )
-    parser.add_argument(
-        "--min-bucket",
-        type=int,
-        default=None,
-        metavar="PX",
-        help=f"kohya --min_bucket_reso (default {DEFAULT_MIN_BUCKET})",
-    )
-    parser.add_argument(
-        "--max-bucket",
-        type=int,
-        default=None,
-        metavar="PX",
-        help=f"kohya --max_bucket_reso (default {DEFAULT_MAX_BUCKET})",
-    )
-    parser.add_argument(
-        "--step",
-        type=int,
-        default=None,
-        metavar="PX",
-        help=f"kohya --bucket_reso_steps (default {DEFAULT_STEP})",
-    )
-    parser.add_argument(
-        "--no-upscale",
-        action="store_true",
-        default=None,
-        help="kohya --bucket_no_upscale: buckets follow the images",
-    )
+    add_dataset(parser)
+    add_bucket_options(parser)
     parser.add_argument(
         "--batch-size",
         type=int,
         default=None,
         metavar="N",
-        help=f"train batch size (default {DEFAULT_BATCH_SIZE})",
+        help=f"train batch size (default: --train-config's, the dataset TOML's, else {DEFAULT_BATCH_SIZE}: kohya's "
+        "and kiln train's)",
     )
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
-        "--epochs", type=int, default=None, metavar="N", help=f"epochs (default {DEFAULT_EPOCHS})"
+        "--epochs", type=int, default=None, metavar="N",
+        help=f"epochs (default: --train-config's max_epochs or max_steps, else {DEFAULT_EPOCHS})",
     )
     group.add_argument(
         "--max-steps", type=int, default=None, metavar="N", help="target steps: prints the epochs it takes"
     )
     parser.add_argument(
-        "--grad-accum", type=int, default=1, metavar="N", help="gradient accumulation steps (default 1)"
+        "--grad-accum", type=int, default=None, metavar="N",
+        help="gradient accumulation steps (default: --train-config's, else 1)",
     )
     parser.add_argument(
         "--num-processes",
@@ -102,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help="processes (GPUs) training together, as kiln train --num-processes (default 1)",
     )
-    parser.add_argument("--caption-extension", default=None, help="caption extension (default: the layout's)")
+    add_caption_extension(parser)
     parser.add_argument(
         "--images", action="store_true", help="also list every image with its bucket, resize and crop"
     )
@@ -111,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help=f"list every upscaled image and thin bucket (default: first {LIST_LIMIT})",
     )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    add_json(parser)
     parser.set_defaults(func=run)
 
 
@@ -119,12 +94,21 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``kiln buckets``; returns the exit code.
 
     The settings are checked against the layout (which only reads folder names) before the dataset is
-    opened, so a typo in an option creates nothing, not even ``.kiln/``.
+    opened, so a typo in an option creates nothing, not even ``.kiln/``. They are chosen as every command
+    chooses them (``curator.dataset.choose_buckets``): the options given, over ``--train-config``'s, over the
+    dataset TOML's, over kohya's defaults.
     """
-    from pydantic import ValidationError
-
-    from curator.buckets import BucketSettings, bucket_report, step_math
-    from curator.layout import load_layout
+    from curator.buckets import (
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_EPOCHS,
+        TrainConfigBuckets,
+        bucket_error_message,
+        bucket_report,
+        read_train_config_buckets,
+        step_math,
+    )
+    from curator.dataset import choose_buckets
+    from curator.layout import LayoutError, load_layout
 
     path: Path = args.dataset
     if not path.exists():
@@ -132,36 +116,39 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         layout = load_layout(path, args.caption_extension)
+        config = scan_config(args)
+        choice = choose_buckets(layout, config)
+        train: TrainConfigBuckets | None = (
+            read_train_config_buckets(args.train_config) if args.train_config is not None else None
+        )
     except (OSError, ValueError) as exc:
-        print(f"kiln buckets: {exc}", file=sys.stderr)
+        message = bucket_error_message(exc, OPTION_SPELLING) if not isinstance(exc, LayoutError) else str(exc)
+        print(f"kiln buckets: {message}", file=sys.stderr)
         return 1
+    if choice.settings is None:
+        print(f"kiln buckets: {choice.error}", file=sys.stderr)
+        return 1
+    settings = choice.settings
 
     toml = dict(layout.toml_settings or {})
-    try:
-        settings = BucketSettings(
-            resolution=_pick(args.resolution, toml.get("resolution"), DEFAULT_RESOLUTION),
-            min_bucket=_pick(args.min_bucket, toml.get("min_bucket_reso"), DEFAULT_MIN_BUCKET),
-            max_bucket=_pick(args.max_bucket, toml.get("max_bucket_reso"), DEFAULT_MAX_BUCKET),
-            step=_pick(args.step, toml.get("bucket_reso_steps"), DEFAULT_STEP),
-            no_upscale=bool(_pick(args.no_upscale, toml.get("bucket_no_upscale"), False)),
-        )
-    except ValidationError as exc:
-        print(f"kiln buckets: {_validation_message(exc)}", file=sys.stderr)
-        return 1
-    except ValueError as exc:
-        print(f"kiln buckets: --resolution: {exc}", file=sys.stderr)
-        return 1
-
-    batch_size = _pick(args.batch_size, toml.get("batch_size"), DEFAULT_BATCH_SIZE)
-    epochs = args.epochs if args.epochs is not None or args.max_steps is not None else DEFAULT_EPOCHS
+    batch_size = _first(args.batch_size, train.batch_size if train else None, toml.get("batch_size"),
+                        DEFAULT_BATCH_SIZE)
+    accumulation = _first(args.grad_accum, train.gradient_accumulation if train else None, 1)
+    max_steps = args.max_steps
+    epochs = args.epochs
+    if epochs is None and max_steps is None:
+        epochs = train.max_epochs if train else None
+        max_steps = train.max_steps if train and epochs is None else None
+        if epochs is None and max_steps is None:
+            epochs = DEFAULT_EPOCHS
 
     def steps_for(counts: BucketReport | list[int]) -> StepMath:
         return step_math(
             counts,
             batch_size=batch_size,
             epochs=epochs,
-            max_steps=args.max_steps,
-            gradient_accumulation=args.grad_accum,
+            max_steps=max_steps,
+            gradient_accumulation=accumulation,
             num_processes=args.num_processes,
         )
 
@@ -170,14 +157,16 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"kiln buckets: {_option_names(str(exc))}", file=sys.stderr)
         return 1
-    notes = list(settings.notes)
+    notes = [f"bucket settings: {choice.source}", *settings.notes]
     if toml.get("enable_bucket") is False:
         notes.append(
             "the dataset TOML sets enable_bucket = false: kohya will not bucket; shown is what it would do"
         )
+    if train is not None and not train.enable_bucket:
+        notes.append(f"{train.source} sets enable_bucket = false: the trainer crops every image to the resolution")
 
     try:
-        dataset = _open_dataset(path, args.caption_extension)
+        dataset = _open_dataset(path, config)
     except (OSError, ValueError) as exc:
         print(f"kiln buckets: {exc}", file=sys.stderr)
         return 1
@@ -219,18 +208,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_dataset(path: Path, caption_extension: str | None) -> Dataset:
+def _open_dataset(path: Path, config: ScanConfig) -> Dataset:
     from curator.dataset import Dataset
 
-    return Dataset.open(path, caption_extension=caption_extension)
+    return Dataset.open(path, config=config)
 
 
-def _pick(cli_value: _T | None, toml_value: Any, default: _T) -> _T:  # noqa: ANN401 - raw TOML value
-    """The option given, else the dataset TOML's value (checked by BucketSettings / step_math), else the default."""
-    if cli_value is not None:
-        return cli_value
-    picked: _T = toml_value if toml_value is not None else default
-    return picked
+def _first(*values: Any) -> Any:  # noqa: ANN401 - option, config or raw TOML values, checked by step_math
+    """The first value that is set (the option given, the train config's, the dataset TOML's, the default)."""
+    return next(v for v in values if v is not None)
 
 
 _OPTION_NAMES = {
@@ -250,17 +236,6 @@ def _option_names(message: str) -> str:
 
     pattern = r"(?<![-\w])(" + "|".join(_OPTION_NAMES) + r")\b"
     return re.sub(pattern, lambda m: _OPTION_NAMES[m.group(1)], message)
-
-
-def _validation_message(exc: ValidationError) -> str:
-    """pydantic errors as one line, with the settings' field names spelled as this command's options."""
-    parts = []
-    for error in exc.errors():
-        message = _option_names(str(error.get("msg", "")).removeprefix("Value error, "))
-        loc = [str(p) for p in error.get("loc", ()) if not isinstance(p, int)]
-        field = "--" + loc[0].replace("_", "-") if loc else ""
-        parts.append(f"{field}: {message}" if field and not message.startswith(field) else message)
-    return "; ".join(parts)
 
 
 # --------------------------------------------------------------------------------------------------- JSON

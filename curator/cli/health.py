@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from curator.cli.options import (
+    add_bucket_options,
+    add_caption_extension,
+    add_dataset,
+    add_json,
+    add_no_progress,
+    scan_config,
+)
 from curator.textsafe import dumps_json
 
 if TYPE_CHECKING:
@@ -24,14 +31,17 @@ if TYPE_CHECKING:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", type=Path, help="dataset folder (kohya <repeats>_<name>/ or flat) or kohya TOML")
+    add_dataset(parser)
+    add_caption_extension(parser)
     parser.add_argument(
-        "--caption-extension", default=None, metavar="EXT", help="caption file extension (default .txt; a TOML's own)"
+        "--workers", type=int, default=None, metavar="N", help="scan processes (default: one per CPU core)"
     )
-    parser.add_argument("--workers", type=int, default=None, metavar="N", help="scan processes (default: CPU cores)")
-    parser.add_argument("--pixel-limit", type=int, default=None, metavar="PX", help="refuse images above this many pixels")
-    parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    parser.add_argument(
+        "--pixel-limit", type=int, default=None, metavar="PX",
+        help="refuse images above this many pixels (default 100000000: 100 MP)",
+    )
+    add_json(parser)
+    add_no_progress(parser)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,10 +61,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Refresh the index, then report every finding (see docs/DATASET.md for the kinds).",
     )
     _common(check)
+    add_bucket_options(check)
     check.add_argument(
-        "--resolution", type=int, default=None, metavar="PX", help="training resolution for low-res (default 512)"
+        "--threshold", type=int, default=None, metavar="BITS", help="near-duplicate pHash distance in bits (default 8)"
     )
-    check.add_argument("--threshold", type=int, default=None, metavar="BITS", help="near-duplicate pHash distance")
     check.add_argument("--kind", action="append", default=None, metavar="KIND", help="only these kinds (repeatable)")
     check.add_argument(
         "--quality",
@@ -105,16 +115,10 @@ def _open(args: argparse.Namespace, **overrides: object) -> Dataset | int:
     from curator.dataset import Dataset
     from curator.index import IndexOpenError
     from curator.layout import LayoutError
-    from curator.scan.config import ScanConfig, config_error_message
+    from curator.scan.config import config_error_message
 
-    values = {
-        "caption_extension": args.caption_extension,
-        "workers": args.workers,
-        "pixel_limit": args.pixel_limit,
-        **overrides,
-    }
     try:
-        config = ScanConfig.model_validate({k: v for k, v in values.items() if v is not None})
+        config = scan_config(args, **overrides)
     except ValidationError as exc:
         return _error(config_error_message(exc))
     try:
@@ -244,7 +248,6 @@ def run_check(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _error(str(exc))
     overrides = {
-        "resolution": args.resolution,
         "near_threshold": args.threshold,
         "quality": quality,
         "geometric": False if args.no_geometric else None,
@@ -254,11 +257,14 @@ def run_check(args: argparse.Namespace) -> int:
         return dataset
     with dataset:
         from curator.records import FLAG_KINDS
+        from curator.textsafe import printable
 
         unknown = [k for k in args.kind or [] if k not in FLAG_KINDS]
         if unknown:
             return _error(f"unknown kind {unknown[0]!r}; kinds are: {', '.join(FLAG_KINDS)}")
         _print_warnings(dataset)
+        if dataset.buckets.settings is None:
+            print(f"kiln: the bucket checks are left out: {printable(dataset.buckets.error)}", file=sys.stderr)
         if _scan(dataset, args) is None:
             return _error(f"{dataset.root}: no subset folder could be read")
         flags = dataset.flags(refresh=False)

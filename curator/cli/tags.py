@@ -11,17 +11,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from curator.cli.options import QUERY_HELP, add_caption_extension, add_dataset, add_json, add_train_config
+
 EXIT_OK, EXIT_FAIL, EXIT_CONFLICT = 0, 1, 2
 DIFF_LIMIT = 200
 
-QUERY_HELP = (
-    "scope: a filter query, e.g. 'tag:\"long hair\" AND -tag:solo', 'folder:10_ohwx tokens>75', "
-    "'name:img_0* OR flag:low-res', 'bucket:512x768', 'tags<5' (see docs/TAGS.md)"
-)
 
 
 def _common(parser: argparse.ArgumentParser, scoped: bool = True, writes: bool = True) -> None:
-    parser.add_argument("dataset", type=Path, help="dataset folder or kohya dataset TOML")
+    add_dataset(parser)
     if scoped:
         parser.add_argument("--where", metavar="QUERY", default=None, help=QUERY_HELP)
         parser.add_argument(
@@ -40,11 +38,11 @@ def _common(parser: argparse.ArgumentParser, scoped: bool = True, writes: bool =
             metavar="N",
             help=f"files shown in a diff (default {DIFF_LIMIT}; 0 = all)",
         )
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument(
-        "--caption-extension", default=None, metavar="EXT", help="caption extension (default: the layout's)"
-    )
+    add_json(parser)
+    add_caption_extension(parser)
     parser.add_argument("--separator", default=",", metavar="SEP", help="tag separator (default ',')")
+    if scoped:
+        add_train_config(parser)  # the bucket settings of bucket: queries
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

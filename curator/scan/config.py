@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -76,10 +77,18 @@ class ScanConfig(BaseModel):
     caption_extension: str | None = Field(
         None, description="caption file extension (.txt or .caption); None: .txt, or what a dataset TOML says"
     )
-    resolution: int = Field(512, description="training resolution (square side in px) for the low-res check")
-    min_bucket: int = Field(256, description="kohya --min_bucket_reso, for the aspect-ratio check")
-    max_bucket: int = Field(1024, description="kohya --max_bucket_reso, for the aspect-ratio check")
-    bucket_step: int = Field(64, description="kohya --bucket_reso_steps")
+    # The bucket options below are overrides: None takes the dataset's (its TOML, or the train config given), else
+    # kohya's defaults; ``Dataset.buckets`` holds the settings chosen (``curator.buckets.choose_bucket_settings``).
+    resolution: tuple[int, int] | None = Field(
+        None, description="training resolution (N or W,H) for the low-res and bucket checks; None: the dataset's"
+    )
+    min_bucket: int | None = Field(None, description="kohya --min_bucket_reso; None: the dataset's")
+    max_bucket: int | None = Field(None, description="kohya --max_bucket_reso; None: the dataset's")
+    bucket_step: int | None = Field(None, description="kohya --bucket_reso_steps; None: the dataset's")
+    no_upscale: bool | None = Field(None, description="kohya --bucket_no_upscale; None: the dataset's")
+    train_config: Path | None = Field(
+        None, description="a kiln train config whose [dataset] bucket options the dataset is looked at with"
+    )
     tiny_side: int = Field(256, description="shorter sides under this many px are flagged tiny")
     pixel_limit: int = Field(DEFAULT_PIXEL_LIMIT, description="images with more pixels are refused (not decoded)")
     near_threshold: int = Field(DEFAULT_NEAR_THRESHOLD, description="max pHash distance (bits) of near-duplicates")
@@ -97,19 +106,37 @@ class ScanConfig(BaseModel):
             raise ValueError(f"caption_extension {value!r} is not a file extension; use .txt or .caption")
         return ext if ext.startswith(".") else "." + ext
 
+    @field_validator("resolution", mode="before")
+    @classmethod
+    def _resolution_shape(cls, value: object) -> object:
+        from curator.buckets import parse_resolution
+
+        if isinstance(value, str):
+            return parse_resolution(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return (value, value)
+        return value
+
     @field_validator("resolution")
     @classmethod
-    def _resolution(cls, value: int) -> int:
-        if not 64 <= value <= 8192:
-            raise ValueError(f"resolution {value} is out of range; use the training side, e.g. 512, 768 or 1024")
+    def _resolution(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and not all(64 <= side <= 8192 for side in value):
+            shown = f"{value[0]}x{value[1]}" if value[0] != value[1] else str(value[0])
+            raise ValueError(f"resolution {shown} is out of range; use the training side, e.g. 512, 768 or 1024")
         return value
 
     @field_validator("min_bucket", "max_bucket", "bucket_step", "tiny_side")
     @classmethod
-    def _positive(cls, value: int, info: object) -> int:
-        if value <= 0:
+    def _positive(cls, value: int | None, info: object) -> int | None:
+        if value is not None and value <= 0:
             raise ValueError(f"{getattr(info, 'field_name', 'value')} must be a positive number of pixels, got {value}")
         return value
+
+    def bucket_options(self) -> dict[str, object]:
+        """The bucket options given here (``BucketSettings`` fields; what is None is left to the dataset)."""
+        given = {"resolution": self.resolution, "min_bucket": self.min_bucket, "max_bucket": self.max_bucket,
+                 "step": self.bucket_step, "no_upscale": self.no_upscale}
+        return {k: v for k, v in given.items() if v is not None}
 
     @field_validator("pixel_limit")
     @classmethod

@@ -43,8 +43,11 @@ def _open(args: argparse.Namespace) -> Dataset:
     path: Path = args.dataset
     if not path.exists():
         raise _Fail(f"{path}: no such dataset folder or TOML file")
+    from curator.scan.config import ScanConfig
+
+    config = ScanConfig(train_config=getattr(args, "train_config", None))
     try:
-        return Dataset.open(path, caption_extension=args.caption_extension, quiet=args.json)
+        return Dataset.open(path, caption_extension=args.caption_extension, config=config, quiet=args.json)
     except (OSError, ValueError) as exc:
         raise _Fail(f"{path}: cannot open the dataset: {exc}") from None
 

@@ -159,24 +159,13 @@ def query_item(
     )
 
 
-def bucket_settings_for(dataset: Dataset) -> BucketSettings:
-    """The ``BucketSettings`` a ``bucket:WxH`` query uses: the dataset TOML's bucket options, else kohya's
-    defaults (``curator.buckets.BucketSettings()``)."""
-    from curator.buckets import settings_from_toml
-
-    return settings_from_toml(dataset.layout.toml_settings)
-
-
 def _query_bucket_settings(dataset: Dataset) -> BucketSettings:
-    from pydantic import ValidationError
+    from curator.buckets import BucketSettingsError, bucket_settings_for
 
     try:
         return bucket_settings_for(dataset)
-    except ValidationError as exc:
-        reason = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
-    except ValueError as exc:
-        reason = str(exc)
-    raise ScopeError(f"bucket: needs the dataset TOML's bucket options, which kohya would refuse: {reason}")
+    except BucketSettingsError as exc:
+        raise ScopeError(f"bucket: needs bucket options kohya accepts: {exc}") from None
 
 
 def flags_by_image(flags: Iterable[Flag], records: Iterable[ImageRecord]) -> dict[str, list[Flag]]:
@@ -202,7 +191,8 @@ def select(
     dataset: Dataset, items: list[CaptionItem], query: Query, bucket_settings: BucketSettings | None = None
 ) -> list[CaptionItem]:
     """The ``items`` that ``query`` matches. Health flags (``flag:``) and buckets (``bucket:``, under
-    ``bucket_settings``, default :func:`bucket_settings_for`) are worked out only when the query asks."""
+    ``bucket_settings``, default ``curator.buckets.bucket_settings_for``: the dataset's) are worked out only when
+    the query asks."""
     fields = query.fields
     if not fields:
         return list(items)

@@ -11,6 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Checkbox, Input, Label, Static
 
+from curator.buckets import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
 from curator.textsafe import printable, safe_text
 from tui.views.base import KilnView
 
@@ -86,40 +87,95 @@ def _unreadable_note(text: Text, report: BucketReport) -> None:
         text.append(f" … {len(report.unreadable) - len(shown)} more (Health view: 5)", style="yellow")
 
 
+def settings_text(settings: BucketSettings, source: str, error: str = "") -> Text:
+    """The bucket settings in use, in one line, and where they come from."""
+    text = Text(no_wrap=False)
+    mode = "no upscale (buckets follow the images)" if settings.no_upscale else \
+        f"buckets {settings.min_bucket}–{settings.max_bucket} px"
+    w, h = settings.resolution
+    text.append(f"{w}×{h}, {mode}, step {settings.step}", style="bold")
+    text.append("  from ", style="dim")
+    text.append_text(safe_text(source, style="dim"))
+    if error:
+        text.append("\n")
+        text.append_text(safe_text(f"the dataset's own bucket options cannot be used: {error}", style="yellow"))
+    return text
+
+
 class BucketsView(KilnView):
+    """The bucket chart of the dataset's bucket settings (``model.bucket_settings``: the train config's, the
+    dataset TOML's, else kohya's defaults, as ``kiln buckets`` has them), which the form changes: enter (or the
+    checkbox) makes the new settings the ones the browser's bucket column and ``bucket:`` filters use."""
+
     VIEW_ID = "buckets"
     TITLE = "Buckets"
 
     DEFAULT_CSS = """
-    BucketsView #bucket-form { height: 1; margin-bottom: 1; }
-    BucketsView #bucket-form Label { padding: 0 1 0 1; color: $text-muted; }
-    BucketsView #bucket-form Input { width: 12; height: 1; border: none; padding: 0 1; background: $boost; }
-    BucketsView #bucket-form Input.-invalid { background: $error 30%; }
-    BucketsView #bucket-form Checkbox { height: 1; border: none; padding: 0 1; background: $surface; }
+    BucketsView .bucket-form { height: 1; }
+    BucketsView #bucket-form-2 { margin-bottom: 1; }
+    BucketsView .bucket-form Label { padding: 0 1 0 1; color: $text-muted; }
+    BucketsView .bucket-form Input { width: 8; height: 1; border: none; padding: 0 1; background: $boost; }
+    BucketsView .bucket-form Input#res { width: 12; }
+    BucketsView .bucket-form Input.-invalid { background: $error 30%; }
+    BucketsView .bucket-form Checkbox { height: 1; border: none; padding: 0 1; background: $surface; }
+    BucketsView #bucket-source { height: auto; padding: 0 1; }
     BucketsView #bucket-error { color: $error; height: auto; display: none; padding: 0 1; }
     BucketsView #bucket-chart-scroll { height: 1fr; }
     """
 
     def compose(self) -> ComposeResult:
-        with Horizontal(id="bucket-form"):
+        with Horizontal(id="bucket-form-1", classes="bucket-form"):
             yield Label("res")
-            yield Input(id="res", placeholder="1024 or 1024,768")
+            yield Input(id="res", placeholder="512 or 768,512", compact=True)
             yield Label("batch")
-            yield Input("1", id="batch", type="integer")
+            yield Input(str(DEFAULT_BATCH_SIZE), id="batch", type="integer", compact=True)
             yield Label("epochs")
-            yield Input("10", id="epochs", type="integer")
-            yield Checkbox("no upscale", id="no-upscale")
+            yield Input(str(DEFAULT_EPOCHS), id="epochs", type="integer", compact=True)
+            yield Checkbox("no upscale", id="no-upscale", compact=True)
+        with Horizontal(id="bucket-form-2", classes="bucket-form"):
+            yield Label("min")
+            yield Input(id="min", type="integer", compact=True)
+            yield Label("max")
+            yield Input(id="max", type="integer", compact=True)
+            yield Label("step")
+            yield Input(id="step", type="integer", compact=True)
+        yield Static(id="bucket-source")
         yield Static(id="bucket-error")
         with VerticalScroll(id="bucket-chart-scroll", can_focus=True):
             yield Static(id="bucket-chart")
 
+    _filled = False
+
     def dataset_loaded(self) -> None:
-        settings = self.model.bucket_settings
-        if settings is not None and not self.query_one("#res", Input).value:
-            w, h = settings.resolution
-            self.query_one("#res", Input).value = str(w) if w == h else f"{w},{h}"
-            self.query_one("#no-upscale", Checkbox).value = bool(settings.no_upscale)
+        if not self._filled and self.model.bucket_settings is not None:
+            self._filled = True
+            self._fill_form(self.model.bucket_settings)
+            steps = self.model.train_steps
+            if steps is not None:
+                if steps.batch_size is not None:
+                    self.query_one("#batch", Input).value = str(steps.batch_size)
+                if steps.max_epochs is not None:
+                    self.query_one("#epochs", Input).value = str(steps.max_epochs)
+        self._show_source()
         self.recompute()
+
+    def buckets_changed(self) -> None:
+        self._show_source()
+
+    def _fill_form(self, settings: BucketSettings) -> None:
+        w, h = settings.resolution
+        with self.prevent(Input.Changed, Checkbox.Changed):
+            self.query_one("#res", Input).value = str(w) if w == h else f"{w},{h}"
+            self.query_one("#min", Input).value = str(settings.min_bucket)
+            self.query_one("#max", Input).value = str(settings.max_bucket)
+            self.query_one("#step", Input).value = str(settings.step)
+            self.query_one("#no-upscale", Checkbox).value = bool(settings.no_upscale)
+
+    def _show_source(self) -> None:
+        model = self.model
+        if model.bucket_settings is not None:
+            self.query_one("#bucket-source", Static).update(
+                settings_text(model.bucket_settings, model.bucket_source, model.bucket_error))
 
     def activated(self) -> None:
         self.query_one("#bucket-chart-scroll").focus()
@@ -138,22 +194,22 @@ class BucketsView(KilnView):
         self.recompute(apply_to_browser=True)
 
     def _settings(self) -> BucketSettings:
+        """The settings the form holds (kohya's checks: a refused combination raises, naming the fields)."""
         from curator.buckets import BucketSettings
 
         current = self.model.bucket_settings or BucketSettings()
-        res = self.query_one("#res", Input).value.strip() or "512"
-        data = current.model_dump(exclude={"notes"})
-        data["resolution"] = res
-        data["no_upscale"] = self.query_one("#no-upscale", Checkbox).value
-        try:
-            from curator.buckets import parse_resolution
 
-            w, h = parse_resolution(res)
-            data["max_bucket"] = max(data["max_bucket"], w, h)
-            data["min_bucket"] = min(data["min_bucket"], w, h)
-        except ValueError:
-            pass
-        return BucketSettings(**data)
+        def number(widget_id: str, fallback: int) -> int:
+            value = self.query_one(f"#{widget_id}", Input).value.strip()
+            return int(value) if value else fallback
+
+        return BucketSettings(
+            resolution=self.query_one("#res", Input).value.strip() or current.resolution,
+            min_bucket=number("min", current.min_bucket),
+            max_bucket=number("max", current.max_bucket),
+            step=number("step", current.step),
+            no_upscale=self.query_one("#no-upscale", Checkbox).value,
+        )
 
     def recompute(self, apply_to_browser: bool = False) -> None:
         if not self.model.rows:
@@ -162,7 +218,7 @@ class BucketsView(KilnView):
         error = self.query_one("#bucket-error", Static)
         try:
             settings = self._settings()
-            batch = int(self.query_one("#batch", Input).value or "1")
+            batch = int(self.query_one("#batch", Input).value or str(DEFAULT_BATCH_SIZE))
             epochs_text = self.query_one("#epochs", Input).value.strip()
             epochs = int(epochs_text) if epochs_text else None
         except ValueError as exc:
@@ -199,13 +255,11 @@ class BucketsView(KilnView):
             self.model.rebucket(settings)  # announced: the browser's bucket column and facts follow
 
 
+FORM_NAMES = {"resolution": "res", "min_bucket": "min", "max_bucket": "max", "step": "step"}
+
+
 def _first_error(exc: Exception) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        try:
-            first = errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            return f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
-        except Exception:  # noqa: BLE001
-            pass
-    return str(exc)
+    """A form value kohya would refuse, in words naming the form's fields."""
+    from curator.buckets import bucket_error_message
+
+    return bucket_error_message(exc, FORM_NAMES)
