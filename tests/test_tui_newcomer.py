@@ -189,3 +189,94 @@ def test_tui_takes_the_train_configs_bucket_settings(dataset: Path, tmp_path: Pa
             assert {r.path: list(r.bucket) for r in app.model.rows} == {i["path"]: i["bucket"] for i in cli["images"]}
 
     asyncio.run(run())
+
+
+# ------------------------------------------------------------ item 4: filter box, stale errors, stale previews
+
+
+def test_every_one_line_text_field_shows_its_text_while_focused(dataset: Path) -> None:
+    from textual.widgets import Input
+
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("slash")
+            await pilot.press(*"tag:greyscale")
+            box = app.query_one("#filter", Input)
+            assert box.has_focus and box.value == "tag:greyscale"
+            assert box.content_region.height == 1, "the focused filter box has no room for its text"
+            assert "tag:greyscale" in box.render_line(0).text
+            await pilot.press("escape")
+            for key in ("2", "3", "4"):
+                await pilot.press(key)
+                await pilot.pause()
+                for field in app.active_view.query(Input):
+                    if not field.display or field.size.height != 1:
+                        continue
+                    field.focus()
+                    await pilot.pause()
+                    assert field.content_region.height == 1, f"{field.id} in {app.active_view.id}"
+
+    asyncio.run(run())
+
+
+def test_escape_closes_a_bad_filter_with_its_error(dataset: Path) -> None:
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_loaded(pilot)
+            view = browser(app)
+            await pilot.press("slash", *"tag:greyscale", "enter")
+            shown = len(view.image_list.view)
+            await pilot.press("slash", "ctrl+u", *"(greyscale", "enter")
+            error = view.query_one("#filter-error", Static)
+            assert error.display
+            await pilot.press("escape")
+            assert not error.display, "a stale filter error stays on screen after esc"
+            box = view.query_one("#filter")
+            assert box.value == "tag:greyscale" and "-error" not in box.classes  # the filter in use
+            assert len(view.image_list.view) == shown and view.image_list.has_focus
+
+    asyncio.run(run())
+
+
+def test_bulk_preview_is_cleared_when_what_it_shows_no_longer_holds(dataset: Path) -> None:
+    from textual.widgets import OptionList, RadioButton
+
+    from tui.widgets.dialogs import ConfirmScreen
+
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("space", "space", "3")
+            diff = app.query_one("#diff", Static)
+
+            async def preview() -> None:
+                await pilot.press("ctrl+e")
+                await wait_for(pilot, lambda: "would change" in rendered(diff))
+
+            app.query_one("#f-tags").value = "watermark"
+            await preview()
+            app.query_one("#scope-all", RadioButton).value = True  # another scope
+            await pilot.pause()
+            assert "would change" not in rendered(diff) and "ctrl+e" in rendered(diff)
+            await preview()
+            app.query_one("#op-list", OptionList).highlighted = 1  # another operation
+            await pilot.pause()
+            assert "would change" not in rendered(diff)
+            app.query_one("#op-list", OptionList).highlighted = 0
+            app.query_one("#f-tags").value = "watermark"
+            await preview()
+            await pilot.press("1", "escape", "3")  # the selection the scope holds changed
+            await pilot.pause()
+            assert "would change" in rendered(diff)  # scope is "all": unaffected
+            await pilot.press("ctrl+s")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await wait_for(pilot, lambda: "written" in " ".join(notes(app)))
+            await pilot.pause()
+            assert "would change" not in rendered(diff), "the diff of an applied operation stays on screen"
+
+    asyncio.run(run())

@@ -114,6 +114,12 @@ class KilnApp(App[None]):
         if self.persist_prefs:
             save_prefs(self.prefs)
 
+    def key_label(self, binding_id: str) -> str:
+        from tui.bindings import all_keys
+
+        ctx, key = all_keys()[binding_id]
+        return self.keymap.label(ctx, key)
+
     # ----- layout -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         app_keys = context("app")

@@ -49,6 +49,10 @@ class ViewHost(Protocol):
         """Write ``prefs`` (unless this app was started not to)."""
         ...
 
+    def key_label(self, binding_id: str) -> str:
+        """The keys binding ``binding_id`` answers to now (the user's keymap applied), as help writes them."""
+        ...
+
 
 class KilnView(Container):
     """Base class for a view. Subclasses set ``VIEW_ID``/``TITLE``, compose their widgets and react to hooks.

@@ -129,7 +129,7 @@ class BrowserView(KilnView):
                 yield grid_header
                 yield self.image_grid
                 yield FilterInput(placeholder="filter: tag query, e.g. 1girl AND NOT solo  (enter applies, esc closes)",
-                                  id="filter")
+                                  id="filter", compact=True)
                 yield Static(id="filter-error")
             with Vertical(id="side"):
                 yield ImagePreview(protocol=self.kiln.image_protocol, id="preview")
@@ -281,7 +281,13 @@ class BrowserView(KilnView):
         box.focus()
 
     def on_filter_input_closed(self, event: FilterInput.Closed) -> None:
+        """esc: the box shows the filter in use again (or closes), without the last query's error."""
         event.stop()
+        box = self.query_one(FilterInput)
+        self.query_one("#filter-error").display = False
+        box.remove_class("-error")
+        box.value = self.model.state.filter_text
+        box.display = bool(box.value)
         self.focus_images()
 
     def on_apply_filter(self, message: ApplyFilter) -> None:

@@ -102,14 +102,14 @@ class BulkView(KilnView):
                 yield OptionList(*[Option(Text(s.label), id=s.op) for s in OPERATIONS], id="op-list")
                 yield Static(id="op-help")
                 with Vertical(id="params"):
-                    yield Input(placeholder="tags, comma separated", id="f-tags")
+                    yield Input(placeholder="tags, comma separated", id="f-tags", compact=True)
                     yield Checkbox("at front", id="f-front")
-                    yield Input(placeholder="old tag (or regex)", id="f-old")
-                    yield Input(placeholder="new tag(s); empty removes", id="f-new")
+                    yield Input(placeholder="old tag (or regex)", id="f-old", compact=True)
+                    yield Input(placeholder="new tag(s); empty removes", id="f-new", compact=True)
                     yield Checkbox("regex", id="f-regex")
-                    yield Input(placeholder="trigger word (empty: folder class tokens)", id="f-word")
+                    yield Input(placeholder="trigger word (empty: folder class tokens)", id="f-word", compact=True)
                     yield Checkbox("by frequency", id="f-freq")
-                    yield Input(placeholder="keep first N tags in place", id="f-keep", type="integer")
+                    yield Input(placeholder="keep first N tags in place", id="f-keep", type="integer", compact=True)
                     yield Checkbox("underscores → spaces", id="f-spaces")
                     yield Checkbox("lower case", id="f-lower")
                     yield Checkbox("escape ( )", id="f-escape")
@@ -126,18 +126,23 @@ class BulkView(KilnView):
                 with Horizontal(id="autotag-row"):
                     yield ProgressBar(id="autotag-progress", show_eta=False)
             with Vertical(id="bulk-right"):
-                yield Static("preview (ctrl+e)", id="diff-title")
+                yield Static(id="diff-title")
                 with VerticalScroll(id="diff-scroll"):
                     yield Static(id="diff")
-                yield Static("history (u undo · ctrl+r redo)", id="history-title")
+                yield Static(id="history-title")
                 yield OptionList(id="history")
 
     planned: list[CaptionChange] | None = None
 
     def on_mount(self) -> None:
         self._cancel = threading.Event()
+        label = self.kiln.key_label
+        self.query_one("#diff-title", Static).update(Text(f"preview ({label('bulk.preview')})"))
+        self.query_one("#history-title", Static).update(
+            Text(f"history ({label('app.undo')} undo · {label('app.redo')} redo)"))
         self.query_one("#op-list", OptionList).highlighted = 0
         self._show_fields(OPERATIONS[0])
+        self._invalidate()
 
     # ----- hooks ------------------------------------------------------------------------------
     def activated(self) -> None:
@@ -150,15 +155,20 @@ class BulkView(KilnView):
         self.refresh_history()
 
     def captions_changed(self) -> None:
-        self.planned = None
+        """Captions were written (this view's apply, an undo, an edit elsewhere): a shown diff is out of date."""
+        self._invalidate()
         self._label_scopes()
         self.refresh_history()
 
     def filter_changed(self, text: str) -> None:
         self._label_scopes()
+        if self._scope() == "filter":
+            self._invalidate()
 
     def selection_changed(self, count: int) -> None:
         self._label_scopes()
+        if self._scope() == "selection":
+            self._invalidate()
 
     def _default_scope(self) -> None:
         state = self.model.state
@@ -212,7 +222,11 @@ class BulkView(KilnView):
         self._invalidate()
 
     def _invalidate(self) -> None:
+        """What the preview showed no longer holds (another operation, input, scope, or the captions changed):
+        forget it and say how to get a new one."""
         self.planned = None
+        self._show_diff(Text(f"{self.kiln.key_label('bulk.preview')} previews the diff of the operation on the "
+                             "chosen scope; nothing is written before you apply and confirm.", style="dim"))
 
     def params(self) -> dict[str, object]:
         spec = self.spec
@@ -227,10 +241,13 @@ class BulkView(KilnView):
             p["by"] = "freq" if p.pop("freq", False) else "alpha"
         return p
 
+    def _scope(self) -> str:
+        pressed = self.query_one("#scope", RadioSet).pressed_button
+        return (pressed.id or "scope-all").removeprefix("scope-") if pressed else "all"
+
     def scope_rows(self) -> tuple[str, list[Row]]:
         """The scope chosen and its rows: the selection, the images the filter shows, or every image."""
-        pressed = self.query_one("#scope", RadioSet).pressed_button
-        scope = (pressed.id or "scope-all").removeprefix("scope-") if pressed else "all"
+        scope = self._scope()
         if scope == "selection":
             return scope, self.model.selected_rows()
         if scope == "filter":

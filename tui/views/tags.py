@@ -73,7 +73,7 @@ class TagsView(KilnView):
     """
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="narrow tags… (type, then ↓ to the list)", id="tag-search")
+        yield Input(placeholder="narrow tags… (type, then ↓ to the list)", id="tag-search", compact=True)
         table = TagTable(id="tag-table", cursor_type="row", zebra_stripes=True)
         table.add_column("count", key="count", width=7)
         table.add_column("tag", key="tag")
