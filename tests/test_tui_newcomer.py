@@ -280,3 +280,65 @@ def test_bulk_preview_is_cleared_when_what_it_shows_no_longer_holds(dataset: Pat
             assert "would change" not in rendered(diff), "the diff of an applied operation stays on screen"
 
     asyncio.run(run())
+
+
+# ------------------------------------------------------------------------ item 5: edits from another shell
+
+
+def kiln_elsewhere(*argv: str) -> None:
+    """Run kiln in another process, as another shell would."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    done = subprocess.run([sys.executable, "-m", "tui.cli", *argv], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_edits_and_undo_from_another_shell_reach_every_view(dataset: Path) -> None:
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_loaded(pilot)
+            rows = app.model.rows
+            visible = {r.path for r in browser(app).watched_rows()}
+            assert len(visible) < len(rows)  # some images are off screen
+            await asyncio.to_thread(kiln_elsewhere, "tags", "add", str(dataset), "from elsewhere")
+            await wait_for(pilot, lambda: all("from elsewhere" in r.tags for r in app.model.rows), timeout=15)
+            assert app.model.vocabulary()["from elsewhere"] == len(rows)
+            await pilot.press("3")
+            history = app.query_one("#history")
+            await wait_for(pilot, lambda: "from elsewhere" in str(history.get_option_at_index(0).prompt))
+            await asyncio.to_thread(kiln_elsewhere, "tags", "undo", str(dataset))
+            await wait_for(pilot, lambda: not any("from elsewhere" in r.tags for r in app.model.rows), timeout=15)
+            await wait_for(pilot, lambda: "undone" in str(history.get_option_at_index(0).prompt))
+            await wait_for(pilot, lambda: any("another kiln" in n for n in notes(app)))
+            # the TUI's own undo then undoes what is now the last entry, not a stale one
+            await pilot.press("2")
+            assert app.model.vocabulary()["from elsewhere"] == 0
+
+    asyncio.run(run())
+
+
+def test_an_editor_change_to_an_image_off_screen_is_picked_up(dataset: Path, monkeypatch) -> None:
+    import tui.shell.captions
+
+    monkeypatch.setattr(tui.shell.captions, "SWEEP_SECONDS", 0.5)
+
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_loaded(pilot)
+            visible = {r.path for r in browser(app).watched_rows()}
+            hidden = next(r for r in app.model.rows if r.path not in visible)
+            caption = hidden.caption_target
+            assert caption is not None
+            caption.write_text("edited in vim, elsewhere\n", encoding="utf-8")
+            await wait_for(pilot, lambda: hidden.path in app.model.by_path
+                           and app.model.by_path[hidden.path].tags == ["edited in vim", "elsewhere"], timeout=15)
+            await wait_for(pilot, lambda: any(hidden.name in n for n in notes(app)))
+
+    asyncio.run(run())

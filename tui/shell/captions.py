@@ -1,10 +1,13 @@
-"""Captions edited outside kiln: every ``CAPTION_POLL_SECONDS`` a worker looks at the journal (what another
-kiln process, a ``kiln tags`` in another shell, changed: every row it touched, visible or not) and at the
-captions the views show (the focused image's and the visible ones, for other editors and scripts); a changed
-one is re-read (the model announces it, every view follows) and the user is told."""
+"""Captions edited outside this TUI: every ``CAPTION_POLL_SECONDS`` a worker looks at (1) the journal, for what
+another kiln process (``kiln tags …`` or ``kiln tags undo`` in another shell, a second TUI) changed: every row
+it touched, visible or not; (2) the captions the views show (the focused image's and the visible ones), for
+edits made with another editor or a script; and every ``SWEEP_SECONDS`` (longer on big datasets) (3) every
+caption file's modification time, for such edits to images that are not on screen. A changed caption is
+re-read (the model announces it, every view follows) and the user is told."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 
 from textual.app import App
@@ -15,6 +18,7 @@ from tui.shell.threads import call_ui
 from tui.views.base import KilnView
 
 CAPTION_POLL_SECONDS = 1.0
+SWEEP_SECONDS = 10.0  # every caption file is looked at this often (plus a second per 2,000 images)
 
 
 class CaptionWatcher:
@@ -27,6 +31,7 @@ class CaptionWatcher:
         self.views = views
         self.loaded = loaded
         self.warn = warn
+        self._last_sweep = time.monotonic()
 
     def start(self) -> None:
         self.app.set_interval(CAPTION_POLL_SECONDS, self.poll)
@@ -42,6 +47,10 @@ class CaptionWatcher:
         if not self.loaded():
             return
         rows = self.watched()
+        now = time.monotonic()
+        if now - self._last_sweep >= SWEEP_SECONDS + len(self.model.rows) / 2000:
+            self._last_sweep = now
+            rows = list(self.model.rows)
         self.app.run_worker(lambda: self._check(rows), thread=True, exclusive=True, group="caption-poll")
 
     def _check(self, rows: list[Row]) -> None:
