@@ -308,7 +308,9 @@ def test_where_bucket_and_flag_select_like_kiln_tags(dataset, model, capsys):
     assert [r["path"] for r in report["results"]] == [f"{sub}/astronaut.png"]
     code, report = run_json([*args, "flag:multiline-caption"], capsys)  # raised on coffee.txt, not the image
     assert code == 0 and [r["path"] for r in report["results"]] == [f"{sub}/coffee.png"]
-    code, report = run_json([*args, "bucket:64x4096"], capsys)
+    code, report = run_json([*args, "bucket:64x4096"], capsys)  # a bucket the settings do not have
+    assert code == 1 and "bucket:64x4096 matches nothing" in report["reason"] and "512x512" in report["reason"]
+    code, report = run_json([*args, "tag:nosuchtag"], capsys)
     assert code == 1 and "no image matches" in report["reason"]
     for where in (f"bucket:{w}x{h}", "flag:multiline-caption", "flag:missing-caption OR flag:empty-caption"):
         with Dataset.open(dataset) as ds:

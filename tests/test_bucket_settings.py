@@ -136,3 +136,22 @@ def test_refused_settings_name_the_option_and_where_it_was_set(sample: Path, tmp
     bad.write_text("[train]\nbatch_size = 2\n", encoding="utf-8")
     assert main(["buckets", str(sample), "--train-config", str(bad)]) == 1
     assert "no [dataset] table" in capsys.readouterr().err
+
+
+def test_query_values_that_match_nothing_are_refused_like_check_kind(sample: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 18, item 6: ``flag:lowres`` was accepted and matched nothing."""
+    from curator.records import FLAG_KINDS
+
+    capsys.readouterr()
+    assert main(["tags", "stats", str(sample), "--where", "flag:lowres"]) == 1
+    err = capsys.readouterr().err
+    assert "flag:lowres matches nothing" in err and "did you mean flag:low-res?" in err
+    assert all(kind in err for kind in FLAG_KINDS)
+    assert main(["check", str(sample), "--kind", "lowres", "--no-progress"]) == 1  # what check --kind says
+    assert "low-res" in capsys.readouterr().err
+    assert main(["tags", "add", str(sample), "x", "--where", "folder:10_kilnsample", "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert "folder:10_kilnsample matches nothing" in err and "10_kilnsample photo" in err
+    assert main(["tags", "stats", str(sample), "--where", "bucket:1024x1024"]) == 1  # not a bucket at 512
+    assert "the bucket settings in use have no such bucket" in capsys.readouterr().err

@@ -88,7 +88,7 @@ def test_tokens_are_computed_lazily_once() -> None:
 
 
 def test_fields_reported() -> None:
-    assert parse_query("tag:a OR (bucket:512x512 -flag:x)").fields == {"tag", "bucket", "flag"}
+    assert parse_query("tag:a OR (bucket:512x512 -flag:low-res)").fields == {"tag", "bucket", "flag"}
 
 
 @pytest.mark.parametrize(
@@ -115,3 +115,26 @@ def test_errors_point_at_position(text: str, position: int, words: str) -> None:
     assert err.position == position, (err.message, err.position)
     assert words in err.message
     assert err.pointer().splitlines()[1].index("^") == position
+
+
+def test_values_that_match_nothing_are_refused_with_the_valid_ones() -> None:
+    from curator.records import FLAG_KINDS
+
+    with pytest.raises(QueryError) as info:
+        parse_query("tag:a AND flag:lowres")
+    error = info.value
+    assert "flag:lowres matches nothing" in error.message and "did you mean flag:low-res?" in error.message
+    assert all(kind in error.message for kind in FLAG_KINDS)
+    assert error.position == len("tag:a AND flag:")
+    assert parse_query("flag:*dup*").fields == {"flag"}  # a glob matching kinds is fine
+    with pytest.raises(QueryError, match="flag:\\*nothing\\* matches nothing"):
+        parse_query("flag:*nothing*")
+    folders = ["10_ohwx woman", "reg/1_woman", ""]
+    assert parse_query("folder:1_woman OR folder:10_*", folders=folders).fields == {"folder"}
+    with pytest.raises(QueryError) as info:
+        parse_query("folder:10_ohwx", folders=folders)
+    assert "folder:10_ohwx matches nothing" in info.value.message and "10_ohwx woman" in info.value.message
+    with pytest.raises(QueryError) as info:
+        parse_query("bucket:1024x1024", buckets=[(512, 512), (576, 448)])
+    assert "the bucket settings in use have no such bucket" in info.value.message
+    assert "512x512, 576x448" in info.value.message

@@ -342,3 +342,21 @@ def test_an_editor_change_to_an_image_off_screen_is_picked_up(dataset: Path, mon
             await wait_for(pilot, lambda: any(hidden.name in n for n in notes(app)))
 
     asyncio.run(run())
+
+
+# ------------------------------------------------------------------- item 6: query values that match nothing
+
+
+def test_filter_refuses_a_flag_kind_that_does_not_exist(dataset: Path) -> None:
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("slash", *"flag:lowres", "enter")
+            error = browser(app).query_one("#filter-error", Static)
+            assert error.display
+            text = rendered(error)
+            assert "flag:lowres matches nothing" in text and "low-res" in text and "^" in text
+            assert app.model.state.filter_text == ""  # the old filter (none) stays
+
+    asyncio.run(run())

@@ -518,13 +518,18 @@ class DatasetModel:
 
     # ----- queries ----------------------------------------------------------------------------
     def compile_filter(self, text: str) -> Predicate | None:
-        """The browser's filter for query ``text`` ('' = none). Raises ``curator.tags.query.QueryError``."""
+        """The browser's filter for query ``text`` ('' = none). Raises ``curator.tags.query.QueryError``, also
+        for a value that can match nothing here (a flag kind, folder or bucket that does not exist)."""
         text = text.strip()
         if not text:
             return None
+        from curator.buckets import bucket_resolutions
+        from curator.tags.items import dataset_folders
         from curator.tags.query import parse_query
 
-        query = parse_query(text)
+        settings = self.bucket_settings
+        buckets = bucket_resolutions(settings) if settings is not None and not settings.no_upscale else None
+        query = parse_query(text, folders=dataset_folders(self.dataset) if self.is_open else None, buckets=buckets)
         return lambda row: bool(query.matches(self.query_context(row)))
 
     def query_context(self, row: Row) -> QueryItem:

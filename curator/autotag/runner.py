@@ -21,7 +21,7 @@ from curator.autotag.thresholds import Prediction
 from curator.captions.files import caption_target
 from curator.captions.tagtext import tag_key
 from curator.records import ImageRecord
-from curator.tags.items import CaptionItem, ScopeError, select
+from curator.tags.items import CaptionItem, ScopeError, dataset_folders, select
 from curator.tags.journal import CaptionChange, apply_changes
 from curator.tags.query import QueryError, parse_query
 
@@ -142,13 +142,12 @@ def filter_where(
 ) -> list[int]:
     """Indices of the records matching a `kiln tags` query (`curator.tags.query`), each image seen exactly as
     `kiln tags --where` sees it (`curator.tags.items.select`: its bucket, every health flag)."""
-    try:
-        query = parse_query(where)
-    except QueryError as exc:  # its message already says the position
-        raise AutotagError(f"--where: {exc}\n{exc.pointer()}") from exc
     items = [CaptionItem(r, str(t), c) for r, t, c in zip(records, targets, captions, strict=True)]
     try:
+        query = parse_query(where, folders=dataset_folders(dataset))
         chosen = {id(it) for it in select(dataset, items, query)}
+    except QueryError as exc:  # its message already says the position
+        raise AutotagError(f"--where: {exc}\n{exc.pointer()}") from exc
     except ScopeError as exc:
         raise AutotagError(f"--where: {exc}") from exc
     return [i for i, it in enumerate(items) if id(it) in chosen]

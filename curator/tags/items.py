@@ -190,7 +190,8 @@ def _flag_kinds(dataset: Dataset, records: list[ImageRecord]) -> dict[str, froze
 def select(
     dataset: Dataset, items: list[CaptionItem], query: Query, bucket_settings: BucketSettings | None = None
 ) -> list[CaptionItem]:
-    """The ``items`` that ``query`` matches. Health flags (``flag:``) and buckets (``bucket:``, under
+    """The ``items`` that ``query`` matches; raises ``QueryError`` for a ``bucket:`` the bucket settings do not
+    have. Health flags (``flag:``) and buckets (``bucket:``, under
     ``bucket_settings``, default ``curator.buckets.bucket_settings_for``: the dataset's) are worked out only when
     the query asks."""
     fields = query.fields
@@ -203,7 +204,16 @@ def select(
     settings = None
     if "bucket" in fields:
         settings = bucket_settings if bucket_settings is not None else _query_bucket_settings(dataset)
+        if not settings.no_upscale:  # with no_upscale the buckets follow the images: any size can occur
+            from curator.buckets import bucket_resolutions
+
+            query.check(buckets=bucket_resolutions(settings))
     return [it for it in items if query.matches(it.query_item(settings))]
+
+
+def dataset_folders(dataset: Dataset) -> list[str]:
+    """The subset folders a ``folder:`` term can name (``rel_dir``s; '' is the dataset root)."""
+    return [s.rel_dir for s in dataset.layout.subsets]
 
 
 # ---- loading -----------------------------------------------------------------------------------------------
@@ -260,7 +270,7 @@ def _load_items(
     bucket_settings: BucketSettings | None,
     include_reg: bool,
 ) -> list[CaptionItem]:
-    query = where if isinstance(where, Query) else parse_query(where)
+    query = where if isinstance(where, Query) else parse_query(where, folders=dataset_folders(dataset))
     records = list(dataset.images())
     if not include_reg:
         records = [r for r in records if not r.subset.is_reg]

@@ -21,18 +21,23 @@ Tags compare by their key (case, underscores/spaces and escaped parentheses do n
 * ``bucket:WxH`` kohya assigns the image to that bucket (needs bucket settings in the context);
 * ``tokens>N`` CLIP tokens of the caption; ``tags<N`` number of tags.
 
-A bad query raises :class:`QueryError` whose ``position`` is the offending character.
+A bad query raises :class:`QueryError` whose ``position`` is the offending character. So does a value that
+can match nothing: a ``flag:`` kind that does not exist (the error lists the kinds, as ``kiln check --kind``
+does), and, when the caller names them (:func:`parse_query`'s ``folders`` / ``buckets``), a folder that is not
+one of the dataset's or a bucket its bucket settings do not have.
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from curator.captions.tagtext import tag_key
+from curator.records import FLAG_KINDS
 
 FIELDS = ("tag", "name", "folder", "flag", "bucket", "tokens", "tags")
 NUMERIC = ("tokens", "tags")
@@ -141,6 +146,7 @@ class Term(Node):
     op: str = ":"
     number: int | None = None
     _matcher: Callable[[QueryItem], bool] | None = None
+    position: int = 0  # where the value starts in the query text (for errors)
 
     def __post_init__(self) -> None:
         self._matcher = self._build()
@@ -233,6 +239,29 @@ class Query:
     def fields(self) -> set[str]:
         """The fields the query uses (so callers compute only what is needed: tokens, buckets, flags)."""
         return self.root.fields()
+
+    def terms(self, field_name: str) -> list[Term]:
+        """The terms on ``field_name``, in the order written."""
+        return [t for t in _walk(self.root) if isinstance(t, Term) and t.field == field_name]
+
+    def check(self, folders: Collection[str] | None = None, buckets: Collection[tuple[int, int]] | None = None) -> None:
+        """Refuse terms that can match nothing here: a ``folder:`` that is none of ``folders`` (subset
+        ``rel_dir``s), a ``bucket:`` that is none of ``buckets``; each error lists what exists. Globs pass when
+        they match one. Raises :class:`QueryError`."""
+        if folders is not None:
+            names = sorted({f or "." for f in folders} | {f.rsplit("/", 1)[-1] for f in folders if f})
+            for term in self.terms("folder"):
+                probe = QueryItem(path="", name="", folder="", tags=frozenset())
+                if any(term.matches(_with_folder(probe, f)) for f in folders):
+                    continue
+                raise _unknown(self.text, term, "folder", names)
+        if buckets is not None:
+            for term in self.terms("bucket"):
+                w, h = _parse_wxh(term.value)
+                if (w, h) not in buckets:
+                    shown = [f"{bw}x{bh}" for bw, bh in sorted(buckets)]
+                    raise _unknown(self.text, term, "bucket", shown, what="the bucket settings in use have no such "
+                                   "bucket")
 
     def __str__(self) -> str:
         return str(self.root)
@@ -447,8 +476,9 @@ class _Parser:
         raise self.error(f"{tok.text!r} needs a term before and after it", tok)
 
     def _term(self, tok: Tok) -> Node:
+        position = self._value_position(tok)
         if tok.field in NUMERIC:
-            return Term(tok.field, tok.value, op=tok.op, number=int(tok.value))
+            return Term(tok.field, tok.value, op=tok.op, number=int(tok.value), position=position)
         if tok.field == "bucket":
             try:
                 _parse_wxh(tok.value)
@@ -456,13 +486,56 @@ class _Parser:
                 raise self.error(
                     f"bucket:{tok.value} is not WIDTHxHEIGHT (e.g. bucket:512x768)", tok
                 ) from None
-        return Term(tok.field, tok.value)
+        term = Term(tok.field, tok.value, position=position)
+        if tok.field == "flag":
+            low = tok.value.lower()
+            known = any(fnmatch.fnmatchcase(k, low) for k in FLAG_KINDS) if _is_glob(low) else low in FLAG_KINDS
+            if not known:
+                raise _unknown(self.text, term, "flag", list(FLAG_KINDS), what="no health check has that kind")
+        return term
+
+    def _value_position(self, tok: Tok) -> int:
+        """Where ``tok``'s value starts (after ``field:``), for errors about the value."""
+        prefix = f"{tok.field}{tok.op}"
+        return tok.pos + len(prefix) if self.text.startswith(prefix, tok.pos) else tok.pos
 
 
-def parse_query(text: str | None) -> Query:
-    """Parse a filter query (empty or None matches everything). Raises :class:`QueryError`."""
+def _walk(node: Node) -> Iterator[Node]:
+    yield node
+    if isinstance(node, And | Or):
+        for part in node.parts:
+            yield from _walk(part)
+    elif isinstance(node, Not):
+        yield from _walk(node.part)
+
+
+def _with_folder(item: QueryItem, folder: str) -> QueryItem:
+    item.folder = folder
+    return item
+
+
+def _unknown(text: str, term: Term, field_name: str, valid: list[str], what: str = "") -> QueryError:
+    """``field:value`` matches nothing: the error says so and lists the valid values (the nearest first)."""
+    near = difflib.get_close_matches(term.value.lower(), valid, n=1, cutoff=0.6)
+    hint = f"did you mean {field_name}:{near[0]}? " if near else ""
+    listed = ", ".join(valid[:40]) + (f" … ({len(valid)} in all)" if len(valid) > 40 else "")
+    reason = what or f"no {field_name} is called that"
+    return QueryError(f"{field_name}:{term.value} matches nothing: {reason}; {hint}{field_name}s are: {listed}",
+                      term.position, text)
+
+
+def parse_query(
+    text: str | None,
+    folders: Collection[str] | None = None,
+    buckets: Collection[tuple[int, int]] | None = None,
+) -> Query:
+    """Parse a filter query (empty or None matches everything). Raises :class:`QueryError`, also for a
+    ``flag:`` kind that does not exist and, when given, a folder not in ``folders`` or a bucket not in
+    ``buckets`` (see :meth:`Query.check`)."""
     text = text or ""
-    return Query(text=text, root=_Parser(text).parse())
+    query = Query(text=text, root=_Parser(text).parse())
+    query.check(folders, buckets)
+    return query
 
 
 def filter_items(query: Query | str | None, items: list[QueryItem]) -> list[QueryItem]:
