@@ -29,13 +29,31 @@ if TYPE_CHECKING:
     from curator.dupes import Cluster, Features
     from curator.scan.quality import ImageStats
 
-__all__ = ["Dataset", "DatasetError", "ScanConfig", "ScanProgress", "ScanSummary"]
+__all__ = ["Dataset", "DatasetError", "EmptyDatasetError", "ScanConfig", "ScanProgress", "ScanSummary"]
 
 _KIND_ORDER = {kind: n for n, kind in enumerate(FLAG_KINDS)}
 
 
 class DatasetError(LayoutError):
     """The dataset cannot be read at all (missing, not a folder, no permission)."""
+
+
+class EmptyDatasetError(LayoutError):
+    """The folder holds no image: nothing to index, so nothing (no ``.kiln/``) is written."""
+
+
+def empty_dataset_message(layout: DatasetLayout) -> str:
+    """What to tell a user who pointed kiln at a folder without images: where kiln looked, for what."""
+    from curator.layout import IMAGE_EXTENSIONS
+
+    kinds = " ".join(sorted(IMAGE_EXTENSIONS))
+    if layout.source == "flat":
+        where = f"{layout.root} holds no image file ({kinds}) and no kohya <repeats>_<name>/ folder"
+    else:
+        folders = ", ".join(f"{s.rel_dir or '.'}/" for s in layout.subsets[:5])
+        more = f" and {len(layout.subsets) - 5} more" if len(layout.subsets) > 5 else ""
+        where = f"the {len(layout.subsets)} subset folder(s) of {layout.root} ({folders}{more}) hold no image file ({kinds})"
+    return f"no images: {where}; nothing was written (no .kiln/ index)"
 
 
 GIVEN_SOURCE = "the command line"
@@ -86,12 +104,15 @@ class Dataset:
         *,
         quiet: bool = False,
     ) -> Dataset:
-        """Open a dataset folder or kohya TOML; raises ``LayoutError`` with the reason when it cannot."""
+        """Open a dataset folder or kohya TOML; raises ``LayoutError`` with the reason when it cannot
+        (``EmptyDatasetError`` for a folder without images that has no index yet: nothing is created)."""
         config = config or ScanConfig()
         if caption_extension is not None:
             config = config.model_copy(update={"caption_extension": caption_extension})
         layout = load_layout(path, config.caption_extension)
         buckets = choose_buckets(layout, config)
+        if not Index.exists(layout.root) and not layout.has_images():
+            raise EmptyDatasetError(empty_dataset_message(layout))
         index = Index.open(layout.root, quiet=quiet)
         return cls(layout, index, config, buckets)
 

@@ -119,6 +119,12 @@ class Index:
     def path(self) -> Path:
         return self.kiln_dir / INDEX_NAME
 
+    @staticmethod
+    def exists(root: Path | str) -> bool:
+        """True when the dataset at ``root`` already has an index (in ``.kiln/`` or in the user cache)."""
+        root = Path(root).resolve()
+        return (root / KILN_DIR / INDEX_NAME).exists() or (cache_index_dir(root) / INDEX_NAME).exists()
+
     @classmethod
     def open(cls, root: Path | str, *, quiet: bool = False) -> Index:
         """Open (creating if needed) the index of the dataset at ``root``.

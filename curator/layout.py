@@ -89,6 +89,10 @@ class DatasetLayout:
         if not self.training_subsets:
             self.training_subsets = list(self.subsets)
 
+    def has_images(self) -> bool:
+        """True when some subset folder holds an image file (stops at the first one found)."""
+        return any(_has_images(subset.image_dir) for subset in self.subsets)
+
     def subset_for(self, rel_dir: str) -> Subset | None:
         for subset in self.subsets:
             if subset.rel_dir == rel_dir:
@@ -113,24 +117,40 @@ def is_image_name(name: str) -> bool:
     return bool(dot) and "/" not in ext and ("." + ext.lower()) in IMAGE_EXTENSIONS
 
 
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:  # a symbolic link loop, a dangling link: the scan reports it
+        return False
+
+
 def _has_images(folder: Path) -> bool:
     try:
         with os.scandir(folder) as entries:
-            return any(is_image_name(e.name) and e.is_file() for e in entries)
+            return any(is_image_name(e.name) and _is_file(e) for e in entries)
     except OSError:
         return False
 
 
-def _is_dir(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_dir()
-    except OSError:  # a symlink loop, a folder that vanished
-        return False
-
-
-def _subdirs(folder: Path) -> list[os.DirEntry[str]]:
+def _subdirs(folder: Path, warnings: list[str] | None = None, root: Path | None = None) -> list[os.DirEntry[str]]:
+    """The folders inside ``folder``; an entry that cannot be looked at (a symbolic link loop, a dangling
+    link) is skipped, and named in ``warnings`` when it looks like a kohya folder."""
+    found = []
     with os.scandir(folder) as entries:
-        return sorted((e for e in entries if not e.name.startswith(".") and _is_dir(e)), key=lambda e: e.name)
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir():
+                    found.append(entry)
+            except OSError as exc:
+                if warnings is not None and KOHYA_FOLDER.match(entry.name):
+                    import errno
+
+                    why = "a symbolic link loop" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+                    rel = Path(entry.path).relative_to(root).as_posix() if root is not None else entry.name
+                    warnings.append(f"{rel}/: {why}; kiln (and kohya) cannot read it, skipped")
+    return sorted(found, key=lambda e: e.name)
 
 
 def is_utf8_name(name: str) -> bool:
@@ -144,7 +164,7 @@ def is_utf8_name(name: str) -> bool:
 
 def _kohya_subsets(folder: Path, root: Path, is_reg: bool, ext: str, warnings: list[str]) -> list[Subset]:
     subsets = []
-    for entry in _subdirs(folder):
+    for entry in _subdirs(folder, warnings, root):
         match = KOHYA_FOLDER.match(entry.name)
         rel = Path(entry.path).relative_to(root).as_posix()
         if not match:

@@ -13,6 +13,7 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.text import Text
 
 REPLACEMENT = "\ufffd"
@@ -61,3 +62,20 @@ def safe_text(value: object, style: str = "") -> Text:
     from rich.text import Text
 
     return Text(printable(value), style=style, no_wrap=True, end="")
+
+
+FILE_WIDTH = 100_000
+"""The width of CLI output that goes to a file or a pipe: wide enough that no table column is ever cut."""
+
+
+def cli_console(*, stderr: bool = False, soft_wrap: bool = False) -> Console:
+    """The Rich console of a CLI command's tables and lines: no highlighting of what it prints (file-derived
+    text stays as it is), the terminal's width on a terminal, and as wide as the content otherwise, so that
+    ``kiln dupes > file`` or ``| grep`` never sees a path cut or folded."""
+    import sys
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else FILE_WIDTH
+    return Console(highlight=False, soft_wrap=soft_wrap, stderr=stderr, width=width)

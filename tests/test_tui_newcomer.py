@@ -360,3 +360,33 @@ def test_filter_refuses_a_flag_kind_that_does_not_exist(dataset: Path) -> None:
             assert app.model.state.filter_text == ""  # the old filter (none) stays
 
     asyncio.run(run())
+
+
+# -------------------------------------------------------------------- item 8 in the TUI: empty folder, loops
+
+
+def test_an_empty_folder_opens_with_a_warning_and_writes_nothing(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    async def run() -> None:
+        app = make_app(empty)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: "no images" in app.status_note)
+            assert any("no images" in n and "nothing was written" in n for n in notes(app))
+            await pilot.press("2", "3", "4", "5", "1")  # every view copes
+        assert not (empty / ".kiln").exists()
+
+    asyncio.run(run())
+
+
+def test_skipped_symlink_loops_are_told(dataset: Path) -> None:
+    (dataset / PHOTO_DIR / "loop.png").symlink_to("loop.png")
+
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_loaded(pilot)
+            await wait_for(pilot, lambda: any("loop.png: a symbolic link loop" in n for n in notes(app)))
+
+    asyncio.run(run())

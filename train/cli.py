@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from curator.cli.options import ALLOW_PICKLE_HELP, NO_PROGRESS_HELP, NUM_PROCESSES_HELP
+
 if TYPE_CHECKING:
     from train.config import TrainConfig
     from train.preflight import Report
@@ -52,25 +54,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", type=Path, help="training config (.toml)")
-    parser.add_argument("--preset", metavar="NAME", help="start from a shipped preset (see --print-config)")
+    parser.add_argument("--preset", metavar="NAME", help="start from a shipped preset (see --print-config; default: "
+                        "none, the config file alone)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a config key; the value is a TOML literal (repeatable)")
+                        help="override a config key; the value is a TOML literal (repeatable; default: none)")
     parser.add_argument("--print-config", metavar="NAME", nargs="?", const="default",
                         help="print a preset (or 'default') as a complete, commented config file and exit")
     parser.add_argument("--list-presets", action="store_true", help="list the shipped presets and exit")
     parser.add_argument("--check", action="store_true",
                         help="validate the config and scan the dataset without loading the model or training")
-    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run from its state/")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run from its state/ (default: a new run)")
     parser.add_argument("--allow-pickle", action="store_true",
-                        help="allow loading pickled .ckpt/.pt checkpoints (they can run code: trusted files only)")
+                        help=ALLOW_PICKLE_HELP)
     parser.add_argument("--num-processes", type=int, default=1, metavar="N",
-                        help="train on N processes (GPUs) through accelerate")
+                        help=NUM_PROCESSES_HELP)
     parser.add_argument("--detach", action="store_true",
                         help="train in the background (own session), logging to <run>/train.log")
     parser.add_argument("--force", action="store_true",
                         help="start a new run in an existing run directory (its events and state are replaced); "
                              "with --resume: accept a learning-rate change")
-    parser.add_argument("--quiet", action="store_true", help="plain log lines instead of a progress bar")
+    parser.add_argument("--no-progress", action="store_true", dest="quiet", help=NO_PROGRESS_HELP)  # plain log lines
+    parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # the name before issue 18
 
 
 def _err(message: str) -> int:

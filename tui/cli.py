@@ -29,6 +29,22 @@ kiln: curate image datasets and train LoRA adapters for Stable Diffusion, from t
 """
 
 
+class KilnParser(argparse.ArgumentParser):
+    """argparse, with the nearest choice suggested for a mistyped subcommand or choice (``kiln tags stast``:
+    "did you mean 'stats'?"). Every parser of the command tree is one (subparsers take their parent's class)."""
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        choices = action.choices
+        if choices is not None and isinstance(value, str) and value not in choices:
+            import difflib
+
+            names = [str(c) for c in choices]
+            close = difflib.get_close_matches(value, names, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}{hint} (choose from {', '.join(names)})")
+        super()._check_value(action, value)
+
+
 def _add_curate(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("curate", help="open the curator TUI on a dataset", description="Open the curator TUI.")
     parser.add_argument("dataset", type=Path, help="dataset folder or kohya dataset TOML")
@@ -79,11 +95,11 @@ def _run_curate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree; registration imports no heavy module."""
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = KilnParser(
         prog="kiln", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"kiln {curator_version}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")  # each a KilnParser, as its parent
     _add_curate(subparsers)
     import curator.cli
     import train.cli
@@ -100,11 +116,34 @@ def _known_commands(parser: argparse.ArgumentParser) -> set[str]:
     return set()
 
 
+def _not_a_command(word: str, commands: set[str]) -> str | None:
+    """Why ``kiln WORD …`` is neither a command nor a dataset to open (None: open it as a dataset): a word
+    close to a command is a typo of it; a word that is no path anywhere is not a dataset either."""
+    import difflib
+
+    if Path(word).exists():
+        return None
+    close = difflib.get_close_matches(word, sorted(commands), n=1, cutoff=0.6)
+    if close:
+        return f"unknown command {word!r}; did you mean 'kiln {close[0]}'? (kiln --help lists the commands)"
+    if "/" in word or "." in word or "\\" in word:
+        return None  # a path: the curator says it does not exist
+    return (f"{word!r} is neither a command nor a dataset folder here; commands: {', '.join(sorted(commands))} "
+            "(or give a dataset folder or TOML to open it)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run kiln; returns the process exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if args_list and not args_list[0].startswith("-") and args_list[0] not in _known_commands(parser):
+    commands = _known_commands(parser)
+    if args_list and not args_list[0].startswith("-") and args_list[0] not in commands:
+        problem = _not_a_command(args_list[0], commands)
+        if problem is not None:
+            from curator.textsafe import printable
+
+            print(f"kiln: {printable(problem)}", file=sys.stderr)
+            return 2
         args_list.insert(0, "curate")  # `kiln DATASET` opens the curator
     args = parser.parse_args(args_list)
     if not getattr(args, "func", None):

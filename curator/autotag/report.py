@@ -6,12 +6,12 @@ from rich.console import Console
 from rich.text import Text
 
 from curator.autotag.runner import AutotagReport
-from curator.textsafe import printable
+from curator.textsafe import cli_console, printable
 
 
 def print_report(report: AutotagReport, verbose: bool = False, console: Console | None = None) -> None:
     """Per-image lines for changes (dry runs: every change), then the problems and a summary."""
-    console = console or Console(highlight=False, soft_wrap=True)
+    console = console or cli_console(soft_wrap=True)
     if verbose:
         for o in report.outcomes:
             if o.status != "tagged":

@@ -10,7 +10,14 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from curator.cli.options import QUERY_HELP, add_caption_extension, add_dataset, add_json, add_train_config
+from curator.cli.options import (
+    QUERY_HELP,
+    add_caption_extension,
+    add_dataset,
+    add_json,
+    add_no_progress,
+    add_train_config,
+)
 
 if TYPE_CHECKING:
     from curator.autotag.config import AutotagConfig
@@ -47,11 +54,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--general-mcut", action="store_true", help="MCut for general tags only")
     p.add_argument("--character-mcut", action="store_true", help="MCut for character tags only (floored at 0.15)")
     p.add_argument("--ratings", action="store_true", help="add the most probable rating tag first")
-    p.add_argument("--exclude", action="append", default=[], metavar="TAG", help="never write TAG (repeat or comma-separate)")
+    p.add_argument("--exclude", action="append", default=[], metavar="TAG", help="never write TAG (repeat or comma-separate; default: none)")
     p.add_argument("--keep-underscores", action="store_true", help="keep Danbooru underscores (long_hair)")
     p.add_argument("--character-first", action="store_true", help="character tags before general tags")
-    p.add_argument("--max-tags", type=int, default=None, metavar="N", help="at most N general tags (most confident)")
-    p.add_argument("--prefix", action="append", default=[], metavar="TAG", help="tag(s) kept first, e.g. a trigger word")
+    p.add_argument("--max-tags", type=int, default=None, metavar="N", help="at most N general tags, the most confident (default: no limit)")
+    p.add_argument("--prefix", action="append", default=[], metavar="TAG", help="tag(s) kept first, e.g. a trigger word (default: none)")
     p.add_argument(
         "--prefix-from-folder",
         action="store_true",
@@ -61,15 +68,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="also tag regularization images (left out by default: kohya captions them by folder name)")
     p.add_argument("--mode", choices=["missing", "append", "replace"], default="missing",
                    help="missing: only uncaptioned images (default); append: add new tags; replace: overwrite tags")
-    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per model call (default 16)")
-    p.add_argument("--workers", type=int, default=None, metavar="N", help="decode threads (default: CPU cores, max 8)")
+    p.add_argument("--tagger-batch", type=int, default=16, metavar="N", dest="batch_size",
+                   help="images per tagger call (default 16)")
+    p.add_argument("--batch-size", type=int, dest="batch_size", help=argparse.SUPPRESS)  # the name before issue 18
+    p.add_argument("--threads", type=int, default=None, metavar="N", dest="workers",
+                   help="image decoding threads (default: one per CPU core, at most 8)")
+    p.add_argument("--workers", type=int, dest="workers", help=argparse.SUPPRESS)  # the name before issue 18
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "rocm"], default="auto",
-                   help="execution provider (auto: CUDA or ROCm when onnxruntime offers it, else CPU)")
+                   help="execution provider (default auto: CUDA or ROCm when onnxruntime offers it, else CPU)")
     add_caption_extension(p)
     p.add_argument("--where", default=None, metavar="QUERY", help=QUERY_HELP)
     add_train_config(p)
     p.add_argument("--dry-run", action="store_true", help="print the per-file diff, change nothing")
     add_json(p)
+    add_no_progress(p)
     p.set_defaults(func=run)
 
 
@@ -128,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     from curator.autotag.runner import AutotagError, run_autotag
     from curator.dataset import Dataset
 
-    interactive = sys.stderr.isatty() and not args.json
+    interactive = sys.stderr.isatty() and not args.json and not args.no_progress
     try:
         files = resolve_model(config.model)  # cheap checks first: a typo fails before any scanning
     except ModelError as exc:

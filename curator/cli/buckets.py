@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from curator.cli.options import (
+    NUM_PROCESSES_HELP,
     OPTION_SPELLING,
     add_bucket_options,
     add_caption_extension,
     add_dataset,
     add_json,
+    add_limit,
+    add_no_progress,
     scan_config,
 )
 from curator.textsafe import dumps_json
@@ -64,7 +67,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"epochs (default: --train-config's max_epochs or max_steps, else {DEFAULT_EPOCHS})",
     )
     group.add_argument(
-        "--max-steps", type=int, default=None, metavar="N", help="target steps: prints the epochs it takes"
+        "--max-steps", type=int, default=None, metavar="N",
+        help="target steps: prints the epochs it takes (default: --train-config's max_steps, else --epochs)",
     )
     parser.add_argument(
         "--grad-accum", type=int, default=None, metavar="N",
@@ -75,18 +79,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=int,
         default=1,
         metavar="N",
-        help="processes (GPUs) training together, as kiln train --num-processes (default 1)",
+        help=NUM_PROCESSES_HELP,
     )
     add_caption_extension(parser)
     parser.add_argument(
         "--images", action="store_true", help="also list every image with its bucket, resize and crop"
     )
-    parser.add_argument(
-        "--all",
-        action="store_true",
-        help=f"list every upscaled image and thin bucket (default: first {LIST_LIMIT})",
-    )
+    add_limit(parser, LIST_LIMIT, "upscaled images and thin buckets listed")
+    parser.add_argument("--all", action="store_const", const=0, dest="limit", help=argparse.SUPPRESS)  # = --limit 0
     add_json(parser)
+    add_no_progress(parser)
     parser.set_defaults(func=run)
 
 
@@ -171,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"kiln buckets: {exc}", file=sys.stderr)
         return 1
     try:
-        dataset.scan(progress=None if not args.json else False)
+        dataset.scan(progress=False if args.json or args.no_progress else None)
         records = dataset.images()
     except (OSError, ValueError) as exc:
         print(f"kiln buckets: {path}: {exc}", file=sys.stderr)
@@ -203,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
             skipped=skipped,
             notes=notes,
             show_images=args.images,
-            show_all=args.all,
+            limit=args.limit,
         )
     return 0
 
@@ -327,18 +329,17 @@ def print_report(
     skipped: list[str],
     notes: list[str],
     show_images: bool = False,
-    show_all: bool = False,
+    limit: int = LIST_LIMIT,
     console: Console | None = None,
 ) -> None:
     """The human report: settings, bucket table with share bars, problem lists, step math."""
     from rich import box
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    from curator.textsafe import printable
+    from curator.textsafe import cli_console, printable
 
-    console = console or Console()
+    console = console or cli_console()
     s = report.settings
     mode = (
         "no upscale (buckets follow the images)"
@@ -381,8 +382,8 @@ def print_report(
         table.add_row(*cells, str(b.with_repeats), str(batches), share)
     console.print(table)
 
+    listed = limit or None
     if report.upscaled:
-        limit = None if show_all else LIST_LIMIT
         up = Table(
             title=f"{len(report.upscaled)} image(s) will be upscaled",
             title_justify="left",
@@ -394,7 +395,7 @@ def print_report(
         up.add_column("Resized", justify="right")
         up.add_column("Scale", justify="right")
         ordered = sorted(report.upscaled, key=lambda i: i.assignment.resized[0] / i.width, reverse=True)
-        for image in ordered[:limit]:
+        for image in ordered[:listed]:
             a = image.assignment
             up.add_row(
                 Text(printable(image.path)),
@@ -403,8 +404,8 @@ def print_report(
                 Text(f"x{a.resized[0] / image.width:.2f}", style="yellow"),
             )
         console.print(up)
-        if limit is not None and len(ordered) > limit:
-            console.print(Text(f"  ... and {len(ordered) - limit} more (--all lists them)", style="dim"))
+        if listed is not None and len(ordered) > listed:
+            console.print(Text(f"  ... and {len(ordered) - listed} more (--limit 0 lists them all)", style="dim"))
 
     if report.thin:
         console.print(
@@ -417,14 +418,12 @@ def print_report(
         for image in report.images:
             if image.assignment.bucket in thin:
                 members.setdefault(image.assignment.bucket, []).append(image.path)
-        for b in report.thin[: None if show_all else LIST_LIMIT]:
+        for b in report.thin[:listed]:
             line = Text(f"  {b.width}x{b.height}: ")
             line.append(printable(", ".join(members.get(b.bucket, []))))
             console.print(line)
-        if not show_all and len(report.thin) > LIST_LIMIT:
-            console.print(
-                Text(f"  ... and {len(report.thin) - LIST_LIMIT} more (--all lists them)", style="dim")
-            )
+        if listed is not None and len(report.thin) > listed:
+            console.print(Text(f"  ... and {len(report.thin) - listed} more (--limit 0 lists them all)", style="dim"))
 
     if report.unusable:
         console.print(

@@ -65,20 +65,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check.add_argument(
         "--threshold", type=int, default=None, metavar="BITS", help="near-duplicate pHash distance in bits (default 8)"
     )
-    check.add_argument("--kind", action="append", default=None, metavar="KIND", help="only these kinds (repeatable)")
+    check.add_argument(
+        "--kind", action="append", default=None, metavar="KIND", help="only these kinds (repeatable; default: every kind)"
+    )
     check.add_argument(
         "--quality",
         action="append",
         default=[],
         metavar="KIND=VALUE",
         help="an image-quality threshold, e.g. blurry=0.3, too-dark=0.1, heavy-jpeg=40, letterbox=off (repeatable; "
-        "see docs/DATASET.md)",
+        "default: none; see docs/DATASET.md)",
     )
     check.add_argument(
         "--sort",
         choices=["path", "kind", "score"],
         default="path",
-        help="order of the findings (score: the worst first; findings without a score last)",
+        help="order of the findings (default path; score: the worst first, findings without a score last)",
     )
     check.add_argument("--no-geometric", action="store_true", help="near duplicates by whole-frame hash only")
     check.set_defaults(func=run_check)
@@ -130,17 +132,29 @@ def _open(args: argparse.Namespace, **overrides: object) -> Dataset | int:
 
 
 def _console() -> Console:
-    from rich.console import Console
+    from curator.textsafe import cli_console
 
-    return Console(highlight=False)
+    return cli_console()
 
 
-def _scan(dataset: Dataset, args: argparse.Namespace) -> ScanSummary | None:
+def _scan(dataset: Dataset, args: argparse.Namespace, report_skipped: bool = True) -> ScanSummary | None:
     progress = False if (args.no_progress or args.json) else None
     summary = dataset.scan(progress=progress)
+    if report_skipped:
+        _print_skipped(summary)
     if summary.images == 0 and summary.unreadable_dirs:
         return None
     return summary
+
+
+def _print_skipped(summary: ScanSummary) -> None:
+    """The images the scan could not look at (symlink loops, bad names), on stderr (the tables stay clean)."""
+    from curator.textsafe import printable
+
+    for path, why in summary.skipped:
+        print(f"kiln: skipped {printable(path)}: {printable(why)}", file=sys.stderr)
+    for name in summary.bad_names:
+        print(f"kiln: skipped {printable(name)}: the file name is not valid UTF-8", file=sys.stderr)
 
 
 def _text(value: object) -> Text:
@@ -167,7 +181,7 @@ def run_scan(args: argparse.Namespace) -> int:
         return dataset
     with dataset:
         _print_warnings(dataset)
-        summary = _scan(dataset, args)
+        summary = _scan(dataset, args, report_skipped=args.json)
         if summary is None:
             return _error(f"{dataset.root}: no subset folder could be read")
         records = dataset.images()
@@ -227,7 +241,9 @@ def _print_scan(dataset: Dataset, summary: ScanSummary, records: list[ImageRecor
     if summary.flags_by_kind:
         parts = ", ".join(f"{kind} {n:,}" for kind, n in sorted(summary.flags_by_kind.items()))
         console.print(_text(f"file findings: {parts}; run `kiln check` for all checks"))
-    for name in summary.bad_names[:10]:
+    for path, why in summary.skipped:
+        console.print(_text(f"skipped ({why}): {path}"), style="yellow")
+    for name in summary.bad_names:
         console.print(_text(f"skipped (file name is not valid UTF-8): {name}"), style="yellow")
     where = "user cache (dataset is read-only)" if dataset.index.in_cache else "dataset"
     console.print(_text(f"index: {dataset.index.path} ({where})"), style="dim")

@@ -23,8 +23,12 @@ DATASET_DEFAULT = "the dataset TOML's or --train-config's, else kohya's"
 
 QUERY_HELP = (
     "scope: a filter query, e.g. 'tag:\"long hair\" AND -tag:solo', 'folder:10_ohwx tokens>75', "
-    "'name:img_0* OR flag:low-res', 'bucket:512x768', 'tags<5' (see docs/TAGS.md)"
+    "'name:img_0* OR flag:low-res', 'bucket:512x768', 'tags<5' (see docs/TAGS.md; default: every image)"
 )
+
+NO_PROGRESS_HELP = "no progress bar (default: one on a terminal, none otherwise)"
+NUM_PROCESSES_HELP = "processes (GPUs) training together through accelerate (default 1)"
+ALLOW_PICKLE_HELP = "allow pickled .ckpt/.pt checkpoints, which can run code: trusted files only (default: safetensors only)"
 
 OPTION_SPELLING = {
     "resolution": "--resolution",
@@ -57,9 +61,17 @@ def add_json(parser: argparse.ArgumentParser) -> None:
 
 
 def add_no_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
+
+
+def add_limit(parser: argparse.ArgumentParser, default: int, what: str, *aliases: str) -> None:
+    """``--limit N``: how many rows a listing shows (0 = all); a listing that is cut says how much and how to
+    see the rest. ``aliases``: old spellings, accepted but not listed in the help."""
     parser.add_argument(
-        "--no-progress", action="store_true", help="no progress bar (default: one on a terminal, none otherwise)"
+        "--limit", type=int, default=default, metavar="N", help=f"{what} (default {default}; 0 = all)"
     )
+    for alias in aliases:
+        parser.add_argument(alias, type=int, dest="limit", help=argparse.SUPPRESS)
 
 
 def add_train_config(parser: argparse.ArgumentParser) -> None:

@@ -11,10 +11,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from curator.cli.options import QUERY_HELP, add_caption_extension, add_dataset, add_json, add_train_config
+from curator.cli.options import (
+    QUERY_HELP,
+    add_caption_extension,
+    add_dataset,
+    add_json,
+    add_limit,
+    add_train_config,
+)
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFLICT = 0, 1, 2
 DIFF_LIMIT = 200
+STATS_LIMIT = 40
+HISTORY_LIMIT = 50
 
 
 
@@ -27,17 +36,11 @@ def _common(parser: argparse.ArgumentParser, scoped: bool = True, writes: bool =
             nargs="+",
             metavar="PATH",
             default=None,
-            help="scope: these images (or their caption files) only",
+            help="scope: these images (or their caption files) only (default: every image)",
         )
     if writes:
         parser.add_argument("--dry-run", action="store_true", help="print the per-file diff, change nothing")
-        parser.add_argument(
-            "--limit",
-            type=int,
-            default=DIFF_LIMIT,
-            metavar="N",
-            help=f"files shown in a diff (default {DIFF_LIMIT}; 0 = all)",
-        )
+        add_limit(parser, DIFF_LIMIT, "files shown in a diff")
     add_json(parser)
     add_caption_extension(parser)
     parser.add_argument("--separator", default=",", metavar="SEP", help="tag separator (default ',')")
@@ -65,11 +68,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _common(p, writes=False)
     p.add_argument("--dry-run", action="store_true", help=argparse.SUPPRESS)  # stats never write
     p.add_argument("--by-folder", action="store_true", help="frequencies per concept folder")
-    p.add_argument("--tag", metavar="TAG", help="co-occurrence of TAG and the images with / without it")
+    p.add_argument("--tag", metavar="TAG", help="co-occurrence of TAG and the images with / without it (default: "
+                   "tag frequencies)")
     p.add_argument(
         "--tokens", action="store_true", help="CLIP token count per caption (warns past 75/150/225)"
     )
-    p.add_argument("--top", type=int, default=40, metavar="N", help="rows per table (default 40; 0 = all)")
+    add_limit(p, STATS_LIMIT, "rows shown per table", "--top")  # --top: its name before issue 18
     p.set_defaults(func=_run, op="stats")
 
     p = sub.add_parser("add", help="add a tag (skipped where present); creates missing caption files")
@@ -77,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("tag", help="tag to add (a comma list adds several)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--front", action="store_true", help="insert at the front (default: the end)")
-    where.add_argument("--at", type=int, metavar="N", help="insert at position N (0 = front)")
+    where.add_argument("--at", type=int, metavar="N", help="insert at position N (0 = front; default: the end)")
     p.add_argument("--no-create", action="store_true", help="skip images without a caption file")
     p.set_defaults(func=_run, op="add")
 
@@ -105,7 +109,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = sub.add_parser("consolidate", help="apply aliases and implications (built-in Danbooru table + yours)")
     _common(p)
     p.add_argument(
-        "--rules", action="append", default=[], metavar="FILE", help="your rules TOML (repeatable)"
+        "--rules", action="append", default=[], metavar="FILE",
+        help="your rules TOML (repeatable; default: the built-in table only)",
     )
     p.add_argument("--no-builtin", action="store_true", help="do not use the built-in Danbooru table")
     p.add_argument(
@@ -169,14 +174,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--min-share", type=float, default=0.8, metavar="X", help="minimum share, 0-1 (default 0.8)"
     )
     p.add_argument(
-        "--apply", nargs="+", metavar="TAG", default=None, help="remove these tags (the trigger absorbs them)"
+        "--apply", nargs="+", metavar="TAG", default=None,
+        help="remove these tags (the trigger absorbs them; default: list the candidates, change nothing)",
     )
     p.set_defaults(func=_run, op="absorb")
 
     p = sub.add_parser("sort", help="sort tags alphabetically or by dataset frequency")
     _common(p)
-    p.add_argument("--by", choices=["alpha", "freq"], default="alpha")
-    p.add_argument("--keep", type=int, default=0, metavar="N", help="leave the first N tags in place")
+    p.add_argument("--by", choices=["alpha", "freq"], default="alpha",
+                   help="alphabetically or by how many images have the tag (default alpha)")
+    p.add_argument("--keep", type=int, default=0, metavar="N", help="leave the first N tags in place (default 0)")
     p.set_defaults(func=_run, op="sort")
 
     p = sub.add_parser("dedupe", help="remove repeated tags within each caption")
@@ -200,11 +207,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     p = sub.add_parser("history", help="list journal entries (newest first)")
     _common(p, scoped=False, writes=False)
-    p.add_argument("--dry-run", action="store_true", help="with --prune: say how many would go")
-    p.add_argument("--limit", type=int, default=50, metavar="N")
-    p.add_argument("--show", type=int, metavar="ID", help="print the diff of entry ID")
+    p.add_argument("--dry-run", action="store_true", help="with --prune: say how many would go, change nothing")
+    add_limit(p, HISTORY_LIMIT, "entries listed, newest first")
+    p.add_argument("--show", type=int, metavar="ID", help="print the diff of entry ID (default: list the entries)")
     p.add_argument(
-        "--prune", type=int, metavar="N", help="forget all but the newest N entries (no undo past them)"
+        "--prune", type=int, metavar="N",
+        help="forget all but the newest N entries (no undo past them; default: keep every entry)",
     )
     p.set_defaults(func=_run, op="history")
 

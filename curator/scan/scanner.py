@@ -63,6 +63,16 @@ class WalkResult:
     other_files: dict[str, set[str]] = field(default_factory=dict)  # subset rel_dir -> names (captions...)
     unreadable_dirs: list[str] = field(default_factory=list)
     bad_names: list[str] = field(default_factory=list)  # names that are not valid UTF-8 (skipped)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why): symlink loops, unreadable entries
+
+
+def entry_problem(exc: OSError) -> str:
+    """Why a directory entry cannot be used, in words (a symlink loop, a dangling link, no permission)."""
+    import errno
+
+    if exc.errno == errno.ELOOP:
+        return "a symbolic link loop"
+    return exc.strerror or str(exc)
 
 
 @dataclass(slots=True)
@@ -79,6 +89,7 @@ class ScanSummary:
     flags_by_kind: dict[str, int] = field(default_factory=dict)
     unreadable_dirs: list[str] = field(default_factory=list)
     bad_names: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why) of image names not scanned
 
     @property
     def probed(self) -> int:
@@ -100,6 +111,7 @@ class ScanSummary:
             "flags_by_kind": dict(sorted(self.flags_by_kind.items())),
             "unreadable_dirs": self.unreadable_dirs,
             "skipped_names": self.bad_names,
+            "skipped_files": [{"path": path, "reason": why} for path, why in self.skipped],
         }
 
 
@@ -132,7 +144,9 @@ def walk_layout(layout: DatasetLayout) -> WalkResult:
                         result.images[rel] = FileEntry(rel, entry.path, subset.rel_dir, stat.st_size, stat.st_mtime_ns)
                     else:
                         others.add(name)
-                except OSError:
+                except OSError as exc:
+                    if is_image_name(name):  # an image kohya would fail on: say which and why
+                        result.skipped.append((prefix + name, entry_problem(exc)))
                     continue
     return result
 
@@ -381,7 +395,7 @@ def scan_dataset(
         path: (size, mtime, subset)
         for path, size, mtime, subset in conn.execute("SELECT path, size, mtime_ns, subset FROM images")
     }
-    summary = ScanSummary(unreadable_dirs=walk.unreadable_dirs, bad_names=walk.bad_names)
+    summary = ScanSummary(unreadable_dirs=walk.unreadable_dirs, bad_names=walk.bad_names, skipped=walk.skipped)
     to_probe: list[FileEntry] = []
     moved: list[tuple[str, str]] = []
     for path, entry in walk.images.items():

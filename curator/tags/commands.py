@@ -28,9 +28,9 @@ def _err(message: str) -> int:
 
 
 def _console() -> Console:
-    from rich.console import Console
+    from curator.textsafe import cli_console
 
-    return Console(highlight=False, soft_wrap=True)
+    return cli_console(soft_wrap=True)
 
 
 def _emit_json(data: object) -> None:
@@ -86,9 +86,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _items(dataset: Dataset, args: argparse.Namespace, cached: bool = False) -> list[CaptionItem]:
+    """The images in scope; an empty scope that was asked for (``--where``, ``--files``) is a failure that says
+    so, not an empty result."""
     from curator.tags.items import load_items
 
-    return load_items(dataset, where=args.where, files=args.files, separator=args.separator, cached=cached)
+    items = load_items(dataset, where=args.where, files=args.files, separator=args.separator, cached=cached)
+    args.scope_size = len(items)
+    if not items and (args.where or args.files):
+        total = len(dataset.images())
+        scope = f"--where {args.where!r}" if args.where else "--files"
+        raise _Fail(f"no image matches {scope} (0 of {total} images); nothing to do")
+    return items
 
 
 # ---- writing ----------------------------------------------------------------------------------------------
@@ -170,7 +178,8 @@ def _apply(
                 }
             )
         else:
-            print("no caption needs changing.")
+            size = getattr(args, "scope_size", None)
+            print("no caption needs changing" + (f" in the {size} image(s) in scope." if size is not None else "."))
         return EXIT_OK
     result = apply_changes(dataset, changes, op, description, rebase=rebase)
     return _report(dataset, args, result, extra)
@@ -319,6 +328,8 @@ def _consolidate(dataset: Dataset, args: argparse.Namespace) -> int:
         for h in plan.hits[: args.limit or None]:
             table.add_row(h.kind, Text(printable(h.rule)), str(h.files))
         _console().print(table)
+        if args.limit and len(plan.hits) > args.limit:
+            print(f"... {len(plan.hits) - args.limit} more rule(s) not shown (--limit 0 shows them all)")
     desc = (
         "consolidate ("
         + ", ".join(rules.sources)
@@ -481,7 +492,8 @@ def _history(dataset: Dataset, args: argparse.Namespace) -> int:
         else:
             _console().print(render_diffs(diffs, dataset.root), end="")
         return EXIT_OK
-    entries = journal.history(args.limit)
+    entries = journal.history(args.limit or -1)
+    older = len(journal.history(-1)) - len(entries) if args.limit and len(entries) == args.limit else 0
     if args.json:
         _emit_json([e.to_dict() for e in entries])
         return EXIT_OK
@@ -505,6 +517,8 @@ def _history(dataset: Dataset, args: argparse.Namespace) -> int:
     _console().print(table)
     if not entries:
         print("no tag operations recorded yet.")
+    elif older:
+        print(f"... {older} older entr{'y' if older == 1 else 'ies'} not shown (--limit 0 shows them all)")
     return EXIT_OK
 
 
@@ -515,7 +529,12 @@ def _stats(dataset: Dataset, args: argparse.Namespace) -> int:
     from curator.tags import stats
 
     items = _items(dataset, args, cached=True)
-    top = args.top or None
+    top = args.limit or None
+
+    def cut(shown: int, total: int, what: str) -> None:
+        """Say what a table left out, and how to see it."""
+        if total > shown:
+            con.print(Text(f"... {total - shown} more {what} not shown (--limit 0 shows them all)", style="dim"))
     con = _console()  # prints nothing with --json
     out: dict[str, Any] = {}
     if args.tag:
@@ -533,6 +552,9 @@ def _stats(dataset: Dataset, args: argparse.Namespace) -> int:
             for tag, c in co.together.most_common(top):
                 table.add_row(Text(printable(tag)), str(c), f"{c / n:.0%}" if n else "-")
             con.print(table)
+            cut(min(len(co.together), top or len(co.together)), len(co.together), "co-occurring tag(s)")
+            if not n:
+                con.print(Text(f"no image in scope has the tag {printable(co.tag)!r}", style="yellow"))
     if args.tokens:
         counts = stats.token_counts(dataset, scope=items)
         summary = stats.token_summary(counts)
@@ -555,6 +577,7 @@ def _stats(dataset: Dataset, args: argparse.Namespace) -> int:
                     Text(printable(count.path)), str(count.tokens), Text(count.warning or "", style="yellow")
                 )
             con.print(table)
+            cut(len(counts[:top]), len(counts), "caption(s)")
     if not args.tag and not args.tokens or args.by_folder:
         freqs = stats.tag_frequencies(dataset, scope=items, by_folder=args.by_folder)
         groups = freqs if isinstance(freqs, dict) else {None: freqs}
@@ -575,6 +598,10 @@ def _stats(dataset: Dataset, args: argparse.Namespace) -> int:
                 for tag, c in f.counts.most_common(top):
                     table.add_row(Text(printable(tag)), str(c), f"{c / f.images:.0%}" if f.images else "-")
                 con.print(table)
+                cut(min(len(f.counts), top or len(f.counts)), len(f.counts), "tag(s)")
+                if f.images and not f.counts:
+                    con.print(Text(f"none of the {f.images} image(s) has a tag (no caption, or empty captions)",
+                                   style="yellow"))
     if args.json:
         _emit_json(out)
     return EXIT_OK

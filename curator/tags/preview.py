@@ -59,7 +59,7 @@ def render_diffs(diffs: Iterable[FileDiff], root: Path | None = None, limit: int
     out = Text()
     for n, diff in enumerate(diffs):
         if limit is not None and n >= limit:
-            out.append(f"... and {len(diffs) - limit} more files\n", style="dim")
+            out.append(f"... and {len(diffs) - limit} more file(s) not shown (--limit 0 shows them all)\n", style="dim")
             break
         out.append_text(render_diff(diff, root))
     return out

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from curator.cli.options import ALLOW_PICKLE_HELP, NO_PROGRESS_HELP
 from train.prompts import SAMPLER_NAMES
 
 EPILOG = """\
@@ -34,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     info.add_argument("file", type=Path, metavar="FILE", help="LoRA .safetensors (or a PEFT adapter folder)")
     info.add_argument("--json", action="store_true", help="print everything as JSON")
     info.add_argument("--modules", action="store_true", help="list every module (name, type, rank, alpha, block)")
-    info.add_argument("--top-tags", type=int, default=20, metavar="N", help="how many of the most frequent tags")
+    info.add_argument("--limit", type=int, default=20, metavar="N",
+                      help="most frequent training tags listed (default 20; 0 = all)")
+    info.add_argument("--top-tags", type=int, dest="limit", help=argparse.SUPPRESS)  # its name before issue 18
     info.add_argument("--no-hashes", action="store_true", help="skip hashing the file")
     _common(info, device=False, force=False)
     info.set_defaults(func=_run_info)
@@ -45,26 +48,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                          "folder)")
     extract.add_argument("--tuned", type=Path, required=True, help="the fine-tuned model")
     extract.add_argument("--dim", type=int, required=True, help="rank of the LoRA (linear and 1x1-conv layers)")
-    extract.add_argument("--conv-dim", type=int, help="also extract the 3x3 convs (LoCon) at this rank")
+    extract.add_argument("--conv-dim", type=int, help="also extract the 3x3 convs (LoCon) at this rank (default: "
+                         "linear layers only)")
     extract.add_argument("--clamp-quantile", type=float, default=0.99,
                          help="clamp outliers of the factors at this quantile (kohya's default 0.99; 1 = no clamp)")
     extract.add_argument("--min-diff", type=float, default=0.01, help="a text encoder whose weights changed by no "
                          "more than this is left out (kohya's default 0.01; the seed guide uses 1e-6)")
     extract.add_argument("--te", action="store_true", help="extract the text encoder(s) too (when they changed)")
     extract.add_argument("--out", type=Path, required=True, help="output .safetensors")
-    extract.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16", help="saved precision")
+    extract.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16", help="saved precision (default fp16)")
     _common(extract)
     extract.set_defaults(func=_run_extract)
 
     resize = commands.add_parser("resize", help="a LoRA at a lower rank (SVD), with the share of the norm kept",
                                  description="Resize a LoRA (kohya's resize_lora): fixed or dynamic rank.")
     resize.add_argument("file", type=Path, metavar="FILE", help="LoRA .safetensors")
-    resize.add_argument("--rank", type=int, help="new rank (with --dynamic: the largest rank)")
+    resize.add_argument("--rank", type=int, help="new rank (with --dynamic: the largest rank; default: the "
+                        "file's rank, so --dynamic alone only lowers it)")
     resize.add_argument("--conv-rank", type=int, help="new rank of 3x3 convs (default: --rank)")
     resize.add_argument("--dynamic", choices=["sv_ratio", "sv_fro", "sv_cumulative"], help="choose each module's "
-                        "rank from its singular values")
+                        "rank from its singular values (default: one fixed --rank)")
     resize.add_argument("--dynamic-param", type=float, help="sv_ratio: largest/smallest kept singular value (e.g. 8);"
-                        " sv_fro, sv_cumulative: share to keep (e.g. 0.99)")
+                        " sv_fro, sv_cumulative: share to keep (e.g. 0.99); no default, --dynamic needs it")
     resize.add_argument("--out", type=Path, required=True, help="output .safetensors")
     resize.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="saved precision (default: as the input)")
     resize.add_argument("--summary", action="store_true", help="print the totals only, not every module")
@@ -76,11 +81,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     merge.add_argument("loras", nargs="+", metavar="LORA[:STRENGTH]", help="LoRA files, each with a strength "
                        "(default 1), e.g. style.safetensors:0.8")
     merge.add_argument("--into", type=Path, metavar="CKPT", help="merge into this checkpoint (single file or "
-                       "diffusers folder); without it the LoRAs merge into one LoRA")
+                       "diffusers folder; default: none, the LoRAs merge into one LoRA)")
     merge.add_argument("--out", type=Path, required=True, help="output .safetensors")
     merge.add_argument("--svd-rank", type=int, help="LoRA + LoRA: re-factorise the sum at this rank (default: "
                        "concatenate the ranks, exact)")
-    merge.add_argument("--svd-conv-rank", type=int, help="rank of 3x3 convs with --svd-rank")
+    merge.add_argument("--svd-conv-rank", type=int, help="rank of 3x3 convs with --svd-rank (default: --svd-rank)")
     merge.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="saved precision (default: as the input)")
     _common(merge)
     merge.set_defaults(func=_run_merge)
@@ -94,22 +99,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                       metavar="RUN_OR_FILE", help="LoRA files, or a run directory (its saved epoch files)")
     grid.add_argument("--prompts", type=Path, required=True, help="prompts file: one a line, kohya's --n/--w/--h/"
                       "--d/--l/--s options allowed")
-    grid.add_argument("--strengths", default="0.6,0.8,1.0", help="comma-separated (0, the control, is always added)")
-    grid.add_argument("--seed", type=int, default=1234)
-    grid.add_argument("--steps", type=int, default=20)
-    grid.add_argument("--cfg", type=float, default=7.0, dest="cfg_scale")
-    grid.add_argument("--sampler", choices=SAMPLER_NAMES, default="euler_a")
-    grid.add_argument("--width", type=int)
-    grid.add_argument("--height", type=int)
-    grid.add_argument("--negative", default="", help="negative prompt for every image")
+    grid.add_argument("--strengths", default="0.6,0.8,1.0", help="comma-separated (default 0.6,0.8,1.0; 0, the control, is always "
+                      "added)")
+    grid.add_argument("--seed", type=int, default=1234, help="seed of every image unless a prompt sets --d "
+                      "(default 1234)")
+    grid.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
+    grid.add_argument("--cfg", type=float, default=7.0, dest="cfg_scale", help="guidance scale (default 7.0)")
+    grid.add_argument("--sampler", choices=SAMPLER_NAMES, default="euler_a",
+                      help="sampler (default euler_a)")
+    grid.add_argument("--width", type=int, help="image width, a multiple of 8 (default: the base model's "
+                      "native size: 512 SD1, 768 SD2-v, 1024 SDXL)")
+    grid.add_argument("--height", type=int, help="image height, a multiple of 8 (default: the base model's "
+                      "native size)")
+    grid.add_argument("--negative", default="", help="negative prompt for every image (default: none)")
     grid.add_argument("--blocks", action="append", default=[], metavar="PRESET[,PRESET]",
                       help="per-block strength presets (ALL, INS, IND, INALL, MIDD, OUTD, OUTS, OUTALL, INX:0.5, "
-                      "OUTX, ... or 12/17/20/26 weights); each preset adds rows")
-    grid.add_argument("--thumb", type=int, default=384, help="largest side of an image in the sheet (pixels)")
+                      "OUTX, ... or 12/17/20/26 weights); each preset adds rows (default: none, the whole LoRA)")
+    grid.add_argument("--thumb", type=int, default=384, help="largest side of an image in the sheet in pixels (default 384)")
     grid.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
-                      help="auto: fp16 on a GPU, fp32 on the CPU")
+                      help="default auto: fp16 on a GPU, fp32 on the CPU")
     grid.add_argument("--prediction", choices=["auto", "epsilon", "v"], default="auto",
-                      help="SD2 checkpoints that do not say: epsilon (512-base) or v (768-v)")
+                      help="for SD2 checkpoints that do not say: epsilon (512-base) or v (768-v) "
+                      "(default auto: from the checkpoint's size)")
     grid.add_argument("--out", type=Path, required=True, help="contact sheet .png (cells and JSON index beside it)")
     _common(grid)
     grid.set_defaults(func=_run_grid)
@@ -119,15 +130,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _common(parser: argparse.ArgumentParser, *, device: bool = True, force: bool = True) -> None:
-    parser.add_argument("--allow-pickle", action="store_true", help="allow pickled .ckpt/.pt inputs (they can run "
-                        "code: trusted files only)")
+    parser.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     if force:
         parser.add_argument("--force", action="store_true", help="replace an existing output file")
     if device:
-        parser.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:N")
+        parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default auto: a GPU when there is one)")
         parser.add_argument("--config-dir", type=Path, help="diffusers config folder for a single-file checkpoint "
                             "of unusual size (default: kiln's shipped SD1/SD2/SDXL configs)")
-        parser.add_argument("--quiet", action="store_true", help="no progress bar")
+        parser.add_argument("--no-progress", action="store_true", dest="quiet", help=NO_PROGRESS_HELP)
+        parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # the name before issue 18
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -185,7 +196,7 @@ def _run_info(args: argparse.Namespace) -> int:
     def run(a: argparse.Namespace) -> int:
         from train.lora.info import inspect_lora, render, to_json
 
-        report = inspect_lora(a.file, allow_pickle=a.allow_pickle, hashes=not a.no_hashes, top_tags=a.top_tags)
+        report = inspect_lora(a.file, allow_pickle=a.allow_pickle, hashes=not a.no_hashes, top_tags=a.limit or None)
         print(to_json(report) if a.json else render(report, modules=a.modules))
         return 0
 

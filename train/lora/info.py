@@ -95,8 +95,9 @@ def _json(text: str | None) -> Any:
         return None
 
 
-def tag_frequency(metadata: dict[str, str], top: int) -> list[tuple[str, int]]:
-    """The most frequent caption tags over every dataset folder (``ss_tag_frequency`` or ``ss_datasets``)."""
+def tag_frequency(metadata: dict[str, str], top: int | None) -> list[tuple[str, int]]:
+    """The most frequent caption tags over every dataset folder (``ss_tag_frequency`` or ``ss_datasets``);
+    ``top`` None: every tag."""
     totals: Counter[str] = Counter()
     sources: list[object] = []
     freq = _json(metadata.get("ss_tag_frequency"))
@@ -114,6 +115,11 @@ def tag_frequency(metadata: dict[str, str], top: int) -> list[tuple[str, int]]:
                     if isinstance(count, int | float):
                         totals[str(tag).strip()] += int(count)
     return totals.most_common(top)
+
+
+def tag_count(metadata: dict[str, str]) -> int:
+    """How many distinct tags the training captions held (for "… N more")."""
+    return len(tag_frequency(metadata, None))
 
 
 def bucket_summary(metadata: dict[str, str]) -> dict[str, Any] | None:
@@ -160,7 +166,9 @@ def _when(value: str) -> str:
         return value
 
 
-def inspect_lora(path: Path, *, allow_pickle: bool = False, hashes: bool = True, top_tags: int = 20) -> dict[str, Any]:
+def inspect_lora(
+    path: Path, *, allow_pickle: bool = False, hashes: bool = True, top_tags: int | None = 20
+) -> dict[str, Any]:
     """Everything ``kiln lora info`` shows, as JSON-ready data."""
     path = require_input(path, "FILE")
     report: dict[str, Any] = {"file": str(path), "size": path.stat().st_size if path.is_file() else None}
@@ -212,6 +220,7 @@ def inspect_lora(path: Path, *, allow_pickle: bool = False, hashes: bool = True,
         "pickled": lora.pickled,
         "training": {k: metadata[k] for k in ordered},
         "tag_frequency": tag_frequency(metadata, top_tags),
+        "tags": tag_count(metadata),
         "buckets": bucket_summary(metadata),
         "dataset_dirs": _json(metadata.get("ss_dataset_dirs")),
         "other_metadata": {k: v for k, v in metadata.items() if not k.startswith("ss_")},
@@ -308,8 +317,11 @@ def render(report: dict[str, Any], *, modules: bool = False) -> str:
         lines += _table(rows)
     if report["tag_frequency"]:
         lines.append("")
-        lines.append(f"top tags ({len(report['tag_frequency'])})")
+        lines.append(f"top tags ({len(report['tag_frequency'])} of {report['tags']})")
         lines += _table([(_cell(tag, 60), str(n)) for tag, n in report["tag_frequency"]])
+        if report["tags"] > len(report["tag_frequency"]):
+            lines.append(f"  ... {report['tags'] - len(report['tag_frequency'])} more tag(s) not shown "
+                         "(--limit 0 lists them all)")
     other = report["other_metadata"]
     if other:
         lines.append("")

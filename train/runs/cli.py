@@ -60,7 +60,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("run", help=RUN_HELP)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="change a config key for the rest of the run, e.g. train.max_steps=3000 (repeatable)")
+                   help="change a config key for the rest of the run; the value is a TOML literal, e.g. "
+                   "train.max_steps=3000 (repeatable; default: none)")
     p.add_argument("--force", action="store_true",
                    help="accept a learning-rate (or LR schedule) change; it is written to the run log")
     p.set_defaults(func=_resume)
@@ -107,9 +108,9 @@ def _runs(args: argparse.Namespace) -> int:
         where = ", ".join(str(d) for d in args.dirs) or "./runs or the registry"
         print(f"no runs found in {where}. Start one with `kiln train CONFIG --detach`.", file=sys.stderr)
         return 0
-    from rich.console import Console
+    from curator.textsafe import cli_console
 
-    console = Console(highlight=False)
+    console = cli_console()
     console.print(runs_table(runs))
     for run in runs:
         if run.state == "dead":

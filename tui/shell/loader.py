@@ -18,7 +18,7 @@ from tui.shell.threads import call_ui
 from tui.state import RowsLoaded
 
 if TYPE_CHECKING:
-    from curator.scan.scanner import ScanProgress
+    from curator.scan.scanner import ScanProgress, ScanSummary
 
 SCAN_REFRESH_SECONDS = 0.5  # a cold scan shows newly indexed images at most this often
 FREEZE_EVERY_SECONDS = 5.0  # while rows arrive in batches, freeze the long-lived objects at most this often
@@ -92,6 +92,9 @@ class DatasetLoader:
             return
         self.scanning = False
         self._ui(self._rows_loaded, False, False)
+        skipped = skipped_note(model, summary, first)
+        if skipped:
+            self._ui(self.warn, skipped)
         self._ui(self.note, "checking health…")
         flags = None
         try:
@@ -139,6 +142,21 @@ class DatasetLoader:
             self.note("")
         elif note is not None:
             self.note(note)
+
+
+def skipped_note(model: DatasetModel, summary: ScanSummary, first: bool) -> str:
+    """What the layout and the scan left out and why (symlink loops, unreadable folders, names that are not
+    UTF-8), as the CLI reports it; the layout's warnings only on the first load."""
+    from curator.textsafe import printable
+
+    lines = list(model.dataset.layout.warnings) if first else []
+    lines += [f"skipped {path}: {why}" for path, why in summary.skipped]
+    lines += [f"skipped {name}: the file name is not valid UTF-8" for name in summary.bad_names]
+    lines += [f"{folder}/: cannot be read, skipped" for folder in summary.unreadable_dirs]
+    if not lines:
+        return ""
+    shown = "\n".join(printable(line) for line in lines[:5])
+    return shown + (f"\n… and {len(lines) - 5} more (kiln scan lists them)" if len(lines) > 5 else "")
 
 
 def freeze_long_lived_objects() -> None:
