@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +119,23 @@ def test_custom_separator() -> None:
     cap = Caption.parse(b"a | b c | d", separator="|")
     assert cap.tags == ["a", "b c", "d"]
     assert cap.with_tags(["d", "a"]).to_bytes() == b"d | a"
+
+
+def test_the_caption_cache_keeps_a_non_utf8_captions_tags(tmp_path: Path) -> None:
+    """Issue 18: a latin-1 caption's keys hold surrogates, which sqlite refused as text; the failed write left
+    a transaction open and the next scan of the TUI failed ("cannot start a transaction within a transaction")."""
+    from curator.index import Index
+    from curator.tags.cache import CaptionCache
+
+    root = tmp_path / "ds"
+    root.mkdir()
+    caption = root / "cafe.txt"
+    caption.write_bytes("caf\xe9, coffee\n".encode("latin-1"))
+    with Index.open(root) as index:
+        for _ in range(2):  # stored, then read back from the cache
+            cache = CaptionCache(index, root)
+            assert cache.read_many([caption])[caption] == caption.read_bytes()
+            assert cache.keys[caption] == ["caf\udce9", "coffee"]
+            assert not index.conn.in_transaction
+        with index.transaction() as tx:  # the connection is usable
+            tx.execute("SELECT 1")

@@ -156,6 +156,7 @@ RENAMED = {  # command -> (new option, old spelling kept as a hidden alias)
     "kiln buckets": ("--limit", "--all"),
     "kiln lora info": ("--limit", "--top-tags"),
     "kiln autotag": ("--threads", "--workers"),
+    "kiln autotag ": ("--tagger-batch", "--batch-size"),
     "kiln train": ("--no-progress", "--quiet"),
     "kiln lora grid": ("--no-progress", "--quiet"),
 }
@@ -173,7 +174,7 @@ def test_an_option_has_one_name_and_one_meaning() -> None:
         assert all(meaning in h for h in helps[option]), (option, helps[option])
     parsers = dict(every_parser())
     for command, (new, old) in RENAMED.items():
-        parser = parsers[command]
+        parser = parsers[command.strip()]
         new_action = next(a for a in parser._actions if new in a.option_strings)
         old_action = next(a for a in parser._actions if old in a.option_strings)
         assert old_action.help == argparse.SUPPRESS and old_action.dest == new_action.dest, command

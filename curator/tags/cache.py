@@ -72,7 +72,7 @@ class CaptionCache:
         out: dict[_P, bytes | None] = {}
         keys: dict[Path | str, list[str]] = {}
         self.keys = keys
-        upserts: list[tuple[str, int, int, int, bytes, str, str]] = []
+        upserts: list[tuple[str, int, int, int, bytes, str, str | bytes]] = []
         deletes: list[tuple[str]] = []
         now = time.time_ns()
         for path in paths:
@@ -96,11 +96,11 @@ class CaptionCache:
             ):
                 out[path] = row[4]
                 if row[5] == separator:
-                    keys[path] = row[6].split(_KEY_SEP) if row[6] else []
+                    keys[path] = _split_keys(row[6])
                     continue
                 cap = Caption.parse(row[4], separator)
                 keys[path] = cap.keys
-                upserts.append((key, row[1], row[2], row[3], row[4], separator, _KEY_SEP.join(cap.keys)))
+                upserts.append((key, row[1], row[2], row[3], row[4], separator, _join_keys(cap.keys)))
                 continue
             try:
                 data = read_file(path)
@@ -112,7 +112,7 @@ class CaptionCache:
             out[path] = data
             cap = Caption.parse(data, separator)
             keys[path] = cap.keys
-            upserts.append((key, st.st_size, st.st_mtime_ns, now, data, separator, _KEY_SEP.join(cap.keys)))
+            upserts.append((key, st.st_size, st.st_mtime_ns, now, data, separator, _join_keys(cap.keys)))
         if (upserts or deletes) and self.available:
             self._store(upserts, deletes)
         return out
@@ -130,7 +130,9 @@ class CaptionCache:
         if self.available:
             self._store([], [(k,) for k in keys])
 
-    def _store(self, upserts: list[tuple[str, int, int, int, bytes, str, str]], deletes: list[tuple[str]]) -> None:
+    def _store(
+        self, upserts: list[tuple[str, int, int, int, bytes, str, str | bytes]], deletes: list[tuple[str]]
+    ) -> None:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.executemany(
@@ -140,6 +142,24 @@ class CaptionCache:
             )
             self.conn.executemany("DELETE FROM caption_cache_v2 WHERE path = ?", deletes)
             self.conn.execute("COMMIT")
-        except sqlite3.Error:  # a locked or read-only index: the cache is an optimisation, skip the write
-            if self.conn.in_transaction:
+        except (sqlite3.Error, ValueError):  # a locked or read-only index, a value sqlite refuses: the cache
+            if self.conn.in_transaction:  # is an optimisation, skip the write (and never leave it half open)
                 self.conn.execute("ROLLBACK")
+
+
+def _join_keys(keys: list[str]) -> str | bytes:
+    """The tag keys as stored: text, or UTF-8 bytes with the undecodable bytes of a non-UTF-8 caption kept
+    (its keys hold them as surrogates, which sqlite cannot take as text)."""
+    text = _KEY_SEP.join(keys)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+    return text
+
+
+def _split_keys(value: str | bytes | None) -> list[str]:
+    if not value:
+        return []
+    text = value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+    return text.split(_KEY_SEP)
