@@ -51,6 +51,21 @@ def dumps_json(data: object, *, indent: int | None = 2) -> str:
     return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
+def fit_text(text: str, width: int, align: str = "left") -> str:
+    """``text`` cut or padded to exactly ``width`` terminal cells, wide characters (CJK, emoji) counted as the
+    two cells they take, with an ellipsis where it was cut: what keeps the columns of a TUI list aligned.
+    ``align``: "left" or "right" (padding goes before)."""
+    from rich.cells import cell_len, set_cell_size
+
+    if width <= 0:
+        return ""
+    cells = cell_len(text)
+    if cells > width:
+        return set_cell_size(text, width - 1) + "\u2026" if width > 1 else set_cell_size(text, width)
+    pad = " " * (width - cells)
+    return pad + text if align == "right" else text + pad
+
+
 def shorten(text: str, limit: int = 80) -> str:
     """``text`` cut to ``limit`` characters with an ellipsis, for table cells."""
     return text if len(text) <= limit else text[: max(0, limit - 1)] + "\u2026"

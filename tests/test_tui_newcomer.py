@@ -390,3 +390,56 @@ def test_skipped_symlink_loops_are_told(dataset: Path) -> None:
             await wait_for(pilot, lambda: any("loop.png: a symbolic link loop" in n for n in notes(app)))
 
     asyncio.run(run())
+
+
+# ------------------------------------------------------------------------------ item 9: keys and layout
+
+
+def test_ctrl_e_previews_from_inside_a_bulk_text_field(dataset: Path) -> None:
+    from textual.widgets import Input
+
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("space", "3")
+            field = app.query_one("#f-tags", Input)
+            field.focus()
+            await pilot.press(*"watermark")
+            await pilot.press("ctrl+a")  # the cursor to the start (Input's own key)
+            await pilot.press("ctrl+e")
+            await wait_for(pilot, lambda: "+ watermark" in rendered(app.query_one("#diff", Static)))
+            assert field.has_focus and field.value == "watermark"
+            await pilot.press("ctrl+x")  # no autotag running: ctrl+x is the field's (cut), not a notice
+            assert not any("Cancelling" in n for n in notes(app))
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 50)])
+def test_r_restores_right_after_k_without_touching_focus(dataset: Path, size: tuple[int, int]) -> None:
+    from tui.widgets.dialogs import ConfirmScreen
+
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=size) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("5")
+            health = app.view("health")
+            await wait_for(pilot, lambda: bool(health.clusters))
+            cluster = health.clusters[0]
+            await pilot.press("5")
+            await wait_for(pilot, lambda: app.query_one("#cluster-pane").cluster is cluster)
+            assert app.query_one("#health-tree").has_focus
+            await pilot.press("K")  # on the highlighted cluster, without entering it first
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            pane = app.query_one("#cluster-pane")
+            others = [p for p in cluster.members if p != pane.cards[pane.current].rel_path]
+            await pilot.press("y")
+            await wait_for(pilot, lambda: not any((dataset / p).exists() for p in others))
+            await wait_loaded(pilot)
+            assert app.focused is not None and health in app.focused.ancestors_with_self
+            await pilot.press("R")
+            await wait_for(pilot, lambda: all((dataset / p).exists() for p in others))
+
+    asyncio.run(run())

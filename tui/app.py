@@ -20,7 +20,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Horizontal
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
-from textual.widgets import ContentSwitcher, Footer
+from textual.widgets import ContentSwitcher
 
 from curator.textsafe import printable
 from tui.bindings import bindings, context
@@ -40,6 +40,7 @@ from tui.messages import (
 from tui.model import DatasetModel
 from tui.shell.captions import CaptionWatcher
 from tui.shell.commands import help_sections, palette_commands
+from tui.shell.footer import KilnFooter
 from tui.shell.journal import JournalActions
 from tui.shell.loader import DatasetLoader
 from tui.shell.status import StatusBar
@@ -130,7 +131,7 @@ class KilnApp(App[None]):
             yield self.view_manager.new_view(self.specs[0])  # the others are built when first needed
         with Horizontal(id="statusrow", classes="status"):
             yield StatusBar(self.model, id="status")
-        yield Footer(compact=True, show_command_palette=True)
+        yield KilnFooter(compact=True, show_command_palette=True)
 
     def on_mount(self) -> None:
         self._theme_ready = True

@@ -135,16 +135,20 @@ _BUILTIN: tuple[Context, ...] = (
         Key("first", "g", "scroll_top", "First", show=False),
         Key("last", "G", "scroll_bottom", "Last", show=False),
     ), palette=False, shares=("tags",)),
+    # priority: they work inside the view's text fields too (an Input's own ctrl+e moves to the end of the line,
+    # ctrl+x cuts: cancel-autotag gives the key back to the field while no autotag runs)
     Context("bulk", "Bulk view", "bulk", "BulkView", (
-        Key("preview", "ctrl+e", "preview", "Preview diff"),
-        Key("apply", "ctrl+s", "apply", "Apply"),
-        Key("autotag", "ctrl+g", "autotag", "Autotag"),
+        Key("preview", "ctrl+e", "preview", "Preview diff", priority=True),
+        Key("apply", "ctrl+s", "apply", "Apply", priority=True),
+        Key("autotag", "ctrl+g", "autotag", "Autotag", priority=True),
         Key("caption", "ctrl+k", "caption", "Caption", long="Caption with a local BLIP, Florence-2 or VLM model"),
-        Key("cancel-autotag", "ctrl+x", "cancel_autotag", "Cancel autotag", show=False,
+        Key("cancel-autotag", "ctrl+x", "cancel_autotag", "Cancel autotag", show=False, priority=True,
             long="Cancel the autotag or caption run"),
     )),
     Context("health", "Health view", "health", "HealthView", (
         Key("show-in-browser", "o", "show_in_browser", "Show in browser"),
+        Key("keep", "K", "keep", "Keep, trash others", long="Keep the chosen image of the highlighted cluster, "
+            "move the others to the trash"),
         Key("restore-trash", "R", "restore_trash", "Restore trash"),
     )),
     Context("health-tree", "Health view · findings", "health", "HealthTree", (

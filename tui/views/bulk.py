@@ -391,6 +391,12 @@ class BulkView(KilnView):
         remember(self.kiln.prefs, config)
         self.kiln.save_prefs()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """ctrl+x cancels an autotag only while one runs; otherwise the key is the text field's (cut)."""
+        if action == "cancel_autotag":
+            return self.query_one("#autotag-row").display
+        return True
+
     def action_cancel_autotag(self) -> None:
         self._cancel.set()
         self.notify("Cancelling autotag…", timeout=2)

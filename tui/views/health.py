@@ -310,6 +310,7 @@ class HealthView(KilnView):
 
     def on_cluster_pane_resolve(self, event: ClusterPane.Resolve) -> None:
         event.stop()
+        self.query_one(HealthTree).focus()  # the cluster goes away with the rescan: R, o, K work from the list
         self.trash(event.others, event.keep)
 
     def action_show_in_browser(self) -> None:
@@ -321,6 +322,16 @@ class HealthView(KilnView):
             path = finding.path if finding is not None else None
         if path:
             self.post_message(RevealImage(path))
+
+    def action_keep(self) -> None:
+        """``K`` on a highlighted cluster in the findings: keep its chosen image (the suggested one until ←/→ in
+        the cluster pick another), trash the others; the pane asks first."""
+        pane = self.query_one(ClusterPane)
+        finding = self._finding()
+        if finding is not None and finding.cluster is not None and pane.cluster is finding.cluster:
+            pane.action_keep()
+        else:
+            self.notify("K keeps an image of a duplicate cluster: highlight a cluster first.", timeout=3)
 
     def action_restore_trash(self) -> None:
         self.restore_trash()

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -35,7 +34,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
 
-from curator.textsafe import printable
+from curator.textsafe import fit_text, printable
 from tui.bindings import bindings
 from tui.imaging import ThumbnailCache, fit_cells, halfblock_lines
 from tui.rows import Row
@@ -86,12 +85,8 @@ def grid_geometry(width: int) -> GridGeometry:
 
 
 def fit_caption(text: str, width: int) -> str:
-    """``text`` cut or padded to exactly ``width`` terminal cells (wide characters counted), with an ellipsis."""
-    if width <= 0:
-        return ""
-    if cell_len(text) > width:
-        return set_cell_size(text, width - 1) + "…" if width > 1 else set_cell_size(text, width)
-    return set_cell_size(text, width)
+    """``text`` cut or padded to exactly ``width`` terminal cells (``curator.textsafe.fit_text``)."""
+    return fit_text(text, width)
 
 
 ThumbKey = tuple[str, int, int, int, int]  # (path, mtime_ns, size, picture cols, picture rows)

@@ -24,7 +24,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
 
-from curator.textsafe import printable
+from curator.textsafe import fit_text, printable
 from tui.bindings import bindings
 from tui.rows import Row, human_size
 from tui.state import BrowseState
@@ -76,10 +76,7 @@ def layout_columns(width: int) -> list[tuple[Column, int]]:
     return [(c, c.width or name_width) for c in chosen]
 
 
-def _fit(text: str, width: int, align: str) -> str:
-    if len(text) > width:
-        return text[: max(0, width - 1)] + "…" if width > 1 else text[:width]
-    return text.rjust(width) if align == "right" else text.ljust(width)
+_fit = fit_text  # cut or padded to the column's width in terminal cells (wide characters count two)
 
 
 class ListHeader(Widget):
