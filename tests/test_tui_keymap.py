@@ -169,9 +169,9 @@ def test_a_palette_command_builds_its_view_and_runs_there(tmp_path: Path) -> Non
 
     async def run() -> None:
         app = make_app(dataset)
+        app.view_manager.last_input = float("inf")  # nothing built in the background (before it could start)
         async with app.run_test(size=(120, 40)) as pilot:
             await wait_loaded(pilot)
-            app.view_manager.last_input = float("inf")  # nothing built in the background
             assert "tags" not in {v.id for v in app.views()}
             command = next(c for c in app.get_system_commands(app.screen) if c.title == "Sort count/name")
             await command.callback()
