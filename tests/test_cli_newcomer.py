@@ -149,7 +149,7 @@ SAME_EVERYWHERE = ("--caption-extension", "--no-progress", "--resolution", "--mi
                    "--no-upscale", "--train-config", "--where", "--workers", "--threshold", "--num-processes",
                    "--allow-pickle", "--files", "--config-dir")
 SAME_MEANING = {"--json": "JSON", "--set": "override a config key", "--limit": "0 = all",
-                "--batch-size": "train batch size", "--device": "(default auto", "--force": "replace",
+                "--batch-size": "train batch size", "--device": "(default auto", "--force": "refused without --force",
                 "--dry-run": "change nothing"}
 RENAMED = {  # command -> (new option, old spelling kept as a hidden alias)
     "kiln tags stats": ("--limit", "--top"),

@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train in the background (own session), logging to <run>/train.log")
     parser.add_argument("--force", action="store_true",
                         help="start a new run in an existing run directory (its events and state are replaced); "
-                             "with --resume: accept a learning-rate change")
+                             "with --resume: accept a learning-rate change (both refused without --force)")
     parser.add_argument("--no-progress", action="store_true", dest="quiet", help=NO_PROGRESS_HELP)  # plain log lines
     parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # the name before issue 18
 

@@ -132,7 +132,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _common(parser: argparse.ArgumentParser, *, device: bool = True, force: bool = True) -> None:
     parser.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     if force:
-        parser.add_argument("--force", action="store_true", help="replace an existing output file")
+        parser.add_argument("--force", action="store_true", help="replace an existing output file (refused without --force)")
     if device:
         parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default auto: a GPU when there is one)")
         parser.add_argument("--config-dir", type=Path, help="diffusers config folder for a single-file checkpoint "

@@ -60,10 +60,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("run", help=RUN_HELP)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="change a config key for the rest of the run; the value is a TOML literal, e.g. "
+                   help="override a config key for the rest of the run; the value is a TOML literal, e.g. "
                    "train.max_steps=3000 (repeatable; default: none)")
     p.add_argument("--force", action="store_true",
-                   help="accept a learning-rate (or LR schedule) change; it is written to the run log")
+                   help="accept a learning-rate (or LR schedule) change, written to the run log (refused without --force)")
     p.set_defaults(func=_resume)
 
 
