@@ -21,14 +21,24 @@ REPLACEMENT = "\ufffd"
 # C0 controls except tab/newline/carriage return, DEL, C1 controls, bidi embedding/override/isolate marks.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _LINE_BREAKS = re.compile("[\t\r\n]")
+# A byte that is not UTF-8, as Python's surrogateescape decoding keeps it (U+DC80..U+DCFF stand for 0x80..0xFF).
+_UNDECODED_BYTE = re.compile("[\udc80-\udcff]")
+_OTHER_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _show_byte(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()) - 0xDC00:02x}"
 
 
 def printable(text: object, *, keep_newlines: bool = False) -> str:
     """``text`` as a string with control characters replaced by U+FFFD.
 
     Tabs, carriage returns and newlines become spaces unless ``keep_newlines`` (then only newlines are kept).
+    A byte that is not UTF-8 (a caption or a file name read with surrogateescape) is shown as ``\\xNN``, the
+    same in the TUI, every CLI table and the logs (``café`` saved as Latin-1 reads ``caf\\xe9``); any other
+    lone surrogate, which no terminal can show, becomes U+FFFD.
     """
-    value = str(text)
+    value = _OTHER_SURROGATE.sub(REPLACEMENT, _UNDECODED_BYTE.sub(_show_byte, str(text)))
     if keep_newlines:
         value = value.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ")
     else:

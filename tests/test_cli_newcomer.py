@@ -179,3 +179,18 @@ def test_an_option_has_one_name_and_one_meaning() -> None:
         old_action = next(a for a in parser._actions if old in a.option_strings)
         assert old_action.help == argparse.SUPPRESS and old_action.dest == new_action.dest, command
         assert old not in parser.format_help()
+
+
+def test_a_non_utf8_tag_is_shown_by_its_byte_everywhere(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from curator.textsafe import printable
+
+    sample = copy_sample(tmp_path / "sample")
+    cat = next(sample.rglob("cat.txt"))
+    cat.write_bytes(b"caf\xe9, kilnsample")
+    code, out, _ = kiln(capsys, "tags", "stats", str(sample), "--limit", "0")
+    assert code == 0 and "caf\\xe9" in out and "\ufffd" not in out
+    code, out, _ = kiln(capsys, "tags", "remove", str(sample), "caf*", "--dry-run")
+    assert code == 0 and "- caf\\xe9, kilnsample" in out
+    assert cat.read_bytes() == b"caf\xe9, kilnsample"  # a dry run
+    assert printable(b"caf\xe9".decode("utf-8", "surrogateescape")) == "caf\\xe9"
+    assert printable("lone \ud800 surrogate") == "lone \ufffd surrogate"  # no terminal can show it

@@ -443,3 +443,123 @@ def test_r_restores_right_after_k_without_touching_focus(dataset: Path, size: tu
             await wait_for(pilot, lambda: all((dataset / p).exists() for p in others))
 
     asyncio.run(run())
+
+
+def screen_lines(app) -> list[str]:
+    """The screen as text, one string per terminal row."""
+    return ["".join(segment.text for segment in strip) for strip in app.screen._compositor.render_strips()]
+
+
+@pytest.mark.parametrize("view", ["1", "2", "3", "4", "5"])
+def test_footer_keys_never_run_under_the_palette_key_at_80_columns(dataset: Path, view: str) -> None:
+    from textual.widgets._footer import FooterKey
+
+    from tui.shell.footer import KilnFooter
+
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press(view)
+            await pilot.pause(0.2)
+            footer = app.query_one(KilnFooter)
+            keys = list(footer.query(FooterKey))
+            palette = [k for k in keys if k.has_class("-command-palette")]
+            assert len(palette) == 1 and screen_lines(app)[-1].rstrip().endswith("^p palette")
+            shown = [k for k in keys if k not in palette]
+            assert shown and all(k.region.right <= palette[0].region.x for k in shown), \
+                [(k.key_display, k.region) for k in shown]
+            if view == "1":  # the help key is kept whatever else is left out
+                assert any(k.action.endswith("help") for k in shown)
+
+    asyncio.run(run())
+
+
+def test_the_thin_mark_stays_on_its_bucket_row_when_the_chart_scrolls(dataset: Path) -> None:
+    from rich.cells import cell_len
+    from textual.widgets import Input
+
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("4")
+            view = app.view("buckets")
+            view.query_one("#res", Input).value = "1024"  # 11 buckets: the chart needs its scroll bar
+            chart = view.query_one("#bucket-chart", Static)
+            await wait_for(pilot, lambda: "1024×1024" in rendered(chart))
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            scroll = view.query_one("#bucket-chart-scroll")
+            assert scroll.max_scroll_y > 0
+            rows = [line for line in rendered(chart).splitlines() if "×" in line.split(" ")[0]]
+            assert len(rows) == 11 and sum("thin" in r for r in rows) == 9
+            assert all(cell_len(r) <= scroll.scrollable_content_region.width for r in rows)
+            shown = screen_lines(app)
+            assert not any(line.strip() == "thin" for line in shown)  # never wrapped onto a row of its own
+            assert sum(line.rstrip().endswith("thin") for line in shown) >= 5
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)])
+def test_the_training_panel_leaves_the_curator_most_of_the_screen(dataset: Path, size: tuple[int, int]) -> None:
+    from tui.runs.panel import TrainingPanel
+
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=size) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("f2")
+            await wait_for(pilot, lambda: bool(app.query(TrainingPanel)) and app.query_one(TrainingPanel).shows > 0)
+            panel = app.query_one(TrainingPanel)
+            assert panel.outer_size.width <= max(30, size[0] * 0.4)
+            assert panel.outer_size.width >= 30
+            title = rendered(panel.query_one("#panel-title", Static))
+            assert all(f"{k} {w}" in title for k, w in (("s", "stop"), ("S", "save"), ("r", "resume"), ("n", "new")))
+
+    asyncio.run(run())
+
+
+def test_wide_names_keep_the_list_columns_aligned(dataset: Path) -> None:
+    from rich.cells import cell_len
+
+    from tests.conftest import photo, save_photo
+
+    wide = "猫の写真とても長い名前のファイル.png"
+    save_photo(photo("chelsea.png", (512, 512)), dataset / PHOTO_DIR / wide)
+
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_loaded(pilot)
+            lines = screen_lines(app)
+            wide_line = next(line for line in lines if "猫" in line)
+            plain_line = next(line for line in lines if "astronaut.jpg" in line)
+            for line in (wide_line, plain_line):
+                assert "512x512" in line, line
+            column = [cell_len(line[: line.index("512x512")]) for line in (wide_line, plain_line)]
+            assert column[0] == column[1], (wide_line, plain_line)
+            assert "…" in wide_line  # cut to its column with an ellipsis
+
+    asyncio.run(run())
+
+
+def test_a_non_utf8_tag_reads_the_same_in_the_tui_as_in_the_cli(dataset: Path) -> None:
+    from textual.widgets import DataTable
+
+    (dataset / PHOTO_DIR / "cat.txt").write_bytes(b"caf\xe9, kilnsample")
+
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("2")
+            table = app.query_one("#tag-table", DataTable)
+            await wait_for(pilot, lambda: table.row_count > 0)
+            cells = [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+            assert "caf\\xe9" in cells
+            assert not any("\udce9" in c or "\ufffd" in c for c in cells)
+            assert not any("\udce9" in line for line in screen_lines(app))
+
+    asyncio.run(run())

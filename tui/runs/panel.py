@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from curator.textsafe import printable
+from curator.textsafe import fit_text, printable
 from tui.bindings import bindings
 from tui.runs.keys import TRAINING_PANEL
 from tui.runs.watcher import RunsSnapshot, runs_watcher
@@ -23,13 +23,14 @@ class TrainingPanel(Vertical, can_focus=True):
     BINDINGS = bindings(TRAINING_PANEL)
 
     DEFAULT_CSS = """
-    TrainingPanel { dock: right; width: 46; border-left: solid $primary; padding: 0 1; background: $surface; }
+    TrainingPanel { dock: right; width: 36%; min-width: 30; max-width: 56; border-left: solid $primary;
+                    padding: 0 1; background: $surface; }
     TrainingPanel:focus-within { border-left: thick $accent; }
-    TrainingPanel #panel-title { height: 1; text-style: bold; color: $primary; text-wrap: nowrap; }
+    TrainingPanel #panel-title { height: auto; color: $primary; }
     TrainingPanel RunHeader { margin-bottom: 1; }
     TrainingPanel LossChart { height: 9; min-height: 5; }
     TrainingPanel EventLog { height: 1fr; min-height: 3; }
-    TrainingPanel #panel-runs { height: auto; max-height: 8; margin-top: 1; }
+    TrainingPanel #panel-runs { height: auto; max-height: 8; margin-top: 1; text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
     def __init__(self, **kwargs) -> None:
@@ -40,11 +41,20 @@ class TrainingPanel(Vertical, can_focus=True):
         self.shows = 0  # snapshots shown (tests wait on it)
 
     def compose(self) -> ComposeResult:
-        yield Static(Text("Training   s stop  S save  r resume  n new"), id="panel-title")
+        yield Static(self._title(), id="panel-title")
         yield RunHeader(id="panel-header")
         yield LossChart(id="panel-chart")
         yield EventLog(id="panel-log")
         yield Static(id="panel-runs")
+
+    def _title(self) -> Text:
+        """"Training" and the panel's keys as the user's keymap has them (wraps when the panel is narrow)."""
+        label = getattr(self.app, "key_label", None)  # the curator app's; a bare App shows the default keys
+        title = Text("Training", style="bold")
+        for key in TRAINING_PANEL.keys:
+            keys = label(TRAINING_PANEL.binding_id(key)) if label is not None else key.keys
+            title.append(f"  {keys} {key.description.split()[0].lower()}")
+        return title
 
     def on_mount(self) -> None:
         self.set_interval(POLL_S, self.poll)
@@ -66,11 +76,15 @@ class TrainingPanel(Vertical, can_focus=True):
         self.query_one(LossChart).show(snap.tracker)
         self.query_one(EventLog).show(snap.tracker, snap.info)
         runs = Text(no_wrap=True, overflow="ellipsis")
+        width = self.query_one("#panel-runs").content_size.width or 40
         for run in snap.runs[:7]:
+            state = state_text(run.state)
+            progress = f" {progress_text(run.step, run.total_steps)}"
+            name_w = max(6, min(30, width - 3 - state.cell_len - len(progress)))  # the name gives way first
             runs.append("▶ " if run.dir == snap.watched else "  ")
-            runs.append(printable(run.name)[:18].ljust(19), style="bold" if run.dir == snap.watched else "")
-            runs.append_text(state_text(run.state))
-            runs.append(f" {progress_text(run.step, run.total_steps)}\n", style="grey62")
+            runs.append(fit_text(printable(run.name), name_w) + " ", style="bold" if run.dir == snap.watched else "")
+            runs.append_text(state)
+            runs.append(f"{progress}\n", style="grey62")
         if len(snap.runs) > 7:
             runs.append(f"  … {len(snap.runs) - 7} more (runs view)", style="grey62")
         if not snap.runs:

@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Checkbox, Input, Label, Static
 
 from curator.buckets import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
-from curator.textsafe import printable, safe_text
+from curator.textsafe import fit_text, printable, safe_text
 from tui.views.base import KilnView
 
 if TYPE_CHECKING:
@@ -31,8 +31,12 @@ def bar(value: float, maximum: float, width: int) -> str:
     return "█" * full + (BAR_CHARS[part] if part else "")
 
 
+THIN_MARK = "  thin"
+
+
 def chart_text(report: BucketReport, step: StepMath | None, width: int) -> Text:
-    """The chart and the step math as Text (pure: easy to test)."""
+    """The chart and the step math as Text (pure: easy to test). Every chart row is at most ``width`` cells
+    (the bar gives way first): the columns are as wide as their largest figure, and the thin mark has its room."""
     text = Text(no_wrap=True)
     buckets = report.buckets
     if not buckets:
@@ -40,19 +44,25 @@ def chart_text(report: BucketReport, step: StepMath | None, width: int) -> Text:
         _unreadable_note(text, report)
         return text
     peak = max(b.with_repeats for b in buckets) or 1
-    label_w = max(len(f"{b.bucket[0]}×{b.bucket[1]}") for b in buckets)
-    bar_w = max(8, width - label_w - 28)
+    label_w = max(len("bucket"), *(len(f"{b.bucket[0]}×{b.bucket[1]}") for b in buckets))
+    imgs_w = max(len("imgs"), *(len(str(b.images)) for b in buckets))
+    rep_w = max(len("×rep"), *(len(str(b.with_repeats)) for b in buckets))
+    share_w = len("100.0%")
+    figures_w = 2 + imgs_w + 2 + rep_w + 2 + share_w
+    bar_w = max(1, width - label_w - 2 - figures_w - len(THIN_MARK))
     thin = {b.bucket for b in report.thin}
-    text.append(f"{'bucket':<{label_w}}  {'images × repeats':<{bar_w}}  imgs  ×rep  share\n", style="bold")
+    text.append(f"{'bucket':<{label_w}}  {fit_text('images × repeats', bar_w)}  {'imgs':>{imgs_w}}  "
+                f"{'×rep':>{rep_w}}  {'share':>{share_w}}\n", style="bold")
     for b in buckets:
         is_thin = b.bucket in thin
         style = "bold yellow" if is_thin else ""
         text.append(f"{b.bucket[0]}×{b.bucket[1]}".ljust(label_w), style=style)
         text.append("  ")
         text.append(bar(b.with_repeats, peak, bar_w).ljust(bar_w), style="yellow" if is_thin else "green")
-        text.append(f"  {b.images:>4}  {b.with_repeats:>4}  {b.share * 100:4.1f}%", style=style)
+        text.append(f"  {b.images:>{imgs_w}}  {b.with_repeats:>{rep_w}}  {f'{b.share * 100:.1f}%':>{share_w}}",
+                    style=style)
         if is_thin:
-            text.append("  thin", style="bold yellow")
+            text.append(THIN_MARK, style="bold yellow")
         text.append("\n")
     text.append(f"\n{len(buckets)} buckets, {len(report.thin)} thin (≤2 images: batches there repeat the same "
                 f"few images)", style="dim")
@@ -120,7 +130,7 @@ class BucketsView(KilnView):
     BucketsView .bucket-form Checkbox { height: 1; border: none; padding: 0 1; background: $surface; }
     BucketsView #bucket-source { height: auto; padding: 0 1; }
     BucketsView #bucket-error { color: $error; height: auto; display: none; padding: 0 1; }
-    BucketsView #bucket-chart-scroll { height: 1fr; }
+    BucketsView #bucket-chart-scroll { height: 1fr; scrollbar-gutter: stable; }
     """
 
     def compose(self) -> ComposeResult:
@@ -145,6 +155,7 @@ class BucketsView(KilnView):
             yield Static(id="bucket-chart")
 
     _filled = False
+    _chart_width = 0  # the width the chart was last laid out for
 
     def dataset_loaded(self) -> None:
         if not self._filled and self.model.bucket_settings is not None:
@@ -180,6 +191,14 @@ class BucketsView(KilnView):
     def activated(self) -> None:
         self.query_one("#bucket-chart-scroll").focus()
         self.recompute()
+
+    def on_resize(self, event: events.Resize) -> None:
+        """The chart is laid out for the width it has: drawn again (after the layout) when that changes."""
+        self.call_after_refresh(self._rechart_if_resized)
+
+    def _rechart_if_resized(self) -> None:
+        if self.model.rows and self.query_one("#bucket-chart-scroll").scrollable_content_region.width != self._chart_width:
+            self.recompute()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
@@ -226,7 +245,9 @@ class BucketsView(KilnView):
             error.display = True
             return
         error.display = False
-        width = self.query_one("#bucket-chart-scroll").size.width or 80
+        width = self.query_one("#bucket-chart-scroll").scrollable_content_region.width
+        self._chart_width = width
+        width = width or 78  # not laid out yet: drawn again once it is
         self._compute(settings, batch, epochs, width, apply_to_browser)
 
     @work(thread=True, exclusive=True, group="buckets")
