@@ -563,3 +563,69 @@ def test_a_non_utf8_tag_reads_the_same_in_the_tui_as_in_the_cli(dataset: Path) -
             assert not any("\udce9" in line for line in screen_lines(app))
 
     asyncio.run(run())
+
+
+def test_bulk_history_names_the_tags_as_kiln_tags_history_does(dataset: Path) -> None:
+    from textual.widgets import OptionList
+
+    from curator.dataset import Dataset
+    from curator.tags.journal import Journal
+    from tui.widgets.dialogs import ConfirmScreen
+
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("space", "3")
+            app.query_one("#f-tags").value = "watermark, signature"
+            await pilot.press("ctrl+s")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            history = app.query_one("#history", OptionList)
+            await wait_for(pilot, lambda: "#1 " in str(history.get_option_at_index(0).prompt))
+            entry = str(history.get_option_at_index(0).prompt)
+            assert "add 'watermark', 'signature' at end on selection (1 images)" in entry, entry
+
+    asyncio.run(run())
+    dataset_ = Dataset.open(dataset)
+    descriptions = [e.description for e in Journal(dataset_.index).history()]
+    assert descriptions[0] == "add 'watermark', 'signature' at end on selection (1 images)"
+
+
+def test_the_preview_says_what_to_fix_never_bare_exception_text(dataset: Path, monkeypatch) -> None:
+    from textual.widgets import OptionList
+
+    from tui.model import DatasetModel
+
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("space", "3")
+            diff = app.query_one("#diff", Static)
+            ops = app.query_one("#op-list", OptionList)
+
+            async def preview(op: int, expect: str, **fields: object) -> str:
+                ops.highlighted = op
+                await pilot.pause()
+                for name, value in fields.items():
+                    app.query_one(f"#f-{name}").value = value
+                await pilot.press("ctrl+e")
+                await wait_for(pilot, lambda: expect in rendered(diff))
+                return rendered(diff)
+
+            text = await preview(6, "Cannot preview")  # normalise with nothing chosen
+            assert "choose spaces, lower, escape and/or unescape" in text and "--" not in text
+            text = await preview(2, "Cannot preview", old="(", regex=True)
+            assert "bad regular expression '('" in text
+            text = await preview(4, "Cannot preview", keep="-1")
+            assert "not a whole number" in text and "invalid literal" not in text
+
+            def broken(*_args: object, **_kwargs: object) -> list[object]:
+                raise KeyError("tags")
+
+            monkeypatch.setattr(DatasetModel, "plan", broken)
+            text = await preview(0, "Cannot preview", tags="x")
+            assert "an unexpected KeyError" in text and "nothing was written" in text
+
+    asyncio.run(run())

@@ -51,6 +51,26 @@ class ModelError(Exception):
     """Something the UI should show as a message (the text says what and how to fix it)."""
 
 
+def error_message(exc: BaseException, doing: str) -> str:
+    """What went wrong while ``doing`` (e.g. "preview"), as the UI says it: the curator's own errors (a bad
+    argument, query, rule file, scope) already say what to fix and are shown as they are; a file error names
+    the file and the reason; anything else is called an unexpected error, never shown as bare exception text."""
+    from curator.tags.consolidate import RulesError
+    from curator.tags.items import ScopeError
+    from curator.tags.ops import OperationError
+    from curator.tags.query import QueryError
+    from curator.textsafe import printable
+
+    if isinstance(exc, OperationError | QueryError | RulesError | ScopeError | ModelError):
+        return printable(f"Cannot {doing}: {exc}")
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        where = f" {exc.filename}" if exc.filename else ""
+        return printable(f"Cannot {doing}: could not read{where} ({reason}); nothing was written")
+    return printable(f"Cannot {doing}: an unexpected {type(exc).__name__} ({exc}); nothing was written. "
+                     "This is a kiln bug: please report it with what you did")
+
+
 def _caption_targets(rows: list[Row]) -> list[Path]:
     """The caption target of every row (``curator.captions.files.caption_targets``, the fast batch form); a
     row that already knows its target keeps it."""
@@ -623,6 +643,8 @@ class DatasetModel:
             return ops.dedupe(items)
         if op == "sort":
             keep = _text(params, "keep").strip()
+            if keep and not keep.isdigit():
+                raise ops.OperationError(f"keep first N tags: {keep!r} is not a whole number (0 or more)")
             return ops.sort_tags(items, by="freq" if params.get("by") == "freq" else "alpha",
                                  keep=int(keep) if keep else 0)
         if op == "trigger":
@@ -663,6 +685,34 @@ class DatasetModel:
         with self._lock:
             confidences = load(self.dataset.index, [it.path for it in items])
         return find_suspects(items, confidences, load_conflicts())
+
+    def describe(self, op: str, params: PlanParams) -> str:
+        """What ``plan(op, ..., params)`` does, in the words ``kiln tags`` uses for the same operation
+        (``curator.tags.describe``): the journal entry names its tags, pattern or options."""
+        from curator.tags import describe as d
+
+        if op == "add":
+            return d.describe_add(_tags(params), "front" if params.get("position") == "front" else "end")
+        if op in ("remove", "delete"):
+            return d.describe_remove(_tags(params))
+        if op in ("replace", "rename"):
+            return d.describe_replace(_text(params, "old"), _text(params, "new"), regex=bool(params.get("regex")))
+        if op == "dedupe":
+            return d.describe_dedupe()
+        if op == "sort":
+            keep = _text(params, "keep").strip()
+            return d.describe_sort("freq" if params.get("by") == "freq" else "alpha", int(keep) if keep.isdigit() else 0)
+        if op == "trigger":
+            return d.describe_trigger([_text(params, "word")])
+        if op == "normalize":
+            return d.describe_normalize([o for o in ("spaces", "lower", "escape", "unescape") if params.get(o)])
+        if op == "absorb":
+            return d.describe_absorb(_tags(params))
+        if op == "consolidate":
+            from curator.tags.consolidate import load_rules
+
+            return d.describe_consolidate(load_rules().sources, suffix_heuristic=bool(params.get("suffix")))
+        return op  # an operation described where it is chosen (suggestions, suspects)
 
     def absorb_suggestions(self, rows: Iterable[Row], min_share: float = 0.8) -> list[AbsorbCandidate]:
         from curator.tags import ops

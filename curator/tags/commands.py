@@ -8,6 +8,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from curator.tags.describe import (
+    describe_absorb,
+    describe_add,
+    describe_consolidate,
+    describe_dedupe,
+    describe_normalize,
+    describe_remove,
+    describe_replace,
+    describe_sort,
+    describe_trigger,
+)
 from curator.textsafe import dumps_json, printable
 
 if TYPE_CHECKING:
@@ -248,7 +259,7 @@ def _add(dataset: Dataset, args: argparse.Namespace) -> int:
         args,
         lambda items: add_tags(items, args.tag, position=position, create=not args.no_create),
         "add",
-        f"add {args.tag!r} at {where}",
+        describe_add([args.tag], where),
     )
 
 
@@ -260,20 +271,19 @@ def _remove(dataset: Dataset, args: argparse.Namespace) -> int:
         args,
         lambda items: remove_tags(items, args.tags),
         "remove",
-        "remove " + ", ".join(repr(t) for t in args.tags),
+        describe_remove(args.tags),
     )
 
 
 def _replace(dataset: Dataset, args: argparse.Namespace) -> int:
     from curator.tags.ops import replace_tag
 
-    kind = "regex " if args.regex else ""
     return _planned(
         dataset,
         args,
         lambda items: replace_tag(items, args.old, args.new, regex=args.regex),
         "replace",
-        f"replace {kind}{args.old!r} -> {args.new!r}",
+        describe_replace(args.old, args.new, regex=args.regex),
     )
 
 
@@ -292,10 +302,10 @@ def _trigger(dataset: Dataset, args: argparse.Namespace) -> int:
         "trigger": plan.words,
         "folders_without_class_tokens": plan.skipped_folders,
     }
-    words = sorted({", ".join(w) for w in plan.words.values()})
+    words = [", ".join(w) for w in plan.words.values()]
     rebase = _rebaser(dataset, args, items, lambda it: set_trigger(it, args.word, separator=args.separator).changes)
     code = _apply(
-        dataset, args, plan.changes, "trigger", "trigger first: " + " / ".join(words), extra, rebase=rebase
+        dataset, args, plan.changes, "trigger", describe_trigger(words), extra, rebase=rebase
     )
     if not args.json:
         print(
@@ -330,12 +340,7 @@ def _consolidate(dataset: Dataset, args: argparse.Namespace) -> int:
         _console().print(table)
         if args.limit and len(plan.hits) > args.limit:
             print(f"... {len(plan.hits) - args.limit} more rule(s) not shown (--limit 0 shows them all)")
-    desc = (
-        "consolidate ("
-        + ", ".join(rules.sources)
-        + (", suffix heuristic" if args.suffix_heuristic else "")
-        + ")"
-    )
+    desc = describe_consolidate(rules.sources, suffix_heuristic=args.suffix_heuristic)
     rebase = _rebaser(
         dataset, args, items, lambda it: consolidate(it, rules, suffix_heuristic=args.suffix_heuristic).changes
     )
@@ -352,7 +357,7 @@ def _absorb(dataset: Dataset, args: argparse.Namespace) -> int:
             args,
             lambda chosen: absorb(chosen, args.apply),
             "absorb",
-            "absorb into the trigger: remove " + ", ".join(repr(t) for t in args.apply),
+            describe_absorb(args.apply),
             items=items,
         )
     cands = absorb_candidates(items, args.min_share)
@@ -404,14 +409,14 @@ def _sort(dataset: Dataset, args: argparse.Namespace) -> int:
         args,
         lambda items: sort_tags(items, by=args.by, keep=args.keep, frequencies=freq),
         "sort",
-        f"sort by {args.by}, first {args.keep} kept",
+        describe_sort(args.by, args.keep),
     )
 
 
 def _dedupe(dataset: Dataset, args: argparse.Namespace) -> int:
     from curator.tags.ops import dedupe
 
-    return _planned(dataset, args, dedupe, "dedupe", "remove repeated tags")
+    return _planned(dataset, args, dedupe, "dedupe", describe_dedupe())
 
 
 def _normalize(dataset: Dataset, args: argparse.Namespace) -> int:
@@ -425,7 +430,7 @@ def _normalize(dataset: Dataset, args: argparse.Namespace) -> int:
             items, spaces=args.spaces, lower=args.lower, escape=args.escape, unescape=args.unescape
         ),
         "normalize",
-        "normalize: " + ", ".join(what),
+        describe_normalize(what),
     )
 
 

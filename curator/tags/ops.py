@@ -125,7 +125,7 @@ def add_tags(
     Images without a caption file get one when ``create``."""
     new_tags = split_tags(tags) if isinstance(tags, str) else [t.strip() for t in tags if t.strip()]
     if not new_tags:
-        raise OperationError("no tag to add")
+        raise OperationError("no tag to add: give one or more tags, comma separated")
 
     def fn(_item: CaptionItem, current: list[str]) -> list[str]:
         have = {tag_key(t) for t in current}
@@ -146,7 +146,7 @@ def remove_tags(items: Iterable[CaptionItem], patterns: list[str] | str) -> list
     """Remove every tag matching one of ``patterns`` (tag names, or globs with ``*``/``?``)."""
     pats = split_tags(patterns) if isinstance(patterns, str) else list(patterns)
     if not pats:
-        raise OperationError("no tag to remove")
+        raise OperationError("no tag to remove: give one or more tags or globs, comma separated")
     hit = _pattern_matcher(pats)
     return _edit(items, lambda _i, tags: [t for t in tags if not hit(t)], needs=_only_exact(pats))
 
@@ -310,9 +310,9 @@ def normalize(
     """Rewrite tag text: underscores to spaces (kaomoji keep theirs), lower case, escape parentheses for
     A1111 prompts (``\\(``) or unescape them. Separator spacing and line endings are kept."""
     if escape and unescape:
-        raise OperationError("--escape and --unescape contradict each other; pick one")
+        raise OperationError("escape and unescape contradict each other: pick one")
     if not (spaces or lower or escape or unescape):
-        raise OperationError("nothing to normalise: pass --spaces, --lower, --escape and/or --unescape")
+        raise OperationError("nothing to normalise: choose spaces, lower, escape and/or unescape")
 
     def one(tag: str) -> str:
         if spaces:

@@ -28,6 +28,7 @@ from textual.widgets.option_list import Option
 from curator.textsafe import printable, safe_text
 from tui.bindings import bindings
 from tui.messages import CaptionsWritten
+from tui.model import error_message
 from tui.rows import Row
 from tui.views.base import KilnView
 from tui.widgets.dialogs import ConfirmScreen
@@ -286,10 +287,10 @@ class BulkView(KilnView):
                 self.kiln.ui(self._show_diff, self._absorb_text(model.absorb_suggestions(rows)))
                 return
             changes = model.plan(spec.op, rows, params)
-        except Exception as exc:  # noqa: BLE001 - OperationError and friends: show the message
-            self.kiln.ui(self._show_diff, safe_text(str(exc), style="red"))
+        except Exception as exc:  # noqa: BLE001 - every failure is told in the preview (error_message says how)
+            self.kiln.ui(self._show_diff, Text(error_message(exc, "preview"), style="red"))
             return
-        description = f"{spec.label.lower()} on {scope} ({len(rows)} images)"
+        description = f"{model.describe(spec.op, params)} on {scope} ({len(rows)} images)"
         summary = Text(f"{len(changes)} of {len(rows)} caption(s) would change — {description}\n\n", style="bold")
         summary.append_text(model.diff_text(changes))
         self.kiln.ui(self._planned, changes, spec.op, description, summary, confirm)

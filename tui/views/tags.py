@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Input
 from curator.textsafe import printable, safe_text
 from tui.bindings import bindings
 from tui.messages import CaptionsWritten, ShowImages
-from tui.model import PlanParams
+from tui.model import PlanParams, error_message
 from tui.views.base import KilnView
 from tui.widgets.dialogs import ConfirmScreen, PromptScreen
 
@@ -215,8 +215,8 @@ class TagsView(KilnView):
         model = self.model
         try:
             changes = model.plan(op, model.rows, params)
-        except Exception as exc:  # noqa: BLE001
-            self.kiln.ui(self.app.notify, printable(f"{description}: {exc}"), severity="error")
+        except Exception as exc:  # noqa: BLE001 - told as error_message puts it
+            self.kiln.ui(self.app.notify, error_message(exc, description), severity="error", markup=False)
             return
         if not changes:
             self.kiln.ui(self.app.notify, "No caption would change.", timeout=2)
