@@ -367,7 +367,7 @@ def test_loader_drops_requests_scrolled_past_and_marks_bad_files(tmp_path: Path)
 
 # ------------------------------------------------------------------------------------------- snapshots
 
-SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
+SIZES = {"80x24": (80, 24), "120x40": (120, 40), "200x50": (200, 50)}
 
 
 @pytest.mark.parametrize("size", list(SIZES))

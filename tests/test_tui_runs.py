@@ -136,6 +136,20 @@ def test_training_panel_snapshot(tmp_path: Path, snap_compare) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
 
 
+TERMINALS = {"80x24": (80, 24), "200x50": (200, 50)}  # the smallest terminal kiln is made for, and a big one
+
+
+@pytest.mark.parametrize("size", list(TERMINALS))
+@pytest.mark.parametrize("panel", [False, True], ids=["runs-view", "training-panel"])
+def test_runs_snapshot_at_terminal_sizes(size: str, panel: bool, tmp_path: Path, snap_compare) -> None:
+    app = RunsHarness(recorded_runs(tmp_path), panel=panel)
+
+    async def ready(pilot) -> None:
+        await settle(pilot, TrainingPanel if panel else RunsView)
+
+    assert snap_compare(app, terminal_size=TERMINALS[size], run_before=ready)
+
+
 @sync
 async def test_view_lists_runs_and_watches_the_chosen_one(tmp_path: Path) -> None:
     app = RunsHarness(recorded_runs(tmp_path))

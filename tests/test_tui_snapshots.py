@@ -1,4 +1,5 @@
-"""Snapshot tests (pytest-textual-snapshot) of every view at 80×24 and at 120×40, on the sample dataset.
+"""Snapshot tests (pytest-textual-snapshot) of every view at 80×24, 120×40 and 200×50, on the sample dataset
+(the Runs view and the training panel: tests/test_tui_runs.py, on recorded runs).
 
 Deterministic: a fixed dataset copied to ``<tmp>/dataset``, half-block previews, no clock, every background
 job finished before the picture is taken. Update after an intended change with
@@ -25,7 +26,7 @@ def previews_drawn(widget) -> bool:
 
 
 VIEWS = {"browser": "1", "tags": "2", "bulk": "3", "buckets": "4", "health": "5"}
-SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
+SIZES = {"80x24": (80, 24), "120x40": (120, 40), "200x50": (200, 50)}
 
 
 

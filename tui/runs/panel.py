@@ -4,7 +4,7 @@ loss chart, the last events) and the list of runs. Toggled with a key (``toggle_
 from __future__ import annotations
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
@@ -75,11 +75,18 @@ class TrainingPanel(Vertical, can_focus=True):
         self.query_one(RunHeader).show(snap.tracker, snap.info, compact=True)
         self.query_one(LossChart).show(snap.tracker)
         self.query_one(EventLog).show(snap.tracker, snap.info)
+        self._show_runs()
+
+    def _show_runs(self) -> None:
+        """The list of runs, each on one line of the panel's width (the name gives way first)."""
+        snap = self.snapshot
         runs = Text(no_wrap=True, overflow="ellipsis")
-        width = self.query_one("#panel-runs").content_size.width or 40
+        width = self.content_size.width or 30
         for run in snap.runs[:7]:
             state = state_text(run.state)
             progress = f" {progress_text(run.step, run.total_steps)}"
+            if width - 3 - state.cell_len - len(progress) < 6:  # narrow: the step count without the percentage
+                progress = progress.rsplit(" ", 1)[0] if run.total_steps else progress
             name_w = max(6, min(30, width - 3 - state.cell_len - len(progress)))  # the name gives way first
             runs.append("▶ " if run.dir == snap.watched else "  ")
             runs.append(fit_text(printable(run.name), name_w) + " ", style="bold" if run.dir == snap.watched else "")
@@ -91,6 +98,9 @@ class TrainingPanel(Vertical, can_focus=True):
             runs.append("no runs yet", style="italic grey62")
         runs.rstrip()
         self.query_one("#panel-runs", Static).update(runs)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.call_after_refresh(self._show_runs)  # laid out for the new width
 
     def action_stop(self) -> None:
         from tui.runs.actions import confirm_stop

@@ -32,12 +32,12 @@ class RunsView(KilnView):
     DEFAULT_CSS = """
     RunsView #runs-left { width: 44%; min-width: 36; border-right: solid $panel; }
     RunsView #runs-right { width: 1fr; padding: 0 1; }
-    RunsView #runs-hint { height: 1; color: $text-muted; padding: 0 1; }
+    RunsView #runs-hint { height: auto; color: $text-muted; padding: 0 1; }
     RunsView RunHeader { margin-bottom: 1; }
     RunsView LossChart { height: 1fr; min-height: 6; }
     RunsView #runs-bottom { height: 12; }
     RunsView EventLog { width: 1fr; }
-    RunsView #runs-sample-box { width: 30; display: none; }
+    RunsView #runs-sample-box { width: 40%; max-width: 30; min-width: 16; display: none; }
     RunsView #runs-sample-box.-has-sample { display: block; }
     RunsView #runs-sample-title { height: 1; color: $text-muted; }
     """
@@ -53,7 +53,7 @@ class RunsView(KilnView):
         with Horizontal():
             with Vertical(id="runs-left"):
                 yield RunTable(id="runs-table")
-                yield Static(Text("enter watch · n new · s stop · S save now · r resume · g grid"), id="runs-hint")
+                yield Static(self._hint(), id="runs-hint")
             with Vertical(id="runs-right"):
                 yield RunHeader(id="runs-header")
                 yield LossChart(id="runs-chart")
@@ -62,6 +62,13 @@ class RunsView(KilnView):
                     with Vertical(id="runs-sample-box"):
                         yield Static("latest sample", id="runs-sample-title")
                         yield self._sample_widget()
+
+    def _hint(self) -> Text:
+        """The view's keys as the user's keymap has them (wraps when the column is narrow)."""
+        label = getattr(self.app, "key_label", None)  # the curator app's; a bare App shows the default keys
+        keys = [f"{label(RUNS_VIEW.binding_id(k)) if label is not None else k.keys} {k.description.lower()}"
+                for k in RUNS_VIEW.keys]
+        return Text(" · ".join(keys))
 
     def _sample_widget(self):
         from tui.widgets.preview import ImagePreview

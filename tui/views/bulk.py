@@ -91,7 +91,7 @@ class BulkView(KilnView):
     BulkView .buttons { height: 1; }
     BulkView .buttons Button { margin-right: 2; }
     BulkView #diff-scroll { height: 2fr; }
-    BulkView #history-title, BulkView #diff-title { height: 1; text-style: bold; background: $panel; padding: 0 1; }
+    BulkView #history-title, BulkView #diff-title { height: auto; text-style: bold; background: $panel; padding: 0 1; }
     BulkView #history { height: 1fr; border: none; padding: 0; }
     BulkView #autotag-row { height: 1; display: none; }
     BulkView #autotag-row ProgressBar { width: 1fr; }
