@@ -50,3 +50,13 @@ def test_make_run_opens_a_working_copy_of_the_sample() -> None:
     assert kiln_lines and all("examples/dataset" not in line for line in kiln_lines), out
     assert "build/sample-dataset" in kiln_lines[-1]
     assert any("cp -R examples/dataset" in line for line in out.splitlines()), out
+
+
+def test_the_readme_says_where_kiln_is_and_how_long_set_up_takes() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    setup = readme[readme.index("## Set up"):readme.index("## Use")]
+    make = (REPO / "Makefile").read_text(encoding="utf-8")
+    sample = next(line.split(":=")[1].strip() for line in make.splitlines() if line.startswith("SAMPLE"))
+    assert sample in setup and "examples/dataset)" not in setup  # what make run opens, as the Makefile has it
+    assert ".venv/bin/kiln" in setup and "source .venv/bin/activate" in setup
+    assert "minutes" in setup and "GB" in setup  # how long set-up and the tests take
