@@ -629,3 +629,28 @@ def test_the_preview_says_what_to_fix_never_bare_exception_text(dataset: Path, m
             assert "an unexpected KeyError" in text and "nothing was written" in text
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)])
+def test_help_fits_the_terminal_without_garbling_its_columns(dataset: Path, size: tuple[int, int]) -> None:
+    from rich.cells import cell_len
+
+    from tui.widgets.dialogs import HelpScreen
+
+    async def run() -> None:
+        app = make_app(dataset)
+        async with app.run_test(size=size) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("question_mark")
+            await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+            await pilot.pause(0.2)
+            scroll = app.screen.query_one("#help")
+            width = scroll.scrollable_content_region.width
+            text = rendered(app.screen.query_one("#help-text", Static))
+            lines = text.splitlines()
+            assert all(cell_len(line) <= width for line in lines), max(lines, key=cell_len)
+            ids = [line.split()[-1] for line in lines if line.rstrip().endswith("app.undo")]
+            assert ids == ["app.undo"]  # each binding id whole, at the end of its row
+            assert not any(line.strip() in ("app.undo", "app.leave-field", "app.help") for line in lines)
+
+    asyncio.run(run())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
@@ -79,6 +80,47 @@ class PromptScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
+HELP_WIDTH = 96  # the help table's width before the dialog is laid out
+HelpSections = list[tuple[str, list[tuple[str, str, str]]]]
+
+
+def help_text(sections: HelpSections, notes: list[str], width: int) -> Text:
+    """Help as three columns (keys, description, binding id) that fit ``width`` cells: a description wraps
+    inside its column, the id goes on a line of its own when the columns cannot all fit."""
+    import textwrap
+
+    text = Text()
+    for note in notes:
+        text.append_text(safe_text(note, style="dim"))
+        text.append("\n")
+    if notes:
+        text.append("\n")
+    rows = [row for _title, section in sections for row in section]
+    keys_w = min(22, max((len(k) for k, _d, _i in rows), default=8))
+    id_w = min(max((len(i) for _k, _d, i in rows), default=8), width - 2 - keys_w - 2 - 1 - 24)
+    all_below = id_w < 12  # too narrow for three columns: each id under its description
+    desc_w = max(10, width - 2 - keys_w - 2 - (0 if all_below else 1 + id_w))
+    for title, section in sections:
+        text.append(f"{title}\n", style="bold underline")
+        for keys, description, binding_id in section:
+            lines = textwrap.wrap(description, desc_w) or [""]
+            if len(keys) > keys_w:  # a long list of keys: a line of its own, the description below it
+                text.append(f"  {keys}\n", style="bold")
+                keys = ""
+            id_below = all_below or len(binding_id) > id_w  # a long id: a line of its own
+            text.append(f"  {keys:<{keys_w}}  ", style="bold")
+            text.append(lines[0] if id_below else lines[0].ljust(desc_w))
+            if not id_below:
+                text.append(f" {binding_id}", style="dim")
+            text.append("\n")
+            for more in lines[1:]:
+                text.append(" " * (keys_w + 4) + more + "\n")
+            if id_below:
+                text.append(" " * (keys_w + 4) + binding_id + "\n", style="dim")
+        text.append("\n")
+    return text
+
+
 class HelpScreen(ModalScreen[None]):
     """Every key binding of the app, grouped by where it applies, with the id a keymap file moves it by;
     ``notes`` (the keymap file and what was wrong in it) above them."""
@@ -86,29 +128,25 @@ class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = DIALOG_CSS + "#dialog { width: 100; height: 90%; } #help { height: 1fr; }"
     BINDINGS = bindings("help")
 
-    def __init__(self, sections: list[tuple[str, list[tuple[str, str, str]]]], notes: list[str] | None = None) -> None:
+    def __init__(self, sections: HelpSections, notes: list[str] | None = None) -> None:
         super().__init__()
         self.sections = sections
         self.notes = notes or []
 
     def compose(self) -> ComposeResult:
-        text = Text()
-        for note in self.notes:
-            text.append_text(safe_text(note, style="dim"))
-            text.append("\n")
-        if self.notes:
-            text.append("\n")
-        for title, rows in self.sections:
-            text.append(f"{title}\n", style="bold underline")
-            for keys, description, binding_id in rows:
-                text.append(f"  {keys:<22}", style="bold")
-                text.append(f"{description:<32}")
-                text.append(f" {binding_id}\n", style="dim")
-            text.append("\n")
         with Vertical(id="dialog"):
             yield Label("Keys  (esc to close; ctrl+p searches every action)", classes="title")
             with VerticalScroll(id="help"):
-                yield Static(text)
+                yield Static(help_text(self.sections, self.notes, HELP_WIDTH), id="help-text")
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.call_after_refresh(self._lay_out)
+
+    def _lay_out(self) -> None:
+        """The table laid out for the width the dialog has (80 columns: descriptions wrap in their column)."""
+        width = self.query_one("#help", VerticalScroll).scrollable_content_region.width
+        if width:
+            self.query_one("#help-text", Static).update(help_text(self.sections, self.notes, width))
 
     def action_close(self) -> None:
         self.dismiss(None)
