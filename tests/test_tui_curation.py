@@ -63,8 +63,8 @@ def test_bulk_add_with_preview_confirm_and_undo(dataset: Path) -> None:
             assert untouched.read_bytes() == untouched_bytes
             for c in caps.values():
                 assert c.read_text().rstrip("\n").endswith("watermark, signature")
-            await wait_for(pilot, lambda: "add tags" in str(
-                app.query_one("#history").get_option_at_index(0).prompt).lower())
+            await wait_for(pilot, lambda: "add 'watermark', 'signature' at end" in str(
+                app.query_one("#history").get_option_at_index(0).prompt))
 
             await pilot.press("escape")
             await pilot.press("u")

@@ -101,14 +101,22 @@ class ViewManager:
         def tick() -> None:
             if not self.prewarm_enabled or not loaded() or self._mounting or time.monotonic() - self.last_input < PREWARM_IDLE_SECONDS:
                 return
+            stack = self.app.screen_stack
+            if not stack or not stack[-1].is_attached:  # the app is quitting: a view built now would mount half-way
+                self._prewarm_stop()
+                return
             built = {view.id for view in self.mounted()}
             pending = [s for s in self.specs if s.prewarm and s.view_id not in built]
             if pending:
                 self.get(pending[0].view_id)
-            elif self._prewarm is not None:
-                self._prewarm.stop()
+            else:
+                self._prewarm_stop()
 
         self._prewarm = self.app.set_interval(PREWARM_IDLE_SECONDS / 3, tick)
+
+    def _prewarm_stop(self) -> None:
+        if self._prewarm is not None:
+            self._prewarm.stop()
 
     async def mount_all(self) -> None:
         """Build every view not built yet."""
