@@ -47,8 +47,9 @@ def printable(text: object, *, keep_newlines: bool = False) -> str:
 
 
 # What JSON leaves raw with ensure_ascii=False but a terminal acts on: DEL, C1 controls, bidi marks, line and
-# paragraph separators (JSON itself escapes C0).
-_JSON_UNSAFE = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+# paragraph separators (JSON itself escapes C0); and lone surrogates (a byte that is not UTF-8 in a caption or
+# a name), which would make the document itself not UTF-8: as \udcXX escapes it parses back to the same text.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]")
 
 
 def dumps_json(data: object, *, indent: int | None = 2) -> str:

@@ -192,5 +192,10 @@ def test_a_non_utf8_tag_is_shown_by_its_byte_everywhere(tmp_path: Path, capsys: 
     code, out, _ = kiln(capsys, "tags", "remove", str(sample), "caf*", "--dry-run")
     assert code == 0 and "- caf\\xe9, kilnsample" in out
     assert cat.read_bytes() == b"caf\xe9, kilnsample"  # a dry run
+    code, out, _ = kiln(capsys, "tags", "stats", str(sample), "--json", "--limit", "0")
+    assert code == 0 and '"caf\\udce9"' in out  # an escape: the document stays UTF-8 and parses back exactly
+    import json
+
+    assert "caf\udce9" in {t["tag"] for t in json.loads(out)["frequencies"]["*"]["tags"]}
     assert printable(b"caf\xe9".decode("utf-8", "surrogateescape")) == "caf\\xe9"
     assert printable("lone \ud800 surrogate") == "lone \ufffd surrogate"  # no terminal can show it
