@@ -104,7 +104,7 @@ def test_dry_run_writes_nothing(blip: Path, dataset: Path, capsys: pytest.Captur
 
 def test_llava_prompt_template_and_prefix_from_folder(llava: Path, dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, report, _err = _run([str(dataset), "--model", str(llava), "--prefix-from-folder", "--extension", "txt2",
-                               "--prompt", "Describe the image; the subject is {trigger}.", "--batch-size", "3",
+                               "--prompt", "Describe the image; the subject is {trigger}.", "--caption-batch", "3",
                                "--max-length", "5", "--beams", "1"], capsys)  # fmt: skip
     assert code == 0 and report["family"] == "vlm" and report["captioned"] == 5
     for path in (dataset / "10_ohwx woman").glob("*.txt2"):

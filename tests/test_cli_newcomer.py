@@ -157,6 +157,7 @@ RENAMED = {  # command -> (new option, old spelling kept as a hidden alias)
     "kiln lora info": ("--limit", "--top-tags"),
     "kiln autotag": ("--threads", "--workers"),
     "kiln autotag ": ("--tagger-batch", "--batch-size"),
+    "kiln caption": ("--caption-batch", "--batch-size"),
     "kiln train": ("--no-progress", "--quiet"),
     "kiln lora grid": ("--no-progress", "--quiet"),
 }

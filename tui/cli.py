@@ -63,7 +63,7 @@ def _add_curate(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="KIND=VALUE",
         help="an image-quality threshold for the health view, e.g. blurry=0.3, heavy-jpeg=40, letterbox=off "
-        "(repeatable; as `kiln check --quality`, see docs/DATASET.md)",
+        "(repeatable; default: none; as `kiln check --quality`, see docs/DATASET.md)",
     )
     add_train_config(parser)
     parser.set_defaults(func=_run_curate)

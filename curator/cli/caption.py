@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from curator.cli.options import QUERY_HELP, add_caption_extension
+
 if TYPE_CHECKING:
     from curator.caption.config import CaptionConfig
     from curator.caption.runner import CaptionReport
@@ -43,26 +45,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--model", required=True, help="model folder, or a repo id in the local Hugging Face cache")
     p.add_argument("--mode", choices=["write", "prepend", "append"], default="write",
                    help="write: its own file (default); prepend/append: into the tag caption")  # fmt: skip
-    p.add_argument("--extension", default=".caption", metavar="EXT", help="write mode: file extension (.caption)")
+    p.add_argument("--extension", default=".caption", metavar="EXT", help="write mode: file extension (default .caption)")
     p.add_argument("--prompt", default=None, metavar="TEXT",
                    help="the prompt (BLIP: the caption's start; Florence-2: a task token; chat models: the request); "
-                   "placeholders {trigger} {tags} {folder}")  # fmt: skip
-    p.add_argument("--prefix", action="append", default=[], metavar="WORD", help="put WORD first, e.g. a trigger")
+                   "placeholders {trigger} {tags} {folder} (default: the model's own)")  # fmt: skip
+    p.add_argument("--prefix", action="append", default=[], metavar="WORD", help="put WORD first, e.g. a trigger (repeatable; default: none)")
     p.add_argument("--prefix-from-folder", action="store_true", help="put each kohya folder's class tokens first")
-    p.add_argument("--max-length", type=int, default=75, metavar="N", help="most new tokens per caption (75)")
-    p.add_argument("--beams", type=int, default=3, metavar="N", help="beam search width (3; 1 = greedy)")
-    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per model call (8)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when torch sees it")
+    p.add_argument("--max-length", type=int, default=75, metavar="N", help="most new tokens per caption (default 75)")
+    p.add_argument("--beams", type=int, default=3, metavar="N", help="beam search width (default 3; 1 = greedy)")
+    p.add_argument("--caption-batch", type=int, default=8, metavar="N", dest="batch_size",
+                   help="images per model call (default 8)")  # not --batch-size: that is the train batch everywhere
+    p.add_argument("--batch-size", type=int, dest="batch_size", help=argparse.SUPPRESS)  # its first name
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="cpu or cuda (default auto: CUDA when torch sees it)")
     p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
-                   help="auto: float16 on CUDA, float32 on CPU")  # fmt: skip
-    p.add_argument("--where", default=None, metavar="QUERY", help="only images matching a `kiln tags` query")
+                   help="default auto: float16 on CUDA, float32 on CPU")  # fmt: skip
+    p.add_argument("--where", default=None, metavar="QUERY", help=QUERY_HELP)
     p.add_argument("--include-reg", action="store_true", help="also caption regularization images")
-    p.add_argument("--force", action="store_true", help="write mode: replace existing caption files")
+    p.add_argument("--force", action="store_true", help="write mode: replace existing caption files (refused without --force)")
     p.add_argument("--keep-commas", action="store_true",
                    help="prepend/append: keep commas in the sentence (by default they become ';' so kohya keeps it whole)")  # fmt: skip
-    p.add_argument("--caption-extension", default=None, metavar="EXT",
-                   help="the dataset's tag caption extension (default: the layout's, .txt for folders)")  # fmt: skip
-    p.add_argument("--dry-run", action="store_true", help="caption and show what would change; write nothing")
+    add_caption_extension(p)
+    p.add_argument("--dry-run", action="store_true", help="caption and show what would change; change nothing")
     p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
     p.set_defaults(func=run)
 

@@ -129,12 +129,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _common(p)
     p.add_argument(
-        "--apply", nargs="+", metavar="ID", default=None, help="apply these suggestions: numbers as listed, ids, or all"
+        "--apply", nargs="+", metavar="ID", default=None, help="apply these suggestions: numbers as listed, ids, or all (default: list them, change nothing)"
     )
     p.add_argument(
-        "--kind", action="append", choices=["consolidate", "implication"], default=None, help="only this kind"
+        "--kind", action="append", choices=["consolidate", "implication"], default=None, help="only this kind (default: both)"
     )
-    p.add_argument("--rules", action="append", default=[], metavar="FILE", help="your rules TOML (repeatable)")
+    p.add_argument("--rules", action="append", default=[], metavar="FILE", help="your rules TOML (repeatable; default: the built-in table only)")
     p.add_argument("--no-builtin", action="store_true", help="do not use the built-in Danbooru table")
     p.add_argument(
         "--min-implication", type=int, default=3, metavar="N",
@@ -142,7 +142,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )  # fmt: skip
     p.add_argument(
         "--save-rules", type=Path, default=None, metavar="FILE",
-        help="with --apply: write the chosen suggestions as [implications] to FILE instead of editing captions",
+        help="with --apply: write the chosen suggestions as [implications] to FILE instead of editing captions "
+        "(default: edit the captions)",
     )  # fmt: skip
     p.set_defaults(func=_run, op="suggest")
 
@@ -156,15 +157,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _common(p)
     p.add_argument(
         "--kind", action="append", choices=["low-confidence", "contradiction", "rare"], default=None,
-        help="only this kind (repeatable)",
+        help="only this kind (repeatable; default: every kind)",
     )  # fmt: skip
     p.add_argument("--below", type=float, default=0.5, metavar="P", help="low confidence: under P (default 0.5)")
     p.add_argument("--rare", type=int, default=2, metavar="N", help="rare: in N captions or fewer (default 2)")
-    p.add_argument("--conflicts", action="append", default=[], metavar="FILE", help="your conflicts TOML (repeatable)")
+    p.add_argument("--conflicts", action="append", default=[], metavar="FILE", help="your conflicts TOML (repeatable; default: the built-in one only)")
     p.add_argument("--no-builtin", action="store_true", help="do not use the built-in contradictions")
     p.add_argument(
         "--remove", nargs="+", metavar="WHAT", default=None,
-        help="remove suspects: a kind (low-confidence, contradiction, rare), tags, or all",
+        help="remove suspects: a kind (low-confidence, contradiction, rare), tags, or all (default: list them)",
     )  # fmt: skip
     p.set_defaults(func=_run, op="suspects")
 
