@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from train.config import TrainConfig
@@ -30,6 +30,8 @@ examples:
   kiln train --preset easy --set model.path=sd15.safetensors --set dataset.path=./data
   kiln train --resume runs/mylora               continue a stopped run exactly where it stopped
   kiln train my.toml --detach                   train in the background; `kiln watch` attaches
+  kiln train --from-kohya cfg.toml --out my.toml   a kohya (sd-scripts TOML / bmaltais GUI JSON) config as kiln's
+  kiln train --from-kohya gui.json --train         import it and train it right away
 """
 
 
@@ -71,6 +73,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start a new run in an existing run directory (its events and state are replaced); "
                              "with --resume: accept a learning-rate change")
     parser.add_argument("--quiet", action="store_true", help="plain log lines instead of a progress bar")
+    kohya = parser.add_argument_group("kohya configs")
+    kohya.add_argument("--from-kohya", type=Path, metavar="FILE",
+                       help="read a kohya training config (sd-scripts --config_file TOML or bmaltais GUI .json), "
+                            "print it as a kiln config and list what could not be mapped")
+    kohya.add_argument("--out", type=Path, metavar="FILE",
+                       help="with --from-kohya: write the kiln config to FILE (--force replaces an existing one)")
+    kohya.add_argument("--train", action="store_true",
+                       help="with --from-kohya: train the imported config now (also implied by --check / "
+                            "--detach)")
 
 
 def _err(message: str) -> int:
@@ -110,6 +121,15 @@ def run_train(args: argparse.Namespace) -> int:
     if args.num_processes < 1:
         return _err(f"--num-processes: {args.num_processes} is not allowed: must be >= 1")
 
+    imported: dict[str, Any] | None = None
+    if args.from_kohya is not None:
+        outcome = import_kohya_config(args)
+        if isinstance(outcome, int):
+            return outcome
+        imported = outcome
+    elif args.out is not None or args.train:
+        return _err("--out and --train go with --from-kohya FILE")
+
     overrides = list(args.overrides)
     if args.allow_pickle:
         overrides.append("model.allow_pickle=true")
@@ -121,6 +141,9 @@ def run_train(args: argparse.Namespace) -> int:
             if not config_file.is_file():
                 return _err(f"--resume: {run_dir} is not a run directory (no config.toml)")
             cfg = tc.load_config(config_file, overrides=overrides)
+        elif imported is not None and args.config is None:
+            cfg = tc.validate_raw(tc.apply_overrides(imported, overrides), str(args.from_kohya))
+            run_dir = cfg.run_dir
         elif args.config is None and not args.preset and not args.overrides:
             return _err("give a config file or --preset NAME (start with: kiln train --print-config easy > my.toml)")
         else:
@@ -174,6 +197,68 @@ def run_train(args: argparse.Namespace) -> int:
     if args.num_processes > 1 and not launched_by_torch:
         return launch_processes(args)
     return train_here(cfg, args.resume, quiet=args.quiet)
+
+
+def import_kohya_config(args: argparse.Namespace) -> int | dict[str, Any]:
+    """``--from-kohya``: print (or ``--out``: write) the imported config and list what was not mapped (an exit
+    code); with ``--train`` / ``--check`` / ``--detach`` the imported raw config to go on with. ``--detach``
+    keeps it in the run directory (``kohya-import.toml``) for the background process to read."""
+    from curator.fsutil import atomic_write_bytes
+    from curator.textsafe import printable
+    from train.kohya_import import KohyaImportError, import_kohya
+    from train.lora.errors import LoraToolError
+    from train.lora.files import check_output
+
+    if args.config is not None or args.preset or args.resume is not None:
+        return _err("--from-kohya replaces the config file: give either a config, --preset, --resume or --from-kohya")
+    try:
+        imported = import_kohya(args.from_kohya)
+    except KohyaImportError as exc:
+        return _err(str(exc))
+    goes_on = bool(args.train or args.check or args.detach)
+    out: Path | None = args.out
+    replace = bool(args.force)
+    if out is None and args.detach:
+        output = imported.raw.get("output", {})
+        run_dir = Path(str(output.get("dir") or "runs")) / str(output.get("name") or "lora")
+        out, replace = run_dir / "kohya-import.toml", True
+    if out is not None:
+        try:
+            out = check_output(out, force=replace, suffixes=(".toml",))
+        except LoraToolError as exc:
+            return _err(str(exc))
+    dataset_file = out.with_name(out.stem + ".dataset.toml") if out is not None else None
+    if imported.dataset_toml is not None:
+        if dataset_file is None and goes_on:
+            return _err("train_data_dir and reg_data_dir are separate folders: kiln writes a dataset TOML for "
+                        "them; give --out FILE to say where")
+        shown = str(dataset_file.resolve()) if dataset_file else "<FILE.dataset.toml, written with --out FILE>"
+        imported.set("dataset.path", shown, "train_data_dir + reg_data_dir (a dataset TOML kiln writes)")
+    for skipped in imported.skipped:
+        print(f"kiln train: not mapped: {printable(skipped.key)}: {printable(skipped.reason)}", file=sys.stderr)
+    for problem in imported.problems:
+        print(f"kiln train: kiln refuses: {printable(problem)}", file=sys.stderr)
+    text = imported.to_toml()
+    if out is None and not goes_on:
+        sys.stdout.write(text)
+        return 0
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if imported.dataset_toml is not None and dataset_file is not None:
+            atomic_write_bytes(dataset_file, imported.dataset_toml.encode("utf-8"))
+        atomic_write_bytes(out, text.encode("utf-8"))
+        print(f"wrote {out} ({len(imported.skipped)} kohya key(s) not mapped)", file=sys.stderr)
+    if not imported.complete:
+        if goes_on:
+            return _err("the kohya config names no usable model or dataset: set model.path and dataset.path "
+                        "(--set model.path=... or in the written file)") if not args.overrides else imported.raw
+        print("kiln train: set model.path and dataset.path in it before training", file=sys.stderr)
+        return 0
+    if not goes_on:
+        return 0
+    if args.detach and out is not None:
+        args.config, args.from_kohya = out, None
+    return imported.raw
 
 
 def train_here(cfg: TrainConfig, resume: Path | None, quiet: bool = False) -> int:
