@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config key; the value is a TOML literal (repeatable)")
     parser.add_argument("--print-config", metavar="NAME", nargs="?", const="default",
                         help="print a preset (or 'default') as a complete, commented config file and exit")
+    parser.add_argument("--difficulty", metavar="A-I",
+                        help="with --print-config: rank, alpha, steps and network type for a character of the "
+                             "seed's difficulty category A-I (C+ = half a category harder), with the reasons")
     parser.add_argument("--list-presets", action="store_true", help="list the shipped presets and exit")
     parser.add_argument("--check", action="store_true",
                         help="validate the config and scan the dataset without loading the model or training")
@@ -110,14 +113,32 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"{name:24} {first}")
         return 0
     if args.print_config:
+        from train.difficulty import DifficultyError, apply_suggestion, suggest
+
         try:
             raw = {} if args.print_config == "default" else tc.load_preset_raw(args.print_config)
             if args.overrides:
                 tc.apply_overrides(raw, args.overrides)
         except tc.ConfigError as exc:
             return _err(str(exc))
-        sys.stdout.write(tc.commented_config(raw, title=f"preset {args.print_config}"))
+        title, why = f"preset {args.print_config}", ""
+        if args.difficulty:
+            model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+            sdxl = "sdxl" in args.print_config or str((model or {}).get("architecture", "")).lower() == "sdxl"
+            try:
+                suggestion = suggest(args.difficulty, sdxl=sdxl, base=raw)
+            except DifficultyError as exc:
+                return _err(f"--difficulty: {exc}")
+            raw = apply_suggestion(raw, suggestion)
+            title += f", difficulty {suggestion.category}"
+            why = "".join(f"# {line}\n" for line in ["Character difficulty (the seed's table):",
+                                                      *(f"  {r}" for r in suggestion.reasons)])
+        text = tc.commented_config(raw, title=title)
+        head, _, rest = text.partition("\n")
+        sys.stdout.write(head + "\n" + why + rest if why else text)
         return 0
+    if args.difficulty:
+        return _err("--difficulty goes with --print-config (e.g. --print-config character --difficulty E)")
     if args.num_processes < 1:
         return _err(f"--num-processes: {args.num_processes} is not allowed: must be >= 1")
 
