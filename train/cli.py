@@ -416,6 +416,13 @@ def check(cfg: TrainConfig, num_processes: int = 1) -> int:
     print(f"  steps:    {steps.total_steps} ({steps.steps_per_epoch} per epoch, {steps.epochs} epochs, {batch})")
     if need is not None:
         print(f"  disk:     ~{human(sum(need.by_folder.values()))} ({'; '.join(need.parts)})")
+    if cfg.train.phases and steps.total_steps:
+        try:
+            spans = cfg.train.phase_spans(steps.total_steps, steps.steps_per_epoch)
+        except ValueError as exc:
+            return _err(str(exc))
+        print("  schedule: " + ", then ".join(f"{p.lr_scheduler} {a + 1}-{b}" + (f" x{p.lr_scale:g}" if p.lr_scale != 1
+                                                                                  else "") for a, b, p in spans))
     print(f"  run dir:  {cfg.run_dir}")
     if cfg.network.type == "full":
         from train.finetune.memory import planned_memory

@@ -82,7 +82,7 @@ def train(
     from train.preflight import run_preflight
     from train.processes import make_accelerator, mean_loss, poll_requests
     from train.saving import Sampler, Saver, SaveSchedule
-    from train.schedulers import create_scheduler, rebase_learning_rates
+    from train.schedulers import create_schedule, phase_at, rebase_learning_rates
     from train.staging import DeviceStaging, memory_mb
 
     # ---------------------------------------------------------------- 1. processes, devices, run directory
@@ -188,8 +188,10 @@ def train(
         optimizer = create_optimizer(t.optimizer, param_groups, t.learning_rate, t.optimizer_args)
         if full is not None:
             full.attach(optimizer, t.max_grad_norm)  # bf16 updates, the step in backward
-        scheduler = create_scheduler(t.lr_scheduler, optimizer, total_steps=total_steps, lr_warmup=t.lr_warmup,
-                                     num_cycles=t.lr_scheduler_num_cycles, power=t.lr_scheduler_power)
+        try:
+            scheduler = create_schedule(t, optimizer, total_steps=total_steps, steps_per_epoch=steps.steps_per_epoch)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from None
         # DDP (several processes) wraps the denoiser and averages the network's gradients in backward.
         model, optimizer = accelerator.prepare(Denoiser(network, base, conditioning, t.sdpa_backend), optimizer)
 
@@ -231,6 +233,18 @@ def train(
         sampler = Sampler(cfg.sample, run=run, run_path=run_path, enabled=main, base=base, network=network,
                           staging=staging, resolution=d.resolution_wh, dtype=sample_dtype, progress=progress)
         name = cfg.output.name
+        spans = t.phase_spans(total_steps, steps.steps_per_epoch) if t.phases else []
+
+        def announce_phase(step: int) -> int | None:
+            """A ``schedule`` event when optimizer step ``step`` (0-based) opens a phase of the schedule."""
+            index = phase_at(t, step, total_steps, steps.steps_per_epoch)
+            if index is not None:
+                start, end, ph = spans[index]
+                run.emit("schedule", phase=index + 1, phases=len(spans), lr_scheduler=ph.lr_scheduler,
+                         first_step=start + 1, last_step=end, lr_scale=ph.lr_scale)
+            return index
+
+        current_phase = announce_phase(progress.step) if spans and progress.step < total_steps else None
         meter = Throughput()
         batch_losses: list[torch.Tensor] = []
         stopping: str | None = None
@@ -290,6 +304,9 @@ def train(
                 batch_losses.clear()
                 progress.add_step_loss(step_loss)
                 result.losses.append(step_loss)
+                if spans and progress.step < total_steps \
+                        and phase_at(t, progress.step, total_steps, steps.steps_per_epoch) != current_phase:
+                    current_phase = announce_phase(progress.step)
                 it_s = meter.tick()
                 run.emit("step", step=progress.step, total_steps=total_steps, epoch=epoch, loss=step_loss,
                          avg_loss=progress.epoch_avg_loss, lr=current_lrs(optimizer), it_s=round(it_s, 4),

@@ -280,6 +280,10 @@ def describe_event(event: Event, *, names_only: bool = False) -> str | None:
         if kind == "phase":
             done, total = event.get("done"), event.get("total")
             return f"{event['phase']}" + (f" {done}/{total}" if total else "")
+        if kind == "schedule":
+            scale = f" x{event['lr_scale']:g}" if event.get("lr_scale", 1) != 1 else ""
+            return (f"schedule phase {event['phase']}/{event['phases']}: {event['lr_scheduler']}{scale}, steps "
+                    f"{event['first_step']}-{event['last_step']}")
         if kind == "step":
             lr = ", ".join(f"{v:.2e}" for v in event.get("lr", []))
             return (f"step {event['step']}/{event.get('total_steps', '?')} epoch {event['epoch']} "
