@@ -96,6 +96,12 @@ class DatasetConfig(_Section):
         False, description="batches in pinned memory, copied to the GPU without blocking (CUDA only)"
     )
     num_workers: int = Field(0, ge=0, description="data loader worker processes (0 = load in the main process)")
+    validation_split: float = Field(
+        0.0, ge=0, lt=1, description="share of each folder's images held out for the validation loss (0 = none)"
+    )
+    validation_seed: int = Field(
+        0, ge=0, description="which images are held out and the validation noise (keep it to compare runs)"
+    )
 
     @field_validator("resolution", mode="before")
     @classmethod
@@ -233,6 +239,15 @@ class TrainSection(_Section):
     prior_loss_weight: float = Field(1.0, ge=0, description="loss weight of regularisation images")
     min_timestep: int = Field(0, ge=0, le=1000, description="smallest noise timestep sampled")
     max_timestep: int = Field(1000, ge=1, le=1000, description="largest noise timestep sampled (exclusive)")
+    validate_every_n_steps: int | None = Field(
+        None, ge=1, description="validation loss every N steps (with dataset.validation_split)"
+    )
+    validate_every_n_epochs: int | None = Field(
+        None, ge=1, description="validation loss every N epochs (unset: every epoch, as kohya)"
+    )
+    max_validation_steps: int | None = Field(
+        None, ge=1, description="validation batches per validation (unset: the whole held-out split)"
+    )
     phases: list[SchedulePhase] = Field(
         default_factory=list,
         description="multi-phase LR schedule, e.g. [{ lr_scheduler = \"linear\" }, { lr_scheduler = \"cosine\", "

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from train.config import TrainConfig, dump_config
-from train.data.dataset import bucket_counts, build_items, plan_epoch
+from train.data.dataset import bucket_counts, build_split, plan_epoch
 from train.errors import StoppedEarly, TrainingError, explain_failure, is_oom, non_finite_stop, user_errors
 from train.rundir import Listener, QuietRun, RunDir, RunLog, StopSignal
 from train.state import Progress, latest_state, load_extra_state, load_progress, load_state
@@ -40,6 +40,7 @@ class TrainResult:
     step: int
     outputs: list[str] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
+    validation: list[tuple[int, float]] = field(default_factory=list)
     message: str = ""
 
 
@@ -71,7 +72,8 @@ def train(
     )
     from train.finetune.extract import extract_lora
     from train.finetune.model import FullModel
-    from train.loss import add_noise, diffusion_loss, diffusion_target, sample_noise, snr_table
+    from train.image_losses import ImageLosses
+    from train.loss import add_noise, diffusion_target, sample_losses, sample_noise, snr_table, weighted_loss
     from train.meter import Throughput
     from train.models.loading import load_base_model
     from train.network import create_network
@@ -84,6 +86,7 @@ def train(
     from train.saving import Sampler, Saver, SaveSchedule
     from train.schedulers import create_schedule, phase_at, rebase_learning_rates
     from train.staging import DeviceStaging, memory_mb
+    from train.validation import Validator, validation_captions, validation_timesteps
 
     # ---------------------------------------------------------------- 1. processes, devices, run directory
     t, d = cfg.train, cfg.dataset
@@ -118,8 +121,9 @@ def train(
         run.update_status(state="starting", phase="scanning dataset")
         run.emit("phase", phase="scanning dataset")
         with accelerator.main_process_first():  # one process updates the dataset index, the others read it
-            items, dataset = build_items(d, lambda msg, path: run.emit("warning", message=msg, path=path),
-                                         progress=False, should_stop=should_stop)
+            items, val_items, dataset = build_split(d, lambda msg, path: run.emit("warning", message=msg,
+                                                                                  path=path),
+                                                    progress=False, should_stop=should_stop)
         if reason := should_stop():
             raise StoppedEarly(reason, "scanning the dataset", "the dataset index is complete")
         steps = t.step_math(bucket_counts(items), num_processes=world)
@@ -157,11 +161,11 @@ def train(
             # on disk: the main process encodes, the others then read its files
             first = accelerator.main_process_first() if folder is not None else contextlib.nullcontext()
             with staging.visit([base.vae]), first:
-                cache_latents(items, builder.latents, base.vae, vae_id=builder.vae_id, flip_aug=d.flip_aug,
+                cache_latents(items + val_items, builder.latents, base.vae, vae_id=builder.vae_id, flip_aug=d.flip_aug,
                               batch_size=d.vae_batch_size, device=device, progress=phase, should_stop=should_stop)
         if d.cache_text_encoder_outputs:
             with staging.visit(base.text_encoders):
-                conditioning.cache = cache_text_outputs(items, captions, conditioning, progress=phase)
+                conditioning.cache = cache_text_outputs(items + val_items, captions, conditioning, progress=phase)
         # The training modules move in now; the peak so far (loading + caching) is reported apart from the
         # training peak (the step events' mem_mb).
         setup_mem_mb = staging.for_training(base)
@@ -193,7 +197,17 @@ def train(
         except ValueError as exc:
             raise TrainingError(str(exc)) from None
         # DDP (several processes) wraps the denoiser and averages the network's gradients in backward.
-        model, optimizer = accelerator.prepare(Denoiser(network, base, conditioning, t.sdpa_backend), optimizer)
+        denoiser = Denoiser(network, base, conditioning, t.sdpa_backend)
+        model, optimizer = accelerator.prepare(denoiser, optimizer)
+        validator = Validator(
+            val_items, builder=BatchBuilder(items=val_items, captions=validation_captions(captions),
+                                            seed=d.validation_seed, latents=builder.latents, vae_id=builder.vae_id),
+            base=base, seed=d.validation_seed, timesteps=validation_timesteps(t.min_timestep, t.max_timestep),
+            batch_size=t.batch_size, max_batches=t.max_validation_steps, device=device, accelerator=accelerator,
+        ) if val_items else None
+        # per-image losses, normalised by the expected loss at each timestep (train/image_losses.py)
+        image_losses = ImageLosses([(i.path, i.caption, i.is_reg) for i in items],
+                                   num_timesteps=int(noise_scheduler.config["num_train_timesteps"])) if main else None
 
         # ------------------------------------------------------------ 6. resume
         progress = Progress(total_steps=total_steps, seed=t.seed)
@@ -211,13 +225,16 @@ def train(
             if changed:  # `kiln train --resume` allowed it with --force
                 run.emit("warning", message=f"resumed at step {progress.step} with changed learning rates: "
                          + "; ".join(changed))
+            if image_losses is not None:
+                image_losses.restore(run_path, up_to_step=progress.step)
         if reason := should_stop():  # asked to stop while loading or caching
             raise StoppedEarly(reason)
 
         run.emit("start", name=cfg.output.name, run_dir=str(run_path), total_steps=total_steps, epochs=epochs,
                  pid=os.getpid(), resumed_step=progress.step, images=len(items), batch_size=t.batch_size,
                  num_processes=world, steps_per_epoch=steps.steps_per_epoch, device=str(device),
-                 mixed_precision=mixed, setup_mem_mb=setup_mem_mb, config=cfg.summary(base.arch.value))
+                 mixed_precision=mixed, setup_mem_mb=setup_mem_mb, config=cfg.summary(base.arch.value),
+                 validation_images=validator.images if validator else 0)
         run.update_status(state="running", phase="training", step=progress.step, total_steps=total_steps,
                           epoch=progress.epoch, epochs=epochs)
 
@@ -245,6 +262,31 @@ def train(
             return index
 
         current_phase = announce_phase(progress.step) if spans and progress.step < total_steps else None
+        last_validated = -1
+
+        def validate() -> None:
+            """A ``validation`` event with the loss of the held-out images (every process takes part)."""
+            nonlocal last_validated
+            if validator is None or last_validated == progress.step:
+                return
+            val = validator.run(denoiser)
+            last_validated = progress.step
+            result.validation.append((progress.step, val.loss))
+            run.emit("validation", step=progress.step, epoch=progress.epoch, loss=val.loss, images=val.images,
+                     timesteps=val.timesteps, per_timestep=val.per_timestep)
+
+        def record_image_losses() -> None:
+            """The step's per-sample losses into the per-image record (gathered from every process)."""
+            if not sample_records:
+                return
+            stacked = torch.cat(sample_records)
+            sample_records.clear()
+            if world > 1:
+                stacked = accelerator.gather(stacked)
+            if image_losses is not None:
+                image_losses.add_step(progress.step, [(int(i), int(ts), float(v)) for i, ts, v in stacked.tolist()])
+
+        sample_records: list[torch.Tensor] = []
         meter = Throughput()
         batch_losses: list[torch.Tensor] = []
         stopping: str | None = None
@@ -266,9 +308,9 @@ def train(
                     pred = model(noisy, timesteps, batch)
                     target = diffusion_target(noise_scheduler, latents, noise, timesteps,
                                               v_prediction=base.v_prediction)
-                    loss = diffusion_loss(pred, target, timesteps, loss_weights=batch["loss_weights"],
-                                          loss_type=t.loss_type, huber_c=t.huber_c, min_snr_gamma=t.min_snr_gamma,
-                                          snr=snr, v_prediction=base.v_prediction)
+                    per_sample = sample_losses(pred, target, t.loss_type, t.huber_c)
+                    loss = weighted_loss(per_sample, timesteps, loss_weights=batch["loss_weights"],
+                                         min_snr_gamma=t.min_snr_gamma, snr=snr, v_prediction=base.v_prediction)
                     if not finite_everywhere(accelerator, loss):  # agreed by every process
                         window_bad, bad_value = True, float(loss.detach().float().item())
 
@@ -279,11 +321,15 @@ def train(
                 progress.batch_in_epoch += 1
                 if not window_bad:
                     batch_losses.append(loss.detach())
+                    sample_records.append(torch.stack([
+                        torch.tensor(batch["items"], dtype=torch.float64, device=per_sample.device),
+                        timesteps.to(torch.float64), per_sample.detach().to(torch.float64)], dim=1))
                 if not accelerator.sync_gradients:
                     continue
                 if window_bad:  # a NaN/inf loss: no update from this step (the network keeps its good weights)
                     optimizer.zero_grad(set_to_none=True)
                     batch_losses.clear()
+                    sample_records.clear()  # the window's per-image losses are not recorded either
                     bad_steps, window_bad = bad_steps + 1, False
                     if bad_steps > t.max_bad_steps:
                         raise non_finite_stop(bad_value, progress.step + 1, bad_steps, t.max_bad_steps)
@@ -304,6 +350,7 @@ def train(
                 batch_losses.clear()
                 progress.add_step_loss(step_loss)
                 result.losses.append(step_loss)
+                record_image_losses()
                 if spans and progress.step < total_steps \
                         and phase_at(t, progress.step, total_steps, steps.steps_per_epoch) != current_phase:
                     current_phase = announce_phase(progress.step)
@@ -313,8 +360,10 @@ def train(
                          eta_s=meter.eta_s(total_steps - progress.step), mem_mb=memory_mb(device))
                 run.update_status(step=progress.step, epoch=epoch, loss=step_loss)
 
-                # ---- saves, samples, stop and save requests
+                # ---- validation, saves, samples, stop and save requests
                 last = progress.step >= total_steps
+                if t.validate_every_n_steps and progress.step % t.validate_every_n_steps == 0:
+                    validate()
                 if schedule.save_at_step(progress.step, last=last):
                     saver.save("step", with_state=cfg.output.save_state)
                 if schedule.sample_at_step(progress.step):
@@ -328,6 +377,10 @@ def train(
             # ---- end of epoch (a completed plan)
             if progress.batch_in_epoch >= len(plan):
                 run.emit("epoch", epoch=epoch, step=progress.step, avg_loss=progress.epoch_avg_loss)
+                if epoch % (t.validate_every_n_epochs or 1) == 0:  # kohya: every epoch unless told otherwise
+                    validate()
+                if image_losses is not None:
+                    image_losses.write(run_path)
                 if progress.step < total_steps:
                     if schedule.save_at_epoch(epoch):
                         saver.save("epoch", with_state=cfg.output.save_state)
@@ -338,6 +391,10 @@ def train(
                         stopping, _ = poll_requests(run, stop, accelerator)
 
         # ------------------------------------------------------------ 8. finish: final LoRA (+ state if stopped)
+        if validator is not None and last_validated != progress.step:
+            validate()  # the loss of what is saved now
+        if image_losses is not None:
+            image_losses.write(run_path)
         if stopping and progress.step < total_steps:
             saver.save("step", with_state=True)
             result.reason = "stopped"

@@ -50,18 +50,41 @@ def elementwise_loss(pred: torch.Tensor, target: torch.Tensor, loss_type: str, h
     return torch.nn.functional.mse_loss(pred, target, reduction="none")
 
 
+def sample_losses(pred: torch.Tensor, target: torch.Tensor, loss_type: str = "l2",
+                  huber_c: float = 0.1) -> torch.Tensor:
+    """Each sample's loss: the mean over its pixels, before any weighting (what per-image rankings and the
+    validation loss look at)."""
+    return elementwise_loss(pred, target, loss_type, huber_c).mean(dim=[1, 2, 3])
+
+
+def weighted_loss(per_sample: torch.Tensor, timesteps: torch.Tensor, *, loss_weights: torch.Tensor,
+                  min_snr_gamma: float | None = None, snr: torch.Tensor | None = None,
+                  v_prediction: bool = False) -> torch.Tensor:
+    """The training loss from the per-sample losses: times each sample's weight (and Min-SNR), mean over
+    the batch."""
+    loss = per_sample * loss_weights.to(per_sample.device)
+    if min_snr_gamma:
+        assert snr is not None, "Min-SNR weighting needs the SNR table"
+        loss = loss * min_snr_weight(snr, timesteps, min_snr_gamma, v_prediction)
+    return loss.mean()
+
+
 def diffusion_loss(
     pred: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor, *, loss_weights: torch.Tensor,
     loss_type: str = "l2", huber_c: float = 0.1, min_snr_gamma: float | None = None, snr: torch.Tensor | None = None,
     v_prediction: bool = False,
 ) -> torch.Tensor:
     """Mean over pixels, times each sample's weight (and Min-SNR), mean over the batch."""
-    loss = elementwise_loss(pred, target, loss_type, huber_c).mean(dim=[1, 2, 3])
-    loss = loss * loss_weights.to(loss.device)
-    if min_snr_gamma:
-        assert snr is not None, "Min-SNR weighting needs the SNR table"
-        loss = loss * min_snr_weight(snr, timesteps, min_snr_gamma, v_prediction)
-    return loss.mean()
+    return weighted_loss(sample_losses(pred, target, loss_type, huber_c), timesteps, loss_weights=loss_weights,
+                         min_snr_gamma=min_snr_gamma, snr=snr, v_prediction=v_prediction)
+
+
+def fixed_noise(latent_shape: tuple[int, ...], seeds: list[int], device: torch.device | str) -> torch.Tensor:
+    """Plain Gaussian noise, each sample from its own seed (no offset): the validation loss's noise."""
+    import torch
+
+    return torch.stack([torch.randn(latent_shape, generator=torch.Generator().manual_seed(s))
+                        for s in seeds]).to(device)
 
 
 def sample_noise(latent_shape: tuple[int, ...], seeds: list[int], noise_offset: float, t_range: tuple[int, int],

@@ -93,10 +93,59 @@ def build_items(
     progress: bool | None = None,
     should_stop: Callable[[], str | None] | None = None,
 ) -> tuple[list[TrainItem], Dataset]:
-    """Scan the dataset (incrementally, through the curator's index) and return the usable items and the
-    curator Dataset. ``warn(message, path)`` is called once per skipped image. ``should_stop()`` is asked
-    after every commit to the index (at least every 0.5 s while files are read); a reason to stop ends the
-    scan with :class:`~train.errors.StoppedEarly`, keeping what was indexed."""
+    """Scan the dataset (incrementally, through the curator's index) and return the usable training items
+    (without the images ``validation_split`` holds out) and the curator Dataset. ``warn(message, path)`` is
+    called once per skipped image. ``should_stop()`` is asked after every commit to the index (at least every
+    0.5 s while files are read); a reason to stop ends the scan with :class:`~train.errors.StoppedEarly`,
+    keeping what was indexed."""
+    items, _, dataset = build_split(cfg, warn, progress, should_stop)
+    return items, dataset
+
+
+def build_split(
+    cfg: DatasetConfig,
+    warn: Callable[[str, str | None], object],
+    progress: bool | None = None,
+    should_stop: Callable[[], str | None] | None = None,
+) -> tuple[list[TrainItem], list[TrainItem], Dataset]:
+    """:func:`build_items` with the held-out validation items too: (training items, validation items,
+    dataset)."""
+    items, dataset = _all_items(cfg, warn, progress, should_stop)
+    train, held_out = split_validation(items, cfg.validation_split, cfg.validation_seed)
+    return train, held_out, dataset
+
+
+def split_validation(items: list[TrainItem], fraction: float, seed: int) -> tuple[list[TrainItem], list[TrainItem]]:
+    """Hold out ``fraction`` of each folder's training images (kohya's ``split_train_val``: shuffle with the
+    seed, the last ``round(n x fraction)`` are held out), at least one image staying in training per folder.
+    Regularization images always train. Both lists are re-indexed from 0. The split depends only on the
+    images, the fraction and the seed, so runs with other settings hold out the same images."""
+    from dataclasses import replace
+
+    if fraction <= 0:
+        return items, []
+    by_folder: dict[str, list[TrainItem]] = {}
+    for item in items:
+        if not item.is_reg:
+            by_folder.setdefault(str(Path(item.path).parent), []).append(item)
+    held: set[int] = set()
+    for folder, members in sorted(by_folder.items()):
+        order = sorted(members, key=lambda i: i.path)
+        folder_key = int.from_bytes(hashlib.blake2b(folder.encode(), digest_size=8).digest(), "little")
+        random.Random(mix_seed(seed, folder_key)).shuffle(order)
+        count = min(round(len(order) * fraction), len(order) - 1)
+        held.update(i.index for i in order[len(order) - count:] if count > 0)
+    train = [replace(i, index=n) for n, i in enumerate(i for i in items if i.index not in held)]
+    val = [replace(i, index=n) for n, i in enumerate(i for i in items if i.index in held)]
+    return train, val
+
+
+def _all_items(
+    cfg: DatasetConfig,
+    warn: Callable[[str, str | None], object],
+    progress: bool | None = None,
+    should_stop: Callable[[], str | None] | None = None,
+) -> tuple[list[TrainItem], Dataset]:
     from curator.dataset import Dataset
     from curator.scan.scanner import ScanProgress
 
