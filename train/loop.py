@@ -130,8 +130,8 @@ def train(
         total_steps, epochs = steps.total_steps, steps.epochs
         if total_steps is None or epochs is None:
             raise TrainingError(f"dataset.path: {d.path} gives no batches to train on")
-        preflight = run_preflight(cfg, stages=("dataset",), num_processes=world, items=items, dataset=dataset,
-                                  check_model_file=base is None)
+        preflight = run_preflight(cfg, stages=("dataset",), num_processes=world, items=items, held_out=val_items,
+                                  dataset=dataset, check_model_file=base is None)
         for finding in preflight.warnings:
             run.emit("warning", message="\n".join(finding.lines()))
         preflight.raise_errors()  # before the model loads

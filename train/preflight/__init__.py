@@ -4,8 +4,9 @@
 in this package's modules, one small function each, registered with :func:`~train.preflight.core.check`:
 ``optimizer.py`` (package, arguments vs the real signature, learning rates per family), ``device.py`` (mixed
 precision, attention backend, processes), ``model.py`` (base model, VAE, init_from, resolution),
-``storage.py`` (output folder, free disk), ``data.py`` (dataset folder, batch size vs buckets). A new option's
-check is one more function in the module of its concern (or a new module listed in :data:`CHECK_MODULES`).
+``storage.py`` (output folder, free disk), ``data.py`` (dataset folder, batch size vs buckets, validation
+split), ``schedule.py`` (LR phases). A new option's check is one more function in the module of its concern
+(or a new module listed in :data:`CHECK_MODULES`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from train.preflight.core import (
     warning,
 )
 
-CHECK_MODULES = ("optimizer", "device", "model", "storage", "data")
+CHECK_MODULES = ("optimizer", "device", "model", "storage", "data", "schedule")
 
 __all__ = ["CHECKS", "CHECK_MODULES", "Check", "Context", "DeviceFacts", "Finding", "PreflightError", "Report",
            "check", "error", "full_preflight", "load_checks", "run_preflight", "warning"]

@@ -80,12 +80,14 @@ class DeviceFacts:
 
 @dataclass
 class Context:
-    """What the checks read. ``items``/``dataset`` are set at the ``dataset`` stage; ``device`` is probed
+    """What the checks read. ``items`` (training), ``held_out`` (validation) and ``dataset`` are set at the
+    ``dataset`` stage; ``device`` is probed
     on first use unless given (tests give one to stand for another machine)."""
 
     cfg: TrainConfig
     num_processes: int = 1
     items: list[TrainItem] | None = None
+    held_out: list[TrainItem] | None = None  # the images dataset.validation_split holds out
     dataset: Dataset | None = None
     check_model_file: bool = True
     given_device: DeviceFacts | None = None
@@ -192,13 +194,14 @@ class PreflightError(TrainingError):
 
 
 def run_preflight(cfg: TrainConfig, *, stages: tuple[Stage, ...] = ("config",), num_processes: int = 1,
-                  items: list[TrainItem] | None = None, dataset: Dataset | None = None,
-                  check_model_file: bool = True, device: DeviceFacts | None = None) -> Report:
+                  items: list[TrainItem] | None = None, held_out: list[TrainItem] | None = None,
+                  dataset: Dataset | None = None, check_model_file: bool = True,
+                  device: DeviceFacts | None = None) -> Report:
     """Run every registered check of ``stages`` on ``cfg`` and return what they found (errors first)."""
     from train.preflight import load_checks
 
     load_checks()
-    ctx = Context(cfg=cfg, num_processes=num_processes, items=items, dataset=dataset,
+    ctx = Context(cfg=cfg, num_processes=num_processes, items=items, held_out=held_out, dataset=dataset,
                   check_model_file=check_model_file, given_device=device)
     found: list[Finding] = []
     for registered in CHECKS:
@@ -216,19 +219,21 @@ def full_preflight(cfg: TrainConfig, *, num_processes: int = 1,
     """Everything ``kiln train --check`` and the TUI's run form look at: the config-stage checks, the dataset
     scan (even after config errors, so every problem shows at once) and the dataset-stage checks. Returns the
     report (errors first) and the items and dataset when the scan worked; ``warn`` gets each skipped image."""
-    from train.data.dataset import DatasetError, build_items
+    from train.data.dataset import DatasetError, build_split
 
     report = run_preflight(cfg, stages=("config",), num_processes=num_processes)
     items: list[TrainItem] | None = None
+    held_out: list[TrainItem] | None = None
     dataset: Dataset | None = None
     if not any(f.check == "dataset folder" for f in report.errors):
         try:
-            items, dataset = build_items(cfg.dataset, warn or (lambda message, path: None), progress=False)
+            items, held_out, dataset = build_split(cfg.dataset, warn or (lambda message, path: None),
+                                                   progress=False)
         except (DatasetError, ValueError, OSError) as exc:
             field, _, text = str(exc).partition(": ")
             report.findings.insert(0, Finding(field, text, check="dataset scan") if text else
                                    Finding("dataset.path", str(exc), check="dataset scan"))
     if items is not None:
-        more = run_preflight(cfg, stages=("dataset",), num_processes=num_processes, items=items, dataset=dataset)
+        more = run_preflight(cfg, stages=("dataset",), num_processes=num_processes, items=items, held_out=held_out, dataset=dataset)
         report = Report(sorted([*report.findings, *more.findings], key=lambda f: f.severity != "error"))
     return report, items, dataset
