@@ -787,11 +787,10 @@ def _block_weights(text: str, name: str) -> object:
 
 # ---- optimizer -----------------------------------------------------------------------------------------------
 
-# kohya's optimizer_type (lower case) -> kiln's optimizer and the arguments kohya adds itself.
-_OPTIMIZERS: dict[str, tuple[str, dict[str, object]]] = {
-    "adamw": ("AdamW", {}), "adamw8bit": ("AdamW8bit", {}), "pagedadamw8bit": ("PagedAdamW8bit", {}),
-    "lion": ("Lion", {}), "lion8bit": ("Lion8bit", {}), "prodigy": ("Prodigy", {}),
-    "dadaptadam": ("DAdaptAdam", {}), "adafactor": ("Adafactor", {}), "sgd": ("SGD", {}),
+# kohya's optimizer_type (lower case) -> kiln's optimizer and the arguments kohya adds itself: every name of
+# kiln's optimizer table (train.optim.OPTIMIZERS) under its lower-case form, plus kohya's names kiln has no
+# short name for (a ``module.Class`` path).
+_KOHYA_ONLY_OPTIMIZERS: dict[str, tuple[str, dict[str, object]]] = {
     "sgdnesterov": ("SGD", {"nesterov": True}),
     "sgdnesterov8bit": ("bitsandbytes.optim.SGD8bit", {"nesterov": True}),
     "pagedadamw": ("bitsandbytes.optim.PagedAdamW", {}),
@@ -801,13 +800,17 @@ _OPTIMIZERS: dict[str, tuple[str, dict[str, object]]] = {
     "pagedademamix8bit": ("bitsandbytes.optim.PagedAdEMAMix8bit", {}),
     "dadaptation": ("dadaptation.experimental.DAdaptAdamPreprint", {}),
     "dadaptadampreprint": ("dadaptation.experimental.DAdaptAdamPreprint", {}),
-    "dadaptadagrad": ("dadaptation.DAdaptAdaGrad", {}), "dadaptadan": ("dadaptation.DAdaptAdan", {}),
-    "dadaptadanip": ("dadaptation.experimental.DAdaptAdanIP", {}), "dadaptlion": ("dadaptation.DAdaptLion", {}),
-    "dadaptsgd": ("dadaptation.DAdaptSGD", {}),
+    "dadaptadanip": ("dadaptation.experimental.DAdaptAdanIP", {}),
     "radamschedulefree": ("schedulefree.RAdamScheduleFree", {}),
     "adamwschedulefree": ("schedulefree.AdamWScheduleFree", {}),
     "sgdschedulefree": ("schedulefree.SGDScheduleFree", {}),
 }
+
+
+def _kohya_optimizers() -> dict[str, tuple[str, dict[str, object]]]:
+    from train.optim import OPTIMIZERS
+
+    return {name.lower(): (name, {}) for name in OPTIMIZERS} | _KOHYA_ONLY_OPTIMIZERS
 
 
 def parse_optimizer_args(value: object) -> dict[str, object]:
@@ -847,8 +850,9 @@ def _optimizer(opts: dict[str, Any], origins: dict[str, str], result: KohyaImpor
         args = {}
     if not name:
         name = "AdamW"
-    kiln_name, extra = _OPTIMIZERS.get(name.lower(), (name, {}))
-    if "." not in kiln_name and name.lower() not in _OPTIMIZERS:
+    known = _kohya_optimizers()
+    kiln_name, extra = known.get(name.lower(), (name, {}))
+    if "." not in kiln_name and name.lower() not in known:
         result.skip(where, name, "not an optimizer kohya or kiln knows; AdamW is used")
         kiln_name = "AdamW"
     args = {**extra, **args}
