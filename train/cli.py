@@ -26,6 +26,7 @@ EPILOG = """\
 examples:
   kiln train --print-config easy > my.toml      a complete, commented config to start from
   kiln train my.toml --check                    validate it (and scan the dataset) without training
+  kiln train my.toml --estimate                 peak memory, time and disk from a few-step dry run
   kiln train my.toml --set train.max_steps=200  train, overriding any key
   kiln train --preset easy --set model.path=sd15.safetensors --set dataset.path=./data
   kiln train --resume runs/mylora               continue a stopped run exactly where it stopped
@@ -65,6 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list-presets", action="store_true", help="list the shipped presets and exit")
     parser.add_argument("--check", action="store_true",
                         help="validate the config and scan the dataset without loading the model or training")
+    parser.add_argument("--estimate", action="store_true",
+                        help="a few-step dry run of the config: peak memory, time per step, total time, disk, and "
+                             "how much each memory-saving option would save (one short dry run each)")
+    parser.add_argument("--no-levers", action="store_true",
+                        help="with --estimate: measure the config only, not the memory-saving options")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run from its state/")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="allow loading pickled .ckpt/.pt checkpoints (they can run code: trusted files only)")
@@ -190,6 +196,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.check:
         return check(cfg, num_processes=args.num_processes)
+    if args.estimate:
+        return estimate(cfg, num_processes=args.num_processes, levers=not args.no_levers)
 
     from train.preflight import run_preflight
 
@@ -236,7 +244,7 @@ def import_kohya_config(args: argparse.Namespace) -> int | dict[str, Any]:
         imported = import_kohya(args.from_kohya)
     except KohyaImportError as exc:
         return _err(str(exc))
-    goes_on = bool(args.train or args.check or args.detach)
+    goes_on = bool(args.train or args.check or args.detach or args.estimate)
     out: Path | None = args.out
     replace = bool(args.force)
     if out is None and args.detach:
@@ -280,6 +288,24 @@ def import_kohya_config(args: argparse.Namespace) -> int | dict[str, Any]:
     if args.detach and out is not None:
         args.config, args.from_kohya = out, None
     return imported.raw
+
+
+def estimate(cfg: TrainConfig, num_processes: int = 1, levers: bool = True) -> int:
+    """``--estimate``: the pre-flight, a dry run of a few steps and one per memory lever (train/estimate.py)."""
+    from curator.textsafe import printable
+    from train.estimate import EstimateError
+    from train.estimate import estimate as measure
+
+    if num_processes > 1:
+        return _err("--estimate measures one process: run it without --num-processes (each process of a "
+                    "multi-GPU run needs about what one process does, on its own GPU)")
+    try:
+        result = measure(cfg, levers=levers, progress=lambda text: print(printable(text), file=sys.stderr))
+    except EstimateError as exc:
+        return _err(str(exc))
+    for line in result.lines():
+        print(printable(line))
+    return 0
 
 
 def train_here(cfg: TrainConfig, resume: Path | None, quiet: bool = False) -> int:
