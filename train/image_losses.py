@@ -163,6 +163,26 @@ class ImageLosses:
         self.step = min(int(data.get("step", 0)), up_to_step)
 
 
+def run_dataset_root(run_dir: Path) -> Path | None:
+    """The dataset folder a run trained on (from its config.toml): the folder the image paths are relative
+    to (a kohya dataset TOML's common root). None when the config cannot tell."""
+    import tomllib
+
+    try:
+        config = tomllib.loads((Path(run_dir) / "config.toml").read_text(encoding="utf-8"))
+        path = Path(config["dataset"]["path"])
+    except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError):
+        return None
+    if path.suffix.lower() == ".toml":
+        from curator.layout import LayoutError, load_layout
+
+        try:
+            return load_layout(path).root
+        except LayoutError:
+            return None
+    return path
+
+
 def read_image_losses(run_dir: Path) -> dict[str, Any] | None:
     """A run's ``image_losses.json`` (None when there is none or it is unreadable)."""
     try:

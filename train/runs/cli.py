@@ -130,7 +130,7 @@ def _ranking(args: argparse.Namespace) -> int:
     """``kiln runs RUN --hardest / --easiest``: the per-image ranking of train/image_losses.py."""
     import json
 
-    from train.image_losses import IMAGE_LOSSES, rank_images, read_image_losses
+    from train.image_losses import IMAGE_LOSSES, rank_images, read_image_losses, run_dataset_root
 
     if len(args.dirs) != 1:
         return _err("runs", "--hardest / --easiest take one RUN (a run directory or a run name)")
@@ -146,7 +146,7 @@ def _ranking(args: argparse.Namespace) -> int:
         return _err("runs", f"--{'hardest' if args.hardest is not None else 'easiest'}: {count} is not allowed: "
                             "must be >= 1")
     ranked = rank_images(data, easiest=args.easiest is not None)
-    root = dataset_root(run_dir)
+    root = run_dataset_root(run_dir)
     if args.json:
         json.dump([{"rank": r.rank, "score": round(r.score, 4), "draws": r.draws, "path": r.path,
                     "abs_path": str(root / r.path) if root else None, "caption": r.caption} for r in ranked[:count]],
@@ -159,25 +159,6 @@ def _ranking(args: argparse.Namespace) -> int:
     console.print(ranking_table(ranked[:count], step=int(data.get("step", 0)), root=root,
                                 hardest=args.hardest is not None, total=len(ranked)))
     return 0
-
-
-def dataset_root(run_dir: Path) -> Path | None:
-    """The dataset folder a run trained on (from its config.toml), which image paths are relative to."""
-    import tomllib
-
-    try:
-        config = tomllib.loads((run_dir / "config.toml").read_text(encoding="utf-8"))
-        path = Path(config["dataset"]["path"])
-    except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError):
-        return None
-    if path.suffix.lower() == ".toml":  # a kohya dataset TOML: paths are relative to its subsets' common root
-        from curator.layout import LayoutError, load_layout
-
-        try:
-            return load_layout(path).root
-        except LayoutError:
-            return None
-    return path
 
 
 def ranking_table(ranked: list[RankedImage], *, step: int, root: Path | None, hardest: bool, total: int) -> Table:

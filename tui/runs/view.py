@@ -1,6 +1,6 @@
 """The full-screen runs view: every known run on the left, the watched one on the right (progress, figures,
-loss curve, event log, latest sample). Keys: enter watch, n new run, s stop, S save now, r resume, g the run's
-LoRA test grid (tui/runs/grid.py)."""
+loss curve with the validation loss, event log, latest sample). Keys: enter watch, n new run, s stop, S save
+now, r resume, g the run's LoRA test grid (tui/runs/grid.py), h the run's hardest images."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class RunsView(KilnView):
         with Horizontal():
             with Vertical(id="runs-left"):
                 yield RunTable(id="runs-table")
-                yield Static(Text("enter watch · n new · s stop · S save now · r resume · g grid"), id="runs-hint")
+                yield Static(Text("n new · s stop · S save · r resume · g grid · h hardest"), id="runs-hint")
             with Vertical(id="runs-right"):
                 yield RunHeader(id="runs-header")
                 yield LossChart(id="runs-chart")
@@ -170,3 +170,12 @@ class RunsView(KilnView):
             self.app.notify(printable(str(exc)), markup=False, severity="warning", timeout=6)
             return
         self.app.push_screen(GridBrowser(index, getattr(self.app, "image_protocol", "halfblock")))
+
+    def action_hardest(self) -> None:
+        from tui.runs.hardest import HardestScreen
+
+        target = self.selected_dir()
+        if target is None:
+            self.app.notify("no run selected", timeout=3)
+            return
+        self.app.push_screen(HardestScreen(target))
