@@ -153,7 +153,7 @@ async def test_form_estimate_shows_the_dry_runs_figures(tmp_path: Path, dataset:
         form.query_one("#length", Input).value = "8"
         await until(pilot, lambda: form.preflight_ok, lambda: (form.errors, form.findings))
         assert not form.query_one("#estimate").disabled
-        await pilot.press("ctrl+e")
+        await pilot.press("ctrl+o")
         box = form.query_one("#newrun-estimate", Static)
         await until(pilot, lambda: "peak memory" in str(box.render()) or "failed" in str(box.render()),
                     lambda: str(box.render()), timeout=600)

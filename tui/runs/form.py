@@ -172,8 +172,8 @@ class NewRunScreen(ModalScreen):
 
         presets = [(NO_PRESET, NO_PRESET)] + [(p, p) for p in _presets()]
         with Vertical(id="newrun"):
-            yield Static(Text("New training run  (ctrl+l launch · esc cancel) — runs in the background"),
-                         id="newrun-title")
+            yield Static(Text("New training run  (ctrl+o estimate · ctrl+l launch · esc cancel) — runs in the "
+                              "background"), id="newrun-title")
             with VerticalScroll(id="newrun-fields"):
                 with Horizontal(classes="row"):
                     yield Label("preset")
@@ -205,7 +205,7 @@ class NewRunScreen(ModalScreen):
             yield Static(id="newrun-checks")
             yield Static(id="newrun-general")
             with Horizontal(id="newrun-buttons"):
-                yield Button("Estimate (ctrl+e)", id="estimate", disabled=True)
+                yield Button("Estimate (ctrl+o)", id="estimate", disabled=True)
                 yield Button("Launch (ctrl+l)", variant="primary", id="launch", disabled=True)
                 yield Button("Cancel (esc)", id="cancel")
 

@@ -23,7 +23,7 @@ TRAINING_PANEL = Context("training-panel", "Training panel (f2)", None, "Trainin
 NEW_RUN = Context("new-run", "Dialogs · new run", None, "NewRunScreen", (
     Key("cancel", "escape", "cancel", "Cancel"),
     Key("launch", "ctrl+l", "launch", "Launch"),
-    Key("estimate", "ctrl+e", "estimate", "Estimate", long="Estimate memory and time (a few-step dry run)"),
+    Key("estimate", "ctrl+o", "estimate", "Estimate", long="Estimate memory and time (a few-step dry run)"),
 ), palette=False)
 GRID_BROWSER = Context("grid-browser", "Runs view · grid browser", None, "GridBrowser", (
     Key("next-epoch", "down,j", "epoch(1)", "Next epoch", show=False),
