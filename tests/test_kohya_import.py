@@ -251,3 +251,14 @@ def test_small_kohya_configs_train_without_editing(kohya_workdir: Path, fixture:
     else:  # the GUI's text_encoder_lr = 0 with a UNet rate: UNet only; epoch 1 = 3 images x 2 repeats / 3
         assert not any(k.startswith("lora_te") for k in keys)
         assert result.step == 2
+
+
+def test_torch_compile_maps_to_the_compile_mode(tmp_path: Path) -> None:
+    cfg = tmp_path / "k.toml"
+    cfg.write_text('pretrained_model_name_or_path = "m.safetensors"\ntrain_data_dir = "d"\ntorch_compile = true\n'
+                   'dynamo_backend = "inductor"\n')
+    r = import_kohya(cfg, cwd=tmp_path)
+    assert r.raw["train"]["compile"] == "default"
+    assert "inductor" in skipped(r)["dynamo_backend"]
+    cfg.write_text('pretrained_model_name_or_path = "m.safetensors"\ntrain_data_dir = "d"\ntorch_compile = false\n')
+    assert import_kohya(cfg, cwd=tmp_path).raw["train"]["compile"] == "off"

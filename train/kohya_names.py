@@ -49,6 +49,11 @@ def _sampler(value: object) -> object:
     return {"k_euler_a": "euler_a", "k_euler": "euler", "dpmsolver": "dpmsolver++"}.get(name, name)
 
 
+def _compile(value: object) -> object:
+    """kohya's ``torch_compile`` (a flag) as kiln's ``train.compile`` mode."""
+    return "default" if value in (True, "true", "True", 1, "1") else "off"
+
+
 def _max_token_length(value: object) -> object:
     return 75 if value in (None, "", 0, "0") else value
 
@@ -150,6 +155,7 @@ KOHYA_OPTIONS: dict[str, KohyaOption] = {
     "sample_every_n_epochs": KohyaOption("sample", "every_n_epochs", _none_if_zero),
     "sample_sampler": KohyaOption("sample", "sampler", _sampler),
     "sample_at_first": KohyaOption("sample", "at_first"),
+    "torch_compile": KohyaOption("train", "compile", _compile),
 }
 
 # kohya's argparse defaults (train_network.py, library/train_util.py, networks/lora.py) where kiln's default
@@ -225,8 +231,8 @@ KOHYA_NOT_APPLICABLE: dict[str, str] = {
     "ddp_timeout": "kiln uses accelerate's defaults for several processes",
     "ddp_gradient_as_bucket_view": "kiln uses accelerate's defaults for several processes",
     "ddp_static_graph": "kiln uses accelerate's defaults for several processes",
-    "dynamo_backend": "kiln does not compile the model",
-    "torch_compile": "kiln does not compile the model",
+    "dynamo_backend": "with torch_compile kiln compiles the UNet with torch.compile's default backend (inductor); "
+                      "train.compile picks the mode",
     "skip_cache_check": "kiln checks its caches by content hash",
     "cache_info": "kiln checks its caches by content hash",
     "debug_dataset": "use `kiln buckets` / `kiln train --check` to inspect the dataset",
