@@ -262,3 +262,14 @@ def test_torch_compile_maps_to_the_compile_mode(tmp_path: Path) -> None:
     assert "inductor" in skipped(r)["dynamo_backend"]
     cfg.write_text('pretrained_model_name_or_path = "m.safetensors"\ntrain_data_dir = "d"\ntorch_compile = false\n')
     assert import_kohya(cfg, cwd=tmp_path).raw["train"]["compile"] == "off"
+
+
+def test_validation_options_map_and_the_seed_follows_kohyas_default(tmp_path: Path) -> None:
+    cfg = tmp_path / "k.toml"
+    cfg.write_text('pretrained_model_name_or_path = "m.safetensors"\ntrain_data_dir = "d"\nseed = 42\n'
+                   'validation_split = 0.1\nvalidate_every_n_steps = 50\nmax_validation_steps = 0\n')
+    r = import_kohya(cfg, cwd=tmp_path)
+    assert r.raw["dataset"]["validation_split"] == 0.1 and r.raw["dataset"]["validation_seed"] == 42
+    assert r.raw["train"]["validate_every_n_steps"] == 50 and "max_validation_steps" not in r.raw["train"]
+    cfg.write_text(cfg.read_text() + "validation_seed = 7\n")
+    assert import_kohya(cfg, cwd=tmp_path).raw["dataset"]["validation_seed"] == 7

@@ -468,6 +468,10 @@ def _map_options(options: dict[str, Any], origins: dict[str, str], result: Kohya
                 continue  # the epochs decide
             opts[name] = default
             origins[name] = "kohya default"
+    if _meaningful(opts.get("validation_split")) and opts.get("validation_seed") is None \
+            and isinstance(opts.get("seed"), int):
+        opts["validation_seed"] = opts["seed"]  # kohya: the training seed when validation_seed is unset
+        origins["validation_seed"] = "kohya default (seed)"
 
     _model(opts, origins, result, cwd)
     _dataset(opts, origins, result, cwd)
