@@ -116,3 +116,9 @@ def test_kiln_train_estimate_prints_the_figures_and_levers(models, tmp_path: Pat
     assert "peak memory:" in out.stdout and "time per step:" in out.stdout and "total time:" in out.stdout
     assert "memory levers" not in out.stdout  # every lever is in use already and the batch is 1
     assert not (tmp_path / "runs" / "est").exists()  # the dry run wrote nowhere near the real run directory
+
+
+def test_a_lever_the_config_cannot_take_is_refused_before_any_run(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "dataset.random_crop=true")
+    with pytest.raises(EstimateError, match="randomly cropped"):
+        dry_run(cfg, steps=2, sets=("dataset.cache_latents=true",))

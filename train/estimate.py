@@ -162,13 +162,16 @@ def dry_run(cfg: TrainConfig, steps: int = DRY_STEPS, sets: tuple[str, ...] = ()
             timeout_s: float | None = None) -> DryRun:
     """Train ``cfg`` for ``steps`` steps in a child process and measure it (see the module's docstring)."""
     from curator.fsutil import atomic_write_bytes
-    from train.config import validate_raw
+    from train.config import ConfigError, validate_raw
     from train.rundir import read_events
 
     with tempfile.TemporaryDirectory(prefix="kiln-estimate-") as tmp:
         folder = Path(tmp)
         raw = dry_run_raw(cfg, folder / "runs", steps, sets)
-        validate_raw(raw, "the dry run's config")  # a lever the config cannot take fails here, clearly
+        try:
+            validate_raw(raw, "the dry run's config")  # a lever the config cannot take fails here, clearly
+        except ConfigError as exc:
+            raise EstimateError("; ".join(exc.lines)) from None
         config_file = folder / "estimate.toml"
         atomic_write_bytes(config_file, _toml(raw).encode("utf-8"))
         started = time.time()
@@ -270,11 +273,8 @@ def estimate(cfg: TrainConfig, *, num_processes: int = 1, levers: bool = True,
             say(f"dry run: {lever.what}")
             try:
                 measured = dry_run(cfg, LEVER_STEPS, lever.sets)
-            except Exception as exc:  # noqa: BLE001 - a lever that fails is reported, the estimate stands
-                from train.config import ConfigError
-
-                text = "; ".join(exc.lines) if isinstance(exc, ConfigError) else str(exc)
-                result.levers.append(Lever(lever.sets, lever.what, None, text.splitlines()[0]))
+            except EstimateError as exc:  # a lever that fails is reported, the estimate stands
+                result.levers.append(Lever(lever.sets, lever.what, None, (str(exc).splitlines() or ["?"])[0]))
                 continue
             result.levers.append(Lever(lever.sets, lever.what, measured.peak_mb))
         result.levers.sort(key=lambda lv: lv.peak_mb if lv.peak_mb is not None else float("inf"))
