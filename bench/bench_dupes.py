@@ -398,12 +398,19 @@ def print_speed(timings: list[Timing], baseline: str = "imagededup PHash") -> No
     base = next((t for t in timings if t.tool == baseline), None)
     print(f"\nspeed (cold: no cache or index; files in the page cache; load average {os.getloadavg()[0]:.1f}):")
     print(f"{'tool':18s} {'images':>7s} {'seconds':>8s} {'images/s':>9s} {'vs imagededup':>14s} "
-          f"{'CPU ms/image':>13s} {'search s':>9s}")  # fmt: skip
+          f"{'CPU ms/image':>13s} {'CPU vs imagededup':>18s} {'cores busy':>11s} {'search s':>9s}")  # fmt: skip
     for t in timings:
         rate = t.images / t.seconds if t.seconds else 0.0
         ratio = f"{rate / (base.images / base.seconds):.2f}x" if base and base.seconds else ""
+        cpu_ms = t.cpu / t.images * 1000 if t.images else 0.0
+        cpu_ratio = f"{base.cpu / base.images * 1000 / cpu_ms:.2f}x" if base and base.images and cpu_ms else ""
+        busy = t.cpu / t.seconds if t.seconds else 0.0  # average cores the tool kept busy (CPU s / wall s)
         print(f"{t.tool:18s} {t.images:7d} {t.seconds:8.1f} {rate:9.1f} {ratio:>14s} "
-              f"{t.cpu / t.images * 1000:13.2f} {t.search_seconds:9.2f}")  # fmt: skip
+              f"{cpu_ms:13.2f} {cpu_ratio:>18s} {busy:11.2f} {t.search_seconds:9.2f}")  # fmt: skip
+    print(f"parallelism: {os.cpu_count()} cores here; kiln scans with ScanConfig.worker_count processes (one per core "
+          "the process may run on) plus the parent writing the index; imagededup num_enc_workers=--workers; czkawka "
+          "and fastdup use their default thread pools (all cores). 'cores busy' is CPU seconds over wall seconds: "
+          "under other load it is what the tool got, not what it asked for.")  # fmt: skip
 
 
 def _warm_page_cache(folder: Path) -> None:

@@ -645,12 +645,15 @@ def step_math(
     max_steps: int | None = None,
     gradient_accumulation: int = 1,
     num_processes: int = 1,
+    batch_sizes: Mapping[Any, int] | None = None,
 ) -> StepMath:
     """Steps training will run. Give ``epochs`` for total steps, or ``max_steps`` for the epochs it takes.
 
     With both, ``epochs`` wins (kohya's ``--max_train_epochs`` overrides ``--max_train_steps``).
     ``report_or_counts``: a :class:`BucketReport`, a mapping bucket -> images x repeats, or those counts.
     ``batch_size`` is per process; ``num_processes`` processes (GPUs) each take that many samples of a batch.
+    ``batch_sizes``: a batch size per key of a mapping of counts (a kohya dataset TOML's ``[[datasets]]`` each
+    have their own); keys it lacks use ``batch_size``.
     """
     for name, value in (
         ("batch_size", batch_size),
@@ -664,18 +667,23 @@ def step_math(
     if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
         raise ValueError(f"max_steps must be a whole number >= 1, got {max_steps!r}")
 
+    sizes: list[int]
     if isinstance(report_or_counts, BucketReport):
         counts = [b.with_repeats for b in report_or_counts.buckets]
+        sizes = [batch_size] * len(counts)
     elif isinstance(report_or_counts, Mapping):
         counts = [int(v) for v in report_or_counts.values()]
+        sizes = [int((batch_sizes or {}).get(k, batch_size)) for k in report_or_counts]
     else:
         counts = [int(v) for v in report_or_counts]
+        sizes = [batch_size] * len(counts)
     if any(c < 0 for c in counts):
         raise ValueError("bucket counts must not be negative")
+    if any(b < 1 for b in sizes):
+        raise ValueError(f"batch sizes must be whole numbers >= 1, got {sorted(set(sizes))}")
 
-    global_batch = batch_size * num_processes
-    batches = sum(math.ceil(c / global_batch) for c in counts)
-    partial = sum(1 for c in counts if c % global_batch)
+    batches = sum(math.ceil(c / (b * num_processes)) for c, b in zip(counts, sizes, strict=True))
+    partial = sum(1 for c, b in zip(counts, sizes, strict=True) if c % (b * num_processes))
     steps_per_epoch = math.ceil(batches / gradient_accumulation)
     total: int | None = None
     if epochs is not None:

@@ -12,9 +12,11 @@ Loading a layout reads directory names only (no image is opened).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +38,6 @@ _DATASET_KEYS = (
     "bucket_no_upscale",
     "batch_size",
 )
-_SUBSET_KEYS = ("num_repeats", "caption_extension", "is_reg", "class_tokens", "keep_tokens", "shuffle_caption")
 
 
 class LayoutError(ValueError):
@@ -45,7 +46,11 @@ class LayoutError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Subset:
-    """One folder of images with its kohya settings. ``rel_dir`` is posix, relative to the root ('' = root)."""
+    """One folder of images with its kohya settings. ``rel_dir`` is posix, relative to the root ('' = root).
+
+    From a dataset TOML: ``dataset`` is the index of its ``[[datasets]]`` block, ``options`` every key that
+    applies to it as kohya resolves them (the subset's own, else its dataset's, else ``[general]``), and
+    ``metadata_file`` the kohya JSON captions of a fine-tuning subset."""
 
     image_dir: Path
     rel_dir: str
@@ -54,6 +59,9 @@ class Subset:
     is_reg: bool = False
     caption_extension: str = FOLDER_CAPTION_DEFAULT
     keep_tokens: int = 0
+    dataset: int = 0
+    options: Mapping[str, object] = field(default_factory=dict, compare=False, hash=False)
+    metadata_file: Path | None = None
 
     @property
     def name(self) -> str:
@@ -71,6 +79,15 @@ class DatasetLayout:
     toml_settings: dict[str, Any] = field(default_factory=dict)
     toml_path: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    training_subsets: list[Subset] = field(default_factory=list)
+    """Every subset as a trainer reads it, in the file's order: from a TOML, one per [[datasets.subsets]] block
+    (a folder listed in two datasets is two subsets); else the same as ``subsets``."""
+    dataset_options: list[dict[str, Any]] = field(default_factory=list)
+    """Per [[datasets]] block of a TOML, its keys over [general]'s (kohya's resolution)."""
+
+    def __post_init__(self) -> None:
+        if not self.training_subsets:
+            self.training_subsets = list(self.subsets)
 
     def subset_for(self, rel_dir: str) -> Subset | None:
         for subset in self.subsets:
@@ -199,6 +216,21 @@ def _resolve_dir(value: object, toml_path: Path, where: str) -> Path:
     return path.resolve()
 
 
+def _metadata_images_dir(metadata_file: Path, toml_path: Path, where: str) -> Path:
+    """The folder of a metadata_file subset's images when the TOML names no image_dir: kohya's JSON keys are
+    then absolute image paths, which must share one folder for kiln to index them."""
+    try:
+        keys = list(json.loads(metadata_file.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as exc:
+        raise LayoutError(f"{toml_path}: {where}.metadata_file {str(metadata_file)!r} is not a readable kohya "
+                          f"metadata JSON ({exc})") from exc
+    folders = {str(Path(k).parent) for k in keys if Path(k).is_absolute()}
+    if len(folders) != 1 or len(folders) != len({str(Path(k).parent) for k in keys}):
+        raise LayoutError(f"{toml_path}: {where}: without image_dir, kiln reads a metadata_file subset's images "
+                          "from the one folder its absolute paths share; set image_dir to the images' folder")
+    return _resolve_dir(folders.pop(), toml_path, where)
+
+
 def _load_toml(toml_path: Path, caption_extension: str | None) -> DatasetLayout:
     try:
         data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
@@ -214,54 +246,72 @@ def _load_toml(toml_path: Path, caption_extension: str | None) -> DatasetLayout:
     if not isinstance(datasets, list) or not datasets:
         raise LayoutError(f"{toml_path}: no [[datasets]] table; a kohya dataset config needs [[datasets.subsets]]")
     warnings: list[str] = []
-    raw: list[tuple[Path, dict[str, Any]]] = []
+    raw: list[tuple[Path, dict[str, Any], int, Path | None]] = []
     settings: dict[str, Any] = {k: general[k] for k in _DATASET_KEYS if k in general}
+    dataset_options: list[dict[str, Any]] = []
     for d_index, dataset in enumerate(datasets):
+        own = {k: v for k, v in dataset.items() if k != "subsets"}
+        dataset_options.append({**general, **own})
         if d_index == 0:
             settings.update({k: dataset[k] for k in _DATASET_KEYS if k in dataset})
         elif any(k in dataset and dataset[k] != settings.get(k) for k in _DATASET_KEYS):
-            warnings.append(f"datasets[{d_index}] has its own bucket/resolution settings; checks use the first")
+            warnings.append(f"datasets[{d_index}] has its own bucket/resolution settings; the curator's bucket "
+                            "checks use the first dataset's (training uses each dataset's own)")
         for s_index, subset in enumerate(dataset.get("subsets", []) or []):
             where = f"datasets[{d_index}].subsets[{s_index}]"
+            metadata_file: Path | None = None
+            if subset.get("metadata_file"):
+                metadata_file = Path(str(subset["metadata_file"])).expanduser()
+                if not metadata_file.is_absolute():
+                    metadata_file = (toml_path.parent / metadata_file).resolve()
+                if not metadata_file.is_file():
+                    raise LayoutError(f"{toml_path}: {where}.metadata_file {str(subset['metadata_file'])!r} does "
+                                      "not exist")
             if "image_dir" not in subset:
-                warnings.append(f"{where}: no image_dir (metadata_file subsets are not curated), skipped")
-                continue
-            merged = {k: v for k, v in general.items() if k in _SUBSET_KEYS}
-            merged.update({k: v for k, v in dataset.items() if k in _SUBSET_KEYS})
-            merged.update(subset)
-            raw.append((_resolve_dir(subset["image_dir"], toml_path, where), merged))
+                if metadata_file is None:
+                    warnings.append(f"{where}: no image_dir nor metadata_file, skipped")
+                    continue
+                folder = _metadata_images_dir(metadata_file, toml_path, where)
+            else:
+                folder = _resolve_dir(subset["image_dir"], toml_path, where)
+            merged = {**general, **own, **subset}
+            raw.append((folder, merged, d_index, metadata_file))
     if not raw:
         raise LayoutError(f"{toml_path}: no subset with an image_dir")
-    root = Path(os.path.commonpath([str(p) for p, _ in raw]))
+    root = Path(os.path.commonpath([str(p) for p, _, _, _ in raw]))
     subsets: list[Subset] = []
+    training: list[Subset] = []
     seen: set[Path] = set()
-    for path, opts in raw:
-        if path in seen:
-            warnings.append(f"{path}: listed twice, the first subset's settings are used")
-            continue
-        seen.add(path)
+    for path, opts, d_index, metadata_file in raw:
         ext = opts.get("caption_extension") or caption_extension or TOML_CAPTION_DEFAULT
         try:
             repeats = int(opts.get("num_repeats", 1))
             keep_tokens = int(opts.get("keep_tokens", 0))
         except (TypeError, ValueError) as exc:
             raise LayoutError(f"{toml_path}: {path}: num_repeats/keep_tokens must be integers ({exc})") from exc
-        subsets.append(
-            Subset(
-                image_dir=path,
-                rel_dir=path.relative_to(root).as_posix() if path != root else "",
-                repeats=repeats,
-                class_tokens=str(opts.get("class_tokens") or ""),
-                is_reg=bool(opts.get("is_reg", False)),
-                caption_extension=normalize_caption_extension(str(ext)),
-                keep_tokens=keep_tokens,
-            )
+        subset = Subset(
+            image_dir=path,
+            rel_dir=path.relative_to(root).as_posix() if path != root else "",
+            repeats=repeats,
+            class_tokens=str(opts.get("class_tokens") or ""),
+            is_reg=bool(opts.get("is_reg", False)),
+            caption_extension=normalize_caption_extension(str(ext)),
+            keep_tokens=keep_tokens,
+            dataset=d_index,
+            options=opts,
+            metadata_file=metadata_file,
         )
+        training.append(subset)
+        if path in seen:
+            continue  # the curator indexes a folder once (the first subset's settings); training keeps both
+        seen.add(path)
+        subsets.append(subset)
     rel_dirs = [s.rel_dir for s in subsets]
     if "" in rel_dirs and len(rel_dirs) > 1:
         warnings.append("one subset folder contains the others; kohya reads each folder without recursing")
     return DatasetLayout(
-        root=root, subsets=subsets, source="toml", toml_settings=settings, toml_path=toml_path, warnings=warnings
+        root=root, subsets=subsets, source="toml", toml_settings=settings, toml_path=toml_path, warnings=warnings,
+        training_subsets=training, dataset_options=dataset_options,
     )
 
 

@@ -148,7 +148,8 @@ def _pixel_latents(cfg: object) -> None:
     from train.models.loading import load_base_model
 
     assert isinstance(cfg, TrainConfig)
-    items, dataset = build_items(cfg.dataset, lambda *_: None, progress=False)
+    data = build_items(cfg.dataset, lambda *_: None, progress=False)
+    items, dataset = data.items + data.held_out, data.dataset
     base = load_base_model(cfg.model, dtype=torch.float32, device=torch.device("cpu"))
     base.vae.to(torch.float32)
     vae_id = vae_identity(base.vae)

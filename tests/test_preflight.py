@@ -114,7 +114,7 @@ BROKEN: list[tuple[str, str | None, list[str], str]] = [
     ("no trainable images", None, ["dataset.path={broken_dataset}"], "has no usable training images"),
     ("dataset folder missing", None, ["dataset.path={root}/no-such-dataset"], "does not exist"),
     ("misspelt key", None, ["train.lerning_rate=1e-4"], "train.lerning_rate: unknown key; did you mean 'learning_rate'?"),
-    ("kohya key name", None, ["network.network_dim=8"], "network.network_dim: unknown key; did you mean 'dim'?"),
+    ("kohya key in the wrong section", None, ["train.network_dim=8"], "train.network_dim: unknown key; did you mean 'network.dim'?"),
     ("key in the wrong section", None, ["train.dim=8"], "train.dim: unknown key; did you mean 'network.dim'?"),
     ("wrong value type", None, ["train.batch_size=two"], "train.batch_size: 'two' is not allowed: input should be a valid integer"),
 ]
@@ -296,8 +296,8 @@ def test_short_buckets_are_a_warning_that_says_what_kohya_does(tmp_path, world) 
     # at 128 px, coffee (96x64) gets its own bucket (160x96): 1 image x 2 repeats; the others share 128x128 (4)
     cfg = cfg_for(world, tmp_path, "train.batch_size=4", "dataset.resolution=128", "dataset.max_bucket_reso=256",
                   "dataset.bucket_reso_steps=32")
-    items, dataset = build_items(cfg.dataset, lambda m, p: None, progress=False)
-    report = run_preflight(cfg, stages=("dataset",), items=items, dataset=dataset)
+    data = build_items(cfg.dataset, lambda m, p: None, progress=False, batch_size=cfg.train.batch_size)
+    report = run_preflight(cfg, stages=("dataset",), data=data)
     (finding,) = [f for f in report if f.check == "batch size and buckets"]
     assert finding.severity == "warning" and "kohya and kiln do the same" in finding.problem
     assert "1 of 2 buckets hold fewer samples than the batch of 4 (160x96:2)" in finding.problem
@@ -311,8 +311,8 @@ def test_disk_estimate_counts_kept_saves_state_and_latents(world, tmp_path) -> N
     cfg = cfg_for(world, tmp_path, "network.dim=32", "train.max_steps=1000", "output.save_every_n_steps=100",
                   "output.save_last_n=3", "output.save_precision=fp16", "dataset.cache_latents_to_disk=true",
                   "dataset.flip_aug=true")
-    items, dataset = build_items(cfg.dataset, lambda m, p: None, progress=False)
-    need = estimate_disk(Context(cfg=cfg, items=items, dataset=dataset))
+    data = build_items(cfg.dataset, lambda m, p: None, progress=False)
+    need = estimate_disk(Context(cfg=cfg, data=data))
     assert need is not None
     params = 32 * (PARAMS_PER_RANK["sd1"]["unet"] + PARAMS_PER_RANK["sd1"]["te"])
     lora = params * 2
@@ -344,8 +344,8 @@ def test_params_per_rank_table_matches_the_real_architectures() -> None:
 def test_config_errors_suggest_the_right_key(tmp_path) -> None:
     base = ["model.path=/m.safetensors", "dataset.path=/d"]
     for sets, expected in [
-        (["train.max_train_steps=10"], "train.max_train_steps: unknown key; did you mean 'max_steps'?"),
-        (["network.network_alpha=8"], "network.network_alpha: unknown key; did you mean 'alpha'?"),
+        (["train.max_train_epochs=10"], "train.max_train_epochs: unknown key; did you mean 'max_epochs'?"),
+        (["network.network_dropout=0.1"], "network.network_dropout: unknown key; did you mean 'dropout'?"),
         (["train.output_name=x"], "train.output_name: unknown key; did you mean 'output.name'?"),
         (["model.path=5"], "model.path: 5 is not allowed: must be a path (a quoted string)"),
     ]:

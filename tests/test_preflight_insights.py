@@ -24,8 +24,8 @@ def _findings(tmp_path: Path, images: int, *sets: str) -> dict[str, list[str]]:
                                  f"dataset.path={_dataset(tmp_path / 'd', images)}", "dataset.resolution=64",
                                  "dataset.min_bucket_reso=64", "dataset.max_bucket_reso=64",
                                  f"output.dir={tmp_path / 'runs'}", *sets])
-    report, items, _ = full_preflight(cfg)
-    assert items is not None
+    report, data = full_preflight(cfg)
+    assert data is not None
     found: dict[str, list[str]] = {}
     for f in report:
         found.setdefault(f.check, []).append(f"{f.severity}: {f.field}: {f.problem} | {f.fix}")

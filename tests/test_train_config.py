@@ -14,6 +14,7 @@ from train.config import (
     TrainConfig,
     apply_overrides,
     commented_config,
+    dump_config,
     list_presets,
     load_config,
     load_preset_raw,
@@ -39,7 +40,7 @@ def errors_for(*overrides: str) -> list[str]:
         ("train.lr_scheduler=cosin", "train.lr_scheduler: 'cosin' is not allowed: did you mean 'cosine'? must be one of"),
         ("train.optimizer=AdamX", "train.optimizer: 'AdamX' is not allowed: did you mean 'AdamW'?"),
         ("train.mixed_precision=fp8", "train.mixed_precision: 'fp8' is not allowed: must be one of 'auto'"),
-        ("train.loss_type=l1", "train.loss_type: 'l1' is not allowed: must be one of 'l2' or 'huber'"),
+        ("train.loss_type=l3", "train.loss_type: 'l3' is not allowed: must be one of 'l2', 'l1', 'huber' or 'smooth_l1'"),
         ("train.min_snr_gamma=0", "train.min_snr_gamma: 0 is not allowed: must be > 0"),
         ("train.noise_offset=-0.1", "train.noise_offset: -0.1 is not allowed: must be >= 0"),
         ("train.lerning_rate=1e-4", "train.lerning_rate: unknown key; did you mean 'learning_rate'?"),
@@ -188,3 +189,53 @@ def test_check_reports_an_unusable_optimizer_and_every_other_problem(capsys) -> 
     rc = main(["--check", "--set", "model.path=/m", "--set", "dataset.path=/nonexistent"])
     err = capsys.readouterr().err  # every problem at once (the pre-flight, tests/test_preflight.py)
     assert rc == 1 and "dataset.path: /nonexistent does not exist" in err and "model.path: /m does not exist" in err
+
+
+def test_kohya_option_names_are_accepted_as_aliases(tmp_path: Path) -> None:
+    cfg = load_config(overrides=[
+        "model.pretrained_model_name_or_path=/models/base.safetensors",
+        "dataset.path=/data/set", "dataset.max_data_loader_n_workers=2", "dataset.caption_extention=.cap",
+        "train.max_train_steps=7", "train.train_batch_size=2", "network.network_dim=8", "network.network_alpha=4",
+        "output.output_name=x", "output.output_dir=/out", "sample.sample_at_first=true",
+    ])
+    assert (cfg.model.path, cfg.dataset.path, cfg.dataset.num_workers, cfg.dataset.caption_extension) == \
+        (Path("/models/base.safetensors"), Path("/data/set"), 2, ".cap")
+    assert (cfg.train.max_steps, cfg.train.batch_size) == (7, 2)
+    assert (cfg.network.dim, cfg.network.alpha, cfg.output.name, cfg.output.dir) == (8, 4, "x", Path("/out"))
+    assert cfg.sample.at_first is True
+    # a file's relative paths resolve under kohya's names too, and the resolved config uses kiln's names
+    (tmp_path / "k.toml").write_text('[model]\npretrained_model_name_or_path = "m.safetensors"\n'
+                                     '[dataset]\npath = "data"\n[network]\nnetwork_dim = 4\n', encoding="utf-8")
+    cfg = load_config(tmp_path / "k.toml")
+    assert cfg.model.path == tmp_path / "m.safetensors" and cfg.dataset.path == tmp_path / "data"
+    assert "pretrained_model_name_or_path =" not in dump_config(cfg) and cfg.network.dim == 4
+    # a kohya name in the user's layer overrides the preset's kiln name (no "both names" error across layers)
+    cfg = load_config(preset="easy", overrides=["model.path=/m", "dataset.path=/d", "network.network_dim=4"])
+    assert cfg.network.dim == 4
+
+
+def test_every_plain_kohya_rename_of_the_name_table_is_accepted() -> None:
+    """Each row of train/kohya_names.py that renames a key of this config works, in the section model itself
+    (direct construction) and through --set."""
+    from train.kohya_names import section_aliases
+
+    base = load_config(overrides=["model.path=/m.safetensors", "dataset.path=/d"])
+    seen = 0
+    for section in TrainConfig.model_fields:
+        sec = getattr(base, section)
+        for alias, key in section_aliases(section).items():
+            if key not in type(sec).model_fields:
+                continue  # a row for a field another branch adds
+            seen += 1
+            value = getattr(sec, key)
+            rebuilt = type(sec).model_validate({**sec.model_dump(exclude={key}), alias: value})
+            assert getattr(rebuilt, key) == value, f"{section}.{alias}"
+            with pytest.raises(ValueError, match=f"{key} and {alias} are one setting"):
+                type(sec).model_validate({**sec.model_dump(), alias: value})
+    assert seen >= 10
+
+
+def test_a_setting_given_under_both_names_is_an_error() -> None:
+    (line,) = errors_for("train.max_steps=5", "train.max_train_steps=6")
+    assert line.startswith("train.max_train_steps: max_steps and max_train_steps are one setting") \
+        and "keep one" in line

@@ -238,7 +238,9 @@ def test_loss_weighting_min_snr_huber_and_per_sample_noise() -> None:
     import torch
     from diffusers import DDPMScheduler
 
-    from train.loss import diffusion_loss, min_snr_weight, sample_noise, snr_table
+    from train.config import TrainSection
+    from train.loss import DiffusionLoss, min_snr_weight, snr_table
+    from train.noise import NoiseSettings, draw_noise
 
     sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
     snr = snr_table(sched)
@@ -250,13 +252,15 @@ def test_loss_weighting_min_snr_huber_and_per_sample_noise() -> None:
     assert torch.allclose(v_w, torch.minimum(s, torch.tensor(5.0)) / (s + 1))
     assert eps_w[0] < 1 and eps_w[2] == pytest.approx(1.0)  # low-noise steps are down-weighted
     pred, target = torch.zeros(2, 4, 8, 8), torch.ones(2, 4, 8, 8)
-    l2 = diffusion_loss(pred, target, t[:2], loss_weights=torch.tensor([1.0, 0.5]))
-    assert l2.item() == pytest.approx(0.75)  # reg sample weighted by prior_loss_weight 0.5
-    huber = diffusion_loss(pred, target, t[:2], loss_weights=torch.ones(2), loss_type="huber", huber_c=0.1)
-    assert huber.item() == pytest.approx(2 * 0.1 * ((1 + 0.01) ** 0.5 - 0.1))
-    both, steps = sample_noise((4, 8, 8), [11, 22], 0.1, (0, 1000), "cpu")
-    one, step_one = sample_noise((4, 8, 8), [22], 0.1, (0, 1000), "cpu")
-    assert torch.equal(both[1], one[0]) and steps[1] == step_one[0]  # a sample's noise ignores its batch
+    l2 = DiffusionLoss.from_config(TrainSection(), sched, v_prediction=False)
+    assert l2(pred, target, t[:2], torch.tensor([1.0, 0.5])).item() == pytest.approx(0.75)  # reg weighted 0.5
+    huber = DiffusionLoss.from_config(TrainSection(loss_type="huber", huber_schedule="constant", huber_c=0.1),
+                                      sched, v_prediction=False)
+    assert huber(pred, target, t[:2], torch.ones(2)).item() == pytest.approx(2 * 0.1 * ((1 + 0.01) ** 0.5 - 0.1))
+    latents = torch.zeros(2, 4, 8, 8)
+    both = draw_noise(latents, [11, 22], NoiseSettings(offset=0.1), (0, 1000))
+    one = draw_noise(latents[:1], [22], NoiseSettings(offset=0.1), (0, 1000))
+    assert torch.equal(both.noise[1], one.noise[0]) and both.timesteps[1] == one.timesteps[0]  # batch-independent
 
 
 def test_failure_messages_and_rich_display() -> None:
@@ -269,7 +273,8 @@ def test_failure_messages_and_rich_display() -> None:
     from train.errors import OOM_HELP, explain_failure
 
     oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-    assert explain_failure(oom) == OOM_HELP
+    assert explain_failure(oom) == OOM_HELP.format(memory="GPU", where=" before the first step")
+    assert explain_failure(oom, step=7).startswith("out of GPU memory at step 7. Options that cut memory")
     for option in ("batch_size", "gradient_checkpointing", "cache_latents", "AdamW8bit", "resolution",
                    "train_text_encoder = false"):
         assert option in OOM_HELP
@@ -306,7 +311,7 @@ def test_build_items_repeats_reg_images_kohya_style_and_weights_them(tmp_path: P
                                  "dataset.min_bucket_reso=64", "dataset.max_bucket_reso=128",
                                  "dataset.bucket_reso_steps=32"]).dataset
     warnings: list[tuple[str, str | None]] = []
-    items, _ = build_items(cfg, lambda m, p: warnings.append((m, p)))
+    items = build_items(cfg, lambda m, p: warnings.append((m, p))).items
     assert any(p == "2_alice woman/bad.jpg" for _, p in warnings)
     train = [i for i in items if not i.is_reg]
     reg = [i for i in items if i.is_reg]

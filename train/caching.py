@@ -11,14 +11,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from train.data.cache import LatentCache, TextCache, latent_key
-from train.data.captions import CaptionSettings, process_caption
+from train.data.captions import process_caption
 from train.data.dataset import TrainItem
-from train.data.images import Placement, load_rgb, place, render, to_tensor
+from train.data.images import Placement, load_rgb, mask_source, mask_tensor, place, render, to_tensor
 from train.errors import StoppedEarly
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
+    from train.data.loader import SampleOptions
     from train.denoiser import TextConditioning
     from train.models.kinds import AutoencoderKL
 
@@ -30,19 +33,22 @@ StopCheck = Callable[[], "str | None"]
 TEXT_CHUNK = 32  # captions per text-encoder call while caching
 
 
-def cache_latents(items: list[TrainItem], cache: LatentCache, vae: AutoencoderKL, *, vae_id: str, flip_aug: bool,
-                  batch_size: int, device: torch.device, progress: Progress, should_stop: StopCheck) -> None:
-    """Encode every (image, flip) the training will see into ``cache`` (skipping entries already there).
+def cache_latents(items: list[TrainItem], cache: LatentCache, vae: AutoencoderKL, *, vae_id: str,
+                  options: Callable[[TrainItem], SampleOptions], batch_size: int, device: torch.device,
+                  progress: Progress, should_stop: StopCheck) -> None:
+    """Encode every (image, flip) the training will see into ``cache`` (skipping entries already there), each
+    image's subset ``options`` saying whether it flips and has a loss mask (stored with it at latent size).
     Each latent is one draw from the VAE's distribution, seeded by its key: the same on every run."""
     import torch
 
     todo: list[tuple[str, TrainItem, Placement]] = []
     for item in items:
-        for flip in ((False, True) if flip_aug else (False,)):
+        opts = options(item)
+        for flip in ((False, True) if opts.flip_aug else (False,)):
             a = item.assignment
             placement = place(item.size, a.resized, a.crop, a.bucket, random_crop=False, flip=flip,
                               rng=random.Random(0))
-            key = latent_key(item.sha256, a.bucket, a.resized, a.crop, flip, vae_id)
+            key = latent_key(item.sha256, a.bucket, a.resized, a.crop, flip, vae_id, opts.mask_name())
             if not cache.has(key):  # entries are written atomically: present = complete
                 todo.append((key, item, placement))
     total = len(todo)
@@ -70,23 +76,37 @@ def cache_latents(items: list[TrainItem], cache: LatentCache, vae: AutoencoderKL
             pixels = torch.stack([to_tensor(render(load_rgb(item.abs_path), pl)) for _, item, pl in group])
             with torch.no_grad():
                 dist = vae.encode(pixels.to(device, dtype=torch.float32)).latent_dist
-                for (key, _, _), mean, std in zip(group, dist.mean, dist.std, strict=True):
+                for (key, item, pl), mean, std in zip(group, dist.mean, dist.std, strict=True):
                     g = torch.Generator().manual_seed(int(key[:15], 16))
                     eps = torch.randn(mean.shape, generator=g).to(device)
-                    cache.put(key, (mean + std * eps) * scaling)
+                    cache.put(key, (mean + std * eps) * scaling, mask=latent_mask(item, pl, options(item),
+                                                                                  tuple(mean.shape[1:])))
         done += len(chunk)
         progress("caching latents", done, total)
 
 
-def cache_text_outputs(items: list[TrainItem], captions: CaptionSettings, encode: TextConditioning, *,
-                       progress: Progress) -> TextCache:
-    """Encode every caption the training will use (captions are static when this cache is on: the config
-    refuses shuffling and dropout with it) and return the cache the conditioning reads."""
+def latent_mask(item: TrainItem, placement: Placement, opts: SampleOptions,
+                latent_size: tuple[int, ...]) -> torch.Tensor | None:
+    """The loss mask of a cached latent, area-resized to the latent's size (what the loss resizes it to)."""
     import torch
 
-    cache = TextCache()
-    texts = sorted({process_caption(i.caption, captions, epoch=1, rng=random.Random(0),
-                                    subset_keep_tokens=i.keep_tokens) for i in items})
+    if not opts.masks:
+        return None
+    mask = mask_tensor(mask_source(item.abs_path, opts.conditioning_dir), placement)
+    return torch.nn.functional.interpolate(mask[None, None], size=latent_size, mode="area")[0, 0]
+
+
+def cache_text_outputs(items: list[TrainItem], options: Callable[[TrainItem], SampleOptions],
+                       encode: TextConditioning, *, progress: Progress, folder: Path | None = None) -> TextCache:
+    """Encode every caption the training will use (captions are static when this cache is on: the config
+    refuses shuffling and dropout with it) and return the cache the conditioning reads; with ``folder``, kept
+    on disk (entries already there are not encoded again)."""
+    import torch
+
+    cache = TextCache(folder)
+    texts = sorted({process_caption(i.caption, options(i).captions, epoch=1, rng=random.Random(0),
+                                    subset_keep_tokens=options(i).keep_tokens) for i in items})
+    texts = [t for t in texts if not cache.has(t)]
     progress("caching text encoder outputs", 0, len(texts))
     with torch.no_grad(), encode.autocast():
         for start in range(0, len(texts), TEXT_CHUNK):

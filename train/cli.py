@@ -416,13 +416,20 @@ def check(cfg: TrainConfig, num_processes: int = 1) -> int:
     from train.preflight.storage import estimate_disk, human
 
     warnings: list[str] = []
-    report, items, dataset = full_preflight(cfg, num_processes=num_processes,
-                                            warn=lambda msg, path: warnings.append(msg))
+    skipped: set[str] = set()
+
+    def warn(message: str, path: str | None) -> None:
+        warnings.append(message)
+        if path is not None:
+            skipped.add(path)
+
+    report, data = full_preflight(cfg, num_processes=num_processes, warn=warn)
     _print_findings(report)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
-    if not report.ok or items is None:
+    if not report.ok or data is None:
         return 1
+    items = data.items
     try:
         from train.models.probe import inspect_base_model
 
@@ -431,13 +438,15 @@ def check(cfg: TrainConfig, num_processes: int = 1) -> int:
     except ModelLoadError as exc:
         return _err(str(exc))
     counts = bucket_counts(items)
-    steps = cfg.train.step_math(counts, num_processes=num_processes)
-    need = estimate_disk(Context(cfg=cfg, num_processes=num_processes, items=items, dataset=dataset))
-    batch = f"batch {steps.batch_size}" + (f" x {steps.num_processes} processes" if steps.num_processes > 1 else "")
+    steps = data.step_math(cfg.train, num_processes=num_processes)
+    need = estimate_disk(Context(cfg=cfg, num_processes=num_processes, data=data))
+    sizes = sorted(set(data.batch_sizes().values()))
+    batch = f"batch {'/'.join(map(str, sizes))}" + (f" x {steps.num_processes} processes"
+                                                   if steps.num_processes > 1 else "")
     print("config OK")
     print(f"  model:    {model_line}")
     print(f"  images:   {sum(1 for i in items if not i.is_reg)} training, {sum(1 for i in items if i.is_reg)} "
-          f"regularization ({sum(i.repeats for i in items)} with repeats), {len(warnings)} skipped")
+          f"regularization ({sum(i.repeats for i in items)} with repeats), {len(skipped)} skipped")
     print("  buckets:  " + ", ".join(f"{w}x{h}:{n}" for (w, h), n in sorted(counts.items())))
     print(f"  steps:    {steps.total_steps} ({steps.steps_per_epoch} per epoch, {steps.epochs} epochs, {batch})")
     if need is not None:

@@ -21,21 +21,30 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from train.aliases import KohyaNamed
 from train.data.captions import CaptionSettings
 from train.finetune.config import FinetuneSection, finetune_problems
 from train.models.config import ModelConfig
 from train.network.config import NetworkConfig
-from train.optim import OPTIMIZERS
+from train.optim import OPTIMIZERS, SCHEDULE_FREE_OPTIMIZERS
+from train.prompts import SamplerName
 
 if TYPE_CHECKING:
     from curator.buckets import StepMath
 
+LossType = Literal["l2", "l1", "huber", "smooth_l1"]
+HuberSchedule = Literal["snr", "exponential", "constant"]
+
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
-SchedulerName = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
+SchedulerName = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
+                        "cosine_with_min_lr", "warmup_stable_decay"]
 SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
 DEFAULT_MAX_STEPS = 1600
+PATH_FIELDS = (("model", "path"), ("model", "vae"), ("model", "config_dir"), ("dataset", "path"),
+               ("output", "dir"), ("network", "init_from"), ("sample", "prompt_file"))
+"""(section, key) of the paths a config file may give relative to its own folder."""
 BUILTIN_OPTIMIZERS: tuple[str, ...] = tuple(OPTIMIZERS)
 
 
@@ -54,15 +63,21 @@ def _problem(field: str, value: object, fix: str) -> ValueError:
     return ValueError(f"@{field}: {_show(value)} is not allowed: {fix}")
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class _Section(KohyaNamed):
+    """A section of the config: unknown keys are refused, kohya's names for a key are accepted."""
 
 
 class DatasetConfig(_Section):
     """Where the images are and how they become batches."""
 
-    path: Path = Field(description="kiln/kohya dataset folder, flat image folder, or kohya dataset .toml")
-    caption_extension: str = Field(".txt", description="caption file extension next to each image")
+    section = "dataset"
+
+    path: Path = Field(description="kiln/kohya dataset folder, flat image folder, or kohya dataset .toml "
+                       "(kohya: train_data_dir, dataset_config)")
+    caption_extension: str | None = Field(
+        None, description="caption file extension next to each image (unset: .txt for folders; a kohya dataset TOML's "
+        "own, else kohya's .caption) (kohya: caption_extention, its old spelling)",
+    )
     resolution: int | tuple[int, int] = Field(512, description="training resolution: 512 or [width, height]")
     enable_bucket: bool = Field(True, description="aspect-ratio buckets (kohya); off = center-crop to resolution")
     min_bucket_reso: int = Field(256, ge=64, description="smallest bucket side in pixels")
@@ -79,10 +94,19 @@ class DatasetConfig(_Section):
     caption_dropout_rate: float = Field(0.0, ge=0, le=1, description="chance of training with an empty caption")
     caption_dropout_every_n_epochs: int = Field(0, ge=0, description="drop all captions every N-th epoch (0=off)")
     caption_tag_dropout_rate: float = Field(0.0, ge=0, le=1, description="chance of dropping each (unkept) tag")
+    caption_separator: str = Field(",", min_length=1, description="what separates tags (kohya's caption_separator)")
     max_token_length: Literal[75, 150, 225] = Field(
         75, description="caption length in tokens: 75, 150 or 225 (kohya's 75-token chunks)"
     )
     flip_aug: bool = Field(False, description="random horizontal flip")
+    color_aug: bool = Field(
+        False, description="kohya's color augmentation: a third of the samples get a hue shift (up to 8/180) or "
+        "kohya's gamma (0.95-1.05 on 0-255 values); not with cached latents",
+    )
+    alpha_mask: bool = Field(
+        False, description="weight the loss by each image's alpha channel (transparent = not learned; images "
+        "without alpha count fully)",
+    )
     random_crop: bool = Field(False, description="random crop instead of center crop inside the bucket")
     cache_latents: bool = Field(False, description="encode every image with the VAE once, before training")
     cache_latents_to_disk: bool = Field(
@@ -91,11 +115,16 @@ class DatasetConfig(_Section):
     cache_text_encoder_outputs: bool = Field(
         False, description="encode every caption once (needs frozen text encoders and static captions)"
     )
+    cache_text_encoder_outputs_to_disk: bool = Field(
+        False, description="keep the text-encoder outputs in <dataset>/.kiln/text/ between runs (implies "
+        "cache_text_encoder_outputs)",
+    )
     vae_batch_size: int = Field(1, ge=1, description="images per VAE call while caching latents")
     pin_memory: bool = Field(
         False, description="batches in pinned memory, copied to the GPU without blocking (CUDA only)"
     )
-    num_workers: int = Field(0, ge=0, description="data loader worker processes (0 = load in the main process)")
+    num_workers: int = Field(0, ge=0, description="data loader worker processes (0 = load in the main process) "
+                             "(kohya: max_data_loader_n_workers)")
     validation_split: float = Field(
         0.0, ge=0, lt=1, description="share of each folder's images held out for the validation loss (0 = none)"
     )
@@ -127,7 +156,9 @@ class DatasetConfig(_Section):
 
     @field_validator("caption_extension")
     @classmethod
-    def _ext(cls, v: str) -> str:
+    def _ext(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         if not v:
             raise ValueError("'' is not allowed: give an extension such as '.txt' or '.caption'")
         return v if v.startswith(".") else "." + v
@@ -158,8 +189,12 @@ class DatasetConfig(_Section):
             keep_tokens_separator=self.keep_tokens_separator, prefix=self.caption_prefix,
             suffix=self.caption_suffix, dropout_rate=self.caption_dropout_rate,
             dropout_every_n_epochs=self.caption_dropout_every_n_epochs,
-            tag_dropout_rate=self.caption_tag_dropout_rate,
+            tag_dropout_rate=self.caption_tag_dropout_rate, separator=self.caption_separator,
         )
+
+    @property
+    def caches_text_encoder_outputs(self) -> bool:
+        return self.cache_text_encoder_outputs or self.cache_text_encoder_outputs_to_disk
 
     @property
     def static_captions(self) -> bool:
@@ -190,29 +225,50 @@ class SchedulePhase(_Section):
 class TrainSection(_Section):
     """Optimiser, schedule, loss and precision."""
 
-    optimizer: str = Field("AdamW", description=", ".join(BUILTIN_OPTIMIZERS) + ", or module.Class")
+    section = "train"
+
+    optimizer: str = Field(
+        "AdamW", description=", ".join(BUILTIN_OPTIMIZERS) + ", or module.Class (kohya: optimizer_type)",
+    )
     optimizer_args: dict[str, Any] = Field(
         default_factory=dict, description="keyword arguments for the optimizer, e.g. { weight_decay = 0.01 }"
     )
     learning_rate: float = Field(1e-4, gt=0, description="base learning rate")
     unet_lr: float | None = Field(None, gt=0, description="UNet learning rate (unset: learning_rate)")
-    text_encoder_lr: float | None = Field(
-        None, ge=0, description="text encoder learning rate (unset: learning_rate; 0 = UNet only)"
+    text_encoder_lr: float | list[float] | None = Field(
+        None, description="text encoder learning rate (unset: learning_rate; 0 = UNet only); SDXL: [TE1, TE2] "
+        "gives each encoder its own (0 leaves one untrained), kohya's list form",
     )
     allow_unusual_lr: bool = Field(
         False, description="train with learning rates the pre-flight calls wrong for the optimizer (it still warns)"
     )
     lr_scheduler: SchedulerName = Field("constant", description=" | ".join(SCHEDULERS))
-    lr_warmup: float = Field(0, ge=0, description="warmup: steps (>= 1) or a ratio of the total steps (< 1)")
+    lr_warmup: float = Field(0, ge=0, description="warmup: steps (>= 1) or a ratio of the total steps (< 1) "
+                             "(kohya: lr_warmup_steps)")
     lr_scheduler_num_cycles: int = Field(1, ge=1, description="restarts for cosine_with_restarts")
     lr_scheduler_power: float = Field(1.0, gt=0, description="power for the polynomial scheduler")
-    max_steps: int | None = Field(DEFAULT_MAX_STEPS, ge=1, description="optimizer steps to train (ignored if max_epochs is set)")
-    max_epochs: int | None = Field(None, ge=1, description="epochs to train (overrides max_steps)")
-    batch_size: int = Field(1, ge=1, description="images per batch per process (one bucket per batch)")
+    lr_scheduler_min_lr_ratio: float | None = Field(
+        None, ge=0, lt=1, description="floor of cosine_with_min_lr and warmup_stable_decay, as a ratio of the LR"
+    )
+    lr_decay_steps: float = Field(
+        0, ge=0, description="warmup_stable_decay: decay steps (>= 1) or a ratio of the total steps (< 1)"
+    )
+    max_steps: int | None = Field(DEFAULT_MAX_STEPS, ge=1, description="optimizer steps to train (ignored if max_epochs is set) "
+                                  "(kohya: max_train_steps)")
+    max_epochs: int | None = Field(None, ge=1, description="epochs to train (overrides max_steps) (kohya: max_train_epochs)")
+    batch_size: int = Field(1, ge=1, description="images per batch per process (one bucket per batch; a dataset TOML's "
+                            "batch_size wins) (kohya: train_batch_size)")
     gradient_accumulation_steps: int = Field(1, ge=1, description="batches summed into one optimizer step")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
         "auto", description="auto (bf16 on GPUs that have it, else fp16; no on CPU) | no | fp16 | bf16"
     )
+    full_fp16: bool = Field(False, description="network weights, gradients and optimizer state in fp16 (needs "
+                            "mixed_precision fp16; kohya's experimental option)")
+    full_bf16: bool = Field(False, description="network weights, gradients and optimizer state in bf16 (needs "
+                            "mixed_precision bf16): less memory, best with Adafactor or an 8-bit optimizer")
+    fp8_base: bool = Field(False, description="store the frozen UNet and text encoders in float8, each layer "
+                           "up-cast while it runs: about half the memory of fp16 weights")
+    fp8_base_unet: bool = Field(False, description="float8 storage for the UNet only (text encoders as they are)")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, slower")
     attention: Literal["sdpa", "xformers", "eager"] = Field(
         "sdpa", description="sdpa (PyTorch scaled-dot-product) | xformers (needs the xformers package, CUDA) | eager"
@@ -232,11 +288,53 @@ class TrainSection(_Section):
     )
     clip_skip: int = Field(1, ge=1, le=12, description="SD1/SD2 text encoder layer from the end (2 = penultimate)")
     seed: int = Field(42, ge=0, description="random seed (data order, noise, timesteps, augmentation)")
-    loss_type: Literal["l2", "huber"] = Field("l2", description="l2 | huber (pseudo-Huber, see huber_c)")
-    huber_c: float = Field(0.1, gt=0, description="pseudo-Huber loss parameter")
+    loss_type: LossType = Field(
+        "l2", description="l2 | l1 | huber (pseudo-Huber) | smooth_l1 (huber and smooth_l1 follow huber_schedule)"
+    )
+    huber_schedule: HuberSchedule = Field(
+        "snr", description="Huber parameter per timestep (kohya's default snr): snr = (1 - huber_c) / (1 + sigma_t)^2 "
+        "+ huber_c | exponential = exp(-t ln(1/huber_c) / 1000) * huber_scale | constant = huber_c * huber_scale",
+    )
+    huber_c: float = Field(0.1, gt=0, le=1, description="Huber loss parameter (the schedule's floor / decay)")
+    huber_scale: float = Field(1.0, gt=0, description="Huber parameter scale (exponential and constant schedules)")
     min_snr_gamma: float | None = Field(None, gt=0, description="Min-SNR weighting gamma (5 is common; unset = off)")
+    scale_v_pred_loss_like_noise_pred: bool = Field(
+        False, description="v-prediction models: scale the loss by SNR/(SNR+1) to weigh timesteps like noise prediction"
+    )
+    v_pred_like_loss: float | None = Field(
+        None, gt=0, description="noise-prediction models: add this times a v-prediction-like loss (kohya)"
+    )
+    debiased_estimation_loss: bool = Field(
+        False, description="weight the loss by 1/sqrt(SNR) (v-prediction: 1/(SNR+1)), the debiased estimation"
+    )
     noise_offset: float = Field(0.0, ge=0, description="noise offset (0.05-0.1 helps very dark/bright images)")
+    noise_offset_random_strength: bool = Field(
+        False, description="draw each sample's noise offset uniformly between 0 and noise_offset"
+    )
+    adaptive_noise_scale: float | None = Field(
+        None, description="add this times the latent's mean absolute value (per channel) to noise_offset"
+    )
+    multires_noise_iterations: int | None = Field(
+        None, ge=1, le=64, description="multires (pyramid) noise levels (6-10 is common; unset = off)"
+    )
+    multires_noise_discount: float = Field(
+        0.3, gt=0, le=1, description="weight of each lower multires noise level (discount^level)"
+    )
+    ip_noise_gamma: float | None = Field(
+        None, gt=0, description="input perturbation noise strength (0.1 is common; unset = off)"
+    )
+    ip_noise_gamma_random_strength: bool = Field(
+        False, description="draw each sample's perturbation strength uniformly between 0 and ip_noise_gamma"
+    )
+    zero_terminal_snr: bool | None = Field(
+        None, description="rescale the noise schedule to zero terminal SNR (unset: on for checkpoints that say "
+        "they were trained so, off otherwise)",
+    )
     prior_loss_weight: float = Field(1.0, ge=0, description="loss weight of regularisation images")
+    masked_loss: bool = Field(
+        False, description="weight the loss by a mask for every image: its alpha channel, or with a dataset TOML "
+        "subset's conditioning_data_dir the same-named image there (kohya's masked loss)",
+    )
     min_timestep: int = Field(0, ge=0, le=1000, description="smallest noise timestep sampled")
     max_timestep: int = Field(1000, ge=1, le=1000, description="largest noise timestep sampled (exclusive)")
     validate_every_n_steps: int | None = Field(
@@ -254,6 +352,16 @@ class TrainSection(_Section):
         "epochs = 2 }]: phases run one after the other (one without a length takes the rest of the run); "
         "empty = one lr_scheduler for the whole run",
     )
+
+    @field_validator("text_encoder_lr")
+    @classmethod
+    def _te_lrs(cls, v: float | list[float] | None) -> float | list[float] | None:
+        values = v if isinstance(v, list) else [] if v is None else [v]
+        if isinstance(v, list) and len(v) not in (1, 2):
+            raise ValueError(f"{_show(v)} is not allowed: give one rate, or [TE1, TE2] for SDXL's two encoders")
+        if any(x < 0 for x in values):
+            raise ValueError(f"{_show(v)} is not allowed: rates must be >= 0")
+        return v[0] if isinstance(v, list) and len(v) == 1 else v
 
     @field_validator("optimizer")
     @classmethod
@@ -278,16 +386,55 @@ class TrainSection(_Section):
                            "others steps = N or epochs = N")
         return self
 
-    def step_math(self, bucket_counts: Mapping[tuple[int, int], int], num_processes: int = 1) -> StepMath:
+    @model_validator(mode="after")
+    def _precision(self) -> TrainSection:
+        if self.full_fp16 and self.full_bf16:
+            raise _problem("train.full_bf16", True, "full_fp16 and full_bf16 exclude each other; keep one")
+        for flag, wanted in (("full_fp16", "fp16"), ("full_bf16", "bf16")):
+            if getattr(self, flag) and self.mixed_precision not in (wanted, "auto"):
+                raise _problem(f"train.{flag}", True, f"it needs mixed_precision = \"{wanted}\" (not "
+                               f"{self.mixed_precision!r}); set that, or turn {flag} off")
+        return self
+
+    @model_validator(mode="after")
+    def _schedule(self) -> TrainSection:
+        if self.lr_scheduler == "cosine_with_min_lr" and self.lr_scheduler_min_lr_ratio is None:
+            raise _problem("train.lr_scheduler", self.lr_scheduler,
+                           "cosine_with_min_lr needs train.lr_scheduler_min_lr_ratio (e.g. 0.1); set it")
+        if self.optimizer in SCHEDULE_FREE_OPTIMIZERS and (self.lr_scheduler != "constant" or self.lr_warmup):
+            raise _problem("train.lr_scheduler", self.lr_scheduler,
+                           f"{self.optimizer} schedules itself: set lr_scheduler = \"constant\" and lr_warmup = 0 "
+                           "(its own warmup is optimizer_args.warmup_steps)")
+        return self
+
+    @model_validator(mode="after")
+    def _noise_options(self) -> TrainSection:
+        needs = (("adaptive_noise_scale", self.adaptive_noise_scale is not None, "noise_offset", self.noise_offset),
+                 ("noise_offset_random_strength", self.noise_offset_random_strength, "noise_offset",
+                  self.noise_offset),
+                 ("ip_noise_gamma_random_strength", self.ip_noise_gamma_random_strength, "ip_noise_gamma",
+                  self.ip_noise_gamma))
+        for name, given, base, base_value in needs:
+            if given and not base_value:
+                raise _problem(f"train.{name}", getattr(self, name), f"needs train.{base} (it scales it); set both")
+        if self.scale_v_pred_loss_like_noise_pred and self.v_pred_like_loss:
+            raise _problem("train.v_pred_like_loss", self.v_pred_like_loss,
+                           "is for noise-prediction models and scale_v_pred_loss_like_noise_pred for v-prediction "
+                           "ones; keep the one that fits the model")
+        return self
+
+    def step_math(self, bucket_counts: Mapping[Any, int], num_processes: int = 1,
+                  batch_sizes: Mapping[Any, int] | None = None) -> StepMath:
         """How long this run is for a dataset's images x repeats per bucket, on ``num_processes`` processes:
-        the curator's :func:`~curator.buckets.step_math` with this section's batch size, accumulation and
-        length (``max_epochs`` wins over ``max_steps``; phases that all give a length set it themselves)."""
+        the curator's :func:`~curator.buckets.step_math` with this section's batch size (or one per count key
+        in ``batch_sizes``: a dataset TOML's own), accumulation and length (``max_epochs`` wins over
+        ``max_steps``; phases that all give a length set it themselves)."""
         from curator.buckets import step_math
 
         if self.phases and all(p.steps is not None or p.epochs is not None for p in self.phases):
             per_epoch = step_math(bucket_counts, self.batch_size, epochs=1,
                                   gradient_accumulation=self.gradient_accumulation_steps,
-                                  num_processes=num_processes).steps_per_epoch
+                                  num_processes=num_processes, batch_sizes=batch_sizes).steps_per_epoch
             only_epochs = all(p.epochs is not None for p in self.phases)
             total = sum(p.steps or (p.epochs or 0) * per_epoch for p in self.phases)
             return step_math(
@@ -295,11 +442,13 @@ class TrainSection(_Section):
                 epochs=sum(p.epochs or 0 for p in self.phases) if only_epochs else None,
                 max_steps=None if only_epochs else max(total, 1),
                 gradient_accumulation=self.gradient_accumulation_steps, num_processes=num_processes,
+                batch_sizes=batch_sizes,
             )
         return step_math(
             bucket_counts, self.batch_size, epochs=self.max_epochs,
             max_steps=None if self.max_epochs else (self.max_steps or DEFAULT_MAX_STEPS),
             gradient_accumulation=self.gradient_accumulation_steps, num_processes=num_processes,
+            batch_sizes=batch_sizes,
         )
 
     def phase_spans(self, total_steps: int, steps_per_epoch: int) -> list[tuple[int, int, SchedulePhase]]:
@@ -324,14 +473,17 @@ class TrainSection(_Section):
 class OutputSection(_Section):
     """Where the run directory goes and what is saved."""
 
-    dir: Path = Field(Path("runs"), description="parent folder of run directories")
-    name: str = Field("lora", description="run and file name: <dir>/<name>/<name>.safetensors")
+    section = "output"
+
+    dir: Path = Field(Path("runs"), description="parent folder of run directories (kohya: output_dir)")
+    name: str = Field("lora", description="run and file name: <dir>/<name>/<name>.safetensors (kohya: output_name)")
     save_precision: Literal["fp16", "bf16", "float"] = Field("fp16", description="dtype of saved LoRA files")
     save_every_n_epochs: int | None = Field(None, ge=1, description="save <name>-000001.safetensors every N epochs")
     save_every_n_steps: int | None = Field(None, ge=1, description="save <name>-step00000100.safetensors every N steps")
     save_last_n: int | None = Field(None, ge=1, description="keep only the last N intermediate saves (unset: all)")
     save_state: bool = Field(False, description="also write a resumable state/ with every intermediate save")
-    comment: str = Field("", description="free text stored as ss_training_comment in the LoRA metadata")
+    comment: str = Field("", description="free text stored as ss_training_comment in the LoRA metadata "
+                         "(kohya: training_comment)")
     extract_dim: int | None = Field(
         None, ge=1, le=4096, description="full fine-tune: when the run ends, extract a LoRA of this rank from base "
         "-> tuned (<name>-lora<dim>.safetensors)",
@@ -354,17 +506,44 @@ class OutputSection(_Section):
 class SampleSection(_Section):
     """Preview images rendered while training."""
 
-    prompts: list[str] = Field(default_factory=list, description="prompts to render (empty = no samples)")
+    section = "sample"
+
+    prompts: list[str] = Field(
+        default_factory=list, description="prompts to render, each may end in kohya's options --n negative --w --h "
+        "--d seed --s steps --l cfg --ss sampler (empty and no prompt_file = no samples)",
+    )
+    prompt_file: Path | None = Field(
+        None, description="kohya sample-prompt file (.txt one prompt a line with --n --w --h --d --s --l --ss, or kohya's "
+        ".toml / .json), rendered after prompts (kohya: sample_prompts)",
+    )
+    at_first: bool = Field(
+        False, description="also render before the first step (kohya: sample_at_first)",
+    )
 
     @field_validator("prompts", mode="before")
     @classmethod
     def _one_prompt(cls, v: object) -> object:
         return [v] if isinstance(v, str) else v
+
+    @field_validator("prompts")
+    @classmethod
+    def _kohya_options(cls, v: list[str]) -> list[str]:
+        from train.prompts import PromptError, parse_prompt_line
+
+        for index, text in enumerate(v):
+            try:
+                parse_prompt_line(text, f"prompt {index + 1}")
+            except PromptError as exc:
+                raise ValueError(f"{str(exc)!r} is not allowed: fix the prompt's options") from None
+        return v
     negative_prompt: str = Field("", description="negative prompt for every sample")
-    every_n_steps: int | None = Field(None, ge=1, description="render samples every N steps")
-    every_n_epochs: int | None = Field(None, ge=1, description="render samples every N epochs")
+    every_n_steps: int | None = Field(None, ge=1, description="render samples every N steps (kohya: sample_every_n_steps)")
+    every_n_epochs: int | None = Field(None, ge=1, description="render samples every N epochs (kohya: sample_every_n_epochs)")
     steps: int = Field(20, ge=1, le=150, description="inference steps per sample")
-    sampler: Literal["euler_a", "euler", "ddim", "dpmsolver++"] = Field("euler_a", description="sampler")
+    sampler: SamplerName = Field(
+        "euler_a", description="sampler: kohya's names (euler_a, euler, ddim, dpmsolver++, dpmsolver, dpmsingle, pndm, lms, "
+        "heun, dpm_2, dpm_2_a, k_*) (kohya: sample_sampler)",
+    )
     cfg_scale: float = Field(7.0, ge=1, description="classifier-free guidance scale")
     width: int | None = Field(None, ge=64, description="sample width (unset: training resolution)")
     height: int | None = Field(None, ge=64, description="sample height (unset: training resolution)")
@@ -394,7 +573,13 @@ class TrainConfig(_Section):
                 "dataset.cache_latents", True,
                 "cached latents cannot be randomly cropped; set dataset.random_crop = false or turn caching off",
             )
-        if d.cache_text_encoder_outputs:
+        if caching and d.color_aug:
+            raise _problem(
+                "dataset.cache_latents", True,
+                "cached latents cannot be color-augmented (kohya refuses it too); set dataset.color_aug = false "
+                "or turn caching off",
+            )
+        if d.caches_text_encoder_outputs:
             if self.trains_text_encoder:
                 raise _problem(
                     "dataset.cache_text_encoder_outputs", True,
@@ -407,6 +592,10 @@ class TrainConfig(_Section):
                     "captions change every epoch (shuffle_caption / caption dropout / tag dropout); "
                     "turn those off or turn this cache off",
                 )
+        if (t.fp8_base or t.fp8_base_unet) and self.network.is_lycoris:
+            raise _problem("train.fp8_base", True, f"LyCORIS {self.network.type} modules read the base weights "
+                           "themselves, which fp8 storage keeps in float8; use type lora, locon or dylora, or turn "
+                           "fp8_base off")
         if t.optimizer == "Adafactor" and t.optimizer_args.get("relative_step"):
             raise _problem(
                 "train.optimizer_args.relative_step", True,
@@ -417,7 +606,8 @@ class TrainConfig(_Section):
     # -- derived values the loop needs ---------------------------------------------------------------------
     @property
     def trains_text_encoder(self) -> bool:
-        return self.network.train_text_encoder and self.train.text_encoder_lr != 0
+        te = self.train.text_encoder_lr
+        return self.network.train_text_encoder and any(te != 0 for te in (te if isinstance(te, list) else [te]))
 
     @property
     def unet_lr(self) -> float:
@@ -425,10 +615,19 @@ class TrainConfig(_Section):
 
     @property
     def text_encoder_lr(self) -> float:
+        """The text encoder's rate (SDXL with two rates: the first encoder's)."""
+        return self.text_encoder_lrs[0]
+
+    @property
+    def text_encoder_lrs(self) -> tuple[float, ...]:
+        """One rate for every text encoder, or (TE1, TE2) when SDXL's encoders have their own; 0 when the
+        text encoders are not trained."""
         if not self.trains_text_encoder:
-            return 0.0
+            return (0.0,)
         te = self.train.text_encoder_lr
-        return te if te is not None else self.train.learning_rate
+        if isinstance(te, list):
+            return tuple(te)
+        return (te if te is not None else self.train.learning_rate,)
 
     @property
     def run_dir(self) -> Path:
@@ -463,13 +662,25 @@ def parse_value(text: str) -> object:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` strings to a raw config dict (in place; also returned)."""
+    """Apply ``section.key=value`` strings to a raw config dict (in place; also returned). A kohya name
+    (``network.network_dim=8``) sets kiln's key; both names of one setting in the same ``--set`` list are an
+    error."""
+    from train.aliases import both_names, canonical
+
+    fields = _section_keys()
+    given: dict[str, str] = {}
     for item in overrides:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError([f"--set {item!r}: expected section.key=value, e.g. train.max_steps=200"])
         *parents, leaf = key.split(".")
+        if len(parents) == 1 and parents[0] in fields:
+            kiln = canonical(parents[0], leaf, set(fields[parents[0]]))
+            spelt = given.setdefault(f"{parents[0]}.{kiln}", leaf)
+            if spelt != leaf:
+                raise ConfigError([both_names(parents[0], leaf if kiln == spelt else spelt, kiln)], "--set")
+            leaf = kiln
         node = raw
         for part in parents:
             child = node.setdefault(part, {})
@@ -532,6 +743,7 @@ def load_config(
     source = str(path) if path else f"preset {preset}" if preset else "--set"
     if path is not None:
         raw = read_toml(Path(path))
+        _kiln_names(raw, source)
         _resolve_relative_paths(raw, Path(path).resolve().parent)
         preset = raw.pop("preset", None) or preset
     user_keys = set(_dotted_keys(raw)) | {item.partition("=")[0].strip() for item in overrides or []}
@@ -541,6 +753,7 @@ def load_config(
             raise ConfigError([f"preset: {_show(preset)} is not allowed: give a preset name, one of "
                                f"{', '.join(list_presets())}"], source)
         preset_raw = load_preset_raw(preset)
+        _kiln_names(preset_raw, f"preset {preset}")
         raw = deep_merge(copy.deepcopy(preset_raw), raw)
     apply_overrides(raw, list(overrides or []))
     if preset:
@@ -609,16 +822,25 @@ def validate_raw(raw: dict[str, Any], source: str = "") -> TrainConfig:
         raise ConfigError(format_validation_error(exc), source) from None
 
 
+def _kiln_names(raw: dict[str, Any], source: str) -> None:
+    """One config layer (a file, a preset) in kiln's key names: kohya's names renamed (train/aliases.py)."""
+    from train.aliases import to_kiln_names
+
+    problems = to_kiln_names(raw, {k: set(v) for k, v in _section_keys().items()})
+    if problems:
+        raise ConfigError(problems, source)
+
+
 def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
-    """Relative paths written in a config file are relative to that file's folder."""
-    for section, key in (("model", "path"), ("model", "vae"), ("model", "config_dir"), ("dataset", "path"),
-                         ("output", "dir"), ("network", "init_from")):
+    """Relative paths written in a config file are relative to that file's folder (the layer is already in
+    kiln's names)."""
+    for section, field in PATH_FIELDS:
         table = raw.get(section)
         if not isinstance(table, dict):
             continue
-        value = table.get(key)
+        value = table.get(field)
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-            table[key] = str((base / Path(value).expanduser()).resolve())
+            table[field] = str((base / Path(value).expanduser()).resolve())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -764,14 +986,6 @@ def format_validation_error(exc: ValidationError) -> list[str]:
 # Commented config output (--print-config)
 # ---------------------------------------------------------------------------------------------------------------
 
-_FALLBACK_COMMENTS = {
-    ("model", "path"): "base model: single-file .safetensors checkpoint or a diffusers folder",
-    ("model", "vae"): "replacement VAE (single file or diffusers folder); unset: the model's own",
-    ("model", "architecture"): "auto | sd1 | sd2 | sd2-v | sdxl (auto detects it from the checkpoint)",
-    ("model", "v_prediction"): "force v-prediction on/off (unset: from the checkpoint / architecture)",
-    ("model", "allow_pickle"): "allow pickled .ckpt/.pt checkpoints (they can run code: trusted files only)",
-    ("model", "config_dir"): "diffusers-style config folder for unusual model sizes (unset: the shipped one)",
-}
 _PLACEHOLDERS = {("model", "path"): "/path/to/base-model.safetensors", ("dataset", "path"): "/path/to/dataset"}
 
 
@@ -813,7 +1027,7 @@ def commented_config(raw: dict[str, Any] | None = None, title: str = "") -> str:
         out += ["", f"[{section}]" + (f"  # {doc}" if doc else "")]
         given = raw.get(section, {}) if isinstance(raw.get(section), dict) else {}
         for name, info in model.model_fields.items():
-            comment = info.description or _FALLBACK_COMMENTS.get((section, name))
+            comment = info.description
             if comment:
                 out.append(f"# {comment}")
             if name in given:
@@ -835,8 +1049,7 @@ def commented_config(raw: dict[str, Any] | None = None, title: str = "") -> str:
 def dump_config(cfg: TrainConfig) -> str:
     """The resolved config as TOML (what a run directory stores as config.toml)."""
     raw = cfg.model_dump(mode="json", exclude_none=True)
-    for section, key in (("model", "path"), ("model", "vae"), ("model", "config_dir"), ("dataset", "path"),
-                         ("output", "dir"), ("network", "init_from")):
+    for section, key in PATH_FIELDS:
         if raw.get(section, {}).get(key):
             raw[section][key] = str(Path(raw[section][key]).expanduser().resolve())
     return commented_config(raw, title="resolved")

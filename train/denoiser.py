@@ -15,6 +15,7 @@ import torch
 
 from train.data.dataset import mix_seed
 from train.data.loader import Batch
+from train.precision import is_fp8
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -91,6 +92,8 @@ class Denoiser(torch.nn.Module):
                                      dim=1).to(noisy.device, dtype=hidden.dtype)
                 extra = {"text_embeds": pooled.to(hidden.dtype), "time_ids": time_ids}
             weights = unet.dtype
+            if is_fp8(weights):  # fp8_base: stored in float8, computed in the autocast dtype
+                weights = self.conditioning.dtype
             prediction: torch.Tensor = unet(noisy.to(weights), timesteps, hidden.to(weights),
                                             added_cond_kwargs=extra).sample
         return prediction

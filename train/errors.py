@@ -52,8 +52,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from train.data.dataset import DatasetError
     from train.models.arch import ModelLoadError
     from train.optim import OptimizerError
+    from train.prompts import PromptError
 
-    return (TrainingError, DatasetError, LayoutError, ModelLoadError, OptimizerError, DiskFullError)
+    return (TrainingError, DatasetError, LayoutError, ModelLoadError, OptimizerError, DiskFullError, PromptError)
 
 
 def explain_failure(exc: BaseException, step: int | None = None) -> str:

@@ -252,14 +252,13 @@ def memory_levers(cfg: TrainConfig, cuda: bool) -> list[Lever]:
 def estimate(cfg: TrainConfig, *, num_processes: int = 1, levers: bool = True,
              progress: Callable[[str], object] | None = None) -> Estimate:
     """Scan (the pre-flight), dry-run the config, then each memory lever; raises :class:`EstimateError`."""
-    from train.data.dataset import bucket_counts
     from train.preflight import Context, full_preflight
     from train.preflight.storage import estimate_disk
 
-    report, items, dataset = full_preflight(cfg, num_processes=num_processes)
-    if not report.ok or items is None:
+    report, data = full_preflight(cfg, num_processes=num_processes)
+    if not report.ok or data is None:
         raise EstimateError(report.error_text() if not report.ok else "the dataset could not be scanned")
-    steps = cfg.train.step_math(bucket_counts(items), num_processes=num_processes)
+    steps = data.step_math(cfg.train, num_processes=num_processes)
     total, epochs = steps.total_steps or 0, steps.epochs or 0
     say = progress or (lambda message: None)
     say(f"dry run: {DRY_STEPS} steps")
@@ -267,7 +266,7 @@ def estimate(cfg: TrainConfig, *, num_processes: int = 1, levers: bool = True,
     result = Estimate(run=run, total_steps=total, epochs=epochs,
                       validations=validation_count(cfg, total, epochs, steps.steps_per_epoch),
                       saves=save_count(cfg, total, epochs), samples=sample_count(cfg, total, epochs),
-                      disk=estimate_disk(Context(cfg=cfg, num_processes=num_processes, items=items, dataset=dataset)))
+                      disk=estimate_disk(Context(cfg=cfg, num_processes=num_processes, data=data)))
     if levers:
         for lever in memory_levers(cfg, cuda=run.peak_cuda_mb is not None):
             say(f"dry run: {lever.what}")

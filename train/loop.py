@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from train.config import TrainConfig, dump_config
-from train.data.dataset import bucket_counts, build_split, plan_epoch
+from train.data.dataset import build_items, plan_epoch
 from train.errors import StoppedEarly, TrainingError, explain_failure, is_oom, non_finite_stop, user_errors
 from train.rundir import Listener, QuietRun, RunDir, RunLog, StopSignal
 from train.state import Progress, latest_state, load_extra_state, load_progress, load_state
@@ -61,7 +61,7 @@ def train(
     from accelerate.utils import set_seed
 
     from train.caching import cache_latents, cache_text_outputs
-    from train.data.cache import LatentCache, vae_identity
+    from train.data.cache import LatentCache, text_encoder_identity, vae_identity
     from train.data.loader import BatchBuilder, epoch_loader
     from train.denoiser import (
         Denoiser,
@@ -73,16 +73,18 @@ def train(
     from train.finetune.extract import extract_lora
     from train.finetune.model import FullModel
     from train.image_losses import ImageLosses
-    from train.loss import add_noise, diffusion_target, sample_losses, sample_noise, snr_table, weighted_loss
+    from train.loss import DiffusionLoss, add_noise, diffusion_target
     from train.meter import Throughput
-    from train.models.loading import load_base_model
+    from train.models.loading import load_base_model, make_noise_scheduler
     from train.network import create_network
     from train.network.network import Network
-    from train.optim import create_optimizer, current_lrs, optimizer_step
+    from train.noise import NoiseSettings, draw_noise, zero_terminal_snr
+    from train.optim import create_optimizer, current_lrs, optimizer_label, optimizer_step
     from train.outputs import final_file, training_metadata
-    from train.precision import compute_dtype
+    from train.precision import compute_dtype, fp8_store_unet_and_text_encoders, network_dtype
     from train.preflight import run_preflight
-    from train.processes import make_accelerator, mean_loss, poll_requests
+    from train.processes import allow_fp16_gradients, make_accelerator, mean_loss, poll_requests
+    from train.sample import sample_prompts
     from train.saving import Sampler, Saver, SaveSchedule
     from train.schedulers import create_schedule, phase_at, rebase_learning_rates
     from train.staging import DeviceStaging, memory_mb
@@ -120,18 +122,19 @@ def train(
             preflight.raise_errors()
         run.update_status(state="starting", phase="scanning dataset")
         run.emit("phase", phase="scanning dataset")
+        prompts = sample_prompts(cfg.sample) if cfg.sample.enabled else []  # a bad prompt file stops us here
         with accelerator.main_process_first():  # one process updates the dataset index, the others read it
-            items, val_items, dataset = build_split(d, lambda msg, path: run.emit("warning", message=msg,
-                                                                                  path=path),
-                                                    progress=False, should_stop=should_stop)
+            data = build_items(d, lambda msg, path: run.emit("warning", message=msg, path=path), progress=False,
+                               should_stop=should_stop, batch_size=t.batch_size, masked_loss=t.masked_loss)
         if reason := should_stop():
             raise StoppedEarly(reason, "scanning the dataset", "the dataset index is complete")
-        steps = t.step_math(bucket_counts(items), num_processes=world)
+        items, val_items, dataset = data.items, data.held_out, data.dataset
+        steps = data.step_math(t, num_processes=world)
         total_steps, epochs = steps.total_steps, steps.epochs
         if total_steps is None or epochs is None:
             raise TrainingError(f"dataset.path: {d.path} gives no batches to train on")
-        preflight = run_preflight(cfg, stages=("dataset",), num_processes=world, items=items, held_out=val_items,
-                                  dataset=dataset, check_model_file=base is None)
+        preflight = run_preflight(cfg, stages=("dataset",), num_processes=world, data=data,
+                                  check_model_file=base is None)
         for finding in preflight.warnings:
             run.emit("warning", message="\n".join(finding.lines()))
         preflight.raise_errors()  # before the model loads
@@ -139,20 +142,26 @@ def train(
         # ------------------------------------------------------------ 3. base model, frozen
         run.emit("phase", phase="loading model")
         latents_cached = d.cache_latents or d.cache_latents_to_disk
-        staging = DeviceStaging(device, latents_cached=latents_cached, text_cached=d.cache_text_encoder_outputs)
+        staging = DeviceStaging(device, latents_cached=latents_cached, text_cached=d.caches_text_encoder_outputs)
         if base is None:
             base = load_base_model(cfg.model, dtype=dtype, device=staging.home)
         if reason := should_stop():  # loading cannot be interrupted; stop before caching starts
             raise StoppedEarly(reason, "loading the model")
         staging.park(base)
         prepare_for_training(base, t, trains_text_encoder=cfg.trains_text_encoder)
+        fp8_store_unet_and_text_encoders(base, t)
+        ztsnr, notes = zero_terminal_snr(t, checkpoint_ztsnr=base.ztsnr, v_prediction=base.v_prediction)
+        if ztsnr:  # samples follow: their samplers are built from this schedule's config
+            base.noise_scheduler = make_noise_scheduler(base.v_prediction, zero_terminal_snr=True)
+        for note in notes:
+            run.emit("warning", message=note)
         noise_scheduler = base.noise_scheduler
-        snr = snr_table(noise_scheduler).to(device) if t.min_snr_gamma else None
+        loss_fn = DiffusionLoss.from_config(t, noise_scheduler, v_prediction=base.v_prediction)
+        noise_settings = NoiseSettings.from_train(t)
 
         # ------------------------------------------------------------ 4. caches (latents, text encoder outputs)
-        captions = d.caption_settings()
-        builder = BatchBuilder(items=items, captions=captions, seed=t.seed, flip_aug=d.flip_aug,
-                               random_crop=d.random_crop, prior_loss_weight=t.prior_loss_weight)
+        builder = BatchBuilder(items=items, captions=d.caption_settings(), seed=t.seed,
+                               prior_loss_weight=t.prior_loss_weight, subsets=data.run.subsets)
         conditioning = TextConditioning(base, device=device, dtype=dtype, max_token_length=d.max_token_length,
                                         clip_skip=t.clip_skip, trains_text_encoder=cfg.trains_text_encoder)
         if latents_cached:
@@ -161,11 +170,16 @@ def train(
             # on disk: the main process encodes, the others then read its files
             first = accelerator.main_process_first() if folder is not None else contextlib.nullcontext()
             with staging.visit([base.vae]), first:
-                cache_latents(items + val_items, builder.latents, base.vae, vae_id=builder.vae_id, flip_aug=d.flip_aug,
-                              batch_size=d.vae_batch_size, device=device, progress=phase, should_stop=should_stop)
-        if d.cache_text_encoder_outputs:
-            with staging.visit(base.text_encoders):
-                conditioning.cache = cache_text_outputs(items + val_items, captions, conditioning, progress=phase)
+                cache_latents(items + val_items, builder.latents, base.vae, vae_id=builder.vae_id,
+                              options=builder.options, batch_size=d.vae_batch_size, device=device, progress=phase,
+                              should_stop=should_stop)
+        if d.caches_text_encoder_outputs:
+            folder = dataset.index.kiln_dir / "text" / text_encoder_identity(
+                base.text_encoders, d.max_token_length, t.clip_skip) if d.cache_text_encoder_outputs_to_disk else None
+            first = accelerator.main_process_first() if folder is not None else contextlib.nullcontext()
+            with staging.visit(base.text_encoders), first:
+                conditioning.cache = cache_text_outputs(items + val_items, builder.options, conditioning,
+                                                        progress=phase, folder=folder)
         # The training modules move in now; the peak so far (loading + caching) is reported apart from the
         # training peak (the step events' mem_mb).
         setup_mem_mb = staging.for_training(base)
@@ -182,10 +196,13 @@ def train(
                                      base.text_encoders if cfg.trains_text_encoder else None, cfg.network,
                                      device=device)
             network.apply()
-            network.to(device=device, dtype=torch.float32)
+            network.to(device=device, dtype=network_dtype(t, mixed))  # float32 unless full_fp16 / full_bf16
         compile_unet(base, t.compile)  # after the network's hooks are in, so they are traced with the UNet
         network.train()
-        param_groups = network.trainable_params(cfg.unet_lr, cfg.text_encoder_lr)
+        if isinstance(network, Network):
+            param_groups = network.trainable_params(cfg.unet_lr, cfg.text_encoder_lrs)
+        else:  # a full fine-tune: one text-encoder rate (SDXL's TE1/TE2 rates are a LoRA option)
+            param_groups = network.trainable_params(cfg.unet_lr, cfg.text_encoder_lr)
         if not param_groups:
             raise TrainingError("nothing to train: every network group has learning rate 0")
         params = [p for g in param_groups for p in g["params"]]
@@ -199,8 +216,11 @@ def train(
         # DDP (several processes) wraps the denoiser and averages the network's gradients in backward.
         denoiser = Denoiser(network, base, conditioning, t.sdpa_backend)
         model, optimizer = accelerator.prepare(denoiser, optimizer)
+        if t.full_fp16:
+            allow_fp16_gradients(accelerator)
+        # the held-out images, with the training's caption settings less their randomness (train/validation.py)
         validator = Validator(
-            val_items, builder=BatchBuilder(items=val_items, captions=validation_captions(captions),
+            val_items, builder=BatchBuilder(items=val_items, captions=validation_captions(d.caption_settings()),
                                             seed=d.validation_seed, latents=builder.latents, vae_id=builder.vae_id),
             base=base, seed=d.validation_seed, timesteps=validation_timesteps(t.min_timestep, t.max_timestep),
             batch_size=t.batch_size, max_batches=t.max_validation_steps, device=device, accelerator=accelerator,
@@ -242,13 +262,17 @@ def train(
         schedule = SaveSchedule(cfg.output, cfg.sample)
         saver = Saver(cfg.output, run=run, run_path=run_path, enabled=main, network=network, optimizer=optimizer,
                       scheduler=scheduler, scaler=accelerator.scaler, progress=progress,
-                      metadata=lambda: training_metadata(cfg, base=base, items=items, step=progress.step,
-                                                         epoch=progress.epoch, steps=steps, started=started),
+                      metadata=lambda: training_metadata(cfg, base=base, data=data, step=progress.step,
+                                                         epoch=progress.epoch, steps=steps, started=started,
+                                                         mixed_precision=mixed, optimizer=optimizer_label(optimizer),
+                                                         zero_terminal_snr=ztsnr),
                       v_prediction=base.v_prediction, outputs=result.outputs,
                       extra_state=full.extra_state if full is not None else None)
         sample_dtype = full.sample_dtype(dtype) if full is not None else dtype
         sampler = Sampler(cfg.sample, run=run, run_path=run_path, enabled=main, base=base, network=network,
-                          staging=staging, resolution=d.resolution_wh, dtype=sample_dtype, progress=progress)
+                          staging=staging, resolution=d.resolution_wh, dtype=sample_dtype, progress=progress,
+                          optimizer=optimizer, prompts=prompts, clip_skip=t.clip_skip,
+                          max_token_length=d.max_token_length)
         name = cfg.output.name
         spans = t.phase_spans(total_steps, steps.steps_per_epoch) if t.phases else []
 
@@ -292,25 +316,26 @@ def train(
         stopping: str | None = None
         bad_steps, window_bad, bad_value = 0, False, 0.0  # NaN/inf losses: steps in a row, this step's, its value
         optimizer.zero_grad(set_to_none=True)
+        if schedule.sample_at_first(progress.step):
+            sampler.render(f"{name}-step{0:08d}")
         while progress.step < total_steps and not stopping:
             epoch = progress.epoch
-            plan = plan_epoch(items, steps.global_batch, t.seed, epoch, pad=world > 1)
-            loader = epoch_loader(builder, plan, epoch=epoch, rank=accelerator.process_index,
-                                  per_process=t.batch_size, start=progress.batch_in_epoch, num_workers=d.num_workers,
+            plan = plan_epoch(items, {i: b * world for i, b in data.batch_sizes().items()}, t.seed, epoch,
+                              pad=world > 1)
+            loader = epoch_loader(builder, plan, epoch=epoch, rank=accelerator.process_index, world=world,
+                                  start=progress.batch_in_epoch, num_workers=d.num_workers,
                                   pin_memory=d.pin_memory and device.type == "cuda")
             for batch in loader:
                 with accelerator.accumulate(model):
                     # ---- forward: latents + noise at a random timestep; predict the noise (or v)
                     latents = batch_latents(batch, base.vae, device)
-                    noise, timesteps = sample_noise(tuple(latents.shape[1:]), batch["seeds"], t.noise_offset,
-                                                    (t.min_timestep, t.max_timestep), device)
-                    noisy = add_noise(noise_scheduler, latents, noise, timesteps)
-                    pred = model(noisy, timesteps, batch)
-                    target = diffusion_target(noise_scheduler, latents, noise, timesteps,
+                    drawn = draw_noise(latents, batch["seeds"], noise_settings, (t.min_timestep, t.max_timestep))
+                    noisy = add_noise(noise_scheduler, latents, drawn.noisy_noise, drawn.timesteps)
+                    pred = model(noisy, drawn.timesteps, batch)
+                    target = diffusion_target(noise_scheduler, latents, drawn.noise, drawn.timesteps,
                                               v_prediction=base.v_prediction)
-                    per_sample = sample_losses(pred, target, t.loss_type, t.huber_c)
-                    loss = weighted_loss(per_sample, timesteps, loss_weights=batch["loss_weights"],
-                                         min_snr_gamma=t.min_snr_gamma, snr=snr, v_prediction=base.v_prediction)
+                    per_sample = loss_fn.unweighted(pred, target, drawn.timesteps, batch.get("masks"))
+                    loss = loss_fn.weighted(per_sample, drawn.timesteps, batch["loss_weights"]).mean()
                     if not finite_everywhere(accelerator, loss):  # agreed by every process
                         window_bad, bad_value = True, float(loss.detach().float().item())
 
@@ -323,7 +348,7 @@ def train(
                     batch_losses.append(loss.detach())
                     sample_records.append(torch.stack([
                         torch.tensor(batch["items"], dtype=torch.float64, device=per_sample.device),
-                        timesteps.to(torch.float64), per_sample.detach().to(torch.float64)], dim=1))
+                        drawn.timesteps.to(torch.float64), per_sample.detach().to(torch.float64)], dim=1))
                 if not accelerator.sync_gradients:
                     continue
                 if window_bad:  # a NaN/inf loss: no update from this step (the network keeps its good weights)

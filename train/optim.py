@@ -1,17 +1,19 @@
 """Optimizers by name: AdamW, the bitsandbytes 8-bit family, Lion, Prodigy, the DAdaptation family, Adafactor,
 SGD, or any ``module.Class`` with ``optimizer_args``. Missing packages and CPU-only machines get an error naming
-a fix. :data:`OPTIMIZERS` is the one table of the names kiln knows: where each class lives, its package, its
+a fix. The schedule-free ones (AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree) train in train mode and
+sample and save in evaluation mode (their averaged weights). :data:`OPTIMIZERS` is the one table of the names kiln knows: where each class lives, its package, its
 family (how its learning rate is read, for the pre-flight) and whether it needs CUDA.
 Also the optimizer step of the training loop (clipping, scaling, schedule) and the learning rates it reports."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 if TYPE_CHECKING:
     import torch
@@ -79,7 +81,10 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
     "Adafactor": OptimizerSpec("transformers.optimization", "Adafactor", "transformers",
                                defaults=_ADAFACTOR_DEFAULTS, lr_range="1e-5 to 1e-3"),
     "SGD": OptimizerSpec("torch.optim", "SGD", "torch", usual_lr=1e-3, lr_range="1e-4 to 5e-3"),
+    **{name: OptimizerSpec("schedulefree", name, "schedulefree", family="schedule-free")
+       for name in ("AdamWScheduleFree", "RAdamScheduleFree", "SGDScheduleFree")},
 }
+SCHEDULE_FREE_OPTIMIZERS: tuple[str, ...] = tuple(n for n, s in OPTIMIZERS.items() if s.family == "schedule-free")
 
 
 def spec_of(name: str) -> OptimizerSpec:
@@ -155,7 +160,48 @@ def create_optimizer(name: str, param_groups: list[dict[str, Any]], lr: float,
                      args: dict[str, Any]) -> torch.optim.Optimizer:
     """Build the optimizer for ``param_groups`` (each may carry its own ``lr``)."""
     kwargs = optimizer_kwargs(name, lr, args)
-    return optimizer_class(name)(param_groups, **kwargs)
+    optimizer = optimizer_class(name)(param_groups, **kwargs)
+    modes = _modes(optimizer)
+    if modes is not None:
+        modes.train()  # schedule-free optimizers start in evaluation mode and refuse to step there
+    return optimizer
+
+
+class _Modes(Protocol):
+    """An optimizer with a train and an evaluation mode (the schedule-free family)."""
+
+    def train(self) -> None: ...
+
+    def eval(self) -> None: ...
+
+
+def _modes(optimizer: object) -> _Modes | None:
+    """The optimizer (inside accelerate's wrapper) as one with modes, or None when it has none."""
+    inner: object = getattr(optimizer, "optimizer", optimizer)
+    if callable(getattr(inner, "train", None)) and callable(getattr(inner, "eval", None)):
+        return cast(_Modes, inner)
+    return None
+
+
+def is_schedule_free(optimizer: torch.optim.Optimizer) -> bool:
+    """An optimizer with a train and an evaluation mode (the schedule-free family; accelerate's wrapper too)."""
+    return _modes(optimizer) is not None
+
+
+@contextlib.contextmanager
+def evaluation_weights(optimizer: torch.optim.Optimizer | None) -> Iterator[None]:
+    """For the duration, the parameters hold what a schedule-free optimizer evaluates with (its averaged
+    weights): samples and saved files use them, as kohya does; training resumes in train mode after. Other
+    optimizers: nothing happens."""
+    modes = _modes(optimizer) if optimizer is not None else None
+    if modes is None:
+        yield
+        return
+    modes.eval()
+    try:
+        yield
+    finally:
+        modes.train()
 
 
 def optimizer_problem(name: str) -> str | None:
@@ -192,6 +238,13 @@ def optimizer_step(accelerator: Accelerator, optimizer: torch.optim.Optimizer, s
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+def optimizer_label(optimizer: torch.optim.Optimizer) -> str:
+    """kohya's ``ss_optimizer`` name: the optimizer class with its module (``torch.optim.adamw.AdamW``)."""
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
+    cls = type(inner)
+    return f"{cls.__module__}.{cls.__name__}"
 
 
 def current_lrs(optimizer: torch.optim.Optimizer) -> list[float]:

@@ -52,6 +52,21 @@ def make_accelerator(t: TrainSection) -> Accelerator:
         return build()
 
 
+def allow_fp16_gradients(accelerator: Accelerator) -> None:
+    """``full_fp16``: the gradient scaler unscales fp16 gradients too (torch refuses them by default; kohya's
+    ``patch_accelerator_for_fp16_training`` does the same)."""
+    scaler = accelerator.scaler
+    if scaler is None:
+        return
+    unscale = scaler._unscale_grads_
+
+    def unscale_fp16_too(optimizer: object, inv_scale: object, found_inf: object, allow_fp16: bool) -> object:
+        del allow_fp16
+        return unscale(optimizer, inv_scale, found_inf, True)
+
+    scaler._unscale_grads_ = unscale_fp16_too
+
+
 def mean_loss(accelerator: Accelerator, losses: list[torch.Tensor]) -> float:
     """The loss of one optimizer step: the mean over its accumulated batches and over the processes."""
     import torch

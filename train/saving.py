@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from train.finetune.model import FullModel
     from train.models.loading import BaseModel
     from train.network.network import Network
+    from train.prompts import Prompt
     from train.staging import DeviceStaging
 
 SaveKind = Literal["epoch", "step", "request", "final"]
@@ -35,7 +36,11 @@ class SaveSchedule:
 
     @property
     def samples(self) -> bool:
-        return self.sample.enabled and bool(self.sample.prompts)
+        return self.sample.enabled and bool(self.sample.prompts or self.sample.prompt_file)
+
+    def sample_at_first(self, step: int) -> bool:
+        """kohya's ``sample_at_first``: samples of the untrained LoRA before the first step (not on resume)."""
+        return self.samples and self.sample.at_first and step == 0
 
     def save_at_step(self, step: int, *, last: bool) -> bool:
         n = self.output.save_every_n_steps
@@ -74,9 +79,14 @@ class Saver:
 
     def save(self, kind: SaveKind, *, with_state: bool) -> None:
         """Save ``<name>-<epoch>`` / ``<name>-step<step>`` / ``<name>`` (final); keep the last
-        ``output.save_last_n`` intermediate ones; with ``with_state`` also ``state/``."""
+        ``output.save_last_n`` intermediate ones; with ``with_state`` also ``state/``. A schedule-free
+        optimizer's evaluation weights are what the LoRA file holds; ``state/`` keeps its training weights.
+        Every process calls this (the optimizer's mode switches on all of them alike); the main one writes."""
+        from train.optim import evaluation_weights
+
         if not self.enabled:
-            return
+            with evaluation_weights(self.optimizer):
+                return
         from train.outputs import epoch_file, final_file, prune, step_file
         from train.precision import save_dtype
 
@@ -88,8 +98,9 @@ class Saver:
         else:
             filename = step_file(name, progress.step)
         path = str(self.run_path / filename)
-        self.network.save(path, dtype=save_dtype(self.output.save_precision), metadata=self.metadata(),
-                          v_prediction=self.v_prediction)
+        with evaluation_weights(self.optimizer):
+            self.network.save(path, dtype=save_dtype(self.output.save_precision), metadata=self.metadata(),
+                              v_prediction=self.v_prediction)
         if kind in ("epoch", "step"):
             kept = progress.saves.setdefault(kind, [])
             if path not in kept:
@@ -111,22 +122,30 @@ class Sampler:
 
     def __init__(self, sample: SampleSection, *, run: RunLog, run_path: Path, enabled: bool, base: BaseModel,
                  network: Network | FullModel, staging: DeviceStaging, resolution: tuple[int, int], dtype: torch.dtype,
-                 progress: Progress) -> None:
+                 progress: Progress, optimizer: Optimizer | None = None, prompts: list[Prompt] | None = None,
+                 clip_skip: int = 1, max_token_length: int = 75) -> None:
         self.sample, self.run, self.samples_dir, self.enabled = sample, run, run_path / SAMPLES_DIR, enabled
         self.base, self.network, self.staging = base, network, staging
         self.resolution, self.dtype, self.progress = resolution, dtype, progress
+        self.optimizer, self.prompts, self.clip_skip = optimizer, prompts or [], clip_skip
+        self.max_token_length = max_token_length
 
     def render(self, stem: str) -> None:
-        """``<stem>-NN.png`` for every prompt."""
-        if not self.enabled:
-            return
+        """``<stem>-NN.png`` for every prompt, with a schedule-free optimizer's evaluation weights. Every
+        process calls this (the optimizer's mode switches on all of them alike); the main one renders."""
+        from train.optim import evaluation_weights
         from train.sample import render_samples
 
-        with self.staging.for_sampling(self.base):
+        if not self.enabled:
+            with evaluation_weights(self.optimizer):
+                return
+        with self.staging.for_sampling(self.base), evaluation_weights(self.optimizer):
             self.network.eval()
             try:
-                paths = render_samples(self.base, self.sample, resolution=self.resolution, out_dir=self.samples_dir,
-                                       stem=stem, device=self.staging.device, dtype=self.dtype)
+                paths = render_samples(self.base, self.sample, self.prompts, resolution=self.resolution,
+                                       out_dir=self.samples_dir, stem=stem, device=self.staging.device,
+                                       dtype=self.dtype, clip_skip=self.clip_skip,
+                                       max_token_length=self.max_token_length)
             finally:
                 self.network.train()
         for p in paths:

@@ -1,4 +1,6 @@
-"""Learning-rate schedules with warmup in steps or as a ratio of the total (diffusers' get_scheduler)."""
+"""Learning-rate schedules with warmup in steps or as a ratio of the total: diffusers' ``get_scheduler`` for
+kohya's classic names, transformers' for ``cosine_with_min_lr`` and ``warmup_stable_decay`` (kohya's
+``get_scheduler_fix`` takes all of them from transformers; the curves are the same)."""
 
 from __future__ import annotations
 
@@ -41,10 +43,33 @@ def rebase_learning_rates(optimizer: Optimizer, scheduler: LRScheduler, base_lrs
 
 
 def create_scheduler(name: str, optimizer: Optimizer, *, total_steps: int, lr_warmup: float, num_cycles: int = 1,
-                     power: float = 1.0) -> LRScheduler:
+                     power: float = 1.0, min_lr_ratio: float | None = None, lr_decay: float = 0) -> LRScheduler:
+    """The schedule ``name`` over ``total_steps`` optimizer steps. ``min_lr_ratio``: the floor of
+    ``cosine_with_min_lr`` / ``warmup_stable_decay`` as a ratio of the initial LR; ``lr_decay``: the decay length
+    of ``warmup_stable_decay`` (steps, or a ratio of the total below 1)."""
+    warmup = warmup_steps(lr_warmup, total_steps)
+    if name == "cosine_with_min_lr":
+        from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
+
+        # kohya passes half the cycles: num_cycles 1 is one half cosine from the LR down to the floor
+        scheduler: LRScheduler = get_cosine_with_min_lr_schedule_with_warmup(
+            optimizer, num_warmup_steps=warmup, num_training_steps=total_steps, num_cycles=num_cycles / 2,
+            min_lr_rate=min_lr_ratio or 0.0)
+        return scheduler
+    if name == "warmup_stable_decay":
+        from transformers.optimization import get_wsd_schedule
+
+        decay = warmup_steps(lr_decay, total_steps)
+        stable = total_steps - warmup - decay
+        if stable < 0:
+            raise ValueError(f"train.lr_warmup + train.lr_decay_steps: {warmup} + {decay} steps do not fit the "
+                             f"run's {total_steps} steps; shorten them")
+        scheduler = get_wsd_schedule(optimizer, num_warmup_steps=warmup, num_stable_steps=stable,
+                                     num_decay_steps=decay, num_cycles=num_cycles / 2,
+                                     min_lr_ratio=min_lr_ratio or 0.0)
+        return scheduler
     from diffusers.optimization import get_scheduler
 
-    warmup = warmup_steps(lr_warmup, total_steps)
     if name == "constant" and warmup:
         name = "constant_with_warmup"
     kwargs: dict[str, Any] = {"num_warmup_steps": warmup, "num_training_steps": total_steps}
@@ -68,7 +93,8 @@ def create_schedule(t: TrainSection, optimizer: Optimizer, *, total_steps: int, 
     the step count and a resume lands on the same learning rate at, before or after a phase boundary."""
     if not t.phases:
         return create_scheduler(t.lr_scheduler, optimizer, total_steps=total_steps, lr_warmup=t.lr_warmup,
-                                num_cycles=t.lr_scheduler_num_cycles, power=t.lr_scheduler_power)
+                                num_cycles=t.lr_scheduler_num_cycles, power=t.lr_scheduler_power,
+                                min_lr_ratio=t.lr_scheduler_min_lr_ratio, lr_decay=t.lr_decay_steps)
     from torch.optim.lr_scheduler import LambdaLR
 
     spans = t.phase_spans(total_steps, steps_per_epoch)
@@ -77,7 +103,8 @@ def create_schedule(t: TrainSection, optimizer: Optimizer, *, total_steps: int, 
     for start, end, phase in spans:
         # Each phase's factors come from the scheduler kiln would build for a run of the phase's length.
         one = create_scheduler(phase.lr_scheduler, optimizer, total_steps=end - start, lr_warmup=phase.lr_warmup,
-                               num_cycles=phase.lr_scheduler_num_cycles, power=phase.lr_scheduler_power)
+                               num_cycles=phase.lr_scheduler_num_cycles, power=phase.lr_scheduler_power,
+                               min_lr_ratio=t.lr_scheduler_min_lr_ratio, lr_decay=t.lr_decay_steps)
         lambdas = getattr(one, "lr_lambdas", None)
         if lambdas is None:
             raise ValueError(f"train.phases: {phase.lr_scheduler} is not a step-factor schedule; it cannot be a phase")

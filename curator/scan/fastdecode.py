@@ -25,11 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from types import ModuleType
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 _U8P = ctypes.POINTER(ctypes.c_uint8)
+_T = TypeVar("_T")
 
 
 class _WuffsResult(Protocol):
@@ -157,8 +158,25 @@ def webp_info(data: bytes) -> WebPInfo | None:
     )
 
 
-def webp_yuv(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """The Y (full size) and U, V (half size) planes of a still WebP as uint8 arrays, or None.
+@dataclass(frozen=True, slots=True)
+class YUVPlanes:
+    """libwebp's decoded planes, valid only inside the callback of :func:`webp_yuv_apply` (no copies).
+
+    ``luma`` is (height, stride) and ``u``/``v`` are (ceil(height/2), uv_stride): the first ``width`` /
+    ``ceil(width/2)`` columns are the image, the rest is row padding.
+    """
+
+    width: int
+    height: int
+    luma: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+
+
+def webp_yuv_apply(data: bytes, use: Callable[[YUVPlanes], _T]) -> _T | None:
+    """``use(planes)`` on the Y (full size) and U, V (half size) planes of a still WebP, or None when it does
+    not decode. The planes are libwebp's own buffer, freed when ``use`` returns: whatever ``use`` returns must
+    not share their memory.
 
     libwebp's YUV is ITU-R BT.601 with studio range (Y 16..235, U/V 16..240 around 128).
     """
@@ -181,13 +199,27 @@ def webp_yuv(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         return None
     try:
         w, h = width.value, height.value
-        cw, ch = (w + 1) // 2, (h + 1) // 2
-        luma = np.ctypeslib.as_array(pointer, shape=(h, stride.value))[:, :w].copy()
-        plane_u = np.ctypeslib.as_array(u, shape=(ch, uv_stride.value))[:, :cw].copy()
-        plane_v = np.ctypeslib.as_array(v, shape=(ch, uv_stride.value))[:, :cw].copy()
-        return luma, plane_u, plane_v
+        ch = (h + 1) // 2
+        planes = YUVPlanes(
+            width=w,
+            height=h,
+            luma=np.ctypeslib.as_array(pointer, shape=(h, stride.value)),
+            u=np.ctypeslib.as_array(u, shape=(ch, uv_stride.value)),
+            v=np.ctypeslib.as_array(v, shape=(ch, uv_stride.value)),
+        )
+        return use(planes)
     finally:
         lib.WebPFree(pointer)
+
+
+def webp_yuv(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The Y (full size) and U, V (half size) planes of a still WebP as uint8 arrays (copies), or None."""
+
+    def copies(planes: YUVPlanes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cw = (planes.width + 1) // 2
+        return planes.luma[:, : planes.width].copy(), planes.u[:, :cw].copy(), planes.v[:, :cw].copy()
+
+    return webp_yuv_apply(data, copies)
 
 
 def webp_luma(data: bytes) -> np.ndarray | None:

@@ -27,21 +27,32 @@ LOW_FREQ = 8
 
 Grey = NDArray[np.uint8]
 
+_MIDDLE = (LOW_FREQ * LOW_FREQ // 2 - 1, LOW_FREQ * LOW_FREQ // 2)  # the two middle ranks of 64 values
 _WEIGHTS = (np.uint64(1) << np.arange(LOW_FREQ * LOW_FREQ - 1, -1, -1, dtype=np.uint64)).astype(np.uint64)
 
 
-def thumbnail(grey: Image.Image) -> Grey:
-    """The stored THUMB_SIDE x THUMB_SIDE thumbnail of an 8-bit grey ("L") image: an area average (Pillow's BOX
-    filter, about five times cheaper than LANCZOS from a reduced decode); the aspect ratio is not kept."""
+def thumbnail_image(grey: Image.Image) -> Image.Image:
+    """The stored THUMB_SIDE x THUMB_SIDE thumbnail of an 8-bit grey ("L") image, as an L image: an area
+    average (Pillow's BOX filter, about five times cheaper than LANCZOS from a reduced decode); the aspect ratio
+    is not kept."""
     if grey.mode != "L":
         raise ValueError(f"thumbnail needs an L image, got mode {grey.mode}")
-    return np.asarray(grey.resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX), dtype=np.uint8)
+    return grey.resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX)
+
+
+def thumbnail(grey: Image.Image) -> Grey:
+    """:func:`thumbnail_image` as a (THUMB_SIDE, THUMB_SIDE) uint8 array."""
+    return np.asarray(thumbnail_image(grey), dtype=np.uint8)
+
+
+def hash_input_image(thumb: Image.Image) -> Grey:
+    """The HASH_SIDE x HASH_SIDE image imagehash's pHash works on: the L image ``thumb`` resized with LANCZOS."""
+    return np.asarray(thumb.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
 def hash_input(thumb: Grey) -> Grey:
-    """The HASH_SIDE x HASH_SIDE image imagehash's pHash works on: ``thumb`` resized with LANCZOS."""
-    image = Image.fromarray(np.ascontiguousarray(thumb, dtype=np.uint8))
-    return np.asarray(image.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS), dtype=np.uint8)
+    """:func:`hash_input_image` of a thumbnail held as a uint8 array."""
+    return hash_input_image(Image.fromarray(np.ascontiguousarray(thumb, dtype=np.uint8)))
 
 
 def phash_bits(stack: NDArray[np.uint8]) -> NDArray[np.uint64]:
@@ -61,14 +72,17 @@ def median_bits(coefficients: NDArray[np.float64]) -> NDArray[np.uint64]:
     """(..., 64) low-frequency coefficients -> 64-bit hashes (...,): bit set where a coefficient is above its
     row's median, imagehash's order (row-major, first coefficient in the most significant bit)."""
     flat = coefficients.reshape(-1, LOW_FREQ * LOW_FREQ)
-    bits = flat > np.median(flat, axis=1, keepdims=True)
+    # np.median's own steps (partition at the two middle ranks, their mean), without its generic checks
+    middle = np.partition(flat, _MIDDLE, axis=1)[:, _MIDDLE]
+    median = (middle[:, :1] + middle[:, 1:]) / 2.0
+    bits = flat > median
     packed = (bits.astype(np.uint64) * _WEIGHTS).sum(axis=1, dtype=np.uint64)
     return np.asarray(packed, dtype=np.uint64).reshape(coefficients.shape[:-1])
 
 
-def thumb_hashes(thumb: Grey) -> tuple[int, int]:
-    """(pHash, mirror pHash) of one stored thumbnail."""
-    small = hash_input(thumb)
+def thumb_hashes(thumb: Grey | Image.Image) -> tuple[int, int]:
+    """(pHash, mirror pHash) of one stored thumbnail (a uint8 array or its L image)."""
+    small = hash_input_image(thumb) if isinstance(thumb, Image.Image) else hash_input(thumb)
     both = phash_bits(np.stack([small, small[:, ::-1]]))
     return int(both[0]), int(both[1])
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from curator.scan.fastdecode import png_grey, png_pixels, png_rgba, webp_info, webp_yuv
-from curator.scan.hashing import THUMB_SIDE, file_sha256, stream_sha256, thumb_hashes, thumbnail
+from curator.scan.fastdecode import YUVPlanes, png_grey, png_pixels, png_rgba, webp_info, webp_yuv_apply
+from curator.scan.hashing import THUMB_SIDE, file_sha256, stream_sha256, thumb_hashes, thumbnail_image
 from curator.scan.quality import ImageStats, jpeg_quality, measure
 
 READ_WHOLE_LIMIT = 256 << 20  # files up to this size are read once into memory (hash + decode)
@@ -267,16 +267,24 @@ def _yuv_chroma(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.asarray(np.clip(spread, 0, 255), dtype=np.uint8)
 
 
-def _webp_reduced(data: bytes, size: tuple[int, int]) -> _Reduced | None:
-    """A still, opaque WebP's luma (full range) and chroma planes, reduced; None to use Pillow."""
-    planes = webp_yuv(data)
-    if planes is None or planes[0].shape != (size[1], size[0]):
+def _yuv_reduced(planes: YUVPlanes, size: tuple[int, int]) -> _Reduced | None:
+    """Reduced luma (full range) and chroma from YUV planes (read through their row strides, subsampled before
+    anything is copied); what is returned owns its memory. None when the planes are not ``size``."""
+    if (planes.width, planes.height) != size:
         return None
-    luma, u, v = planes
-    grey = _reduce(_grey_image(luma))
-    full = Image.fromarray(_STUDIO_TO_FULL[np.asarray(grey)])
+    luma = Image.frombuffer("L", size, np.ascontiguousarray(planes.luma), "raw", "L", planes.luma.shape[1], 1)
+    grey = _reduce(luma)
+    full = Image.fromarray(_STUDIO_TO_FULL[np.asarray(grey)])  # a new array: independent of the buffer
+    cw = (planes.width + 1) // 2
+    u, v = planes.u[:, :cw], planes.v[:, :cw]
     factor = max(1, min(u.shape) * 2 // ANALYSIS_SIDE // 2)
     return _Reduced(full, chroma=_yuv_chroma(u[::factor, ::factor], v[::factor, ::factor]))
+
+
+def _webp_reduced(data: bytes, size: tuple[int, int]) -> _Reduced | None:
+    """A still, opaque WebP's luma (full range) and chroma planes, reduced inside libwebp's buffer; None to use
+    Pillow."""
+    return webp_yuv_apply(data, lambda planes: _yuv_reduced(planes, size))
 
 
 def _fast_reduced(image: Image.Image, data: bytes | None, result: ProbeResult) -> _Reduced | None:
@@ -328,8 +336,9 @@ def _analyse(reduced: _Reduced, orientation: int, result: ProbeResult, quality: 
     """Thumbnail, hashes and statistics of the reduced image."""
     image = _orient(reduced.image, orientation)
     grey = image.convert("L") if image.mode != "L" else image
-    thumb = thumbnail(grey)
-    result.phash, result.phash_mirror = thumb_hashes(thumb)
+    thumb_image = thumbnail_image(grey)
+    thumb = np.asarray(thumb_image, dtype=np.uint8)
+    result.phash, result.phash_mirror = thumb_hashes(thumb_image)
     result.thumb = thumb.tobytes()
     rgb = np.asarray(image.resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX)) if image.mode == "RGB" else None
     stats: ImageStats = measure(np.asarray(grey), thumb, rgb=rgb, chroma=reduced.chroma)

@@ -103,6 +103,8 @@ def _bar(lines_mean: NDArray[np.float64], lines_std: NDArray[np.float64]) -> tup
     """Share of leading lines forming one flat bar, and its level (0..1)."""
     limit = max(1, int(len(lines_mean) * MAX_BORDER))
     level = lines_mean[0]
+    if not lines_std[0] < BORDER_STD:  # the edge line itself varies (most photographs): no bar
+        return 0.0, float(level) / 255.0
     flat = (lines_std[:limit] < BORDER_STD) & (np.abs(lines_mean[:limit] - level) < BORDER_STEP)
     count = int(np.argmin(flat)) if not flat.all() else limit
     return count / len(lines_mean), float(level) / 255.0

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from train.prompts import SAMPLER_NAMES
+
 EPILOG = """\
 the seed workflows (docs/LORA_TOOLS.md):
   kiln lora extract --base sdxl.safetensors --tuned finetune.safetensors --dim 128 --te --min-diff 1e-6 \\
@@ -96,7 +98,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     grid.add_argument("--seed", type=int, default=1234)
     grid.add_argument("--steps", type=int, default=20)
     grid.add_argument("--cfg", type=float, default=7.0, dest="cfg_scale")
-    grid.add_argument("--sampler", choices=["euler_a", "euler", "ddim", "dpmsolver++"], default="euler_a")
+    grid.add_argument("--sampler", choices=SAMPLER_NAMES, default="euler_a")
     grid.add_argument("--width", type=int)
     grid.add_argument("--height", type=int)
     grid.add_argument("--negative", default="", help="negative prompt for every image")

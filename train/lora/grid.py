@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shlex
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,25 +27,13 @@ from train.lora.files import check_output, require_input
 from train.lora.options import GridOptions, torch_device
 from train.lora.progress import progress_bar
 from train.models.probe import SAFETENSORS_SUFFIXES
+from train.prompts import Prompt, PromptError, read_prompt_file
 
 if TYPE_CHECKING:
     from PIL import Image
 
 _EPOCH = re.compile(r"-(\d{6})$")
 _STEP = re.compile(r"-step(\d{8})$")
-
-
-@dataclass
-class Prompt:
-    """One line of the prompts file, with kohya's per-prompt options (--n --w --h --d --l --s)."""
-
-    text: str
-    negative: str | None = None
-    width: int | None = None
-    height: int | None = None
-    seed: int | None = None
-    cfg_scale: float | None = None
-    steps: int | None = None
 
 
 @dataclass
@@ -68,46 +55,14 @@ class GridReport:
     seconds: float = 0.0
 
 
-_OPTIONS = {"n": "negative", "w": "width", "h": "height", "d": "seed", "l": "cfg_scale", "s": "steps"}
-
-
 def read_prompts(path: Path) -> list[Prompt]:
-    """One prompt a line; blank lines and ``#`` comments skipped; kohya's ``--n negative --w 512 --h 768
-    --d seed --l cfg --s steps`` options after the prompt."""
+    """The prompts of a kohya sample-prompt file (``train.prompts``: one a line with ``--n --w --h --d --l --s``
+    options, or kohya's TOML / JSON forms)."""
     path = require_input(path, "--prompts")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LoraToolError(f"--prompts: cannot read {path} ({exc})") from None
-    prompts = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = re.split(r"\s--(?=[nwhdls]\s)", " " + line)
-        prompt = Prompt(parts[0].strip())
-        for part in parts[1:]:
-            flag, _, value = part.partition(" ")
-            value = value.strip()
-            attr = _OPTIONS[flag]
-            try:
-                if attr == "negative":
-                    prompt.negative = value
-                elif attr == "cfg_scale":
-                    prompt.cfg_scale = float(value)
-                else:
-                    setattr(prompt, attr, int(value))
-            except ValueError:
-                raise LoraToolError(f"--prompts {path}:{number}: --{flag} {shlex.quote(value)} is not a number") from None
-        if not prompt.text:
-            raise LoraToolError(f"--prompts {path}:{number}: the line has options but no prompt")
-        for flag, size in (("w", prompt.width), ("h", prompt.height)):
-            if size is not None and (size < 8 or size % 8):
-                raise LoraToolError(f"--prompts {path}:{number}: --{flag} {size} is not a multiple of 8")
-        prompts.append(prompt)
-    if not prompts:
-        raise LoraToolError(f"--prompts: {path} holds no prompt (one prompt a line; # starts a comment)")
-    return prompts
+        return read_prompt_file(path)
+    except PromptError as exc:
+        raise LoraToolError(f"--prompts: {exc}") from None
 
 
 def _epoch_of(path: Path) -> tuple[int | None, int | None]:

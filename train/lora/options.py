@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from train.lora.errors import LoraToolError
 from train.lora.svd import DynamicMethod
+from train.prompts import SamplerName
 
 if TYPE_CHECKING:
     import torch
@@ -100,7 +101,7 @@ class GridOptions(_Options):
     seed: int = Field(1234, ge=0)
     steps: int = Field(20, ge=1, le=150)
     cfg_scale: float = Field(7.0, ge=1)
-    sampler: Literal["euler_a", "euler", "ddim", "dpmsolver++"] = "euler_a"
+    sampler: SamplerName = "euler_a"
     width: int | None = Field(None, ge=8)
     height: int | None = Field(None, ge=8)
     negative: str = ""

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from train.aliases import KohyaNamed
 
 ArchitectureChoice = Literal["auto", "sd1", "sd2", "sd2-v", "sdxl"]
 
@@ -25,7 +27,7 @@ def _expand(value: object) -> object:
     return value
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(KohyaNamed):
     """Base model to train on.
 
     path: a single-file checkpoint (`.safetensors`; `.ckpt`/`.pt`/`.bin` only with allow_pickle) or a diffusers
@@ -35,14 +37,25 @@ class ModelConfig(BaseModel):
     the shipped one (for unusual model sizes).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    section = "model"
 
-    path: Path
-    vae: Path | None = None
-    architecture: ArchitectureChoice = "auto"
-    v_prediction: bool | None = None
-    allow_pickle: bool = False
-    config_dir: Path | None = None
+    path: Path = Field(
+        description="base model: single-file .safetensors checkpoint or a diffusers folder "
+        "(kohya: pretrained_model_name_or_path)",
+    )
+    vae: Path | None = Field(None, description="replacement VAE (single file or diffusers folder); unset: the model's own")
+    architecture: ArchitectureChoice = Field(
+        "auto", description="auto | sd1 | sd2 | sd2-v | sdxl (auto detects it from the checkpoint)"
+    )
+    v_prediction: bool | None = Field(
+        None, description="force v-prediction on/off (unset: from the checkpoint / architecture) (kohya: v_parameterization)",
+    )
+    allow_pickle: bool = Field(
+        False, description="allow pickled .ckpt/.pt checkpoints (they can run code: trusted files only)"
+    )
+    config_dir: Path | None = Field(
+        None, description="diffusers-style config folder for unusual model sizes (unset: the shipped one)"
+    )
 
     @field_validator("path", mode="before")
     @classmethod

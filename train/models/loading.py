@@ -106,11 +106,7 @@ class ModelHash:
 
     def sha256(self) -> str | None:
         if self._sha256 is None and self.path.is_file():
-            h = hashlib.sha256()
-            with self.path.open("rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            self._sha256 = h.hexdigest()
+            self._sha256 = sha256_of(self.path)
         return self._sha256
 
     @property
@@ -118,6 +114,15 @@ class ModelHash:
         """A1111's short hash (first 10 hex digits of the file sha256)."""
         full = self.sha256()
         return full[:10] if full else None
+
+
+def sha256_of(path: Path) -> str:
+    """kohya's ``calculate_sha256``: the whole file's sha256 (read in 1 MiB chunks)."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def legacy_model_hash(path: Path) -> str | None:
@@ -161,11 +166,15 @@ class BaseModel:
         return self.arch is Arch.SDXL
 
 
-def make_noise_scheduler(v_prediction: bool) -> DDPMScheduler:
+def make_noise_scheduler(v_prediction: bool, zero_terminal_snr: bool = False) -> DDPMScheduler:
+    """The training noise schedule; ``zero_terminal_snr`` rescales its betas so the last timestep is pure noise
+    (Lin et al. 2023, Algorithm 1: kohya's ``fix_noise_scheduler_betas_for_zero_terminal_snr``). Samplers built
+    from its config (``from_config``) inherit the rescaling."""
     from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
     scheduler: DDPMScheduler = DDPMScheduler(**TRAIN_SCHEDULER_KWARGS,
-                                             prediction_type="v_prediction" if v_prediction else "epsilon")
+                                             prediction_type="v_prediction" if v_prediction else "epsilon",
+                                             rescale_betas_zero_snr=zero_terminal_snr)
     return scheduler
 
 

@@ -216,6 +216,15 @@ def diffusers_weight_files(folder: Path, arch: Arch) -> list[Path]:
     return files
 
 
+def _folder_ztsnr(folder: Path) -> bool:
+    """A diffusers folder whose scheduler config rescales its betas to zero terminal SNR."""
+    try:
+        config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("rescale_betas_zero_snr") is True
+
+
 def inspect_base_model(cfg: ModelConfig, *, allow_pickle: bool = False) -> Inspection:
     """Validate `cfg.path` and detect its architecture without loading weights (pickled files excepted)."""
     path = cfg.path
@@ -236,7 +245,7 @@ def inspect_base_model(cfg: ModelConfig, *, allow_pickle: bool = False) -> Inspe
         for weights in diffusers_weight_files(path, arch):  # a download that stopped part-way is said here
             read_safetensors_header(weights)
         v = _resolve_v_prediction(cfg, arch, v_file, where, marker=False)
-        return Inspection(kind="diffusers", path=path, arch=arch, v_prediction=v)
+        return Inspection(kind="diffusers", path=path, arch=arch, v_prediction=v, ztsnr=_folder_ztsnr(path))
     suffix = path.suffix.lower()
     pickled = suffix in PICKLE_SUFFIXES
     if suffix in SAFETENSORS_SUFFIXES:

@@ -83,10 +83,15 @@ def load_into_network(network: Network, tensors: dict[str, torch.Tensor], source
             + "\n  fix: use a LoRA trained for the same base model family with the same network type, dim and "
             "conv_dim, and the same train_unet / train_text_encoder choice"
         )
+    from train.network.dylora import DyLoRAModule
+
     with torch.no_grad():
         for module in network.modules_list:
             prefix = module.lora_name + "."
             sub = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            if isinstance(module, DyLoRAModule):  # a rank-dim LoRA file: its rows
+                module.load_kohya_state_dict(sub)
+                continue
             own = module.state_dict()
             for key, value in sub.items():
                 if key in own:

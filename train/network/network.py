@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -74,13 +74,53 @@ def block_lr_weights(arch: str, cfg: NetworkConfig) -> list[float] | None:
     return [1.0, *weights, 1.0] if sdxl else weights
 
 
+BlockDims = tuple[list[int], list[float], list[int] | None, list[float] | None]
+
+
+def block_dims_and_alphas(arch: str, cfg: NetworkConfig) -> BlockDims | None:
+    """kohya's ``get_block_dims_and_alphas``: (dims, alphas, conv dims, conv alphas) per UNet block, indexed by
+    ``targets.block_index`` (25 for SD1/SD2, 23 for SDXL), or None without ``block_dims``. Unset alphas follow
+    ``alpha``; unset conv dims follow ``conv_dim`` (no 3x3 modules without one), unset conv alphas
+    ``conv_alpha`` (else 1). A block whose block lr weight is 0 gets rank 0, as in kohya."""
+    if cfg.block_dims is None:
+        return None
+    n = 23 if arch == "sdxl" else 25
+    for name in ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas"):
+        given = getattr(cfg, name)
+        if given is not None and len(given) != n:
+            raise ValueError(f"network.{name}: {len(given)} values given, {arch} has {n} blocks in kohya's layout; "
+                             f"give {n}")
+    dims = list(cfg.block_dims)
+    alphas = list(cfg.block_alphas) if cfg.block_alphas is not None else [cfg.alpha] * n
+    conv_dims: list[int] | None = None
+    conv_alphas: list[float] | None = None
+    if cfg.conv_block_dims is not None:
+        conv_dims = list(cfg.conv_block_dims)
+        conv_alphas = list(cfg.conv_block_alphas) if cfg.conv_block_alphas is not None \
+            else [cfg.conv_alpha if cfg.conv_alpha is not None else 1.0] * n
+    elif cfg.effective_conv_dim is not None:
+        conv_dims = [cfg.effective_conv_dim] * n
+        conv_alphas = [float(cfg.effective_conv_alpha or 1.0)] * n
+    weights = block_lr_weights(arch, cfg)
+    if weights is not None:
+        for i, w in enumerate(weights[:n]):
+            if w == 0:
+                dims[i] = 0
+                if conv_dims is not None:
+                    conv_dims[i] = 0
+    return dims, alphas, conv_dims, conv_alphas
+
+
 # ------------------------------------------------------------------ the network
 class Network(nn.Module):
     """Adapter modules registered under their kohya names (so ``state_dict()`` keys are kohya keys)."""
 
     def __init__(self, arch: str, cfg: NetworkConfig, modules: list[Adapter], unet_names: set[str],
-                 block_weights: list[float] | None, block_of: dict[str, int]) -> None:
+                 block_weights: list[float] | None, block_of: dict[str, int],
+                 part_of: dict[str, str] | None = None) -> None:
         super().__init__()
+        self.part_of = part_of or {}
+        """kohya name -> 'unet', 'te', 'te1' or 'te2'."""
         self.arch = arch
         self.cfg = cfg
         self.modules_list = modules
@@ -121,19 +161,40 @@ class Network(nn.Module):
         for m in self.modules_list:
             m.multiplier = self.multiplier
 
-    def trainable_params(self, unet_lr: float | None, te_lr: float | None) -> list[dict[str, Any]]:
-        """Optimizer param groups: text encoder(s) at ``te_lr``, UNet at ``unet_lr`` (per block with block lr
-        weights). Groups with lr 0 / None are left out (kohya). Each group has a ``name`` for logging."""
+    def trainable_params(self, unet_lr: float | None,
+                         te_lr: float | None | Sequence[float | None]) -> list[dict[str, Any]]:
+        """Optimizer param groups: text encoder(s) at ``te_lr`` (SDXL: one value, or one per encoder), UNet at
+        ``unet_lr`` (per block with block lr weights). With LoRA+ each group's ``lora_up`` matrices form a
+        group of their own at ``lr * ratio`` (kohya's "plus" groups). Groups with lr 0 / None are left out
+        (kohya). Each group has a ``name`` for logging."""
         self.requires_grad_(True)
         groups: list[dict[str, Any]] = []
 
         def add(name: str, modules: list[Adapter], lr: float | None) -> None:
-            params = [p for m in modules for p in m.parameters() if p.requires_grad]
-            if params and lr:
-                groups.append({"params": params, "lr": lr, "name": name})
+            ratio = self.cfg.loraplus_ratio("unet" if name.startswith("unet") else "te")
+            plain: list[torch.nn.Parameter] = []
+            plus: list[torch.nn.Parameter] = []
+            for m in modules:
+                for pname, p in cast(nn.Module, m).named_parameters():
+                    if p.requires_grad:
+                        (plus if ratio is not None and pname.startswith(("lora_up", "lora_B")) else plain).append(p)
+            if plain and lr:
+                groups.append({"params": plain, "lr": lr, "name": name})
+            if plus and lr and ratio is not None:
+                groups.append({"params": plus, "lr": lr * ratio, "name": f"{name} plus"})
 
+        te_lrs = list(te_lr) if isinstance(te_lr, Sequence) else [te_lr]
         if self.text_encoder_modules:
-            add("textencoder", self.text_encoder_modules, te_lr)
+            parts = sorted({self.part_of[m.lora_name] for m in self.text_encoder_modules})
+            if len(te_lrs) == 1 or len(set(te_lrs)) == 1:
+                add("textencoder", self.text_encoder_modules, te_lrs[0])
+            else:
+                if len(te_lrs) != len(parts):
+                    raise ValueError(f"train.text_encoder_lr: {len(te_lrs)} values for {len(parts)} text encoder(s); "
+                                     "give one, or one per text encoder")
+                for index, (part, lr) in enumerate(zip(parts, te_lrs, strict=True), start=1):
+                    modules = [m for m in self.text_encoder_modules if self.part_of[m.lora_name] == part]
+                    add(f"textencoder{index}", modules, lr)
         unet = self.unet_modules
         if unet:
             if self.block_weights is None:
@@ -149,9 +210,12 @@ class Network(nn.Module):
 
     def state_dict_kohya(self) -> dict[str, torch.Tensor]:
         """Every tensor under its kohya key (``lora_unet_..._to_q.lora_down.weight``...)."""
+        from train.network.dylora import DyLoRAModule
+
         out: dict[str, torch.Tensor] = {}
         for m in self.modules_list:
-            for key, value in m.state_dict().items():
+            tensors = m.kohya_state_dict() if isinstance(m, DyLoRAModule) else m.state_dict()
+            for key, value in tensors.items():
                 out[f"{m.lora_name}.{key}"] = value
         return out
 
@@ -191,6 +255,10 @@ class Network(nn.Module):
 
 def _module_for(target: tg.Target, cfg: NetworkConfig, dim: int, alpha: float,
                 device: torch.device | str | None) -> Adapter:
+    if cfg.type == "dylora":
+        from train.network.dylora import DyLoRAModule
+
+        return DyLoRAModule(target.name, target.module, 1.0, dim, alpha, unit=cfg.dylora_unit, device=device)
     if cfg.is_lycoris:
         return make_lycoris_module(
             cfg.type, target.name, target.module, dim=dim, alpha=alpha, dropout=cfg.dropout,
@@ -218,12 +286,20 @@ def create_network(arch: str, unet: UNet2DConditionModel, text_encoders: list[Te
         log.info("no text encoder given: training the UNet only")
     modules: list[Adapter] = []
     skipped: list[str] = []
+    per_block = block_dims_and_alphas(arch, cfg)
     for t in found:
         if t.is_conv3x3:
             dim, alpha = cfg.effective_conv_dim, cfg.effective_conv_alpha
         else:
             dim, alpha = cfg.dim, cfg.alpha
-        if dim is None or alpha is None:  # convs when the network trains none
+        if per_block is not None and t.part == "unet":
+            dims, alphas, conv_dims, conv_alphas = per_block
+            if t.is_conv3x3:
+                dim, alpha = (conv_dims[t.block_index], conv_alphas[t.block_index]) if conv_dims and conv_alphas \
+                    else (None, None)
+            else:
+                dim, alpha = dims[t.block_index], alphas[t.block_index]
+        if not dim or alpha is None:  # convs when the network trains none; kohya: rank 0 = no module
             continue
         if block_weights is not None and t.part == "unet" and 0 <= t.block_index < len(block_weights) \
                 and block_weights[t.block_index] == 0:
@@ -236,7 +312,8 @@ def create_network(arch: str, unet: UNet2DConditionModel, text_encoders: list[Te
         raise ValueError(f"network: no modules to train for {arch} with {cfg.type} (check train_unet, "
                          "train_text_encoder and the block lr weights)")
     unet_names = {t.name for t in found if t.part == "unet"}
-    network = Network(arch, cfg, modules, unet_names, block_weights, {t.name: t.block_index for t in found})
+    network = Network(arch, cfg, modules, unet_names, block_weights, {t.name: t.block_index for t in found},
+                      {t.name: t.part for t in found})
     if cfg.init_from is not None:
         network.load_weights(cfg.init_from)
     return network

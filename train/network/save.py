@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 SAVE_DTYPES = ("fp32", "fp16", "bf16")
 LORA_NETWORK_MODULE = "networks.lora"
+DYLORA_NETWORK_MODULE = "networks.dylora"
 
 _MODELSPEC_ARCH = {
     "sd1": "stable-diffusion-v1",
@@ -76,6 +77,16 @@ def network_args(cfg: NetworkConfig) -> dict[str, str]:
             args[key] = value if isinstance(value, str) else ",".join(_num(v) for v in value)
     if cfg.has_block_lr and cfg.block_lr_zero_threshold:
         args["block_lr_zero_threshold"] = _num(cfg.block_lr_zero_threshold)
+    for key in ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas"):
+        value = getattr(cfg, key)
+        if value is not None:
+            args[key] = ",".join(_num(v) for v in value)
+    for key in ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio"):
+        value = getattr(cfg, key)
+        if value is not None:
+            args[key] = _num(value)
+    if cfg.type == "dylora":
+        args["unit"] = str(cfg.dylora_unit)
     return args
 
 
@@ -89,7 +100,8 @@ def network_metadata(cfg: NetworkConfig, arch: str, v_prediction: bool = False) 
     from train.network.lycoris import LYCORIS_NETWORK_MODULE
 
     md = {
-        "ss_network_module": LYCORIS_NETWORK_MODULE if cfg.is_lycoris else LORA_NETWORK_MODULE,
+        "ss_network_module": LYCORIS_NETWORK_MODULE if cfg.is_lycoris
+        else DYLORA_NETWORK_MODULE if cfg.type == "dylora" else LORA_NETWORK_MODULE,
         "ss_network_dim": str(cfg.dim),
         "ss_network_alpha": _num(cfg.alpha),
         "ss_network_dropout": _num(cfg.dropout),

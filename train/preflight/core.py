@@ -20,7 +20,7 @@ from train.errors import TrainingError
 if TYPE_CHECKING:
     from curator.dataset import Dataset
     from train.config import TrainConfig
-    from train.data.dataset import TrainItem
+    from train.data.dataset import TrainData, TrainItem
     from train.models.probe import Inspection
 
 Stage = Literal["config", "dataset"]
@@ -80,18 +80,31 @@ class DeviceFacts:
 
 @dataclass
 class Context:
-    """What the checks read. ``items`` (training), ``held_out`` (validation) and ``dataset`` are set at the
+    """What the checks read. ``data`` (items, held-out items, curator dataset, the TOML's datasets and subsets) is set at the
     ``dataset`` stage; ``device`` is probed
     on first use unless given (tests give one to stand for another machine)."""
 
     cfg: TrainConfig
     num_processes: int = 1
-    items: list[TrainItem] | None = None
-    held_out: list[TrainItem] | None = None  # the images dataset.validation_split holds out
-    dataset: Dataset | None = None
+    data: TrainData | None = None
     check_model_file: bool = True
     given_device: DeviceFacts | None = None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def items(self) -> list[TrainItem] | None:
+        """The scanned items (None before the dataset stage)."""
+        return None if self.data is None else self.data.items
+
+    @property
+    def held_out(self) -> list[TrainItem] | None:
+        """The images ``dataset.validation_split`` holds out (None before the dataset stage)."""
+        return None if self.data is None else self.data.held_out
+
+    @property
+    def dataset(self) -> Dataset | None:
+        """The curator dataset the items come from (None before the dataset stage)."""
+        return None if self.data is None else self.data.dataset
 
     @cached_property
     def device(self) -> DeviceFacts:
@@ -194,15 +207,12 @@ class PreflightError(TrainingError):
 
 
 def run_preflight(cfg: TrainConfig, *, stages: tuple[Stage, ...] = ("config",), num_processes: int = 1,
-                  items: list[TrainItem] | None = None, held_out: list[TrainItem] | None = None,
-                  dataset: Dataset | None = None, check_model_file: bool = True,
-                  device: DeviceFacts | None = None) -> Report:
+                  data: TrainData | None = None, check_model_file: bool = True, device: DeviceFacts | None = None) -> Report:
     """Run every registered check of ``stages`` on ``cfg`` and return what they found (errors first)."""
     from train.preflight import load_checks
 
     load_checks()
-    ctx = Context(cfg=cfg, num_processes=num_processes, items=items, held_out=held_out, dataset=dataset,
-                  check_model_file=check_model_file, given_device=device)
+    ctx = Context(cfg=cfg, num_processes=num_processes, data=data, check_model_file=check_model_file, given_device=device)
     found: list[Finding] = []
     for registered in CHECKS:
         if registered.stage not in stages:
@@ -215,25 +225,23 @@ def run_preflight(cfg: TrainConfig, *, stages: tuple[Stage, ...] = ("config",), 
 
 def full_preflight(cfg: TrainConfig, *, num_processes: int = 1,
                    warn: Callable[[str, str | None], object] | None = None,
-                   ) -> tuple[Report, list[TrainItem] | None, Dataset | None]:
+                   ) -> tuple[Report, TrainData | None]:
     """Everything ``kiln train --check`` and the TUI's run form look at: the config-stage checks, the dataset
     scan (even after config errors, so every problem shows at once) and the dataset-stage checks. Returns the
-    report (errors first) and the items and dataset when the scan worked; ``warn`` gets each skipped image."""
-    from train.data.dataset import DatasetError, build_split
+    report (errors first) and the scanned data when the scan worked; ``warn`` gets each skipped image."""
+    from train.data.dataset import DatasetError, build_items
 
     report = run_preflight(cfg, stages=("config",), num_processes=num_processes)
-    items: list[TrainItem] | None = None
-    held_out: list[TrainItem] | None = None
-    dataset: Dataset | None = None
+    data: TrainData | None = None
     if not any(f.check == "dataset folder" for f in report.errors):
         try:
-            items, held_out, dataset = build_split(cfg.dataset, warn or (lambda message, path: None),
-                                                   progress=False)
+            data = build_items(cfg.dataset, warn or (lambda message, path: None), progress=False,
+                               batch_size=cfg.train.batch_size, masked_loss=cfg.train.masked_loss)
         except (DatasetError, ValueError, OSError) as exc:
             field, _, text = str(exc).partition(": ")
             report.findings.insert(0, Finding(field, text, check="dataset scan") if text else
                                    Finding("dataset.path", str(exc), check="dataset scan"))
-    if items is not None:
-        more = run_preflight(cfg, stages=("dataset",), num_processes=num_processes, items=items, held_out=held_out, dataset=dataset)
+    if data is not None:
+        more = run_preflight(cfg, stages=("dataset",), num_processes=num_processes, data=data)
         report = Report(sorted([*report.findings, *more.findings], key=lambda f: f.severity != "error"))
-    return report, items, dataset
+    return report, data

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Iterator
 
-from train.preflight.core import Context, Finding, check, error
+from train.preflight.core import Context, Finding, check, error, warning
 
 
 @check("mixed precision")
@@ -51,3 +51,57 @@ def processes(ctx: Context) -> Iterator[Finding]:
         yield error("--num-processes", f"{ctx.num_processes} processes but this machine has {device.count} "
                     f"GPU{'s' * (device.count != 1)}: each process trains on its own GPU",
                     fix=f"--num-processes {device.count}")
+
+
+def _mixed_here(ctx: Context) -> str:
+    """The mixed precision this run gets on this device (``auto`` resolved as the trainer resolves it)."""
+    choice, device = ctx.cfg.train.mixed_precision, ctx.device
+    if choice != "auto":
+        return choice
+    if not device.cuda:
+        return "no"
+    return "bf16" if device.bf16 else "fp16"
+
+
+@check("full fp16 / bf16 training")
+def full_precision_training(ctx: Context) -> Iterator[Finding]:
+    """``full_fp16`` / ``full_bf16`` keep the network, its gradients and the optimizer state in the mixed
+    precision's dtype: they need that mixed precision on this device (``auto`` picks bf16 on Ampere+, fp16 on
+    older GPUs, none on the CPU)."""
+    t = ctx.cfg.train
+    mixed = _mixed_here(ctx)
+    for flag, wanted in (("full_fp16", "fp16"), ("full_bf16", "bf16")):
+        if not getattr(t, flag) or mixed == wanted:
+            continue
+        if not ctx.device.cuda:
+            yield error(f"train.{flag}", f"it needs {wanted} mixed precision, which needs a CUDA GPU, and this "
+                        "machine has none (the CPU trains in fp32)", fix=f"--set train.{flag}=false")
+        elif wanted == "bf16" and not ctx.device.bf16:
+            yield error(f"train.{flag}", f"it needs bf16, and {ctx.device.name} only emulates it",
+                        fix="--set train.full_bf16=false --set train.full_fp16=true --set train.mixed_precision=fp16")
+        else:
+            yield error(f"train.{flag}", f"it needs mixed precision {wanted}, and this run's is {mixed!r} "
+                        f"(train.mixed_precision = {t.mixed_precision!r} on this device)",
+                        fix=f"--set train.mixed_precision={wanted}")
+
+
+@check("fp8 base weights")
+def fp8_base_weights(ctx: Context) -> Iterator[Finding]:
+    """``fp8_base`` / ``fp8_base_unet`` store the frozen weights in float8 (e4m3), up-cast per layer: the
+    installed torch has the dtype; without mixed precision every layer is up-cast to fp32 (a warning: the
+    memory is saved, but the frozen weights lose precision for nothing a bf16/fp16 run would not also lose)."""
+    import torch
+
+    from train.precision import FP8
+
+    t = ctx.cfg.train
+    flag = "fp8_base" if t.fp8_base else "fp8_base_unet" if t.fp8_base_unet else None
+    if flag is None:
+        return
+    if not hasattr(torch, FP8):
+        yield error(f"train.{flag}", f"this torch ({torch.__version__}) has no {FP8} dtype",
+                    fix=f"pip install -U torch (2.1 or newer), or --set train.{flag}=false")
+    elif _mixed_here(ctx) == "no":
+        yield warning(f"train.{flag}", "without mixed precision the float8 weights are up-cast to fp32 in every "
+                      "layer: memory is saved, speed is not (kohya uses fp8_base with bf16/fp16)",
+                      fix="--set train.mixed_precision=auto (on a GPU)")

@@ -108,3 +108,74 @@ def resolution_for_arch(ctx: Context) -> Iterator[Finding]:
         fix = "--set dataset.resolution=512" + (" --set dataset.min_bucket_reso=256" if d.min_bucket_reso > 512 else "")
         yield warning("dataset.resolution", f"{width}x{height} is large for an SD1.x model (trained at 512x512): "
                       "slower and memory-hungry for little gain", fix=fix)
+
+
+def _v_prediction(ctx: Context) -> bool | None:
+    """Whether the model predicts v: ``model.v_prediction`` when set, else the checkpoint's (None: unknown)."""
+    forced = ctx.cfg.model.v_prediction
+    if forced is not None:
+        return forced
+    if ctx.model is not None:
+        return ctx.model.v_prediction
+    return True if ctx.cfg.model.architecture == "sd2-v" else None
+
+
+@check("loss options for the prediction type")
+def loss_for_prediction_type(ctx: Context) -> Iterator[Finding]:
+    """``scale_v_pred_loss_like_noise_pred`` is for v-prediction models, ``v_pred_like_loss`` for noise
+    prediction ones (kohya's rule; the trainer refuses the other kind after loading the model)."""
+    t = ctx.cfg.train
+    v = _v_prediction(ctx)
+    if v is None:
+        return
+    if t.scale_v_pred_loss_like_noise_pred and not v:
+        yield error("train.scale_v_pred_loss_like_noise_pred", "the model predicts noise, not v: this weighting "
+                    "is for v-prediction models", fix="--set train.scale_v_pred_loss_like_noise_pred=false")
+    if t.v_pred_like_loss and v:
+        yield error("train.v_pred_like_loss", "the model already predicts v: this extra loss is for "
+                    "noise-prediction models", fix="--set train.v_pred_like_loss=0 (remove the key)")
+
+
+@check("zero terminal SNR")
+def zero_terminal_snr_fits(ctx: Context) -> Iterator[Finding]:
+    """``zero_terminal_snr = true`` on a noise-prediction model is a warning: at the last timestep the input is
+    pure noise, predicting that noise teaches nothing and samples lose their contrast (the rescaled schedule is
+    meant for v-prediction, as diffusers and kohya say). Left unset, it follows the checkpoint."""
+    if ctx.cfg.train.zero_terminal_snr and _v_prediction(ctx) is False:
+        yield warning("train.zero_terminal_snr", "the model predicts noise: zero-terminal-SNR betas are meant for "
+                      "v-prediction models (an epsilon model learns nothing at the last timestep)",
+                      fix="--set model.v_prediction=true (a v model) or remove train.zero_terminal_snr")
+
+
+@check("block dims for the architecture")
+def block_dims_for_arch(ctx: Context) -> Iterator[Finding]:
+    """``block_dims`` / ``block_alphas`` / ``conv_block_dims`` / ``conv_block_alphas`` have one value per UNet
+    block of kohya's layout: 25 for SD1/SD2 (IN00-IN11, MID, OUT00-OUT11), 23 for SDXL (IN00-IN08, MID,
+    OUT00-OUT08 plus kohya's 4 extra)."""
+    arch = ctx.arch
+    if arch is None:
+        return
+    n = 23 if arch == "sdxl" else 25
+    net = ctx.cfg.network
+    for name in ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas"):
+        given = getattr(net, name)
+        if given is not None and len(given) != n:
+            yield error(f"network.{name}", f"{len(given)} values, and {arch} has {n} blocks in kohya's layout",
+                        fix=f"give {n} values (one per block)")
+
+
+@check("text encoder learning rates")
+def text_encoder_learning_rates(ctx: Context) -> Iterator[Finding]:
+    """``text_encoder_lr`` as a list gives each text encoder its own rate: SD1/SD2 have one text encoder,
+    SDXL two (kohya's TE1 / TE2 rates)."""
+    lrs = ctx.cfg.train.text_encoder_lr
+    arch = ctx.arch
+    if not isinstance(lrs, list) or len(set(lrs)) <= 1 or arch is None or not ctx.cfg.trains_text_encoder:
+        return
+    count = 2 if arch == "sdxl" else 1
+    if len(lrs) != count:
+        shown = "[" + ", ".join(f"{v:g}" for v in lrs) + "]"
+        yield error("train.text_encoder_lr", f"{shown} gives {len(lrs)} rates and {arch} has {count} text "
+                    f"encoder{'s' * (count != 1)}",
+                    fix=f"--set train.text_encoder_lr={lrs[0]:g}" if count == 1 else
+                    f"--set 'train.text_encoder_lr=[{lrs[0]:g}, {lrs[-1]:g}]'")

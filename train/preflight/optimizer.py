@@ -92,6 +92,9 @@ def _trial_step(cls: Callable[..., torch.optim.Optimizer], kwargs: dict[str, obj
     weight = torch.nn.Parameter(torch.zeros(4, 4, device=device))
     try:
         optimizer = cls([{"params": [weight], "lr": cfg.unet_lr}], **kwargs)
+        modes = getattr(optimizer, "train", None)
+        if callable(modes):  # schedule-free optimizers step in train mode only (create_optimizer does this too)
+            modes()
         weight.grad = torch.full_like(weight, 1e-3)
         optimizer.step()
     except Exception as exc:  # noqa: BLE001 - whatever the optimizer raises, its message is the finding
@@ -119,8 +122,12 @@ def learning_rates_in_effect(cfg: TrainConfig) -> list[tuple[str, float]]:
     if cfg.network.train_unet:
         found["train.unet_lr" if t.unet_lr is not None else "train.learning_rate"] = cfg.unet_lr
     if cfg.trains_text_encoder:
-        found["train.text_encoder_lr" if t.text_encoder_lr is not None else "train.learning_rate"] = \
-            cfg.text_encoder_lr
+        lrs = cfg.text_encoder_lrs
+        if len(set(lrs)) > 1:  # SDXL's TE1 / TE2 rates, each checked
+            for index, value in enumerate(lrs):
+                found[f"train.text_encoder_lr[{index}]"] = value
+        else:
+            found["train.text_encoder_lr" if t.text_encoder_lr is not None else "train.learning_rate"] = lrs[0]
     for name in type(t).model_fields:
         value = getattr(t, name)
         if name.endswith("_lr") and f"train.{name}" not in found and name not in ("unet_lr", "text_encoder_lr"):
@@ -129,6 +136,17 @@ def learning_rates_in_effect(cfg: TrainConfig) -> list[tuple[str, float]]:
                 if isinstance(v, int | float) and not isinstance(v, bool) and v > 0:
                     found[f"train.{name}"] = float(v)
     return [(k, v) for k, v in found.items() if v > 0]
+
+
+def _set_rate(cfg: TrainConfig, field: str, value: float) -> str:
+    """The ``--set`` line giving ``field`` this rate; ``train.text_encoder_lr[1]`` (one of SDXL's two) sets
+    the whole list with that entry replaced."""
+    name, bracket, index = field.partition("[")
+    if not bracket:
+        return f"--set {field}={_fmt(value)}"
+    rates = list(cfg.text_encoder_lrs)
+    rates[int(index.rstrip("]"))] = value
+    return f"--set '{name}=[{', '.join(_fmt(r) for r in rates)}]'"
 
 
 def _fmt(value: float) -> str:
@@ -153,11 +171,11 @@ def learning_rates(ctx: Context) -> Iterator[Finding]:
         if family == "adaptive" and t.optimizer != "Adafactor" and not ADAPTIVE_LOW <= value <= ADAPTIVE_HIGH:
             yield make(field, f"{_fmt(value)} is far from 1.0: {t.optimizer} chooses the step size itself and the "
                        f"learning rate only scales it; the usual range is {spec.lr_range}{override}",
-                       fix=f"--set {field}=1.0" + escape)
+                       fix=_set_rate(ctx.cfg, field, 1.0) + escape)
         elif family in ("fixed", "schedule-free") and ctx.cfg.network.type == "full" and value >= FULL_HIGH:
             yield make(field, f"{_fmt(value)} is high for a full fine-tune: it changes the model's own weights, "
                        f"which degrade at LoRA rates; the usual range is 1e-7 to 1e-5 (the seed's SDXL fine-tune: "
-                       f"1e-6){override}", fix=f"--set {field}=1e-06" + escape)
+                       f"1e-6){override}", fix=_set_rate(ctx.cfg, field, 1e-6) + escape)
         elif family in ("fixed", "schedule-free") and value >= FIXED_HIGH:
             usual = spec.usual_lr / 2 if is_te and spec.usual_lr < 1e-3 else spec.usual_lr
             ratio = value / usual
@@ -165,7 +183,7 @@ def learning_rates(ctx: Context) -> Iterator[Finding]:
             yield make(field, f"{_fmt(value)} is a step size {times}x the usual {_fmt(usual)} for "
                        f"{t.optimizer}, which takes the learning rate as its step size: the LoRA's weights blow "
                        f"up within a few steps; the usual range is {spec.lr_range}{override}",
-                       fix=f"--set {field}={_fmt(usual)}" + escape)
+                       fix=_set_rate(ctx.cfg, field, usual) + escape)
         elif family == "fixed" and "Lion" in t.optimizer and value >= LION_WARN:
             yield warning(field, f"{_fmt(value)} is high for {t.optimizer}: Lion's sign updates want a learning "
                           f"rate 3-10x lower than AdamW's ({spec.lr_range})", fix=f"--set {field}=3e-05")

@@ -22,6 +22,7 @@ PARAMS_PER_RANK: dict[str, dict[str, int]] = {
 FACTORS = {"loha": 2.0}  # two low-rank pairs per layer; the other types are at most LoRA's size
 SAVE_BYTES = {"fp16": 2, "bf16": 2, "float": 4}
 LATENT_CHANNELS, LATENT_SCALE, LATENT_BYTES = 4, 8, 4  # SD latents: 4 channels at 1/8 size, saved as fp32
+TEXT_WIDTH = {"sd1": (768, 0), "sd2": (1024, 0), "sdxl": (768 + 1280, 1280)}  # hidden width, pooled width
 ENTRY_OVERHEAD = 4096  # a safetensors latent file's header plus the file system's block rounding
 GB = 1024 ** 3
 
@@ -84,13 +85,11 @@ def existing_ancestor(path: Path) -> Path:
 
 def estimate_disk(ctx: Context) -> DiskNeed | None:
     """Bytes the run writes (None before the dataset is scanned or when the architecture is unknown)."""
-    if ctx.items is None or ctx.arch is None:
+    if ctx.data is None or ctx.items is None or ctx.arch is None:
         return None
-    from train.data.dataset import bucket_counts
-
     cfg = ctx.cfg
     need = DiskNeed()
-    steps = cfg.train.step_math(bucket_counts(ctx.items), num_processes=ctx.num_processes)
+    steps = ctx.data.step_math(cfg.train, num_processes=ctx.num_processes)
     total, epochs = steps.total_steps or 0, steps.epochs or 0
     out = cfg.output
     full = cfg.network.type == "full"
@@ -118,15 +117,40 @@ def estimate_disk(ctx: Context) -> DiskNeed | None:
     copies = 2 if out.save_state else 1  # a stop or save-now writes one even without save_state
     need.add(cfg.run_dir, copies * state, "resumable state")
     if cfg.dataset.cache_latents_to_disk:
+        subsets = ctx.data.run.subsets
         entries = 0
         for item in ctx.items:
             w, h = item.bucket
             per = LATENT_CHANNELS * (w // LATENT_SCALE) * (h // LATENT_SCALE) * LATENT_BYTES + ENTRY_OVERHEAD
-            entries += per * (2 if cfg.dataset.flip_aug else 1)
+            flips = item.subset < len(subsets) and subsets[item.subset].config.flip_aug  # a TOML's own flip_aug
+            entries += per * (2 if flips else 1)
         folder = latent_folder(ctx)
         cached = _folder_bytes(folder) if folder is not None else 0
         need.add(folder or cfg.run_dir, max(entries - cached, 0), "latent cache")
+    if cfg.dataset.cache_text_encoder_outputs_to_disk:
+        folder = text_folder(ctx)
+        cached = _folder_bytes(folder) if folder is not None else 0
+        need.add(folder or cfg.run_dir, max(text_cache_bytes(ctx) - cached, 0), "text-encoder cache")
     return need
+
+
+def text_cache_bytes(ctx: Context) -> int:
+    """The on-disk text-encoder cache: one file per distinct caption, (max_token_length + 2) tokens of the
+    architecture's hidden width (SDXL: both encoders, plus the pooled output) in the frozen encoders' dtype."""
+    if ctx.items is None or ctx.arch is None:
+        return 0
+    width, pooled = TEXT_WIDTH[ctx.arch]
+    mixed = ctx.cfg.train.mixed_precision
+    half = mixed in ("fp16", "bf16") or (mixed == "auto" and ctx.device.cuda)
+    tokens = ctx.cfg.dataset.max_token_length + 2
+    per = (tokens * width + pooled) * (2 if half else 4) + ENTRY_OVERHEAD
+    return per * len({item.caption for item in ctx.items})
+
+
+def text_folder(ctx: Context) -> Path | None:
+    if ctx.dataset is None:
+        return None
+    return Path(ctx.dataset.index.kiln_dir) / "text"
 
 
 def latent_folder(ctx: Context) -> Path | None:

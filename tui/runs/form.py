@@ -502,7 +502,7 @@ class NewRunScreen(ModalScreen):
             if generation != self.generation:  # typed over while the previous check ran
                 return
             try:
-                report, _items, _dataset = full_preflight(cfg)
+                report, _data = full_preflight(cfg)
             except Exception as exc:  # noqa: BLE001 - a check that breaks is shown, never hides the form
                 self.app.call_from_thread(self._show_preflight, generation, None, f"pre-flight failed: {exc}")
                 return
@@ -612,7 +612,7 @@ class NewRunScreen(ModalScreen):
         from train.runs.control import ControlError, launch_run
         from train.runs.discover import data_dir
 
-        report, _items, _dataset = full_preflight(cfg)  # what the form shows was checked (pressed before it ended)
+        report, _data = full_preflight(cfg)  # what the form shows was checked (pressed before it ended)
         if not report.ok:
             self.app.call_from_thread(self._launch_failed, report.error_text())
             return
