@@ -54,7 +54,7 @@ def test_seed_script_toml(tmp_path: Path) -> None:
     assert "max_steps" not in t  # the epochs decide
     assert (o["name"], o["save_precision"], o["save_every_n_epochs"], o["comment"]) == \
         ("penny_last_e6_n160", "fp16", 2, "LORA:penny")
-    assert set(skipped(r)) == {"color_aug", "face_crop_aug_range"}
+    assert set(skipped(r)) == {"face_crop_aug_range"}
     assert "face-crop" in skipped(r)["face_crop_aug_range"]
     validate_raw(r.raw)  # a complete, valid kiln config
 
@@ -118,7 +118,8 @@ def test_bmaltais_locon_json(tmp_path: Path) -> None:
     assert r.raw["sample"]["every_n_steps"] == 25
     why = skipped(r)
     assert "Hugging Face" in why["pretrained_model_name_or_path"] and "logging_dir" in why
-    assert "model_list" in why and "huber_schedule" in why  # an option kiln does not have (yet)
+    assert "model_list" in why and "huber_schedule" not in why  # a GUI-only key is listed; kohya's options map
+    assert t["huber_schedule"] == "snr"
     assert not r.complete  # the model must be downloaded first
     assert r.raw["model"]["path"] == "/path/to/base-model.safetensors"
 
@@ -168,8 +169,8 @@ def test_cli_prints_the_config_and_lists_what_was_not_mapped(tmp_path: Path) -> 
                           cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr
     assert "[network]" in proc.stdout and "dim = 160  # network_dim" in proc.stdout
-    assert "# color_aug = true: kiln has no color_aug option yet" in proc.stdout
-    assert "kiln train: not mapped: color_aug:" in proc.stderr
+    assert "color_aug = true" in proc.stdout and "not mapped: color_aug" not in proc.stderr
+    assert "kiln train: not mapped: face_crop_aug_range:" in proc.stderr
     assert not list(tmp_path.iterdir())  # printing writes nothing
 
 
@@ -190,7 +191,7 @@ def test_bad_files_get_a_clear_message(tmp_path: Path, content: str, message: st
 def test_a_value_kiln_refuses_is_reported_and_the_rest_kept(tmp_path: Path) -> None:
     cfg = tmp_path / "k.toml"
     cfg.write_text('pretrained_model_name_or_path = "m.safetensors"\ntrain_data_dir = "d"\n'
-                   'max_bucket_reso = 32\nnetwork_dim = 8\nlr_scheduler = "rex"\nsample_sampler = "heun"\n')
+                   'max_bucket_reso = 32\nnetwork_dim = 8\nlr_scheduler = "rex"\nsample_sampler = "unipc"\n')
     r = import_kohya(cfg, cwd=tmp_path)
     why = skipped(r)
     assert "lr_scheduler" in why and "constant is used" in why["lr_scheduler"]
