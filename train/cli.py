@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from curator.cli.options import ALLOW_PICKLE_HELP, NO_PROGRESS_HELP, NUM_PROCESSES_HELP
 
@@ -28,10 +28,13 @@ EPILOG = """\
 examples:
   kiln train --print-config easy > my.toml      a complete, commented config to start from
   kiln train my.toml --check                    validate it (and scan the dataset) without training
+  kiln train my.toml --estimate                 peak memory, time and disk from a few-step dry run
   kiln train my.toml --set train.max_steps=200  train, overriding any key
   kiln train --preset easy --set model.path=sd15.safetensors --set dataset.path=./data
   kiln train --resume runs/mylora               continue a stopped run exactly where it stopped
   kiln train my.toml --detach                   train in the background; `kiln watch` attaches
+  kiln train --from-kohya cfg.toml --out my.toml   a kohya (sd-scripts TOML / bmaltais GUI JSON) config as kiln's
+  kiln train --from-kohya gui.json --train         import it and train it right away
 """
 
 
@@ -60,9 +63,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config key; the value is a TOML literal (repeatable; default: none)")
     parser.add_argument("--print-config", metavar="NAME", nargs="?", const="default",
                         help="print a preset (or 'default') as a complete, commented config file and exit")
+    parser.add_argument("--difficulty", metavar="A-I",
+                        help="with --print-config: rank, alpha, steps and network type for a character of the "
+                             "seed's difficulty category A-I (C+ = half a category harder), with the reasons (default: none)")
     parser.add_argument("--list-presets", action="store_true", help="list the shipped presets and exit")
     parser.add_argument("--check", action="store_true",
                         help="validate the config and scan the dataset without loading the model or training")
+    parser.add_argument("--estimate", action="store_true",
+                        help="a few-step dry run of the config: peak memory, time per step, total time, disk, and "
+                             "how much each memory-saving option would save (one short dry run each)")
+    parser.add_argument("--no-levers", action="store_true",
+                        help="with --estimate: measure the config only, not the memory-saving options")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run from its state/ (default: a new run)")
     parser.add_argument("--allow-pickle", action="store_true",
                         help=ALLOW_PICKLE_HELP)
@@ -75,6 +86,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "with --resume: accept a learning-rate change (both refused without --force)")
     parser.add_argument("--no-progress", action="store_true", dest="quiet", help=NO_PROGRESS_HELP)  # plain log lines
     parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # the name before issue 18
+    kohya = parser.add_argument_group("kohya configs")
+    kohya.add_argument("--from-kohya", type=Path, metavar="FILE",
+                       help="read a kohya training config (sd-scripts --config_file TOML or bmaltais GUI .json), "
+                            "print it as a kiln config and list what could not be mapped (default: train CONFIG)")
+    kohya.add_argument("--out", type=Path, metavar="FILE",
+                       help="with --from-kohya: write the kiln config to FILE (default: print it; --force replaces "
+                            "an existing one)")
+    kohya.add_argument("--train", action="store_true",
+                       help="with --from-kohya: train the imported config now (also implied by --check / "
+                            "--detach)")
 
 
 def _err(message: str) -> int:
@@ -103,16 +124,43 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"{name:24} {first}")
         return 0
     if args.print_config:
+        from train.difficulty import DifficultyError, apply_suggestion, suggest
+
         try:
             raw = {} if args.print_config == "default" else tc.load_preset_raw(args.print_config)
             if args.overrides:
                 tc.apply_overrides(raw, args.overrides)
         except tc.ConfigError as exc:
             return _err(str(exc))
-        sys.stdout.write(tc.commented_config(raw, title=f"preset {args.print_config}"))
+        title, why = f"preset {args.print_config}", ""
+        if args.difficulty:
+            model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+            sdxl = "sdxl" in args.print_config or str((model or {}).get("architecture", "")).lower() == "sdxl"
+            try:
+                suggestion = suggest(args.difficulty, sdxl=sdxl, base=raw)
+            except DifficultyError as exc:
+                return _err(f"--difficulty: {exc}")
+            raw = apply_suggestion(raw, suggestion)
+            title += f", difficulty {suggestion.category}"
+            why = "".join(f"# {line}\n" for line in ["Character difficulty (the seed's table):",
+                                                      *(f"  {r}" for r in suggestion.reasons)])
+        text = tc.commented_config(raw, title=title)
+        head, _, rest = text.partition("\n")
+        sys.stdout.write(head + "\n" + why + rest if why else text)
         return 0
+    if args.difficulty:
+        return _err("--difficulty goes with --print-config (e.g. --print-config character --difficulty E)")
     if args.num_processes < 1:
         return _err(f"--num-processes: {args.num_processes} is not allowed: must be >= 1")
+
+    imported: dict[str, Any] | None = None
+    if args.from_kohya is not None:
+        outcome = import_kohya_config(args)
+        if isinstance(outcome, int):
+            return outcome
+        imported = outcome
+    elif args.out is not None or args.train:
+        return _err("--out and --train go with --from-kohya FILE")
 
     overrides = list(args.overrides)
     if args.allow_pickle:
@@ -125,6 +173,9 @@ def run_train(args: argparse.Namespace) -> int:
             if not config_file.is_file():
                 return _err(f"--resume: {run_dir} is not a run directory (no config.toml)")
             cfg = tc.load_config(config_file, overrides=overrides)
+        elif imported is not None and args.config is None:
+            cfg = tc.validate_raw(tc.apply_overrides(imported, overrides), str(args.from_kohya))
+            run_dir = cfg.run_dir
         elif args.config is None and not args.preset and not args.overrides:
             return _err("give a config file or --preset NAME (start with: kiln train --print-config easy > my.toml)")
         else:
@@ -150,6 +201,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.check:
         return check(cfg, num_processes=args.num_processes)
+    if args.estimate:
+        return estimate(cfg, num_processes=args.num_processes, levers=not args.no_levers)
 
     from train.preflight import run_preflight
 
@@ -178,6 +231,86 @@ def run_train(args: argparse.Namespace) -> int:
     if args.num_processes > 1 and not launched_by_torch:
         return launch_processes(args)
     return train_here(cfg, args.resume, quiet=args.quiet)
+
+
+def import_kohya_config(args: argparse.Namespace) -> int | dict[str, Any]:
+    """``--from-kohya``: print (or ``--out``: write) the imported config and list what was not mapped (an exit
+    code); with ``--train`` / ``--check`` / ``--detach`` the imported raw config to go on with. ``--detach``
+    keeps it in the run directory (``kohya-import.toml``) for the background process to read."""
+    from curator.fsutil import atomic_write_bytes
+    from curator.textsafe import printable
+    from train.kohya_import import KohyaImportError, import_kohya
+    from train.lora.errors import LoraToolError
+    from train.lora.files import check_output
+
+    if args.config is not None or args.preset or args.resume is not None:
+        return _err("--from-kohya replaces the config file: give either a config, --preset, --resume or --from-kohya")
+    try:
+        imported = import_kohya(args.from_kohya)
+    except KohyaImportError as exc:
+        return _err(str(exc))
+    goes_on = bool(args.train or args.check or args.detach or args.estimate)
+    out: Path | None = args.out
+    replace = bool(args.force)
+    if out is None and args.detach:
+        output = imported.raw.get("output", {})
+        run_dir = Path(str(output.get("dir") or "runs")) / str(output.get("name") or "lora")
+        out, replace = run_dir / "kohya-import.toml", True
+    if out is not None:
+        try:
+            out = check_output(out, force=replace, suffixes=(".toml",))
+        except LoraToolError as exc:
+            return _err(str(exc))
+    dataset_file = out.with_name(out.stem + ".dataset.toml") if out is not None else None
+    if imported.dataset_toml is not None:
+        if dataset_file is None and goes_on:
+            return _err("train_data_dir and reg_data_dir are separate folders: kiln writes a dataset TOML for "
+                        "them; give --out FILE to say where")
+        shown = str(dataset_file.resolve()) if dataset_file else "<FILE.dataset.toml, written with --out FILE>"
+        imported.set("dataset.path", shown, "train_data_dir + reg_data_dir (a dataset TOML kiln writes)")
+    for skipped in imported.skipped:
+        print(f"kiln train: not mapped: {printable(skipped.key)}: {printable(skipped.reason)}", file=sys.stderr)
+    for problem in imported.problems:
+        print(f"kiln train: kiln refuses: {printable(problem)}", file=sys.stderr)
+    text = imported.to_toml()
+    if out is None and not goes_on:
+        sys.stdout.write(text)
+        return 0
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if imported.dataset_toml is not None and dataset_file is not None:
+            atomic_write_bytes(dataset_file, imported.dataset_toml.encode("utf-8"))
+        atomic_write_bytes(out, text.encode("utf-8"))
+        print(f"wrote {out} ({len(imported.skipped)} kohya key(s) not mapped)", file=sys.stderr)
+    if not imported.complete:
+        if goes_on:
+            return _err("the kohya config names no usable model or dataset: set model.path and dataset.path "
+                        "(--set model.path=... or in the written file)") if not args.overrides else imported.raw
+        print("kiln train: set model.path and dataset.path in it before training", file=sys.stderr)
+        return 0
+    if not goes_on:
+        return 0
+    if args.detach and out is not None:
+        args.config, args.from_kohya = out, None
+    return imported.raw
+
+
+def estimate(cfg: TrainConfig, num_processes: int = 1, levers: bool = True) -> int:
+    """``--estimate``: the pre-flight, a dry run of a few steps and one per memory lever (train/estimate.py)."""
+    from curator.textsafe import printable
+    from train.estimate import EstimateError
+    from train.estimate import estimate as measure
+
+    if num_processes > 1:
+        return _err("--estimate measures one process: run it without --num-processes (each process of a "
+                    "multi-GPU run needs about what one process does, on its own GPU)")
+    try:
+        result = measure(cfg, levers=levers, progress=lambda text: print(printable(text), file=sys.stderr))
+    except EstimateError as exc:
+        return _err(str(exc))
+    for line in result.lines():
+        print(printable(line))
+    return 0
 
 
 def train_here(cfg: TrainConfig, resume: Path | None, quiet: bool = False) -> int:
@@ -323,6 +456,13 @@ def check(cfg: TrainConfig, num_processes: int = 1) -> int:
     print(f"  steps:    {steps.total_steps} ({steps.steps_per_epoch} per epoch, {steps.epochs} epochs, {batch})")
     if need is not None:
         print(f"  disk:     ~{human(sum(need.by_folder.values()))} ({'; '.join(need.parts)})")
+    if cfg.train.phases and steps.total_steps:
+        try:
+            spans = cfg.train.phase_spans(steps.total_steps, steps.steps_per_epoch)
+        except ValueError as exc:
+            return _err(str(exc))
+        print("  schedule: " + ", then ".join(f"{p.lr_scheduler} {a + 1}-{b}" + (f" x{p.lr_scale:g}" if p.lr_scale != 1
+                                                                                  else "") for a, b, p in spans))
     print(f"  run dir:  {cfg.run_dir}")
     if cfg.network.type == "full":
         from train.finetune.memory import planned_memory

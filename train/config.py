@@ -125,6 +125,12 @@ class DatasetConfig(_Section):
     )
     num_workers: int = Field(0, ge=0, description="data loader worker processes (0 = load in the main process) "
                              "(kohya: max_data_loader_n_workers)")
+    validation_split: float = Field(
+        0.0, ge=0, lt=1, description="share of each folder's images held out for the validation loss (0 = none)"
+    )
+    validation_seed: int = Field(
+        0, ge=0, description="which images are held out and the validation noise (keep it to compare runs)"
+    )
 
     @field_validator("resolution", mode="before")
     @classmethod
@@ -194,6 +200,26 @@ class DatasetConfig(_Section):
     def static_captions(self) -> bool:
         """True when a caption is the same every epoch (no shuffling or dropout)."""
         return self.caption_settings().static
+
+
+class SchedulePhase(_Section):
+    """One phase of a multi-phase LR schedule (``[[train.phases]]``): its length in steps or epochs (one phase
+    may leave it out and take the rest of the run), its scheduler and its warmup, all restarting at the phase's
+    first step."""
+
+    lr_scheduler: SchedulerName = Field(description=" | ".join(SCHEDULERS))
+    steps: int | None = Field(None, ge=1, description="optimizer steps in this phase")
+    epochs: int | None = Field(None, ge=1, description="epochs in this phase (instead of steps)")
+    lr_warmup: float = Field(0, ge=0, description="warmup at the phase's start: steps (>= 1) or a ratio (< 1)")
+    lr_scheduler_num_cycles: int = Field(1, ge=1, description="restarts for cosine_with_restarts")
+    lr_scheduler_power: float = Field(1.0, gt=0, description="power for the polynomial scheduler")
+    lr_scale: float = Field(1.0, gt=0, description="multiplies every learning rate during this phase")
+
+    @model_validator(mode="after")
+    def _length(self) -> SchedulePhase:
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("give a phase steps or epochs, not both")
+        return self
 
 
 class TrainSection(_Section):
@@ -311,6 +337,21 @@ class TrainSection(_Section):
     )
     min_timestep: int = Field(0, ge=0, le=1000, description="smallest noise timestep sampled")
     max_timestep: int = Field(1000, ge=1, le=1000, description="largest noise timestep sampled (exclusive)")
+    validate_every_n_steps: int | None = Field(
+        None, ge=1, description="validation loss every N steps (with dataset.validation_split)"
+    )
+    validate_every_n_epochs: int | None = Field(
+        None, ge=1, description="validation loss every N epochs (unset: every epoch, as kohya)"
+    )
+    max_validation_steps: int | None = Field(
+        None, ge=1, description="validation batches per validation (unset: the whole held-out split)"
+    )
+    phases: list[SchedulePhase] = Field(
+        default_factory=list,
+        description="multi-phase LR schedule, e.g. [{ lr_scheduler = \"linear\" }, { lr_scheduler = \"cosine\", "
+        "epochs = 2 }]: phases run one after the other (one without a length takes the rest of the run); "
+        "empty = one lr_scheduler for the whole run",
+    )
 
     @field_validator("text_encoder_lr")
     @classmethod
@@ -338,6 +379,11 @@ class TrainSection(_Section):
     def _timesteps(self) -> TrainSection:
         if self.min_timestep >= self.max_timestep:
             raise _problem("train.min_timestep", self.min_timestep, f"must be < max_timestep ({self.max_timestep})")
+        open_ended = [i for i, p in enumerate(self.phases) if p.steps is None and p.epochs is None]
+        if len(open_ended) > 1:
+            raise _problem("train.phases", [p.lr_scheduler for p in self.phases],
+                           "only one phase may leave its length out (it takes the rest of the run); give the "
+                           "others steps = N or epochs = N")
         return self
 
     @model_validator(mode="after")
@@ -381,15 +427,47 @@ class TrainSection(_Section):
                   batch_sizes: Mapping[Any, int] | None = None) -> StepMath:
         """How long this run is for a dataset's images x repeats per bucket, on ``num_processes`` processes:
         the curator's :func:`~curator.buckets.step_math` with this section's batch size (or one per count key
-        in ``batch_sizes``: a dataset TOML's own), accumulation and length (``max_epochs`` wins)."""
+        in ``batch_sizes``: a dataset TOML's own), accumulation and length (``max_epochs`` wins over
+        ``max_steps``; phases that all give a length set it themselves)."""
         from curator.buckets import step_math
 
+        if self.phases and all(p.steps is not None or p.epochs is not None for p in self.phases):
+            per_epoch = step_math(bucket_counts, self.batch_size, epochs=1,
+                                  gradient_accumulation=self.gradient_accumulation_steps,
+                                  num_processes=num_processes, batch_sizes=batch_sizes).steps_per_epoch
+            only_epochs = all(p.epochs is not None for p in self.phases)
+            total = sum(p.steps or (p.epochs or 0) * per_epoch for p in self.phases)
+            return step_math(
+                bucket_counts, self.batch_size,
+                epochs=sum(p.epochs or 0 for p in self.phases) if only_epochs else None,
+                max_steps=None if only_epochs else max(total, 1),
+                gradient_accumulation=self.gradient_accumulation_steps, num_processes=num_processes,
+                batch_sizes=batch_sizes,
+            )
         return step_math(
             bucket_counts, self.batch_size, epochs=self.max_epochs,
             max_steps=None if self.max_epochs else (self.max_steps or DEFAULT_MAX_STEPS),
             gradient_accumulation=self.gradient_accumulation_steps, num_processes=num_processes,
             batch_sizes=batch_sizes,
         )
+
+    def phase_spans(self, total_steps: int, steps_per_epoch: int) -> list[tuple[int, int, SchedulePhase]]:
+        """Each phase's ``(first step, end step, phase)`` (0-based, end exclusive) over a run of
+        ``total_steps``; the phase without a length takes what the others leave. Raises ``ValueError`` when
+        the phases do not fit the run."""
+        fixed = [p.steps or (p.epochs * steps_per_epoch if p.epochs else None) for p in self.phases]
+        rest = total_steps - sum(n for n in fixed if n is not None)
+        if None in fixed and rest < 1:
+            raise ValueError(f"train.phases: the phases with a length take {total_steps - rest} steps, the whole "
+                             f"run is {total_steps}; nothing is left for the open-ended phase")
+        spans, start = [], 0
+        for phase, n in zip(self.phases, fixed, strict=True):
+            length = rest if n is None else n
+            spans.append((start, start + length, phase))
+            start += length
+        if start != total_steps:
+            raise ValueError(f"train.phases: the phases add up to {start} steps but the run is {total_steps}")
+        return spans
 
 
 class OutputSection(_Section):

@@ -43,10 +43,10 @@ def _none_if_zero(value: object) -> object:
 
 
 def _sampler(value: object) -> object:
-    """kohya's sampler names (``k_euler_a`` = ``euler_a``) to kiln's; others pass through (and fail
-    validation with the list of kiln's samplers)."""
+    """kohya's sampler names as kiln's (train/prompts.py has each of kohya's; its ``k_`` spellings are the same
+    samplers, written without the prefix); an unknown one passes through and fails validation with the list."""
     name = str(value).lower()
-    return {"k_euler_a": "euler_a", "k_euler": "euler", "dpmsolver": "dpmsolver++"}.get(name, name)
+    return name.removeprefix("k_") if name.startswith("k_") else name
 
 
 def _compile(value: object) -> object:
@@ -91,7 +91,7 @@ KOHYA_OPTIONS: dict[str, KohyaOption] = {
     "max_data_loader_n_workers": KohyaOption("dataset", "num_workers"),
     "validation_split": KohyaOption("dataset", "validation_split"),
     "validation_seed": KohyaOption("dataset", "validation_seed"),
-    "masked_loss": KohyaOption("dataset", "masked_loss"),
+    "masked_loss": KohyaOption("train", "masked_loss"),
     "alpha_mask": KohyaOption("dataset", "alpha_mask"),
     # ---- network (network_module / network_args are contextual)
     "network_dim": KohyaOption("network", "dim"),
@@ -116,6 +116,7 @@ KOHYA_OPTIONS: dict[str, KohyaOption] = {
     "full_fp16": KohyaOption("train", "full_fp16"),
     "full_bf16": KohyaOption("train", "full_bf16"),
     "fp8_base": KohyaOption("train", "fp8_base"),
+    "fp8_base_unet": KohyaOption("train", "fp8_base_unet"),
     "gradient_checkpointing": KohyaOption("train", "gradient_checkpointing"),
     "max_grad_norm": KohyaOption("train", "max_grad_norm"),
     "clip_skip": KohyaOption("train", "clip_skip", lambda v: _none_if_zero(v) or 1),
@@ -269,7 +270,6 @@ KOHYA_UNSUPPORTED: dict[str, str] = {
     "lr_scheduler_timescale": "kiln has no inverse_sqrt schedule",
     "blocks_to_swap": "an SD3/FLUX option; kiln trains SD1.x, SD2.x and SDXL",
     "cpu_offload_checkpointing": "an SD3/FLUX option; kiln trains SD1.x, SD2.x and SDXL",
-    "fp8_base_unet": "a FLUX option; kiln trains SD1.x, SD2.x and SDXL",
     "fused_backward_pass": "an SD3/FLUX fine-tuning option",
     "logit_mean": "an SD3/FLUX timestep sampling option",
     "logit_std": "an SD3/FLUX timestep sampling option",

@@ -40,6 +40,7 @@ class TrainResult:
     step: int
     outputs: list[str] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
+    validation: list[tuple[int, float]] = field(default_factory=list)
     message: str = ""
 
 
@@ -56,6 +57,7 @@ def train(
     ``listeners`` get every event (the display). ``base``: already loaded components (e.g. random full-size
     weights in bench/) instead of loading ``cfg.model``. ``checked``: the caller ran the config stage of the
     pre-flight (``kiln train`` does, before it makes the run directory); the dataset stage always runs here."""
+    import torch
     from accelerate.utils import set_seed
 
     from train.caching import cache_latents, cache_text_outputs
@@ -70,6 +72,7 @@ def train(
     )
     from train.finetune.extract import extract_lora
     from train.finetune.model import FullModel
+    from train.image_losses import ImageLosses
     from train.loss import DiffusionLoss, add_noise, diffusion_target
     from train.meter import Throughput
     from train.models.loading import load_base_model, make_noise_scheduler
@@ -83,8 +86,9 @@ def train(
     from train.processes import allow_fp16_gradients, make_accelerator, mean_loss, poll_requests
     from train.sample import sample_prompts
     from train.saving import Sampler, Saver, SaveSchedule
-    from train.schedulers import create_scheduler, rebase_learning_rates
+    from train.schedulers import create_schedule, phase_at, rebase_learning_rates
     from train.staging import DeviceStaging, memory_mb
+    from train.validation import Validator, validation_captions, validation_timesteps
 
     # ---------------------------------------------------------------- 1. processes, devices, run directory
     t, d = cfg.train, cfg.dataset
@@ -124,7 +128,7 @@ def train(
                                should_stop=should_stop, batch_size=t.batch_size, masked_loss=t.masked_loss)
         if reason := should_stop():
             raise StoppedEarly(reason, "scanning the dataset", "the dataset index is complete")
-        items, dataset = data.items, data.dataset
+        items, val_items, dataset = data.items, data.held_out, data.dataset
         steps = data.step_math(t, num_processes=world)
         total_steps, epochs = steps.total_steps, steps.epochs
         if total_steps is None or epochs is None:
@@ -166,15 +170,16 @@ def train(
             # on disk: the main process encodes, the others then read its files
             first = accelerator.main_process_first() if folder is not None else contextlib.nullcontext()
             with staging.visit([base.vae]), first:
-                cache_latents(items, builder.latents, base.vae, vae_id=builder.vae_id, options=builder.options,
-                              batch_size=d.vae_batch_size, device=device, progress=phase, should_stop=should_stop)
+                cache_latents(items + val_items, builder.latents, base.vae, vae_id=builder.vae_id,
+                              options=builder.options, batch_size=d.vae_batch_size, device=device, progress=phase,
+                              should_stop=should_stop)
         if d.caches_text_encoder_outputs:
             folder = dataset.index.kiln_dir / "text" / text_encoder_identity(
                 base.text_encoders, d.max_token_length, t.clip_skip) if d.cache_text_encoder_outputs_to_disk else None
             first = accelerator.main_process_first() if folder is not None else contextlib.nullcontext()
             with staging.visit(base.text_encoders), first:
-                conditioning.cache = cache_text_outputs(items, builder.options, conditioning, progress=phase,
-                                                        folder=folder)
+                conditioning.cache = cache_text_outputs(items + val_items, builder.options, conditioning,
+                                                        progress=phase, folder=folder)
         # The training modules move in now; the peak so far (loading + caching) is reported apart from the
         # training peak (the step events' mem_mb).
         setup_mem_mb = staging.for_training(base)
@@ -204,13 +209,25 @@ def train(
         optimizer = create_optimizer(t.optimizer, param_groups, t.learning_rate, t.optimizer_args)
         if full is not None:
             full.attach(optimizer, t.max_grad_norm)  # bf16 updates, the step in backward
-        scheduler = create_scheduler(t.lr_scheduler, optimizer, total_steps=total_steps, lr_warmup=t.lr_warmup,
-                                     num_cycles=t.lr_scheduler_num_cycles, power=t.lr_scheduler_power,
-                                     min_lr_ratio=t.lr_scheduler_min_lr_ratio, lr_decay=t.lr_decay_steps)
+        try:
+            scheduler = create_schedule(t, optimizer, total_steps=total_steps, steps_per_epoch=steps.steps_per_epoch)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from None
         # DDP (several processes) wraps the denoiser and averages the network's gradients in backward.
-        model, optimizer = accelerator.prepare(Denoiser(network, base, conditioning, t.sdpa_backend), optimizer)
+        denoiser = Denoiser(network, base, conditioning, t.sdpa_backend)
+        model, optimizer = accelerator.prepare(denoiser, optimizer)
         if t.full_fp16:
             allow_fp16_gradients(accelerator)
+        # the held-out images, with the training's caption settings less their randomness (train/validation.py)
+        validator = Validator(
+            val_items, builder=BatchBuilder(items=val_items, captions=validation_captions(d.caption_settings()),
+                                            seed=d.validation_seed, latents=builder.latents, vae_id=builder.vae_id),
+            base=base, seed=d.validation_seed, timesteps=validation_timesteps(t.min_timestep, t.max_timestep),
+            batch_size=t.batch_size, max_batches=t.max_validation_steps, device=device, accelerator=accelerator,
+        ) if val_items else None
+        # per-image losses, normalised by the expected loss at each timestep (train/image_losses.py)
+        image_losses = ImageLosses([(i.path, i.caption, i.is_reg) for i in items],
+                                   num_timesteps=int(noise_scheduler.config["num_train_timesteps"])) if main else None
 
         # ------------------------------------------------------------ 6. resume
         progress = Progress(total_steps=total_steps, seed=t.seed)
@@ -228,13 +245,16 @@ def train(
             if changed:  # `kiln train --resume` allowed it with --force
                 run.emit("warning", message=f"resumed at step {progress.step} with changed learning rates: "
                          + "; ".join(changed))
+            if image_losses is not None:
+                image_losses.restore(run_path, up_to_step=progress.step)
         if reason := should_stop():  # asked to stop while loading or caching
             raise StoppedEarly(reason)
 
         run.emit("start", name=cfg.output.name, run_dir=str(run_path), total_steps=total_steps, epochs=epochs,
                  pid=os.getpid(), resumed_step=progress.step, images=len(items), batch_size=t.batch_size,
                  num_processes=world, steps_per_epoch=steps.steps_per_epoch, device=str(device),
-                 mixed_precision=mixed, setup_mem_mb=setup_mem_mb, config=cfg.summary(base.arch.value))
+                 mixed_precision=mixed, setup_mem_mb=setup_mem_mb, config=cfg.summary(base.arch.value),
+                 validation_images=validator.images if validator else 0)
         run.update_status(state="running", phase="training", step=progress.step, total_steps=total_steps,
                           epoch=progress.epoch, epochs=epochs)
 
@@ -254,6 +274,43 @@ def train(
                           optimizer=optimizer, prompts=prompts, clip_skip=t.clip_skip,
                           max_token_length=d.max_token_length)
         name = cfg.output.name
+        spans = t.phase_spans(total_steps, steps.steps_per_epoch) if t.phases else []
+
+        def announce_phase(step: int) -> int | None:
+            """A ``schedule`` event when optimizer step ``step`` (0-based) opens a phase of the schedule."""
+            index = phase_at(t, step, total_steps, steps.steps_per_epoch)
+            if index is not None:
+                start, end, ph = spans[index]
+                run.emit("schedule", phase=index + 1, phases=len(spans), lr_scheduler=ph.lr_scheduler,
+                         first_step=start + 1, last_step=end, lr_scale=ph.lr_scale)
+            return index
+
+        current_phase = announce_phase(progress.step) if spans and progress.step < total_steps else None
+        last_validated = -1
+
+        def validate() -> None:
+            """A ``validation`` event with the loss of the held-out images (every process takes part)."""
+            nonlocal last_validated
+            if validator is None or last_validated == progress.step:
+                return
+            val = validator.run(denoiser)
+            last_validated = progress.step
+            result.validation.append((progress.step, val.loss))
+            run.emit("validation", step=progress.step, epoch=progress.epoch, loss=val.loss, images=val.images,
+                     timesteps=val.timesteps, per_timestep=val.per_timestep)
+
+        def record_image_losses() -> None:
+            """The step's per-sample losses into the per-image record (gathered from every process)."""
+            if not sample_records:
+                return
+            stacked = torch.cat(sample_records)
+            sample_records.clear()
+            if world > 1:
+                stacked = accelerator.gather(stacked)
+            if image_losses is not None:
+                image_losses.add_step(progress.step, [(int(i), int(ts), float(v)) for i, ts, v in stacked.tolist()])
+
+        sample_records: list[torch.Tensor] = []
         meter = Throughput()
         batch_losses: list[torch.Tensor] = []
         stopping: str | None = None
@@ -277,7 +334,8 @@ def train(
                     pred = model(noisy, drawn.timesteps, batch)
                     target = diffusion_target(noise_scheduler, latents, drawn.noise, drawn.timesteps,
                                               v_prediction=base.v_prediction)
-                    loss = loss_fn(pred, target, drawn.timesteps, batch["loss_weights"], batch.get("masks"))
+                    per_sample = loss_fn.unweighted(pred, target, drawn.timesteps, batch.get("masks"))
+                    loss = loss_fn.weighted(per_sample, drawn.timesteps, batch["loss_weights"]).mean()
                     if not finite_everywhere(accelerator, loss):  # agreed by every process
                         window_bad, bad_value = True, float(loss.detach().float().item())
 
@@ -288,11 +346,15 @@ def train(
                 progress.batch_in_epoch += 1
                 if not window_bad:
                     batch_losses.append(loss.detach())
+                    sample_records.append(torch.stack([
+                        torch.tensor(batch["items"], dtype=torch.float64, device=per_sample.device),
+                        drawn.timesteps.to(torch.float64), per_sample.detach().to(torch.float64)], dim=1))
                 if not accelerator.sync_gradients:
                     continue
                 if window_bad:  # a NaN/inf loss: no update from this step (the network keeps its good weights)
                     optimizer.zero_grad(set_to_none=True)
                     batch_losses.clear()
+                    sample_records.clear()  # the window's per-image losses are not recorded either
                     bad_steps, window_bad = bad_steps + 1, False
                     if bad_steps > t.max_bad_steps:
                         raise non_finite_stop(bad_value, progress.step + 1, bad_steps, t.max_bad_steps)
@@ -313,14 +375,20 @@ def train(
                 batch_losses.clear()
                 progress.add_step_loss(step_loss)
                 result.losses.append(step_loss)
+                record_image_losses()
+                if spans and progress.step < total_steps \
+                        and phase_at(t, progress.step, total_steps, steps.steps_per_epoch) != current_phase:
+                    current_phase = announce_phase(progress.step)
                 it_s = meter.tick()
                 run.emit("step", step=progress.step, total_steps=total_steps, epoch=epoch, loss=step_loss,
                          avg_loss=progress.epoch_avg_loss, lr=current_lrs(optimizer), it_s=round(it_s, 4),
                          eta_s=meter.eta_s(total_steps - progress.step), mem_mb=memory_mb(device))
                 run.update_status(step=progress.step, epoch=epoch, loss=step_loss)
 
-                # ---- saves, samples, stop and save requests
+                # ---- validation, saves, samples, stop and save requests
                 last = progress.step >= total_steps
+                if t.validate_every_n_steps and progress.step % t.validate_every_n_steps == 0:
+                    validate()
                 if schedule.save_at_step(progress.step, last=last):
                     saver.save("step", with_state=cfg.output.save_state)
                 if schedule.sample_at_step(progress.step):
@@ -334,6 +402,10 @@ def train(
             # ---- end of epoch (a completed plan)
             if progress.batch_in_epoch >= len(plan):
                 run.emit("epoch", epoch=epoch, step=progress.step, avg_loss=progress.epoch_avg_loss)
+                if epoch % (t.validate_every_n_epochs or 1) == 0:  # kohya: every epoch unless told otherwise
+                    validate()
+                if image_losses is not None:
+                    image_losses.write(run_path)
                 if progress.step < total_steps:
                     if schedule.save_at_epoch(epoch):
                         saver.save("epoch", with_state=cfg.output.save_state)
@@ -344,6 +416,10 @@ def train(
                         stopping, _ = poll_requests(run, stop, accelerator)
 
         # ------------------------------------------------------------ 8. finish: final LoRA (+ state if stopped)
+        if validator is not None and last_validated != progress.step:
+            validate()  # the loss of what is saved now
+        if image_losses is not None:
+            image_losses.write(run_path)
         if stopping and progress.step < total_steps:
             saver.save("step", with_state=True)
             result.reason = "stopped"

@@ -106,6 +106,20 @@ def v_like_noise_scale(snr: torch.Tensor, timesteps: torch.Tensor) -> torch.Tens
     return s / (s + 1)
 
 
+def sample_losses(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Each sample's plain l2 loss (the mean over its elements, no weighting): the validation loss, comparable
+    between runs whatever their loss options."""
+    return elementwise_loss(pred, target, "l2", None).mean(dim=list(range(1, pred.ndim)))
+
+
+def fixed_noise(latent_shape: tuple[int, ...], seeds: list[int], device: torch.device | str) -> torch.Tensor:
+    """Plain Gaussian noise, each sample from its own seed (no offset): the validation loss's noise."""
+    import torch
+
+    return torch.stack([torch.randn(latent_shape, generator=torch.Generator().manual_seed(s))
+                        for s in seeds]).to(device)
+
+
 def debiased_weight(snr: torch.Tensor, timesteps: torch.Tensor, v_prediction: bool) -> torch.Tensor:
     """kohya ``apply_debiased_estimation``: 1 / sqrt(SNR), or 1 / (SNR + 1) for v-prediction (SNR capped at 1000)."""
     import torch
@@ -162,8 +176,10 @@ class DiffusionLoss:
                    # zero terminal SNR ends at SNR 0: kept just above it, Min-SNR's weight there is its limit, 1
                    snr=(alphas_cumprod / (1.0 - alphas_cumprod)).clamp(min=1e-10))
 
-    def per_sample(self, pred: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor,
-                   loss_weights: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+    def unweighted(self, pred: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor,
+                   masks: torch.Tensor | None = None) -> torch.Tensor:
+        """Each sample's loss (B,) before any weighting: the loss type (with the Huber parameter of its
+        timestep) and the mask, averaged over the sample. Per-image rankings look at this."""
         c = None
         if self.loss_type in ("huber", "smooth_l1"):
             c = huber_c_for(timesteps, schedule=self.huber_schedule, huber_c=self.huber_c,
@@ -171,7 +187,12 @@ class DiffusionLoss:
         loss = elementwise_loss(pred, target, self.loss_type, c)
         if masks is not None:
             loss = masked(loss, masks)
-        loss = loss.mean(dim=list(range(1, loss.ndim))) * loss_weights.to(loss.device)
+        return loss.mean(dim=list(range(1, loss.ndim)))
+
+    def weighted(self, unweighted: torch.Tensor, timesteps: torch.Tensor, loss_weights: torch.Tensor) -> torch.Tensor:
+        """:meth:`unweighted` losses times each sample's weight and the timestep weightings (Min-SNR,
+        v-prediction scaling, debiased estimation): what the training step averages."""
+        loss = unweighted * loss_weights.to(unweighted.device)
         steps = timesteps.cpu()
         if self.min_snr_gamma:
             loss = loss * min_snr_weight(self.snr, steps, self.min_snr_gamma, self.v_prediction).to(loss.device)
@@ -182,6 +203,10 @@ class DiffusionLoss:
         if self.debiased_estimation:
             loss = loss * debiased_weight(self.snr, steps, self.v_prediction).to(loss.device)
         return loss
+
+    def per_sample(self, pred: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor,
+                   loss_weights: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+        return self.weighted(self.unweighted(pred, target, timesteps, masks), timesteps, loss_weights)
 
     def __call__(self, pred: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor,
                  loss_weights: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:

@@ -35,7 +35,8 @@ SAVE_REQUEST = "save.request"
 PID_FILE = "trainer.pid"
 FORMAT_VERSION = 1
 
-EVENT_TYPES = ("start", "phase", "step", "epoch", "save", "sample", "warning", "error", "end")
+EVENT_TYPES = ("start", "phase", "schedule", "step", "validation", "epoch", "save", "sample", "warning", "error",
+               "end")
 STATES = ("starting", "running", "finished", "failed", "stopped")
 
 

@@ -4,11 +4,14 @@ kohya's classic names, transformers' for ``cosine_with_min_lr`` and ``warmup_sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torch.optim import Optimizer
     from torch.optim.lr_scheduler import LRScheduler
+
+    from train.config import TrainSection
 
 
 def warmup_steps(lr_warmup: float, total_steps: int) -> int:
@@ -77,3 +80,57 @@ def create_scheduler(name: str, optimizer: Optimizer, *, total_steps: int, lr_wa
     if name == "constant":
         kwargs = {}
     return get_scheduler(name, optimizer, **kwargs)
+
+
+LrLambda = Callable[[int], float]
+
+
+def create_schedule(t: TrainSection, optimizer: Optimizer, *, total_steps: int, steps_per_epoch: int) -> LRScheduler:
+    """The run's LR schedule: ``[train] lr_scheduler`` over the whole run, or the ``[[train.phases]]`` one after
+    the other (each restarting its own scheduler and warmup at its first step, times its ``lr_scale``).
+
+    A phased schedule is one ``LambdaLR`` whose factor is a pure function of the step, so its state is just
+    the step count and a resume lands on the same learning rate at, before or after a phase boundary."""
+    if not t.phases:
+        return create_scheduler(t.lr_scheduler, optimizer, total_steps=total_steps, lr_warmup=t.lr_warmup,
+                                num_cycles=t.lr_scheduler_num_cycles, power=t.lr_scheduler_power,
+                                min_lr_ratio=t.lr_scheduler_min_lr_ratio, lr_decay=t.lr_decay_steps)
+    from torch.optim.lr_scheduler import LambdaLR
+
+    spans = t.phase_spans(total_steps, steps_per_epoch)
+    initial = [group["lr"] for group in optimizer.param_groups]
+    pieces: list[tuple[int, int, float, list[LrLambda]]] = []
+    for start, end, phase in spans:
+        # Each phase's factors come from the scheduler kiln would build for a run of the phase's length.
+        one = create_scheduler(phase.lr_scheduler, optimizer, total_steps=end - start, lr_warmup=phase.lr_warmup,
+                               num_cycles=phase.lr_scheduler_num_cycles, power=phase.lr_scheduler_power,
+                               min_lr_ratio=t.lr_scheduler_min_lr_ratio, lr_decay=t.lr_decay_steps)
+        lambdas = getattr(one, "lr_lambdas", None)
+        if lambdas is None:
+            raise ValueError(f"train.phases: {phase.lr_scheduler} is not a step-factor schedule; it cannot be a phase")
+        pieces.append((start, end, phase.lr_scale, list(lambdas)))
+        for group, lr in zip(optimizer.param_groups, initial, strict=True):
+            group["lr"] = lr  # building a scheduler moves the rate to its step 0: undo
+    for group in optimizer.param_groups:
+        group.pop("initial_lr", None)
+
+    def factor(index: int) -> LrLambda:
+        def at(step: int) -> float:
+            for start, end, scale, lambdas in pieces:
+                if step < end or end == pieces[-1][1]:
+                    return scale * float(lambdas[index](max(step, start) - start))
+            return 0.0
+
+        return at
+
+    return LambdaLR(optimizer, [factor(i) for i in range(len(optimizer.param_groups))])
+
+
+def phase_at(t: TrainSection, step: int, total_steps: int, steps_per_epoch: int) -> int | None:
+    """The index of the phase that optimizer step ``step`` (0-based) belongs to (None without phases)."""
+    if not t.phases:
+        return None
+    for index, (start, end, _) in enumerate(t.phase_spans(total_steps, steps_per_epoch)):
+        if start <= step < end:
+            return index
+    return len(t.phases) - 1

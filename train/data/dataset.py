@@ -76,6 +76,8 @@ class TrainData:
     subset_images: dict[int, list[str]] = field(default_factory=dict)
     """Per subset, one text per usable image (reg images kohya leaves unused too): its raw caption, or a
     metadata_file subset's tags: what kohya's ss_tag_frequency counts, and its img_count."""
+    held_out: list[TrainItem] = field(default_factory=list)
+    """The images ``dataset.validation_split`` holds out (not in ``items``), for the validation loss."""
 
     def batch_sizes(self) -> dict[int, int]:
         """Batch size (per process) of each ``[[datasets]]`` block."""
@@ -227,7 +229,33 @@ def build_items(
             f"({len(records)} found, {len(records) - len(readable) + len(unusable)} skipped); "
             "check the folder layout (<repeats>_<name>/ for kohya) and `kiln check`"
         )
-    return TrainData(items=items, dataset=dataset, run=run, subset_images=counted)
+    training, held_out = split_validation(items, cfg.validation_split, cfg.validation_seed)
+    return TrainData(items=training, dataset=dataset, run=run, subset_images=counted, held_out=held_out)
+
+
+def split_validation(items: list[TrainItem], fraction: float, seed: int) -> tuple[list[TrainItem], list[TrainItem]]:
+    """Hold out ``fraction`` of each folder's training images (kohya's ``split_train_val``: shuffle with the
+    seed, the last ``round(n x fraction)`` are held out), at least one image staying in training per folder.
+    Regularization images always train. Both lists are re-indexed from 0. The split depends only on the
+    images, the fraction and the seed, so runs with other settings hold out the same images."""
+    from dataclasses import replace
+
+    if fraction <= 0:
+        return items, []
+    by_folder: dict[str, list[TrainItem]] = {}
+    for item in items:
+        if not item.is_reg:
+            by_folder.setdefault(str(Path(item.path).parent), []).append(item)
+    held: set[int] = set()
+    for folder, members in sorted(by_folder.items()):
+        order = sorted(members, key=lambda i: i.path)
+        folder_key = int.from_bytes(hashlib.blake2b(folder.encode(), digest_size=8).digest(), "little")
+        random.Random(mix_seed(seed, folder_key)).shuffle(order)
+        count = min(round(len(order) * fraction), len(order) - 1)
+        held.update(i.index for i in order[len(order) - count:] if count > 0)
+    train = [replace(i, index=n) for n, i in enumerate(i for i in items if i.index not in held)]
+    val = [replace(i, index=n) for n, i in enumerate(i for i in items if i.index in held)]
+    return train, val
 
 
 def _caption(record: ImageRecord, sub: SubsetSpec, warn: Callable[[str, str | None], object]) -> str:

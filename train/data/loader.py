@@ -35,11 +35,12 @@ if TYPE_CHECKING:
 class Batch(TypedDict):
     """One process's share of a planned batch, as tensors. ``latents`` when latents are cached, else ``pixels``
     (B, 3, H, W) in [-1, 1]; SDXL size conditioning as (height, width) / (top, left) rows; ``masks`` (B, H, W)
-    in [0, 1] when a subset trains with loss masks."""
+    in [0, 1] when a subset trains with loss masks; ``items``: each sample's index into the items list."""
 
     captions: list[str]
     loss_weights: torch.Tensor
     seeds: list[int]
+    items: list[int]
     original_sizes: torch.Tensor
     crop_top_lefts: torch.Tensor
     target_sizes: torch.Tensor
@@ -165,6 +166,7 @@ class BatchBuilder:
             "captions": captions,
             "loss_weights": torch.tensor(weights, dtype=torch.float32),
             "seeds": seeds,
+            "items": [sample.item for sample in samples],
             "original_sizes": torch.tensor(original, dtype=torch.float32),
             "crop_top_lefts": torch.tensor(crops, dtype=torch.float32),
             "target_sizes": torch.tensor(targets, dtype=torch.float32),

@@ -6,8 +6,9 @@ in this package's modules, one small function each, registered with :func:`~trai
 precision, full fp16/bf16, fp8 base weights, attention backend, processes), ``model.py`` (base model, VAE,
 init_from, resolution, loss options and zero-terminal SNR for the prediction type, block dims and text
 encoder rates for the architecture), ``storage.py`` (output folder, free disk), ``data.py`` (dataset folder,
-batch size vs buckets, loss masks), ``sampling.py`` (sample prompts). A new option's check is one more
-function in the module of its concern (or a new module listed in :data:`CHECK_MODULES`).
+batch size vs buckets, validation split, loss masks), ``schedule.py`` (LR phases), ``sampling.py`` (sample
+prompts). A new option's check is one more function in the module of its concern (or a new module listed in
+:data:`CHECK_MODULES`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from train.preflight.core import (
     warning,
 )
 
-CHECK_MODULES = ("optimizer", "device", "model", "storage", "data", "sampling")
+CHECK_MODULES = ("optimizer", "device", "model", "storage", "data", "schedule", "sampling")
 
 __all__ = ["CHECKS", "CHECK_MODULES", "Check", "Context", "DeviceFacts", "Finding", "PreflightError", "Report",
            "check", "error", "full_preflight", "load_checks", "run_preflight", "warning"]

@@ -80,7 +80,7 @@ class DeviceFacts:
 
 @dataclass
 class Context:
-    """What the checks read. ``data`` (items, curator dataset, the TOML's datasets and subsets) is set at the
+    """What the checks read. ``data`` (items, held-out items, curator dataset, the TOML's datasets and subsets) is set at the
     ``dataset`` stage; ``device`` is probed
     on first use unless given (tests give one to stand for another machine)."""
 
@@ -95,6 +95,11 @@ class Context:
     def items(self) -> list[TrainItem] | None:
         """The scanned items (None before the dataset stage)."""
         return None if self.data is None else self.data.items
+
+    @property
+    def held_out(self) -> list[TrainItem] | None:
+        """The images ``dataset.validation_split`` holds out (None before the dataset stage)."""
+        return None if self.data is None else self.data.held_out
 
     @property
     def dataset(self) -> Dataset | None:

@@ -72,6 +72,25 @@ def _batch_findings(ctx: Context, counts: dict[tuple[int, int], int], size: int,
                       "mixes buckets); with several processes kiln fills them by repeating the bucket's samples")
 
 
+@check("validation split", stage="dataset")
+def validation_split(ctx: Context) -> Iterator[Finding]:
+    """The held-out split holds images: a warning when ``validation_split`` holds out none (every folder
+    too small), or when a validation interval is set without a split."""
+    d, t = ctx.cfg.dataset, ctx.cfg.train
+    interval = "train.validate_every_n_steps" if t.validate_every_n_steps else (
+        "train.validate_every_n_epochs" if t.validate_every_n_epochs else None)
+    if d.validation_split <= 0:
+        if interval:
+            yield warning(interval, "is set but dataset.validation_split is 0: no images are held out, so no "
+                          "validation loss is computed", fix="--set dataset.validation_split=0.1")
+        return
+    if ctx.held_out is not None and not ctx.held_out:
+        yield warning("dataset.validation_split",
+                      f"{d.validation_split:g} of each folder rounds to no image (a folder keeps at least one "
+                      "image for training): no validation loss is computed",
+                      fix=f"--set dataset.validation_split={min(0.5, max(0.2, d.validation_split * 2)):g}")
+
+
 @check("loss masks", stage="dataset")
 def loss_masks(ctx: Context) -> Iterator[Finding]:
     """Subsets trained with a loss mask (``masked_loss``, a subset's ``alpha_mask`` or ``conditioning_data_dir``)
@@ -86,7 +105,7 @@ def loss_masks(ctx: Context) -> Iterator[Finding]:
     for spec in ctx.data.run.subsets:
         if not spec.masks:
             continue
-        items = {i.path: i for i in ctx.data.items if i.subset == spec.index}
+        items = {i.path: i for i in ctx.data.items + ctx.data.held_out if i.subset == spec.index}
         if not items:
             continue
         name = spec.subset.image_dir.name

@@ -1,7 +1,7 @@
 """A loss chart in text: braille dots (2x4 per cell), a y axis with values and an x axis with steps.
 
-``loss_chart(steps, losses, width, height)`` returns a ``rich.text.Text`` (raw loss dim, smoothed bright), used
-by the live display and the TUI alike.
+``loss_chart(steps, losses, width, height)`` returns a ``rich.text.Text`` (raw loss dim, smoothed bright, the
+validation loss, when given, in its own colour), used by the live display and the TUI alike.
 """
 
 from __future__ import annotations
@@ -34,9 +34,11 @@ def _fmt_step(v: int) -> str:
 def loss_chart(
     steps: list[int], losses: list[float], width: int, height: int, *, smoothed: bool = True,
     raw_style: str = "grey50", smooth_style: str = "bold cyan", axis_style: str = "grey62",
-    total_steps: int | None = None,
+    total_steps: int | None = None, val_steps: list[int] | None = None, val_losses: list[float] | None = None,
+    val_style: str = "bold magenta",
 ) -> Text:
-    """The chart in ``width`` x ``height`` cells (axes included). Few points or a tiny area give a note."""
+    """The chart in ``width`` x ``height`` cells (axes included). Few points or a tiny area give a note.
+    ``val_steps`` / ``val_losses``: the validation loss, drawn over the training loss on the same axes."""
     points = [(s, v) for s, v in zip(steps, losses, strict=False) if v is not None and math.isfinite(v)]
     label_w = 7
     plot_w, plot_h = width - label_w - 1, height - 1
@@ -48,7 +50,9 @@ def loss_chart(
     xs = [s for s, _ in points]
     ys = [v for _, v in points]
     sm = smooth(ys, smoothing_weight(len(ys))) if smoothed else []
-    lo, hi = min(ys), max(ys)
+    val = [(s, v) for s, v in zip(val_steps or [], val_losses or [], strict=False)
+           if v is not None and math.isfinite(v)]
+    lo, hi = min(ys + [v for _, v in val]), max(ys + [v for _, v in val])
     if hi - lo < 1e-12:
         lo, hi = lo - 0.5 * (abs(lo) or 1) * 0.01, hi + 0.5 * (abs(hi) or 1) * 0.01
     x0 = xs[0]
@@ -59,8 +63,9 @@ def loss_chart(
 
     raw_cells = [[0] * plot_w for _ in range(plot_h)]
     smooth_cells = [[0] * plot_w for _ in range(plot_h)]
+    val_cells = [[0] * plot_w for _ in range(plot_h)]
 
-    def plot(cells: list[list[int]], series: list[float]) -> None:
+    def plot(cells: list[list[int]], series: list[float], xs: list[int] = xs) -> None:
         # Per dot column the min..max of its points; consecutive columns joined by straight segments.
         cols: dict[int, list[int]] = {}
         sx, sy, last_c, last_r = (dot_w - 1) / (x1 - x0), (dot_h - 1) / (hi - lo), dot_w - 1, dot_h - 1
@@ -99,6 +104,8 @@ def loss_chart(
     plot(raw_cells, ys)
     if smoothed:
         plot(smooth_cells, sm)
+    if val:
+        plot(val_cells, [v for _, v in val], [s for s, _ in val])
     text = Text(no_wrap=True, overflow="crop")
     for row in range(plot_h):
         if row == 0:
@@ -111,8 +118,10 @@ def loss_chart(
             label = ""
         text.append(label.rjust(label_w)[:label_w] + "┤" if label else " " * label_w + "│", style=axis_style)
         for col in range(plot_w):
-            s_bits, r_bits = smooth_cells[row][col], raw_cells[row][col]
-            if s_bits:
+            s_bits, r_bits, v_bits = smooth_cells[row][col], raw_cells[row][col], val_cells[row][col]
+            if v_bits:
+                text.append(chr(_BRAILLE | v_bits), style=val_style)
+            elif s_bits:
                 text.append(chr(_BRAILLE | s_bits | r_bits), style=smooth_style)
             elif r_bits:
                 text.append(chr(_BRAILLE | r_bits), style=raw_style)

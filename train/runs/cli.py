@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
+    from train.image_losses import RankedImage
     from train.rundir import Event
     from train.runs.state import RunInfo
 
@@ -30,6 +31,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="a run directory or a folder of runs (default: ./runs and the known runs)")
     p.add_argument("--json", action="store_true", help="print JSON: [{name, dir, state, step, total_steps, loss, "
                                                         "outputs, ...}]")
+    ranking = p.add_mutually_exclusive_group()
+    ranking.add_argument("--hardest", type=int, nargs="?", const=20, metavar="N",
+                         help="for one RUN: the N images the model fits worst (loss x typical at their timesteps), "
+                              "with their captions; mislabelled, broken or odd-one-out images come first (default N: 20)")
+    ranking.add_argument("--easiest", type=int, nargs="?", const=20, metavar="N",
+                         help="for one RUN: the N images the model fits best (default N: 20)")
     p.set_defaults(func=_runs)
 
     p = subparsers.add_parser(
@@ -91,6 +98,8 @@ def _runs(args: argparse.Namespace) -> int:
 
     from train.runs.discover import find_runs, registered_runs, remember_run
 
+    if args.hardest is not None or args.easiest is not None:
+        return _ranking(args)
     for d in args.dirs:
         if not d.exists():
             return _err("runs", f"{d}: no such folder")
@@ -116,6 +125,63 @@ def _runs(args: argparse.Namespace) -> int:
         if run.state == "dead":
             print_dead(console, run)
     return 0
+
+
+def _ranking(args: argparse.Namespace) -> int:
+    """``kiln runs RUN --hardest / --easiest``: the per-image ranking of train/image_losses.py."""
+    import json
+
+    from train.image_losses import IMAGE_LOSSES, rank_images, read_image_losses, run_dataset_root
+
+    if len(args.dirs) != 1:
+        return _err("runs", "--hardest / --easiest take one RUN (a run directory or a run name)")
+    run_dir = _resolve("runs", str(args.dirs[0]))
+    if run_dir is None:
+        return 1
+    data = read_image_losses(run_dir)
+    if data is None:
+        return _err("runs", f"{run_dir}: no {IMAGE_LOSSES} yet; the trainer writes it at each epoch end and when "
+                            "the run ends")
+    count = args.hardest if args.hardest is not None else args.easiest
+    if count < 1:
+        return _err("runs", f"--{'hardest' if args.hardest is not None else 'easiest'}: {count} is not allowed: "
+                            "must be >= 1")
+    ranked = rank_images(data, easiest=args.easiest is not None)
+    root = run_dataset_root(run_dir)
+    if args.json:
+        json.dump([{"rank": r.rank, "score": round(r.score, 4), "draws": r.draws, "path": r.path,
+                    "abs_path": str(root / r.path) if root else None, "caption": r.caption} for r in ranked[:count]],
+                  sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 0
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    console.print(ranking_table(ranked[:count], step=int(data.get("step", 0)), root=root,
+                                hardest=args.hardest is not None, total=len(ranked)))
+    return 0
+
+
+def ranking_table(ranked: list[RankedImage], *, step: int, root: Path | None, hardest: bool, total: int) -> Table:
+    """The ``--hardest`` / ``--easiest`` table (file-derived text shown as data, never markup)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from curator.textsafe import printable
+
+    title = (f"{'hardest' if hardest else 'easiest'} {len(ranked)} of {total} images at step {step}"
+             + (f" — {printable(str(root))}" if root else ""))
+    table = Table(box=None, header_style="bold", pad_edge=False, title=Text(title), title_justify="left")
+    for col in ("RANK", "LOSS", "DRAWS", "IMAGE", "CAPTION"):
+        table.add_column(col, no_wrap=col not in ("CAPTION",), overflow="fold" if col == "CAPTION" else "ellipsis",
+                         justify="right" if col in ("RANK", "LOSS", "DRAWS") else "left")
+    for row in ranked:
+        caption = printable(row.caption)
+        table.add_row(str(row.rank), Text(f"x{row.score:.2f}", style="bold red" if row.score >= 1.25 and hardest
+                                          else ""),
+                      str(row.draws), Text(printable(row.path)),
+                      Text(caption if len(caption) <= 120 else caption[:117] + "..."))
+    return table
 
 
 def runs_table(runs: list[RunInfo]) -> Table:

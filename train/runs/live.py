@@ -61,10 +61,14 @@ def render_run(tracker: RunTracker, *, width: int = 100, state: str | None = Non
                   "elapsed", fmt_duration(elapsed), "memory", fmt_mem(tracker.mem_mb))
     stats.add_row("loss", fmt_loss(tracker.loss), "avg (epoch)", fmt_loss(tracker.avg_loss),
                   "LR", fmt_lr(tracker.lr), "device", printable(tracker.device) or "—")
+    if tracker.val_losses:
+        stats.add_row("val", fmt_loss(tracker.val_loss), "at step", str(tracker.val_steps[-1]),
+                      "best val", fmt_loss(min(tracker.val_losses)), "", "")
 
     parts: list[RenderableType] = [title, bar_row, stats]
     chart_w = max(20, width - 4)
-    parts.append(loss_chart(tracker.steps, tracker.losses, chart_w, chart_height, total_steps=total))
+    parts.append(loss_chart(tracker.steps, tracker.losses, chart_w, chart_height, total_steps=total,
+                            val_steps=tracker.val_steps, val_losses=tracker.val_losses))
     files = Table.grid(padding=(0, 1))
     files.add_column(style="grey62", no_wrap=True)
     files.add_column(overflow="fold")

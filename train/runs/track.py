@@ -54,6 +54,8 @@ class RunTracker:
     last_t: float | None = None  # time of the newest event
     steps: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
+    val_steps: list[int] = field(default_factory=list)  # validation loss points (validation events)
+    val_losses: list[float] = field(default_factory=list)
     saves: list[str] = field(default_factory=list)
     samples: list[str] = field(default_factory=list)
     warnings: int = 0
@@ -113,6 +115,8 @@ class RunTracker:
         # Steps after the resumed one were lost (the run died or stopped before saving them): drop them.
         keep = next((i for i, s in enumerate(self.steps) if s > self.resumed_step), len(self.steps))
         del self.steps[keep:], self.losses[keep:]
+        keep = next((i for i, s in enumerate(self.val_steps) if s > self.resumed_step), len(self.val_steps))
+        del self.val_steps[keep:], self.val_losses[keep:]
         self.it_s = self.eta_s = None
 
     def _on_step(self, e: Event) -> None:
@@ -134,6 +138,20 @@ class RunTracker:
             if len(self.steps) > MAX_POINTS:
                 self.steps[:] = self.steps[::2]
                 self.losses[:] = self.losses[::2]
+
+    def _on_validation(self, e: Event) -> None:
+        step, loss = int(e["step"]), _num(e.get("loss"))
+        if loss is None:
+            return
+        keep = next((i for i, s in enumerate(self.val_steps) if s >= step), len(self.val_steps))
+        del self.val_steps[keep:], self.val_losses[keep:]
+        self.val_steps.append(step)
+        self.val_losses.append(loss)
+
+    @property
+    def val_loss(self) -> float | None:
+        """The latest validation loss (None without a validation split)."""
+        return self.val_losses[-1] if self.val_losses else None
 
     def _on_epoch(self, e: Event) -> None:
         self.epoch = int(e.get("epoch", self.epoch))
@@ -168,6 +186,7 @@ class RunTracker:
 
         dup = copy.copy(self)
         dup.lr, dup.steps, dup.losses = list(self.lr), list(self.steps), list(self.losses)
+        dup.val_steps, dup.val_losses = list(self.val_steps), list(self.val_losses)
         dup.saves, dup.samples, dup.config = list(self.saves), list(self.samples), dict(self.config)
         dup.outputs = list(self.outputs)
         dup.log = deque(self.log, maxlen=LOG_LINES)
@@ -280,11 +299,18 @@ def describe_event(event: Event, *, names_only: bool = False) -> str | None:
         if kind == "phase":
             done, total = event.get("done"), event.get("total")
             return f"{event['phase']}" + (f" {done}/{total}" if total else "")
+        if kind == "schedule":
+            scale = f" x{event['lr_scale']:g}" if event.get("lr_scale", 1) != 1 else ""
+            return (f"schedule phase {event['phase']}/{event['phases']}: {event['lr_scheduler']}{scale}, steps "
+                    f"{event['first_step']}-{event['last_step']}")
         if kind == "step":
             lr = ", ".join(f"{v:.2e}" for v in event.get("lr", []))
             return (f"step {event['step']}/{event.get('total_steps', '?')} epoch {event['epoch']} "
                     f"loss {event['loss']:.4f} avg {event['avg_loss']:.4f} lr {lr} {event['it_s']:.2f} it/s "
                     f"eta {fmt_duration(event.get('eta_s'))}")
+        if kind == "validation":
+            return (f"validation loss {event['loss']:.4f} at step {event['step']} ({event.get('images', '?')} "
+                    "held-out images)")
         if kind == "epoch":
             return f"epoch {event['epoch']} done (avg loss {event.get('avg_loss', float('nan')):.4f})"
         if kind == "save":

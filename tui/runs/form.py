@@ -24,6 +24,9 @@ from tui.bindings import bindings
 from tui.runs.keys import NEW_RUN
 
 NO_PRESET = "(none)"
+NO_DIFFICULTY = "(not a character)"
+DIFFICULTIES = ((NO_DIFFICULTY, NO_DIFFICULTY),) + tuple(
+    (f"{letter}{half}", f"{letter}{half}") for letter in "ABCDEFGHI" for half in ("", "+") if letter != "I" or not half)
 LENGTH_KINDS = (("epochs", "epochs"), ("steps", "steps"))
 
 
@@ -136,6 +139,8 @@ class NewRunScreen(ModalScreen):
     NewRunScreen #length { width: 30; }
     NewRunScreen #newrun-math { height: auto; padding: 0 1; border-top: solid $panel; }
     NewRunScreen #newrun-general { height: auto; color: $error; padding: 0 1; }
+    NewRunScreen #newrun-why { height: auto; max-height: 6; padding: 0 1; color: $text-muted; }
+    NewRunScreen #newrun-estimate { height: auto; max-height: 12; padding: 0 1; }
     NewRunScreen #newrun-checks { height: auto; max-height: 8; padding: 0 1; }
     NewRunScreen #newrun-buttons { height: 3; align-horizontal: right; }
     NewRunScreen Button { margin-left: 1; }
@@ -167,13 +172,18 @@ class NewRunScreen(ModalScreen):
 
         presets = [(NO_PRESET, NO_PRESET)] + [(p, p) for p in _presets()]
         with Vertical(id="newrun"):
-            yield Static(Text("New training run  (ctrl+l launch · esc cancel) — runs in the background"),
-                         id="newrun-title")
+            yield Static(Text("New training run  (ctrl+o estimate · ctrl+l launch · esc cancel) — runs in the "
+                              "background"), id="newrun-title")
             with VerticalScroll(id="newrun-fields"):
                 with Horizontal(classes="row"):
                     yield Label("preset")
                     yield Select(presets, value=NO_PRESET, allow_blank=False, id="preset")
                     yield Static("", classes="help", id="preset-help")
+                with Horizontal(classes="row"):
+                    yield Label("difficulty")
+                    yield Select(DIFFICULTIES, value=NO_DIFFICULTY, allow_blank=False, id="difficulty")
+                    yield Static(Text("a character's category A-I (the seed's table): rank, alpha, steps, type"),
+                                 classes="help", id="difficulty-help")
                 for f in FIELDS:
                     with Horizontal(classes="row", id=f"row-{f.id}"):
                         yield Label(f.label)
@@ -190,9 +200,12 @@ class NewRunScreen(ModalScreen):
                             yield Input(id=f.id, placeholder="optional" if f.optional else "")
                         yield Static(Text(f.help), classes="help", id=f"help-{f.id}")
             yield Static(id="newrun-math")
+            yield Static(id="newrun-why")
+            yield Static(id="newrun-estimate")
             yield Static(id="newrun-checks")
             yield Static(id="newrun-general")
             with Horizontal(id="newrun-buttons"):
+                yield Button("Estimate (ctrl+o)", id="estimate", disabled=True)
                 yield Button("Launch (ctrl+l)", variant="primary", id="launch", disabled=True)
                 yield Button("Cancel (esc)", id="cancel")
 
@@ -363,8 +376,10 @@ class NewRunScreen(ModalScreen):
         self.generation += 1
         self.preflight_ok = False
         self.query_one("#launch", Button).disabled = True
+        self.query_one("#estimate", Button).disabled = True
         if ok:
-            self.compute_steps(self.config)
+            self.query_one("#newrun-math", Static).update(Text("step math: counting…", style="grey62"))
+            self.compute_steps(self.config, self.generation)
             self.query_one("#newrun-checks", Static).update(Text("pre-flight: checking…", style="grey62"))
             self.run_preflight(self.config, self.generation)
         else:
@@ -397,6 +412,8 @@ class NewRunScreen(ModalScreen):
             self.fill_from_preset(str(event.value))
         elif event.select.id == "optimizer" and event.value == event.select.value:
             self.rates_for_optimizer(str(event.value))
+        elif event.select.id == "difficulty" and event.value == event.select.value:
+            self.apply_difficulty(str(event.value))
         self.validate_form()
 
     def rates_for_optimizer(self, optimizer: str) -> None:
@@ -414,6 +431,66 @@ class NewRunScreen(ModalScreen):
             widget = self.query_one(f"#{fid}", Input)
             if widget.value.strip() not in ("0", "0.0"):
                 widget.value = ""
+
+    def apply_difficulty(self, category: str) -> None:
+        """A character difficulty was picked: the seed's rank, alpha, steps and network type go into the
+        fields (train/difficulty.py), with the reasons below the form."""
+        why = self.query_one("#newrun-why", Static)
+        if category == NO_DIFFICULTY:
+            why.update(Text(""))
+            return
+        from train.config import load_preset_raw
+        from train.difficulty import DifficultyError, suggest
+
+        base = load_preset_raw(self.preset) if self.preset else {}
+        model = base.get("model") if isinstance(base.get("model"), dict) else {}
+        sdxl = "sdxl" in (self.preset or "") or str((model or {}).get("architecture", "")).lower() == "sdxl"
+        try:
+            suggestion = suggest(category, sdxl=sdxl, base=base)
+        except DifficultyError as exc:
+            why.update(Text(str(exc), style="red"))
+            return
+        self.query_one("#network_type", Select).value = suggestion.network_type
+        self.query_one("#dim", Input).value = _show(suggestion.rank)
+        self.query_one("#alpha", Input).value = _show(suggestion.alpha)
+        self.query_one("#length-kind", Select).value = "steps"
+        self.query_one("#length", Input).value = str(suggestion.steps)
+        text = Text(f"difficulty {category}: ", style="bold")
+        text.append("; ".join([*suggestion.reasons, *suggestion.alternatives]))
+        why.update(text)
+
+    # ----- estimate -----------------------------------------------------------------------------
+    def action_estimate(self) -> None:
+        if not self.preflight_ok or self.config is None:
+            self.app.notify("The estimate needs a config the pre-flight passed.", severity="warning", timeout=3)
+            return
+        self.query_one("#estimate", Button).disabled = True
+        self.query_one("#newrun-estimate", Static).update(Text("estimate: starting a dry run…", style="grey62"))
+        self.run_estimate(self.config, self.generation)
+
+    @work(thread=True, exclusive=True, group="newrun-estimate")
+    def run_estimate(self, cfg: Any, generation: int) -> None:
+        """``kiln train --estimate`` on the form's config: a few-step dry run and one per memory lever."""
+        from train.estimate import EstimateError, estimate
+
+        def progress(line: str) -> None:
+            self.app.call_from_thread(self._show_estimate, generation, Text(f"estimate: {line}…", style="grey62"))
+
+        try:
+            lines = estimate(cfg, progress=progress).lines()
+            text = Text("\n".join(lines))
+        except EstimateError as exc:
+            text = Text(f"estimate failed: {exc}", style="yellow")
+        self.app.call_from_thread(self._show_estimate, generation, text, True)
+
+    def _show_estimate(self, generation: int, text: Text, done: bool = False) -> None:
+        if not self.is_attached:
+            return
+        if generation != self.generation:
+            text = Text("estimate of an earlier form (the fields changed since):\n", style="grey62") + text
+        self.query_one("#newrun-estimate", Static).update(text)
+        if done:
+            self.query_one("#estimate", Button).disabled = not self.preflight_ok
 
     # ----- pre-flight ---------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="newrun-preflight")
@@ -457,10 +534,11 @@ class NewRunScreen(ModalScreen):
         self.query_one("#newrun-checks", Static).update(text)
         self.preflight_ok = report is not None and report.ok and not self.errors
         self.query_one("#launch", Button).disabled = not self.preflight_ok
+        self.query_one("#estimate", Button).disabled = not self.preflight_ok
 
     # ----- step math ----------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="newrun-steps")
-    def compute_steps(self, cfg: Any) -> None:
+    def compute_steps(self, cfg: Any, generation: int) -> None:
         from curator.buckets import bucket_report
         from train.data.dataset import bucket_settings
 
@@ -469,7 +547,7 @@ class NewRunScreen(ModalScreen):
             report = bucket_report(records, bucket_settings(cfg.dataset))
             math = cfg.train.step_math(report.counts())  # the trainer's own step count
         except Exception as exc:  # noqa: BLE001 - step math is advisory; say why it is missing
-            self.app.call_from_thread(self._show_steps, Text(f"step math: {exc}", style="yellow"))
+            self.app.call_from_thread(self._show_steps, generation, Text(f"step math: {exc}", style="yellow"))
             return
         text = Text()
         text.append("step math: ", style="bold")
@@ -479,7 +557,7 @@ class NewRunScreen(ModalScreen):
         if math.epochs is not None and math.total_steps is not None:
             text.append(f"; {math.epochs} epochs → ")
             text.append(f"{math.total_steps} steps", style="bold")
-        self.app.call_from_thread(self._show_steps, text)
+        self.app.call_from_thread(self._show_steps, generation, text)
 
     def _records(self, path: Path) -> list[Any]:
         app_root = getattr(self.app, "dataset_path", None)
@@ -497,7 +575,9 @@ class NewRunScreen(ModalScreen):
         self._records_cache = (path, records)
         return records
 
-    def _show_steps(self, text: Text) -> None:
+    def _show_steps(self, generation: int, text: Text) -> None:
+        if generation != self.generation:  # the form changed since: its own count is on the way
+            return
         self.step_text = text
         self.query_one("#newrun-math", Static).update(text)
 
@@ -506,6 +586,8 @@ class NewRunScreen(ModalScreen):
         event.stop()
         if event.button.id == "launch":
             self.action_launch()
+        elif event.button.id == "estimate":
+            self.action_estimate()
         else:
             self.action_cancel()
 

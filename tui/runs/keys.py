@@ -12,6 +12,7 @@ RUNS_VIEW = Context("runs", "Runs view", "runs", "RunsView", (
     Key("save-now", "S", "save_now", "Save now"),
     Key("resume", "r", "resume", "Resume"),
     Key("grid", "g", "open_grid", "Grid", long="Browse the run's LoRA test grid (kiln lora grid)"),
+    Key("hardest", "h", "hardest", "Hardest images", long="Hardest images: the run's per-image loss ranking"),
 ))
 TRAINING_PANEL = Context("training-panel", "Training panel (f2)", None, "TrainingPanel", (
     Key("stop", "s", "stop", "Stop run"),
@@ -22,6 +23,7 @@ TRAINING_PANEL = Context("training-panel", "Training panel (f2)", None, "Trainin
 NEW_RUN = Context("new-run", "Dialogs · new run", None, "NewRunScreen", (
     Key("cancel", "escape", "cancel", "Cancel"),
     Key("launch", "ctrl+l", "launch", "Launch"),
+    Key("estimate", "ctrl+o", "estimate", "Estimate", long="Estimate memory and time (a few-step dry run)"),
 ), palette=False)
 GRID_BROWSER = Context("grid-browser", "Runs view · grid browser", None, "GridBrowser", (
     Key("next-epoch", "down,j", "epoch(1)", "Next epoch", show=False),
@@ -36,4 +38,9 @@ GRID_BROWSER = Context("grid-browser", "Runs view · grid browser", None, "GridB
     Key("sheet", "s", "sheet", "Sheet", long="Show the whole contact sheet"),
     Key("close", "escape,q", "close", "Close"),
 ), palette=False)
-CONTEXTS = (RUNS_VIEW, TRAINING_PANEL, NEW_RUN, GRID_BROWSER)
+HARDEST = Context("hardest", "Dialogs · hardest images", None, "HardestScreen", (
+    Key("cancel", "escape", "cancel", "Close"),
+    Key("reveal", "enter", "reveal", "Show in curator"),
+    Key("flip", "e", "flip", "Hardest / easiest"),
+), palette=False)
+CONTEXTS = (RUNS_VIEW, TRAINING_PANEL, NEW_RUN, GRID_BROWSER, HARDEST)

@@ -1,6 +1,6 @@
 """The full-screen runs view: every known run on the left, the watched one on the right (progress, figures,
-loss curve, event log, latest sample). Keys: enter watch, n new run, s stop, S save now, r resume, g the run's
-LoRA test grid (tui/runs/grid.py)."""
+loss curve with the validation loss, event log, latest sample). Keys: enter watch, n new run, s stop, S save
+now, r resume, g the run's LoRA test grid (tui/runs/grid.py), h the run's hardest images."""
 
 from __future__ import annotations
 
@@ -177,3 +177,12 @@ class RunsView(KilnView):
             self.app.notify(printable(str(exc)), markup=False, severity="warning", timeout=6)
             return
         self.app.push_screen(GridBrowser(index, getattr(self.app, "image_protocol", "halfblock")))
+
+    def action_hardest(self) -> None:
+        from tui.runs.hardest import HardestScreen
+
+        target = self.selected_dir()
+        if target is None:
+            self.app.notify("no run selected", timeout=3)
+            return
+        self.app.push_screen(HardestScreen(target))

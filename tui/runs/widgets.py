@@ -146,14 +146,17 @@ def header_renderable(tracker: RunTracker | None, info: RunInfo | None, width: i
             line.append(value)
         return line
 
+    val = [("val", f"{fmt_loss(tracker.val_loss)} @{tracker.val_steps[-1]}")] if tracker.val_losses else []
     if compact:
         lines.append(figures(("loss", fmt_loss(tracker.loss)), ("avg", fmt_loss(tracker.avg_loss)),
                              ("epoch", epoch)))
+        if val:
+            lines.append(figures(*val, ("best", fmt_loss(min(tracker.val_losses)))))
         lines.append(figures(("speed", speed), ("ETA", fmt_duration(eta))))
         lines.append(figures(("LR", fmt_lr(tracker.lr)), ("mem", fmt_mem(tracker.mem_mb))))
     else:
         lines.append(figures(("loss", fmt_loss(tracker.loss)), ("avg (epoch)", fmt_loss(tracker.avg_loss)),
-                             ("epoch", epoch), ("LR", fmt_lr(tracker.lr))))
+                             *val, ("epoch", epoch), ("LR", fmt_lr(tracker.lr))))
         lines.append(figures(("speed", speed), ("ETA", fmt_duration(eta)), ("elapsed", fmt_duration(elapsed)),
                              ("memory", fmt_mem(tracker.mem_mb))))
     files = Text(no_wrap=True, overflow="ellipsis")
@@ -171,7 +174,8 @@ def header_renderable(tracker: RunTracker | None, info: RunInfo | None, width: i
 
 
 class LossChart(Widget):
-    """The loss curve (raw dim, smoothed bright) with axes, drawn to the widget's size."""
+    """The loss curve (raw dim, smoothed bright, the validation loss in the theme's secondary colour) with
+    axes, drawn to the widget's size."""
 
     DEFAULT_CSS = "LossChart { height: 1fr; min-height: 5; }"
 
@@ -192,12 +196,14 @@ class LossChart(Widget):
         width, height = self.content_size.width or 60, self.content_size.height or 8
         theme = getattr(self.app, "current_theme", None)
         smooth_style = f"bold {theme.accent or theme.primary}" if theme is not None else "bold cyan"
+        val_style = f"bold {theme.secondary or 'magenta'}" if theme is not None else "bold magenta"
         key = (len(t.steps), t.steps[-1] if t.steps else None, t.losses[-1] if t.losses else None,
-               t.total_steps, width, height, smooth_style)
+               len(t.val_steps), t.val_loss, t.total_steps, width, height, smooth_style, val_style)
         if key != self._key:  # drawing thousands of points is not free: only when something changed
             self._key = key
             self._chart = loss_chart(t.steps, t.losses, width, height, total_steps=t.total_steps,
-                                     smooth_style=smooth_style, raw_style="grey50", axis_style="grey62")
+                                     smooth_style=smooth_style, raw_style="grey50", axis_style="grey62",
+                                     val_steps=t.val_steps, val_losses=t.val_losses, val_style=val_style)
         return self._chart
 
 
