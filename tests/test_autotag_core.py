@@ -11,13 +11,14 @@ import skimage
 from PIL import Image
 from pydantic import ValidationError
 
-from curator.autotag.config import AutotagConfig, describe_validation_error
+from curator.autotag.config import FIELD_HINTS, AutotagConfig
 from curator.autotag.labels import Labels, LabelsError, load_labels
 from curator.autotag.model import ModelError, TaggerModel, choose_providers, resolve_model
 from curator.autotag.pipeline import tag_images
 from curator.autotag.preprocess import ImageDecodeError, load_image
 from curator.autotag.tagtext import KAOMOJI, display_tag
 from curator.autotag.thresholds import SelectionRules, mcut_threshold, select_tags
+from curator.configerrors import describe_validation_error
 from tests.onnx_models import PROBES, build_tagger_onnx, make_tagger, write_selected_tags
 
 DATA = Path(skimage.__file__).parent / "data"
@@ -119,7 +120,7 @@ def test_wrong_number_of_probabilities_is_an_error():
 def test_config_errors_name_the_field_and_value(field, value):
     with pytest.raises(ValidationError) as info:
         AutotagConfig(model="m", **{field: value})
-    text = describe_validation_error(info.value)
+    text = describe_validation_error(info.value, "autotag", FIELD_HINTS)
     assert field in text and repr(value) in text
 
 

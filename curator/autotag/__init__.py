@@ -7,7 +7,7 @@ ordering), `tagtext` (underscores and kaomoji), `captioning` (missing/append/rep
 (`AutotagConfig`). onnxruntime is imported only when a model is loaded.
 """
 
-from curator.autotag.config import AutotagConfig, describe_validation_error
+from curator.autotag.config import AutotagConfig
 from curator.autotag.model import ModelError, ModelFiles, TaggerModel, resolve_model
 from curator.autotag.runner import AutotagError, AutotagReport, ImageOutcome, run_autotag
 from curator.autotag.thresholds import Prediction, SelectionRules, mcut_threshold, select_tags
@@ -22,7 +22,6 @@ __all__ = [
     "Prediction",
     "SelectionRules",
     "TaggerModel",
-    "describe_validation_error",
     "mcut_threshold",
     "resolve_model",
     "run_autotag",

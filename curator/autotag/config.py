@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from curator.autotag.tagtext import tag_key
 from curator.autotag.thresholds import SelectionRules
@@ -87,27 +87,15 @@ class AutotagConfig(BaseModel):
         )
 
 
-FIELD_HINTS = {
+FIELD_HINTS = {  # field -> the fix, for curator.configerrors.describe_validation_error
     "model": "give a folder holding model.onnx and selected_tags.csv, or a repo id in the local Hugging Face cache "
              "such as SmilingWolf/wd-swinv2-tagger-v3 (--model)",
     "general_threshold": "use a probability between 0 and 1 (--general 0.35)",
     "character_threshold": "use a probability between 0 and 1 (--character 0.85)",
-    "batch_size": "use a whole number of at least 1 (--batch-size 16)",
-    "workers": "use 1 to 64 decode threads (--workers 4)",
-    "max_tags": "use at least 1, or leave it out for no cap",
-    "mode": "use missing, append or replace",
-    "device": "use auto, cpu, cuda or rocm",
+    "batch_size": "use a whole number of at least 1 (--tagger-batch 16)",
+    "workers": "use 1 to 64 decode threads (--threads 4)",
+    "max_tags": "use at least 1, or leave it out for no cap (--max-tags)",
+    "mode": "use missing, append or replace (--mode)",
+    "device": "use auto, cpu, cuda or rocm (--device)",
 }
 
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line per problem: `field = bad value: what is wrong; the fix`."""
-    lines = []
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ())]
-        field = ".".join(loc) or "config"
-        value = err.get("input")
-        shown = "" if isinstance(value, dict) else f" = {value!r}"
-        hint = FIELD_HINTS.get(loc[0] if loc else "", "")
-        lines.append(f"autotag {field}{shown}: {err.get('msg', 'invalid')}" + (f"; {hint}" if hint else ""))
-    return "\n".join(lines)

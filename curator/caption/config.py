@@ -5,7 +5,7 @@ from __future__ import annotations
 import string
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from curator.autotag.config import split_tags
 
@@ -69,29 +69,16 @@ class CaptionConfig(BaseModel):
         return value
 
 
-FIELD_HINTS = {
+FIELD_HINTS = {  # field -> the fix, for curator.configerrors.describe_validation_error
     "model": "give a folder with config.json and the weights, or a cached repo id such as Salesforce/blip-image-"
     "captioning-large (--model)",
-    "mode": "use write (a caption file of its own), prepend or append (into the tag caption)",
+    "mode": "use write (a caption file of its own), prepend or append (into the tag caption) (--mode)",
     "extension": "use .caption or .txt (--extension)",
     "prompt": "placeholders: {trigger}, {tags}, {folder} (--prompt)",
     "max_new_tokens": "use 1 to 1024 (--max-length)",
     "num_beams": "use 1 to 16 (--beams)",
-    "batch_size": "use 1 to 256 (--batch-size)",
-    "device": "use auto, cpu or cuda",
-    "dtype": "use auto, float32, float16 or bfloat16",
+    "batch_size": "use 1 to 256 (--caption-batch)",
+    "device": "use auto, cpu or cuda (--device)",
+    "dtype": "use auto, float32, float16 or bfloat16 (--dtype)",
 }
 
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line per problem: ``caption field = value: what is wrong; the fix``."""
-    lines = []
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ())]
-        field = ".".join(loc) or "config"
-        value = err.get("input")
-        shown = "" if isinstance(value, dict) else f" = {value!r}"
-        hint = FIELD_HINTS.get(loc[0] if loc else "", "")
-        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        lines.append(f"caption {field}{shown}: {message}" + (f"; {hint}" if hint else ""))
-    return "\n".join(lines)

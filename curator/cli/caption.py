@@ -106,12 +106,13 @@ def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit code."""
     from pydantic import ValidationError
 
-    from curator.caption.config import describe_validation_error
+    from curator.caption.config import FIELD_HINTS
+    from curator.configerrors import describe_validation_error
 
     try:
         config = _config(args)
     except ValidationError as exc:
-        return _fail(describe_validation_error(exc), args.json)
+        return _fail(describe_validation_error(exc, "caption", FIELD_HINTS), args.json)
     if not args.dataset.exists():
         return _fail(f"{args.dataset}: no such dataset folder or TOML file", args.json)
     from curator.autotag.progress import progress_factory

@@ -165,13 +165,14 @@ class AutotagScreen(ModalScreen[Any]):
         """(config, "") when the form is valid and the model can be found, else (None, what to fix)."""
         from pydantic import ValidationError
 
-        from curator.autotag.config import AutotagConfig, describe_validation_error
+        from curator.autotag.config import FIELD_HINTS, AutotagConfig
         from curator.autotag.model import ModelError, resolve_model
+        from curator.configerrors import describe_validation_error
 
         try:
             config = AutotagConfig.model_validate(self.form_values())
         except ValidationError as exc:
-            return None, describe_validation_error(exc)
+            return None, describe_validation_error(exc, "autotag", FIELD_HINTS)
         try:
             resolve_model(config.model)
         except ModelError as exc:

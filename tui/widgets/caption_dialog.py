@@ -163,13 +163,14 @@ class CaptionScreen(ModalScreen["CaptionConfig | None"]):
         """(config, "") when the form is valid and the model can be found, else (None, what to fix)."""
         from pydantic import ValidationError
 
-        from curator.caption.config import CaptionConfig, describe_validation_error
+        from curator.caption.config import FIELD_HINTS, CaptionConfig
         from curator.caption.model import CaptionModelError, detect_family, resolve_model
+        from curator.configerrors import describe_validation_error
 
         try:
             config = CaptionConfig.model_validate(self.form_values())
         except ValidationError as exc:
-            return None, describe_validation_error(exc)
+            return None, describe_validation_error(exc, "caption", FIELD_HINTS)
         try:
             detect_family(resolve_model(config.model))
         except CaptionModelError as exc:
