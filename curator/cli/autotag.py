@@ -10,6 +10,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from curator.cli.model_run import checked_config, fail
 from curator.cli.options import (
     QUERY_HELP,
     add_caption_extension,
@@ -113,28 +114,13 @@ def _config_from_args(args: argparse.Namespace) -> AutotagConfig:
     return AutotagConfig(**values)
 
 
-def _fail(message: str, as_json: bool) -> int:
-    from curator.textsafe import printable
-
-    print(f"kiln autotag: {printable(message, keep_newlines=True)}", file=sys.stderr)
-    if as_json:
-        print(json.dumps({"exit_code": 1, "reason": message}))
-    return 1
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit code."""
-    from pydantic import ValidationError
-
     from curator.autotag.config import FIELD_HINTS
-    from curator.configerrors import describe_validation_error
 
-    try:
-        config = _config_from_args(args)
-    except ValidationError as exc:
-        return _fail(describe_validation_error(exc, "autotag", FIELD_HINTS), args.json)
-    if not args.dataset.exists():
-        return _fail(f"{args.dataset}: no such dataset folder or TOML file", args.json)
+    config = checked_config("autotag", args, _config_from_args, FIELD_HINTS)
+    if config is None:
+        return 1
 
     from curator.autotag.model import ModelError, TaggerModel, resolve_model
     from curator.autotag.progress import progress_factory
@@ -145,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         files = resolve_model(config.model)  # cheap checks first: a typo fails before any scanning
     except ModelError as exc:
-        return _fail(str(exc), args.json)
+        return fail("autotag", str(exc), args.json)
     ext = args.caption_extension
     if ext and not ext.startswith("."):
         ext = "." + ext
@@ -155,21 +141,21 @@ def run(args: argparse.Namespace) -> int:
         dataset = Dataset.open(args.dataset, caption_extension=ext, config=ScanConfig(train_config=args.train_config),
                                quiet=args.json)
     except (OSError, ValueError) as exc:  # LayoutError, IndexOpenError: the dataset cannot be read
-        return _fail(f"{args.dataset}: {exc}", args.json)
+        return fail("autotag", f"{args.dataset}: {exc}", args.json)
     with dataset:
         try:
             model = TaggerModel.load(files, device=config.device)
         except ModelError as exc:
-            return _fail(str(exc), args.json)
+            return fail("autotag", str(exc), args.json)
         try:
             dataset.scan(progress=interactive)
         except (OSError, ValueError) as exc:
-            return _fail(f"{args.dataset}: cannot scan: {exc}", args.json)
+            return fail("autotag", f"{args.dataset}: cannot scan: {exc}", args.json)
         with progress_factory(enabled=interactive) as progress:
             try:
                 report = run_autotag(dataset, config, model=model, progress=progress)
             except (AutotagError, ModelError) as exc:
-                return _fail(str(exc), args.json)
+                return fail("autotag", str(exc), args.json)
 
     if args.json:
         print(json.dumps(report.to_dict()))  # ASCII: odd file names (surrogates) stay valid JSON

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from curator.cli.model_run import checked_config, fail
 from curator.cli.options import QUERY_HELP, add_caption_extension
 
 if TYPE_CHECKING:
@@ -70,15 +71,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=run)
 
 
-def _fail(message: str, as_json: bool) -> int:
-    from curator.textsafe import printable
-
-    print(f"kiln caption: {printable(message, keep_newlines=True)}", file=sys.stderr)
-    if as_json:
-        print(json.dumps({"exit_code": 1, "reason": message}))
-    return 1
-
-
 def _config(args: argparse.Namespace) -> CaptionConfig:
     from curator.caption.config import CaptionConfig
 
@@ -104,17 +96,11 @@ def _config(args: argparse.Namespace) -> CaptionConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit code."""
-    from pydantic import ValidationError
-
     from curator.caption.config import FIELD_HINTS
-    from curator.configerrors import describe_validation_error
 
-    try:
-        config = _config(args)
-    except ValidationError as exc:
-        return _fail(describe_validation_error(exc, "caption", FIELD_HINTS), args.json)
-    if not args.dataset.exists():
-        return _fail(f"{args.dataset}: no such dataset folder or TOML file", args.json)
+    config = checked_config("caption", args, _config, FIELD_HINTS)
+    if config is None:
+        return 1
     from curator.autotag.progress import progress_factory
     from curator.caption.model import Captioner, CaptionModelError, resolve_model
     from curator.caption.runner import CaptionError, run_caption
@@ -123,23 +109,23 @@ def run(args: argparse.Namespace) -> int:
     try:
         folder = resolve_model(config.model)  # cheap checks first: a typo fails before any scanning
     except CaptionModelError as exc:
-        return _fail(str(exc), args.json)
+        return fail("caption", str(exc), args.json)
     try:
         dataset = Dataset.open(args.dataset, caption_extension=args.caption_extension, quiet=args.json)
     except (OSError, ValueError) as exc:
-        return _fail(f"{args.dataset}: {exc}", args.json)
+        return fail("caption", f"{args.dataset}: {exc}", args.json)
     interactive = sys.stderr.isatty() and not args.json
     with dataset:
         try:
             captioner = Captioner.load(folder, config.device, config.dtype, name=config.model)
         except CaptionModelError as exc:
-            return _fail(str(exc), args.json)
+            return fail("caption", str(exc), args.json)
         dataset.scan(progress=interactive)
         with progress_factory(enabled=interactive, label="caption") as progress:
             try:
                 report = run_caption(dataset, config, captioner, progress=progress)
             except CaptionError as exc:
-                return _fail(str(exc), args.json)
+                return fail("caption", str(exc), args.json)
     if args.json:
         print(json.dumps(report.to_dict()))
     else:
