@@ -30,6 +30,16 @@ def split_tags(values: list[str] | str | None) -> list[str]:
     return out
 
 
+def split_tag_input(value: object, items: str) -> list[str]:
+    """A config field of tags or words given as a list or a comma-separated string (None: none), split by
+    ``split_tags``; anything else is a ValueError naming what was expected (``items``: "tags", "words")."""
+    if value is None:
+        return []
+    if isinstance(value, str | list | tuple):
+        return split_tags(list(value) if isinstance(value, tuple) else value)
+    raise ValueError(f"expected a list of {items} or a comma-separated string")
+
+
 class AutotagConfig(BaseModel):
     """Settings of one autotag run (CLI flags map one-to-one onto these fields)."""
 
@@ -58,11 +68,7 @@ class AutotagConfig(BaseModel):
     @field_validator("exclude", "prefix", mode="before")
     @classmethod
     def _split(cls, value: object) -> list[str]:
-        if value is None:
-            return []
-        if isinstance(value, str | list | tuple):
-            return split_tags(list(value) if isinstance(value, tuple) else value)
-        raise ValueError("expected a list of tags or a comma-separated string")
+        return split_tag_input(value, "tags")
 
     @field_validator("model")
     @classmethod

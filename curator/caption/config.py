@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from curator.autotag.config import split_tags
+from curator.autotag.config import split_tag_input
 
 Mode = Literal["write", "prepend", "append"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -40,11 +40,7 @@ class CaptionConfig(BaseModel):
     @field_validator("prefix", mode="before")
     @classmethod
     def _split(cls, value: object) -> list[str]:
-        if value is None:
-            return []
-        if isinstance(value, str | list | tuple):
-            return split_tags(list(value) if isinstance(value, tuple) else value)
-        raise ValueError("expected a list of words or a comma-separated string")
+        return split_tag_input(value, "words")
 
     @field_validator("extension")
     @classmethod
