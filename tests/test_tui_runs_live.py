@@ -119,7 +119,8 @@ def test_launch_watch_stop_resume_finish_through_the_tui(wired, small_dataset: P
             # the launched config is the form's: no text encoder training, the trigger word as caption prefix
             config = (run_dir / "config.toml").read_text() if (run_dir / "config.toml").exists() else ""
 
-            await wait_for(pilot, lambda: view.snapshot.tracker is not None and view.snapshot.tracker.step >= 1,
+            await wait_for(pilot, lambda: view.snapshot.tracker is not None and view.snapshot.tracker.step >= 1
+                           and view.snapshot.info.state == "running",  # status.json can trail the step event
                            RUN_TIMEOUT, f"the first step event\n{log_of(run_dir)}")
             snap = view.snapshot
             assert snap.watched == run_dir.resolve() and snap.info.state == "running"

@@ -133,8 +133,9 @@ def prepare_for_training(base: BaseModel, t: TrainSection, *, trains_text_encode
     """The frozen models as training runs them: the VAE in fp32 (fp16 VAEs overflow to NaN), the attention
     implementation asked for, and activation checkpointing when asked (it works only in train mode; SD UNets
     and CLIP have no active dropout)."""
-    vae: torch.nn.Module = base.vae  # diffusers' wrapped .to() defeats type checkers
-    vae.to(torch.float32)
+    # nn.Module's own .to: diffusers' ModelMixin.to logs a warning about keep-in-fp32 modules on every cast,
+    # and the whole VAE is cast to fp32 here on purpose
+    torch.nn.Module.to(base.vae, torch.float32)
     if t.channels_last:
         unet: torch.nn.Module = base.unet
         unet.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack this overload
