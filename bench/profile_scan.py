@@ -4,7 +4,7 @@
 
 Takes up to ``--files`` images from FOLDER (shuffled, seed 0; read into memory first, so no disk time), runs the
 probe's stages one after the other on each (SHA-256, header, reduced decode per format, grey conversion,
-thumbnail, pHash, RGB thumbnail, quality statistics, JSON) and prints ``time.process_time`` per stage averaged
+thumbnail, pHash, edge bitmap, RGB thumbnail, quality statistics, JSON) and prints ``time.process_time`` per stage averaged
 over all files. The stages are the probe's own functions (``curator.scan.probe``); EXIF orientation is left
 out (the bench corpora have none). Decode stages are per format, so the format mix matters: say it with the
 figures.
@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from curator.scan import probe  # noqa: E402
+from curator.scan.edges import edge_bits  # noqa: E402
 from curator.scan.hashing import THUMB_SIDE, file_sha256, thumb_hashes, thumbnail_image  # noqa: E402
 from curator.scan.quality import measure  # noqa: E402
 
@@ -73,6 +74,9 @@ def main() -> None:
         t = clock()
         thumb_hashes(thumb_image)
         spent["pHash + mirror"] += clock() - t
+        t = clock()
+        edge_bits(grey)
+        spent["edge bitmap"] += clock() - t
         t = clock()
         rgb = None
         if reduced.image.mode == "RGB":

@@ -25,6 +25,9 @@ from curator.scan.scanner import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
     from curator.buckets import BucketChoice
     from curator.dupes import Cluster, Features
     from curator.scan.quality import ImageStats
@@ -265,6 +268,7 @@ class Dataset:
             # with statistics the quality checks judge transparency (with its colour) instead of the scan's flag
             found += [f for f in image_flags(record, rules) if not (f.kind == "alpha" and record.path in stats)]
         found += quality_flags(records, stats, self.config.quality, rules.bucket_settings, rules.widest_aspect)
+        found += self._watermark_flags(records)
         found += caption_flags(self.layout, records, self.walk.other_files)
         found += duplicate_flags(self.duplicates(threshold))
         found.sort(key=lambda f: (f.path, _KIND_ORDER.get(f.kind, 99), f.detail))
@@ -286,6 +290,30 @@ class Dataset:
             path: ImageStats.from_dict(json.loads(text))
             for path, text in self.index.conn.execute("SELECT path, stats FROM features WHERE stats != '{}'")
         }
+
+    def edge_bitmaps(self, records: list[ImageRecord] | None = None) -> tuple[list[ImageRecord], NDArray[np.uint8]]:
+        """The records that have an edge bitmap (decoded images) and their bitmaps, packed (n, EDGE_BYTES)
+        (``curator.scan.edges``), in the order of ``records`` (default: every image)."""
+        import numpy as np
+
+        from curator.scan.edges import EDGE_BYTES
+
+        wanted = records if records is not None else self.images()
+        blobs = dict(self.index.conn.execute("SELECT path, edges FROM features WHERE edges IS NOT NULL"))
+        chosen = [r for r in wanted if len(blobs.get(r.path) or b"") == EDGE_BYTES and r.readable]
+        packed = np.frombuffer(b"".join(blobs[r.path] for r in chosen), dtype=np.uint8).reshape(len(chosen), EDGE_BYTES)
+        return chosen, packed
+
+    def _watermark_flags(self, records: list[ImageRecord]) -> list[Flag]:
+        from curator.checks.watermark import watermark_flags
+
+        threshold = self.config.quality.watermark
+        if threshold is None:
+            return []
+        chosen, packed = self.edge_bitmaps(records)
+        paths = [r.path for r in chosen]
+        groups = [r.subset.rel_dir for r in chosen]
+        return watermark_flags(paths, packed, [r.phash for r in chosen], threshold, groups)
 
     def close(self) -> None:
         self.index.close()

@@ -1,8 +1,10 @@
 """The persistent index: ``<dataset>/.kiln/index.sqlite`` (WAL), or the user cache when the folder is read-only.
 
 Tables owned here: ``meta`` (key/value), ``images`` (one row per image file: stat, hashes, probe results),
-``features`` (per image: the 64x64 grey thumbnail, the mirror pHash and the quality statistics, read only by the
-duplicate search and the quality checks, so listing images stays light) and ``flags`` (the last full check).
+``features`` (per image: the 64x64 grey thumbnail, the mirror pHash, the quality statistics and the 128x128 edge
+bitmap, read only by the duplicate search and the quality checks, so listing images stays light) and ``flags``
+(the last full check). An index of schema 2 is upgraded in place (the scan then reads each image once more for
+what the new schema adds); any other version is rebuilt.
 Other modules add their own tables through :meth:`Index.ensure_schema`.
 """
 
@@ -19,7 +21,8 @@ from curator.faults import INDEX_MIN_NEEDS, DiskFullError, busy_timeout, index_e
 
 KILN_DIR = ".kiln"
 INDEX_NAME = "index.sqlite"
-SCHEMA_VERSION = 2  # 2: imagehash pHash of the stored thumbnail, the features table, flag scores
+SCHEMA_VERSION = 3  # 2: imagehash pHash of the stored thumbnail, the features table, flag scores; 3: edge bitmaps
+UPGRADABLE = {2: ("ALTER TABLE features ADD COLUMN edges BLOB",)}  # version -> statements bringing it to the next
 OPEN_NEEDS = INDEX_MIN_NEEDS  # opening a WAL database creates its -shm (32 KiB) and -wal files
 
 _SCHEMA = """
@@ -45,7 +48,8 @@ CREATE TABLE IF NOT EXISTS features (
     path TEXT PRIMARY KEY,         -- the image (images.path)
     phash_mirror INTEGER,          -- pHash of the mirrored image, signed int64
     thumb BLOB,                    -- 64x64 grey uint8, row-major (curator.scan.hashing.THUMB_SIDE)
-    stats TEXT NOT NULL            -- JSON of curator.scan.quality.ImageStats
+    stats TEXT NOT NULL,           -- JSON of curator.scan.quality.ImageStats
+    edges BLOB                     -- 128x128 edge bitmap, 1 bit per pixel (curator.scan.edges); NULL: not yet
 );
 CREATE TABLE IF NOT EXISTS flags (
     path TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL, score REAL
@@ -154,24 +158,46 @@ class Index:
                 print(f"kiln: {root} is read-only; its index lives in {kiln_dir}", file=sys.stderr)
             index = cls(root, kiln_dir, conn, in_cache=True)
         try:
-            index._migrate()
+            index._migrate(quiet)
         except sqlite3.Error as exc:
             index.close()
             raise index_error(exc, index.path, "opening the dataset index", needed=OPEN_NEEDS) from exc
         return index
 
-    def _migrate(self) -> None:
+    def _migrate(self, quiet: bool) -> None:
         version = self.get_meta("schema_version")
         if version is None:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
-        elif int(version) != SCHEMA_VERSION:
-            # An index is a cache of the files: an unknown version is rebuilt, never trusted. Other modules'
-            # tables (the caption journal, caches) are kept.
-            with self.transaction():
-                for table in ("images", "features", "flags"):
-                    self.conn.execute(f"DROP TABLE IF EXISTS {table}")
-            self.conn.executescript(_SCHEMA)
-            self.set_meta("schema_version", str(SCHEMA_VERSION))
+            return
+        found = int(version) if version.isdigit() else -1
+        if found == SCHEMA_VERSION:
+            return
+        if found in UPGRADABLE and all(v in UPGRADABLE for v in range(found, SCHEMA_VERSION)):
+            with self.transaction("upgrading the dataset index"):
+                for step in range(found, SCHEMA_VERSION):
+                    for statement in UPGRADABLE[step]:
+                        self.conn.execute(statement)
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
+            self._say(quiet, f"upgraded from schema {found} to {SCHEMA_VERSION}; the next scan reads each image "
+                      "once more for its edge map (the watermark check)")  # fmt: skip
+            return
+        # An index is a cache of the files: an unknown version is rebuilt, never trusted. Other modules'
+        # tables (the caption journal, caches) are kept.
+        with self.transaction("rebuilding the dataset index"):
+            for table in ("images", "features", "flags"):
+                self.conn.execute(f"DROP TABLE IF EXISTS {table}")
+        self.conn.executescript(_SCHEMA)
+        self.set_meta("schema_version", str(SCHEMA_VERSION))
+        self._say(quiet, f"schema {version} is not this kiln's ({SCHEMA_VERSION}): rebuilt, the next scan reads "
+                  "every image again (the caption journal is kept)")  # fmt: skip
+
+    def _say(self, quiet: bool, message: str) -> None:
+        if not quiet:
+            from curator.textsafe import printable
+
+            print(f"kiln: the index {printable(str(self.path))}: {message}", file=sys.stderr)
 
     def ensure_schema(self, sql: str) -> None:
         """Run ``CREATE TABLE IF NOT EXISTS ...`` statements for a module's own tables (nothing is written, no

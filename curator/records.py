@@ -20,6 +20,7 @@ IMAGE_QUALITY_KINDS = (
     "odd-aspect",
     "heavy-jpeg",
     "letterbox",
+    "watermark",
 )
 CAPTION_KINDS = (
     "missing-caption",

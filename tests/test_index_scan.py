@@ -174,3 +174,59 @@ def test_caption_targets_batch_form_agrees_with_kohyas_splitext(tmp_path: Path) 
         "10_ohwx woman/a.b.txt",
     )
     assert caption_rel_paths("x.png", ".tags") == ("x.tags", "x.txt", "x.caption")
+
+
+def _as_schema_2(root: Path) -> None:
+    """Make a scanned index what kiln wrote with schema 2: no edge bitmaps, version 2."""
+    import sqlite3
+
+    conn = sqlite3.connect(root / ".kiln" / "index.sqlite")
+    conn.execute("ALTER TABLE features DROP COLUMN edges")
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.execute("CREATE TABLE IF NOT EXISTS journal_probe (x)")  # another module's table, to be kept
+    conn.commit()
+    conn.close()
+
+
+def test_an_index_of_schema_2_is_upgraded_in_place(kohya_dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from curator.index import SCHEMA_VERSION
+    from curator.scan.edges import EDGE_BYTES
+
+    with Dataset.open(kohya_dataset) as ds:
+        ds.scan(progress=False)
+        before = {r.path: (r.sha256, r.phash) for r in ds.images()}
+        edges = dict(ds.index.conn.execute("SELECT path, edges FROM features"))
+    _as_schema_2(kohya_dataset)
+    capsys.readouterr()
+    with Dataset.open(kohya_dataset) as ds:
+        err = capsys.readouterr().err
+        assert "upgraded from schema 2 to 3" in err and "edge map" in err
+        assert ds.index.get_meta("schema_version") == str(SCHEMA_VERSION)
+        rows = {p: (sha, phash) for p, sha, phash in ds.index.conn.execute("SELECT path, sha256, phash FROM images")}
+        assert rows.keys() == before.keys() and all(rows[p][0] == before[p][0] for p in rows)  # the rows are kept
+        summary = ds.scan(progress=False)
+        assert (summary.new, summary.changed, summary.unchanged) == (0, len(before), 0)  # each read once more
+        assert {r.path: (r.sha256, r.phash) for r in ds.images()} == before
+        upgraded = dict(ds.index.conn.execute("SELECT path, edges FROM features"))
+        assert upgraded == edges and all(len(blob) == EDGE_BYTES for blob in upgraded.values())
+        assert ds.index.conn.execute("SELECT name FROM sqlite_master WHERE name = 'journal_probe'").fetchone()
+        assert ds.scan(progress=False).changed == 0  # once only
+    with Dataset.open(kohya_dataset):
+        assert capsys.readouterr().err == ""  # said once, at the upgrade
+
+
+def test_an_index_of_an_unknown_schema_is_rebuilt_with_a_message(
+    kohya_dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    with Dataset.open(kohya_dataset) as ds:
+        ds.scan(progress=False)
+    conn = sqlite3.connect(kohya_dataset / ".kiln" / "index.sqlite")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    capsys.readouterr()
+    with Dataset.open(kohya_dataset) as ds:
+        assert "schema 1 is not this kiln's (3): rebuilt" in capsys.readouterr().err
+        assert ds.images() and ds.scan(progress=False).new == 0  # images() scanned the emptied index again

@@ -85,9 +85,10 @@ def quality_flags(quality_set: Path) -> list:
 
 
 QUALITY = (*IMAGE_QUALITY_KINDS, "alpha")
+PER_IMAGE = tuple(k for k in QUALITY if k != "watermark")  # a repeated watermark needs many images: below
 
 
-@pytest.mark.parametrize("kind", QUALITY)
+@pytest.mark.parametrize("kind", PER_IMAGE)
 def test_planted_defect_is_flagged_with_a_score(quality_flags: list, kind: str) -> None:
     name = _planted()[kind][0]
     found = [f for f in quality_flags if f.path == f"10_set/{name}" and f.kind == kind]
@@ -162,3 +163,80 @@ def test_cli_sorts_by_score_and_takes_thresholds(quality_set: Path, capsys: pyte
     assert code == 1 and "blurry" in err and "2" in err  # names the field and its range
     code = kiln(["check", str(quality_set), "--quality", "wobbly=1", "--no-progress"])
     assert code == 1 and "too-dark" in capsys.readouterr().err  # lists the kinds there are
+
+
+# ------------------------------------------------------------------------------------ repeated watermarks
+
+MARKED = (("astronaut.png", (600, 600)), ("chelsea.png", (451, 300)), ("coffee.png", (600, 400)),
+          ("rocket.jpg", (427, 640)), ("motorcycle_left.png", (640, 480)), ("motorcycle_right.png", (640, 480)),
+          ("retina.jpg", (600, 600)), ("ihc.png", (512, 512)))  # fmt: skip
+CROPS = ((0.0, 0.0, 0.8, 0.8), (0.2, 0.2, 1.0, 1.0), (0.1, 0.0, 0.9, 0.75))
+
+
+def _crop(name: str, size: tuple[int, int], box: tuple[float, float, float, float]) -> Image.Image:
+    image = photo(name)
+    w, h = image.size
+    return image.crop((round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h))).resize(size)
+
+
+@pytest.fixture(scope="module")
+def marked_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, list]]:
+    """Per mark style, a set and its flags: eight real photographs (two crops each) carrying the mark, beside the
+    clean photographs."""
+    from tests.watermarks import STYLES, plant
+
+    found = {}
+    for style in STYLES:
+        root = tmp_path_factory.mktemp(f"marked-{style}") / "ds"
+        folder = root / "5_set"
+        for name, (source, size, params) in CLEAN.items():
+            save_photo(photo(source, size), folder / name, **params)
+        for n, (source, size) in enumerate(MARKED):
+            for k in range(2):
+                save_photo(plant(_crop(source, size, CROPS[(n + k) % 3]), style), folder / f"mark_{n}_{k}.jpg", quality=90)
+        with Dataset.open(root, config=ScanConfig(workers=1)) as ds:
+            found[style] = (root, ds.flags())
+    return found
+
+
+@pytest.mark.parametrize("style", ["text", "faint", "logo"])
+def test_a_repeated_watermark_is_flagged_and_located(marked_sets: dict[str, tuple[Path, list]], style: str) -> None:
+    flags = [f for f in marked_sets[style][1] if f.kind == "watermark"]
+    flagged = {f.path.rpartition("/")[2] for f in flags}
+    marked = {f"mark_{n}_{k}.jpg" for n in range(len(MARKED)) for k in range(2)}
+    assert len(flagged & marked) >= 12, f"{style}: only {sorted(flagged & marked)} of 16"
+    assert not flagged & set(CLEAN), f"{style}: clean photographs flagged: {sorted(flagged & set(CLEAN))}"
+    where = {"text": "bottom-right corner", "faint": "bottom", "logo": "top-left corner"}[style]
+    assert all(where in f.detail and 0.0 <= f.score <= 1.0 for f in flags), flags[0].detail
+
+
+def test_no_watermark_in_a_clean_set_with_shared_scenery(tmp_path: Path) -> None:
+    """Photographs on one studio backdrop (the same wall, floor and seam in every picture) share no mark."""
+    folder = tmp_path / "studio" / "3_product"
+    rng = np.random.default_rng(3)
+    for n, (source, _size) in enumerate(MARKED * 2):
+        canvas = Image.new("RGB", (640, 480), (205, 200, 190))
+        canvas.paste((120, 110, 100), (0, 330, 640, 480))  # the floor and its seam, across every picture
+        subject = _crop(source, (220, 260), CROPS[n % 3])
+        canvas.paste(subject, (int(rng.integers(40, 380)), int(rng.integers(60, 200))))
+        save_photo(canvas, folder / f"shot_{n:02d}.jpg", quality=90)
+    with Dataset.open(tmp_path / "studio", config=ScanConfig(workers=1)) as ds:
+        assert not [f for f in ds.flags() if f.kind == "watermark"]
+
+
+def test_watermark_threshold_and_sorting_from_the_cli(
+    marked_sets: dict[str, tuple[Path, list]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = str(marked_sets["text"][0])
+    code = kiln(["check", root, "--json", "--kind", "watermark", "--sort", "score", "--no-progress"])
+    flags = json.loads(capsys.readouterr().out)["flags"]
+    assert code == 0 and len(flags) >= 12 and all(f["path"].startswith("5_set/mark_") for f in flags)
+    assert [f["score"] for f in flags] == sorted((f["score"] for f in flags), reverse=True)
+    shared = int(re.search(r"in (\d+) images", flags[0]["detail"]).group(1))
+    assert 12 <= shared <= 16 and "bottom-right corner" in flags[0]["detail"]
+    code = kiln(["check", root, "--json", "--quality", "watermark=0.95", "--kind", "watermark", "--no-progress"])
+    assert code == 0 and len(json.loads(capsys.readouterr().out)["flags"]) < len(flags)  # a higher bar, fewer
+    code = kiln(["check", root, "--json", "--kind", "watermark", "--quality", "watermark=off", "--no-progress"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["flags"] == []
+    assert kiln(["check", root, "--quality", "watermark=2", "--no-progress"]) == 1
+    assert "watermark" in capsys.readouterr().err

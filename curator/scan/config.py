@@ -32,6 +32,9 @@ class QualityThresholds(BaseModel):
     heavy_jpeg: int | None = Field(50, ge=1, le=100, description="estimated JPEG quality below this")
     letterbox: float | None = Field(0.04, ge=0.0, le=0.45, description="flat bars covering at least this share per side")
     alpha: float | None = Field(0.0, ge=0.0, le=1.0, description="share of transparent pixels above this")
+    watermark: float | None = Field(
+        0.5, ge=0.0, le=1.0, description="match to a mark repeated across the set (share of its edges) at least this"
+    )
 
     @classmethod
     def kinds(cls) -> dict[str, str]:

@@ -9,8 +9,9 @@ decompression bombs are refused without allocation. Anything a fast path does no
 through Pillow, which classifies the errors.
 
 From the reduced image (EXIF orientation applied, transparency composited on white) come the 64x64 grey
-thumbnail the index keeps, kiln's pHash and mirror pHash (imagehash's, ``curator.scan.hashing``) and the image
-statistics of the quality checks (``curator.scan.quality``).
+thumbnail the index keeps, kiln's pHash and mirror pHash (imagehash's, ``curator.scan.hashing``), the image
+statistics of the quality checks (``curator.scan.quality``) and the 128x128 edge bitmap of the watermark check
+(``curator.scan.edges``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from curator.scan.edges import edge_bits
 from curator.scan.fastdecode import YUVPlanes, png_grey, png_pixels, png_rgba, webp_info, webp_yuv_apply
 from curator.scan.hashing import THUMB_SIDE, file_sha256, stream_sha256, thumb_hashes, thumbnail_image
 from curator.scan.quality import ImageStats, jpeg_quality, measure
@@ -76,6 +78,7 @@ class ProbeResult:
     phash_mirror: int | None = None
     thumb: bytes | None = None  # THUMB_SIDE x THUMB_SIDE grey, row-major
     stats: str | None = None  # ImageStats.to_dict() as JSON (encoded in the worker)
+    edges: bytes | None = None  # curator.scan.edges.edge_bits of the reduced image
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -340,6 +343,7 @@ def _analyse(reduced: _Reduced, orientation: int, result: ProbeResult, quality: 
     thumb = np.asarray(thumb_image, dtype=np.uint8)
     result.phash, result.phash_mirror = thumb_hashes(thumb_image)
     result.thumb = thumb.tobytes()
+    result.edges = edge_bits(grey)
     rgb = np.asarray(image.resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX)) if image.mode == "RGB" else None
     stats: ImageStats = measure(np.asarray(grey), thumb, rgb=rgb, chroma=reduced.chroma)
     stats.jpeg_quality = quality

@@ -40,7 +40,7 @@ COMMIT_SECONDS = 0.5  # later commits at least this often
 CHUNKSIZE = 8
 WINDOW = 2048  # files submitted to the pool at a time
 HEAD = 16  # files probed in-process while the worker processes start
-ROW_BYTES = 10_240  # index space per image (its row, its features: the 4 KiB thumbnail and statistics, its
+ROW_BYTES = 12_288  # index space per image (its row, its features: 4 KiB thumbnail, 2 KiB edge map, statistics; its
 # share of the path index, the WAL copy), for messages
 
 
@@ -285,11 +285,16 @@ _INSERT = (
 )
 
 
-_INSERT_FEATURES = "INSERT OR REPLACE INTO features (path, phash_mirror, thumb, stats) VALUES (?, ?, ?, ?)"
+_INSERT_FEATURES = (
+    "INSERT OR REPLACE INTO features (path, phash_mirror, thumb, stats, edges) VALUES (?, ?, ?, ?, ?)"
+)
+FeatureRow = tuple[str, int | None, bytes | None, str, bytes | None]
+# Decoded images whose features lack what a newer schema adds (an upgraded index): probed again once.
+_INCOMPLETE = "SELECT path FROM features WHERE stats != '{}' AND edges IS NULL"
 
 
-def _feature_row(result: ProbeResult) -> tuple[str, int | None, bytes | None, str]:
-    return (result.path, to_signed64(result.phash_mirror), result.thumb, result.stats or "{}")
+def _feature_row(result: ProbeResult) -> FeatureRow:
+    return (result.path, to_signed64(result.phash_mirror), result.thumb, result.stats or "{}", result.edges)
 
 
 def _row(result: ProbeResult, subset: str) -> tuple[object, ...]:
@@ -410,6 +415,12 @@ def scan_dataset(
             summary.unchanged += 1
             if old[2] != entry.subset:
                 moved.append((entry.subset, path))
+    queued = {e.path for e in to_probe}
+    for (path,) in conn.execute(_INCOMPLETE):
+        if path in walk.images and path not in queued:
+            summary.changed += 1
+            summary.unchanged -= 1
+            to_probe.append(walk.images[path])
     removed = [path for path in known if path not in walk.images]
     summary.removed = len(removed)
     # Images refused under a lower pixel limit are probed again when the limit allows them now.
@@ -436,7 +447,7 @@ def scan_dataset(
         probe_started = time.perf_counter()
         subsets = {s.rel_dir: s for s in layout.subsets}
         batch: list[tuple[object, ...]] = []
-        feature_batch: list[tuple[str, int | None, bytes | None, str]] = []
+        feature_batch: list[FeatureRow] = []
         done = 0
         limit = FIRST_BATCH
         last_commit = time.perf_counter()
