@@ -269,6 +269,7 @@ class Dataset:
             found += [f for f in image_flags(record, rules) if not (f.kind == "alpha" and record.path in stats)]
         found += quality_flags(records, stats, self.config.quality, rules.bucket_settings, rules.widest_aspect)
         found += self._watermark_flags(records)
+        found += self._text_flags(records)
         found += caption_flags(self.layout, records, self.walk.other_files)
         found += duplicate_flags(self.duplicates(threshold))
         found.sort(key=lambda f: (f.path, _KIND_ORDER.get(f.kind, 99), f.detail))
@@ -314,6 +315,17 @@ class Dataset:
         paths = [r.path for r in chosen]
         groups = [r.subset.rel_dir for r in chosen]
         return watermark_flags(paths, packed, [r.phash for r in chosen], threshold, groups)
+
+    def _text_flags(self, records: list[ImageRecord]) -> list[Flag]:
+        """``text-heavy`` findings by the ONNX text detector, when one is configured (raises
+        ``curator.textdetect.model.TextModelError`` when it cannot be used)."""
+        model = self.config.text_model
+        if model is None or self.config.quality.text_heavy is None:
+            return []
+        from curator.textdetect.check import text_areas, text_flags
+
+        areas = text_areas(self.index, records, model, self.config.pixel_limit)
+        return text_flags(areas, self.config.quality.text_heavy, model.path.name)
 
     def close(self) -> None:
         self.index.close()

@@ -21,6 +21,7 @@ IMAGE_QUALITY_KINDS = (
     "heavy-jpeg",
     "letterbox",
     "watermark",
+    "text-heavy",
 )
 CAPTION_KINDS = (
     "missing-caption",

@@ -113,3 +113,55 @@ def make_tagger(
     rows += [(name, cat) for name, cat, _ in tags]
     write_selected_tags(folder / "selected_tags.csv", rows)
     return folder
+
+
+def build_text_detector_onnx(
+    path: Path,
+    channel: int = 2,
+    mean: float = 0.406,
+    std: float = 0.225,
+    size: int | None = None,
+    logits: bool = False,
+    rank: int = 4,
+) -> Path:
+    """A DB-shaped text detector: input `image` [batch, 3, H, W] (H, W free, or `size` x `size`), output `maps`
+    [batch, 1, H/4, W/4] (rank 3: [batch, H/4, W/4]): input channel `channel` un-normalised (x * std + mean, so a
+    red channel of 255 reads 1.0 when the input was normalised with that mean and std), averaged over 4x4 pixels.
+    The defaults undo the db preset's red channel (BGR order: red is channel 2). `logits`: the map is 10 * (p -
+    0.5) instead, values outside 0..1 as a detector without its final sigmoid gives."""
+    nodes = [
+        _const("c_start", [channel]), _const("c_end", [channel + 1]), _const("c_axis", [1]),
+        helper.make_node("Slice", ["image", "c_start", "c_end", "c_axis"], ["chan"]),
+        _const("std", [std], np.float32), _const("mean", [mean], np.float32),
+        helper.make_node("Mul", ["chan", "std"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "mean"], ["restored"]),
+        helper.make_node("AveragePool", ["restored"], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
+    ]  # fmt: skip
+    last = "pooled"
+    if logits:
+        nodes += [_const("half", [0.5], np.float32), _const("ten", [10.0], np.float32),
+                  helper.make_node("Sub", ["pooled", "half"], ["centred"]),
+                  helper.make_node("Mul", ["centred", "ten"], ["logit"])]  # fmt: skip
+        last = "logit"
+    height: int | str = size if size else "height"
+    width: int | str = size if size else "width"
+    out_h: int | str = size // 4 if size else "map_h"
+    out_w: int | str = size // 4 if size else "map_w"
+    if rank == 3:
+        nodes += [_const("squeeze_axis", [1]), helper.make_node("Squeeze", [last, "squeeze_axis"], ["maps"])]
+        out_shape: list[int | str] = ["batch", out_h, out_w]
+    else:
+        nodes.append(helper.make_node("Identity", [last], ["maps"]))
+        out_shape = ["batch", 1, out_h, out_w]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_text_detector",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, height, width])],
+        [helper.make_tensor_value_info("maps", TensorProto.FLOAT, out_shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path

@@ -85,7 +85,8 @@ def quality_flags(quality_set: Path) -> list:
 
 
 QUALITY = (*IMAGE_QUALITY_KINDS, "alpha")
-PER_IMAGE = tuple(k for k in QUALITY if k != "watermark")  # a repeated watermark needs many images: below
+# a repeated watermark needs many images (below); text-heavy needs a text detector (tests/test_text_model.py)
+PER_IMAGE = tuple(k for k in QUALITY if k not in ("watermark", "text-heavy"))
 
 
 @pytest.mark.parametrize("kind", PER_IMAGE)

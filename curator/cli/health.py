@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from curator.cli.options import (
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from curator.dupes import Cluster
     from curator.records import Flag, ImageRecord
     from curator.scan.scanner import ScanSummary
+    from curator.textdetect.config import TextModelConfig
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +85,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="order of the findings (default path; score: the worst first, findings without a score last)",
     )
     check.add_argument("--no-geometric", action="store_true", help="near duplicates by whole-frame hash only")
+    check.add_argument(
+        "--text-model", type=Path, default=None, metavar="PATH",
+        help="an ONNX text detector (DB, EAST or docTR family) for the text-heavy check, run offline on each new "
+        "or changed image (default: none, the check is not run; see docs/DATASET.md for models that fit)",
+    )
+    check.add_argument(
+        "--text-model-preset", choices=["db", "doctr", "east"], default="db",
+        help="the detector family, for its input normalisation (default db: PaddleOCR DB)",
+    )
+    check.add_argument(
+        "--text-model-side", type=int, default=640, metavar="N",
+        help="longer side of the image fed to a detector with free input size (multiple of 32; default 640)",
+    )
     check.set_defaults(func=run_check)
 
     dupes = subparsers.add_parser(
@@ -263,10 +278,14 @@ def run_check(args: argparse.Namespace) -> int:
         return _error("--quality " + config_error_message(exc).replace("\n", "\n--quality "))
     except ValueError as exc:
         return _error(str(exc))
+    text_model = _text_model(args)
+    if isinstance(text_model, int):
+        return text_model
     overrides = {
         "near_threshold": args.threshold,
         "quality": quality,
         "geometric": False if args.no_geometric else None,
+        "text_model": text_model,
     }
     dataset = _open(args, **overrides)
     if isinstance(dataset, int):
@@ -283,7 +302,12 @@ def run_check(args: argparse.Namespace) -> int:
             print(f"kiln: the bucket checks are left out: {printable(dataset.buckets.error)}", file=sys.stderr)
         if _scan(dataset, args) is None:
             return _error(f"{dataset.root}: no subset folder could be read")
-        flags = dataset.flags(refresh=False)
+        from curator.textdetect.model import TextModelError
+
+        try:
+            flags = dataset.flags(refresh=False)
+        except TextModelError as exc:
+            return _error(str(exc))
         if args.kind:
             flags = [f for f in flags if f.kind in set(args.kind)]
         flags = sort_flags(flags, args.sort)
@@ -293,6 +317,21 @@ def run_check(args: argparse.Namespace) -> int:
             return 0
         _print_check(dataset, images, flags)
     return 0
+
+
+def _text_model(args: argparse.Namespace) -> TextModelConfig | None | int:
+    """The text detector's config from ``--text-model*``, None without one, or an exit code after saying why."""
+    if args.text_model is None:
+        return None
+    from pydantic import ValidationError
+
+    from curator.configerrors import describe_validation_error
+    from curator.textdetect.config import FIELD_HINTS, TextModelConfig
+
+    try:
+        return TextModelConfig(path=args.text_model, preset=args.text_model_preset, side=args.text_model_side)
+    except ValidationError as exc:
+        return _error(describe_validation_error(exc, "check --text-model", FIELD_HINTS).replace("\n", "\nkiln: "))
 
 
 def sort_flags(flags: list[Flag], order: str) -> list[Flag]:

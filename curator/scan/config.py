@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from curator.textdetect.config import TextModelConfig
+
 DEFAULT_PIXEL_LIMIT = 100_000_000
 DEFAULT_NEAR_THRESHOLD = 8  # pHash bits; chosen by bench/bench_scan.py (see docs/DATASET.md)
 MAX_NEAR_THRESHOLD = 24
@@ -34,6 +36,9 @@ class QualityThresholds(BaseModel):
     alpha: float | None = Field(0.0, ge=0.0, le=1.0, description="share of transparent pixels above this")
     watermark: float | None = Field(
         0.5, ge=0.0, le=1.0, description="match to a mark repeated across the set (share of its edges) at least this"
+    )
+    text_heavy: float | None = Field(
+        0.1, ge=0.0, le=1.0, description="share of the image the text detector (--text-model) calls text above this"
     )
 
     @classmethod
@@ -97,6 +102,9 @@ class ScanConfig(BaseModel):
     near_threshold: int = Field(DEFAULT_NEAR_THRESHOLD, description="max pHash distance (bits) of near-duplicates")
     geometric: bool = Field(True, description="also find cropped, rotated and locally edited copies")
     quality: QualityThresholds = Field(default_factory=QualityThresholds, description="image-quality thresholds")
+    text_model: TextModelConfig | None = Field(
+        None, description="an ONNX text detector for the text-heavy check; None: that check is not run"
+    )
     workers: int | None = Field(None, description="scan processes; None: one per CPU core")
 
     @field_validator("caption_extension")
