@@ -16,15 +16,26 @@ Sets (made once per ``--data`` folder):
 
 It prints, per check, the measured value's spread on the clean sets and on the planted copies, the default
 threshold, the share of planted copies flagged and the false-positive rate on each clean set.
+
+Repeated watermarks (``watermark``, judged over a set): per mark style of ``tests/watermarks.py`` (opaque text
+bottom-right, white text at 50% opacity across the bottom centre, a corner logo) a dataset of the clean colour and
+grey photographs plus ``--marked`` other crops and downscales carrying the mark, in one concept folder; it prints
+the templates found (where, how many images share them), recall and false-positive rate at the default threshold
+and at other thresholds, and the watermarks flagged on the clean sets alone (no mark: there must be none). Then
+the classical text-likeness score that was tried for ``text-heavy`` without a model (rows of the edge bitmap
+dense with short edge runs next to empty rows: text lines and the gaps between them), on the clean sets and on
+``--marked`` photographs covered with lines of text (``tests.watermarks.text_page``): why it is not shipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,14 +48,17 @@ sys.path.insert(0, str(ROOT / "bench"))
 from photoset import skimage_photo_dir  # noqa: E402
 
 from curator.checks.quality import quality_flags  # noqa: E402
+from curator.checks.watermark import find_templates, match, watermark_flags  # noqa: E402
 from curator.dataset import Dataset  # noqa: E402
 from curator.records import IMAGE_QUALITY_KINDS  # noqa: E402
 from curator.scan.config import QualityThresholds  # noqa: E402
+from curator.scan.edges import EDGE_SIDE  # noqa: E402
+from tests.watermarks import STYLES, plant, text_page  # noqa: E402
 
 COLOUR = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png",
           "retina.jpg", "ihc.png", "hubble_deep_field.jpg")  # fmt: skip
 GREY = ("camera.png", "coins.png", "moon.png", "brick.png", "grass.png", "gravel.png", "cell.png", "page.png", "text.png")
-KINDS = (*IMAGE_QUALITY_KINDS, "alpha")
+KINDS = (*(k for k in IMAGE_QUALITY_KINDS if k not in ("watermark", "text-heavy")), "alpha")  # judged per image
 
 
 def _variants(image: Image.Image, rng: random.Random, count: int) -> list[Image.Image]:
@@ -178,11 +192,109 @@ def _spread(values: list[float]) -> str:
     return "/".join(f"{x:.3g}" for x in p)
 
 
+def build_marked(data: Path, marked: int) -> None:
+    """Per mark style, ``wm-<style>``: the clean photographs (hard links) and ``marked`` marked others; and
+    ``text``: the clean colour photographs and ``marked`` text-covered ones."""
+    if (data / "marked-done").exists():
+        return
+    rng = random.Random(7)
+    pool: list[Image.Image] = []
+    for name in COLOUR + GREY:
+        with Image.open(skimage_photo_dir() / name) as image:
+            pool += _variants(image.convert("RGB"), rng, 12)[1:]  # other crops and scales than the clean ones
+    for style in (*STYLES, "text-page"):
+        folder = data / ("text" if style == "text-page" else f"wm-{style}") / "1_set"
+        shutil.rmtree(folder.parent, ignore_errors=True)
+        folder.mkdir(parents=True)
+        sources = [data / "colour" / "1_clean"] + ([] if style == "text-page" else [data / "grey" / "1_clean"])
+        for source in sources:
+            for path in sorted(source.iterdir()):
+                os.link(path, folder / f"{source.parent.name}_{path.name}")
+        for n, image in enumerate(rng.sample(pool, marked)):
+            made = text_page(image, rng.choice([3, 5, 7, 9])) if style == "text-page" else plant(image, style)
+            _save(made, folder, f"marked_{n:03d}", rng)
+    (data / "marked-done").write_text("ok")
+
+
+def _edge_set(path: Path) -> tuple[list[str], np.ndarray, list[int | None]]:
+    with Dataset.open(path) as ds:
+        ds.scan(progress=False)
+        chosen, packed = ds.edge_bitmaps()
+    return [r.path for r in chosen], packed, [r.phash for r in chosen]
+
+
+def _rates(best: np.ndarray, is_marked: np.ndarray, level: float) -> str:
+    return f"{np.mean(best[is_marked] >= level):.2f}/{np.mean(best[~is_marked] >= level):.3f}"
+
+
+def watermark_report(data: Path, marked: int) -> None:
+    build_marked(data, marked)
+    threshold = QualityThresholds().watermark or 0.5
+    print(f"\nrepeated watermarks: {marked} marked images beside the clean colour and grey ones; default {threshold}")
+    print(f"{'set':12s} {'images':>6s} {'recall':>7s} {'FP':>6s}   recall/FP at 0.3, 0.4, 0.6   templates (where, shared)")
+    for style in STYLES:
+        paths, packed, hashes = _edge_set(data / f"wm-{style}" )
+        started = time.perf_counter()
+        templates = find_templates(packed, hashes)
+        best = np.zeros(len(paths))
+        for template in templates:
+            best = np.maximum(best, match(packed, template.mask))
+        seconds = time.perf_counter() - started
+        is_marked = np.array(["/marked_" in p for p in paths])
+
+        found = "; ".join(f"{t.where()} {t.extent()} shared by {t.shared}" for t in templates) or "none"
+        print(f"{style:12s} {len(paths):6d} {np.mean(best[is_marked] >= threshold):7.2f} "
+              f"{np.mean(best[~is_marked] >= threshold):6.1%}   {_rates(best, is_marked, 0.3)} {_rates(best, is_marked, 0.4)} {_rates(best, is_marked, 0.6)}   {found} "
+              f"({seconds * 1000:.0f} ms)")  # fmt: skip
+        clean_at_1 = np.quantile(best[~is_marked], 0.99)
+        print(f"{'':12s} recall at a 1% false-positive rate: {np.mean(best[is_marked] > clean_at_1):.2f} "
+              f"(threshold {clean_at_1:.2f})")  # fmt: skip
+    for name in ("colour", "grey"):
+        paths, packed, hashes = _edge_set(data / name)
+        flagged = watermark_flags(paths, packed, hashes, threshold)
+        print(f"clean {name} alone: {len(paths)} images, {len(find_templates(packed, hashes))} templates, "
+              f"{len(flagged)} flagged")  # fmt: skip
+    text_rows_report(data)
+
+
+def text_rows(packed: np.ndarray, dense_runs: int = 8, near: int = 6) -> np.ndarray:
+    """The classical text-likeness tried for text-heavy: the share of edge-bitmap rows with at least
+    ``dense_runs`` edge runs within ``near`` rows of a row with at most one (a text line beside a gap)."""
+    from scipy import ndimage
+
+    edges = np.unpackbits(packed, axis=1).astype(bool).reshape(len(packed), EDGE_SIDE, EDGE_SIDE)
+    runs = (edges[:, :, 1:] & ~edges[:, :, :-1]).sum(axis=2)
+    beside_gap = ndimage.binary_dilation(runs <= 1, structure=np.ones((1, 2 * near + 1), dtype=bool))
+    return ((runs >= dense_runs) & beside_gap).mean(axis=1)
+
+
+def text_rows_report(data: Path) -> None:
+    paths, packed, _hashes = _edge_set(data / "text")
+    planted = text_rows(packed)[np.array(["/marked_" in p for p in paths])]
+    clean = {}
+    for name in ("colour", "grey"):
+        clean_paths, clean_packed, _ = _edge_set(data / name)
+        scores = text_rows(clean_packed)
+        keep = [n for n, p in enumerate(clean_paths) if p.startswith("1_clean/")]
+        clean[name] = (np.array(clean_paths)[keep], scores[keep])
+    printed = np.array(["/page_" in p or "/text_" in p for p in clean["grey"][0]])
+    print(f"\ntext-likeness without a model (not shipped): {len(planted)} text-covered photographs")
+    print(f"{'threshold':>9s} {'planted':>8s} {'FP colour':>10s} {'FP grey photos':>15s} {'grey page/text':>15s}")
+    for level in (0.1, 0.15, 0.2, 0.3):
+        grey = clean["grey"][1]
+        print(f"{level:9.2f} {np.mean(planted >= level):8.2f} {np.mean(clean['colour'][1] >= level):10.1%} "
+              f"{np.mean(grey[~printed] >= level):15.1%} {np.mean(grey[printed] >= level):15.2f}")  # fmt: skip
+    worst = sorted(zip(clean["grey"][1][~printed], clean["grey"][0][~printed], strict=True), reverse=True)[:3]
+    worst += sorted(zip(clean["colour"][1], clean["colour"][0], strict=True), reverse=True)[:3]
+    print("highest clean scores: " + ", ".join(f"{p} {v:.2f}" for v, p in worst))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--per-photo", type=int, default=20)
     parser.add_argument("--planted", type=int, default=30, help="planted copies per check")
+    parser.add_argument("--marked", type=int, default=90, help="marked images per watermark style")
     args = parser.parse_args()
     temp = None
     data = args.data
@@ -200,7 +312,7 @@ def main() -> None:
                 stats = ds.image_stats()
                 from curator.checks.images import SizeRules
 
-                rules = SizeRules.from_config(ds.config)
+                rules = SizeRules.from_config(ds.config, ds.buckets.settings)
                 flags = quality_flags(records, stats, thresholds, rules.bucket_settings, rules.widest_aspect)
                 results[name] = (records, stats, flags)
         print(f"clean colour: {sum(1 for r in results['colour'][0] if r.path.startswith('1_clean/'))} images; "
@@ -234,6 +346,7 @@ def main() -> None:
             wrong = sorted(p for p in clean if p in flagged)[:6] + sorted(grey_flagged)[:6]
             if wrong:
                 print(f"{'':16s} false positives: {', '.join(wrong)}")
+        watermark_report(data, args.marked)
     finally:
         if temp:
             shutil.rmtree(temp, ignore_errors=True)

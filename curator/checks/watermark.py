@@ -41,7 +41,7 @@ MAX_SPAN = 0.75  # a template wider or taller than this share of the frame is sc
 MIN_THICKNESS = 4  # px of EDGE_SIDE: a thinner template is a line (horizon, seam), not a mark
 MIN_PIXELS = 12  # template pixels at the least
 RING = 6  # px around a template's box where an image's own edge density is measured
-DUPLICATE_BITS = 6  # pHash distance under which images count once
+DUPLICATE_BITS = 12  # pHash distance under which images count once (versions of one picture: random pairs are ~32 apart)
 BLOCK = 8  # frequency block size for the scene fit
 CHUNK = 1024  # images unpacked at a time
 
