@@ -241,3 +241,21 @@ def test_watermark_threshold_and_sorting_from_the_cli(
     assert code == 0 and json.loads(capsys.readouterr().out)["flags"] == []
     assert kiln(["check", root, "--quality", "watermark=2", "--no-progress"]) == 1
     assert "watermark" in capsys.readouterr().err
+
+
+def test_the_edge_bitmap_marks_steps_and_is_stored_packed() -> None:
+    from curator.scan.edges import EDGE_BYTES, EDGE_STEP, edge_bits, edge_map, unpack_edges
+
+    step = np.zeros((256, 384), dtype=np.uint8)
+    step[:, 192:] = 200  # a vertical step half-way: at 128 px, between columns 63 and 64
+    edges = edge_map(Image.fromarray(step))
+    assert edges.shape == (128, 128) and set(np.nonzero(edges.any(axis=0))[0]) == {63, 64}
+    faint = np.zeros((128, 128), dtype=np.uint8)
+    faint[:, 64:] = EDGE_STEP - 1  # under the step size: no edge
+    assert not edge_map(Image.fromarray(faint)).any()
+    blob = edge_bits(Image.fromarray(step))
+    assert len(blob) == EDGE_BYTES and (unpack_edges([blob])[0] == edges).all()
+    with pytest.raises(ValueError, match="2048 bytes"):
+        unpack_edges([blob[:-1]])
+    with pytest.raises(ValueError, match="L image"):
+        edge_map(Image.new("RGB", (8, 8)))

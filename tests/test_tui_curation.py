@@ -453,6 +453,34 @@ def test_health_view_lists_quality_findings_worst_first(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
+def test_health_view_lists_watermarked_images_worst_first_with_where(tmp_path: Path) -> None:
+    from tests.conftest import photo, save_photo
+    from tests.test_quality import CROPS, MARKED, _crop
+    from tests.watermarks import plant
+
+    folder = tmp_path / "ds" / "1_set"
+    for n, (source, size) in enumerate(MARKED):
+        save_photo(plant(_crop(source, size, CROPS[n % 3]), "logo"), folder / f"mark_{n}.jpg", quality=90)
+    for name in ("camera.png", "coins.png", "brick.png"):
+        save_photo(photo(name).convert("RGB"), folder / f"clean_{name}")
+
+    async def run() -> None:
+        app = make_app(tmp_path / "ds")
+        async with app.run_test(size=(110, 34)) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("5")
+            tree = app.query_one("#health-tree")
+            await wait_for(pilot, lambda: any("watermark" in str(n.label) for n in tree.root.children))
+            node = next(n for n in tree.root.children if str(n.label).startswith("watermark"))
+            scores = [leaf.data.flag.score for leaf in node.children]
+            paths = [leaf.data.path for leaf in node.children]
+            assert len(scores) >= 6 and scores == sorted(scores, reverse=True)
+            assert all(p.startswith("1_set/mark_") for p in paths)
+            assert "top-left corner" in str(node.children[0].label)
+
+    asyncio.run(run())
+
+
 # ------------------------------------------------------------------------------------------------ captions
 
 
