@@ -3,6 +3,8 @@
 * ``images``: file and size findings (stored probe flags + low-res, tiny, extreme-aspect, too-large).
 * ``quality``: image quality from the scan's statistics (blurry, too-dark, overexposed, low-information,
   grayscale, odd-aspect, heavy-jpeg, letterbox, alpha), each with a score.
+* ``watermark``: marks repeated at the same place across a set, from the scan's edge bitmaps (scored);
+  ``text-heavy`` comes from the optional text detector, ``curator.textdetect``.
 * ``captions``: caption files (missing, empty, orphan, both, encoding, duplicate tags, multiline).
 * duplicates come from ``curator.dupes``.
 """
