@@ -207,6 +207,20 @@ def build_defect_dataset(root: Path) -> dict[str, str]:
     expected["exact-duplicate"] = rel + "original_resaved.png"
     expected["near-duplicate"] = img("original_small.jpg", good.resize((560, 560), Image.Resampling.LANCZOS), quality=80)
     del original
+    # a watermark repeated across a concept folder: the same corner text on quarters of eight photographs (no
+    # near duplicates of the images above)
+    from tests.watermarks import plant
+
+    stamped = root / "2_stamped"
+    for n, name in enumerate(("chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png",
+                              "retina.jpg", "ihc.png", "hubble_deep_field.jpg")):  # fmt: skip
+        source = photo(name)
+        w, h = source.size
+        left, top = (n % 2) * w // 2, (n // 2 % 2) * h // 2
+        crop = source.crop((left, top, left + w // 2, top + h // 2)).resize((600, 450))
+        save_photo(plant(crop, "text"), stamped / f"stamp_{n}.jpg", quality=90)
+        write_caption(stamped / f"stamp_{n}.txt", "a photo\n")
+    expected["watermark"] = "2_stamped/stamp_0.jpg"
     return expected
 
 

@@ -26,8 +26,8 @@ def _details(flags: list, path: str, kind: str) -> list[str]:
     return [f.detail for f in flags if f.path == path and f.kind == kind]
 
 
-@pytest.mark.parametrize("kind", FLAG_KINDS)
-def test_every_kind_is_found_on_its_file(defects: tuple, kind: str) -> None:
+@pytest.mark.parametrize("kind", [k for k in FLAG_KINDS if k != "text-heavy"])  # needs a text detector:
+def test_every_kind_is_found_on_its_file(defects: tuple, kind: str) -> None:  # tests/test_text_model.py plants it
     _root, expected, flags = defects
     assert kind in expected, f"the defect dataset plants no {kind}"
     assert _details(flags, expected[kind], kind), f"{kind} not reported on {expected[kind]}"
