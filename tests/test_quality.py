@@ -259,3 +259,12 @@ def test_the_edge_bitmap_marks_steps_and_is_stored_packed() -> None:
         unpack_edges([blob[:-1]])
     with pytest.raises(ValueError, match="L image"):
         edge_map(Image.new("RGB", (8, 8)))
+
+
+def test_no_watermark_in_the_clean_sample_dataset(tmp_path: Path) -> None:
+    """examples/dataset: 23 real photographs in two folders, where chance once made small templates (23 and 70
+    template pixels) on the frame's left edge; a template needs 96."""
+    from tests.conftest import copy_sample
+
+    with Dataset.open(copy_sample(tmp_path / "sample"), config=ScanConfig(workers=1)) as ds:
+        assert not [f.path for f in ds.flags() if f.kind == "watermark"]

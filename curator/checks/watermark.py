@@ -39,7 +39,8 @@ CARRIER_MATCH = 0.3  # an image with this match carries the template (for counti
 DISCRIMINATION = 0.35  # a template pixel is an edge in this share more of its carriers than of the other images
 MAX_SPAN = 0.75  # a template wider or taller than this share of the frame is scene structure
 MIN_THICKNESS = 4  # px of EDGE_SIDE: a thinner template is a line (horizon, seam), not a mark
-MIN_PIXELS = 12  # template pixels at the least
+MIN_CANDIDATE = 12  # excess pixels a candidate needs before it is refined
+MIN_PIXELS = 96  # pixels a refined template needs: smaller ones arise by chance in a set of a few dozen images
 RING = 6  # px around a template's box where an image's own edge density is measured
 DUPLICATE_BITS = 12  # pHash distance under which images count once (versions of one picture: random pairs are ~32 apart)
 BLOCK = 8  # frequency block size for the scene fit
@@ -117,7 +118,7 @@ def _candidates(frequency: NDArray[np.float64], count: int) -> list[Mask]:
     masks: list[Mask] = []
     for label in range(1, found + 1):
         mask = excess & (labels == label)
-        if int(mask.sum()) < MIN_PIXELS:
+        if int(mask.sum()) < MIN_CANDIDATE:
             continue
         rows, cols = np.nonzero(mask)
         height, width = int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1
