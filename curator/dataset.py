@@ -322,10 +322,22 @@ class Dataset:
         model = self.config.text_model
         if model is None or self.config.quality.text_heavy is None:
             return []
-        from curator.textdetect.check import text_areas, text_flags
+        from curator.textdetect.check import text_flags
 
-        areas = text_areas(self.index, records, model, self.config.pixel_limit)
-        return text_flags(areas, self.config.quality.text_heavy, model.path.name)
+        return text_flags(self.text_areas(records), self.config.quality.text_heavy, model.path.name)
+
+    def text_areas(self, records: list[ImageRecord] | None = None, progress: bool = False) -> dict[str, float]:
+        """Each decoded image's text area (0..1) by the configured text detector (``ScanConfig.text_model``;
+        empty without one), cached in the index; ``progress``: a bar on stderr while the detector runs."""
+        model = self.config.text_model
+        if model is None:
+            return {}
+        from curator.autotag.progress import progress_factory
+        from curator.textdetect.check import text_areas
+
+        chosen = records if records is not None else self.images()
+        with progress_factory(progress, "text detector") as bar:
+            return text_areas(self.index, chosen, model, self.config.pixel_limit, progress=bar)
 
     def close(self) -> None:
         self.index.close()

@@ -102,6 +102,9 @@ def test_scores_are_cached_per_file_and_model(poster_set: Path, tmp_path: Path) 
         other = TextModelConfig(path=model, side=64)  # other preprocessing: scored again
         text_areas(ds.index, records, other, ds.config.pixel_limit, load)
         assert len(loads) == 2
+    with Dataset.open(poster_set, config=ScanConfig(workers=1, text_model=TextModelConfig(path=model))) as ds:
+        shown = ds.text_areas(progress=True)  # a progress bar on stderr while the detector runs
+        assert set(shown) == set(first) and shown["4_posters/poster.png"] == pytest.approx(0.6, abs=0.06)
     save_photo(_banner((400, 300), 0.1), poster_set / "4_posters" / "poster.png")  # the file changes
     with Dataset.open(poster_set, config=ScanConfig(workers=1)) as ds:
         again = text_areas(ds.index, ds.images(), config, ds.config.pixel_limit, load)

@@ -305,7 +305,8 @@ def run_check(args: argparse.Namespace) -> int:
         from curator.textdetect.model import TextModelError
 
         try:
-            flags = dataset.flags(refresh=False)
+            dataset.text_areas(progress=not (args.no_progress or args.json) and sys.stderr.isatty())
+            flags = dataset.flags(refresh=False)  # the text areas are cached now
         except TextModelError as exc:
             return _error(str(exc))
         if args.kind:

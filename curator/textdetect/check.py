@@ -18,6 +18,7 @@ from curator.records import Flag, ImageRecord
 from curator.textdetect.config import TextModelConfig
 
 if TYPE_CHECKING:
+    from curator.autotag.progress import ProgressFactory
     from curator.index import Index
     from curator.textdetect.model import TextDetector
 
@@ -63,9 +64,11 @@ def text_areas(
     config: TextModelConfig,
     pixel_limit: int,
     load: Callable[[TextModelConfig], TextDetector] | None = None,
+    progress: ProgressFactory | None = None,
 ) -> dict[str, float]:
     """Each readable image's text area (0..1), from the cache or the detector (loaded by ``load``, default
-    :meth:`TextDetector.load`, only when an image is not cached)."""
+    :meth:`TextDetector.load`, only when an image is not cached); ``progress``: a bar over the images the
+    detector runs on (``curator.autotag.progress.progress_factory``)."""
     index.ensure_schema(_SCHEMA)
     key = model_key(config)
     cached = {
@@ -89,15 +92,19 @@ def text_areas(
 
         load = TextDetector.load
     detector = load(config)
-    rows = []
-    for record in missing:
-        image = _open_image(record, config.side, pixel_limit)
-        if image is None:
-            continue
-        areas[record.path] = detector.text_area(image)
-        rows.append((record.path, record.sha256, key, areas[record.path]))
-    with index.transaction("keeping the text detector's scores") as tx:
-        tx.executemany("INSERT OR REPLACE INTO text_scores (path, sha256, model, area) VALUES (?, ?, ?, ?)", rows)
+    advance = progress(len(missing), 0) if progress is not None else None
+    rows: list[tuple[str, str, str, float]] = []
+    try:
+        for record in missing:
+            image = _open_image(record, config.side, pixel_limit)
+            if image is not None:
+                areas[record.path] = detector.text_area(image)
+                rows.append((record.path, record.sha256, key, areas[record.path]))
+            if advance is not None:
+                advance(1)
+    finally:  # what was scored is kept, also when the run is interrupted
+        with index.transaction("keeping the text detector's scores") as tx:
+            tx.executemany("INSERT OR REPLACE INTO text_scores (path, sha256, model, area) VALUES (?, ?, ?, ?)", rows)
     return areas
 
 
