@@ -173,7 +173,10 @@ class Index:
         if found == SCHEMA_VERSION:
             return
         if found in UPGRADABLE and all(v in UPGRADABLE for v in range(found, SCHEMA_VERSION)):
-            with self.transaction("upgrading the dataset index"):
+            with self.transaction("upgrading the dataset index") as tx:
+                now = tx.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                if now is not None and now[0] == str(SCHEMA_VERSION):
+                    return  # another process upgraded it while this one waited for the lock
                 for step in range(found, SCHEMA_VERSION):
                     for statement in UPGRADABLE[step]:
                         self.conn.execute(statement)

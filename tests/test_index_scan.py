@@ -215,6 +215,25 @@ def test_an_index_of_schema_2_is_upgraded_in_place(kohya_dataset: Path, capsys: 
         assert capsys.readouterr().err == ""  # said once, at the upgrade
 
 
+def test_two_processes_upgrading_at_once_alter_the_index_once(kohya_dataset: Path) -> None:
+    """A second opener that read schema 2 before the first upgraded it finds the upgrade done once it has the lock."""
+    import sqlite3
+
+    from curator.index import Index
+
+    with Dataset.open(kohya_dataset) as ds:
+        ds.scan(progress=False)
+    _as_schema_2(kohya_dataset)
+    first = Index.open(kohya_dataset, quiet=True)  # upgrades
+    late = Index(first.root, first.kiln_dir, sqlite3.connect(first.path, isolation_level=None), in_cache=False)
+    late.get_meta = lambda key: "2"  # type: ignore[method-assign]  # what it read before the first one upgraded
+    late._migrate(quiet=True)  # no "duplicate column name: edges"
+    columns = [row[1] for row in first.conn.execute("PRAGMA table_info(features)")]
+    assert columns.count("edges") == 1
+    late.close()
+    first.close()
+
+
 def test_an_index_of_an_unknown_schema_is_rebuilt_with_a_message(
     kohya_dataset: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
