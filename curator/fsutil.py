@@ -504,21 +504,56 @@ def _stage_batch(stage: Path | str | None) -> tuple[str, int] | None:
         return None
 
 
+def _lock_batch(batch: str) -> int | None:
+    """An open descriptor of the batch folder holding an exclusive ``flock`` on it, or None when another
+    process holds the lock (a detached cleaner is freeing the batch). Where ``flock`` does not exist the
+    descriptor is returned unlocked. Raises ``OSError`` when the folder cannot be opened."""
+    fd = os.open(batch, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError:
+        pass  # a filesystem without flock: nothing to coordinate with
+    return fd
+
+
 def _free_batch(batch: str, old_files: int) -> None:
     """Remove a staging batch (the old contents swapped out of their targets): a detached low-priority process
     frees big ones, so the caller does not wait for the disk; small ones go at once."""
-    if old_files >= _BACKGROUND_FREE_MIN and os.environ.get("KILN_IO_BACKGROUND_FREE", "1") != "0":
-        import subprocess
+    try:
+        fd = _lock_batch(batch)
+    except OSError:
+        fd = None
+    if fd is not None:
+        _free_locked(batch, fd, old_files)
 
-        try:
-            subprocess.Popen([sys.executable, "-S", "-c", _CLEANER, batch], start_new_session=True,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            return
-        except OSError:
-            pass
-    import shutil
 
-    shutil.rmtree(batch, ignore_errors=True)
+def _free_locked(batch: str, fd: int, old_files: int) -> None:
+    """:func:`_free_batch` of a batch whose lock ``fd`` holds (closed here). The detached cleaner inherits the
+    descriptor, so the lock stays held until the batch is gone: :func:`clean_stage` in another process leaves
+    such a batch to it instead of freeing 50,000 old files in the foreground."""
+    try:
+        if old_files >= _BACKGROUND_FREE_MIN and os.environ.get("KILN_IO_BACKGROUND_FREE", "1") != "0":
+            import subprocess
+
+            try:
+                subprocess.Popen([sys.executable, "-S", "-c", _CLEANER, batch], start_new_session=True,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 pass_fds=(fd,))
+                return
+            except OSError:
+                pass
+        import shutil
+
+        shutil.rmtree(batch, ignore_errors=True)
+    finally:
+        os.close(fd)
 
 
 def _alive(pid: int) -> bool:
@@ -533,8 +568,9 @@ def _alive(pid: int) -> bool:
 
 def clean_stage(stage: Path | str, older_than_s: float = 600.0) -> int:
     """Remove the staging batches in ``stage`` whose writer is gone (killed, or finished while its detached
-    cleaner died), and any older than ``older_than_s`` (a reused pid); returns how many."""
-    import shutil
+    cleaner died), and any older than ``older_than_s`` (a reused pid); returns how many. A batch a detached
+    cleaner is still freeing (it holds the batch's lock) is left to it; a big stale one is handed to a new
+    detached cleaner (see :func:`_free_batch`)."""
     import time
 
     removed = 0
@@ -551,9 +587,20 @@ def clean_stage(stage: Path | str, older_than_s: float = 600.0) -> int:
             stale = not _alive(pid) or now - entry.stat().st_mtime > older_than_s
         except (OSError, ValueError, IndexError):
             continue
-        if stale:
-            shutil.rmtree(entry.path, ignore_errors=True)
-            removed += 1
+        if not stale:
+            continue
+        try:
+            fd = _lock_batch(entry.path)
+        except OSError:  # gone meanwhile
+            continue
+        if fd is None:  # a detached cleaner is freeing it
+            continue
+        try:
+            old_files = sum(1 for _ in os.scandir(entry.path))
+        except OSError:
+            old_files = 0
+        _free_locked(entry.path, fd, old_files)
+        removed += 1
     return removed
 
 
