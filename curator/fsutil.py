@@ -434,7 +434,46 @@ def _sync_filesystems(folders: Iterable[str]) -> bool:
 
 _RENAME_EXCHANGE = 2
 _BACKGROUND_FREE_MIN = 256  # old files freed by a detached process from this many on
-_CLEANER = "import os, shutil, sys\ntry:\n    os.nice(19)\nexcept OSError:\n    pass\nshutil.rmtree(sys.argv[1], True)\n"
+_CLEANER = """\
+import os, shutil, sys, time
+try:
+    os.nice(19)
+except OSError:
+    pass
+batch, stage = sys.argv[1], sys.argv[2]
+try:
+    import fcntl
+    stage_fd = os.open(stage, os.O_RDONLY)
+except (ImportError, OSError):
+    stage_fd = None
+def no_writer():
+    while stage_fd is not None:
+        try:
+            fcntl.flock(stage_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            time.sleep(0.1)
+            continue
+        except OSError:
+            return
+        fcntl.flock(stage_fd, fcntl.LOCK_UN)
+        return
+try:
+    with os.scandir(batch) as entries:
+        for n, entry in enumerate(entries):
+            if n % 64 == 0:
+                no_writer()
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass
+except OSError:
+    pass
+shutil.rmtree(batch, True)
+"""
+"""The detached cleaner (``python -S -c _CLEANER <batch> <staging folder>``): frees a batch's old files at the
+lowest CPU priority, pausing while a batch is being written in the same staging folder (writers hold the
+folder's ``flock`` shared, see :func:`write_files_atomically`), so the next bulk write does not compete with
+it for the disk."""
 _renameat2: Callable[..., int] | None | bool = None  # None: not looked up yet; False: unavailable
 
 
@@ -543,7 +582,8 @@ def _free_locked(batch: str, fd: int, old_files: int) -> None:
             import subprocess
 
             try:
-                subprocess.Popen([sys.executable, "-S", "-c", _CLEANER, batch], start_new_session=True,
+                subprocess.Popen([sys.executable, "-S", "-c", _CLEANER, batch, os.path.dirname(batch)],
+                                 start_new_session=True,
                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                  pass_fds=(fd,))
                 return
@@ -633,6 +673,40 @@ def write_files_atomically(
     temporary files (see the notes above :func:`_exchange`); targets on another filesystem get theirs beside
     them, as without one.
     """
+    if not items:
+        return []
+    hold = _share_stage(stage) if stage is not None and len(items) >= _PARALLEL_MIN else None
+    try:
+        return _write_files(items, all_or_nothing, confine, what, stage)
+    finally:
+        if hold is not None:
+            os.close(hold)
+
+
+def _share_stage(stage: Path | str) -> int | None:
+    """A descriptor of the staging folder holding a shared ``flock`` on it while a batch is written there
+    (detached cleaners pause meanwhile); None where the folder or the lock is unavailable."""
+    try:
+        fd = os.open(stage, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except (ImportError, OSError):  # pragma: no cover - Windows, or a filesystem without flock
+        pass
+    return fd
+
+
+def _write_files(
+    items: list[tuple[Path | str, bytes]],
+    all_or_nothing: bool,
+    confine: Sequence[Path | str],
+    what: str,
+    stage: Path | str | None,
+) -> list[OSError | None]:
+    """:func:`write_files_atomically` (the staging folder's shared lock held by the caller)."""
     if not items:
         return []
     fast = sys.platform.startswith("linux")

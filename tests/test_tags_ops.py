@@ -275,3 +275,21 @@ def test_query_items_for_tui_and_trainer(ds) -> None:
         "5_sks dog/f.png",
     ]
     assert {it.path for it in load_items(ds, where="flag:multiline-caption")} == {"10_ohwx woman/b.png"}
+
+
+def test_folder_only_queries_are_decided_per_folder_as_per_image(ds) -> None:
+    """A query that looks at folders only is asked once per subset; it chooses exactly the images (and
+    captions) that asking it of every image chooses, for plain names, globs, NOT, AND and OR."""
+    from curator.tags.items import CaptionItem, select, select_folders
+    from curator.tags.query import parse_query
+
+    records = ds.images()
+    for text in ("folder:5_*", 'folder:"10_ohwx woman"', "-folder:5_*", "folder:10_* OR folder:5_*",
+                 "folder:10_* folder:5_*", "folder:nothing*", "-(folder:5_* OR folder:10_*)"):
+        query = parse_query(text)
+        assert query.fields == {"folder"}
+        per_image = [it.record for it in select(ds, [CaptionItem(r, "", None) for r in records], query)]
+        assert select_folders(records, query) == per_image, text
+        loaded = load_items(ds, where=query)
+        assert [it.record for it in loaded] == per_image, text
+        assert all(it.raw == CAPTIONS[it.path.rsplit(".", 1)[0]] for it in loaded)
