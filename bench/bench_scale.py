@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,25 @@ def _tree_rss(pid: int) -> int:
 
 def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
     """(seconds, peak resident bytes of the process tree, stdout) of one command."""
+    seconds, peak, out, _cpu = measure_cpu(argv, env)
+    return seconds, peak, out
+
+
+def _children_cpu() -> tuple[float, float]:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime, usage.ru_stime
+
+
+def _cpu_note(cpu: tuple[float, float], load_before: float) -> str:
+    """CPU seconds and the machine's load: on a shared 2-core machine the wall time is the CPU time divided by
+    the share of the cores the command got."""
+    return f"cpu {cpu[0]:.2f} user + {cpu[1]:.2f} sys; load {load_before:.1f}"
+
+
+def measure_cpu(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str, tuple[float, float]]:
+    """:func:`measure` and the (user, system) CPU seconds of the command and the children it waited for (a
+    detached cleaner that outlives it is not counted)."""
+    cpu_before = _children_cpu()
     with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
         started = time.perf_counter()  # output goes to files: a pipe would fill up and stall a --json command
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=out_file, stderr=err_file, text=True,
@@ -82,7 +102,8 @@ def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, 
         out, err = out_file.read(), err_file.read()
     if proc.returncode not in (0, 2):
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err[-3000:]}")
-    return seconds, peak, out
+    cpu_after = _children_cpu()
+    return seconds, peak, out, (cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1])
 
 
 def kiln(*args: str) -> list[str]:
@@ -129,22 +150,28 @@ def bench_commands(data: Path, only: set[str]) -> None:
 
 
 def bench_replace(data: Path) -> None:
-    seconds, peak, out = measure(kiln("tags", "replace", str(data), "kilnchar", "kilnperson", "--where", REPLACE_WHERE,
-                                      "--json"))
+    load = os.getloadavg()[0]
+    seconds, peak, out, cpu = measure_cpu(kiln("tags", "replace", str(data), "kilnchar", "kilnperson", "--where",
+                                               REPLACE_WHERE, "--json"))
     touched = len(json.loads(out)["applied"])
     ok = "ok" if seconds < TARGETS["replace_s"] else "MISS"
     _row("kiln tags replace (journaled)", seconds, peak,
-         f"{touched:,} captions; target < {TARGETS['replace_s']} s: {ok}")
-    seconds, peak, out = measure(kiln("tags", "undo", str(data), "--json"))
-    _row("kiln tags undo", seconds, peak, f"{len(json.loads(out)['applied']):,} captions")
+         f"{touched:,} captions; target < {TARGETS['replace_s']} s: {ok}; {_cpu_note(cpu, load)}")
+    load = os.getloadavg()[0]
+    seconds, peak, out, cpu = measure_cpu(kiln("tags", "undo", str(data), "--json"))
+    _row("kiln tags undo", seconds, peak, f"{len(json.loads(out)['applied']):,} captions; {_cpu_note(cpu, load)}")
     files = [str(p) for folder in ("10_subject", "1_reg") for p in (data / folder).glob("*.txt")]
+    load, cpu_before = os.getloadavg()[0], _children_cpu()
     started = time.perf_counter()
     for start in range(0, len(files), 5000):  # what a user would otherwise run (no journal, no undo)
         subprocess.run(["sed", "-i", "s/^kilnchar, /kilnperson, /", *files[start:start + 5000]], check=True)
     sed_s = time.perf_counter() - started
+    cpu_after = _children_cpu()
     for start in range(0, len(files), 5000):
         subprocess.run(["sed", "-i", "s/^kilnperson, /kilnchar, /", *files[start:start + 5000]], check=True)
-    _row(f"sed -i over the same {len(files):,} files", sed_s, None, "(the same edit, no journal and no undo)")
+    sed_cpu = (cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1])
+    _row(f"sed -i over the same {len(files):,} files", sed_s, None,
+         f"(the same edit, no journal and no undo); {_cpu_note(sed_cpu, load)}")
 
 
 def bench_tui(data: Path, count: int) -> None:
