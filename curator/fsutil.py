@@ -430,7 +430,10 @@ def _sync_filesystems(folders: Iterable[str]) -> bool:
 # is a TRIM per file, a fraction of a millisecond each). With a staging folder (``.kiln/staging``) on the same
 # filesystem the temporary files are made there, and each is *exchanged* with its target
 # (``renameat2(RENAME_EXCHANGE)``: atomic like a rename, the target holds the new bytes at once): the old
-# contents end up in the staging batch, freed afterwards, in the background for big batches.
+# contents end up in the staging batch, freed afterwards, in the background for big batches. The detached
+# cleaner holds the batch folder's ``flock`` (so ``clean_stage`` in the next operation leaves the batch to it
+# instead of freeing 50,000 old files in the foreground) and pauses while a writer holds the staging folder's
+# ``flock`` shared (so freeing and the next bulk write do not compete for the disk).
 
 _RENAME_EXCHANGE = 2
 _BACKGROUND_FREE_MIN = 256  # old files freed by a detached process from this many on
