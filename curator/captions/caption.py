@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -228,6 +229,66 @@ class Caption:
         return cls(
             tags=[], separator=separator, style=CaptionStyle(joiner=separator + " "), eol=newline, raw=None
         ).with_tags(tags, conform=False)
+
+
+def quick_retag(
+    raw: bytes, edit: Callable[[list[str], list[str]], list[str] | None], keys: dict[str, str]
+) -> bytes | None:
+    """``Caption.parse(raw).with_tags(edit(tags, tag_keys))`` as bytes, worked out without a ``Caption`` for the
+    usual caption file: ASCII, ``,`` separated, a printable first line without padding whose separators are all
+    written alike (``a, b`` or ``a,b``), and new tags every style writes alike (no blank, ``_``, parenthesis or
+    backslash). ``raw`` itself when nothing changes; None for any other caption (use ``Caption``). ``keys``: a
+    memo of :func:`tag_key` the caller keeps across files. The bytes are those ``Caption`` writes (a test holds
+    the two to each other)."""
+    if not raw.isascii():
+        return None
+    nl = raw.find(b"\n")
+    line = (raw if nl < 0 else raw[:nl]).decode("ascii")
+    if not line or line[0] == " " or line[-1] == " " or " ," in line or not line.isprintable():
+        return None
+    n = line.count(",")
+    spaced = line.count(", ")
+    if spaced == 0:
+        joiner = ","
+    elif spaced == n and ",  " not in line:
+        joiner = ", "
+    else:
+        return None
+    tags = [t for t in map(str.strip, line.split(",")) if t]
+    tag_keys = []
+    for tag in tags:
+        key = keys.get(tag)
+        if key is None:
+            key = keys[tag] = tag_key(tag)
+        tag_keys.append(key)
+    new = edit(tags, tag_keys)
+    if new is None or new == tags:
+        return raw
+    new = [t for t in map(str.strip, new) if t]
+    existing = set(tags)
+    for tag in new:
+        if tag not in existing and not _style_free(tag):
+            return None
+    if new == tags:
+        return raw
+    if len(tags) <= 1:
+        joiner = ", "
+    out = joiner.join(new)
+    if new and n > 0 and line.endswith(","):  # a trailing separator stays
+        out += ","
+    data = out.encode("utf-8", errors="surrogateescape")
+    return data if nl < 0 else data + raw[nl:]
+
+
+@lru_cache(maxsize=1024)
+def _style_free(tag: str) -> bool:
+    """Every caption style writes ``tag`` as it is (what :meth:`Caption.conform` gives, whatever the style)."""
+    return all(
+        _conformed(tag, _shared_style(", ", underscores, spaces, escaped, False)) == tag
+        for underscores in (False, True)
+        for spaces in (False, True)
+        for escaped in (False, True)
+    )
 
 
 @lru_cache(maxsize=64)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from curator.captions.caption import Caption
+from curator.captions.caption import Caption, quick_retag
 from curator.captions.tagtext import escape_parens, plain, tag_key, underscores_to_spaces, unescape_parens
 from curator.tags.bulk import paused_gc
 from curator.tags.items import CaptionItem
@@ -35,17 +35,24 @@ def _change(item: CaptionItem, caption: Caption) -> CaptionChange | None:
     return CaptionChange(item.caption_path, item.raw, after)
 
 
+QuickEdit = Callable[[list[str], list[str]], list[str] | None]
+"""An operation as ``(tags, their keys) -> new tags | None`` (None: no change), for :func:`quick_retag`."""
+
+
 def _edit(
     items: Iterable[CaptionItem],
     fn: Callable[[CaptionItem, list[str]], list[str] | None],
     create: bool = False,
     conform: bool = True,
     needs: frozenset[str] | None = None,
+    quick: QuickEdit | None = None,
 ) -> list[CaptionChange]:
     """Run ``fn(item, tags) -> new tags`` over items; items without a caption file are skipped unless
-    ``create``; with ``needs``, captions holding none of those keys are skipped without calling ``fn``."""
+    ``create``; with ``needs``, captions holding none of those keys are skipped without calling ``fn``.
+    ``quick``: the same operation on (tags, keys), worked out by :func:`quick_retag` on the captions it
+    handles (same bytes, no ``Caption`` built); ``fn`` does the rest."""
     with paused_gc():
-        return _edit_items(items, fn, create, conform, needs)
+        return _edit_items(items, fn, create, conform, needs, quick)
 
 
 def _edit_items(
@@ -54,19 +61,26 @@ def _edit_items(
     create: bool,
     conform: bool,
     needs: frozenset[str] | None,
+    quick: QuickEdit | None = None,
 ) -> list[CaptionChange]:
     changes = []
     needles = _needles(needs) if needs is not None else None
+    keys: dict[str, str] = {}  # tag_key memo for quick_retag
     for item in items:
         if item.raw is None and not create:
             continue
-        if needs is not None:
-            if needles and item.raw is not None and item.cached_keys is None and item.raw.isascii():
-                low = item.raw.lower()
-                if not any(all(w in low for w in words) for words in needles):
-                    continue  # cheap byte test: none of the tags can be in this caption
-            if needs.isdisjoint(item.keys):
+        if needles and item.raw is not None and item.cached_keys is None and item.raw.isascii():
+            low = item.raw.lower()
+            if not any(all(w in low for w in words) for words in needles):
+                continue  # cheap byte test: none of the tags can be in this caption
+        if quick is not None and conform and item.raw is not None and item.separator == ",":
+            after = quick_retag(item.raw, quick, keys)
+            if after is not None:
+                if after != item.raw:
+                    changes.append(CaptionChange(item.caption_path, item.raw, after))
                 continue
+        if needs is not None and needs.isdisjoint(item.keys):
+            continue
         new = fn(item, list(item.caption.tags))
         if new is None or (new == item.caption.tags and item.raw is not None):
             continue
@@ -175,7 +189,8 @@ def replace_tag(items: Iterable[CaptionItem], old: str, new: str, regex: bool = 
         exact = _only_exact([old])
         if exact is not None:  # by key: the caption's keys are computed already (no tag_key per tag)
             return _edit(
-                items, lambda item, tags: _replace_keys(tags, item.caption.keys, exact, replacement), needs=exact
+                items, lambda item, tags: _replace_keys(tags, item.caption.keys, exact, replacement), needs=exact,
+                quick=lambda tags, keys: _replace_keys(tags, keys, exact, replacement),
             )
 
         def subst(tag: str) -> list[str] | None:
