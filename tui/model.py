@@ -327,7 +327,7 @@ class DatasetModel:
     def set_flags(self, flags: FlagsByPath) -> None:
         for row in self.rows:
             row.flags = flags.get(row.path, row.flags)
-        self._edited()
+        self.state.content_changed()  # flags change what a filter matches, not the tags (the vocabulary stays)
 
     def _edited(self) -> None:
         """Rows changed in place: the vocabulary and the filter's matches are computed again."""
@@ -435,7 +435,8 @@ class DatasetModel:
 
     def vocabulary(self) -> Counter[str]:
         """Tag → number of images carrying it (the completion list and the Tags view); cached until a
-        caption changes."""
+        caption changes. Counting 100,000 captions takes ~0.5 s: the loader counts it in its thread, and the
+        browser asks for it only when the user types a tag."""
         vocab = self._vocab
         if vocab is None:
             vocab = Counter()
