@@ -232,11 +232,16 @@ async def _view_switches(app, pilot) -> dict:
 
 async def _measure(data: Path, count: int, mode: str, t0: float) -> dict:
     sys.path.insert(0, str(ROOT))
+    import tui.model
+
+    # as ``kiln DATASET`` starts (tui/cli.py): the index is read in a thread while Textual is imported
+    model = tui.model.preload(data) if hasattr(tui.model, "preload") else None
     from tui.app import KilnApp
     from tui.config import TuiPrefs
 
     out: dict[str, float | None] = {}
-    app = KilnApp(data, image_protocol="halfblock", prefs=TuiPrefs(), persist_prefs=False)
+    kwargs = {"model": model} if model is not None else {}
+    app = KilnApp(data, image_protocol="halfblock", prefs=TuiPrefs(), persist_prefs=False, **kwargs)
     async with app.run_test(size=(120, 40)) as pilot:
         out["first_paint"] = time.perf_counter() - t0
         browser = app.view("browser")
