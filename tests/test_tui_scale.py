@@ -127,3 +127,38 @@ def test_facts_and_tags_follow_the_cursor_after_its_paint(dataset: Path) -> None
             assert view.query_one("#tag-list").tags == lst.cursor_row.tags
 
     asyncio.run(run())
+
+
+def test_buckets_chart_is_not_recounted_when_the_view_is_shown_again(dataset: Path, monkeypatch) -> None:
+    """Showing the Buckets view again keeps its chart (100,000 images take a second to count); a change of
+    the form counts again."""
+    import tui.views.buckets as buckets_module
+
+    computed = []
+    compute = buckets_module.BucketsView._compute
+
+    def counted(self, *args):
+        computed.append(args)
+        return compute(self, *args)
+
+    monkeypatch.setattr(buckets_module.BucketsView, "_compute", counted)
+
+    async def run() -> None:
+        app = make_app(dataset)
+        app.view_manager.prewarm_enabled = False
+        async with app.run_test(size=(110, 34)) as pilot:
+            await wait_loaded(pilot)
+            await pilot.press("4")
+            await wait_for(pilot, lambda: "bucket" in str(app.query_one("#bucket-chart").render()).lower())
+            await app.workers.wait_for_complete()
+            shown = len(computed)
+            chart = str(app.query_one("#bucket-chart").render())
+            await pilot.press("1")
+            await pilot.press("4")
+            await pilot.pause()
+            assert len(computed) == shown and str(app.query_one("#bucket-chart").render()) == chart
+            app.query_one("#step").value = "32"
+            await wait_for(pilot, lambda: len(computed) == shown + 1)
+            assert computed[-1][0].step == 32
+
+    asyncio.run(run())
