@@ -13,7 +13,8 @@ memory over the process and its children (scan workers included), sampled every 
 * the near-duplicate search alone over the 100,000 perceptual hashes (``curator.dupes.near_pairs``);
 * ``kiln tags replace`` touching about 50,000 captions (journaled; then undone), beside ``sed -i`` over the
   same files, which is what a user would otherwise run (no journal, no conflict check, no undo);
-* the TUI's warm start (every row listed) and a key's latency (p90), through ``bench/bench_tui.py``'s child.
+* the TUI's warm start (every row listed and a first key answered on screen) and a key's latency (p90: the key
+  sent -> its handlers ran and the screen was painted), through ``bench/bench_tui.py``'s child.
 
 Targets on a 2-core machine: peak memory < 1.5 GB for every command, TUI warm start < 2 s, key < 50 ms p90,
 near-duplicate search over 100k hashes < 2 s, bulk replace on 50k captions < 10 s.
@@ -178,17 +179,24 @@ def bench_tui(data: Path, count: int) -> None:
     if not (data / ".kiln" / "index.sqlite").exists():
         measure(kiln("scan", str(data), "--no-progress"))
     argv = [sys.executable, str(ROOT / "bench" / "bench_tui.py"), "--data", str(data), "--count", str(count),
-            "--child", "warm"]
+            "--child", "warm", "--spawned", repr(time.time())]
     _seconds, peak, out = measure(argv)
     result = next(json.loads(line[7:]) for line in out.splitlines() if line.startswith("RESULT "))
-    start, key = result["list_complete"], result["key_handled_p90_ms"]
-    _row("TUI warm start (every row listed)", start, peak,
+    start, key = result["warm_usable"], result["key_painted_p90_ms"]
+    _row("TUI warm start (every row listed, a key answered)", start, peak,
          f"target < {TARGETS['tui_warm_start_s']} s: {'ok' if start < TARGETS['tui_warm_start_s'] else 'MISS'}")
     _row("TUI key (down), p90 after loading", key / 1000, None,
-         f"{key:.1f} ms; target < {TARGETS['key_p90_ms']:.0f} ms: {'ok' if key < TARGETS['key_p90_ms'] else 'MISS'}")
-    busy = result.get("key_handled_p90_ms_busy")
+         f"{key:.1f} ms (median {result['key_painted_median_ms']:.1f}, max {result['key_painted_max_ms']:.1f}, "
+         f"UI-thread CPU p90 {result['key_cpu_ui_p90_ms']:.1f}); target < {TARGETS['key_p90_ms']:.0f} ms: "
+         f"{'ok' if key < TARGETS['key_p90_ms'] else 'MISS'}")
+    busy = result.get("key_painted_p90_ms_busy")
     if busy is not None:
-        _row("TUI key (down), p90 while checks run", busy / 1000, None, f"{busy:.1f} ms")
+        _row("TUI key (down), p90 while checks run", busy / 1000, None,
+             f"{busy:.1f} ms (UI-thread CPU p90 {result['key_cpu_ui_p90_ms_busy']:.1f})")
+    for name in ("tags", "bulk", "buckets", "health", "browser"):
+        switch = result.get(f"view_switch_ms[{name}]")
+        if switch is not None:
+            _row(f"TUI view switch to {name}", switch / 1000, None, f"{switch:.0f} ms")
 
 
 def main() -> None:

@@ -68,11 +68,14 @@ class KilnApp(App[None]):
 
     def __init__(self, dataset_path: Path, *, image_protocol: str | None = None, theme: str | None = None,
                  prefs: TuiPrefs | None = None, persist_prefs: bool = True,
-                 quality: QualityThresholds | None = None, train_config: Path | None = None) -> None:
+                 quality: QualityThresholds | None = None, train_config: Path | None = None,
+                 model: DatasetModel | None = None) -> None:
+        """``model``: the dataset's model, its preload already started (``kiln DATASET`` starts it before it
+        imports Textual); else one is made here."""
         super().__init__()
         self.dataset_path = Path(dataset_path)
-        self.model = DatasetModel(self.dataset_path, quality=quality, train_config=train_config)
-        self.model.start_preload()  # open the dataset and read the index while Textual starts
+        self.model = model or DatasetModel(self.dataset_path, quality=quality, train_config=train_config)
+        self.model.start_preload()  # open the dataset and read the index while Textual starts (no-op if started)
         self.prefs = prefs or load_prefs()
         self.persist_prefs = persist_prefs
         try:
@@ -271,10 +274,12 @@ def _register_optional_views() -> None:
 
 
 def run_curator(path: Path, *, image_protocol: str | None = None, theme: str | None = None,
-                quality: QualityThresholds | None = None, train_config: Path | None = None) -> int:
+                quality: QualityThresholds | None = None, train_config: Path | None = None,
+                model: DatasetModel | None = None) -> int:
     """Run the curator on ``path`` (the entry point ``kiln DATASET`` calls); ``quality``: the image-quality
     thresholds of the health view (None: the defaults); ``train_config``: a kiln train config whose bucket
-    options to use. Returns the exit code."""
+    options to use; ``model``: its model with the preload started (:func:`tui.model.preload`). Returns the
+    exit code."""
     import sys
 
     path = Path(path)
@@ -291,7 +296,7 @@ def run_curator(path: Path, *, image_protocol: str | None = None, theme: str | N
             import textual_image.widget  # noqa: F401
         except Exception:  # noqa: BLE001
             protocol = "halfblock"
-    app = KilnApp(path, image_protocol=protocol, theme=theme, quality=quality, train_config=train_config)
+    app = KilnApp(path, image_protocol=protocol, theme=theme, quality=quality, train_config=train_config, model=model)
     app.run()
     return app.return_code or 0
 

@@ -86,11 +86,14 @@ def _run_curate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"kiln: {exc}", file=sys.stderr)
         return 1
+    from tui.model import preload
+
+    model = preload(dataset, quality=quality, train_config=args.train_config)  # reads the index meanwhile
     from tui.app import run_curator  # Textual is imported only here
 
     protocol = None if args.image_protocol in (None, "auto") else args.image_protocol
     return run_curator(dataset, image_protocol=protocol, theme=args.theme, quality=quality,
-                       train_config=args.train_config)
+                       train_config=args.train_config, model=model)
 
 
 def build_parser() -> argparse.ArgumentParser:

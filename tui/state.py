@@ -119,13 +119,18 @@ class BrowseState:
     def matching(self, rows: Sequence[Row]) -> list[int]:
         """Indices of the ``rows`` that pass the filter, in their order."""
         key = self._matching_for
-        if (key is not None and key[0] is rows and key[1] == len(rows) and key[2] == self._content_version
-                and key[3] is self.predicate):
-            return self._matching
         predicate = self.predicate
+        if (key is not None and key[0] is rows and key[1] == len(rows) and key[3] is predicate
+                and (predicate is None or key[2] == self._content_version)):  # no filter: content cannot matter
+            return self._matching
         found = list(range(len(rows))) if predicate is None else [i for i, r in enumerate(rows) if predicate(r)]
         self._matching_for, self._matching = (rows, len(rows), self._content_version, predicate), found
         return found
+
+    @property
+    def content_version(self) -> int:
+        """Bumped each time rows change in place (what a sort by tags or flags depends on)."""
+        return self._content_version
 
     def content_changed(self) -> None:
         """Rows changed in place (tags, flags, buckets): the filter must be evaluated again."""

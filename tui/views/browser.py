@@ -50,6 +50,15 @@ class FactsPanel(Static):
 
     DEFAULT_CSS = "FactsPanel { height: auto; max-height: 9; padding: 0 1; background: $panel; }"
 
+    _lines = -1
+
+    def show(self, facts: Text) -> None:
+        """Show ``facts`` (one-line rows, no wrapping); the screen is laid out again only when their number of
+        lines changed (a layout costs more than the rest of a cursor move)."""
+        lines = facts.plain.count("\n") + 1
+        self.update(facts, layout=lines != self._lines)
+        self._lines = lines
+
 
 def describe(row: Row, settings: BucketSettings | None) -> Text:
     """Facts text for ``row`` (all file-derived strings as literal Text)."""
@@ -113,6 +122,8 @@ class BrowserView(KilnView):
     """
 
     _preview_timer: Timer | None = None
+    _details_pending = False
+    details_path: str | None = None  # the image the facts and tags show (None: none)
 
     def compose(self) -> ComposeResult:
         self.image_list = ImageList(self.model.state, id="image-list")
@@ -226,7 +237,13 @@ class BrowserView(KilnView):
 
     def _show_focused(self, immediate: bool = False) -> None:
         row = self.image_list.cursor_row
-        self._show_details(row)
+        if immediate:
+            self._show_details(row)
+        elif not self._details_pending:
+            # after the list's new cursor is on screen: the key answers at once, and keys that arrive faster
+            # than the screen repaints update the facts and tags once, for the row the cursor rests on
+            self._details_pending = True
+            self.call_after_refresh(self._show_current_details)
         if self._preview_timer is not None:
             self._preview_timer.stop()
         path = row.abs_path if row is not None else None
@@ -236,16 +253,21 @@ class BrowserView(KilnView):
         else:
             self._preview_timer = self.set_timer(PREVIEW_DELAY, lambda: preview.show(path))
 
+    def _show_current_details(self) -> None:
+        self._details_pending = False
+        self._show_details(self.image_list.cursor_row)
+
     def _show_details(self, row: Row | None, keep_highlight: bool = False) -> None:
+        self.details_path = row.path if row is not None else None
         facts = self.query_one(FactsPanel)
         editor = self.query_one(TagEditor)
         if row is None:
-            facts.update(Text("no image" if not self.model.rows else "no image matches the filter", style="dim"))
-            editor.show([], self.model.vocabulary())
+            facts.show(Text("no image" if not self.model.rows else "no image matches the filter", style="dim"))
+            editor.show([], self.model.vocabulary)
             return
-        facts.update(describe(row, self.model.bucket_settings))
+        facts.show(describe(row, self.model.bucket_settings))
         keep_tokens = int(getattr(row.record.subset, "keep_tokens", 0) or 0)
-        editor.show(row.tags, self.model.vocabulary(), keep_highlight=keep_highlight, keep_tokens=keep_tokens)
+        editor.show(row.tags, self.model.vocabulary, keep_highlight=keep_highlight, keep_tokens=keep_tokens)
 
     # ----- tag edits --------------------------------------------------------------------------
     def on_tag_editor_edit(self, event: TagEditor.Edit) -> None:

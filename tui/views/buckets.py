@@ -156,6 +156,8 @@ class BucketsView(KilnView):
 
     _filled = False
     _chart_width = 0  # the width the chart was last laid out for
+    _charted_for: tuple[object, ...] | None = None  # what the last chart was computed for
+    _charted_rows: object = None
 
     def dataset_loaded(self) -> None:
         if not self._filled and self.model.bucket_settings is not None:
@@ -246,8 +248,16 @@ class BucketsView(KilnView):
             return
         error.display = False
         width = self.query_one("#bucket-chart-scroll").scrollable_content_region.width
+        rows = self.model.rows
+        key = (settings, batch, epochs, id(rows), len(rows), width)
+        charted = self._charted_for
+        if charted is not None and not apply_to_browser and charted[:-1] == key[:-1] and width in (0, charted[-1]):
+            # the chart on screen is this one (showing the view again would recount 100,000 images), or the view
+            # is hidden / not laid out yet (a new width re-charts it: on_resize)
+            return
         self._chart_width = width
         width = width or 78  # not laid out yet: drawn again once it is
+        self._charted_for, self._charted_rows = key, rows  # (the rows kept alive: their id stays theirs)
         self._compute(settings, batch, epochs, width, apply_to_browser)
 
     @work(thread=True, exclusive=True, group="buckets")
@@ -266,6 +276,7 @@ class BucketsView(KilnView):
         self.kiln.ui(self._show, text, settings, apply_to_browser)
 
     def _show_error(self, message: str) -> None:
+        self._charted_for = None
         error = self.query_one("#bucket-error", Static)
         error.update(Text(printable(message, keep_newlines=True)))  # may name a file: data, not terminal codes
         error.display = True

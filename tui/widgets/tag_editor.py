@@ -4,6 +4,7 @@ reorder, move to front. The editor only proposes the new tag list; the owner wri
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 from rich.text import Text
 from textual import events
@@ -73,7 +74,6 @@ class TagList(OptionList):
     def set_tags(self, tags: list[str], keep: int | None = None) -> None:
         self.tags = list(tags)
         highlighted = self.highlighted if keep is None else keep
-        self.clear_options()
         options = []
         for i, tag in enumerate(self.tags):
             label = safe_text(tag)
@@ -81,7 +81,7 @@ class TagList(OptionList):
                 label.stylize("bold")
                 label.append("  keep", style="dim")
             options.append(Option(label))
-        self.add_options(options)
+        self.set_options(options)  # one update of the list's lines (clear + add would lay it out twice)
         if self.tags:
             self.highlighted = min(highlighted or 0, len(self.tags) - 1)
 
@@ -135,7 +135,7 @@ class TagInput(Input):
     def __init__(self, dropdown: OptionList, *, id: str | None = None) -> None:
         super().__init__(placeholder="add tag… (tab completes)", id=id)
         self.dropdown = dropdown
-        self.vocabulary: Counter[str] = Counter()
+        self.vocabulary_source: Callable[[], Counter[str]] = Counter  # asked only when the user types
         self.exclude: set[str] = set()
         self.suggestions: list[str] = []
         self.known: tuple[str, ...] = ()  # the shipped Danbooru table's tags (curator.tags.consolidate.known_tags)
@@ -146,12 +146,13 @@ class TagInput(Input):
             from curator.tags.consolidate import known_tags
 
             self.known = known_tags()
-        matches = complete(event.value, self.vocabulary, self.exclude, known=self.known)
+        vocabulary = self.vocabulary_source()
+        matches = complete(event.value, vocabulary, self.exclude, known=self.known)
         dropdown = self.dropdown
         dropdown.clear_options()
         for tag in matches:
             label = safe_text(tag)
-            count = self.vocabulary.get(tag, 0)
+            count = vocabulary.get(tag, 0)
             label.append(f"  {count}" if count else "  table", style="dim")
             dropdown.add_option(Option(label, id=None))
         self.suggestions = matches
@@ -201,7 +202,7 @@ class TagEditor(Vertical):
 
     DEFAULT_CSS = """
     TagEditor { height: 1fr; min-height: 5; }
-    TagEditor > #tag-title { height: 1; color: $text-muted; }
+    TagEditor > #tag-title { height: 1; width: 1fr; color: $text-muted; }
     TagEditor > TagList { height: 1fr; border: none; padding: 0; background: $surface; }
     TagEditor > TagInput { height: 1; border: none; padding: 0 1; background: $boost; }
     TagEditor > TagInput:focus { border: none; background: $primary 20%; }
@@ -233,18 +234,20 @@ class TagEditor(Vertical):
         event.stop()
         self.query_one(TagList).focus()
 
-    def show(self, tags: list[str], vocabulary: Counter[str], title: Text | None = None,
+    def show(self, tags: list[str], vocabulary: Callable[[], Counter[str]], title: Text | None = None,
              keep_highlight: bool = False, keep_tokens: int = 0) -> None:
+        """Show ``tags``; ``vocabulary`` gives the dataset's tag counts for completion, called only when the
+        user types (counting a large dataset's captions is not done on every cursor move)."""
         lst = self.query_one(TagList)
         lst.keep_tokens = keep_tokens
         lst.set_tags(tags, keep=lst.highlighted if keep_highlight else 0)
         tag_input = self.query_one(TagInput)
-        tag_input.vocabulary = vocabulary
+        tag_input.vocabulary_source = vocabulary
         tag_input.exclude = set(tags)
         label = Text(f"tags ({len(tags)})  ", style="bold")
         if title is not None:
             label.append_text(title)
-        self.query_one("#tag-title", Label).update(label)
+        self.query_one("#tag-title", Label).update(label, layout=False)  # one line, full width: no re-layout
 
     def on_tag_list_changed(self, event: TagList.Changed) -> None:
         event.stop()
