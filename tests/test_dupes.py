@@ -33,6 +33,50 @@ def test_near_pairs_equals_brute_force(threshold: int) -> None:
     assert (d <= threshold).all()
 
 
+def _best_partner_pairs(desc: np.ndarray, min_similarity: float, keep: int) -> set[tuple[int, int]]:
+    """Every image's ``keep`` most similar partners at ``min_similarity`` or more, from the full matrix."""
+    sims = desc @ desc.T
+    np.fill_diagonal(sims, -np.inf)
+    pairs = set()
+    for i, row in enumerate(sims):
+        for j in np.argsort(-row, kind="stable")[:keep]:
+            if row[j] >= min_similarity:
+                pairs.add((min(i, int(j)), max(i, int(j))))
+    return pairs
+
+
+@pytest.mark.parametrize(("count", "keep", "min_similarity", "spread"),
+                         [(900, 12, 0.5, 0.3), (900, 3, 0.0, 0.3), (600, 12, 0.9, 2.0), (7, 12, 0.1, 0.3), (2, 4, -1.0, 1.0)])
+def test_geometric_candidates_equal_the_full_matrix(monkeypatch: pytest.MonkeyPatch, count: int, keep: int,
+                                                    min_similarity: float, spread: float) -> None:
+    """The candidate search correlates each pair once, block by block, and keeps only what can be among an image's
+    best: the same pairs as ranking every image's row of the full similarity matrix (dense clusters included)."""
+    from curator.dupes import geometric
+
+    monkeypatch.setattr(geometric, "_BLOCK_ROWS", 128)  # many blocks, crowded rows and columns in each
+    rng = np.random.default_rng(count + keep)
+    centres = rng.random((max(1, count // 40), 256)).astype(np.float32)
+    desc = centres[rng.integers(0, len(centres), count)] + spread * rng.random((count, 256)).astype(np.float32)
+    desc -= desc.mean(axis=1, keepdims=True)
+    desc /= np.linalg.norm(desc, axis=1, keepdims=True)
+    i, j, s = geometric.similar_pairs(desc, min_similarity, keep)
+    assert set(zip(i.tolist(), j.tolist(), strict=True)) == _best_partner_pairs(desc, min_similarity, keep)
+    assert (i < j).all() and (s >= min_similarity).all()
+    assert np.allclose(s, np.einsum("ij,ij->i", desc[i], desc[j]), atol=1e-5)
+
+
+def test_window_signatures_do_not_depend_on_the_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
+    from curator.dupes import geometric
+
+    rng = np.random.default_rng(5)
+    thumbs = rng.integers(0, 256, (300, 64, 64), dtype=np.uint8)
+    aspects = rng.uniform(0.5, 2.0, 300)
+    whole = geometric.signatures(thumbs, aspects)
+    monkeypatch.setattr(geometric, "_SIGNATURE_CHUNK", 64)
+    assert (geometric.signatures(thumbs, aspects) == whole).all()
+    assert (geometric.signatures(thumbs[7:8], aspects[7:8]) == whole[7:8]).all()
+
+
 def test_near_pairs_small_inputs() -> None:
     assert len(near_pairs(np.array([], dtype=np.uint64), 10)[0]) == 0
     assert len(near_pairs(np.array([5], dtype=np.uint64), 10)[0]) == 0

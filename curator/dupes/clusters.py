@@ -251,9 +251,12 @@ def _geometric_links(
     if len(ci) == 0:
         return []
     aspects = np.array([records[k].width / records[k].height if records[k].height else 1.0 for k in hashed])
-    sigs = geometric.signatures(thumbs, aspects)
-    forward = np.bitwise_count(sigs[ci] ^ phash[cj][:, None])  # variants of i against j's whole frame
-    backward = np.bitwise_count(sigs[cj] ^ phash[ci][:, None])
+    members = np.unique(np.concatenate([ci, cj]))  # only images in a candidate pair need their windows' signatures
+    slot = np.zeros(len(hashed), dtype=np.int64)
+    slot[members] = np.arange(len(members))
+    sigs = geometric.signatures(thumbs[members], aspects[members])
+    forward = np.bitwise_count(sigs[slot[ci]] ^ phash[cj][:, None])  # variants of i against j's whole frame
+    backward = np.bitwise_count(sigs[slot[cj]] ^ phash[ci][:, None])
     best_f, best_b = forward.min(axis=1), backward.min(axis=1)
     best = np.minimum(best_f, best_b)
     chosen: dict[tuple[int, int], list[int]] = defaultdict(list)

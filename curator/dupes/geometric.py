@@ -39,7 +39,8 @@ DESCRIPTOR_SIDE = 16
 CROP_STEPS = (0, 3, 6)  # px of a THUMB_SIDE thumbnail cut from a side
 ROTATIONS = (-4.0, -2.0, 2.0, 4.0)  # degrees
 ASPECT_BINS = 24  # rotation signatures are built for the aspect ratio rounded to one of these (log scale)
-_BLOCK_ROWS = 2048
+_BLOCK_ROWS = 512  # rows of a similarity block: 512 x 100,000 float32 is 200 MB
+_SIGNATURE_CHUNK = 1024  # thumbnails whose window signatures are worked out at once (float64 temporaries)
 
 Thumbs = NDArray[np.uint8]  # (n, 64, 64)
 Hashes = NDArray[np.uint64]
@@ -124,29 +125,62 @@ def similar_pairs(
     desc: NDArray[np.float32], min_similarity: float, per_image: int
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
     """Pairs (i < j) whose descriptors correlate at ``min_similarity`` or more, among each image's
-    ``per_image`` most similar partners."""
+    ``per_image`` most similar partners (a pair is kept when it is among the best of either image).
+
+    Each pair is correlated once (the upper triangle, ``_BLOCK_ROWS`` rows at a time); within a block only
+    the entries among the best ``per_image`` of their row or of their column can be among an image's best
+    overall, so only those are kept, and the best partners of each image are chosen from them at the end."""
     n = len(desc)
-    found_i, found_j, found_s = [], [], []
     keep = min(per_image, max(0, n - 1))
     if n < 2 or keep == 0:
         empty = np.empty(0, dtype=np.int64)
         return empty, empty, np.empty(0, dtype=np.float32)
+    found_i, found_j, found_s = [], [], []
     for start in range(0, n, _BLOCK_ROWS):
-        rows = np.arange(start, min(n, start + _BLOCK_ROWS))
-        sims = desc[rows] @ desc.T
-        sims[np.arange(len(rows)), rows] = -2.0
-        top = np.argpartition(-sims, keep - 1, axis=1)[:, :keep] if keep < n else np.argsort(-sims, axis=1)
-        values = np.take_along_axis(sims, top, axis=1)
-        good = values >= min_similarity
-        found_i.append(np.repeat(rows, good.sum(axis=1)))
-        found_j.append(top[good])
-        found_s.append(values[good])
-    i = np.concatenate(found_i)
-    j = np.concatenate(found_j)
-    s = np.concatenate(found_s)
-    lo, hi = np.minimum(i, j), np.maximum(i, j)
-    keys, first = np.unique(lo * n + hi, return_index=True)
-    return keys // n, keys % n, s[first]
+        stop = min(n, start + _BLOCK_ROWS)
+        sims = desc[start:stop] @ desc[start:].T  # columns start..n: every pair once
+        hit = sims >= min_similarity
+        hit[:, : stop - start] &= np.triu(np.ones((stop - start, stop - start), dtype=bool), k=1)  # j > i only
+        hit &= _best_of_lines(sims, hit, keep) | _best_of_lines(sims.T, hit.T, keep).T
+        rows, cols = np.nonzero(hit)
+        found_i.append(rows + start)
+        found_j.append(cols + start)
+        found_s.append(sims[rows, cols])
+    i = np.concatenate(found_i).astype(np.int64)
+    j = np.concatenate(found_j).astype(np.int64)
+    s = np.concatenate(found_s).astype(np.float32)
+    chosen = _best_partners(i, j, s, n, keep)
+    order = np.lexsort((j[chosen], i[chosen]))
+    return i[chosen][order], j[chosen][order], s[chosen][order]
+
+
+def _best_of_lines(sims: NDArray[np.float32], hit: NDArray[np.bool_], keep: int) -> NDArray[np.bool_]:
+    """The hits among the ``keep`` highest of their row (every hit of a row with ``keep`` hits or fewer)."""
+    best = hit.copy()
+    crowded = np.flatnonzero(hit.sum(axis=1) > keep)
+    if len(crowded):
+        lines = np.where(hit[crowded], sims[crowded], -np.inf)
+        top = np.argpartition(-lines, keep - 1, axis=1)[:, :keep]
+        mask = np.zeros(lines.shape, dtype=bool)
+        np.put_along_axis(mask, top, True, axis=1)
+        best[crowded] = mask & hit[crowded]
+    return best
+
+
+def _best_partners(
+    i: NDArray[np.int64], j: NDArray[np.int64], s: NDArray[np.float32], n: int, keep: int
+) -> NDArray[np.bool_]:
+    """Which pairs are among the ``keep`` most similar partners of at least one of their two images."""
+    count = len(i)
+    image = np.concatenate([i, j])
+    pair = np.concatenate([np.arange(count), np.arange(count)])
+    order = np.lexsort((-np.concatenate([s, s]), image))  # by image, most similar first
+    sorted_image = image[order]
+    firsts = np.flatnonzero(np.r_[True, sorted_image[1:] != sorted_image[:-1]]) if count else np.empty(0, np.int64)
+    rank = np.arange(len(order)) - np.repeat(firsts, np.diff(np.r_[firsts, len(order)]))
+    chosen = np.zeros(count, dtype=bool)
+    chosen[pair[order[rank < keep]]] = True
+    return chosen
 
 
 # ---------------------------------------------------------------------------------------------- signatures
@@ -285,9 +319,12 @@ def rotation_signatures(thumbs: Thumbs, aspects: NDArray[np.float64]) -> Hashes:
 
 def signatures(thumbs: Thumbs, aspects: NDArray[np.float64]) -> Hashes:
     """(n, len(VARIANTS)) signatures of every variant window of every thumbnail."""
-    if len(thumbs) == 0:
-        return np.empty((0, len(VARIANTS)), dtype=np.uint64)
-    return np.concatenate([crop_signatures(thumbs), rotation_signatures(thumbs, aspects)], axis=1)
+    out = np.empty((len(thumbs), len(VARIANTS)), dtype=np.uint64)
+    for start in range(0, len(thumbs), _SIGNATURE_CHUNK):  # bounded memory: each image's row is its own
+        part = slice(start, start + _SIGNATURE_CHUNK)
+        out[part] = np.concatenate([crop_signatures(thumbs[part]), rotation_signatures(thumbs[part], aspects[part])],
+                                   axis=1)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- verification
