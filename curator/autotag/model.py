@@ -94,6 +94,22 @@ def choose_providers(device: str, available: list[str]) -> list[str]:
     return chosen + ["CPUExecutionProvider"]
 
 
+def open_session(path: Path, device: str = "auto", threads: int | None = None) -> InferenceSession:
+    """An onnxruntime session on ``path`` (imported here, never at module import), on the providers ``device``
+    asks for; the caller turns a load failure into its own message."""
+    import onnxruntime as ort
+
+    providers = choose_providers(device, ort.get_available_providers())
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    if providers == ["CPUExecutionProvider"]:
+        # idle onnxruntime threads spin by default, stealing the cores the decode threads need
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+
 def _static_dim(dim: object) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
@@ -139,18 +155,10 @@ class TaggerModel:
             labels = load_labels(files.csv_path)
         except LabelsError as exc:
             raise ModelError(str(exc)) from exc
-        import onnxruntime as ort
-
-        providers = choose_providers(device, ort.get_available_providers())
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
-        if providers == ["CPUExecutionProvider"]:
-            # idle onnxruntime threads spin by default, stealing the cores the decode threads need
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            session = ort.InferenceSession(str(files.onnx_path), sess_options=options, providers=providers)
+            session = open_session(files.onnx_path, device, threads)
+        except ModelError:
+            raise
         except Exception as exc:  # onnxruntime raises its own exception types for a bad file
             raise ModelError(f"{files.onnx_path}: onnxruntime cannot load it: {exc}") from exc
         return cls(files, labels, session)

@@ -62,19 +62,12 @@ class TextDetector:
     @classmethod
     def load(cls, config: TextModelConfig, device: str = "auto", threads: int | None = None) -> TextDetector:
         """Open an onnxruntime session on the model (imported here, never at module import)."""
-        import onnxruntime as ort
+        from curator.autotag.model import ModelError, open_session
 
-        from curator.autotag.model import choose_providers
-
-        providers = choose_providers(device, ort.get_available_providers())
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
-        if providers == ["CPUExecutionProvider"]:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            session = ort.InferenceSession(str(config.path), sess_options=options, providers=providers)
+            session = open_session(config.path, device, threads)
+        except ModelError as exc:  # a device onnxruntime does not offer
+            raise TextModelError(f"--text-model {config.path}: {exc}") from exc
         except Exception as exc:
             raise TextModelError(f"--text-model {config.path}: onnxruntime cannot load it ({exc}); "
                                  f"{SHAPE_HELP}") from exc  # fmt: skip
