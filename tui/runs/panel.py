@@ -4,22 +4,23 @@ loss chart, the last events) and the list of runs. Toggled with a key (``toggle_
 from __future__ import annotations
 
 from rich.text import Text
-from textual import events, work
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
 from curator.textsafe import fit_text, printable
 from tui.bindings import bindings
+from tui.runs.follow import FollowsRuns
 from tui.runs.keys import TRAINING_PANEL
 from tui.runs.watcher import RunsSnapshot, runs_watcher
 from tui.runs.widgets import EventLog, LossChart, RunHeader, progress_text, state_text
 
-POLL_S = 1.0
 PANEL_ID = "training-panel"
 
 
-class TrainingPanel(Vertical, can_focus=True):
+class TrainingPanel(FollowsRuns, Vertical, can_focus=True):
+    COMPACT_HEADER = True
     BINDINGS = bindings(TRAINING_PANEL)
 
     DEFAULT_CSS = """
@@ -36,9 +37,7 @@ class TrainingPanel(Vertical, can_focus=True):
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("id", PANEL_ID)
         super().__init__(**kwargs)
-        self.snapshot = RunsSnapshot()
-        self.shown_version = -1
-        self.shows = 0  # snapshots shown (tests wait on it)
+        self.init_follow()
 
     def compose(self) -> ComposeResult:
         yield Static(self._title(), id="panel-title")
@@ -56,25 +55,8 @@ class TrainingPanel(Vertical, can_focus=True):
             title.append(f"  {keys} {key.description.split()[0].lower()}")
         return title
 
-    def on_mount(self) -> None:
-        self.set_interval(POLL_S, self.poll)
-        self.poll(force=True)
-
-    @work(thread=True, exclusive=True, group="runs-panel-poll")
-    def poll(self, force: bool = False) -> None:
-        if not force and not self.display:
-            return
-        snap = runs_watcher(self.app).news_since(self.shown_version, force)
-        if snap is not None:
-            self.app.call_from_thread(self.show_snapshot, snap)
-
     def show_snapshot(self, snap: RunsSnapshot) -> None:
-        self.snapshot = snap
-        self.shown_version = snap.version
-        self.shows += 1
-        self.query_one(RunHeader).show(snap.tracker, snap.info, compact=True)
-        self.query_one(LossChart).show(snap.tracker)
-        self.query_one(EventLog).show(snap.tracker, snap.info)
+        super().show_snapshot(snap)
         self._show_runs()
 
     def _show_runs(self) -> None:

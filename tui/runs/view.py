@@ -7,22 +7,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static
 
 from curator.textsafe import printable
 from tui.bindings import bindings
+from tui.runs.follow import FollowsRuns
 from tui.runs.keys import RUNS_VIEW
 from tui.runs.watcher import RunsSnapshot, runs_watcher
 from tui.runs.widgets import EventLog, LossChart, RunHeader, RunTable
 from tui.views.base import KilnView
 
-POLL_S = 0.5
 
-
-class RunsView(KilnView):
+class RunsView(FollowsRuns, KilnView):
+    POLL_S = 0.5
     VIEW_ID = "runs"
     TITLE = "Runs"
     FOLLOWS_MODEL = False  # it shows runs, not the dataset
@@ -44,9 +43,7 @@ class RunsView(KilnView):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.shown_version = -1
-        self.shows = 0  # snapshots shown (tests wait on it)
-        self.snapshot = RunsSnapshot()
+        self.init_follow()
         self._sample_shown: str | None = None
 
     def compose(self) -> ComposeResult:
@@ -75,31 +72,14 @@ class RunsView(KilnView):
 
         return ImagePreview(getattr(self.app, "image_protocol", "halfblock"), id="runs-sample")
 
-    def on_mount(self) -> None:
-        self.set_interval(POLL_S, self.poll)
-        self.poll(force=True)
-
     def activated(self) -> None:
         self.query_one(RunTable).focus()
         self.poll(force=True)
 
     # ----- data ---------------------------------------------------------------------------------
-    @work(thread=True, exclusive=True, group="runs-poll")
-    def poll(self, force: bool = False) -> None:
-        if not force and not self.display:
-            return
-        snap = runs_watcher(self.app).news_since(self.shown_version, force)
-        if snap is not None:
-            self.app.call_from_thread(self.show_snapshot, snap)
-
     def show_snapshot(self, snap: RunsSnapshot) -> None:
-        self.snapshot = snap
-        self.shown_version = snap.version
-        self.shows += 1
+        super().show_snapshot(snap)
         self.query_one(RunTable).show_runs(snap.runs, snap.watched)
-        self.query_one(RunHeader).show(snap.tracker, snap.info)
-        self.query_one(LossChart).show(snap.tracker)
-        self.query_one(EventLog).show(snap.tracker, snap.info)
         sample = snap.tracker.last_sample if snap.tracker else None
         box = self.query_one("#runs-sample-box")
         box.set_class(bool(sample), "-has-sample")
