@@ -77,6 +77,31 @@ def test_window_signatures_do_not_depend_on_the_chunking(monkeypatch: pytest.Mon
     assert (geometric.signatures(thumbs[7:8], aspects[7:8]) == whole[7:8]).all()
 
 
+def test_indexed_and_chunked_stages_equal_the_copied_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Descriptors, detail images, pHash inputs, signatures and verification read ``thumbs[rows]`` a chunk at a
+    time instead of copying 100,000 thumbnails: the same numbers as working on the copy at once."""
+    from curator.dupes import geometric
+
+    rng = np.random.default_rng(9)
+    thumbs = rng.integers(0, 256, (400, 64, 64), dtype=np.uint8)
+    rows = rng.permutation(400)[:250]
+    copied = thumbs[rows]
+    aspects = rng.uniform(0.5, 2.0, len(rows))
+    whole_desc = geometric.descriptors(copied)
+    whole_detail = geometric.high_pass(geometric.hash_inputs(copied))
+    monkeypatch.setattr(geometric, "_CHUNK", 64)
+    monkeypatch.setattr(geometric, "_SIGNATURE_CHUNK", 50)
+    assert np.array_equal(geometric.descriptors(thumbs, rows), whole_desc)
+    assert np.array_equal(geometric.hash_inputs(thumbs, rows), geometric.hash_inputs(copied))
+    assert np.array_equal(geometric.high_pass(geometric.hash_inputs(thumbs, rows)), whole_detail)
+    assert np.array_equal(geometric.signatures(thumbs, aspects, rows), geometric.signatures(copied, aspects))
+    phash = rng.integers(0, 2**63, len(rows), dtype=np.uint64)
+    candidates = [(k, (k + 1) % len(rows), geometric.VARIANTS[k % len(geometric.VARIANTS)]) for k in range(40)]
+    assert (geometric.verify(thumbs, aspects, phash, whole_detail, candidates, 64, rows=rows)
+            == geometric.verify(copied, aspects, phash, whole_detail, candidates, 64))
+    assert len(geometric.hash_inputs(thumbs, rows[:0])) == 0
+
+
 def test_near_pairs_small_inputs() -> None:
     assert len(near_pairs(np.array([], dtype=np.uint64), 10)[0]) == 0
     assert len(near_pairs(np.array([5], dtype=np.uint64), 10)[0]) == 0

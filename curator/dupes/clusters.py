@@ -216,15 +216,19 @@ def _mirror_links(
     n = len(hashed)
     both = np.concatenate([features.phash[hashed], features.mirror[hashed]])
     pi, pj, pd = near_pairs(both, settings.threshold)
-    flipped = geometric.mirrored(detail)
-    links: dict[tuple[int, int], Link] = {}
+    pairs = []
     for x, y, d in zip(pi.tolist(), pj.tolist(), pd.tolist(), strict=True):
         if (x < n) == (y < n):
             continue  # pHash-pHash pairs are whole-frame links; mirror-mirror pairs repeat them
         a, b = (x, y - n) if x < n else (y, x - n)
-        if a == b:
-            continue  # a symmetric image matches its own mirror
-        similarity = float(flipped[a] @ detail[b])
+        if a != b:  # a symmetric image matches its own mirror
+            pairs.append((a, b, d))
+    flipped_rows = sorted({a for a, _b, _d in pairs})  # mirror only the images in a pair, not all of them
+    flipped = geometric.mirrored(detail[flipped_rows]) if flipped_rows else detail[:0]
+    row_of = {a: r for r, a in enumerate(flipped_rows)}
+    links: dict[tuple[int, int], Link] = {}
+    for a, b, d in pairs:
+        similarity = float(flipped[row_of[a]] @ detail[b])
         if similarity < settings.whole_frame_detail:
             continue
         key = (min(a, b), max(a, b))
@@ -244,9 +248,9 @@ def _geometric_links(
     """Crop, rotation and edit links between images not linked yet (``component`` per position of ``hashed``:
     the clusters the whole-frame and mirror links already make). Only the two most promising candidate pairs
     between two components are verified."""
-    thumbs = features.thumbs[hashed]
+    thumbs = features.thumbs  # indexed through ``hashed``, never copied whole
     phash = features.phash[hashed]
-    desc = geometric.descriptors(thumbs)
+    desc = geometric.descriptors(thumbs, hashed)
     ci, cj, _cs = geometric.similar_pairs(desc, settings.candidate_similarity, settings.candidates_per_image)
     if len(ci) == 0:
         return []
@@ -254,7 +258,7 @@ def _geometric_links(
     members = np.unique(np.concatenate([ci, cj]))  # only images in a candidate pair need their windows' signatures
     slot = np.zeros(len(hashed), dtype=np.int64)
     slot[members] = np.arange(len(members))
-    sigs = geometric.signatures(thumbs[members], aspects[members])
+    sigs = geometric.signatures(thumbs, aspects[members], hashed[members])
     forward = np.bitwise_count(sigs[slot[ci]] ^ phash[cj][:, None])  # variants of i against j's whole frame
     backward = np.bitwise_count(sigs[slot[cj]] ^ phash[ci][:, None])
     best_f, best_b = forward.min(axis=1), backward.min(axis=1)
@@ -272,7 +276,7 @@ def _geometric_links(
         else:
             candidates.append((j, i, geometric.VARIANTS[int(np.argmin(backward[n]))]))
     hopeless = max(settings.geometric_distance, settings.edit_distance) + 2
-    checked = geometric.verify(thumbs, aspects, phash, detail, candidates, hopeless)
+    checked = geometric.verify(thumbs, aspects, phash, detail, candidates, hopeless, rows=hashed)
     links = []
     for (original, copy, _v), (variant, distance, similarity) in zip(candidates, checked, strict=True):
         a, b = int(hashed[original]), int(hashed[copy])
@@ -445,7 +449,7 @@ def _near_links(
         pi, pj, pd = near_pairs(hashes, settings.threshold)
         return [Link(int(hashed[a]), int(hashed[b]), "whole-frame", int(d)) for a, b, d in zip(pi, pj, pd, strict=True)]
     hashed = reps[features.valid[reps]]
-    detail = geometric.high_pass(geometric.hash_inputs(features.thumbs[hashed]))
+    detail = geometric.high_pass(geometric.hash_inputs(features.thumbs, hashed))
     links = _whole_frame_links(features, hashed, detail, settings)
     links += _mirror_links(features, hashed, detail, settings)
     if settings.geometric:

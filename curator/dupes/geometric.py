@@ -41,6 +41,7 @@ ROTATIONS = (-4.0, -2.0, 2.0, 4.0)  # degrees
 ASPECT_BINS = 24  # rotation signatures are built for the aspect ratio rounded to one of these (log scale)
 _BLOCK_ROWS = 512  # rows of a similarity block: 512 x 100,000 float32 is 200 MB
 _SIGNATURE_CHUNK = 1024  # thumbnails whose window signatures are worked out at once (float64 temporaries)
+_CHUNK = 4096  # thumbnails whose descriptors / detail images are worked out at once (float32 temporaries)
 
 Thumbs = NDArray[np.uint8]  # (n, 64, 64)
 Hashes = NDArray[np.uint64]
@@ -108,8 +109,17 @@ def _blur_matrix(side: int, sigma: float = 1.0) -> NDArray[np.float32]:
     return matrix.astype(np.float32)
 
 
-def descriptors(thumbs: Thumbs) -> NDArray[np.float32]:
-    """Blurred 16x16 block averages, zero-mean and unit-norm: (n, 256) float32."""
+def descriptors(thumbs: Thumbs, rows: NDArray[np.int64] | None = None) -> NDArray[np.float32]:
+    """Blurred 16x16 block averages, zero-mean and unit-norm: (n, 256) float32 (of ``thumbs[rows]`` when given,
+    gathered a chunk at a time so the thumbnails are never copied whole)."""
+    rows = np.arange(len(thumbs)) if rows is None else rows
+    out = np.empty((len(rows), DESCRIPTOR_SIDE * DESCRIPTOR_SIDE), dtype=np.float32)
+    for start in range(0, len(rows), _CHUNK):
+        out[start : start + _CHUNK] = _descriptors(thumbs[rows[start : start + _CHUNK]])
+    return out
+
+
+def _descriptors(thumbs: Thumbs) -> NDArray[np.float32]:
     n = len(thumbs)
     factor = THUMB_SIDE // DESCRIPTOR_SIDE
     blocks = thumbs.reshape(n, DESCRIPTOR_SIDE, factor, DESCRIPTOR_SIDE, factor).mean(axis=(2, 4), dtype=np.float32)
@@ -136,16 +146,21 @@ def similar_pairs(
         empty = np.empty(0, dtype=np.int64)
         return empty, empty, np.empty(0, dtype=np.float32)
     found_i, found_j, found_s = [], [], []
+    buffer = np.empty(min(_BLOCK_ROWS, n) * n, dtype=np.float32)  # one similarity block, reused
     for start in range(0, n, _BLOCK_ROWS):
         stop = min(n, start + _BLOCK_ROWS)
-        sims = desc[start:stop] @ desc[start:].T  # columns start..n: every pair once
+        sims = buffer[: (stop - start) * (n - start)].reshape(stop - start, n - start)
+        np.matmul(desc[start:stop], desc[start:].T, out=sims)  # columns start..n: every pair once
         hit = sims >= min_similarity
         hit[:, : stop - start] &= np.triu(np.ones((stop - start, stop - start), dtype=bool), k=1)  # j > i only
-        hit &= _best_of_lines(sims, hit, keep) | _best_of_lines(sims.T, hit.T, keep).T
         rows, cols = np.nonzero(hit)
-        found_i.append(rows + start)
-        found_j.append(cols + start)
-        found_s.append(sims[rows, cols])
+        del hit
+        values = sims[rows, cols]
+        best = _best_of_groups(rows, values, keep, stop - start)
+        best |= _best_of_groups(cols, values, keep, n - start)
+        found_i.append(rows[best] + start)
+        found_j.append(cols[best] + start)
+        found_s.append(values[best])
     i = np.concatenate(found_i).astype(np.int64)
     j = np.concatenate(found_j).astype(np.int64)
     s = np.concatenate(found_s).astype(np.float32)
@@ -154,16 +169,21 @@ def similar_pairs(
     return i[chosen][order], j[chosen][order], s[chosen][order]
 
 
-def _best_of_lines(sims: NDArray[np.float32], hit: NDArray[np.bool_], keep: int) -> NDArray[np.bool_]:
-    """The hits among the ``keep`` highest of their row (every hit of a row with ``keep`` hits or fewer)."""
-    best = hit.copy()
-    crowded = np.flatnonzero(hit.sum(axis=1) > keep)
+def _best_of_groups(group: NDArray[np.int64], values: NDArray[np.float32], keep: int, groups: int) -> NDArray[np.bool_]:
+    """Which entries are among the ``keep`` highest ``values`` of their ``group`` (a row or a column of a block):
+    every entry of a group with ``keep`` entries or fewer; the crowded groups are ranked with one sort of
+    their entries only (never a dense row of the block), on a float64 key ``group + (1 - value) / 4`` that
+    orders by group, then by value, exactly (a float32 in -1..1 needs far fewer bits than the key has left)."""
+    best = np.bincount(group, minlength=groups)[group] <= keep
+    crowded = np.flatnonzero(~best)
     if len(crowded):
-        lines = np.where(hit[crowded], sims[crowded], -np.inf)
-        top = np.argpartition(-lines, keep - 1, axis=1)[:, :keep]
-        mask = np.zeros(lines.shape, dtype=bool)
-        np.put_along_axis(mask, top, True, axis=1)
-        best[crowded] = mask & hit[crowded]
+        members = group[crowded]
+        key = members + (1.0 - values[crowded].astype(np.float64)) * 0.25
+        order = np.argsort(key)
+        ranked = members[order]
+        firsts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+        rank = np.arange(len(order)) - np.repeat(firsts, np.diff(np.r_[firsts, len(order)]))
+        best[crowded[order[rank < keep]]] = True
     return best
 
 
@@ -317,13 +337,15 @@ def rotation_signatures(thumbs: Thumbs, aspects: NDArray[np.float64]) -> Hashes:
     return out
 
 
-def signatures(thumbs: Thumbs, aspects: NDArray[np.float64]) -> Hashes:
-    """(n, len(VARIANTS)) signatures of every variant window of every thumbnail."""
-    out = np.empty((len(thumbs), len(VARIANTS)), dtype=np.uint64)
-    for start in range(0, len(thumbs), _SIGNATURE_CHUNK):  # bounded memory: each image's row is its own
+def signatures(thumbs: Thumbs, aspects: NDArray[np.float64], rows: NDArray[np.int64] | None = None) -> Hashes:
+    """(n, len(VARIANTS)) signatures of every variant window of every thumbnail (of ``thumbs[rows]`` when given;
+    ``aspects`` is then per row)."""
+    rows = np.arange(len(thumbs)) if rows is None else rows
+    out = np.empty((len(rows), len(VARIANTS)), dtype=np.uint64)
+    for start in range(0, len(rows), _SIGNATURE_CHUNK):  # bounded memory: each image's row is its own
         part = slice(start, start + _SIGNATURE_CHUNK)
-        out[part] = np.concatenate([crop_signatures(thumbs[part]), rotation_signatures(thumbs[part], aspects[part])],
-                                   axis=1)
+        chunk = thumbs[rows[part]]
+        out[part] = np.concatenate([crop_signatures(chunk), rotation_signatures(chunk, aspects[part])], axis=1)
     return out
 
 
@@ -348,7 +370,15 @@ def _window(thumb: NDArray[np.uint8], variant: Variant, aspect: float) -> Image.
 
 def high_pass(small: NDArray[np.uint8]) -> NDArray[np.float32]:
     """(n, 32, 32) images -> (n, 1024) unit vectors of their fine structure (minus the 5x5 local mean);
-    the dot product of two is their detail similarity, -1..1."""
+    the dot product of two is their detail similarity, -1..1. Worked out ``_CHUNK`` images at a time (the
+    float temporaries of 100,000 at once are gigabytes)."""
+    out = np.empty((len(small), HASH_SIDE * HASH_SIDE), dtype=np.float32)
+    for start in range(0, len(small), _CHUNK):
+        out[start : start + _CHUNK] = _high_pass(small[start : start + _CHUNK])
+    return out
+
+
+def _high_pass(small: NDArray[np.uint8]) -> NDArray[np.float32]:
     v = small.astype(np.float32)
     padded = np.pad(v, ((0, 0), (2, 2), (2, 2)), mode="reflect")
     csum = np.pad(padded.cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
@@ -365,11 +395,13 @@ def mirrored(detail: NDArray[np.float32]) -> NDArray[np.float32]:
     return np.ascontiguousarray(detail.reshape(n, HASH_SIDE, HASH_SIDE)[:, :, ::-1].reshape(n, -1))
 
 
-def _window_smalls(thumbs: Thumbs, aspects: NDArray[np.float64], jobs: list[tuple[int, Variant]]) -> NDArray[np.uint8]:
-    """The 32x32 pHash inputs of each (image, variant) window (Pillow crop/affine, then LANCZOS)."""
+def _window_smalls(thumbs: Thumbs, aspects: NDArray[np.float64], jobs: list[tuple[int, Variant]],
+                   rows: NDArray[np.int64] | None = None) -> NDArray[np.uint8]:
+    """The 32x32 pHash inputs of each (image, variant) window (Pillow crop/affine, then LANCZOS); image k's
+    thumbnail is ``thumbs[rows[k]]`` when ``rows`` is given."""
     out = np.empty((len(jobs), HASH_SIDE, HASH_SIDE), dtype=np.uint8)
     for n, (k, variant) in enumerate(jobs):
-        window = _window(thumbs[k], variant, float(aspects[k]))
+        window = _window(thumbs[k if rows is None else int(rows[k])], variant, float(aspects[k]))
         out[n] = np.asarray(window.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS))
     return out
 
@@ -407,12 +439,14 @@ def verify(
     candidates: list[tuple[int, int, Variant]],
     hopeless: int,
     rounds: int = 2,
+    rows: NDArray[np.int64] | None = None,
 ) -> list[tuple[Variant, int, float]]:
     """Exact check of each (original, copy, variant) candidate: the window's pHash as imagehash computes it,
     refined a pixel per side per round (crops only, for candidates within ``hopeless`` bits), and the detail
-    similarity of the best window with the copy. Returns (variant, distance, detail) per candidate."""
+    similarity of the best window with the copy. Returns (variant, distance, detail) per candidate. Image k's
+    thumbnail is ``thumbs[rows[k]]`` when ``rows`` is given (no copy of the thumbnails)."""
     trials = [_Trial(o, c, v) for o, c, v in candidates]
-    smalls = _window_smalls(thumbs, aspects, [(t.original, t.variant) for t in trials])
+    smalls = _window_smalls(thumbs, aspects, [(t.original, t.variant) for t in trials], rows)
     hashes = phash_bits(smalls) if len(smalls) else np.empty(0, dtype=np.uint64)
     for t, h, small in zip(trials, hashes.tolist(), smalls, strict=True):
         t.distance, t.small = (h ^ int(phash[t.copy])).bit_count(), small
@@ -426,7 +460,7 @@ def verify(
                     owners.append(n)
         if not jobs:
             break
-        smalls = _window_smalls(thumbs, aspects, jobs)
+        smalls = _window_smalls(thumbs, aspects, jobs, rows)
         improved = False
         for (_k, neighbour), n, h, small in zip(jobs, owners, phash_bits(smalls).tolist(), smalls, strict=True):
             t = trials[n]
@@ -443,6 +477,10 @@ def verify(
     ]
 
 
-def hash_inputs(thumbs: Thumbs) -> NDArray[np.uint8]:
-    """(n, 32, 32) pHash inputs of the thumbnails."""
-    return np.stack([hash_input(t) for t in thumbs]) if len(thumbs) else np.empty((0, HASH_SIDE, HASH_SIDE), np.uint8)
+def hash_inputs(thumbs: Thumbs, rows: NDArray[np.int64] | None = None) -> NDArray[np.uint8]:
+    """(n, 32, 32) pHash inputs of the thumbnails (of ``thumbs[rows]`` when given)."""
+    rows = np.arange(len(thumbs)) if rows is None else rows
+    out = np.empty((len(rows), HASH_SIDE, HASH_SIDE), dtype=np.uint8)
+    for n, k in enumerate(rows.tolist()):
+        out[n] = hash_input(thumbs[k])
+    return out
