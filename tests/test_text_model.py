@@ -147,3 +147,29 @@ def test_the_hints_name_options_kiln_check_has() -> None:
     for field, hint in FIELD_HINTS.items():
         assert field in TextModelConfig.model_fields
         assert all(option in options for option in re.findall(r"--[a-z][a-z0-9-]*", hint)), hint
+
+
+def test_the_tui_health_pass_runs_the_text_model_given_to_kiln_curate(
+    poster_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``kiln DATASET --text-model PATH`` reaches the TUI's health pass through the same TextModelConfig as
+    ``kiln check``: the poster is flagged text-heavy with it, nothing is without it; a bad path stops the TUI."""
+    from tui.model import DatasetModel
+
+    model_file = build_text_detector_onnx(tmp_path / "det.onnx")
+
+    def text_heavy(text_model: TextModelConfig | None) -> list[str]:
+        model = DatasetModel(poster_set, text_model=text_model)
+        model.open()
+        model.scan()
+        model.load_rows(model.scanned_records(), captions=False)
+        flags = model.all_flags(refresh=False)
+        return sorted(path for path, found in flags.items() if any(f.kind == "text-heavy" for f in found))
+
+    assert text_heavy(TextModelConfig(path=model_file, side=128)) == ["4_posters/caption_strip.png", "4_posters/poster.png"]
+    assert text_heavy(None) == []
+    assert kiln([str(poster_set), "--text-model", str(tmp_path / "missing.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "curate --text-model" in err and "no file at" in err
+    assert kiln([str(poster_set), "--text-model", str(model_file), "--text-model-side", "100"]) == 1
+    assert "multiple of 32" in capsys.readouterr().err

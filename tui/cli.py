@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from curator import __version__ as curator_version
-from curator.cli.options import add_train_config
+from curator.cli.options import add_text_model, add_train_config
 
 DESCRIPTION = """\
 kiln: curate image datasets and train LoRA adapters for Stable Diffusion, from the terminal.
@@ -66,6 +66,7 @@ def _add_curate(subparsers: argparse._SubParsersAction) -> None:
         "(repeatable; default: none; as `kiln check --quality`, see docs/DATASET.md)",
     )
     add_train_config(parser)
+    add_text_model(parser)
     parser.set_defaults(func=_run_curate)
 
 
@@ -86,9 +87,16 @@ def _run_curate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"kiln: {exc}", file=sys.stderr)
         return 1
+    from curator.cli.options import text_model_config
+
+    try:
+        text_model = text_model_config(args, "curate")
+    except ValueError as exc:
+        print("kiln: " + str(exc).replace("\n", "\nkiln: "), file=sys.stderr)
+        return 1
     from tui.model import preload
 
-    model = preload(dataset, quality=quality, train_config=args.train_config)  # reads the index meanwhile
+    model = preload(dataset, quality=quality, train_config=args.train_config, text_model=text_model)  # reads the index meanwhile
     from tui.app import run_curator  # Textual is imported only here
 
     protocol = None if args.image_protocol in (None, "auto") else args.image_protocol

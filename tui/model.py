@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from curator.tags.query import QueryItem
     from curator.tags.suggest import Suggestion
     from curator.tags.suspects import Suspect
+    from curator.textdetect.config import TextModelConfig
     from curator.trash import TrashBatch
 
 FlagsByPath = dict[str, list["Flag"]]
@@ -87,10 +88,11 @@ def _carry_caption(old: Row, row: Row) -> None:
         row.caption_target = old.caption_target
 
 
-def preload(root: Path, quality: QualityThresholds | None = None, train_config: Path | None = None) -> DatasetModel:
+def preload(root: Path, quality: QualityThresholds | None = None, train_config: Path | None = None,
+            text_model: TextModelConfig | None = None) -> DatasetModel:
     """The model of the dataset at ``root`` with its preload running in a thread (opening included): ``kiln
     DATASET`` calls this before it imports Textual, so the index is read while the UI's modules load."""
-    model = DatasetModel(root, quality=quality, train_config=train_config)
+    model = DatasetModel(root, quality=quality, train_config=train_config, text_model=text_model)
     model.start_preload(background=True)
     return model
 
@@ -98,9 +100,11 @@ def preload(root: Path, quality: QualityThresholds | None = None, train_config: 
 class DatasetModel:
     """The open dataset as the TUI sees it."""
 
-    def __init__(self, root: Path, quality: QualityThresholds | None = None, train_config: Path | None = None) -> None:
+    def __init__(self, root: Path, quality: QualityThresholds | None = None, train_config: Path | None = None,
+                 text_model: TextModelConfig | None = None) -> None:
         self.root = Path(root)
         self.quality = quality  # the image-quality thresholds of the health pass (None: the defaults)
+        self.text_model = text_model  # the text detector of the health pass's text-heavy check (None: not run)
         self.train_config = train_config  # a kiln train config whose [dataset] bucket options to use
         self._dataset: Dataset | None = None
         self.rows: list[Row] = []
@@ -205,9 +209,9 @@ class DatasetModel:
         from curator.scan.config import ScanConfig
 
         try:
-            config = ScanConfig(train_config=self.train_config)
+            config = ScanConfig(train_config=self.train_config, text_model=self.text_model)
             if self.quality is not None:
-                config = ScanConfig(quality=self.quality, train_config=self.train_config)
+                config = ScanConfig(quality=self.quality, train_config=self.train_config, text_model=self.text_model)
             self._dataset = Dataset.open(self.root, config=config, quiet=True)
             if self.train_config is not None:
                 self.train_steps = read_train_config_buckets(self.train_config)

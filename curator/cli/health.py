@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from curator.cli.options import (
@@ -17,7 +16,9 @@ from curator.cli.options import (
     add_dataset,
     add_json,
     add_no_progress,
+    add_text_model,
     scan_config,
+    text_model_config,
 )
 from curator.textsafe import dumps_json
 
@@ -85,19 +86,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="order of the findings (default path; score: the worst first, findings without a score last)",
     )
     check.add_argument("--no-geometric", action="store_true", help="near duplicates by whole-frame hash only")
-    check.add_argument(
-        "--text-model", type=Path, default=None, metavar="PATH",
-        help="an ONNX text detector (DB, EAST or docTR family) for the text-heavy check, run offline on each new "
-        "or changed image (default: none, the check is not run; see docs/DATASET.md for models that fit)",
-    )
-    check.add_argument(
-        "--text-model-preset", choices=["db", "doctr", "east"], default="db",
-        help="the detector family, for its input normalisation (default db: PaddleOCR DB)",
-    )
-    check.add_argument(
-        "--text-model-side", type=int, default=640, metavar="N",
-        help="longer side of the image fed to a detector with free input size (multiple of 32; default 640)",
-    )
+    add_text_model(check)
     check.set_defaults(func=run_check)
 
     dupes = subparsers.add_parser(
@@ -322,17 +311,10 @@ def run_check(args: argparse.Namespace) -> int:
 
 def _text_model(args: argparse.Namespace) -> TextModelConfig | None | int:
     """The text detector's config from ``--text-model*``, None without one, or an exit code after saying why."""
-    if args.text_model is None:
-        return None
-    from pydantic import ValidationError
-
-    from curator.configerrors import describe_validation_error
-    from curator.textdetect.config import FIELD_HINTS, TextModelConfig
-
     try:
-        return TextModelConfig(path=args.text_model, preset=args.text_model_preset, side=args.text_model_side)
-    except ValidationError as exc:
-        return _error(describe_validation_error(exc, "check --text-model", FIELD_HINTS).replace("\n", "\nkiln: "))
+        return text_model_config(args, "check")
+    except ValueError as exc:
+        return _error(str(exc).replace("\n", "\nkiln: "))
 
 
 def sort_flags(flags: list[Flag], order: str) -> list[Flag]:

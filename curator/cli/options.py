@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from curator.scan.config import ScanConfig
+    from curator.textdetect.config import TextModelConfig
 
 # kohya's defaults, as BucketSettings() has them (checked by a test; importing it here would load pydantic)
 KOHYA_RESOLUTION = 512
@@ -83,6 +84,40 @@ def add_train_config(parser: argparse.ArgumentParser) -> None:
         help="a kiln train config (kiln train CONFIG.toml): use its [dataset] bucket options (default: the "
         "dataset TOML's, else kohya's: resolution 512, buckets 256-1024 px, step 64)",
     )
+
+
+def add_text_model(parser: argparse.ArgumentParser) -> None:
+    """``--text-model PATH``, ``--text-model-preset``, ``--text-model-side``: the optional ONNX text detector of
+    the text-heavy check (``kiln check`` and the TUI's health pass, ``kiln DATASET``)."""
+    parser.add_argument(
+        "--text-model", type=Path, default=None, metavar="PATH",
+        help="an ONNX text detector (DB, EAST or docTR family) for the text-heavy check, run offline on each new "
+        "or changed image (default: none, the check is not run; see docs/DATASET.md for models that fit)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--text-model-preset", choices=["db", "doctr", "east"], default="db",
+        help="the detector family, for its input normalisation (default db: PaddleOCR DB)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--text-model-side", type=int, default=640, metavar="N",
+        help="longer side of the image fed to a detector with free input size (multiple of 32; default 640)",
+    )  # fmt: skip
+
+
+def text_model_config(args: argparse.Namespace, command: str) -> TextModelConfig | None:
+    """The text detector's config from :func:`add_text_model`'s options, None without ``--text-model``; raises
+    ValueError with the lines to print (``command``: how the error names the command, e.g. ``check``)."""
+    if args.text_model is None:
+        return None
+    from pydantic import ValidationError
+
+    from curator.configerrors import describe_validation_error
+    from curator.textdetect.config import FIELD_HINTS, TextModelConfig
+
+    try:
+        return TextModelConfig(path=args.text_model, preset=args.text_model_preset, side=args.text_model_side)
+    except ValidationError as exc:
+        raise ValueError(describe_validation_error(exc, f"{command} --text-model", FIELD_HINTS)) from exc
 
 
 def add_bucket_options(parser: argparse.ArgumentParser) -> None:
