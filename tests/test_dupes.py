@@ -54,6 +54,7 @@ def test_geometric_candidates_equal_the_full_matrix(monkeypatch: pytest.MonkeyPa
     from curator.dupes import geometric
 
     monkeypatch.setattr(geometric, "_BLOCK_ROWS", 128)  # many blocks, crowded rows and columns in each
+    monkeypatch.setattr(geometric, "_COMPACT_PAIRS", 64)  # the candidates found so far are thinned many times
     rng = np.random.default_rng(count + keep)
     centres = rng.random((max(1, count // 40), 256)).astype(np.float32)
     desc = centres[rng.integers(0, len(centres), count)] + spread * rng.random((count, 256)).astype(np.float32)
@@ -268,3 +269,20 @@ def test_keep_rule_resolution_then_compression_then_age(tmp_path: Path) -> None:
     assert coffee.keep.endswith("d_big.jpg") and "bytes/pixel" in coffee.keep_reason
     rocket = clusters[frozenset({"e_new.jpg", "f_old.jpg"})]
     assert "bytes/pixel" in rocket.keep_reason or "oldest" in rocket.keep_reason
+
+
+def test_closest_variants_equal_the_whole_distance_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nearest variant of each candidate pair, worked out a chunk at a time: the minimum and first argmin
+    of the whole (pairs x variants) table of bit distances."""
+    from curator.dupes import geometric
+
+    monkeypatch.setattr(geometric, "_PAIR_CHUNK", 7)
+    rng = np.random.default_rng(3)
+    sigs = rng.integers(0, 2**63, (50, len(geometric.VARIANTS)), dtype=np.uint64)
+    sigs[:, 3] = sigs[:, 1]  # ties: the first of equals
+    rows = rng.integers(0, 50, 200)
+    targets = rng.integers(0, 2**63, 200, dtype=np.uint64)
+    table = np.bitwise_count(sigs[rows] ^ targets[:, None])
+    best, which = geometric.closest_variants(sigs, rows, targets)
+    assert np.array_equal(best, table.min(axis=1)) and np.array_equal(which, table.argmin(axis=1))
+    assert len(geometric.closest_variants(sigs, rows[:0], targets[:0])[0]) == 0

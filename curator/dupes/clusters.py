@@ -259,9 +259,8 @@ def _geometric_links(
     slot = np.zeros(len(hashed), dtype=np.int64)
     slot[members] = np.arange(len(members))
     sigs = geometric.signatures(thumbs, aspects[members], hashed[members])
-    forward = np.bitwise_count(sigs[slot[ci]] ^ phash[cj][:, None])  # variants of i against j's whole frame
-    backward = np.bitwise_count(sigs[slot[cj]] ^ phash[ci][:, None])
-    best_f, best_b = forward.min(axis=1), backward.min(axis=1)
+    best_f, which_f = geometric.closest_variants(sigs, slot[ci], phash[cj])  # variants of i against j's whole frame
+    best_b, which_b = geometric.closest_variants(sigs, slot[cj], phash[ci])
     best = np.minimum(best_f, best_b)
     chosen: dict[tuple[int, int], list[int]] = defaultdict(list)
     for n in np.flatnonzero(best <= settings.signature_distance)[np.argsort(best[best <= settings.signature_distance], kind="stable")].tolist():
@@ -272,9 +271,9 @@ def _geometric_links(
     for n in sorted(x for picks in chosen.values() for x in picks):
         i, j = int(ci[n]), int(cj[n])
         if best_f[n] <= best_b[n]:
-            candidates.append((i, j, geometric.VARIANTS[int(np.argmin(forward[n]))]))
+            candidates.append((i, j, geometric.VARIANTS[int(which_f[n])]))
         else:
-            candidates.append((j, i, geometric.VARIANTS[int(np.argmin(backward[n]))]))
+            candidates.append((j, i, geometric.VARIANTS[int(which_b[n])]))
     hopeless = max(settings.geometric_distance, settings.edit_distance) + 2
     checked = geometric.verify(thumbs, aspects, phash, detail, candidates, hopeless, rows=hashed)
     links = []

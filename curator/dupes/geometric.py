@@ -39,8 +39,10 @@ DESCRIPTOR_SIDE = 16
 CROP_STEPS = (0, 3, 6)  # px of a THUMB_SIDE thumbnail cut from a side
 ROTATIONS = (-4.0, -2.0, 2.0, 4.0)  # degrees
 ASPECT_BINS = 24  # rotation signatures are built for the aspect ratio rounded to one of these (log scale)
-_BLOCK_ROWS = 512  # rows of a similarity block: 512 x 100,000 float32 is 200 MB
+_BLOCK_ROWS = 256  # rows of a similarity block: 256 x 100,000 float32 is 100 MB
 _SIGNATURE_CHUNK = 1024  # thumbnails whose window signatures are worked out at once (float64 temporaries)
+_COMPACT_PAIRS = 1_000_000  # candidate pairs gathered before those that cannot be among an image's best are dropped
+_PAIR_CHUNK = 65_536  # candidate pairs whose variant distances are worked out at once
 _CHUNK = 4096  # thumbnails whose descriptors / detail images are worked out at once (float32 temporaries)
 
 Thumbs = NDArray[np.uint8]  # (n, 64, 64)
@@ -145,7 +147,10 @@ def similar_pairs(
     if n < 2 or keep == 0:
         empty = np.empty(0, dtype=np.int64)
         return empty, empty, np.empty(0, dtype=np.float32)
-    found_i, found_j, found_s = [], [], []
+    found_i: list[NDArray[np.int64]] = []
+    found_j: list[NDArray[np.int64]] = []
+    found_s: list[NDArray[np.float32]] = []
+    pending = 0
     buffer = np.empty(min(_BLOCK_ROWS, n) * n, dtype=np.float32)  # one similarity block, reused
     for start in range(0, n, _BLOCK_ROWS):
         stop = min(n, start + _BLOCK_ROWS)
@@ -161,9 +166,11 @@ def similar_pairs(
         found_i.append(rows[best] + start)
         found_j.append(cols[best] + start)
         found_s.append(values[best])
-    i = np.concatenate(found_i).astype(np.int64)
-    j = np.concatenate(found_j).astype(np.int64)
-    s = np.concatenate(found_s).astype(np.float32)
+        pending += int(best.sum())
+        if pending > _COMPACT_PAIRS:  # a pair among an image's best overall is among its best in any subset
+            found_i, found_j, found_s = _compact(found_i, found_j, found_s, n, keep)
+            pending = 0
+    (i,), (j,), (s,) = _compact(found_i, found_j, found_s, n, keep, final=True)
     chosen = _best_partners(i, j, s, n, keep)
     order = np.lexsort((j[chosen], i[chosen]))
     return i[chosen][order], j[chosen][order], s[chosen][order]
@@ -187,6 +194,21 @@ def _best_of_groups(group: NDArray[np.int64], values: NDArray[np.float32], keep:
     return best
 
 
+def _compact(
+    found_i: list[NDArray[np.int64]], found_j: list[NDArray[np.int64]], found_s: list[NDArray[np.float32]],
+    n: int, keep: int, final: bool = False,
+) -> tuple[list[NDArray[np.int64]], list[NDArray[np.int64]], list[NDArray[np.float32]]]:
+    """The pairs found so far as one array each, less those among neither image's ``keep`` best of them
+    (``final``: joined only): at 100,000 crowded images the blocks' candidates were about 9 million pairs."""
+    i = np.concatenate(found_i).astype(np.int64) if found_i else np.empty(0, dtype=np.int64)
+    j = np.concatenate(found_j).astype(np.int64) if found_j else np.empty(0, dtype=np.int64)
+    s = np.concatenate(found_s).astype(np.float32) if found_s else np.empty(0, dtype=np.float32)
+    if not final:
+        chosen = _best_partners(i, j, s, n, keep)
+        i, j, s = i[chosen], j[chosen], s[chosen]
+    return [i], [j], [s]
+
+
 def _best_partners(
     i: NDArray[np.int64], j: NDArray[np.int64], s: NDArray[np.float32], n: int, keep: int
 ) -> NDArray[np.bool_]:
@@ -204,6 +226,22 @@ def _best_partners(
 
 
 # ---------------------------------------------------------------------------------------------- signatures
+
+
+def closest_variants(
+    sigs: Hashes, rows: NDArray[np.int64], targets: Hashes
+) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
+    """For each pair k: the fewest bits between a variant signature of ``sigs[rows[k]]`` and ``targets[k]``,
+    and that variant's position in ``VARIANTS`` (the first of equals), ``_PAIR_CHUNK`` pairs at a time (all
+    of a crowded set's pairs at once held about 1 GB of signature copies)."""
+    best = np.empty(len(rows), dtype=np.uint8)
+    which = np.empty(len(rows), dtype=np.int64)
+    for start in range(0, len(rows), _PAIR_CHUNK):
+        part = slice(start, start + _PAIR_CHUNK)
+        bits = np.bitwise_count(sigs[rows[part]] ^ targets[part][:, None])
+        which[part] = bits.argmin(axis=1)
+        best[part] = np.take_along_axis(bits, which[part][:, None], axis=1)[:, 0]
+    return best, which
 
 
 def _lanczos_weights(span: int, out: int) -> NDArray[np.float64]:
@@ -471,10 +509,12 @@ def verify(
             break
     if not trials:
         return []
-    window_detail = high_pass(np.stack([t.small for t in trials if t.small is not None]))
-    return [
-        (t.variant, t.distance, float(window_detail[n] @ detail[t.copy])) for n, t in enumerate(trials)
-    ]
+    checked = []
+    for start in range(0, len(trials), _CHUNK):  # the best windows' detail images a chunk at a time
+        part = trials[start : start + _CHUNK]
+        window_detail = high_pass(np.stack([t.small for t in part if t.small is not None]))
+        checked += [(t.variant, t.distance, float(window_detail[n] @ detail[t.copy])) for n, t in enumerate(part)]
+    return checked
 
 
 def hash_inputs(thumbs: Thumbs, rows: NDArray[np.int64] | None = None) -> NDArray[np.uint8]:

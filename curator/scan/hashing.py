@@ -55,12 +55,17 @@ def hash_input(thumb: Grey) -> Grey:
     return hash_input_image(Image.fromarray(np.ascontiguousarray(thumb, dtype=np.uint8)))
 
 
+_PHASH_CHUNK = 4096  # images whose pHashes are worked out at once
+
+
 def phash_bits(stack: NDArray[np.uint8]) -> NDArray[np.uint64]:
     """imagehash's pHash of each HASH_SIDE x HASH_SIDE uint8 image in ``stack`` (shape (n, 32, 32))."""
     if stack.ndim != 3 or stack.shape[1:] != (HASH_SIDE, HASH_SIDE):
         raise ValueError(f"phash_bits needs (n, {HASH_SIDE}, {HASH_SIDE}) images, got {stack.shape}")
     if len(stack) == 0:
         return np.empty(0, dtype=np.uint64)
+    if len(stack) > _PHASH_CHUNK:  # bounded float temporaries (8 KiB per image per transform)
+        return np.concatenate([phash_bits(stack[k : k + _PHASH_CHUNK]) for k in range(0, len(stack), _PHASH_CHUNK)])
     # imagehash: dct(dct(pixels, axis=0), axis=1)[:8, :8]. Each 1-D transform is independent of the others, so
     # keeping only the 8 low rows before the second transform leaves those values exactly as they were.
     rows = scipy.fftpack.dct(stack, axis=1)[:, :LOW_FREQ, :]
