@@ -173,3 +173,23 @@ def test_the_tui_health_pass_runs_the_text_model_given_to_kiln_curate(
     assert "curate --text-model" in err and "no file at" in err
     assert kiln([str(poster_set), "--text-model", str(model_file), "--text-model-side", "100"]) == 1
     assert "multiple of 32" in capsys.readouterr().err
+
+
+def test_the_options_pass_only_what_the_user_gave_and_name_the_configs_defaults(tmp_path: Path) -> None:
+    import argparse
+
+    from curator.cli import options
+
+    fields = TextModelConfig.model_fields
+    assert (fields["preset"].default, fields["side"].default) == (options.TEXT_MODEL_PRESET, options.TEXT_MODEL_SIDE)
+    parser = argparse.ArgumentParser()
+    options.add_text_model(parser)
+    model = build_text_detector_onnx(tmp_path / "det.onnx")
+    plain = options.text_model_config(parser.parse_args(["--text-model", str(model)]), "check")
+    assert plain == TextModelConfig(path=model)
+    given = options.text_model_config(
+        parser.parse_args(["--text-model", str(model), "--text-model-side", "960", "--text-model-preset", "east"]),
+        "check",
+    )
+    assert given is not None and (given.side, given.preset) == (960, "east")
+    assert options.text_model_config(parser.parse_args([]), "check") is None

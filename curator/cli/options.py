@@ -1,8 +1,9 @@
 """Options several commands share, defined once so that each has the same name, meaning and help everywhere.
 
 Registration stays light: nothing here imports pydantic or the engine. The defaults named in the help texts are
-kohya's (``curator.buckets.BucketSettings()`` and ``DEFAULT_BATCH_SIZE``; tests/test_cli_options.py keeps them
-equal).
+kohya's (``curator.buckets.BucketSettings()`` and ``DEFAULT_BATCH_SIZE``) and the text detector's
+(``TextModelConfig``); the options default to None so that the config's own default applies, and
+tests/test_bucket_settings.py and tests/test_text_model.py keep the named figures equal to the configs'.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ KOHYA_MIN_BUCKET = 256
 KOHYA_MAX_BUCKET = 1024
 KOHYA_STEP = 64
 DATASET_DEFAULT = "the dataset TOML's or --train-config's, else kohya's"
+# TextModelConfig's defaults, named in the help (checked by a test; the options pass only what the user gave)
+TEXT_MODEL_PRESET = "db"
+TEXT_MODEL_SIDE = 640
 
 QUERY_HELP = (
     "scope: a filter query, e.g. 'tag:\"long hair\" AND -tag:solo', 'folder:10_ohwx tokens>75', "
@@ -95,12 +99,13 @@ def add_text_model(parser: argparse.ArgumentParser) -> None:
         "or changed image (default: none, the check is not run; see docs/DATASET.md for models that fit)",
     )  # fmt: skip
     parser.add_argument(
-        "--text-model-preset", choices=["db", "doctr", "east"], default="db",
-        help="the detector family, for its input normalisation (default db: PaddleOCR DB)",
+        "--text-model-preset", choices=["db", "doctr", "east"], default=None,
+        help=f"the detector family, for its input normalisation (default {TEXT_MODEL_PRESET}: PaddleOCR DB)",
     )  # fmt: skip
     parser.add_argument(
-        "--text-model-side", type=int, default=640, metavar="N",
-        help="longer side of the image fed to a detector with free input size (multiple of 32; default 640)",
+        "--text-model-side", type=int, default=None, metavar="N",
+        help=f"longer side of the image fed to a detector with free input size (multiple of 32; default "
+        f"{TEXT_MODEL_SIDE})",
     )  # fmt: skip
 
 
@@ -115,7 +120,8 @@ def text_model_config(args: argparse.Namespace, command: str) -> TextModelConfig
     from curator.textdetect.config import FIELD_HINTS, TextModelConfig
 
     try:
-        return TextModelConfig(path=args.text_model, preset=args.text_model_preset, side=args.text_model_side)
+        given = {"preset": args.text_model_preset, "side": args.text_model_side}
+        return TextModelConfig(path=args.text_model, **{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
         raise ValueError(describe_validation_error(exc, f"{command} --text-model", FIELD_HINTS)) from exc
 
