@@ -27,6 +27,19 @@ def _banner(size: tuple[int, int], share: float) -> Image.Image:
     return image
 
 
+def _lines(size: tuple[int, int], starts: tuple[float, ...], height: float) -> Image.Image:
+    """Black, with red full-width lines (text lines for the test detector) at ``starts`` (shares of the height)."""
+    image = Image.new("RGB", size, (0, 0, 0))
+    for start in starts:
+        image.paste((255, 0, 0), (0, round(size[1] * start), size[0], round(size[1] * (start + height))))
+    return image
+
+
+def _raw(path: Path, **fields: object) -> TextModelConfig:
+    """The detector's thresholded map as it is: no region dropped, none grown (geometry of the input and map)."""
+    return TextModelConfig.model_validate({"path": path, "unclip_ratio": 0.0, "min_elongation": 1.0, **fields})
+
+
 @pytest.mark.parametrize(
     ("preset", "channel", "mean", "std"),
     [("db", 2, 0.406, 0.225), ("doctr", 0, 0.798, 0.264), ("east", 0, 123.68 / 255, 1 / 255)],
@@ -36,7 +49,7 @@ def test_each_preset_feeds_the_channels_and_normalisation_of_its_family(
 ) -> None:
     # the model reads red back only if kiln put red in `channel` and normalised it as the family does
     model = build_text_detector_onnx(tmp_path / "det.onnx", channel=channel, mean=mean, std=std)
-    detector = TextDetector.load(TextModelConfig(path=model, preset=preset, side=96))
+    detector = TextDetector.load(_raw(model, preset=preset, side=96))
     assert detector.text_area(_banner((200, 100), 0.3)) == pytest.approx(0.3, abs=0.05)
     assert detector.text_area(_banner((200, 100), 0.0)) == 0.0  # the padding (the mean colour) is not text
     assert detector.text_area(Image.new("RGB", (200, 100), (0, 0, 255))) == 0.0  # blue is not red
@@ -47,7 +60,7 @@ def test_fixed_or_free_input_size_logits_and_rank_3_maps(
     tmp_path: Path, size: int | None, logits: bool, rank: int
 ) -> None:
     model = build_text_detector_onnx(tmp_path / "det.onnx", size=size, logits=logits, rank=rank)
-    detector = TextDetector.load(TextModelConfig(path=model, side=128))
+    detector = TextDetector.load(_raw(model, side=128))
     tensor, cover = detector.prepare(_banner((300, 150), 0.5))
     assert tensor.shape[:2] == (1, 3) and tensor.shape[2] % 32 == 0 and tensor.shape[3] % 32 == 0
     if size:
@@ -63,8 +76,9 @@ def test_fixed_or_free_input_size_logits_and_rank_3_maps(
 @pytest.fixture
 def poster_set(tmp_path: Path) -> Path:
     folder = tmp_path / "ds" / "4_posters"
-    save_photo(_banner((400, 300), 0.6), folder / "poster.png")
-    save_photo(_banner((300, 400), 0.15), folder / "caption_strip.png")
+    save_photo(_lines((400, 300), (0.1, 0.3, 0.5, 0.7), 0.1), folder / "poster.png")  # four lines: 40 %
+    save_photo(_lines((300, 400), (0.85,), 0.08), folder / "caption_strip.png")  # one caption line: 8 %
+    save_photo(_banner((400, 300), 0.6), folder / "red_block.png")  # a compact region: not a text line
     save_photo(photo("coffee.png", (320, 240)).point(lambda v: v // 3), folder / "dim_coffee.jpg", quality=90)
     return tmp_path / "ds"
 
@@ -77,7 +91,7 @@ def test_check_flags_text_heavy_images_sorted_by_score(poster_set: Path, capsys:
     assert code == 0
     assert [f["path"] for f in flags] == ["4_posters/poster.png", "4_posters/caption_strip.png"]
     assert flags[0]["score"] > flags[1]["score"] > 0
-    assert "text covers 6" in flags[0]["detail"] and "det.onnx" in flags[0]["detail"]
+    assert "text lines cover 8" in flags[0]["detail"] and "det.onnx" in flags[0]["detail"]  # 4 lines grown back
     code = kiln(["check", str(poster_set), "--json", "--kind", "text-heavy", "--text-model", str(model),
                  "--text-model-side", "128", "--quality", "text-heavy=0.3", "--no-progress"])  # fmt: skip
     assert [f["path"] for f in json.loads(capsys.readouterr().out)["flags"]] == ["4_posters/poster.png"]
@@ -87,7 +101,7 @@ def test_check_flags_text_heavy_images_sorted_by_score(poster_set: Path, capsys:
 
 def test_scores_are_cached_per_file_and_model(poster_set: Path, tmp_path: Path) -> None:
     model = build_text_detector_onnx(tmp_path / "det.onnx")
-    config = TextModelConfig(path=model, side=128)
+    config = _raw(model, side=128)
     loads: list[TextModelConfig] = []
 
     def load(cfg: TextModelConfig) -> TextDetector:
@@ -99,13 +113,13 @@ def test_scores_are_cached_per_file_and_model(poster_set: Path, tmp_path: Path) 
         first = text_areas(ds.index, records, config, ds.config.pixel_limit, load)
         assert len(loads) == 1 and set(first) == {r.path for r in records}
         assert text_areas(ds.index, records, config, ds.config.pixel_limit, load) == first and len(loads) == 1
-        other = TextModelConfig(path=model, side=64)  # other preprocessing: scored again
+        other = _raw(model, side=64)  # other preprocessing: scored again
         text_areas(ds.index, records, other, ds.config.pixel_limit, load)
         assert len(loads) == 2
-    with Dataset.open(poster_set, config=ScanConfig(workers=1, text_model=TextModelConfig(path=model))) as ds:
+    with Dataset.open(poster_set, config=ScanConfig(workers=1, text_model=_raw(model))) as ds:
         shown = ds.text_areas(progress=True)  # a progress bar on stderr while the detector runs
-        assert set(shown) == set(first) and shown["4_posters/poster.png"] == pytest.approx(0.6, abs=0.06)
-    save_photo(_banner((400, 300), 0.1), poster_set / "4_posters" / "poster.png")  # the file changes
+        assert set(shown) == set(first) and shown["4_posters/poster.png"] == pytest.approx(0.4, abs=0.06)
+    save_photo(_lines((400, 300), (0.5,), 0.1), poster_set / "4_posters" / "poster.png")  # the file changes
     with Dataset.open(poster_set, config=ScanConfig(workers=1)) as ds:
         again = text_areas(ds.index, ds.images(), config, ds.config.pixel_limit, load)
         assert len(loads) == 3 and again["4_posters/poster.png"] == pytest.approx(0.1, abs=0.06)

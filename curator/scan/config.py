@@ -38,7 +38,7 @@ class QualityThresholds(BaseModel):
         0.5, ge=0.0, le=1.0, description="match to a mark repeated across the set (share of its edges) at least this"
     )
     text_heavy: float | None = Field(
-        0.08, ge=0.0, le=1.0, description="share of the image the text detector (--text-model) calls text above this"
+        0.02, ge=0.0, le=1.0, description="share of the image the text detector's lines (--text-model) cover above this"
     )
 
     @classmethod

@@ -36,7 +36,8 @@ def model_key(config: TextModelConfig) -> str:
     with open(config.path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return f"{digest.hexdigest()[:32]}:{config.preset}:{config.side}:{config.pixel_threshold}"
+    return (f"{digest.hexdigest()[:32]}:{config.preset}:{config.side}:{config.pixel_threshold}:"
+            f"lines:{config.box_threshold}:{config.unclip_ratio}:{config.min_elongation}")  # fmt: skip
 
 
 def _open_image(record: ImageRecord, side: int, pixel_limit: int) -> Image.Image | None:
@@ -116,7 +117,7 @@ def text_flags(areas: dict[str, float], threshold: float | None, model_name: str
     for path, area in sorted(areas.items()):
         if area > threshold:
             score = max(0.0, min(1.0, (area - threshold) / (1.0 - threshold))) if threshold < 1 else 1.0
-            flags.append(Flag(path, "text-heavy", f"text covers {area:.0%} of the image by the text detector "
+            flags.append(Flag(path, "text-heavy", f"text lines cover {area:.0%} of the image by the text detector "
                               f"{model_name} (over {threshold:.0%}): the model will learn the lettering (crop or "
                               "inpaint it, or caption the text)", score))  # fmt: skip
     return flags

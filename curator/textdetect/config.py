@@ -36,6 +36,16 @@ class TextModelConfig(BaseModel):
     preset: Preset = Field("db", description="input normalisation of the detector family")
     side: int = Field(640, ge=64, le=4096, description="longer side fed to a model with free input size")
     pixel_threshold: float = Field(0.3, gt=0.0, lt=1.0, description="map values above this are text")
+    box_threshold: float = Field(
+        0.6, ge=0.0, lt=1.0, description="a text region whose mean map value is under this is dropped (DB's box_thresh)"
+    )
+    unclip_ratio: float = Field(
+        1.5, ge=0.0, le=4.0, description="how far a region grows back to its text line (DB's unclip_ratio; 0: not)"
+    )
+    min_elongation: float = Field(
+        2.5, ge=1.0, le=20.0, description="a region counts as a text line when its long side is this many times "
+        "its short side (1: every region)",
+    )  # fmt: skip
 
     @field_validator("path")
     @classmethod

@@ -3,7 +3,8 @@
 onnxruntime is imported in :meth:`TextDetector.load` only. The image is resized keeping its aspect ratio (the
 longer side to ``TextModelConfig.side``, or into the model's fixed input size), normalised as its family expects
 (``TextModelConfig.preset``), and padded at the right and bottom to a multiple of 32 or the fixed size; the text
-area is measured on the cells of the probability map that lie over the image, not the padding.
+area is measured on the cells of the probability map that lie over the image, not the padding, as the share its
+text lines cover (``curator.textdetect.boxes``: DB's post-processing).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from curator.textdetect.boxes import text_line_area
 from curator.textdetect.config import TextModelConfig
 
 if TYPE_CHECKING:
@@ -96,8 +98,9 @@ class TextDetector:
         return canvas.transpose(2, 0, 1)[None], (new_h / height, new_w / width)
 
     def text_area(self, image: Image.Image) -> float:
-        """The share of ``image`` the detector's map calls text (values over ``pixel_threshold``; a map of
-        logits, with values outside 0..1, goes through a sigmoid first)."""
+        """The share of ``image`` the detector's text lines cover (regions of values over ``pixel_threshold``,
+        kept and grown back as :func:`text_line_area` says; a map of logits, with values outside 0..1, goes
+        through a sigmoid first)."""
         tensor, (cover_h, cover_w) = self.prepare(image)
         out = np.asarray(self.session.run([self.output_name], {self.input_name: tensor})[0], dtype=np.float32)
         text_map: NDArray[np.float32] = out.reshape(out.shape[-2], out.shape[-1])
@@ -106,4 +109,6 @@ class TextDetector:
         rows = max(1, math.floor(cover_h * text_map.shape[0] + 1e-6))  # the cells over the image only, not
         cols = max(1, math.floor(cover_w * text_map.shape[1] + 1e-6))  # those that take in padding
         region = text_map[:rows, :cols]
-        return float(np.count_nonzero(region > self.config.pixel_threshold)) / region.size
+        config = self.config
+        return text_line_area(region, config.pixel_threshold, config.box_threshold, config.unclip_ratio,
+                              config.min_elongation, text_map.shape[0] / tensor.shape[2])  # fmt: skip
