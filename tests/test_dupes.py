@@ -98,9 +98,48 @@ def test_indexed_and_chunked_stages_equal_the_copied_whole(monkeypatch: pytest.M
     assert np.array_equal(geometric.signatures(thumbs, aspects, rows), geometric.signatures(copied, aspects))
     phash = rng.integers(0, 2**63, len(rows), dtype=np.uint64)
     candidates = [(k, (k + 1) % len(rows), geometric.VARIANTS[k % len(geometric.VARIANTS)]) for k in range(40)]
-    assert (geometric.verify(thumbs, aspects, phash, whole_detail, candidates, 64, rows=rows)
-            == geometric.verify(copied, aspects, phash, whole_detail, candidates, 64))
+    detail = geometric.DetailImages(geometric.hash_inputs(copied))
+    assert (geometric.verify(thumbs, aspects, phash, detail, candidates, 64, rows=rows)
+            == geometric.verify(copied, aspects, phash, detail, candidates, 64))
     assert len(geometric.hash_inputs(thumbs, rows[:0])) == 0
+
+
+def test_detail_images_per_chunk_of_pairs_equal_the_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The high-pass images are worked out for each chunk of pairs from the stored pHash inputs instead of being
+    held for every image: each row the same bits whatever the batch, so the whole-frame and mirror links (and
+    their detail similarities) are those of the whole array, at any chunk size."""
+    from curator.dupes import clusters, geometric
+    from curator.dupes.clusters import DupeSettings, Features
+    from curator.scan.hashing import phash_bits
+
+    rng = np.random.default_rng(4)
+    base = rng.integers(0, 256, (6, 64, 64)).astype(np.int16)
+    copies = base[rng.integers(0, 6, 300)] + rng.integers(-12, 13, (300, 64, 64))
+    copies[::3] = copies[::3, :, ::-1]  # every third one mirrored
+    thumbs = np.clip(copies, 0, 255).astype(np.uint8)
+    rows = np.arange(len(thumbs))
+    small = geometric.hash_inputs(thumbs)
+    whole = geometric.high_pass(small)
+    detail = geometric.DetailImages(small)
+    picked = rng.permutation(len(thumbs))[:77]
+    assert np.array_equal(detail.of(picked).view(np.uint32), whole[picked].view(np.uint32))
+    images, at = detail.unique(np.concatenate([picked, picked[::-1]]))
+    assert np.array_equal(images[at].view(np.uint32), whole[np.concatenate([picked, picked[::-1]])].view(np.uint32))
+    features = Features(phash=phash_bits(small), mirror=phash_bits(geometric.hash_inputs(thumbs[:, :, ::-1].copy())),
+                        thumbs=thumbs, valid=np.ones(len(thumbs), dtype=bool))
+    settings = DupeSettings(threshold=12)
+    whole_frame = clusters._whole_frame_links(features, rows, detail, settings)
+    mirrors = clusters._mirror_links(features, rows, detail, settings)
+    assert len(whole_frame) > 100 and len(mirrors) > 100
+    for link in whole_frame:
+        assert link.detail == float(np.einsum("ij,ij->i", whole[[link.a]], whole[[link.b]])[0])
+    for link in mirrors:
+        assert link.detail in (float(geometric.mirrored(whole[[link.a]])[0] @ whole[link.b]),
+                               float(geometric.mirrored(whole[[link.b]])[0] @ whole[link.a]))
+    monkeypatch.setattr(clusters, "_DETAIL_PAIRS", 7)
+    monkeypatch.setattr(geometric, "_CHUNK", 5)
+    assert clusters._whole_frame_links(features, rows, detail, settings) == whole_frame
+    assert clusters._mirror_links(features, rows, detail, settings) == mirrors
 
 
 def test_near_pairs_small_inputs() -> None:

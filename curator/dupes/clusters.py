@@ -33,6 +33,7 @@ from curator.records import Flag, ImageRecord
 PIXEL_CANDIDATE_DISTANCE = 6  # pHash bits within which identical pixels are looked for
 SAME_THUMB_MAX = 2  # a lossless WebP's thumbnail differs from its PNG's by rounding only
 LOSSLESS_FORMATS = frozenset({"PNG", "BMP", "TIFF", "GIF"})
+_DETAIL_PAIRS = 8192  # pairs whose detail images are worked out at once (at most 2 x 8,192 x 4 KB, and the gathers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,10 +200,15 @@ def describe(link: Link, records: Sequence[ImageRecord], towards: int) -> str:
 
 
 def _whole_frame_links(
-    features: Features, hashed: NDArray[np.int64], detail: NDArray[np.float32], settings: DupeSettings
+    features: Features, hashed: NDArray[np.int64], detail: geometric.DetailImages, settings: DupeSettings
 ) -> list[Link]:
     pi, pj, pd = near_pairs(features.phash[hashed], settings.threshold)
-    agreement = np.einsum("ij,ij->i", detail[pi], detail[pj]) if len(pi) else np.empty(0)
+    agreement = np.empty(len(pi), dtype=np.float32)
+    for start in range(0, len(pi), _DETAIL_PAIRS):  # the pairs' detail images a chunk at a time
+        part = slice(start, start + _DETAIL_PAIRS)
+        images, at = detail.unique(np.concatenate([pi[part], pj[part]]))
+        m = len(pi[part])
+        agreement[part] = np.einsum("ij,ij->i", images[at[:m]], images[at[m:]])
     return [
         Link(int(hashed[a]), int(hashed[b]), "whole-frame", int(d), float(s))
         for a, b, d, s in zip(pi.tolist(), pj.tolist(), pd.tolist(), agreement.tolist(), strict=True)
@@ -211,7 +217,7 @@ def _whole_frame_links(
 
 
 def _mirror_links(
-    features: Features, hashed: NDArray[np.int64], detail: NDArray[np.float32], settings: DupeSettings
+    features: Features, hashed: NDArray[np.int64], detail: geometric.DetailImages, settings: DupeSettings
 ) -> list[Link]:
     n = len(hashed)
     both = np.concatenate([features.phash[hashed], features.mirror[hashed]])
@@ -223,12 +229,15 @@ def _mirror_links(
         a, b = (x, y - n) if x < n else (y, x - n)
         if a != b:  # a symmetric image matches its own mirror
             pairs.append((a, b, d))
-    flipped_rows = sorted({a for a, _b, _d in pairs})  # mirror only the images in a pair, not all of them
-    flipped = geometric.mirrored(detail[flipped_rows]) if flipped_rows else detail[:0]
-    row_of = {a: r for r, a in enumerate(flipped_rows)}
+    similarities: list[float] = []
+    for start in range(0, len(pairs), _DETAIL_PAIRS):  # the pairs' detail images a chunk at a time
+        part = pairs[start : start + _DETAIL_PAIRS]
+        images, at = detail.unique(np.array([[a for a, _b, _d in part], [b for _a, b, _d in part]], dtype=np.int64))
+        flipped = geometric.mirrored(images)  # the high-pass image of a mirror is the mirrored high-pass image
+        similarities += [float(flipped[x] @ images[y]) for x, y in zip(at[: len(part)].tolist(),
+                                                                        at[len(part) :].tolist(), strict=True)]
     links: dict[tuple[int, int], Link] = {}
-    for a, b, d in pairs:
-        similarity = float(flipped[row_of[a]] @ detail[b])
+    for (a, b, d), similarity in zip(pairs, similarities, strict=True):
         if similarity < settings.whole_frame_detail:
             continue
         key = (min(a, b), max(a, b))
@@ -241,7 +250,7 @@ def _geometric_links(
     records: Sequence[ImageRecord],
     features: Features,
     hashed: NDArray[np.int64],
-    detail: NDArray[np.float32],
+    detail: geometric.DetailImages,
     settings: DupeSettings,
     component: NDArray[np.int64],
 ) -> list[Link]:
@@ -448,7 +457,8 @@ def _near_links(
         pi, pj, pd = near_pairs(hashes, settings.threshold)
         return [Link(int(hashed[a]), int(hashed[b]), "whole-frame", int(d)) for a, b, d in zip(pi, pj, pd, strict=True)]
     hashed = reps[features.valid[reps]]
-    detail = geometric.high_pass(geometric.hash_inputs(features.thumbs, hashed))
+    # the pHash inputs are kept (1 KB an image), the float32 high-pass images (4 KB) worked out per chunk of pairs
+    detail = geometric.DetailImages(geometric.hash_inputs(features.thumbs, hashed))
     links = _whole_frame_links(features, hashed, detail, settings)
     links += _mirror_links(features, hashed, detail, settings)
     if settings.geometric:
