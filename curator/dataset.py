@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from itertools import islice
+from operator import attrgetter, le
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -176,11 +178,18 @@ class Dataset:
 
     def _load_records(self) -> list[ImageRecord]:
         subsets = {s.rel_dir: s for s in self.layout.subsets}
+        # read in the table's stored order, then put in path order here: ``ORDER BY path`` walks the path index
+        # and looks every row up in the table (~0.1 s more CPU at 100,000 images, the TUI's warm start), and the
+        # stored order is path order already unless a later scan appended images (then one sort)
         rows = self.index.conn.execute(
             "SELECT path, subset, size, mtime_ns, sha256, width, height, format, mode, frames, exif_rotated, "
-            "phash, flags FROM images ORDER BY path"
+            "phash, flags FROM images"
         )
-        return [record_from_row(row, subsets[row[1]]) for row in rows if row[1] in subsets]
+        records = [record_from_row(row, subsets[row[1]]) for row in rows if row[1] in subsets]
+        paths = [record.path for record in records]
+        if not all(map(le, paths, islice(paths, 1, None))):
+            records.sort(key=attrgetter("path"))  # str order is SQLite's BINARY order of the UTF-8 text
+        return records
 
     def record(self, path: str) -> ImageRecord | None:
         """The record of one image by its posix path relative to the root."""

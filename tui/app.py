@@ -87,7 +87,8 @@ class KilnApp(App[None]):
         self.keymap = load_keymap()  # after the optional views registered their keys
         self.set_keymap(self.keymap.overrides)
         self.view_manager = ViewManager(self, self.specs)
-        self.loader = DatasetLoader(self, self.model, note=self._note, warn=self._warn, fatal=self._fatal)
+        self.loader = DatasetLoader(self, self.model, note=self._note, warn=self._warn, fatal=self._fatal,
+                                    last_input=lambda: self.view_manager.last_input)
         self.captions = CaptionWatcher(self, self.model, self.view_manager.mounted, lambda: self.loader.loaded,
                                        warn=self._warn)
         self.journal = JournalActions(self, self.model, self.notify)

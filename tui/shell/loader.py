@@ -7,6 +7,7 @@ index, then at most every ``SCAN_REFRESH_SECONDS`` while a cold scan adds rows, 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -22,6 +23,13 @@ if TYPE_CHECKING:
 
 SCAN_REFRESH_SECONDS = 0.5  # a cold scan shows newly indexed images at most this often
 FREEZE_EVERY_SECONDS = 5.0  # while rows arrive in batches, freeze the long-lived objects at most this often
+# A warm start's caption read (100,000 captions: seconds of CPU in the loader thread, which takes the GIL from the
+# UI thread every few milliseconds) waits until the listed rows were painted and no key came for this long (at
+# most CAPTIONS_WAIT_MAX_SECONDS): the first keys on the new list are answered at full speed (measured at 100,000
+# images: the first key 77 ms with the read starting at once, ~30 ms without it; bench/bench_tui.py --only start).
+CAPTIONS_QUIET_SECONDS = 0.3
+CAPTIONS_WAIT_MAX_SECONDS = 2.0
+CAPTIONS_WAIT_MIN_ROWS = 20_000  # fewer captions are read in a fraction of a second: at once
 
 ProgressReporter = Callable[["ScanProgress"], None]
 
@@ -35,8 +43,10 @@ class DatasetLoader:
     (a toast) and ``fatal`` (the dataset cannot be used)."""
 
     def __init__(self, app: App[None], model: DatasetModel, note: Callable[[str], None],
-                 warn: Callable[[str], None], fatal: Callable[[str], None]) -> None:
+                 warn: Callable[[str], None], fatal: Callable[[str], None],
+                 last_input: Callable[[], float] = lambda: 0.0) -> None:
         self.app = app
+        self.last_input = last_input  # time.monotonic() of the user's last key or click
         self.model = model
         self.note = note
         self.warn = warn
@@ -73,6 +83,8 @@ class DatasetLoader:
             if rows:  # warm index: the list at once, then the captions
                 from_index = True
                 self._ui(self._rows_loaded, False, False)
+                if len(rows) >= CAPTIONS_WAIT_MIN_ROWS:
+                    self._wait_for_quiet()
                 model.read_captions(rows)
                 model.vocabulary()  # counted here, not on the UI thread
                 self._ui(self._rows_loaded, False, True)
@@ -105,6 +117,22 @@ class DatasetLoader:
         if flags is not None:
             model.set_flags(flags)
         self._ui(self._rows_loaded, True, False)
+
+    def _wait_for_quiet(self) -> None:
+        """Until the rows just announced are on screen and then ``CAPTIONS_QUIET_SECONDS`` pass without a key
+        (at most ``CAPTIONS_WAIT_MAX_SECONDS`` in all, or until the app closes)."""
+        start = time.monotonic()
+        painted = threading.Event()
+        self._ui(self.app.call_after_refresh, painted.set)
+        painted.wait(CAPTIONS_WAIT_MAX_SECONDS)
+        quiet_from = time.monotonic()
+        while self.app.is_running:
+            now = time.monotonic()
+            quiet = now - max(quiet_from, self.last_input())
+            left = CAPTIONS_WAIT_MAX_SECONDS - (now - start)
+            if quiet >= CAPTIONS_QUIET_SECONDS or left <= 0:
+                return
+            time.sleep(min(CAPTIONS_QUIET_SECONDS - quiet, left))
 
     def _progress_reporter(self) -> ProgressReporter:
         """The scan's ``on_progress``: adds the images just indexed to the rows (with their captions) and
