@@ -276,10 +276,13 @@ def test_bulk_writes_stage_outside_the_caption_folder_and_swap_in(tmp_path: Path
     assert outcomes == [None] * 300
     assert all(p.read_bytes() == b"new %d\n" % i for i, p in enumerate(files))
     assert all(t.startswith(str(stage)) for t in created)  # nothing was created among the captions
-    assert sorted(os.listdir(folder)) == sorted(p.name for p in files) and os.listdir(stage) == []
+    assert sorted(os.listdir(folder)) == sorted(p.name for p in files)
+    (pool,) = os.listdir(stage)  # the old contents, kept as spares for the next batch (test_staging.py)
+    assert pool.startswith("spare-") and len(os.listdir(stage / pool)) == 300
     monkeypatch.setattr(fsutil, "_exchange", lambda a, b: False)  # a filesystem without RENAME_EXCHANGE
     outcomes = write_files_atomically([(p, b"third %d\n" % i) for i, p in enumerate(files)], stage=stage)
-    assert outcomes == [None] * 300 and files[7].read_bytes() == b"third 7\n" and os.listdir(stage) == []
+    assert outcomes == [None] * 300 and files[7].read_bytes() == b"third 7\n"
+    assert len(created) == 300 and os.listdir(stage) == []  # the spares were renamed into place: none left
     (stage / "batch-999999999-1").mkdir()  # left by a killed writer (no such process)
     (stage / "batch-999999999-1" / ".kiln-tmp-x").write_bytes(b"old")
     (stage / f"batch-{os.getpid()}-99").mkdir()  # a live writer's batch: kept
