@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from itertools import islice
 from operator import attrgetter, le
 from pathlib import Path
@@ -201,16 +202,23 @@ class Dataset:
     # --------------------------------------------------------------------------------------------- health
 
     def duplicates(self, threshold: int | None = None) -> list[Cluster]:
-        """Exact and near duplicate clusters (``curator.dupes.Cluster``), each with its reasons."""
+        """Exact and near duplicate clusters (``curator.dupes.Cluster``), each with its reasons; kept in the
+        index between processes while nothing they depend on changes (``curator.dupes.cache``)."""
         from curator.dupes import DupeSettings, find_clusters
+        from curator.dupes.cache import cached_clusters
 
         limit = self.config.near_threshold if threshold is None else threshold
         records = self.images()
         clusters = self._clusters.get(limit)
-        if clusters is None:  # computed once per scan (health flags and the duplicates view share it)
+        if clusters is None:  # once per scan (health flags and the duplicates view share it), kept in the index
             settings = DupeSettings(threshold=limit, geometric=self.config.geometric)
-            clusters = self._clusters[limit] = find_clusters(
-                records, pixel_digest=self._pixel_digest, features=self.duplicate_features(records), settings=settings
+
+            def compute() -> list[Cluster]:
+                return find_clusters(records, pixel_digest=self._pixel_digest,
+                                     features=self.duplicate_features(records), settings=settings)  # fmt: skip
+
+            clusters = self._clusters[limit] = cached_clusters(
+                self.index, records, settings, self.config.pixel_limit, compute
             )
         return list(clusters)
 
@@ -255,9 +263,12 @@ class Dataset:
             return str(row[0])
         digest = pixel_digest(str(record.abs_path), self.config.pixel_limit)
         if digest is not None:
-            self.index.conn.execute(
-                "UPDATE images SET pixel_sha = ? WHERE path = ? AND sha256 = ?", (digest, record.path, record.sha256)
-            )
+            try:
+                self.index.conn.execute(
+                    "UPDATE images SET pixel_sha = ? WHERE path = ? AND sha256 = ?", (digest, record.path, record.sha256)
+                )
+            except sqlite3.Error:  # a locked or read-only index: the digest is only not kept
+                pass
         return digest
 
     def flags(self, threshold: int | None = None, *, refresh: bool = True) -> list[Flag]:
