@@ -268,3 +268,25 @@ def test_no_watermark_in_the_clean_sample_dataset(tmp_path: Path) -> None:
 
     with Dataset.open(copy_sample(tmp_path / "sample"), config=ScanConfig(workers=1)) as ds:
         assert not [f.path for f in ds.flags() if f.kind == "watermark"]
+
+
+def test_edge_bitmaps_follow_the_records_whatever_the_index_order(tmp_path: Path) -> None:
+    """Images a later scan appends come last in the index's table but first in path order; a broken file has no
+    bitmap: each bitmap stays with its own image, in the order of the records asked for."""
+    root = tmp_path / "set"
+    for name in ("m_chelsea.png", "n_coffee.png", "o_rocket.jpg"):
+        save_photo(photo(name.split("_", 1)[1], (160, 120)), root / name)
+    with Dataset.open(root, config=ScanConfig(workers=1)) as ds:
+        ds.scan(progress=False)
+    save_photo(photo("astronaut.png", (120, 160)), root / "a_astronaut.png")
+    (root / "b_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with Dataset.open(root, config=ScanConfig(workers=1)) as ds:
+        ds.scan(progress=False)
+        stored = dict(ds.index.conn.execute("SELECT path, edges FROM features WHERE edges IS NOT NULL"))
+        records = ds.images()
+        chosen, packed = ds.edge_bitmaps()
+        assert [r.path for r in chosen] == ["a_astronaut.png", "m_chelsea.png", "n_coffee.png", "o_rocket.jpg"]
+        assert [bytes(row) for row in packed] == [stored[r.path] for r in chosen]
+        backwards, packed_backwards = ds.edge_bitmaps(records[::-1])
+        assert [r.path for r in backwards] == [r.path for r in chosen][::-1]
+        assert [bytes(row) for row in packed_backwards] == [stored[r.path] for r in backwards]

@@ -104,3 +104,29 @@ def test_worker_pool_starts_when_stderr_has_no_file_descriptor(tmp_path: Path, m
             assert ds.scan(progress=False).new == COUNT
     finally:
         keep_alive.set()
+
+
+def test_a_scan_that_changes_nothing_keeps_the_indexed_records(tmp_path: Path) -> None:
+    """The TUI lists the index's records, then scans: when the scan finds them current the dataset keeps that
+    list (one copy, not two); a changed file, or another process writing the index, makes it read them again."""
+    root = _dataset(tmp_path / "ds")
+    with Dataset.open(root, config=ScanConfig(workers=1)) as ds:
+        ds.scan(progress=False)
+    with Dataset.open(root, config=ScanConfig(workers=1)) as ds:
+        listed = ds.indexed_records()
+        ds.scan(progress=False)
+        assert ds.images() is listed
+
+        listed = ds.indexed_records()
+        photo("chelsea.png").resize((120, 90)).save(root / "2_cup" / "cup005.jpg", quality=85)
+        ds.scan(progress=False)
+        fresh = ds.images()
+        assert fresh is not listed and {r.path: r for r in fresh}["2_cup/cup005.jpg"].width == 120
+
+        listed = ds.indexed_records()
+        with Dataset.open(root, config=ScanConfig(workers=1)) as other:  # another process's commit
+            with other.index.transaction() as tx:
+                tx.execute("UPDATE images SET width = 7 WHERE path = ?", ("2_cup/cup001.jpg",))
+        ds.scan(progress=False)
+        assert ds.images() is not listed
+        assert {r.path: r for r in ds.images()}["2_cup/cup001.jpg"].width == 7

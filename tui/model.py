@@ -253,17 +253,9 @@ class DatasetModel:
     def rows_match_scan(self, summary: ScanSummary) -> bool:
         """True when a scan that just ran found nothing the rows do not already show (no new, changed, removed
         or moved image): the rows built from the index can stay as they are."""
-        if summary.probed or summary.removed:
-            return False
-        images = self.dataset.walk.images
-        rows = self.rows
-        if len(rows) != len(images):
-            return False
-        for row in rows:
-            entry = images.get(row.path)
-            if entry is None or entry.subset != row.record.subset.rel_dir:
-                return False
-        return True
+        from curator.scan.scanner import records_match_walk
+
+        return records_match_walk([row.record for row in self.rows], summary, self.dataset.walk)
 
     def scanned_records(self) -> list[ImageRecord]:
         with self._lock:

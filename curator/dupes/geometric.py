@@ -147,8 +147,9 @@ def similar_pairs(
     if n < 2 or keep == 0:
         empty = np.empty(0, dtype=np.int64)
         return empty, empty, np.empty(0, dtype=np.float32)
-    found_i: list[NDArray[np.int64]] = []
-    found_j: list[NDArray[np.int64]] = []
+    index = np.int32 if n < 2**31 else np.int64  # positions are kept in 4 bytes: the candidates are millions
+    found_i: list[NDArray[np.integer]] = []
+    found_j: list[NDArray[np.integer]] = []
     found_s: list[NDArray[np.float32]] = []
     pending = 0
     buffer = np.empty(min(_BLOCK_ROWS, n) * n, dtype=np.float32)  # one similarity block, reused
@@ -163,8 +164,8 @@ def similar_pairs(
         values = sims[rows, cols]
         best = _best_of_groups(rows, values, keep, stop - start)
         best |= _best_of_groups(cols, values, keep, n - start)
-        found_i.append(rows[best] + start)
-        found_j.append(cols[best] + start)
+        found_i.append((rows[best] + start).astype(index))
+        found_j.append((cols[best] + start).astype(index))
         found_s.append(values[best])
         pending += int(best.sum())
         if pending > _COMPACT_PAIRS:  # a pair among an image's best overall is among its best in any subset
@@ -172,8 +173,9 @@ def similar_pairs(
             pending = 0
     (i,), (j,), (s,) = _compact(found_i, found_j, found_s, n, keep, final=True)
     chosen = _best_partners(i, j, s, n, keep)
-    order = np.lexsort((j[chosen], i[chosen]))
-    return i[chosen][order], j[chosen][order], s[chosen][order]
+    i, j, s = i[chosen], j[chosen], s[chosen]
+    order = np.lexsort((j, i))
+    return i[order].astype(np.int64), j[order].astype(np.int64), s[order]
 
 
 def _best_of_groups(group: NDArray[np.int64], values: NDArray[np.float32], keep: int, groups: int) -> NDArray[np.bool_]:
@@ -195,14 +197,14 @@ def _best_of_groups(group: NDArray[np.int64], values: NDArray[np.float32], keep:
 
 
 def _compact(
-    found_i: list[NDArray[np.int64]], found_j: list[NDArray[np.int64]], found_s: list[NDArray[np.float32]],
+    found_i: list[NDArray[np.integer]], found_j: list[NDArray[np.integer]], found_s: list[NDArray[np.float32]],
     n: int, keep: int, final: bool = False,
-) -> tuple[list[NDArray[np.int64]], list[NDArray[np.int64]], list[NDArray[np.float32]]]:
+) -> tuple[list[NDArray[np.integer]], list[NDArray[np.integer]], list[NDArray[np.float32]]]:
     """The pairs found so far as one array each, less those among neither image's ``keep`` best of them
     (``final``: joined only): at 100,000 crowded images the blocks' candidates were about 9 million pairs."""
-    i = np.concatenate(found_i).astype(np.int64) if found_i else np.empty(0, dtype=np.int64)
-    j = np.concatenate(found_j).astype(np.int64) if found_j else np.empty(0, dtype=np.int64)
-    s = np.concatenate(found_s).astype(np.float32) if found_s else np.empty(0, dtype=np.float32)
+    i = np.concatenate(found_i) if found_i else np.empty(0, dtype=np.int64)
+    j = np.concatenate(found_j) if found_j else np.empty(0, dtype=np.int64)
+    s = np.concatenate(found_s).astype(np.float32, copy=False) if found_s else np.empty(0, dtype=np.float32)
     if not final:
         chosen = _best_partners(i, j, s, n, keep)
         i, j, s = i[chosen], j[chosen], s[chosen]
@@ -210,18 +212,22 @@ def _compact(
 
 
 def _best_partners(
-    i: NDArray[np.int64], j: NDArray[np.int64], s: NDArray[np.float32], n: int, keep: int
+    i: NDArray[np.integer], j: NDArray[np.integer], s: NDArray[np.float32], n: int, keep: int
 ) -> NDArray[np.bool_]:
-    """Which pairs are among the ``keep`` most similar partners of at least one of their two images."""
+    """Which pairs are among the ``keep`` most similar partners of at least one of their two images.
+
+    Entry p of the pairs sorted by image (most similar first) ranks ``keep`` or lower in its image exactly when
+    the entry ``keep`` places before it is of the same image: no rank array is needed (a few bytes a pair,
+    not the 150 the ranks and their indices took: 0.25 GB at 1.9 million candidates)."""
     count = len(i)
     image = np.concatenate([i, j])
-    pair = np.concatenate([np.arange(count), np.arange(count)])
     order = np.lexsort((-np.concatenate([s, s]), image))  # by image, most similar first
     sorted_image = image[order]
-    firsts = np.flatnonzero(np.r_[True, sorted_image[1:] != sorted_image[:-1]]) if count else np.empty(0, np.int64)
-    rank = np.arange(len(order)) - np.repeat(firsts, np.diff(np.r_[firsts, len(order)]))
+    del image
+    among_best = np.ones(2 * count, dtype=bool)
+    among_best[keep:] = sorted_image[keep:] != sorted_image[:-keep] if keep else False
     chosen = np.zeros(count, dtype=bool)
-    chosen[pair[order[rank < keep]]] = True
+    chosen[order[among_best] % max(count, 1)] = True  # entries count.. are the j side of pairs 0..
     return chosen
 
 
@@ -505,13 +511,26 @@ def verify(
 ) -> list[tuple[Variant, int, float]]:
     """Exact check of each (original, copy, variant) candidate: the window's pHash as imagehash computes it,
     refined a pixel per side per round (crops only, for candidates within ``hopeless`` bits), and the detail
-    similarity of the best window with the copy (``detail``: every image's, by position, worked out for the
-    copies of a chunk at a time). Returns (variant, distance, detail) per candidate. Image k's thumbnail is
-    ``thumbs[rows[k]]`` when ``rows`` is given (no copy of the thumbnails)."""
-    trials = [_Trial(o, c, v) for o, c, v in candidates]
+    similarity of the best window with the copy (``detail``: every image's, by position). Returns (variant,
+    distance, detail) per candidate. Image k's thumbnail is ``thumbs[rows[k]]`` when ``rows`` is given (no copy
+    of the thumbnails). Candidates are checked ``_CHUNK`` at a time: each is refined on its own, so the result
+    is the same, and the windows of up to eight neighbours per candidate are never held for all at once."""
+    checked: list[tuple[Variant, int, float]] = []
+    for start in range(0, len(candidates), _CHUNK):
+        trials = [_Trial(o, c, v) for o, c, v in candidates[start : start + _CHUNK]]
+        _refine(trials, thumbs, aspects, phash, hopeless, rounds, rows)
+        window_detail = high_pass(np.stack([t.small for t in trials if t.small is not None]))
+        copy_detail, at = detail.unique(np.array([t.copy for t in trials], dtype=np.int64))
+        checked += [(t.variant, t.distance, float(window_detail[n] @ copy_detail[at[n]])) for n, t in enumerate(trials)]
+    return checked
+
+
+def _refine(trials: list[_Trial], thumbs: Thumbs, aspects: NDArray[np.float64], phash: Hashes, hopeless: int,
+            rounds: int, rows: NDArray[np.int64] | None) -> None:
+    """Each trial's window pHash distance to its copy, then up to ``rounds`` rounds of moving one side of a
+    crop by a pixel while that lowers the distance (trials within ``hopeless`` bits); in place."""
     smalls = _window_smalls(thumbs, aspects, [(t.original, t.variant) for t in trials], rows)
-    hashes = phash_bits(smalls) if len(smalls) else np.empty(0, dtype=np.uint64)
-    for t, h, small in zip(trials, hashes.tolist(), smalls, strict=True):
+    for t, h, small in zip(trials, phash_bits(smalls).tolist(), smalls, strict=True):
         t.distance, t.small = (h ^ int(phash[t.copy])).bit_count(), small
     for _ in range(rounds):
         jobs: list[tuple[int, Variant]] = []
@@ -532,15 +551,6 @@ def verify(
                 t.variant, t.distance, t.small, improved = neighbour, d, small, True
         if not improved:
             break
-    if not trials:
-        return []
-    checked = []
-    for start in range(0, len(trials), _CHUNK):  # the best windows' and the copies' detail images a chunk at a time
-        part = trials[start : start + _CHUNK]
-        window_detail = high_pass(np.stack([t.small for t in part if t.small is not None]))
-        copy_detail, at = detail.unique(np.array([t.copy for t in part], dtype=np.int64))
-        checked += [(t.variant, t.distance, float(window_detail[n] @ copy_detail[at[n]])) for n, t in enumerate(part)]
-    return checked
 
 
 def hash_inputs(thumbs: Thumbs, rows: NDArray[np.int64] | None = None) -> NDArray[np.uint8]:

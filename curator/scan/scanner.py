@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -113,6 +113,19 @@ class ScanSummary:
             "skipped_names": self.bad_names,
             "skipped_files": [{"path": path, "reason": why} for path, why in self.skipped],
         }
+
+
+def records_match_walk(records: Sequence[ImageRecord], summary: ScanSummary, walk: WalkResult) -> bool:
+    """True when a scan (``summary``, ``walk``) found nothing that ``records`` (read from the index before it)
+    do not show: no new, changed, removed or moved image."""
+    if summary.probed or summary.removed or len(records) != len(walk.images):
+        return False
+    images = walk.images
+    for record in records:
+        entry = images.get(record.path)
+        if entry is None or entry.subset != record.subset.rel_dir:
+            return False
+    return True
 
 
 def walk_layout(layout: DatasetLayout) -> WalkResult:
