@@ -243,7 +243,8 @@ class Dataset:
         return list(clusters)
 
     def duplicate_features(self, records: list[ImageRecord] | None = None) -> Features:
-        """``curator.dupes.Features`` row-aligned with ``records`` (default: :meth:`images`), from the index."""
+        """``curator.dupes.Features`` row-aligned with ``records`` (default: :meth:`images`), from the index; the
+        search may let go of the thumbnails and have them read again (``Features.reload_thumbs``)."""
         import numpy as np
 
         from curator.dupes import Features
@@ -251,27 +252,39 @@ class Dataset:
         from curator.scan.hashing import THUMB_SIDE
 
         records = self.images() if records is None else records
-        side = THUMB_SIDE * THUMB_SIDE
         n = len(records)
         position = {record.path: k for k, record in enumerate(records)}
         phash = np.zeros(n, dtype=np.uint64)
         mirror = np.zeros(n, dtype=np.uint64)
-        thumbs = np.zeros((n, THUMB_SIDE, THUMB_SIDE), dtype=np.uint8)
         valid = np.zeros(n, dtype=bool)
-        # row by row into the arrays: a dict of every thumbnail's bytes first held another 0.4 GB at 100,000
-        # images, which the allocator kept after it was freed
-        for path, mirror_hash, thumb in self.index.conn.execute("SELECT path, phash_mirror, thumb FROM features"):
+        for path, mirror_hash, has_thumb in self.index.conn.execute(
+            "SELECT path, phash_mirror, length(thumb) = ? FROM features", (THUMB_SIDE * THUMB_SIDE,)
+        ):
             k = position.get(path)
-            if k is None or mirror_hash is None or thumb is None or len(thumb) != side:
+            record_phash = None if k is None else records[k].phash
+            if k is None or record_phash is None or mirror_hash is None or not has_thumb:
                 continue
-            record = records[k]
-            if record.phash is None:
-                continue
-            phash[k] = record.phash
+            phash[k] = record_phash
             mirror[k] = to_unsigned64(mirror_hash) or 0
-            thumbs[k] = np.frombuffer(thumb, dtype=np.uint8).reshape(THUMB_SIDE, THUMB_SIDE)
             valid[k] = True
-        return Features(phash=phash, mirror=mirror, thumbs=thumbs, valid=valid)
+        return Features(phash=phash, mirror=mirror, thumbs=self._thumbnails(position, valid), valid=valid,
+                        reload_thumbs=lambda: self._thumbnails(position, valid))  # fmt: skip
+
+    def _thumbnails(self, position: dict[str, int], valid: NDArray[np.bool_]) -> NDArray[np.uint8]:
+        """The (n, 64, 64) thumbnails of the ``valid`` rows (zeros elsewhere) by each path's row in ``position``,
+        read row by row into the array: a dict of every thumbnail's bytes first held another 0.4 GB at 100,000
+        images, which the allocator kept after it was freed."""
+        import numpy as np
+
+        from curator.scan.hashing import THUMB_SIDE
+
+        thumbs = np.zeros((len(valid), THUMB_SIDE, THUMB_SIDE), dtype=np.uint8)
+        for path, thumb in self.index.conn.execute("SELECT path, thumb FROM features WHERE length(thumb) = ?",
+                                                   (THUMB_SIDE * THUMB_SIDE,)):  # fmt: skip
+            k = position.get(path)
+            if k is not None and valid[k]:
+                thumbs[k] = np.frombuffer(thumb, dtype=np.uint8).reshape(THUMB_SIDE, THUMB_SIDE)
+        return thumbs
 
     def _pixel_digest(self, record: ImageRecord) -> str | None:
         from curator.scan.probe import pixel_digest

@@ -139,3 +139,27 @@ def test_the_caption_cache_keeps_a_non_utf8_captions_tags(tmp_path: Path) -> Non
             assert not index.conn.in_transaction
         with index.transaction() as tx:  # the connection is usable
             tx.execute("SELECT 1")
+
+
+def test_the_caption_cache_reads_without_keys_and_caption_tags_share_strings(tmp_path: Path) -> None:
+    """The TUI parses the bytes itself: ``with_keys=False`` returns the same bytes, fresh or cached, keeps no
+    keys, and a later reader still gets them. Parsed tags are one string per distinct tag."""
+    from curator.index import Index
+    from curator.tags.cache import CaptionCache
+
+    root = tmp_path / "ds"
+    root.mkdir()
+    first, second, gone = root / "a.txt", root / "b.txt", root / "c.txt"
+    first.write_bytes(b"red boots, smile\n")
+    second.write_bytes(b"smile, red boots")
+    with Index.open(root) as index:
+        for _ in range(2):  # read from the files (and stored), then from the cache
+            cache = CaptionCache(index, root)
+            data = cache.read_many([first, second, gone], with_keys=False)
+            assert data == {first: first.read_bytes(), second: second.read_bytes(), gone: None}
+            assert cache.keys == {}
+        cache = CaptionCache(index, root)
+        cache.read_many([first, second])
+        assert cache.keys == {first: ["red boots", "smile"], second: ["smile", "red boots"]}
+    a, b = Caption.parse(first.read_bytes()).tags, Caption.parse(second.read_bytes()).tags
+    assert a[0] is b[1] and a[1] is b[0]

@@ -98,8 +98,8 @@ def test_indexed_and_chunked_stages_equal_the_copied_whole(monkeypatch: pytest.M
     assert np.array_equal(geometric.signatures(thumbs, aspects, rows), geometric.signatures(copied, aspects))
     phash = rng.integers(0, 2**63, len(rows), dtype=np.uint64)
     candidates = [(k, (k + 1) % len(rows), geometric.VARIANTS[k % len(geometric.VARIANTS)]) for k in range(40)]
-    detail = geometric.DetailImages(geometric.hash_inputs(copied))
-    assert (geometric.verify(thumbs, aspects, phash, detail, candidates, 64, rows=rows)
+    detail = geometric.DetailImages(copied)
+    assert (geometric.verify(thumbs, aspects, phash, geometric.DetailImages(thumbs, rows), candidates, 64, rows=rows)
             == geometric.verify(copied, aspects, phash, detail, candidates, 64))
     assert len(geometric.hash_inputs(thumbs, rows[:0])) == 0
 
@@ -120,9 +120,11 @@ def test_detail_images_per_chunk_of_pairs_equal_the_whole(monkeypatch: pytest.Mo
     rows = np.arange(len(thumbs))
     small = geometric.hash_inputs(thumbs)
     whole = geometric.high_pass(small)
-    detail = geometric.DetailImages(small)
+    detail = geometric.DetailImages(thumbs)
     picked = rng.permutation(len(thumbs))[:77]
     assert np.array_equal(detail.of(picked).view(np.uint32), whole[picked].view(np.uint32))
+    assert np.array_equal(detail.smalls(picked[::-1]), small[picked[::-1]])  # made once, then kept
+    assert int(detail._known.sum()) == 77  # only the images asked for were made
     images, at = detail.unique(np.concatenate([picked, picked[::-1]]))
     assert np.array_equal(images[at].view(np.uint32), whole[np.concatenate([picked, picked[::-1]])].view(np.uint32))
     features = Features(phash=phash_bits(small), mirror=phash_bits(geometric.hash_inputs(thumbs[:, :, ::-1].copy())),
@@ -287,6 +289,32 @@ def test_each_member_says_which_edit_matched(edited_dataset: Path) -> None:
             assert resized["transform"].startswith("resized")
 
 
+def test_the_search_lets_go_of_the_thumbnails_and_reads_them_again(edited_dataset: Path) -> None:
+    """The dataset's features can be read again, so the search drops the thumbnails while only their descriptors
+    are needed and reads them again for the crop/rotation stages: the same clusters as with them held."""
+    from curator.dupes import DupeSettings, Features, find_clusters
+
+    with Dataset.open(edited_dataset) as ds:
+        records = ds.images()
+        features = ds.duplicate_features(records)
+        held = Features(features.phash, features.mirror, features.thumbs.copy(), features.valid)
+        reads: list[int] = []
+
+        def reread() -> np.ndarray:
+            reads.append(1)
+            return ds.duplicate_features(records).thumbs
+
+        released = Features(features.phash, features.mirror, features.thumbs, features.valid, reload_thumbs=reread)
+        settings = DupeSettings(threshold=ds.config.near_threshold)
+        found = find_clusters(records, pixel_digest=ds._pixel_digest, features=released, settings=settings)
+        assert reads == [1] and any(c.kind == "near" for c in found)
+        assert found == find_clusters(records, pixel_digest=ds._pixel_digest, features=held, settings=settings)
+        assert found == ds.duplicates()
+        assert np.array_equal(released.thumbs, held.thumbs)
+        held.release_thumbs()  # without a way to read them again they are kept
+        assert held.thumbs is not None and len(held.thumbs) == len(records)
+
+
 def test_keep_rule_resolution_then_compression_then_age(tmp_path: Path) -> None:
     import os
 
@@ -325,3 +353,24 @@ def test_closest_variants_equal_the_whole_distance_table(monkeypatch: pytest.Mon
     best, which = geometric.closest_variants(sigs, rows, targets)
     assert np.array_equal(best, table.min(axis=1)) and np.array_equal(which, table.argmin(axis=1))
     assert len(geometric.closest_variants(sigs, rows[:0], targets[:0])[0]) == 0
+
+
+def test_most_promising_pairs_equal_the_pick_one_at_a_time() -> None:
+    """At most two candidates per pair of components, the closest first then the earliest, none inside one
+    component: the arrays give what picking one at a time in that order gives, ties and empty sets included."""
+    from collections import defaultdict
+
+    from curator.dupes.clusters import _most_promising
+
+    rng = np.random.default_rng(5)
+    for size, components, limit in ((0, 3, 4), (1, 1, 4), (5, 2, 64), (400, 9, 6), (3000, 40, 10)):
+        best = rng.integers(0, 14, size).astype(np.uint8)
+        first, second = rng.integers(0, components, size), rng.integers(0, components, size)
+        chosen: dict[tuple[int, int], list[int]] = defaultdict(list)
+        near = np.flatnonzero(best <= limit)
+        for n in near[np.argsort(best[near], kind="stable")].tolist():
+            a, b = int(first[n]), int(second[n])
+            if a != b and len(chosen[(min(a, b), max(a, b))]) < 2:
+                chosen[(min(a, b), max(a, b))].append(n)
+        expected = sorted(n for picks in chosen.values() for n in picks)
+        assert _most_promising(best, limit, first, second).tolist() == expected

@@ -124,9 +124,8 @@ def test_a_scan_that_changes_nothing_keeps_the_indexed_records(tmp_path: Path) -
         assert fresh is not listed and {r.path: r for r in fresh}["2_cup/cup005.jpg"].width == 120
 
         listed = ds.indexed_records()
-        with Dataset.open(root, config=ScanConfig(workers=1)) as other:  # another process's commit
-            with other.index.transaction() as tx:
-                tx.execute("UPDATE images SET width = 7 WHERE path = ?", ("2_cup/cup001.jpg",))
+        with Dataset.open(root, config=ScanConfig(workers=1)) as other, other.index.transaction() as tx:
+            tx.execute("UPDATE images SET width = 7 WHERE path = ?", ("2_cup/cup001.jpg",))  # another process
         ds.scan(progress=False)
         assert ds.images() is not listed
         assert {r.path: r for r in ds.images()}["2_cup/cup001.jpg"].width == 7

@@ -327,7 +327,7 @@ class DatasetModel:
             from curator.tags.cache import CaptionCache
 
             with self._lock:
-                data = CaptionCache(self.dataset.index, self.root).read_many(targets)
+                data = CaptionCache(self.dataset.index, self.root).read_many(targets, with_keys=False)
         except Exception:  # noqa: BLE001 - no cache (old index, read-only): read the files
             data = None
         for row, target in zip(rows, targets, strict=True):

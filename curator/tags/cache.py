@@ -55,15 +55,18 @@ class CaptionCache:
             return text.replace(os.sep, "/") if os.sep != "/" else text
         return text
 
-    def read_many(self, paths: list[_P], separator: str = ",") -> dict[_P, bytes | None]:
+    def read_many(self, paths: list[_P], separator: str = ",", *, with_keys: bool = True) -> dict[_P, bytes | None]:
         """Current bytes of each caption file (``None`` when it does not exist), from the cache when fresh.
-        ``self.keys`` then maps each existing file to its tag keys (split with ``separator``)."""
+        ``self.keys`` then maps each existing file to its tag keys (split with ``separator``); ``with_keys``
+        False: left empty, for a caller that parses the bytes itself (the TUI's rows: 0.1 GB of key lists and
+        strings less at 100,000 captions, which the allocator kept)."""
         # row: (path, size, mtime_ns, cached_ns, data, sep, keys)
         rows = (
             {
                 row[0]: row
                 for row in self.conn.execute(
-                    "SELECT path, size, mtime_ns, cached_ns, data, sep, keys FROM caption_cache_v2"
+                    f"SELECT path, size, mtime_ns, cached_ns, data, sep, {'keys' if with_keys else 'NULL'} "
+                    "FROM caption_cache_v2"
                 )
             }
             if self.available
@@ -95,6 +98,8 @@ class CaptionCache:
                 and row[3] - row[2] > _RACY_NS
             ):
                 out[path] = row[4]
+                if not with_keys:
+                    continue
                 if row[5] == separator:
                     keys[path] = _split_keys(row[6])
                     continue
@@ -111,7 +116,8 @@ class CaptionCache:
                 continue
             out[path] = data
             cap = Caption.parse(data, separator)
-            keys[path] = cap.keys
+            if with_keys:
+                keys[path] = cap.keys
             upserts.append((key, st.st_size, st.st_mtime_ns, now, data, separator, _join_keys(cap.keys)))
         if (upserts or deletes) and self.available:
             self._store(upserts, deletes)
