@@ -317,8 +317,7 @@ def _most_promising(best: NDArray[np.uint8], limit: int, first: NDArray[np.int64
                     per_pair: int = 2) -> NDArray[np.int64]:
     """The candidate pairs to verify, ascending: those whose closest window signature is within ``limit`` bits,
     at most ``per_pair`` between two components (``first``/``second``: each pair's images' components; the
-    closest first, then the earliest), none within one component. In arrays: a dict of lists per pair of
-    components held about 0.2 GB at 100,000 crowded images."""
+    closest first, then the earliest), none within one component; in arrays, without a Python object per pair."""
     near = np.flatnonzero((best <= limit) & (first != second))
     order = near[np.argsort(best[near], kind="stable")]  # closest first, then by position
     low, high = np.minimum(first[order], second[order]), np.maximum(first[order], second[order])
