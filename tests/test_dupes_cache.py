@@ -69,8 +69,10 @@ def _clusters(root: Path, config: ScanConfig | None = None, threshold: int | Non
 
 def _fresh(root: Path, config: ScanConfig | None = None, threshold: int | None = None) -> list[Cluster]:
     """The clusters computed from scratch, the cache out of the way."""
+    from curator.dupes.cache import forget
+
     with Dataset.open(root, config=config) as ds:
-        ds.index.conn.execute("DROP TABLE IF EXISTS dupe_clusters")
+        assert forget(ds.index)
         return ds.duplicates(threshold)
 
 
@@ -93,6 +95,15 @@ def test_a_fresh_dataset_returns_the_kept_clusters_without_searching(dataset: Pa
     cached = _clusters(dataset)
     assert cached == computed  # dataclass equality: ids, keep, members, distances, why, keep_reason
     assert [c.to_dict() for c in cached] == [c.to_dict() for c in computed]
+
+
+def test_forgotten_clusters_are_computed_again(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``cache.forget`` (what the scale bench runs before the TUI's first open): the next search computes them."""
+    computed = _clusters(dataset)
+    calls = Calls(monkeypatch)
+    assert _clusters(dataset) == computed and calls.count == 0
+    assert _fresh(dataset) == computed and calls.count == 1 and _rows(dataset) == 1
+    assert _clusters(dataset) == computed and calls.count == 1
 
 
 @pytest.mark.parametrize("change", ["replace", "remove", "add"])

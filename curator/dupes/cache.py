@@ -117,6 +117,17 @@ def store(index: Index, setting: str, digest: str, clusters: Sequence[Cluster]) 
     return True
 
 
+def forget(index: Index) -> bool:
+    """Drop every kept set of clusters (the next search computes them again); False when that fails."""
+    try:
+        with index.transaction("forgetting the duplicate clusters") as tx:
+            tx.execute("DROP TABLE IF EXISTS dupe_clusters")
+    except (OSError, sqlite3.Error) as exc:
+        log.debug("duplicate clusters not forgotten: %s", exc)
+        return False
+    return True
+
+
 def cached_clusters(
     index: Index,
     records: Sequence[ImageRecord],
